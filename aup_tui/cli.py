@@ -1,0 +1,225 @@
+"""The `aup-tui` command line (a contract: see DESIGN.md).
+
+Exit status: 0 finished, 130 stopped by the user, 1 on an error (one line on stderr) or when
+the experiment ended FAILED. Textual and the engine's heavy modules load only when needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Sequence
+
+EXIT_OK, EXIT_ERROR, EXIT_STOPPED = 0, 1, 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--aup", metavar="PATH", default=None,
+                        help="the .aup folder to use (default: ./.aup, then ~/.aup)")
+    p = argparse.ArgumentParser(
+        prog="aup-tui", parents=[common],
+        description="Run Auptimizer-style hyperparameter experiments and watch them live.",
+        epilog="Without a command: the dashboard of the latest experiment in ./.aup.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    init = sub.add_parser("init", parents=[common], help="create .aup/ (env.ini + store) here")
+    init.add_argument("--cpu", type=int, default=0, metavar="N", help="N local CPU slots")
+    init.add_argument("--gpu", metavar="F|LIST", help="GPU card indices, e.g. 0,0,1 (two slots on card 0)")
+    init.add_argument("--node", metavar="F|LIST", help="SSH nodes: user@host[:port] [key], comma-separated or a file")
+    init.add_argument("--aws", metavar="F|LIST", help="EC2 hosts: user@<instance-id|host>[:port] [key]")
+    init.add_argument("--passive", action="store_true", help="a passive resource: you run each job by hand")
+    init.add_argument("--overwrite", action="store_true", help="replace an existing env.ini and resource list")
+
+    run = sub.add_parser("run", parents=[common], help="run an experiment")
+    run.add_argument("experiment", metavar="EXPERIMENT.json")
+    run.add_argument("--headless", action="store_true", help="no TUI: a progress bar and a summary")
+
+    watch = sub.add_parser("watch", parents=[common], help="the dashboard of an experiment run by another process")
+    watch.add_argument("eid", nargs="?", type=int, metavar="EID")
+
+    stop = sub.add_parser("stop", parents=[common], help="ask a running job or experiment to stop")
+    group = stop.add_mutually_exclusive_group(required=True)
+    group.add_argument("--job", type=int, metavar="JID")
+    group.add_argument("--experiment", type=int, metavar="EID")
+
+    status = sub.add_parser("status", parents=[common], help="an experiment's status, job counts and best job")
+    status.add_argument("eid", nargs="?", type=int, metavar="EID")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    res = sub.add_parser("resources", parents=[common], help="list resources and their status")
+    res.add_argument("--free", action="store_true", help="free resources left taken by dead processes")
+    res.add_argument("--probe", action="store_true", help="check each node over SSH and the local GPUs once")
+    res.add_argument("--timeout", type=float, default=5.0, help="probe connect/command timeout in seconds")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from backends.errors import AupError
+
+    try:
+        handler = {
+            None: cmd_dashboard, "init": cmd_init, "run": cmd_run, "watch": cmd_watch, "stop": cmd_stop,
+            "status": cmd_status, "resources": cmd_resources,
+        }[args.command]
+        return handler(args)
+    except AupError as exc:
+        print(f"aup-tui: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_STOPPED
+
+
+def _connector(args):
+    from backends.config import find_env, load_env
+    from backends.setup import sync_resources
+    from backends.store import TinyDBConnector
+
+    auppath = find_env(args.aup)
+    connector = TinyDBConnector(auppath)
+    sync_resources(load_env(auppath), connector)
+    return auppath, connector
+
+
+def _experiment_id(connector, eid: int | None) -> int:
+    from backends.errors import AupError
+
+    if eid is None:
+        latest = connector.latest_experiment()
+        if latest is None:
+            raise AupError("no experiment in this .aup yet — start one with `aup-tui run experiment.json`")
+        return latest["eid"]
+    if connector.get_experiment(eid) is None:
+        raise AupError(f"no experiment {eid} in this .aup — `aup-tui status` shows the latest")
+    return eid
+
+
+# -- commands -----------------------------------------------------------------------------
+
+
+def cmd_init(args) -> int:
+    from backends.setup import init_aup, read_list
+
+    auppath = args.aup or ".aup"
+    env = init_aup(
+        auppath, cpu=args.cpu, gpu=read_list(args.gpu, "gpu") if args.gpu else None,
+        node=read_list(args.node, "node") if args.node else None,
+        aws=read_list(args.aws, "aws") if args.aws else None, passive=args.passive, overwrite=args.overwrite,
+    )
+    from backends.store import TinyDBConnector
+
+    connector = TinyDBConnector(env.auppath)
+    print(f"{env.path}: {_describe_resources(connector.resources())}")
+    connector.close()
+    return EXIT_OK
+
+
+def _describe_resources(resources: list[dict]) -> str:
+    counts: dict[str, int] = {}
+    for r in resources:
+        counts[r["type"]] = counts.get(r["type"], 0) + 1
+    return ", ".join(f"{n} {t}" for t, n in counts.items()) or "no resources (add some: --cpu N, --gpu 0,1, …)"
+
+
+def cmd_run(args) -> int:
+    from backends.config import load_experiment
+
+    config = load_experiment(args.experiment)
+    auppath, connector = _connector(args)
+    if not args.headless:
+        from .app import run_app
+
+        return run_app(auppath, connector=connector, experiment=config)
+    from .headless import run_headless
+
+    return run_headless(config, auppath, connector)
+
+
+def cmd_dashboard(args) -> int:
+    from .app import run_app
+
+    return run_app(args.aup)
+
+
+def cmd_watch(args) -> int:
+    from .app import run_app
+
+    auppath, connector = _connector(args)
+    return run_app(auppath, connector=connector, watch=_experiment_id(connector, args.eid))
+
+
+def cmd_stop(args) -> int:
+    from backends.errors import AupError
+
+    _, connector = _connector(args)
+    if args.job is not None:
+        job = connector.get_job(args.job)
+        if job is None:
+            raise AupError(f"no job {args.job} in this .aup — `aup-tui status` lists the jobs")
+        if job["status"] not in ("RUNNING", "WAITING"):
+            raise AupError(f"job {args.job} is not running (it is {job['status']})")
+        connector.request_stop(job["eid"], args.job)
+        print(f"asked experiment {job['eid']} to stop job {args.job}")
+    else:
+        eid = _experiment_id(connector, args.experiment)
+        exp = connector.get_experiment(eid)
+        if exp["status"] != "RUNNING":
+            raise AupError(f"experiment {eid} is not running (it is {exp['status']})")
+        connector.request_stop(eid)
+        print(f"asked experiment {eid} to stop")
+    connector.close()
+    return EXIT_OK
+
+
+def cmd_status(args) -> int:
+    from backends.experiment import summarize
+
+    _, connector = _connector(args)
+    eid = _experiment_id(connector, args.eid)
+    exp = connector.get_experiment(eid)
+    jobs = connector.jobs(eid)
+    result = summarize(connector, eid)
+    if args.json:
+        out = {
+            "eid": eid, "name": exp["name"], "status": exp["status"], "n_samples": exp.get("n_samples"),
+            "jobs": [{"jid": j["jid"], "status": j["status"], "score": j["score"], "config": j["config"],
+                      "resource": j["resource"]} for j in jobs],
+            "best": {"jid": result.best_jid, "score": result.best_score},
+        }
+        print(json.dumps(out))
+    else:
+        counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(result.counts.items())) or "no jobs yet"
+        print(f"experiment {eid} '{exp['name']}': {exp['status']} — {counts} of {exp.get('n_samples')}")
+        if result.best_jid is not None:
+            print(f"best: job {result.best_jid} score {result.best_score:g} {json.dumps(result.best_config)}")
+        print(f"logs: {result.logs}")
+    connector.close()
+    return EXIT_OK
+
+
+def cmd_resources(args) -> int:
+    auppath, connector = _connector(args)
+    if args.free:
+        freed = connector.recover()["resources"]
+        print(f"freed {len(freed)} resource(s) left taken by dead processes" + (f": {freed}" if freed else ""))
+    for r in connector.resources():
+        owner = f" by pid {r['owner'][0]}" if r.get("owner") else ""
+        job = f" (job {r['jid']})" if r.get("jid") else ""
+        print(f"{r['rid']:>4}  {r['type']:<8} {r['name']:<30} {r['status']}{owner}{job}")
+    if not connector.resources():
+        print("no resources — add some with `aup-tui init --cpu 2` (or --gpu/--node/--aws/--passive)")
+    if args.probe:
+        from backends.monitors.probe import probe_resources
+
+        for line in probe_resources(auppath, timeout=args.timeout):
+            print(line)
+    connector.close()
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""`aup-tui run --headless`: the experiment with a progress line, terminal prompts for passive
+jobs, Ctrl-C to stop, and a summary at the end.
+
+The experiment runs in a worker thread; this (main) thread owns the terminal: it draws progress
+from engine events and asks for passive results, so Ctrl-C always lands here.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import threading
+import time
+from typing import TextIO
+
+from backends.events import (
+    Event,
+    EventBus,
+    ExperimentFinished,
+    JobFailed,
+    JobFinished,
+    JobStarted,
+    JobStopped,
+    Notice,
+    PassiveResultWanted,
+)
+from backends.experiment import Experiment, ExperimentResult, summarize
+from backends.jobs import ResultParseError
+
+from .cli import EXIT_ERROR, EXIT_OK, EXIT_STOPPED
+
+
+class Progress:
+    """Jobs done / total, best score so far and elapsed time, as one redrawn line."""
+
+    def __init__(self, total: int, maximize: bool, out: TextIO) -> None:
+        self.total, self.maximize, self.out = total, maximize, out
+        self.done = self.failed = self.stopped = self.running = 0
+        self.best: tuple[float, int] | None = None
+        self.start = time.monotonic()
+        self.tty = out.isatty()
+        self._last_line = 0.0
+
+    def apply(self, event: Event) -> None:
+        if isinstance(event, JobStarted):
+            self.running += 1
+        elif isinstance(event, JobFinished):
+            self.running -= 1
+            self.done += 1
+            if event.score is not None and (
+                self.best is None or (event.score > self.best[0] if self.maximize else event.score < self.best[0])
+            ):
+                self.best = (event.score, event.jid)
+        elif isinstance(event, JobFailed):
+            self.running -= 1
+            if not event.will_retry:
+                self.failed += 1
+                self.message(f"job {event.jid} failed: {event.error}")
+            else:
+                self.message(f"job {event.jid} failed, retrying: {event.error}")
+        elif isinstance(event, JobStopped):
+            self.running -= 1
+            self.stopped += 1
+
+    def line(self) -> str:
+        ended = self.done + self.failed + self.stopped
+        width = 24
+        filled = int(width * ended / self.total) if self.total else width
+        bar = "█" * filled + "░" * (width - filled)
+        best = f"best {self.best[0]:.6g} (job {self.best[1]})" if self.best else "best —"
+        elapsed = int(time.monotonic() - self.start)
+        extra = f" failed {self.failed}" if self.failed else ""
+        extra += f" stopped {self.stopped}" if self.stopped else ""
+        return (f"{bar} {ended}/{self.total}  running {max(self.running, 0)}{extra}  {best}  "
+                f"{elapsed // 60:02d}:{elapsed % 60:02d}")
+
+    def draw(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.tty:
+            if force or now - self._last_line > 0.1:
+                self.out.write("\r\x1b[2K" + self.line())
+                self.out.flush()
+                self._last_line = now
+        elif force or now - self._last_line > 5:
+            self.out.write(self.line() + "\n")
+            self.out.flush()
+            self._last_line = now
+
+    def message(self, text: str) -> None:
+        if self.tty:
+            self.out.write("\r\x1b[2K")
+        self.out.write(text + "\n")
+        self.out.flush()
+
+
+def ask_passive(exp: Experiment, event: PassiveResultWanted, progress: Progress,
+                read=input) -> None:
+    """Prompt until the person gives a valid result (or marks the job failed)."""
+    progress.message(
+        f"\nJob {event.jid} waits for you. In another terminal run:\n    {event.command}\n"
+        f"Paste its output and end with an empty line, or type the score "
+        f"(or 'fail: <reason>'):"
+    )
+    while True:
+        lines: list[str] = []
+        while True:
+            try:
+                line = read("" if lines else "> ")
+            except EOFError:
+                if not lines:
+                    raise
+                break
+            if not line.strip():
+                if lines:
+                    break
+                continue
+            lines.append(line)
+            if len(lines) == 1 and _is_number_or_fail(line):
+                break
+        text = "\n".join(lines)
+        if text.strip().lower().startswith("fail"):
+            exp.resource_manager.mark_failed(event.jid, text.split(":", 1)[1] if ":" in text else "")
+            return
+        try:
+            score = exp.resource_manager.submit_result(event.jid, text)
+        except ResultParseError as exc:
+            progress.message(f"{exc} — try again:")
+            continue
+        progress.message(f"job {event.jid}: score {score:g}")
+        return
+
+
+def _is_number_or_fail(line: str) -> bool:
+    text = line.strip()
+    if text.lower().startswith("fail"):
+        return True
+    try:
+        [float(v) for v in text.split(",")]
+        return True
+    except ValueError:
+        return False
+
+
+def run_headless(config, auppath: str, connector, out: TextIO | None = None) -> int:
+    out = out or sys.stderr
+    bus = EventBus()
+    events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+    bus.subscribe(lambda e: events.put(e) if isinstance(e, _SHOWN) else None)
+    exp = Experiment(config, auppath=auppath, connector=connector, bus=bus)
+    outcome: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            outcome["result"] = exp.run()
+        except BaseException as exc:  # reported by the main thread
+            outcome["error"] = exc
+        finally:
+            events.put(None)  # type: ignore[arg-type]
+
+    worker = threading.Thread(target=work, name="aup-experiment", daemon=True)
+    progress: Progress | None = None
+    interrupted = False
+    worker.start()
+    while True:
+        try:
+            event = events.get(timeout=1.0)
+        except queue.Empty:
+            if progress:
+                progress.draw()
+            continue
+        except KeyboardInterrupt:
+            interrupted = True
+            _stop(exp, progress)
+            continue
+        if event is None:
+            break
+        if progress is None and exp.eid is not None:
+            progress = Progress(_total(exp), config.maximize, out)
+            progress.message(f"experiment {exp.eid} '{config.name}' on {config.resource} "
+                             f"({config.n_parallel} at a time) — Ctrl-C stops it")
+        if progress is None:
+            continue
+        if isinstance(event, Notice):
+            progress.message(f"{event.level}: {event.message}")
+        elif isinstance(event, PassiveResultWanted):
+            try:
+                ask_passive(exp, event, progress)
+            except KeyboardInterrupt:
+                interrupted = True
+                _stop(exp, progress)
+            except EOFError:
+                progress.message("no more input on stdin: stopping the experiment (the job stays unanswered)")
+                _stop(exp, progress)
+        else:
+            progress.apply(event)
+        progress.draw()
+    worker.join()
+    if progress:
+        progress.draw(force=True)
+        out.write("\n")
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    result: ExperimentResult = outcome.get("result") or summarize(connector, exp.eid)  # type: ignore[assignment]
+    print_summary(result, config, out)
+    connector.close()
+    if result.status == "STOPPED" or interrupted:
+        return EXIT_STOPPED
+    return EXIT_OK if result.status == "FINISHED" else EXIT_ERROR
+
+
+_SHOWN = (JobStarted, JobFinished, JobFailed, JobStopped, Notice, PassiveResultWanted, ExperimentFinished)
+
+
+def _total(exp: Experiment) -> int:
+    doc = exp.connector.get_experiment(exp.eid) or {}
+    return int(doc.get("n_samples") or 0)
+
+
+def _stop(exp: Experiment, progress: Progress | None) -> None:
+    if progress:
+        progress.message("stopping: killing running jobs…")
+    exp.stop()
+
+
+def print_summary(result: ExperimentResult, config, out: TextIO) -> None:
+    import json
+
+    counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(result.counts.items())) or "no jobs"
+    out.write(f"experiment {result.eid} '{config.name}' {result.status}: {counts}\n")
+    if result.best_jid is not None:
+        out.write(f"best job {result.best_jid}: score {result.best_score:g}  {json.dumps(result.best_config)}\n")
+    else:
+        out.write("no job finished with a score\n")
+    out.write(f"logs: {os.path.join(result.logs, '<jid>.<attempt>.out')}\n")

@@ -1,0 +1,390 @@
+"""experiment.json and .aup/env.ini: load, validate and write them in Auptimizer 2.0's formats.
+
+Every mistake a person can make in these files becomes one :class:`ConfigError` whose message
+names the file and key and says what to do, so the CLI can print it as its only line.
+"""
+from __future__ import annotations
+
+import configparser
+import copy
+import json
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+from .early_stop import make_policy
+from .errors import ConfigError
+from .proposers import proposer_class
+
+REQUIRED_KEYS = ("script", "resource", "name", "target", "proposer")
+RESOURCE_TYPES = ("cpu", "gpu", "node", "aws", "passive")
+PARAM_TYPES = ("float", "int", "choice")
+ENV_SECTION = "Auptimizer"
+MAPPING_KEYS = ("gpu_mapping", "node_mapping", "aws_mapping")
+INIT_HINT = "run `aup-tui init --cpu 2` first"
+
+
+def _default_job_failure() -> dict:
+    return {"ignore_fail": False, "job_retries": 0}
+
+
+@dataclass
+class ExperimentConfig:
+    """A validated experiment.json; ``raw`` keeps the file's JSON verbatim for the store.
+
+    ``n_samples`` is 0 when the file leaves it to the proposer (sequence: the whole grid);
+    the proposer's own ``n_samples`` is the number of jobs that will run.
+    """
+
+    name: str
+    script: str
+    resource: str
+    proposer: str
+    target: str
+    n_samples: int
+    n_parallel: int = 1
+    workingdir: str = field(default_factory=os.getcwd)
+    random_seed: int | None = None
+    parameter_config: list[dict] = field(default_factory=list)
+    resource_args: dict = field(default_factory=dict)
+    runtime_args: dict = field(default_factory=dict)
+    job_failure: dict = field(default_factory=_default_job_failure)
+    multi_res_labels: list[str] = field(default_factory=list)
+    path: str | None = None
+    raw: dict = field(default_factory=dict)
+
+    @property
+    def maximize(self) -> bool:
+        return self.target == "max"
+
+
+def load_experiment(path: str | os.PathLike) -> ExperimentConfig:
+    """Read and validate an experiment file; a relative workingdir is taken from its folder."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"experiment file {path} not found — check the path") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder — give the path of the experiment's JSON file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text — save it as a UTF-8 JSON file") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {path} ({e.strerror}) — check its permissions") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path} line {e.lineno}, column {e.colno}: {e.msg} — fix the JSON syntax") from None
+    config = validate_experiment(data, source=path, base_dir=os.path.dirname(os.path.abspath(path)))
+    config.path = os.path.abspath(path)
+    return config
+
+
+def validate_experiment(data: dict, source: str = "experiment.json",
+                        base_dir: str | None = None) -> ExperimentConfig:
+    """Check an already-parsed experiment and fill Auptimizer's defaults.
+
+    ``base_dir`` anchors a relative ``workingdir`` (the current directory when None).
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source} must hold a JSON object with the experiment's keys, "
+                          f"not {_kind(data)}")
+    missing = [key for key in REQUIRED_KEYS if key not in data]
+    if missing:
+        raise ConfigError(f"{source} is missing required key{'s' if len(missing) > 1 else ''} "
+                          f"{', '.join(missing)} — add {'them' if len(missing) > 1 else 'it'}")
+    for key in ("name", "script"):
+        if not isinstance(data[key], str) or not data[key].strip():
+            raise ConfigError(f"{key} in {source} must be a non-empty string, got {_show(data[key])}")
+    if data["resource"] not in RESOURCE_TYPES:
+        raise ConfigError(f"resource {_show(data['resource'])} in {source} is not supported "
+                          f"— use one of {', '.join(RESOURCE_TYPES)}")
+    if data["target"] not in ("min", "max"):
+        raise ConfigError(f'target {_show(data["target"])} in {source} must be "min" or "max"')
+    proposer = proposer_class(data["proposer"], source)
+    if proposer.needs_n_samples and "n_samples" not in data:
+        raise ConfigError(f"n_samples in {source} is required by the {proposer.name} proposer "
+                          "— set it to the number of jobs to run")
+    n_samples = _whole(data, "n_samples", source, minimum=1 if proposer.needs_n_samples else 0, default=0)
+    resource_args = _object(data, "resource_args", source)
+    make_policy(resource_args.get("early_stop"), data["target"] == "max", source)
+    return ExperimentConfig(
+        name=data["name"],
+        script=data["script"],
+        resource=data["resource"],
+        proposer=data["proposer"],
+        target=data["target"],
+        n_samples=n_samples,
+        n_parallel=_whole(data, "n_parallel", source, minimum=1, default=1),
+        workingdir=_workingdir(data, source, base_dir),
+        random_seed=_seed(data, source),
+        parameter_config=_parameters(data, source),
+        resource_args=resource_args,
+        runtime_args=_object(data, "runtime_args", source),
+        job_failure=_job_failure(data, source),
+        multi_res_labels=_labels(data, source),
+        raw=data,
+    )
+
+
+def _whole(data: dict, key: str, source: str, minimum: int, default: int) -> int:
+    value = data.get(key, default)
+    if not _is_int(value) or value < minimum:
+        raise ConfigError(f"{key} in {source} must be a whole number of at least {minimum}, "
+                          f"got {_show(value)}")
+    return value
+
+
+def _seed(data: dict, source: str) -> int | None:
+    seed = data.get("random_seed")
+    if seed is not None and not _is_int(seed):
+        raise ConfigError(f"random_seed in {source} must be a whole number, got {_show(seed)}")
+    return seed
+
+
+def _workingdir(data: dict, source: str, base_dir: str | None) -> str:
+    folder = data.get("workingdir", os.getcwd())
+    if not isinstance(folder, str) or not folder:
+        raise ConfigError(f"workingdir in {source} must be a folder path, got {_show(folder)}")
+    folder = os.path.expanduser(folder)
+    return os.path.abspath(os.path.join(base_dir or os.getcwd(), folder))
+
+
+def _object(data: dict, key: str, source: str) -> dict:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key} in {source} must be a JSON object {{...}}, not {_kind(value)}")
+    return copy.deepcopy(value)
+
+
+def _job_failure(data: dict, source: str) -> dict:
+    """Auptimizer's rule: no job_failure means no retries; job_failure without job_retries means 3."""
+    if "job_failure" not in data:
+        return _default_job_failure()
+    given = _object(data, "job_failure", source)
+    ignore_fail = given.get("ignore_fail", False)
+    if not isinstance(ignore_fail, bool):
+        raise ConfigError(f"job_failure.ignore_fail in {source} must be true or false, "
+                          f"got {_show(ignore_fail)}")
+    return {"ignore_fail": ignore_fail,
+            "job_retries": _whole(given, "job_retries", f"job_failure in {source}", minimum=0, default=3)}
+
+
+def _labels(data: dict, source: str) -> list[str]:
+    labels = data.get("multi_res_labels", [])
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise ConfigError(f"multi_res_labels in {source} must be a list of names, "
+                          f"got {_show(labels)}")
+    return list(labels)
+
+
+def _parameters(data: dict, source: str) -> list[dict]:
+    params = data.get("parameter_config")
+    if not isinstance(params, list) or not params:
+        raise ConfigError(f"parameter_config in {source} must be a non-empty list of parameters "
+                          'such as {"name": "lr", "type": "float", "range": [0.001, 0.1]}')
+    checked: list[dict] = []
+    for index, param in enumerate(params):
+        checked.append(_parameter(param, index, source))
+        if any(other["name"] == checked[-1]["name"] for other in checked[:-1]):
+            raise ConfigError(f"parameter '{checked[-1]['name']}' appears twice in parameter_config "
+                              f"of {source} — give each parameter its own name")
+    return checked
+
+
+def _parameter(param: Any, index: int, source: str) -> dict:
+    """One parameter_config entry, with Auptimizer's defaults (type int, range [0, 1]) filled in."""
+    if not isinstance(param, dict) or not isinstance(param.get("name"), str) or not param["name"]:
+        raise ConfigError(f"parameter_config[{index}] in {source} needs a \"name\" "
+                          "— the key your script reads")
+    where = f"parameter '{param['name']}' in {source}"
+    kind = param.get("type", "int")
+    if not isinstance(kind, str) or kind.lower() not in PARAM_TYPES:
+        raise ConfigError(f"{where} has type {_show(kind)} — use float, int or choice")
+    out = copy.deepcopy(param)
+    out["type"] = kind = kind.lower()
+    span = out.setdefault("range", [0, 1])
+    if kind == "choice":
+        if not isinstance(span, list) or not span:
+            raise ConfigError(f"{where} needs a non-empty list of values as its range")
+        return out
+    if not (isinstance(span, list) and len(span) == 2 and all(_is_number(v) for v in span)):
+        raise ConfigError(f"{where} needs a range of two numbers [low, high], got {_show(span)}")
+    if span[0] > span[1]:
+        raise ConfigError(f"{where} has range {_show(span)} with low above high — swap them")
+    if kind == "int":
+        if not all(float(v).is_integer() for v in span):
+            raise ConfigError(f"{where} is an int parameter but its range {_show(span)} "
+                              "holds fractions — use whole numbers or type float")
+        out["range"] = [int(v) for v in span]
+    if "interval" in out:
+        step = out["interval"]
+        whole = kind != "int" or (_is_number(step) and float(step).is_integer())
+        if not _is_number(step) or step <= 0 or not whole:
+            raise ConfigError(f"interval of {where} must be a positive "
+                              f"{'whole number' if kind == 'int' else 'number'}, got {_show(step)}")
+    if "n" in out and (not _is_int(out["n"]) or out["n"] < 2):
+        raise ConfigError(f"n of {where} must be a whole number of at least 2, got {_show(out['n'])}")
+    return out
+
+
+@dataclass
+class EnvConfig:
+    """The ``[Auptimizer]`` section of ``.aup/env.ini``; unknown keys ride along in ``extra``."""
+
+    path: str
+    auppath: str
+    Auptimizer_PATH: str = ""
+    SQL_ENGINE: str = "tinydb"
+    TMP_FOLDER: str = ""
+    gpu_mapping: dict[str, str] = field(default_factory=dict)
+    node_mapping: dict[str, str] = field(default_factory=dict)
+    aws_mapping: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.Auptimizer_PATH = self.Auptimizer_PATH or self.auppath
+        self.TMP_FOLDER = self.TMP_FOLDER or os.path.join(tempfile.gettempdir(), "auptmp")
+
+
+def find_env(auppath: str | None = None) -> str:
+    """The .aup folder to use: the given one, else ./.aup, else ~/.aup (Auptimizer's search)."""
+    if auppath is not None:
+        folder = os.path.abspath(os.path.expanduser(auppath))
+        if not os.path.isfile(os.path.join(folder, "env.ini")):
+            raise ConfigError(f"no env.ini in {folder} — {INIT_HINT} or pass the right --aup folder")
+        return folder
+    for folder in (os.path.abspath(".aup"), os.path.join(os.path.expanduser("~"), ".aup")):
+        if os.path.isfile(os.path.join(folder, "env.ini")):
+            return folder
+    raise ConfigError(f"no .aup/env.ini found in ./.aup or ~/.aup — {INIT_HINT}")
+
+
+def load_env(auppath: str = ".aup") -> EnvConfig:
+    """Read ``<auppath>/env.ini`` as Auptimizer writes it (keys case-sensitive, mappings as JSON)."""
+    folder = os.path.abspath(os.path.expanduser(auppath))
+    path = os.path.join(folder, "env.ini")
+    parser = _parser()
+    try:
+        with open(path, encoding="utf-8") as f:
+            parser.read_file(f)
+    except FileNotFoundError:
+        raise ConfigError(f"no env.ini in {folder} — {INIT_HINT}") from None
+    except (configparser.Error, UnicodeDecodeError) as e:
+        reason = " ".join(str(e).split())
+        raise ConfigError(f"{path} is not a valid env.ini ({reason}) "
+                          "— fix it or recreate it with `aup-tui init --overwrite`") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {path} ({e.strerror}) — check its permissions") from None
+    if not parser.has_section(ENV_SECTION):
+        raise ConfigError(f"{path} has no [{ENV_SECTION}] section "
+                          "— recreate it with `aup-tui init --overwrite`")
+    values = dict(parser.items(ENV_SECTION))
+    mappings = {key: _mapping(values.pop(key, ""), key, path) for key in MAPPING_KEYS}
+    return EnvConfig(
+        path=path,
+        auppath=folder,
+        Auptimizer_PATH=values.pop("Auptimizer_PATH", ""),
+        SQL_ENGINE=values.pop("SQL_ENGINE", "tinydb"),
+        TMP_FOLDER=values.pop("TMP_FOLDER", ""),
+        extra=values,
+        **mappings,
+    )
+
+
+def write_env(env: EnvConfig) -> None:
+    """Write env.ini in Auptimizer's format, atomically so a crash never leaves half a file."""
+    section = {"Auptimizer_PATH": env.Auptimizer_PATH, "SQL_ENGINE": env.SQL_ENGINE,
+               "TMP_FOLDER": env.TMP_FOLDER}
+    for key in MAPPING_KEYS:
+        if getattr(env, key):
+            section[key] = json.dumps(getattr(env, key))
+    section.update({k: v for k, v in env.extra.items() if k not in section})
+    parser = _parser()
+    parser[ENV_SECTION] = section
+    folder = os.path.dirname(os.path.abspath(env.path))
+    os.makedirs(folder, exist_ok=True)
+    mode = os.stat(env.path).st_mode & 0o777 if os.path.exists(env.path) else 0o644
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".env.ini.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            parser.write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, env.path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _parser() -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str  # Auptimizer's keys are case-sensitive (Auptimizer_PATH)
+    return parser
+
+
+def _mapping(text: str, key: str, path: str) -> dict[str, str]:
+    if not text.strip():
+        return {}
+    example = '{"1": "0", "2": "0"}'
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{key} in {path} is not valid JSON ({e.msg} at column {e.colno}) "
+                          f"— write it like {example}") from None
+    if not isinstance(value, dict) or not all(isinstance(v, (str, int)) and not isinstance(v, bool)
+                                              for v in value.values()):
+        raise ConfigError(f"{key} in {path} must map resource ids to resources, like {example}")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """A machine to run jobs on: ``user@host:port`` plus an optional private-key file."""
+
+    user: str | None
+    host: str
+    port: int = 22
+    key: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}" if self.user else f"{self.host}:{self.port}"
+
+
+_HOST = re.compile(r"(?:(?P<user>[^@\s:]+)@)?(?P<host>[A-Za-z0-9._-]+)(?::(?P<port>\d{1,5}))?")
+
+
+def parse_host(spec: str) -> HostSpec:
+    """Parse ``user@host``, ``user@host:port`` or ``host`` (an AWS instance id counts as a host),
+    optionally followed by whitespace and a private-key path."""
+    parts = spec.split() if isinstance(spec, str) else []
+    match = _HOST.fullmatch(parts[0]) if 1 <= len(parts) <= 2 else None
+    port = int(match["port"] or 22) if match else 0
+    if not match or not 1 <= port <= 65535:
+        raise ConfigError(f"bad host '{spec}' — write it as user@host, user@host:port or host, "
+                          "optionally followed by a space and a private-key file")
+    key = os.path.expanduser(parts[1]) if len(parts) == 2 else None
+    return HostSpec(user=match["user"], host=match["host"], port=port, key=key)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _kind(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "true/false",
+             type(None): "null", int: "a number", float: "a number"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value, default=str)

@@ -1,0 +1,208 @@
+"""Early stopping of jobs whose intermediate results lag behind, as in Auptimizer 2.0.
+
+A job reports one result per step (each ``#Auptimizer:`` line). At an evaluation step — a multiple
+of ``aup_policy_steps`` once ``warmup`` results are in — the job is compared with the other jobs'
+results over the same first steps, and a job that looks hopeless is stopped so its resource can run
+a better candidate. Configured by ``resource_args.early_stop`` in experiment.json::
+
+    {"aup_policy": "median", "aup_policy_steps": 5, "warmup": 10}
+
+Auptimizer's defaults are kept: ``warmup`` 0, ``bandit_factor`` 0.5, ``truncation_percentage``
+0.3 (a fraction, despite the name). Unlike Auptimizer, a job stopped early keeps counting as
+comparison for the steps it reached, so the bar does not rise just because weak jobs were removed.
+"""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import threading
+from typing import Any, ClassVar, Iterable
+
+from .errors import ConfigError
+
+POLICY_NAMES = ("median", "bandit", "truncation")
+
+
+class _Curve:
+    """One job's results as running sums and running bests, so any prefix is judged in O(1)."""
+
+    __slots__ = ("sums", "bests")
+
+    def __init__(self) -> None:
+        self.sums: list[float] = []
+        self.bests: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self.sums)
+
+    def add(self, value: float, better) -> None:
+        self.sums.append(value + (self.sums[-1] if self.sums else 0.0))
+        keep_old = self.bests and not better(value, self.bests[-1])
+        self.bests.append(self.bests[-1] if keep_old else value)
+
+    def mean(self, step: int) -> float:
+        return self.sums[step - 1] / step
+
+    def best(self, step: int) -> float:
+        return self.bests[step - 1]
+
+
+class EarlyStopPolicy:
+    """Judges running jobs from their intermediate results; safe to call from many job threads.
+
+    A job is judged once per evaluation step, as soon as at least one other job has reached that
+    step too; until then the decision waits, so the fastest job is judged when another catches up
+    and learns the verdict from its next :meth:`report`.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, steps: int, warmup: int, maximize: bool) -> None:
+        self.steps = steps
+        self.warmup = warmup
+        self.maximize = maximize
+        self._curves: dict[int, _Curve] = {}
+        self._judged_at: dict[int, int] = {}
+        self._stopped: set[int] = set()
+        self._ended: set[int] = set()
+        self._lock = threading.Lock()
+
+    def report(self, jid: int, value: float) -> bool:
+        """Record ``value`` as job ``jid``'s next result; True when the job should be stopped."""
+        with self._lock:
+            if jid not in self._stopped:
+                self._curves.setdefault(jid, _Curve()).add(float(value), self._better)
+                self._judge_waiting()
+            return jid in self._stopped
+
+    def forget(self, jid: int) -> None:
+        """Mark the job ended: it is judged no more, but its results still count for the others,
+        as Auptimizer compares running jobs with finished ones too."""
+        with self._lock:
+            self._ended.add(jid)
+
+    def _judge_waiting(self) -> None:
+        for jid, curve in self._curves.items():
+            if jid in self._stopped or jid in self._ended:
+                continue
+            step = self._evaluation_step(len(curve))
+            if step is None or self._judged_at.get(jid) == step:
+                continue
+            others = [c for j, c in self._curves.items() if j != jid and len(c) >= step]
+            if not others:
+                continue
+            self._judged_at[jid] = step
+            if self._lags(curve, others, step):
+                self._stopped.add(jid)
+
+    def _evaluation_step(self, n_results: int) -> int | None:
+        if n_results < self.warmup or n_results < self.steps:
+            return None
+        return n_results - n_results % self.steps
+
+    def _better(self, a: float, b: float) -> bool:
+        return a > b if self.maximize else a < b
+
+    def _best(self, values: Iterable[float]) -> float:
+        return max(values) if self.maximize else min(values)
+
+    def _lags(self, curve: _Curve, others: list[_Curve], step: int) -> bool:
+        raise NotImplementedError
+
+
+class MedianPolicy(EarlyStopPolicy):
+    """Stop a job whose mean result so far is worse than the median of the others' means."""
+
+    name = "median"
+
+    def _lags(self, curve: _Curve, others: list[_Curve], step: int) -> bool:
+        median = statistics.median(other.mean(step) for other in others)
+        return self._better(median, curve.mean(step))
+
+
+class BanditPolicy(EarlyStopPolicy):
+    """Stop a job whose best result is worse than the leader's by more than a slack.
+
+    The slack is ``(1 - bandit_factor) * |leader|``: with the default 0.5 a job maximising accuracy
+    is stopped when its best is under half the leader's best.
+    """
+
+    name = "bandit"
+
+    def __init__(self, steps: int, warmup: int, maximize: bool, factor: float) -> None:
+        super().__init__(steps, warmup, maximize)
+        self.factor = factor
+
+    def _lags(self, curve: _Curve, others: list[_Curve], step: int) -> bool:
+        leader = self._best(other.best(step) for other in others)
+        slack = (1 - self.factor) * abs(leader)
+        threshold = leader - slack if self.maximize else leader + slack
+        return self._better(threshold, curve.best(step))
+
+
+class TruncationPolicy(EarlyStopPolicy):
+    """Stop a job whose best result ranks in the bottom ``truncation_percentage`` of all jobs."""
+
+    name = "truncation"
+
+    def __init__(self, steps: int, warmup: int, maximize: bool, fraction: float) -> None:
+        super().__init__(steps, warmup, maximize)
+        self.fraction = fraction
+
+    def _lags(self, curve: _Curve, others: list[_Curve], step: int) -> bool:
+        mine = curve.best(step)
+        # rank 1 is the worst; ties rank this job above the others, as Auptimizer's stable sort does
+        rank = 1 + sum(1 for other in others if not self._better(other.best(step), mine))
+        return rank / (len(others) + 1) <= self.fraction
+
+
+def make_policy(cfg: dict | None, maximize: bool,
+                source: str = "experiment.json") -> EarlyStopPolicy | None:
+    """Build the policy ``resource_args.early_stop`` asks for; None when early stopping is off."""
+    if not cfg:
+        return None
+    where = f"resource_args.early_stop in {source}"
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{where} must be an object such as "
+                          '{"aup_policy": "median", "aup_policy_steps": 5}')
+    policy = cfg.get("aup_policy")
+    if policy == "curve_fitting":
+        raise ConfigError(f'aup_policy "curve_fitting" in {where} is not supported by aup-tui '
+                          "— use median, bandit or truncation")
+    if policy not in POLICY_NAMES:
+        raise ConfigError(f"unknown aup_policy {_show(policy)} in {where} "
+                          "— use median, bandit or truncation")
+    steps = _whole(cfg, "aup_policy_steps", where, minimum=1)
+    warmup = _whole(cfg, "warmup", where, minimum=0, default=0)
+    if policy == "median":
+        return MedianPolicy(steps, warmup, maximize)
+    if policy == "bandit":
+        factor = _fraction(cfg, "bandit_factor", where, default=0.5, closed=True)
+        return BanditPolicy(steps, warmup, maximize, factor)
+    fraction = _fraction(cfg, "truncation_percentage", where, default=0.3, closed=False)
+    return TruncationPolicy(steps, warmup, maximize, fraction)
+
+
+def _whole(cfg: dict, key: str, where: str, minimum: int, default: int | None = None) -> int:
+    value = cfg.get(key, default)
+    if value is None:
+        raise ConfigError(f"{where} needs {key} — how many results a job reports between checks")
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key} in {where} must be a whole number of at least {minimum}, "
+                          f"got {_show(value)}")
+    return value
+
+
+def _fraction(cfg: dict, key: str, where: str, default: float, closed: bool) -> float:
+    value = cfg.get(key, default)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    inside = number and (0 <= value <= 1 if closed else 0 < value < 1)
+    if not inside:
+        raise ConfigError(f"{key} in {where} must be a fraction between 0 and 1 such as {default}, "
+                          f"got {_show(value)}")
+    return float(value)
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value, default=str)

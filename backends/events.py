@@ -1,0 +1,165 @@
+"""Typed engine events and the thread-safe bus that carries them.
+
+The engine publishes from whatever thread did the work (a job's reader thread, the experiment
+loop); subscribers must return quickly — a UI hands the event to its own loop
+(`App.call_from_thread` / `post_message`) and returns.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base of every engine event; `time` is wall-clock seconds."""
+
+    time: float = field(default_factory=time.time, kw_only=True)
+
+
+@dataclass(frozen=True)
+class ExperimentStarted(Event):
+    eid: int
+    name: str
+    n_samples: int
+    target: str
+    resource: str
+
+
+@dataclass(frozen=True)
+class ExperimentFinished(Event):
+    eid: int
+    status: str
+    best_jid: int | None
+    best_score: float | None
+
+
+@dataclass(frozen=True)
+class JobQueued(Event):
+    eid: int
+    jid: int
+    config: dict
+
+
+@dataclass(frozen=True)
+class JobStarted(Event):
+    eid: int
+    jid: int
+    rid: int
+    resource: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class JobOutput(Event):
+    eid: int
+    jid: int
+    line: str
+
+
+@dataclass(frozen=True)
+class JobIntermediate(Event):
+    eid: int
+    jid: int
+    index: int
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class JobFinished(Event):
+    eid: int
+    jid: int
+    score: float | None
+    values: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class JobFailed(Event):
+    eid: int
+    jid: int
+    error: str
+    score: float | None = None
+    will_retry: bool = False
+
+
+@dataclass(frozen=True)
+class JobStopped(Event):
+    eid: int
+    jid: int
+    reason: str
+    score: float | None = None
+
+
+@dataclass(frozen=True)
+class ResourceTaken(Event):
+    rid: int
+    jid: int
+
+
+@dataclass(frozen=True)
+class ResourceFreed(Event):
+    rid: int
+
+
+@dataclass(frozen=True)
+class PassiveResultWanted(Event):
+    """A passive job waits for a person to run `command` and hand back its output."""
+
+    eid: int
+    jid: int
+    command: str
+    workingdir: str
+    config_path: str
+
+
+@dataclass(frozen=True)
+class PassiveResultAccepted(Event):
+    eid: int
+    jid: int
+
+
+@dataclass(frozen=True)
+class Notice(Event):
+    """A one-line message for the person (e.g. fewer resources than n_parallel)."""
+
+    message: str
+    eid: int | None = None
+    level: str = "info"
+
+
+Subscriber = Callable[[Event], Any]
+
+
+class EventBus:
+    """Publish/subscribe across threads; publishing with no subscribers costs one attribute read."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subscribers: tuple[Subscriber, ...] = ()
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """Register `callback`; returns a function that unsubscribes it."""
+        with self._lock:
+            self._subscribers = self._subscribers + (callback,)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._subscribers = tuple(s for s in self._subscribers if s is not callback)
+
+        return unsubscribe
+
+    @property
+    def has_subscribers(self) -> bool:
+        return bool(self._subscribers)
+
+    def publish(self, event: Event) -> None:
+        for callback in self._subscribers:
+            try:
+                callback(event)
+            except Exception:  # a broken subscriber must not break the engine
+                import logging
+
+                logging.getLogger(__name__).exception("event subscriber failed")

@@ -1,0 +1,264 @@
+"""The experiment loop: propose → get_available → run_job → callback, driven by job completions.
+
+Nothing here sleeps on a timer: the loop blocks on a queue that the managers' callbacks fill,
+so the next job starts the moment one ends. One small watcher thread reads stop requests and
+passive answers that other processes leave in the store.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import ExperimentConfig
+from .early_stop import make_policy
+from .events import EventBus, ExperimentFinished, ExperimentStarted, JobQueued, Notice
+from .jobs import Job, JobError
+from .proposers import get_proposer
+from .resources import get_resource_manager
+from .store import TinyDBConnector
+
+WATCH_INTERVAL = 0.25  # how often stop requests from other processes are looked for
+
+
+@dataclass
+class ExperimentResult:
+    eid: int
+    status: str
+    best_jid: int | None
+    best_score: float | None
+    best_config: dict | None
+    counts: dict[str, int] = field(default_factory=dict)
+    logs: str = ""
+
+
+class Experiment:
+    """Runs one experiment.json on the resources of one `.aup` folder."""
+
+    def __init__(self, config: ExperimentConfig, auppath: str = ".aup", connector: TinyDBConnector | None = None,
+                 bus: EventBus | None = None, username: str | None = None) -> None:
+        self.config = config
+        self.auppath = auppath
+        self.connector = connector or TinyDBConnector(auppath)
+        self.bus = bus or EventBus()
+        self.username = username or getpass.getuser()
+        self.eid: int | None = None
+        self.resource_manager = None
+        self.status = "PENDING"
+        self._done: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._stop_status = "STOPPED"
+        self.started = threading.Event()
+
+    # -- control (any thread) -------------------------------------------------------------
+
+    def stop(self, status: str = "STOPPED") -> None:
+        """Stop the experiment: no new jobs, running ones killed; `run` returns soon after."""
+        if self._stop.is_set():
+            return
+        self._stop_status = status
+        self._stop.set()
+        rm = self.resource_manager
+        if rm is not None:
+            rm.stopping = True
+            for jid in list(rm.jobs):
+                rm.stop_job(jid, reason="experiment stopped")
+        self._done.put(None)
+
+    def stop_job(self, jid: int) -> bool:
+        rm = self.resource_manager
+        return bool(rm and rm.stop_job(jid))
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run(self) -> ExperimentResult:
+        cfg = self.config
+        proposer = get_proposer(cfg)
+        self.connector.recover()
+        self.eid = eid = self.connector.start_experiment(
+            self.username, cfg.name, cfg.raw, n_samples=proposer.n_samples, target=cfg.target,
+            resource=cfg.resource, workingdir=cfg.workingdir, script=cfg.script, path=cfg.path,
+            n_parallel=cfg.n_parallel,
+        )
+        if cfg.multi_res_labels:
+            self.connector.save_labels(eid, cfg.multi_res_labels)
+        try:
+            rm = get_resource_manager(
+                cfg.resource, self.connector, cfg.n_parallel, auppath=self.auppath, eid=eid, bus=self.bus,
+                maximize=cfg.maximize, early_stop_policy=make_policy(cfg.resource_args.get("early_stop"), cfg.maximize),
+                **{k: v for k, v in cfg.resource_args.items() if k != "early_stop"},
+            )
+        except Exception as exc:
+            self.connector.log_error(eid, str(exc))
+            self.connector.end_experiment(eid, "FAILED")
+            raise
+        self.resource_manager = rm
+        self.status = "RUNNING"
+        n_free = len(self.connector.get_available_resource(cfg.resource))
+        self.bus.publish(ExperimentStarted(eid=eid, name=cfg.name, n_samples=proposer.n_samples,
+                                           target=cfg.target, resource=cfg.resource))
+        if n_free == 0:
+            self._notice(f"no free '{cfg.resource}' resource: waiting for one "
+                         f"(see `aup-tui resources`; `aup-tui resources --free` frees stuck ones)", "warning")
+        elif n_free < cfg.n_parallel:
+            self._notice(f"n_parallel is {cfg.n_parallel} but only {n_free} '{cfg.resource}' resources are free: "
+                         f"running {n_free} at a time", "warning")
+        watcher = threading.Thread(target=self._watch_store, name="aup-watch", daemon=True)
+        watcher.start()
+        self.started.set()
+        try:
+            status = self._loop(proposer, rm)
+        except BaseException:
+            self.stop("FAILED")
+            rm.finish()
+            self.connector.end_experiment(eid, "FAILED")
+            raise
+        finally:
+            self._stop.set()
+        best = rm.finish()
+        best_jid, best_score = (best if best else (None, None))
+        self.connector.end_experiment(eid, status, best_jid=best_jid, best_score=best_score)
+        self.status = status
+        self.bus.publish(ExperimentFinished(eid=eid, status=status, best_jid=best_jid, best_score=best_score))
+        return self.result()
+
+    def _loop(self, proposer, rm) -> str:
+        cfg = self.config
+        in_flight: dict[int, Job] = {}
+        retry: list[Job] = []
+        blacklist: dict[int, set[int]] = {}
+        all_rids = {r["rid"] for r in self.connector.resources(cfg.resource)}
+        failed_hard = False
+        finished = 0
+        exhausted = False
+        while True:
+            while not self._stop.is_set() and len(in_flight) < cfg.n_parallel:
+                job = retry.pop(0) if retry else None
+                if job is None and not exhausted:
+                    params = proposer.get()
+                    if params is None:
+                        exhausted = True
+                    else:
+                        job = self._new_job(params)
+                if job is None:
+                    break
+                banned = blacklist.get(job.jid, set())
+                rid = rm.get_available(self.username, cfg.resource, rid_blacklist=banned if banned < all_rids else None)
+                if rid is None:
+                    retry.insert(0, job)
+                    break
+                in_flight[job.jid] = job
+                try:
+                    rm.run_job(job, rid, cfg, self._job_done)
+                except RuntimeError:  # taken by another process meanwhile
+                    in_flight.pop(job.jid)
+                    retry.insert(0, job)
+                    break
+            if not in_flight:
+                if self._stop.is_set() or (exhausted and not retry):
+                    break
+                try:  # every resource is busy elsewhere: look again shortly
+                    self._done.get(timeout=WATCH_INTERVAL)
+                except queue.Empty:
+                    pass
+                continue
+            jid = self._done.get()
+            if jid is None or jid not in in_flight:
+                continue
+            job = in_flight.pop(jid)
+            score = job.results[-1][0] if job.results else None
+            if job.status == "RETRY":
+                blacklist.setdefault(jid, set()).add(job.rid)
+                retry.append(job)
+            elif job.status == "FINISHED":
+                finished += 1
+                proposer.update(score, job.config)
+            elif job.status == "FAILED":
+                proposer.failed(job.config)
+                if not cfg.job_failure.get("ignore_fail"):
+                    failed_hard = True
+                    self._notice(f"job {jid} failed: {job.error} — stopping the experiment "
+                                 "(set job_failure.ignore_fail to keep going)", "error")
+                    self.stop("FAILED")
+            if rm.early_stop is not None:
+                rm.early_stop.forget(jid)
+        if self._stop.is_set() and self._stop_status == "STOPPED":
+            return "STOPPED"
+        if failed_hard or finished == 0:
+            return "FAILED"
+        return "FINISHED"
+
+    def _new_job(self, params: dict) -> Job:
+        cfg = self.config
+        job = Job(cfg.script, params, path=cfg.workingdir, retries=int(cfg.job_failure.get("job_retries", 0)))
+        job.jid = self.connector.new_jid()
+        job.eid = self.eid
+        self.bus.publish(JobQueued(eid=self.eid, jid=job.jid, config=params))
+        return job
+
+    def _job_done(self, score: Any, jid: int) -> None:
+        self._done.put(jid)
+
+    def _notice(self, message: str, level: str = "info") -> None:
+        if level != "info":
+            self.connector.log_error(self.eid, message)
+        self.bus.publish(Notice(message=message, eid=self.eid, level=level))
+
+    def _watch_store(self) -> None:
+        """Honour stop requests and passive answers written by other processes."""
+        seen: set[tuple] = set()
+        while not self._stop.wait(WATCH_INTERVAL):
+            try:
+                for req in self.connector.stop_requests(self.eid):
+                    key = (req["jid"], req["time"])
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    if req["jid"] is None:
+                        self.stop()
+                    else:
+                        self.stop_job(req["jid"])
+                rm = self.resource_manager
+                if hasattr(rm, "submit_result"):
+                    for answer in self.connector.take_passive_answers(self.eid):
+                        self._answer_passive(rm, answer)
+            except Exception as exc:  # a broken store read must not kill the watcher
+                self.bus.publish(Notice(message=f"store watcher: {exc}", eid=self.eid, level="warning"))
+
+    def _answer_passive(self, rm, answer: dict) -> None:
+        try:
+            if answer.get("failed"):
+                rm.mark_failed(answer["jid"], answer["text"])
+            else:
+                rm.submit_result(answer["jid"], answer["text"])
+        except JobError as exc:
+            self._notice(f"answer for job {answer['jid']} rejected: {exc}", "warning")
+
+    # -- reporting ------------------------------------------------------------------------
+
+    def result(self) -> ExperimentResult:
+        return summarize(self.connector, self.eid)
+
+
+def summarize(connector: TinyDBConnector, eid: int) -> ExperimentResult:
+    """Status, counts and best job of experiment `eid`, read from the store."""
+    exp = connector.get_experiment(eid) or {}
+    jobs = connector.jobs(eid)
+    counts: dict[str, int] = {}
+    for j in jobs:
+        counts[j["status"]] = counts.get(j["status"], 0) + 1
+    best = connector.get_best_result(eid, exp.get("target", "max") == "max")
+    best_cfg = None
+    if best:
+        best_cfg = next((j["config"] for j in jobs if j["jid"] == best[0]), None)
+    workingdir = exp.get("workingdir") or "."
+    return ExperimentResult(
+        eid=eid, status=exp.get("status", "UNKNOWN"), best_jid=best[0] if best else None,
+        best_score=best[1] if best else None, best_config=best_cfg, counts=counts,
+        logs=os.path.join(workingdir, "jobs"),
+    )
+

@@ -1,0 +1,35 @@
+"""Resource managers, one a module, and Auptimizer's `get_resource_manager` factory."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ConfigError
+from .abstract import AbstractResourceManager
+from .cpu import CPUResourceManager
+from .gpu import GPUResourceManager
+from .passive import PassiveResourceManager
+
+RESOURCE_TYPES = ("cpu", "gpu", "node", "aws", "passive")
+
+
+def get_resource_manager(resource: str, connector, n_parallel: int, auppath: str = ".aup",
+                         **kwargs: Any) -> AbstractResourceManager:
+    """The manager for `resource` (cpu, gpu, node, aws, passive), as Auptimizer's factory."""
+    if resource == "cpu":
+        return CPUResourceManager(connector, n_parallel, **kwargs)
+    if resource == "gpu":
+        return GPUResourceManager(connector, n_parallel, auppath=auppath, **kwargs)
+    if resource == "passive":
+        return PassiveResourceManager(connector, n_parallel, **kwargs)
+    if resource in ("node", "aws"):
+        raise ConfigError(
+            f"resource '{resource}' is not supported yet in this version: use cpu, gpu or passive"
+        )
+    raise ConfigError(f"unknown resource type '{resource}': use one of {', '.join(RESOURCE_TYPES)}")
+
+
+__all__ = [
+    "AbstractResourceManager", "CPUResourceManager", "GPUResourceManager", "PassiveResourceManager",
+    "RESOURCE_TYPES", "get_resource_manager",
+]

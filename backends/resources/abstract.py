@@ -1,0 +1,179 @@
+"""The resource-manager contract, with Auptimizer's names and signatures.
+
+`run_job` takes the resource, records the attempt and hands `run` to a worker thread; `run`
+does the work and reports through its callback; `finish_job` records the outcome (durably),
+frees the resource and tells subscribers. The experiment loop only sees the callback.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+from ..events import (
+    EventBus,
+    JobFailed,
+    JobFinished,
+    JobIntermediate,
+    JobStarted,
+    JobStopped,
+    ResourceFreed,
+    ResourceTaken,
+)
+from ..jobs import Job
+
+log = logging.getLogger(__name__)
+
+Callback = Callable[[Any, int], Any]
+
+
+class AbstractResourceManager(ABC):
+    """Base of every manager: `AbstractResourceManager(connector, n_parallel, *args, **kwargs)`."""
+
+    rtype = "abstract"
+
+    def __init__(self, connector, n_parallel: int, *args: Any, **kwargs: Any) -> None:
+        self.connector = connector
+        self.n_parallel = max(1, int(n_parallel))
+        self.eid: int | None = kwargs.pop("eid", None)
+        self.bus: EventBus = kwargs.pop("bus", None) or EventBus()
+        self.maximize: bool = bool(kwargs.pop("maximize", True))
+        self.early_stop = kwargs.pop("early_stop_policy", None)
+        self.jobs: dict[int, Job] = {}
+        self.stopping = False  # the experiment is stopping: no retries
+        self._stop_reasons: dict[int, str] = {}
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self.resource_args = kwargs
+
+    # -- seed API -------------------------------------------------------------------------
+
+    def get_available(self, username: str | None, rtype: str, rid_blacklist: Any = None) -> int | None:
+        """A random free resource id of `rtype` (not in `rid_blacklist`), or None."""
+        rids = self.connector.get_available_resource(rtype, rid_blacklist)
+        return random.choice(rids) if rids else None
+
+    def run_job(self, job: Job, rid: int, exp_config: Any, call_back_func: Callback, **kwargs: Any) -> None:
+        """Take `rid` and run `job` on it in the background; `call_back_func(score, jid)` at the end."""
+        if not self.connector.take_available_resource(rid, job.jid):
+            raise RuntimeError(f"resource {rid} is no longer free")
+        job.rid = rid
+        job.attempt += 1
+        job.status, job.error, job.results = "RUNNING", None, []
+        with self._lock:
+            self.jobs[job.jid] = job
+            self._stop_reasons.pop(job.jid, None)
+        name = self.resource_name(rid)
+        self.connector.start_job(self.eid, job.jid, job.config, rid, name, job.attempt)
+        self.bus.publish(ResourceTaken(rid=rid, jid=job.jid))
+        self.bus.publish(JobStarted(eid=self.eid, jid=job.jid, rid=rid, resource=name, attempt=job.attempt))
+        self._executor().submit(self._run_and_finish, job, rid, exp_config, call_back_func, kwargs)
+
+    @abstractmethod
+    def run(self, job: Job, rid: int, exp_config: Any, call_back_func: Callback, **kwargs: Any) -> None:
+        """Run `job` on `rid` to completion (blocking), then call `call_back_func(score, job.jid)`.
+
+        Implementations set `job.error` when the job failed; results go through `record_result`.
+        """
+
+    def finish_job(self, jid: int, score: float | None, status: str | None = None) -> None:
+        """Record the job's outcome durably, free its resource and publish what happened."""
+        job = self.jobs[jid]
+        status = status or ("FAILED" if job.error else "FINISHED")
+        retry = status == "FAILED" and not self.stopping and job.attempt <= job.retries
+        job.status = "RETRY" if retry else status
+        values = list(job.results[-1]) if job.results else None
+        self.connector.end_job(self.eid, jid, score, status, values=values, error=job.error, final=not retry)
+        if job.rid is not None:
+            self.connector.free_used_resource(job.rid)
+            self.bus.publish(ResourceFreed(rid=job.rid))
+        if status == "FINISHED":
+            self.bus.publish(JobFinished(eid=self.eid, jid=jid, score=score, values=tuple(values or ())))
+        elif status in ("STOPPED", "EARLY_STOPPED"):
+            self.bus.publish(JobStopped(eid=self.eid, jid=jid, reason=job.error or status.lower(), score=score))
+        else:
+            self.bus.publish(JobFailed(eid=self.eid, jid=jid, error=job.error or "failed", score=score,
+                                       will_retry=retry))
+
+    def is_job_stopped(self, jid: int) -> bool:
+        return jid in self._stop_reasons or self.connector.is_job_stopped(jid, self.eid)
+
+    def stop_job(self, jid: int, reason: str = "stopped by user") -> bool:
+        """Stop a running job; False when it is not running here."""
+        with self._lock:
+            job = self.jobs.get(jid)
+            if job is None or job.status not in ("RUNNING", "WAITING"):
+                return False
+            self._stop_reasons.setdefault(jid, reason)
+        self.kill(job)
+        return True
+
+    def kill(self, job: Job) -> None:
+        """End the job's work; managers that run something override this."""
+
+    def finish(self, status: str = "FINISHED") -> list | None:
+        """Shut the workers down; returns `[jid, best score]` of the experiment, or None."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        if self.eid is None:
+            return None
+        best = self.connector.get_best_result(self.eid, self.maximize)
+        return list(best) if best else None
+
+    # -- helpers for managers -------------------------------------------------------------
+
+    def resource_name(self, rid: int) -> str:
+        doc = self.connector.get_resource(rid)
+        return f"{doc['type']}:{doc['name']}" if doc else str(rid)
+
+    def record_result(self, job: Job, values: tuple[float, ...]) -> None:
+        """Keep an intermediate result (store, event) and apply early stopping to it."""
+        index = len(job.results)
+        job.results.append(values)
+        self.connector.save_intermediate_result(self.eid, job.jid, index, list(values))
+        if self.bus.has_subscribers:
+            self.bus.publish(JobIntermediate(eid=self.eid, jid=job.jid, index=index, values=values))
+        if self.early_stop is not None and self.early_stop.report(job.jid, values[0]):
+            self.stop_job(job.jid, reason=f"early stopped after {index + 1} results")
+
+    def stop_reason(self, jid: int) -> str | None:
+        return self._stop_reasons.get(jid)
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.n_parallel, thread_name_prefix=f"aup-{self.rtype}")
+        return self._pool
+
+    def _run_and_finish(self, job: Job, rid: int, exp_config: Any, call_back_func: Callback, kwargs: dict) -> None:
+        reported: list[Any] = []
+
+        def callback(score: Any, jid: int) -> None:
+            reported.append(score)
+
+        try:
+            self.run(job, rid, exp_config, callback, **kwargs)
+        except Exception as exc:  # a manager bug must fail the job, not hang the experiment
+            log.exception("job %s crashed in %s", job.jid, type(self).__name__)
+            job.error = job.error or f"{type(exc).__name__}: {exc}"
+        score = reported[-1] if reported else None
+        reason = self._stop_reasons.get(job.jid)
+        if reason is not None:
+            status = "EARLY_STOPPED" if reason.startswith("early stopped") else "STOPPED"
+            job.error = reason
+            if score is None and job.results:
+                score = job.results[-1][0]
+        elif job.error:
+            status = "FAILED"
+        elif score is None:
+            status, job.error = "FAILED", "the job printed no '#Auptimizer:<score>' line"
+        else:
+            status = "FINISHED"
+        try:
+            self.finish_job(job.jid, score, status)
+        finally:
+            call_back_func(score, job.jid)

@@ -1,0 +1,142 @@
+"""Running a job as a local subprocess: its own process group, its own environment, its log."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from typing import Any
+
+from ..events import JobOutput
+from ..jobs import Job, JobError, ResultParseError, parse_result_line
+from .abstract import AbstractResourceManager, Callback
+
+MAX_LINE = 1 << 20  # longer lines are logged but not parsed
+KILL_GRACE = 0.5  # seconds between SIGTERM and SIGKILL to the job's process group
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"
+
+
+class LocalProcessManager(AbstractResourceManager):
+    """Common body of the CPU and GPU managers: they differ only in each job's environment."""
+
+    def __init__(self, connector, n_parallel: int, *args: Any, **kwargs: Any) -> None:
+        super().__init__(connector, n_parallel, *args, **kwargs)
+        self._procs: dict[int, subprocess.Popen] = {}
+
+    def job_env(self, rid: int) -> dict[str, str]:
+        """Variables this resource sets for its job (never written into our own os.environ)."""
+        return {}
+
+    def run(self, job: Job, rid: int, exp_config: Any, call_back_func: Callback, **kwargs: Any) -> None:
+        runtime = dict(getattr(exp_config, "runtime_args", None) or {})
+        runtime.update(kwargs)
+        env = dict(os.environ)
+        env.update({str(k): str(v) for k, v in (runtime.get("env") or {}).items()})
+        env.update(self.job_env(rid))
+        env["AUP_JOB_ID"] = str(job.jid)
+        try:
+            job.verify_local()
+            job.write_config()
+        except (JobError, OSError) as exc:
+            job.error = str(exc)
+            call_back_func(None, job.jid)
+            return
+        argv = self._argv(job, runtime)
+        with open(job.log_path(), "wb") as log:
+            try:
+                proc = subprocess.Popen(
+                    argv, cwd=job.path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+                )
+            except OSError as exc:
+                job.error = f"could not start {job.script_path}: {exc.strerror or exc}"
+                call_back_func(None, job.jid)
+                return
+            with self._lock:
+                self._procs[job.jid] = proc
+            if job.jid in self._stop_reasons:  # stopped between dispatch and start
+                self.kill(job)
+            try:
+                last_line = self._pump(job, proc, log)
+                code = proc.wait()
+            finally:
+                with self._lock:
+                    self._procs.pop(job.jid, None)
+        if code != 0 and job.jid not in self._stop_reasons and not job.error:
+            tail = f" (last output: {last_line!r})" if last_line else ""
+            job.error = f"{os.path.basename(job.script_path)} {_describe_exit(code)}{tail}; see {job.log_path()}"
+        call_back_func(job.results[-1][0] if job.results else None, job.jid)
+
+    def _argv(self, job: Job, runtime: dict) -> list[str]:
+        pre, post = runtime.get("prescript"), runtime.get("postscript")
+        if not pre and not post:
+            return job.command
+        import shlex
+
+        body = " ".join(shlex.quote(a) for a in job.command)
+        script = f"{pre or ':'}\n{body}\nrc=$?\n{post or ':'}\nexit $rc\n"
+        return ["/bin/sh", "-c", script]
+
+    def _pump(self, job: Job, proc: subprocess.Popen, log) -> str:
+        """Copy the job's output to its log, parsing result lines; returns the last line seen."""
+        assert proc.stdout is not None
+        readline = proc.stdout.readline
+        publish = self.bus.has_subscribers
+        last = ""
+        partial = False  # inside a line longer than MAX_LINE: log it, don't parse it
+        while True:
+            chunk = readline(MAX_LINE)
+            if not chunk:
+                return last
+            log.write(chunk)
+            complete = chunk.endswith(b"\n")
+            if partial or not complete and len(chunk) >= MAX_LINE:
+                partial = not complete
+                continue
+            line = chunk.decode("utf-8", "replace").rstrip("\r\n")
+            if line:
+                last = line if len(line) <= 200 else line[:200] + "…"
+            if publish:
+                self.bus.publish(JobOutput(eid=self.eid, jid=job.jid, line=line[:2000]))
+            if "#Auptimizer:" in line:
+                try:
+                    values = parse_result_line(line)
+                except ResultParseError as exc:
+                    job.error = job.error or str(exc)
+                    continue
+                if values is not None:
+                    self.record_result(job, values)
+
+    def kill(self, job: Job) -> None:
+        """SIGTERM the job's whole process group, SIGKILL it after a short grace."""
+        with self._lock:
+            proc = self._procs.get(job.jid)
+        if proc is None:
+            return
+        _signal_group(proc.pid, signal.SIGTERM)
+        timer = threading.Timer(KILL_GRACE, _signal_group, (proc.pid, signal.SIGKILL))
+        timer.daemon = True
+        timer.start()
+
+    def finish(self, status: str = "FINISHED") -> list | None:
+        with self._lock:
+            running = list(self._procs.values())
+        for proc in running:
+            _signal_group(proc.pid, signal.SIGKILL)
+        return super().finish(status)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

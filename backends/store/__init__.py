@@ -1,0 +1,10 @@
+"""The embedded store: TinyDB files under `.aup/store/`, safe across threads and processes."""
+
+from .connector import FINAL_STATES, LIVE_STATES, TinyDBConnector
+
+__all__ = ["TinyDBConnector", "LIVE_STATES", "FINAL_STATES", "get_default_connector"]
+
+
+def get_default_connector(auppath: str = ".aup") -> TinyDBConnector:
+    """The store connector for the `.aup` folder at `auppath` (as `aup.utils.get_default_connector`)."""
+    return TinyDBConnector(auppath)

@@ -1,0 +1,522 @@
+"""The store connector: resources, experiments, jobs and results in TinyDB files under `.aup/`.
+
+TinyDB rewrites a whole file on each write, so nothing that grows with history lives in one
+file. `.aup/store/` holds:
+
+- `meta.json`: resources, experiments, id counters, stop requests, passive answers (small);
+- `e<eid>/experiment.json`: the experiment's config, result labels and error messages;
+- `e<eid>/jobs-<n>.json`: jobs `n*64 … n*64+63`;
+- `e<eid>/results-<n>-<part>.json`: intermediate results of those jobs, at most 4,096 a file.
+
+One cross-process lock (`.aup/store.lock`) serialises writers; readers need no lock because
+every file is replaced atomically. A finished job's record is fsynced before `end_job`
+returns; intermediate results are buffered and flushed at least once a second.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import getpass
+import glob
+import os
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from tinydb import Query
+from tinydb.table import Document
+
+from .files import open_db, storage_of, table
+from .process import ProcessId, current_process, is_alive
+
+JOBS_PER_SHARD = 32
+RESULTS_PER_PART = 4096
+JID_BLOCK = 64
+FLUSH_INTERVAL = 0.5
+
+#: Job states. RUNNING and WAITING are "live"; the rest are final.
+LIVE_STATES = ("RUNNING", "WAITING")
+FINAL_STATES = ("FINISHED", "FAILED", "STOPPED", "EARLY_STOPPED", "INTERRUPTED")
+
+
+def _upsert(tbl, doc: Document) -> None:
+    """Insert or replace by doc_id with one write (TinyDB's own upsert writes twice on insert)."""
+    if tbl.contains(doc_id=doc.doc_id):
+        tbl.update(dict(doc), doc_ids=[doc.doc_id])
+    else:
+        tbl.insert(doc)
+
+
+class TinyDBConnector:
+    """The connector every resource manager takes (Auptimizer's `aup.dbase` connector role)."""
+
+    def __init__(self, auppath: str = ".aup") -> None:
+        self.auppath = os.path.abspath(auppath)
+        self.root = os.path.join(self.auppath, "store")
+        os.makedirs(self.root, exist_ok=True)
+        self._lock = threading.RLock()
+        self._lockfd = os.open(os.path.join(self.auppath, "store.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        self._flock_depth = 0
+        self._released: set[int] = set()  # rids freed by us but still marked taken on disk
+        self._dbs: dict[str, Any] = {}
+        self.me: ProcessId = current_process()
+        self._jid_pool: list[int] = []
+        self._result_parts: dict[tuple[int, int], tuple[int, int]] = {}
+        self._pending: list[tuple[int, int, dict]] = []  # (eid, shard, doc)
+        self._pending_lock = threading.Lock()
+        self._flusher: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _db(self, relpath: str):
+        db = self._dbs.get(relpath)
+        if db is None:
+            path = os.path.join(self.root, relpath)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            db = self._dbs[relpath] = open_db(path)
+        return db
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """In-process and cross-process exclusion for a read-modify-write."""
+        with self._lock:
+            if self._flock_depth == 0:
+                fcntl.flock(self._lockfd, fcntl.LOCK_EX)
+            self._flock_depth += 1
+            try:
+                yield
+            finally:
+                self._flock_depth -= 1
+                if self._flock_depth == 0:
+                    fcntl.flock(self._lockfd, fcntl.LOCK_UN)
+
+    @contextmanager
+    def _durable(self, db) -> Iterator[None]:
+        storage = storage_of(db)
+        storage.durable = True
+        try:
+            yield
+        finally:
+            storage.durable = False
+
+    def _meta(self, name: str):
+        return table(self._db("meta.json"), name)
+
+    def _exp(self, eid: int, name: str):
+        return table(self._db(f"e{eid}/experiment.json"), name)
+
+    def _jobs(self, eid: int, jid: int):
+        return table(self._db(f"e{eid}/jobs-{jid // JOBS_PER_SHARD}.json"), "jobs")
+
+    def _next_id(self, counter: str, count: int = 1) -> int:
+        """Reserve `count` ids of `counter`; returns the first."""
+        counters = self._meta("counters")
+        doc = counters.get(doc_id=1) or {}
+        first = int(doc.get(counter, 0)) + 1
+        _upsert(counters, Document({**doc, counter: first + count - 1}, doc_id=1))
+        return first
+
+    # -- resources ------------------------------------------------------------------------
+
+    def add_resource(self, name: str, rtype: str, rid: int | None = None, status: str = "free") -> int:
+        """Register a resource (or re-register `rid` under the same name/type)."""
+        with self._locked():
+            res = self._meta("resources")
+            if rid is None:
+                rid = self._next_id("rid")
+            else:
+                counters = self._meta("counters").get(doc_id=1) or {}
+                if rid > int(counters.get("rid", 0)):
+                    _upsert(self._meta("counters"), Document({**counters, "rid": rid}, doc_id=1))
+            old = res.get(doc_id=rid)
+            doc = {"rid": rid, "name": str(name), "type": rtype, "status": status, "owner": None, "jid": None}
+            if old and old.get("status") == "taken":
+                doc.update(status="taken", owner=old.get("owner"), jid=old.get("jid"))
+            _upsert(res, Document(doc, doc_id=rid))
+            return rid
+
+    def remove_resources(self, rtype: str | None = None) -> None:
+        with self._locked():
+            res = self._meta("resources")
+            if rtype is None:
+                res.truncate()
+            else:
+                res.remove(Query().type == rtype)
+
+    def remove_resource(self, rid: int) -> None:
+        with self._locked():
+            res = self._meta("resources")
+            if res.contains(doc_id=rid):
+                res.remove(doc_ids=[rid])
+
+    def resources(self, rtype: str | None = None) -> list[dict]:
+        docs = self._meta("resources").all()
+        return sorted((dict(d) for d in docs if rtype is None or d["type"] == rtype), key=lambda d: d["rid"])
+
+    def get_resource(self, rid: int) -> dict | None:
+        doc = self._meta("resources").get(doc_id=rid)
+        return dict(doc) if doc else None
+
+    def get_available_resource(self, rtype: str, rid_blacklist: Any = None) -> list[int]:
+        blacklist = set(rid_blacklist or ())
+        released = self._released
+        return [d["rid"] for d in self.resources(rtype)
+                if (d["status"] == "free" or d["rid"] in released) and d["rid"] not in blacklist]
+
+    def take_available_resource(self, rid: int, jid: int | None = None) -> bool:
+        """Atomically mark `rid` taken by this process; False if someone else has it."""
+        with self._locked():
+            if rid in self._released:  # still ours on disk: no write needed
+                self._released.discard(rid)
+                return True
+            res = self._meta("resources")
+            doc = res.get(doc_id=rid)
+            if doc is None or doc["status"] != "free":
+                return False
+            res.update({"status": "taken", "owner": list(self.me), "jid": jid}, doc_ids=[rid])
+            return True
+
+    def free_used_resource(self, rid: int) -> None:
+        """Give `rid` back. The disk write is deferred (≤ FLUSH_INTERVAL) so that the next job
+        of this process can take it again for free; other processes see it free soon after."""
+        with self._locked():
+            doc = self._meta("resources").get(doc_id=rid)
+            if doc is None:
+                return
+            if doc["status"] == "taken" and doc.get("owner") == list(self.me):
+                self._released.add(rid)
+                self._start_flusher()
+            else:
+                self._meta("resources").update({"status": "free", "owner": None, "jid": None}, doc_ids=[rid])
+
+    def _write_released(self) -> None:
+        with self._locked():
+            if self._released:
+                rids, self._released = sorted(self._released), set()
+                self._meta("resources").update({"status": "free", "owner": None, "jid": None}, doc_ids=rids)
+
+    def free_all_resources(self) -> list[int]:
+        """Free every taken resource (the `resources --free` escape hatch); returns their ids."""
+        with self._locked():
+            res = self._meta("resources")
+            taken = [d.doc_id for d in res.all() if d["status"] != "free"]
+            if taken:
+                res.update({"status": "free", "owner": None, "jid": None}, doc_ids=taken)
+            return taken
+
+    # -- recovery -------------------------------------------------------------------------
+
+    def recover(self) -> dict[str, list[int]]:
+        """Reclaim what dead processes left behind: taken resources, running experiments and jobs."""
+        freed: list[int] = []
+        experiments: list[int] = []
+        jobs: list[int] = []
+        with self._locked():
+            res = self._meta("resources")
+            for doc in res.all():
+                owner = doc.get("owner")
+                if doc["status"] == "taken" and (not owner or not is_alive(ProcessId(*owner))):
+                    freed.append(doc.doc_id)
+            if freed:
+                res.update({"status": "free", "owner": None, "jid": None}, doc_ids=freed)
+            exps = self._meta("experiments")
+            for doc in exps.all():
+                owner = doc.get("owner")
+                if doc["status"] == "RUNNING" and (not owner or not is_alive(ProcessId(*owner))):
+                    experiments.append(doc.doc_id)
+            now = time.time()
+            for eid in experiments:
+                exps.update({"status": "INTERRUPTED", "end": now}, doc_ids=[eid])
+                for path in glob.glob(os.path.join(self.root, f"e{eid}", "jobs-*.json")):
+                    tbl = table(self._db(os.path.relpath(path, self.root)), "jobs")
+                    live = [d.doc_id for d in tbl.all() if d["status"] in LIVE_STATES]
+                    for jid in live:
+                        doc = tbl.get(doc_id=jid)
+                        attempts = [dict(a) for a in doc.get("attempts", [])]
+                        if attempts and attempts[-1].get("status") in LIVE_STATES + (None,):
+                            attempts[-1].update(status="INTERRUPTED", end=now)
+                        tbl.update(
+                            {"status": "INTERRUPTED", "end": now, "attempts": attempts,
+                             "error": "the process running this job died (interrupted)"},
+                            doc_ids=[jid],
+                        )
+                    jobs.extend(live)
+        return {"resources": freed, "experiments": experiments, "jobs": jobs}
+
+    # -- experiments ----------------------------------------------------------------------
+
+    def start_experiment(self, user: str | None, name: str, config: dict, **info: Any) -> int:
+        with self._locked():
+            eid = self._next_id("eid")
+            doc = {
+                "eid": eid, "user": user or getpass.getuser(), "name": name, "status": "RUNNING",
+                "start": time.time(), "end": None, "owner": list(self.me), "host": socket.gethostname(),
+                "best_jid": None, "best_score": None, **info,
+            }
+            self._meta("experiments").insert(Document(doc, doc_id=eid))
+            _upsert(self._exp(eid, "config"), Document({"config": config}, doc_id=1))
+            return eid
+
+    def update_experiment(self, eid: int, **fields: Any) -> None:
+        with self._locked():
+            self._meta("experiments").update(fields, doc_ids=[eid])
+
+    def end_experiment(self, eid: int, status: str, **fields: Any) -> None:
+        self.flush()
+        self._write_released()
+        with self._locked():
+            meta = self._db("meta.json")
+            with self._durable(meta):
+                self._meta("experiments").update({"status": status, "end": time.time(), **fields}, doc_ids=[eid])
+                stops = self._meta("stops")
+                stops.remove(Query().eid == eid)
+
+    def experiments(self) -> list[dict]:
+        return sorted((dict(d) for d in self._meta("experiments").all()), key=lambda d: d["eid"])
+
+    def get_experiment(self, eid: int) -> dict | None:
+        doc = self._meta("experiments").get(doc_id=eid)
+        return dict(doc) if doc else None
+
+    def latest_experiment(self) -> dict | None:
+        exps = self.experiments()
+        return exps[-1] if exps else None
+
+    def get_experiment_config(self, eid: int) -> dict:
+        doc = self._exp(eid, "config").get(doc_id=1)
+        return dict(doc["config"]) if doc else {}
+
+    def save_labels(self, eid: int, labels: list[str]) -> None:
+        with self._locked():
+            _upsert(self._exp(eid, "labels"), Document({"labels": list(labels)}, doc_id=1))
+
+    def get_labels(self, eid: int) -> list[str]:
+        doc = self._exp(eid, "labels").get(doc_id=1)
+        return list(doc["labels"]) if doc else []
+
+    def log_error(self, eid: int, message: str, jid: int | None = None) -> None:
+        with self._locked():
+            errors = self._exp(eid, "errors")
+            errors.insert(Document({"jid": jid, "time": time.time(), "message": message}, doc_id=len(errors) + 1))
+
+    def errors(self, eid: int) -> list[dict]:
+        return [dict(d) for d in self._exp(eid, "errors").all()]
+
+    # -- jobs -----------------------------------------------------------------------------
+
+    def new_jid(self) -> int:
+        """A fresh job id; ids are reserved in blocks so this rarely touches the disk."""
+        with self._locked():
+            if not self._jid_pool:
+                first = self._next_id("jid", JID_BLOCK)
+                self._jid_pool = list(range(first + JID_BLOCK - 1, first - 1, -1))
+            return self._jid_pool.pop()
+
+    def start_job(self, eid: int, jid: int, config: dict, rid: int | None, resource: str,
+                  attempt: int, status: str = "RUNNING") -> None:
+        """Record that attempt `attempt` of job `jid` started on resource `rid`."""
+        now = time.time()
+        with self._locked():
+            jobs = self._jobs(eid, jid)
+            doc = jobs.get(doc_id=jid)
+            attempts = [dict(a) for a in doc["attempts"]] if doc else []
+            attempts.append({"attempt": attempt, "rid": rid, "resource": resource, "start": now,
+                             "end": None, "status": status, "error": None})
+            new = {
+                "jid": jid, "eid": eid, "config": config, "status": status, "rid": rid,
+                "resource": resource, "score": None, "values": None, "error": None,
+                "start": doc["start"] if doc else now, "end": None, "attempts": attempts,
+            }
+            _upsert(jobs, Document(new, doc_id=jid))
+
+    def update_job(self, eid: int, jid: int, **fields: Any) -> None:
+        with self._locked():
+            jobs = self._jobs(eid, jid)
+            doc = jobs.get(doc_id=jid)
+            if doc is None:
+                return
+            if "status" in fields and doc.get("attempts"):
+                attempts = [dict(a) for a in doc["attempts"]]
+                attempts[-1]["status"] = fields["status"]
+                fields["attempts"] = attempts
+            jobs.update(fields, doc_ids=[jid])
+
+    def end_job(self, eid: int, jid: int, score: float | None, status: str,
+                values: list[float] | None = None, error: str | None = None, final: bool = True) -> None:
+        """Record the end of the job's current attempt; durable on disk before it returns.
+
+        `final=False` ends an attempt that will be retried: the job stays RUNNING.
+        """
+        now = time.time()
+        with self._locked():
+            jobs = self._jobs(eid, jid)
+            doc = jobs.get(doc_id=jid)
+            if doc is None:
+                return
+            attempts = [dict(a) for a in doc.get("attempts", [])]
+            if attempts:
+                attempts[-1].update(end=now, status=status, error=error, score=score)
+            fields: dict[str, Any] = {"attempts": attempts, "error": error}
+            if final:
+                fields.update(status=status, score=score, values=values, end=now)
+            with self._durable(self._db(f"e{eid}/jobs-{jid // JOBS_PER_SHARD}.json")):
+                jobs.update(fields, doc_ids=[jid])
+
+    def get_job(self, jid: int, eid: int | None = None) -> dict | None:
+        if eid is not None:
+            doc = self._jobs(eid, jid).get(doc_id=jid)
+            return dict(doc) if doc else None
+        pattern = os.path.join(self.root, "e*", f"jobs-{jid // JOBS_PER_SHARD}.json")
+        for path in glob.glob(pattern):
+            doc = table(self._db(os.path.relpath(path, self.root)), "jobs").get(doc_id=jid)
+            if doc:
+                return dict(doc)
+        return None
+
+    def jobs(self, eid: int) -> list[dict]:
+        out: list[dict] = []
+        for path in glob.glob(os.path.join(self.root, f"e{eid}", "jobs-*.json")):
+            out.extend(dict(d) for d in table(self._db(os.path.relpath(path, self.root)), "jobs").all())
+        out.sort(key=lambda d: d["jid"])
+        return out
+
+    def get_best_result(self, eid: int, maximize: bool) -> tuple[int, float] | None:
+        scored = [(j["score"], j["jid"]) for j in self.jobs(eid) if j["status"] == "FINISHED" and j["score"] is not None]
+        if not scored:
+            return None
+        score, jid = (max if maximize else min)(scored, key=lambda t: (t[0], -t[1]) if maximize else (t[0], t[1]))
+        return jid, score
+
+    # -- intermediate results -------------------------------------------------------------
+
+    def save_intermediate_result(self, eid: int, jid: int, index: int, values: list[float]) -> None:
+        """Buffer one intermediate result; it reaches the disk within `FLUSH_INTERVAL`."""
+        doc = {"jid": jid, "index": index, "values": list(values), "time": time.time()}
+        with self._pending_lock:
+            self._pending.append((eid, jid, doc))
+        self._start_flusher()
+
+    def _start_flusher(self) -> None:
+        if self._flusher is None:
+            with self._pending_lock:
+                if self._flusher is None:
+                    self._flusher = threading.Thread(target=self._flush_loop, name="aup-store-flush", daemon=True)
+                    self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        while not self._closed.wait(FLUSH_INTERVAL):
+            if self._pending or self._released:
+                try:
+                    self.flush()
+                    self._write_released()
+                except Exception:  # keep flushing later; the next flush retries the batch
+                    import logging
+
+                    logging.getLogger(__name__).exception("flushing intermediate results failed")
+
+    def flush(self, jid: int | None = None) -> None:
+        """Write buffered intermediate results (all, or only when `jid` has some pending)."""
+        with self._pending_lock:
+            if not self._pending or (jid is not None and not any(p[1] == jid for p in self._pending)):
+                return
+            batch, self._pending = self._pending, []
+        try:
+            self._write_results(batch)
+        except BaseException:
+            with self._pending_lock:
+                self._pending[:0] = batch
+            raise
+
+    def _write_results(self, batch: list[tuple[int, int, dict]]) -> None:
+        groups: dict[tuple[int, int], list[dict]] = {}
+        for eid, jid, doc in batch:
+            groups.setdefault((eid, jid // JOBS_PER_SHARD), []).append(doc)
+        with self._locked():
+            for (eid, shard), docs in groups.items():
+                while docs:
+                    part, count = self._result_part(eid, shard)
+                    room = RESULTS_PER_PART - count
+                    chunk, docs = docs[:room], docs[room:]
+                    tbl = table(self._db(f"e{eid}/results-{shard}-{part}.json"), "results")
+                    tbl.insert_multiple(Document(d, doc_id=count + i + 1) for i, d in enumerate(chunk))
+                    count += len(chunk)
+                    self._result_parts[(eid, shard)] = (part + 1, 0) if count >= RESULTS_PER_PART else (part, count)
+
+    def _result_part(self, eid: int, shard: int) -> tuple[int, int]:
+        known = self._result_parts.get((eid, shard))
+        if known is None:
+            parts = glob.glob(os.path.join(self.root, f"e{eid}", f"results-{shard}-*.json"))
+            part = max((int(p.rsplit("-", 1)[1].split(".")[0]) for p in parts), default=0)
+            count = len(table(self._db(f"e{eid}/results-{shard}-{part}.json"), "results"))
+            known = (part + 1, 0) if count >= RESULTS_PER_PART else (part, count)
+            self._result_parts[(eid, shard)] = known
+        return known
+
+    def intermediate_results(self, eid: int, jid: int) -> list[dict]:
+        """The job's intermediate results in order, including those not yet flushed."""
+        out: list[dict] = []
+        for path in glob.glob(os.path.join(self.root, f"e{eid}", f"results-{jid // JOBS_PER_SHARD}-*.json")):
+            out.extend(dict(d) for d in table(self._db(os.path.relpath(path, self.root)), "results").search(Query().jid == jid))
+        with self._pending_lock:
+            out.extend(dict(doc) for _, j, doc in self._pending if j == jid)
+        out.sort(key=lambda d: d["index"])
+        return out
+
+    # -- stop requests and passive answers from other processes ---------------------------
+
+    def request_stop(self, eid: int, jid: int | None = None) -> None:
+        """Ask the process running experiment `eid` to stop job `jid` (or the whole experiment)."""
+        with self._locked():
+            stops = self._meta("stops")
+            stops.insert(Document({"eid": eid, "jid": jid, "time": time.time()}, doc_id=self._next_id("stop")))
+
+    def stop_requests(self, eid: int) -> list[dict]:
+        return [dict(d) for d in self._meta("stops").search(Query().eid == eid)]
+
+    def is_job_stopped(self, jid: int, eid: int | None = None) -> bool:
+        for req in self._meta("stops").all():
+            if req["jid"] == jid or (req["jid"] is None and eid is not None and req["eid"] == eid):
+                return True
+        doc = self.get_job(jid, eid)
+        return bool(doc and doc["status"] in ("STOPPED", "EARLY_STOPPED"))
+
+    def submit_passive(self, eid: int, jid: int, text: str) -> None:
+        """Hand a passive job's pasted output to the process running the experiment."""
+        with self._locked():
+            answers = self._meta("passive")
+            answers.insert(Document({"eid": eid, "jid": jid, "text": text, "time": time.time()},
+                                    doc_id=self._next_id("passive")))
+
+    def take_passive_answers(self, eid: int) -> list[dict]:
+        """Remove and return the answers other processes left for experiment `eid`."""
+        with self._locked():
+            answers = self._meta("passive")
+            mine = answers.search(Query().eid == eid)
+            if mine:
+                answers.remove(doc_ids=[d.doc_id for d in mine])
+            return [dict(d) for d in mine]
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def changed_since(self, stamp: tuple | None) -> tuple[bool, tuple]:
+        """Cheap change detection for watchers: (changed?, new stamp) over the store's files."""
+        sig = []
+        for path in sorted(glob.glob(os.path.join(self.root, "**", "*.json"), recursive=True)):
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                continue
+            sig.append((path, st.st_mtime_ns, st.st_size))
+        new = tuple(sig)
+        return new != stamp, new
+
+    def close(self) -> None:
+        self._closed.set()
+        self.flush()
+        self._write_released()
+        for db in self._dbs.values():
+            db.close()
+        self._dbs.clear()

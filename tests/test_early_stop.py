@@ -1,0 +1,161 @@
+"""Early stopping: which jobs a person sees stopped, and when."""
+import threading
+
+import pytest
+
+from backends.early_stop import make_policy
+from backends.errors import ConfigError
+
+
+def policy(name, steps=1, warmup=0, maximize=True, **extra):
+    return make_policy({"aup_policy": name, "aup_policy_steps": steps, "warmup": warmup, **extra},
+                       maximize)
+
+
+def run(p, curves):
+    """Feed the jobs' results step by step, interleaved; return {jid: step it was stopped at}."""
+    stopped = {}
+    for step in range(max(len(c) for c in curves.values())):
+        for jid, curve in curves.items():
+            if jid not in stopped and step < len(curve) and p.report(jid, curve[step]):
+                stopped[jid] = step + 1
+    return stopped
+
+
+def finished_jobs(p, values):
+    """Jobs 1..n that reported one result each and ended."""
+    for jid, value in enumerate(values, start=1):
+        p.report(jid, value)
+        p.forget(jid)
+
+
+def test_no_early_stop_configured_means_no_policy():
+    assert make_policy(None, True) is None
+    assert make_policy({}, True) is None
+
+
+@pytest.mark.parametrize("name", ["median", "bandit", "truncation"])
+def test_each_policy_stops_a_clearly_bad_job_and_keeps_good_ones(name):
+    good = [0.5, 0.6, 0.7, 0.8, 0.85, 0.9]
+    curves = {1: good, 2: list(good), 3: [v + 0.05 for v in good],
+              4: [0.05, 0.06, 0.07, 0.08, 0.09, 0.1]}
+    assert list(run(policy(name), curves)) == [4]
+
+
+@pytest.mark.parametrize("name", ["median", "bandit", "truncation"])
+def test_target_min_stops_the_job_with_high_loss(name):
+    good = [2.0, 1.5, 1.0, 0.8, 0.6]
+    curves = {1: good, 2: list(good), 3: [v * 0.9 for v in good],
+              4: [20.0, 19.0, 18.0, 17.0, 16.0]}
+    assert list(run(policy(name, maximize=False), curves)) == [4]
+    # the same numbers read as scores to maximise: the job with the highest values survives
+    assert 4 not in run(policy(name, maximize=True), curves)
+
+
+def test_median_stops_whatever_falls_below_the_median_of_the_others():
+    p = policy("median")
+    finished_jobs(p, [0.9, 0.8, 0.7])
+    assert p.report(10, 0.8) is False  # at the median: kept
+    assert p.report(11, 0.79) is True
+
+
+def test_no_decision_before_warmup():
+    curves = {1: [0.9] * 6, 2: [0.1] * 6}
+    assert run(policy("median", warmup=4), curves) == {2: 4}
+
+
+def test_decisions_only_every_aup_policy_steps():
+    curves = {1: [0.9] * 7, 2: [0.1] * 7}
+    assert run(policy("median", steps=3), curves) == {2: 3}
+
+
+def test_warmup_and_steps_together_use_the_last_multiple_reached():
+    # warmup 5 and steps 2: first decision at result 5, judging the first 4 results
+    curves = {1: [0.9] * 8, 2: [0.9, 0.9, 0.9, 0.9, 0.1, 0.1, 0.1, 0.1]}
+    assert run(policy("median", steps=2, warmup=5), curves) == {2: 6}
+
+
+def test_a_job_is_compared_only_on_the_steps_others_have_reached():
+    p = policy("median")
+    assert p.report(1, 0.1) is False  # nobody to compare with yet
+    assert p.report(2, 0.9) is False
+    # job 1's first step is judged once job 2 got there; it learns on its next report
+    assert p.report(1, 0.1) is True
+    assert p.report(1, 0.99) is True  # stays stopped
+
+
+def test_finished_jobs_still_count_as_comparison():
+    p = policy("bandit")
+    for value in [0.9, 0.95, 0.97]:
+        p.report(1, value)
+    p.forget(1)
+    stopped = [p.report(2, v) for v in [0.1, 0.2, 0.3]]
+    assert stopped == [True, True, True]
+
+
+def test_stopped_jobs_still_count_for_the_steps_they_reached():
+    p = policy("median")
+    assert run(p, {1: [0.9, 0.9], 2: [0.1, 0.1]}) == {2: 1}
+    # a newcomer is judged against both earlier jobs' first results: median 0.5, so 0.6 stays
+    assert p.report(3, 0.6) is False
+
+
+def test_bandit_factor_sets_the_slack():
+    curves = {1: [1.0, 1.0], 2: [0.7, 0.7]}
+    assert run(policy("bandit", bandit_factor=0.5), curves) == {}
+    assert run(policy("bandit", bandit_factor=0.8), curves) == {2: 1}
+
+
+def test_truncation_percentage_sets_the_share_stopped():
+    finished = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    half, default = policy("truncation", truncation_percentage=0.5), policy("truncation")
+    finished_jobs(half, finished)
+    finished_jobs(default, finished)
+    # 0.35 ranks 4th from the bottom of 10: inside the worst 50%, outside the worst 30%
+    assert half.report(100, 0.35) is True
+    assert default.report(100, 0.35) is False
+    assert default.report(101, 0.25) is True
+    assert half.report(102, 0.65) is False
+
+
+def test_truncation_does_not_stop_ties():
+    assert run(policy("truncation", truncation_percentage=0.5), {1: [0.5] * 3, 2: [0.5] * 3}) == {}
+
+
+def test_reports_from_many_threads_are_safe():
+    p = policy("median", steps=5)
+    n_jobs, n_steps = 8, 30
+    barrier = threading.Barrier(n_jobs)
+    results = {}
+
+    def job(jid):
+        value = 0.1 if jid == 0 else 0.9
+        verdicts = []
+        for _ in range(n_steps):
+            barrier.wait()
+            verdicts.append(p.report(jid, value))
+        results[jid] = any(verdicts)
+
+    threads = [threading.Thread(target=job, args=(jid,)) for jid in range(n_jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {0: True, **{jid: False for jid in range(1, n_jobs)}}
+
+
+@pytest.mark.parametrize("cfg, fragment", [
+    ({"aup_policy": "magic", "aup_policy_steps": 1}, "unknown aup_policy \"magic\""),
+    ({"aup_policy": "curve_fitting", "aup_policy_steps": 1}, "not supported by aup-tui"),
+    ({"aup_policy": "median"}, "needs aup_policy_steps"),
+    ({"aup_policy": "median", "aup_policy_steps": 0}, "aup_policy_steps in"),
+    ({"aup_policy": "median", "aup_policy_steps": 1, "warmup": -1}, "warmup in"),
+    ({"aup_policy": "truncation", "aup_policy_steps": 1, "truncation_percentage": 30},
+     "truncation_percentage in"),
+    ({"aup_policy": "bandit", "aup_policy_steps": 1, "bandit_factor": 1.5}, "bandit_factor in"),
+])
+def test_bad_early_stop_settings_are_explained(cfg, fragment):
+    with pytest.raises(ConfigError) as info:
+        make_policy(cfg, True)
+    assert fragment in str(info.value)
+    assert "resource_args.early_stop in experiment.json" in str(info.value)
