@@ -70,7 +70,7 @@ def load_experiment(path: str | os.PathLike) -> ExperimentConfig:
     except FileNotFoundError:
         raise ConfigError(f"experiment file {path} not found — check the path") from None
     except IsADirectoryError:
-        raise ConfigError(f"{path} is a folder — give the path of the experiment's JSON file") from None
+        raise ConfigError(f"{path} is a folder — give the experiment's JSON file") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not UTF-8 text — save it as a UTF-8 JSON file") from None
     except OSError as e:
@@ -78,7 +78,8 @@ def load_experiment(path: str | os.PathLike) -> ExperimentConfig:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ConfigError(f"{path} line {e.lineno}, column {e.colno}: {e.msg} — fix the JSON syntax") from None
+        where = f"{path} line {e.lineno}, column {e.colno}"
+        raise ConfigError(f"{where}: {e.msg} — fix the JSON syntax") from None
     config = validate_experiment(data, source=path, base_dir=os.path.dirname(os.path.abspath(path)))
     config.path = os.path.abspath(path)
     return config
@@ -109,7 +110,7 @@ def validate_experiment(data: dict, source: str = "experiment.json",
     if proposer.needs_n_samples and "n_samples" not in data:
         raise ConfigError(f"n_samples in {source} is required by the {proposer.name} proposer "
                           "— set it to the number of jobs to run")
-    n_samples = _whole(data, "n_samples", source, minimum=1 if proposer.needs_n_samples else 0, default=0)
+    n_samples = _whole(data, "n_samples", source, minimum=int(proposer.needs_n_samples), default=0)
     resource_args = _object(data, "resource_args", source)
     make_policy(resource_args.get("early_stop"), data["target"] == "max", source)
     return ExperimentConfig(
@@ -171,7 +172,8 @@ def _job_failure(data: dict, source: str) -> dict:
         raise ConfigError(f"job_failure.ignore_fail in {source} must be true or false, "
                           f"got {_show(ignore_fail)}")
     return {"ignore_fail": ignore_fail,
-            "job_retries": _whole(given, "job_retries", f"job_failure in {source}", minimum=0, default=3)}
+            "job_retries": _whole(given, "job_retries", f"job_failure in {source}",
+                                  minimum=0, default=3)}
 
 
 def _labels(data: dict, source: str) -> list[str]:

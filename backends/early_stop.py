@@ -17,7 +17,7 @@ import json
 import math
 import statistics
 import threading
-from typing import Any, ClassVar, Iterable
+from typing import Any, Callable, ClassVar, Iterable
 
 from .errors import ConfigError
 
@@ -36,7 +36,7 @@ class _Curve:
     def __len__(self) -> int:
         return len(self.sums)
 
-    def add(self, value: float, better) -> None:
+    def add(self, value: float, better: Callable[[float, float], bool]) -> None:
         self.sums.append(value + (self.sums[-1] if self.sums else 0.0))
         keep_old = self.bests and not better(value, self.bests[-1])
         self.bests.append(self.bests[-1] if keep_old else value)

@@ -358,7 +358,7 @@ class GPUMonitor:
                 power = _field(error, get_power, h)
                 limit = _field(error, get_limit, h)
                 procs = _field(error, get_procs, h)
-            except error as exc:
+            except Exception as exc:  # NVMLError_GpuIsLost & co.: this GPU only
                 statuses.append(
                     GPUStatus(
                         index=dev.index,

@@ -442,8 +442,13 @@ class NodePool:
             _quiet_close(client)
             raise NodeUnreachableError(f"cannot connect to {label}: {_describe(exc)}", name) from None
         transport = client.get_transport()
-        if transport is not None and self.keepalive > 0:
-            transport.set_keepalive(max(1, int(self.keepalive)))
+        if transport is not None:
+            if self.keepalive > 0:
+                transport.set_keepalive(max(1, int(self.keepalive)))
+            try:  # small request/reply packets: no Nagle delay (paramiko leaves it on)
+                transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except (OSError, AttributeError):
+                pass
         return client
 
     # -- commands -----------------------------------------------------------------

@@ -1,16 +1,18 @@
 """The store connector: resources, experiments, jobs and results in TinyDB files under `.aup/`.
 
-TinyDB rewrites a whole file on each write, so nothing that grows with history lives in one
-file. `.aup/store/` holds:
+Each file is a TinyDB database written through a journal (see `files.py`), so a write costs
+an append, not a rewrite; and nothing that grows with history shares one file.
+`.aup/store/` holds:
 
 - `meta.json`: resources, experiments, id counters, stop requests, passive answers (small);
 - `e<eid>/experiment.json`: the experiment's config, result labels and error messages;
-- `e<eid>/jobs-<n>.json`: jobs `n*64 … n*64+63`;
+- `e<eid>/jobs-<n>.json`: jobs `n*32 … n*32+31`;
 - `e<eid>/results-<n>-<part>.json`: intermediate results of those jobs, at most 4,096 a file.
 
-One cross-process lock (`.aup/store.lock`) serialises writers; readers need no lock because
-every file is replaced atomically. A finished job's record is fsynced before `end_job`
-returns; intermediate results are buffered and flushed at least once a second.
+One cross-process lock (`.aup/store.lock`) serialises writers; readers need none, since a
+snapshot is replaced atomically and a journal line is applied only once complete. A finished
+job's record is fdatasync'ed before `end_job` returns; intermediate results are buffered and
+flushed every half second.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from tinydb import Query
-from tinydb.table import Document
 
 from .files import open_db, storage_of, table
 from .process import ProcessId, current_process, is_alive
@@ -41,12 +42,11 @@ LIVE_STATES = ("RUNNING", "WAITING")
 FINAL_STATES = ("FINISHED", "FAILED", "STOPPED", "EARLY_STOPPED", "INTERRUPTED")
 
 
-def _upsert(tbl, doc: Document) -> None:
-    """Insert or replace by doc_id with one write (TinyDB's own upsert writes twice on insert)."""
-    if tbl.contains(doc_id=doc.doc_id):
-        tbl.update(dict(doc), doc_ids=[doc.doc_id])
-    else:
-        tbl.insert(doc)
+_FREE = {"status": "free", "owner": None, "jid": None}
+
+
+def _owner_alive(owner: list | None) -> bool:
+    return bool(owner) and is_alive(ProcessId(*owner))
 
 
 class TinyDBConnector:
@@ -93,30 +93,51 @@ class TinyDBConnector:
                 if self._flock_depth == 0:
                     fcntl.flock(self._lockfd, fcntl.LOCK_UN)
 
-    @contextmanager
-    def _durable(self, db) -> Iterator[None]:
-        storage = storage_of(db)
-        storage.durable = True
-        try:
-            yield
-        finally:
-            storage.durable = False
+    def _write(self, relpath: str, ops: list[dict], sync: bool = False) -> None:
+        """Append journal operations to one database file (caller holds `_locked`)."""
+        storage_of(self._db(relpath)).append(ops, sync=sync)
+
+    def _put(self, relpath: str, tbl: str, doc_id: int, doc: dict, sync: bool = False) -> None:
+        self._write(relpath, [{"t": tbl, "id": str(doc_id), "d": doc}], sync)
+
+    def _patch(self, relpath: str, tbl: str, doc_ids: list[int], fields: dict, sync: bool = False) -> None:
+        docs = table(self._db(relpath), tbl)
+        ops = []
+        for doc_id in doc_ids:
+            doc = docs.get(doc_id=doc_id)
+            if doc is not None:
+                ops.append({"t": tbl, "id": str(doc_id), "d": {**doc, **fields}})
+        if ops:
+            self._write(relpath, ops, sync)
+
+    def _delete(self, relpath: str, tbl: str, doc_ids: list[int]) -> None:
+        if doc_ids:
+            self._write(relpath, [{"t": tbl, "id": str(i), "x": 1} for i in doc_ids])
+
+    META = "meta.json"
 
     def _meta(self, name: str):
-        return table(self._db("meta.json"), name)
+        return table(self._db(self.META), name)
+
+    @staticmethod
+    def _exp_file(eid: int) -> str:
+        return f"e{eid}/experiment.json"
+
+    @staticmethod
+    def _jobs_file(eid: int, jid: int) -> str:
+        return f"e{eid}/jobs-{jid // JOBS_PER_SHARD}.json"
 
     def _exp(self, eid: int, name: str):
-        return table(self._db(f"e{eid}/experiment.json"), name)
+        return table(self._db(self._exp_file(eid)), name)
 
     def _jobs(self, eid: int, jid: int):
-        return table(self._db(f"e{eid}/jobs-{jid // JOBS_PER_SHARD}.json"), "jobs")
+        return table(self._db(self._jobs_file(eid, jid)), "jobs")
 
     def _next_id(self, counter: str, count: int = 1) -> int:
-        """Reserve `count` ids of `counter`; returns the first."""
-        counters = self._meta("counters")
-        doc = counters.get(doc_id=1) or {}
+        """Reserve `count` ids of `counter` (caller holds `_locked`); returns the first."""
+        doc = self._meta("counters").get(doc_id=1) or {}
         first = int(doc.get(counter, 0)) + 1
-        _upsert(counters, Document({**doc, counter: first + count - 1}, doc_id=1))
+        self._put(self.META, "counters", 1, {**doc, counter: first + count - 1})
         return first
 
     # -- resources ------------------------------------------------------------------------
@@ -124,40 +145,35 @@ class TinyDBConnector:
     def add_resource(self, name: str, rtype: str, rid: int | None = None, status: str = "free") -> int:
         """Register a resource (or re-register `rid` under the same name/type)."""
         with self._locked():
-            res = self._meta("resources")
             if rid is None:
                 rid = self._next_id("rid")
             else:
                 counters = self._meta("counters").get(doc_id=1) or {}
                 if rid > int(counters.get("rid", 0)):
-                    _upsert(self._meta("counters"), Document({**counters, "rid": rid}, doc_id=1))
-            old = res.get(doc_id=rid)
+                    self._put(self.META, "counters", 1, {**counters, "rid": rid})
+            old = self._meta("resources").get(doc_id=rid)
             doc = {"rid": rid, "name": str(name), "type": rtype, "status": status, "owner": None, "jid": None}
             if old and old.get("status") == "taken":
                 doc.update(status="taken", owner=old.get("owner"), jid=old.get("jid"))
-            _upsert(res, Document(doc, doc_id=rid))
+            self._put(self.META, "resources", rid, doc)
             return rid
 
     def remove_resources(self, rtype: str | None = None) -> None:
         with self._locked():
-            res = self._meta("resources")
-            if rtype is None:
-                res.truncate()
-            else:
-                res.remove(Query().type == rtype)
+            self._delete(self.META, "resources", [r["rid"] for r in self.resources(rtype)])
 
     def remove_resource(self, rid: int) -> None:
         with self._locked():
-            res = self._meta("resources")
-            if res.contains(doc_id=rid):
-                res.remove(doc_ids=[rid])
+            self._delete(self.META, "resources", [rid])
 
     def resources(self, rtype: str | None = None) -> list[dict]:
-        docs = self._meta("resources").all()
+        with self._lock:
+            docs = self._meta("resources").all()
         return sorted((dict(d) for d in docs if rtype is None or d["type"] == rtype), key=lambda d: d["rid"])
 
     def get_resource(self, rid: int) -> dict | None:
-        doc = self._meta("resources").get(doc_id=rid)
+        with self._lock:
+            doc = self._meta("resources").get(doc_id=rid)
         return dict(doc) if doc else None
 
     def get_available_resource(self, rtype: str, rid_blacklist: Any = None) -> list[int]:
@@ -172,11 +188,10 @@ class TinyDBConnector:
             if rid in self._released:  # still ours on disk: no write needed
                 self._released.discard(rid)
                 return True
-            res = self._meta("resources")
-            doc = res.get(doc_id=rid)
+            doc = self._meta("resources").get(doc_id=rid)
             if doc is None or doc["status"] != "free":
                 return False
-            res.update({"status": "taken", "owner": list(self.me), "jid": jid}, doc_ids=[rid])
+            self._patch(self.META, "resources", [rid], {"status": "taken", "owner": list(self.me), "jid": jid})
             return True
 
     def free_used_resource(self, rid: int) -> None:
@@ -190,60 +205,48 @@ class TinyDBConnector:
                 self._released.add(rid)
                 self._start_flusher()
             else:
-                self._meta("resources").update({"status": "free", "owner": None, "jid": None}, doc_ids=[rid])
+                self._patch(self.META, "resources", [rid], _FREE)
 
     def _write_released(self) -> None:
         with self._locked():
             if self._released:
                 rids, self._released = sorted(self._released), set()
-                self._meta("resources").update({"status": "free", "owner": None, "jid": None}, doc_ids=rids)
+                self._patch(self.META, "resources", rids, _FREE)
 
     def free_all_resources(self) -> list[int]:
-        """Free every taken resource (the `resources --free` escape hatch); returns their ids."""
+        """Free every taken resource, whoever holds it; returns their ids."""
         with self._locked():
-            res = self._meta("resources")
-            taken = [d.doc_id for d in res.all() if d["status"] != "free"]
-            if taken:
-                res.update({"status": "free", "owner": None, "jid": None}, doc_ids=taken)
+            taken = [d.doc_id for d in self._meta("resources").all() if d["status"] != "free"]
+            self._patch(self.META, "resources", taken, _FREE)
+            self._released.clear()
             return taken
 
     # -- recovery -------------------------------------------------------------------------
 
     def recover(self) -> dict[str, list[int]]:
         """Reclaim what dead processes left behind: taken resources, running experiments and jobs."""
-        freed: list[int] = []
-        experiments: list[int] = []
-        jobs: list[int] = []
+        now = time.time()
         with self._locked():
-            res = self._meta("resources")
-            for doc in res.all():
-                owner = doc.get("owner")
-                if doc["status"] == "taken" and (not owner or not is_alive(ProcessId(*owner))):
-                    freed.append(doc.doc_id)
-            if freed:
-                res.update({"status": "free", "owner": None, "jid": None}, doc_ids=freed)
-            exps = self._meta("experiments")
-            for doc in exps.all():
-                owner = doc.get("owner")
-                if doc["status"] == "RUNNING" and (not owner or not is_alive(ProcessId(*owner))):
-                    experiments.append(doc.doc_id)
-            now = time.time()
+            freed = [d.doc_id for d in self._meta("resources").all()
+                     if d["status"] == "taken" and not _owner_alive(d.get("owner"))]
+            self._patch(self.META, "resources", freed, _FREE)
+            experiments = [d.doc_id for d in self._meta("experiments").all()
+                           if d["status"] == "RUNNING" and not _owner_alive(d.get("owner"))]
+            self._patch(self.META, "experiments", experiments, {"status": "INTERRUPTED", "end": now})
+            jobs: list[int] = []
             for eid in experiments:
-                exps.update({"status": "INTERRUPTED", "end": now}, doc_ids=[eid])
-                for path in glob.glob(os.path.join(self.root, f"e{eid}", "jobs-*.json")):
-                    tbl = table(self._db(os.path.relpath(path, self.root)), "jobs")
-                    live = [d.doc_id for d in tbl.all() if d["status"] in LIVE_STATES]
-                    for jid in live:
-                        doc = tbl.get(doc_id=jid)
+                for relpath in self._job_files(eid):
+                    for doc in table(self._db(relpath), "jobs").all():
+                        if doc["status"] not in LIVE_STATES:
+                            continue
                         attempts = [dict(a) for a in doc.get("attempts", [])]
-                        if attempts and attempts[-1].get("status") in LIVE_STATES + (None,):
+                        if attempts and attempts[-1].get("status") in LIVE_STATES:
                             attempts[-1].update(status="INTERRUPTED", end=now)
-                        tbl.update(
-                            {"status": "INTERRUPTED", "end": now, "attempts": attempts,
-                             "error": "the process running this job died (interrupted)"},
-                            doc_ids=[jid],
-                        )
-                    jobs.extend(live)
+                        self._put(relpath, "jobs", doc.doc_id, {
+                            **doc, "status": "INTERRUPTED", "end": now, "attempts": attempts,
+                            "error": "interrupted: the process running this job died",
+                        })
+                        jobs.append(doc.doc_id)
         return {"resources": freed, "experiments": experiments, "jobs": jobs}
 
     # -- experiments ----------------------------------------------------------------------
@@ -256,29 +259,30 @@ class TinyDBConnector:
                 "start": time.time(), "end": None, "owner": list(self.me), "host": socket.gethostname(),
                 "best_jid": None, "best_score": None, **info,
             }
-            self._meta("experiments").insert(Document(doc, doc_id=eid))
-            _upsert(self._exp(eid, "config"), Document({"config": config}, doc_id=1))
+            self._put(self._exp_file(eid), "config", 1, {"config": config})
+            self._put(self.META, "experiments", eid, doc, sync=True)
             return eid
 
     def update_experiment(self, eid: int, **fields: Any) -> None:
         with self._locked():
-            self._meta("experiments").update(fields, doc_ids=[eid])
+            self._patch(self.META, "experiments", [eid], fields)
 
     def end_experiment(self, eid: int, status: str, **fields: Any) -> None:
         self.flush()
         self._write_released()
         with self._locked():
-            meta = self._db("meta.json")
-            with self._durable(meta):
-                self._meta("experiments").update({"status": status, "end": time.time(), **fields}, doc_ids=[eid])
-                stops = self._meta("stops")
-                stops.remove(Query().eid == eid)
+            stops = [d.doc_id for d in self._meta("stops").all() if d["eid"] == eid]
+            self._delete(self.META, "stops", stops)
+            self._patch(self.META, "experiments", [eid], {"status": status, "end": time.time(), **fields}, sync=True)
 
     def experiments(self) -> list[dict]:
-        return sorted((dict(d) for d in self._meta("experiments").all()), key=lambda d: d["eid"])
+        with self._lock:
+            docs = self._meta("experiments").all()
+        return sorted((dict(d) for d in docs), key=lambda d: d["eid"])
 
     def get_experiment(self, eid: int) -> dict | None:
-        doc = self._meta("experiments").get(doc_id=eid)
+        with self._lock:
+            doc = self._meta("experiments").get(doc_id=eid)
         return dict(doc) if doc else None
 
     def latest_experiment(self) -> dict | None:
@@ -286,24 +290,27 @@ class TinyDBConnector:
         return exps[-1] if exps else None
 
     def get_experiment_config(self, eid: int) -> dict:
-        doc = self._exp(eid, "config").get(doc_id=1)
+        with self._lock:
+            doc = self._exp(eid, "config").get(doc_id=1)
         return dict(doc["config"]) if doc else {}
 
     def save_labels(self, eid: int, labels: list[str]) -> None:
         with self._locked():
-            _upsert(self._exp(eid, "labels"), Document({"labels": list(labels)}, doc_id=1))
+            self._put(self._exp_file(eid), "labels", 1, {"labels": list(labels)})
 
     def get_labels(self, eid: int) -> list[str]:
-        doc = self._exp(eid, "labels").get(doc_id=1)
+        with self._lock:
+            doc = self._exp(eid, "labels").get(doc_id=1)
         return list(doc["labels"]) if doc else []
 
     def log_error(self, eid: int, message: str, jid: int | None = None) -> None:
         with self._locked():
-            errors = self._exp(eid, "errors")
-            errors.insert(Document({"jid": jid, "time": time.time(), "message": message}, doc_id=len(errors) + 1))
+            n = len(self._exp(eid, "errors"))
+            self._put(self._exp_file(eid), "errors", n + 1, {"jid": jid, "time": time.time(), "message": message})
 
     def errors(self, eid: int) -> list[dict]:
-        return [dict(d) for d in self._exp(eid, "errors").all()]
+        with self._lock:
+            return [dict(d) for d in self._exp(eid, "errors").all()]
 
     # -- jobs -----------------------------------------------------------------------------
 
@@ -320,74 +327,85 @@ class TinyDBConnector:
         """Record that attempt `attempt` of job `jid` started on resource `rid`."""
         now = time.time()
         with self._locked():
-            jobs = self._jobs(eid, jid)
-            doc = jobs.get(doc_id=jid)
+            doc = self._jobs(eid, jid).get(doc_id=jid)
             attempts = [dict(a) for a in doc["attempts"]] if doc else []
             attempts.append({"attempt": attempt, "rid": rid, "resource": resource, "start": now,
                              "end": None, "status": status, "error": None})
-            new = {
+            self._put(self._jobs_file(eid, jid), "jobs", jid, {
                 "jid": jid, "eid": eid, "config": config, "status": status, "rid": rid,
                 "resource": resource, "score": None, "values": None, "error": None,
                 "start": doc["start"] if doc else now, "end": None, "attempts": attempts,
-            }
-            _upsert(jobs, Document(new, doc_id=jid))
+            })
 
     def update_job(self, eid: int, jid: int, **fields: Any) -> None:
         with self._locked():
-            jobs = self._jobs(eid, jid)
-            doc = jobs.get(doc_id=jid)
+            doc = self._jobs(eid, jid).get(doc_id=jid)
             if doc is None:
                 return
             if "status" in fields and doc.get("attempts"):
                 attempts = [dict(a) for a in doc["attempts"]]
                 attempts[-1]["status"] = fields["status"]
                 fields["attempts"] = attempts
-            jobs.update(fields, doc_ids=[jid])
+            self._put(self._jobs_file(eid, jid), "jobs", jid, {**doc, **fields})
 
     def end_job(self, eid: int, jid: int, score: float | None, status: str,
                 values: list[float] | None = None, error: str | None = None, final: bool = True) -> None:
-        """Record the end of the job's current attempt; durable on disk before it returns.
+        """Record the end of the job's current attempt; on disk (fdatasync) before it returns.
 
         `final=False` ends an attempt that will be retried: the job stays RUNNING.
         """
         now = time.time()
         with self._locked():
-            jobs = self._jobs(eid, jid)
-            doc = jobs.get(doc_id=jid)
+            doc = self._jobs(eid, jid).get(doc_id=jid)
             if doc is None:
                 return
             attempts = [dict(a) for a in doc.get("attempts", [])]
             if attempts:
                 attempts[-1].update(end=now, status=status, error=error, score=score)
-            fields: dict[str, Any] = {"attempts": attempts, "error": error}
+            new = {**doc, "attempts": attempts, "error": error}
             if final:
-                fields.update(status=status, score=score, values=values, end=now)
-            with self._durable(self._db(f"e{eid}/jobs-{jid // JOBS_PER_SHARD}.json")):
-                jobs.update(fields, doc_ids=[jid])
+                new.update(status=status, score=score, values=values, end=now)
+            self._put(self._jobs_file(eid, jid), "jobs", jid, new, sync=True)
+
+    def _files(self, pattern: str) -> list[str]:
+        """Databases matching `pattern` (relative to the store), whether snapshot or journal exists."""
+        found = set()
+        for path in glob.glob(os.path.join(self.root, pattern + "*")):
+            if path.endswith(".log"):
+                path = path[:-4]
+            if path.endswith(".json"):
+                found.add(os.path.relpath(path, self.root))
+        return sorted(found)
+
+    def _job_files(self, eid: int) -> list[str]:
+        return self._files(f"e{eid}/jobs-*.json")
 
     def get_job(self, jid: int, eid: int | None = None) -> dict | None:
         if eid is not None:
-            doc = self._jobs(eid, jid).get(doc_id=jid)
+            with self._lock:
+                doc = self._jobs(eid, jid).get(doc_id=jid)
             return dict(doc) if doc else None
-        pattern = os.path.join(self.root, "e*", f"jobs-{jid // JOBS_PER_SHARD}.json")
-        for path in glob.glob(pattern):
-            doc = table(self._db(os.path.relpath(path, self.root)), "jobs").get(doc_id=jid)
+        for relpath in self._files(f"e*/jobs-{jid // JOBS_PER_SHARD}.json"):
+            with self._lock:
+                doc = table(self._db(relpath), "jobs").get(doc_id=jid)
             if doc:
                 return dict(doc)
         return None
 
     def jobs(self, eid: int) -> list[dict]:
         out: list[dict] = []
-        for path in glob.glob(os.path.join(self.root, f"e{eid}", "jobs-*.json")):
-            out.extend(dict(d) for d in table(self._db(os.path.relpath(path, self.root)), "jobs").all())
+        for relpath in self._job_files(eid):
+            with self._lock:
+                out.extend(dict(d) for d in table(self._db(relpath), "jobs").all())
         out.sort(key=lambda d: d["jid"])
         return out
 
     def get_best_result(self, eid: int, maximize: bool) -> tuple[int, float] | None:
+        """`(jid, score)` of the best FINISHED job (ties: the earliest job)."""
         scored = [(j["score"], j["jid"]) for j in self.jobs(eid) if j["status"] == "FINISHED" and j["score"] is not None]
         if not scored:
             return None
-        score, jid = (max if maximize else min)(scored, key=lambda t: (t[0], -t[1]) if maximize else (t[0], t[1]))
+        score, jid = (max(scored, key=lambda t: (t[0], -t[1])) if maximize else min(scored))
         return jid, score
 
     # -- intermediate results -------------------------------------------------------------
@@ -412,15 +430,15 @@ class TinyDBConnector:
                 try:
                     self.flush()
                     self._write_released()
-                except Exception:  # keep flushing later; the next flush retries the batch
+                except Exception:  # keep going; the next round retries the batch
                     import logging
 
-                    logging.getLogger(__name__).exception("flushing intermediate results failed")
+                    logging.getLogger(__name__).exception("flushing the store failed")
 
-    def flush(self, jid: int | None = None) -> None:
-        """Write buffered intermediate results (all, or only when `jid` has some pending)."""
+    def flush(self) -> None:
+        """Write buffered intermediate results now."""
         with self._pending_lock:
-            if not self._pending or (jid is not None and not any(p[1] == jid for p in self._pending)):
+            if not self._pending:
                 return
             batch, self._pending = self._pending, []
         try:
@@ -440,26 +458,30 @@ class TinyDBConnector:
                     part, count = self._result_part(eid, shard)
                     room = RESULTS_PER_PART - count
                     chunk, docs = docs[:room], docs[room:]
-                    tbl = table(self._db(f"e{eid}/results-{shard}-{part}.json"), "results")
-                    tbl.insert_multiple(Document(d, doc_id=count + i + 1) for i, d in enumerate(chunk))
+                    self._write(f"e{eid}/results-{shard}-{part}.json",
+                                [{"t": "results", "id": str(count + i + 1), "d": d} for i, d in enumerate(chunk)])
                     count += len(chunk)
                     self._result_parts[(eid, shard)] = (part + 1, 0) if count >= RESULTS_PER_PART else (part, count)
 
     def _result_part(self, eid: int, shard: int) -> tuple[int, int]:
         known = self._result_parts.get((eid, shard))
         if known is None:
-            parts = glob.glob(os.path.join(self.root, f"e{eid}", f"results-{shard}-*.json"))
+            parts = self._result_files(eid, shard)
             part = max((int(p.rsplit("-", 1)[1].split(".")[0]) for p in parts), default=0)
             count = len(table(self._db(f"e{eid}/results-{shard}-{part}.json"), "results"))
             known = (part + 1, 0) if count >= RESULTS_PER_PART else (part, count)
             self._result_parts[(eid, shard)] = known
         return known
 
+    def _result_files(self, eid: int, shard: int) -> list[str]:
+        return self._files(f"e{eid}/results-{shard}-*.json")
+
     def intermediate_results(self, eid: int, jid: int) -> list[dict]:
         """The job's intermediate results in order, including those not yet flushed."""
         out: list[dict] = []
-        for path in glob.glob(os.path.join(self.root, f"e{eid}", f"results-{jid // JOBS_PER_SHARD}-*.json")):
-            out.extend(dict(d) for d in table(self._db(os.path.relpath(path, self.root)), "results").search(Query().jid == jid))
+        for relpath in self._result_files(eid, jid // JOBS_PER_SHARD):
+            with self._lock:
+                out.extend(dict(d) for d in table(self._db(relpath), "results").search(Query().jid == jid))
         with self._pending_lock:
             out.extend(dict(doc) for _, j, doc in self._pending if j == jid)
         out.sort(key=lambda d: d["index"])
@@ -470,33 +492,36 @@ class TinyDBConnector:
     def request_stop(self, eid: int, jid: int | None = None) -> None:
         """Ask the process running experiment `eid` to stop job `jid` (or the whole experiment)."""
         with self._locked():
-            stops = self._meta("stops")
-            stops.insert(Document({"eid": eid, "jid": jid, "time": time.time()}, doc_id=self._next_id("stop")))
+            self._put(self.META, "stops", self._next_id("stop"), {"eid": eid, "jid": jid, "time": time.time()},
+                      sync=True)
 
     def stop_requests(self, eid: int) -> list[dict]:
-        return [dict(d) for d in self._meta("stops").search(Query().eid == eid)]
+        with self._lock:
+            return [dict(d) for d in self._meta("stops").all() if d["eid"] == eid]
 
     def is_job_stopped(self, jid: int, eid: int | None = None) -> bool:
-        for req in self._meta("stops").all():
+        with self._lock:
+            stops = self._meta("stops").all()
+        for req in stops:
             if req["jid"] == jid or (req["jid"] is None and eid is not None and req["eid"] == eid):
                 return True
         doc = self.get_job(jid, eid)
         return bool(doc and doc["status"] in ("STOPPED", "EARLY_STOPPED"))
 
-    def submit_passive(self, eid: int, jid: int, text: str) -> None:
-        """Hand a passive job's pasted output to the process running the experiment."""
+    def submit_passive(self, eid: int, jid: int, text: str, failed: bool = False) -> None:
+        """Hand a passive job's pasted output (or a failure reason) to the process running it."""
         with self._locked():
-            answers = self._meta("passive")
-            answers.insert(Document({"eid": eid, "jid": jid, "text": text, "time": time.time()},
-                                    doc_id=self._next_id("passive")))
+            self._put(self.META, "passive", self._next_id("passive"),
+                      {"eid": eid, "jid": jid, "text": text, "failed": failed, "time": time.time()}, sync=True)
 
     def take_passive_answers(self, eid: int) -> list[dict]:
         """Remove and return the answers other processes left for experiment `eid`."""
+        with self._lock:
+            if not any(d["eid"] == eid for d in self._meta("passive").all()):
+                return []
         with self._locked():
-            answers = self._meta("passive")
-            mine = answers.search(Query().eid == eid)
-            if mine:
-                answers.remove(doc_ids=[d.doc_id for d in mine])
+            mine = [d for d in self._meta("passive").all() if d["eid"] == eid]
+            self._delete(self.META, "passive", [d.doc_id for d in mine])
             return [dict(d) for d in mine]
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -504,7 +529,7 @@ class TinyDBConnector:
     def changed_since(self, stamp: tuple | None) -> tuple[bool, tuple]:
         """Cheap change detection for watchers: (changed?, new stamp) over the store's files."""
         sig = []
-        for path in sorted(glob.glob(os.path.join(self.root, "**", "*.json"), recursive=True)):
+        for path in sorted(glob.glob(os.path.join(self.root, "**", "*.json*"), recursive=True)):
             try:
                 st = os.stat(path)
             except FileNotFoundError:

@@ -1,0 +1,305 @@
+"""One job up close: parameters, attempts, its intermediate results as a curve and its live log.
+
+All reading (store and log file) happens in one thread worker that reads, posts what changed
+as messages, then waits `poll_interval` before the next read — so a slow disk never piles reads
+up behind each other and the event loop only ever renders.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any, Callable
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.markup import escape
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+from textual.worker import get_current_worker
+
+from ..widgets.log_view import FileTail, LogView
+from ..widgets.result_curve import ResultCurve
+
+FINAL_STATES = ("FINISHED", "FAILED", "STOPPED", "EARLY_STOPPED", "INTERRUPTED")
+STATUS_STYLES = {
+    "RUNNING": "$accent", "WAITING": "$warning", "FINISHED": "$success", "FAILED": "$error",
+    "STOPPED": "$warning", "EARLY_STOPPED": "$secondary", "INTERRUPTED": "$error",
+}
+ATTEMPT_COLUMNS = ("#", "resource", "start", "duration", "status", "error")
+
+
+def status_markup(status: str) -> str:
+    style = STATUS_STYLES.get(status, "$text-muted")
+    return f"[bold {style}]{escape(status)}[/]"
+
+
+def format_duration(seconds: float | None) -> str:
+    """`12.3s`, `4m05s`, `2h07m`: short enough for a table cell."""
+    if seconds is None:
+        return ""
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def format_time(stamp: float | None) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(stamp)) if stamp else ""
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+class JobDetailScreen(Screen[None]):
+    """The detail of job `jid` of experiment `eid`, read from `connector` (a TinyDBConnector)."""
+
+    CSS_PATH = "job_detail.tcss"
+    BINDINGS = [
+        Binding("escape", "back", "Back", id="detail.back"),
+        Binding("f", "toggle_follow", "Follow log", id="detail.follow"),
+        Binding("G", "log_end", "Log end", show=False, id="detail.log_end"),
+        Binding("g", "log_start", "Log start", show=False, id="detail.log_start"),
+    ]
+
+    class Snapshot(Message):
+        """The job as the store has it now."""
+
+        def __init__(self, job: dict, results: list[dict], labels: list[str], now: float) -> None:
+            super().__init__()
+            self.job, self.results, self.labels, self.now = job, results, labels, now
+
+    class LogAttempt(Message):
+        """The log now followed is attempt `attempt`'s (`relpath` under the working folder)."""
+
+        def __init__(self, attempt: int, resource: str, relpath: str, first: bool) -> None:
+            super().__init__()
+            self.attempt, self.resource, self.relpath, self.first = attempt, resource, relpath, first
+
+    class LogText(Message):
+        """New text at the end of the followed log."""
+
+        def __init__(self, text: str) -> None:
+            super().__init__()
+            self.text = text
+
+    class Ended(Message):
+        """The job is final and its log complete: nothing more will be read."""
+
+    class Problem(Message):
+        """The store could not be read (shown; the worker keeps trying)."""
+
+        def __init__(self, message: str) -> None:
+            super().__init__()
+            self.message = message
+
+    def __init__(self, connector, eid: int, jid: int, *, poll_interval: float = 0.5,
+                 clock: Callable[[], float] = time.time, name: str | None = None,
+                 id: str | None = None) -> None:
+        super().__init__(name=name, id=id)
+        self.connector = connector
+        self.eid = eid
+        self.jid = jid
+        self.poll_interval = poll_interval
+        self.clock = clock
+        self.job: dict | None = None
+        self.ended = False
+        self._closing = threading.Event()
+        self._attempt_rows: list[tuple[str, ...]] = []
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"Job {self.jid} · loading…", id="detail-title")
+        with Horizontal(id="detail-top"):
+            with VerticalScroll(id="detail-params") as params:
+                params.border_title = "Parameters"
+                yield Static("", id="detail-params-text")
+            curve = ResultCurve(id="detail-curve")
+            curve.border_title = "Intermediate results"
+            yield curve
+        table: DataTable = DataTable(id="detail-attempts", cursor_type="none", zebra_stripes=True)
+        table.border_title = "Attempts"
+        yield table
+        yield Static("", id="detail-error", markup=False)
+        log = LogView(id="detail-log", placeholder="no output yet")
+        log.border_title = "Log"
+        yield log
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#detail-attempts", DataTable)
+        for column in ATTEMPT_COLUMNS:
+            table.add_column(column, key=column)
+        self.query_one("#detail-log", LogView).focus()
+        self._follow()
+
+    def on_unmount(self) -> None:
+        self._closing.set()
+
+    # -- the reader (a thread) ----------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="job-detail", exit_on_error=False)
+    def _follow(self) -> None:
+        worker = get_current_worker()
+        conn, eid, jid = self.connector, self.eid, self.jid
+        closing = self._closing
+        workingdir: str | None = None
+        labels: list[str] = []
+        tail: FileTail | None = None
+        attempt: int | None = None
+        last_key: Any = None
+        last_post = 0.0
+        quiet = 0
+        while not (worker.is_cancelled or closing.is_set()):
+            try:
+                if workingdir is None:
+                    workingdir = (conn.get_experiment(eid) or {}).get("workingdir") or "."
+                    labels = list(conn.get_labels(eid) or [])
+                job = conn.get_job(jid, eid)
+                results = conn.intermediate_results(eid, jid) if job is not None else []
+            except Exception as exc:  # a store mid-write or gone: say so and try again
+                self.post_message(self.Problem(f"cannot read the store: {exc}"))
+                closing.wait(self.poll_interval * 4)
+                continue
+            if job is None:  # queued, not started yet
+                closing.wait(self.poll_interval)
+                continue
+            now = self.clock()
+            final = job.get("status") in FINAL_STATES
+            key = (repr(job), len(results))
+            if key != last_key or (not final and now - last_post >= 1.0):
+                self.post_message(self.Snapshot(job, results, labels, now))
+                last_post = now
+            attempts = job.get("attempts") or []
+            text = ""
+            if attempts and attempts[-1].get("attempt") != attempt:
+                if tail is not None:  # the previous attempt's last words
+                    rest = (tail.read() or "") + tail.flush()
+                    if rest:
+                        self.post_message(self.LogText(rest))
+                current = attempts[-1]
+                relpath = os.path.join("jobs", f"{jid}.{current.get('attempt')}.out")
+                tail = FileTail(os.path.join(workingdir, relpath))
+                self.post_message(self.LogAttempt(current.get("attempt") or 0, current.get("resource") or "",
+                                                  relpath, first=attempt is None))
+                attempt = current.get("attempt")
+            if tail is not None:
+                text = tail.read() or ""
+                if text:
+                    self.post_message(self.LogText(text))
+            if final:
+                quiet = quiet + 1 if (not text and key == last_key) else 0
+                if quiet >= 2:  # final, and nothing moved for two reads: the log is complete
+                    rest = tail.flush() if tail is not None else ""
+                    if rest:
+                        self.post_message(self.LogText(rest))
+                    self.post_message(self.Ended())
+                    return
+            last_key = key
+            closing.wait(self.poll_interval)
+
+    # -- rendering what the reader found ------------------------------------------------
+
+    @on(Snapshot)
+    def _show_snapshot(self, message: Snapshot) -> None:
+        job = message.job
+        self.job = job
+        status = job.get("status", "?")
+        parts = [f"[b]Job {self.jid}[/b]", status_markup(status)]
+        if job.get("score") is not None:
+            parts.append(f"score [b]{format_value(job['score'])}[/b]")
+        if job.get("resource"):
+            parts.append(escape(str(job["resource"])))
+        parts.append(f"experiment {self.eid}")
+        self.query_one("#detail-title", Static).update(" · ".join(parts))
+
+        config = job.get("config") or {}
+        width = max((len(str(k)) for k in config), default=0)
+        lines = [f"[b]{escape(str(k)).ljust(width)}[/b]  {escape(format_value(v))}" for k, v in config.items()]
+        self.query_one("#detail-params-text", Static).update("\n".join(lines) or "[dim]no parameters[/dim]")
+
+        self.query_one("#detail-curve", ResultCurve).set_results(
+            [r.get("values") or () for r in message.results], message.labels)
+
+        rows = [self._attempt_row(a, message.now) for a in job.get("attempts") or []]
+        if rows != self._attempt_rows:
+            table = self.query_one("#detail-attempts", DataTable)
+            table.clear()
+            for row, attempt in zip(rows, job.get("attempts") or []):
+                cells = list(row)
+                cells[4] = status_markup(cells[4]) if cells[4] else ""
+                table.add_row(*cells, key=str(attempt.get("attempt")))
+            self._attempt_rows = rows
+
+        error = self.query_one("#detail-error", Static)
+        if job.get("error"):
+            error.update(f"✗ {job['error']}")
+            error.add_class("-visible")
+        else:
+            error.remove_class("-visible")
+        self._update_log_subtitle()
+
+    @staticmethod
+    def _attempt_row(attempt: dict, now: float) -> tuple[str, ...]:
+        start, end = attempt.get("start"), attempt.get("end")
+        duration = (end if end else now) - start if start else None
+        return (str(attempt.get("attempt", "")), str(attempt.get("resource") or ""), format_time(start),
+                format_duration(duration), str(attempt.get("status") or ""), str(attempt.get("error") or ""))
+
+    @on(LogAttempt)
+    def _show_attempt(self, message: LogAttempt) -> None:
+        log = self.query_one("#detail-log", LogView)
+        log.border_title = f"Log {message.relpath}"
+        if message.first:
+            waiting = self.job is not None and self.job.get("status") == "WAITING"
+            log.show_placeholder("waiting for the person running this job…" if waiting else "no output yet")
+        else:
+            log.separator(f"attempt {message.attempt} on {message.resource}")
+
+    @on(LogText)
+    def _show_text(self, message: LogText) -> None:
+        self.query_one("#detail-log", LogView).append(message.text)
+
+    @on(Ended)
+    def _show_ended(self) -> None:
+        self.ended = True
+        self._update_log_subtitle()
+
+    @on(Problem)
+    def _show_problem(self, message: Problem) -> None:
+        self.notify(message.message, severity="warning", timeout=4)
+
+    def _update_log_subtitle(self) -> None:
+        log = self.query_one("#detail-log", LogView)
+        if self.ended or (self.job and self.job.get("status") in FINAL_STATES):
+            log.border_subtitle = "ended"
+        else:
+            log.border_subtitle = "following" if log.auto_scroll else "paused (f follows)"
+
+    # -- actions ------------------------------------------------------------------------
+
+    def action_back(self) -> None:
+        self.dismiss(None)
+
+    def action_toggle_follow(self) -> None:
+        log = self.query_one("#detail-log", LogView)
+        log.auto_scroll = not log.auto_scroll
+        if log.auto_scroll:
+            log.scroll_end(animate=False)
+        self._update_log_subtitle()
+
+    def action_log_end(self) -> None:
+        self.query_one("#detail-log", LogView).scroll_end(animate=False)
+
+    def action_log_start(self) -> None:
+        self.query_one("#detail-log", LogView).scroll_home(animate=False)

@@ -1,0 +1,199 @@
+"""The form a person answers a passive job with: run the command by hand, paste what it printed.
+
+The engine's passive manager waits (without blocking anyone) until `submit` or `mark_failed` is
+called; this form is one way to call them. Both run in a thread worker because they write the
+job's log and the store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static, TextArea
+
+from backends.errors import AupError
+from backends.jobs import RESULT_PREFIX, ResultParseError
+
+
+@dataclass(frozen=True)
+class PassiveRequest:
+    """What the form needs from a `PassiveResultWanted` event."""
+
+    eid: int
+    jid: int
+    command: str
+    workingdir: str
+    config_path: str
+
+    @classmethod
+    def from_event(cls, event) -> "PassiveRequest":
+        return cls(eid=event.eid, jid=event.jid, command=event.command,
+                   workingdir=event.workingdir, config_path=event.config_path)
+
+
+class PassiveForm(ModalScreen[str | None]):
+    """Answer passive job `request.jid`.
+
+    Dismisses with "submitted" after `submit(jid, text)` accepted the text, "failed" after
+    `mark_failed(jid, reason)`, and None when closed with the job still waiting.
+    """
+
+    CSS_PATH = "passive_form.tcss"
+    BINDINGS = [
+        Binding("ctrl+s", "submit", "Submit", priority=True, id="passive.submit"),
+        Binding("ctrl+o", "copy_command", "Copy command", priority=True, id="passive.copy"),
+        Binding("ctrl+f", "mark_failed", "Mark failed", priority=True, id="passive.mark_failed"),
+        Binding("escape", "close", "Close", id="passive.close"),
+    ]
+
+    def __init__(self, request: PassiveRequest, submit: Callable[[int, str], float],
+                 mark_failed: Callable[[int, str], None]) -> None:
+        super().__init__()
+        self.request = request
+        self._submit = submit
+        self._mark_failed = mark_failed
+        self._busy = False
+
+    def compose(self) -> ComposeResult:
+        req = self.request
+        with Vertical(id="passive-dialog") as dialog:
+            dialog.border_title = f"Job {req.jid} is waiting for you"
+            dialog.border_subtitle = "ctrl+s submit · ctrl+o copy · ctrl+f fail · esc close"
+            with VerticalScroll(id="passive-info"):
+                yield Static(self._field("Working folder", req.workingdir), id="passive-workingdir")
+                yield Static(self._field("Config file", req.config_path), id="passive-config")
+                yield Label("Run this command, then paste its whole output below:", classes="passive-label")
+                yield Static(req.command, id="passive-command", markup=False)
+            yield TextArea(id="passive-output", soft_wrap=True, show_line_numbers=False,
+                           placeholder=f"Paste the output ({RESULT_PREFIX}<score> lines) or type the score")
+            yield Static("", id="passive-error", markup=False)
+            with Horizontal(id="passive-reason-row"):
+                yield Input(placeholder="Why did it fail? (enter to mark failed, esc to go back)",
+                            id="passive-reason")
+            with Horizontal(id="passive-buttons"):
+                yield Button("Submit", variant="primary", id="passive-submit")
+                yield Button("Copy command", id="passive-copy")
+                yield Button("Mark failed", variant="error", id="passive-fail")
+                yield Button("Cancel", id="passive-cancel")
+
+    @staticmethod
+    def _field(name: str, value: str) -> str:
+        from rich.markup import escape
+
+        return f"[b]{name}[/b]  {escape(value)}"
+
+    def on_mount(self) -> None:
+        self.query_one("#passive-output", TextArea).focus()
+
+    # -- state shown --------------------------------------------------------------------
+
+    def show_error(self, message: str) -> None:
+        """Show why the text was not accepted, under the text area."""
+        error = self.query_one("#passive-error", Static)
+        error.update(f"✗ {message}")
+        error.add_class("-visible")
+
+    def clear_error(self) -> None:
+        error = self.query_one("#passive-error", Static)
+        error.update("")
+        error.remove_class("-visible")
+
+    def _set_busy(self, busy: bool) -> None:
+        self._busy = busy
+        for button in self.query("#passive-buttons Button").results(Button):
+            button.disabled = busy
+
+    @property
+    def _asking_reason(self) -> bool:
+        return self.query_one("#passive-reason-row").has_class("-visible")
+
+    # -- actions ------------------------------------------------------------------------
+
+    def action_submit(self) -> None:
+        if self._busy:
+            return
+        if self._asking_reason:
+            self._send_failed(self.query_one("#passive-reason", Input).value)
+            return
+        text = self.query_one("#passive-output", TextArea).text
+        self._set_busy(True)
+        self._run_submit(text)
+
+    @work(thread=True, exclusive=True, group="passive-answer")
+    def _run_submit(self, text: str) -> None:
+        try:
+            self._submit(self.request.jid, text)
+        except ResultParseError as exc:
+            self.app.call_from_thread(self._rejected, str(exc))
+        except AupError as exc:  # e.g. the job is no longer waiting (answered elsewhere, stopped)
+            self.app.call_from_thread(self._rejected, str(exc))
+        except Exception as exc:  # never lose the pasted text to an unexpected error
+            self.app.call_from_thread(self._rejected, f"could not submit: {exc}")
+        else:
+            self.app.call_from_thread(self.dismiss, "submitted")
+
+    def _rejected(self, message: str) -> None:
+        self._set_busy(False)
+        self.show_error(message)
+        self.query_one("#passive-output", TextArea).focus()
+
+    def action_copy_command(self) -> None:
+        self.app.copy_to_clipboard(self.request.command)
+        self.notify("Command copied to the clipboard", timeout=2)
+
+    def action_mark_failed(self) -> None:
+        """First press asks for a reason; enter (or this key again) marks the job failed."""
+        if self._busy:
+            return
+        if self._asking_reason:
+            self._send_failed(self.query_one("#passive-reason", Input).value)
+            return
+        self.query_one("#passive-reason-row").add_class("-visible")
+        self.query_one("#passive-reason", Input).focus()
+
+    @on(Input.Submitted, "#passive-reason")
+    def _reason_entered(self, event: Input.Submitted) -> None:
+        event.stop()
+        self._send_failed(event.value)
+
+    def _send_failed(self, reason: str) -> None:
+        if self._busy:
+            return
+        self._set_busy(True)
+        self._run_mark_failed(reason.strip() or "marked failed by the user")
+
+    @work(thread=True, exclusive=True, group="passive-answer")
+    def _run_mark_failed(self, reason: str) -> None:
+        try:
+            self._mark_failed(self.request.jid, reason)
+        except Exception as exc:
+            self.app.call_from_thread(self._rejected, f"could not mark the job failed: {exc}")
+        else:
+            self.app.call_from_thread(self.dismiss, "failed")
+
+    def action_close(self) -> None:
+        """Escape backs out of the reason prompt first, then closes with the job still waiting."""
+        if self._asking_reason:
+            self.query_one("#passive-reason-row").remove_class("-visible")
+            self.query_one("#passive-output", TextArea).focus()
+            return
+        self.dismiss(None)
+
+    @on(Button.Pressed)
+    def _button(self, event: Button.Pressed) -> None:
+        event.stop()
+        actions = {
+            "passive-submit": self.action_submit,
+            "passive-copy": self.action_copy_command,
+            "passive-fail": self.action_mark_failed,
+            "passive-cancel": lambda: self.dismiss(None),
+        }
+        action = actions.get(event.button.id or "")
+        if action is not None:
+            action()

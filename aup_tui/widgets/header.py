@@ -1,0 +1,115 @@
+"""The dashboard's header: experiment name and status, elapsed time, progress and the best job.
+
+It renders the `ExperimentState` it is given, with a clock injected (a fixed one in tests), and
+redraws itself once a second only while the experiment runs.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widget import Widget
+
+from ..bridge import ExperimentState
+from .colors import fmt_duration, fmt_score, status_color, theme_colors
+
+SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+
+class ExperimentHeader(Widget):
+    """Two lines: who/what/how long/best, then the progress bar with the job counts."""
+
+    waiting = reactive(0)
+
+    def __init__(self, state: ExperimentState, clock: Callable[[], float], *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.state = state
+        self.clock = clock
+        self._ticks = 0
+        self._timer = None
+
+    def on_mount(self) -> None:
+        self._timer = self.set_interval(1.0, self._tick, pause=not self.state.is_live)
+
+    def _tick(self) -> None:
+        self._ticks += 1
+        self.refresh()
+
+    def update_state(self) -> None:
+        """The state changed: redraw, and tick only while the experiment runs."""
+        if self._timer is not None:
+            if self.state.is_live:
+                self._timer.resume()
+            else:
+                self._timer.pause()
+        self.refresh()
+
+    def render(self) -> Text:
+        st = self.state
+        c = theme_colors(self.app)
+        width = max(20, self.size.width)
+        now = self.clock()
+        # line 1: name, status, elapsed, best, passive badge
+        line1 = Text(no_wrap=True, overflow="ellipsis")
+        if st.status == "CONNECTING":
+            line1.append(SPINNER[self._ticks % len(SPINNER)] + " ", style=c["status-running"])
+        line1.append(st.name or "experiment", style="bold")
+        if st.eid is not None:
+            line1.append(f" #{st.eid}", style=c.get("plot-axis", ""))
+        status = "connecting…" if st.status == "CONNECTING" else st.status
+        line1.append("  ")
+        line1.append(f" {status} ", style=f"bold reverse {status_color(c, st.status if st.status != 'CONNECTING' else 'RUNNING')}")
+        line1.append(f"  ⏱ {fmt_duration(st.elapsed(now))}")
+        goal = "max" if st.maximize else "min"
+        if st.best_jid is not None:
+            line1.append(f"  best ({goal}) ")
+            line1.append(fmt_score(st.best_score), style=f"bold {c['status-finished']}")
+            line1.append(f" job {st.best_jid}")
+        else:
+            line1.append(f"  best ({goal}) —")
+        badge = None
+        if st.waiting:
+            n = len(st.waiting)
+            jid = min(st.waiting)
+            badge = Text(f" ✋ {'job ' + str(jid) if n == 1 else str(n) + ' jobs'} waiting for you ",
+                         style=f"bold reverse {c['status-waiting']}")
+        if badge is not None:
+            pad = width - line1.cell_len - badge.cell_len
+            if pad >= 1:
+                line1.append(" " * pad)
+                line1.append_text(badge)
+            else:
+                line1.truncate(max(0, width - badge.cell_len - 1), overflow="ellipsis")
+                line1.append(" ")
+                line1.append_text(badge)
+        line1.truncate(width, overflow="ellipsis")
+        # line 2: the progress bar done/running/failed/stopped of total, then the counts
+        total = st.total
+        ended = st.done + st.failed + st.stopped
+        counts = Text(no_wrap=True)
+        counts.append(f" {ended}/{total}" if total else " 0/0")
+        counts.append(f"  ✓{st.done}", style=c["status-finished"])
+        counts.append(f" ▶{st.running}", style=c["status-running"])
+        counts.append(f" ✗{st.failed}", style=c["status-failed"])
+        if st.stopped:
+            counts.append(f" ■{st.stopped}", style=c["status-stopped"])
+        bar_width = max(10, width - counts.cell_len)
+        bar = Text(no_wrap=True)
+        segments = [(st.done, "status-finished"), (st.failed, "status-failed"),
+                    (st.stopped, "status-stopped"), (st.running, "status-running")]
+        used = 0
+        if total:
+            acc = 0
+            for n, var in segments:
+                acc += n
+                cells = round(bar_width * acc / total) - used
+                cells = max(0, min(cells, bar_width - used))
+                if cells:
+                    bar.append("█" * cells, style=c[var])
+                    used += cells
+        bar.append("░" * (bar_width - used), style=c.get("plot-axis", "grey50"))
+        line2 = bar + counts
+        line2.truncate(width)
+        return Text("\n").join([line1, line2])

@@ -1,0 +1,286 @@
+"""The job queue: a DataTable keyed by job id that follows the experiment row by row.
+
+`update_jobs(jids)` is the hot path: for each changed job it computes the row's cells, compares
+them with what the table shows and calls `update_cell` only for cells that differ (fixed column
+widths, so no column re-measuring), adds rows for new jobs and re-sorts at most once per batch.
+A filter (`set_filter`) or a sort change rebuilds or reorders the table once: those are user
+actions, not per-event work.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Callable, Iterable
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import DataTable
+
+from ..bridge import ExperimentState, JobRow
+from .colors import fmt_duration, fmt_score, status_color, theme_colors
+
+#: (key, label, width); params takes what is left.
+COLUMNS = (
+    ("id", "id", 5),
+    ("status", "status", 11),
+    ("resource", "resource", 10),
+    ("params", "parameters", 24),
+    ("score", "score", 11),
+    ("duration", "time", 8),
+    ("attempts", "try", 3),
+)
+SORTABLE = tuple(key for key, _, _ in COLUMNS)
+
+#: Status filter values, in the order `f` cycles through them.
+STATUS_FILTERS = (None, "RUNNING", "FINISHED", "FAILED", "STOPPED", "WAITING")
+
+
+def format_params(config: dict) -> str:
+    parts = []
+    for k, v in config.items():
+        if k == "job_id":
+            continue
+        if isinstance(v, float):
+            v = f"{v:.4g}"
+        elif not isinstance(v, (int, str)):
+            v = json.dumps(v)
+        parts.append(f"{k}={v}")
+    return " ".join(parts)
+
+
+def _status_group(status: str) -> str:
+    return {"EARLY_STOPPED": "STOPPED", "INTERRUPTED": "FAILED"}.get(status, status)
+
+
+class JobTable(DataTable):
+    """Jobs of one experiment; the cursor row is the selected job."""
+
+    BINDINGS = [
+        Binding("j", "cursor_down", "Down", show=False),
+        Binding("k", "cursor_up", "Up", show=False),
+        Binding("g", "scroll_top", "Top", show=False),
+        Binding("G", "scroll_bottom", "Bottom", show=False),
+        Binding("o", "cycle_sort", "Sort", id="jobs.sort"),
+        Binding("f", "cycle_status", "Status filter", id="jobs.status_filter"),
+    ]
+
+    class Sorted(Message):
+        def __init__(self, column: str, reverse: bool) -> None:
+            super().__init__()
+            self.column, self.reverse = column, reverse
+
+    class FilterChanged(Message):
+        def __init__(self, text: str, status: str | None, shown: int, total: int) -> None:
+            super().__init__()
+            self.text, self.status, self.shown, self.total = text, status, shown, total
+
+    def __init__(self, state: ExperimentState, clock: Callable[[], float], *, id: str | None = None) -> None:
+        super().__init__(id=id, cursor_type="row", zebra_stripes=False)
+        self.state = state
+        self.clock = clock
+        self.sort_column: str = "id"
+        self.sort_reverse = False
+        self.filter_text = ""
+        self.filter_status: str | None = None
+        self._shown: dict[int, tuple] = {}  # jid -> the cell values the table shows
+        self._colors: dict[str, str] = {}
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        self._colors = theme_colors(self.app)
+        for key, label, width in COLUMNS:
+            self.add_column(label, key=key, width=width)
+        self.rebuild()
+
+    def on_resize(self) -> None:
+        # the params column takes the width the other columns leave
+        fixed = sum(w + 2 for k, _, w in COLUMNS if k != "params")
+        width = max(12, self.size.width - fixed - 2)
+        col = self.columns.get("params")  # type: ignore[call-overload]
+        if col is not None and col.width != width:
+            col.width = width
+            self._require_update_dimensions = True
+            self.refresh()
+
+    # -- rendering rows -------------------------------------------------------------------
+
+    def _cells(self, row: JobRow, now: float) -> tuple:
+        c = self._colors
+        status = Text(row.status.lower().replace("_", " "), style=status_color(c, row.status))
+        score = Text(fmt_score(row.score), justify="right",
+                     style="bold" if row.jid == self.state.best_jid else "")
+        return (
+            Text(str(row.jid), justify="right"),
+            status,
+            row.resource.split(":", 1)[-1] if row.resource else "",
+            format_params(row.config),
+            score,
+            Text(fmt_duration(row.duration(now)), justify="right"),
+            Text(str(row.attempts) if row.attempts else "", justify="right"),
+        )
+
+    def _matches(self, row: JobRow) -> bool:
+        if self.filter_status and _status_group(row.status) != self.filter_status:
+            return False
+        if self.filter_text:
+            hay = f"{row.jid} {row.status} {row.resource} {format_params(row.config)}".lower()
+            return all(word in hay for word in self.filter_text.lower().split())
+        return True
+
+    def rebuild(self) -> None:
+        """Show the state from scratch (start, filter change, theme change)."""
+        selected = self.selected_jid
+        self.clear()
+        self._shown.clear()
+        now = self.clock()
+        for jid in sorted(self.state.jobs):
+            row = self.state.jobs[jid]
+            if self._matches(row):
+                cells = self._cells(row, now)
+                self.add_row(*cells, key=str(jid))
+                self._shown[jid] = tuple(_plain(v) for v in cells)
+        self._apply_sort()
+        if selected is not None and selected in self._shown:
+            self.move_cursor(row=self.get_row_index(str(selected)))
+        self.post_message(self.FilterChanged(self.filter_text, self.filter_status, len(self._shown),
+                                             len(self.state.jobs)))
+
+    def update_jobs(self, jids: Iterable[int]) -> None:
+        """Apply a batch of changed jobs: new rows added, changed cells updated, one sort at most."""
+        now = self.clock()
+        resort = False
+        added = False
+        column_keys = [key for key, _, _ in COLUMNS]
+        for jid in jids:
+            row = self.state.jobs.get(jid)
+            if row is None:
+                continue
+            shown = self._shown.get(jid)
+            if not self._matches(row):
+                if shown is not None:
+                    self.remove_row(str(jid))
+                    del self._shown[jid]
+                continue
+            cells = self._cells(row, now)
+            plain = tuple(_plain(v) for v in cells)
+            if shown is None:
+                self.add_row(*cells, key=str(jid))
+                self._shown[jid] = plain
+                added = True
+                resort |= self.sort_column != "id" or self.sort_reverse
+                continue
+            if plain == shown:
+                continue
+            for i, key in enumerate(column_keys):
+                if plain[i] != shown[i]:
+                    self.update_cell(str(jid), key, cells[i])
+                    resort |= key == self.sort_column
+            self._shown[jid] = plain
+        if resort:
+            self._apply_sort()
+        if added:
+            self.post_message(self.FilterChanged(self.filter_text, self.filter_status, len(self._shown),
+                                                 len(self.state.jobs)))
+
+    def tick(self) -> None:
+        """Once a second while jobs run: their durations."""
+        live = [jid for jid, row in self.state.jobs.items() if row.status in ("RUNNING", "WAITING")]
+        if live:
+            self.update_jobs(live)
+
+    def restyle(self) -> None:
+        """The theme changed: recolour the status cells."""
+        self._colors = theme_colors(self.app)
+        now = self.clock()
+        for jid in self._shown:
+            row = self.state.jobs[jid]
+            self.update_cell(str(jid), "status", self._cells(row, now)[1])
+
+    # -- selection, sorting, filtering ----------------------------------------------------
+
+    @property
+    def selected_jid(self) -> int | None:
+        if not self.row_count:
+            return None
+        try:
+            key, _ = self.coordinate_to_cell_key(self.cursor_coordinate)
+        except Exception:
+            return None
+        return int(key.value) if key.value is not None else None
+
+    def _sort_key(self, jid_cell: Text) -> tuple:
+        jid = int(jid_cell.plain)
+        row = self.state.jobs[jid]
+        col = self.sort_column
+        if col == "id":
+            return (jid,)
+        if col == "score":
+            missing = row.score is None
+            value = row.score if row.score is not None else 0.0
+            # jobs without a score last in either direction
+            return (missing != self.sort_reverse, value, jid)
+        if col == "duration":
+            return (row.duration(self.clock()) or 0.0, jid)
+        if col == "attempts":
+            return (row.attempts, jid)
+        if col == "status":
+            return (row.status, jid)
+        if col == "resource":
+            return (row.resource, jid)
+        return (format_params(row.config), jid)
+
+    def _apply_sort(self) -> None:
+        if self.row_count:
+            self.sort("id", key=self._sort_key, reverse=self.sort_reverse)
+
+    def sort_by(self, column: str, reverse: bool | None = None) -> None:
+        if column not in SORTABLE:
+            raise ValueError(f"unknown column {column!r}")
+        if reverse is None:
+            reverse = (not self.sort_reverse) if column == self.sort_column else column == "score" and \
+                self.state.maximize
+        self.sort_column, self.sort_reverse = column, reverse
+        self._apply_sort()
+        self._update_labels()
+        self.post_message(self.Sorted(column, reverse))
+
+    def _update_labels(self) -> None:
+        for key, label, _ in COLUMNS:
+            col = self.columns.get(key)  # type: ignore[call-overload]
+            if col is None:
+                continue
+            arrow = (" ▼" if self.sort_reverse else " ▲") if key == self.sort_column and \
+                (key != "id" or self.sort_reverse) else ""
+            col.label = Text(label + arrow)
+        self.refresh()
+
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        event.stop()
+        self.sort_by(str(event.column_key.value))
+
+    def action_cycle_sort(self) -> None:
+        i = SORTABLE.index(self.sort_column)
+        self.sort_by(SORTABLE[(i + 1) % len(SORTABLE)], reverse=False)
+
+    def action_cycle_status(self) -> None:
+        i = STATUS_FILTERS.index(self.filter_status) if self.filter_status in STATUS_FILTERS else 0
+        self.set_filter(self.filter_text, STATUS_FILTERS[(i + 1) % len(STATUS_FILTERS)])
+
+    def set_filter(self, text: str | None = None, status: str | None | bool = False) -> None:
+        """Filter by free text (words all present) and/or status; `status=False` keeps it."""
+        if text is not None:
+            self.filter_text = text.strip()
+        if status is not False:
+            self.filter_status = status  # type: ignore[assignment]
+        self.rebuild()
+
+    @property
+    def shown_jids(self) -> list[int]:
+        """Job ids in display order (tests, scripts)."""
+        return [int(self.coordinate_to_cell_key((i, 0))[0].value) for i in range(self.row_count)]
+
+
+def _plain(value) -> str:
+    return value.plain if isinstance(value, Text) else str(value)

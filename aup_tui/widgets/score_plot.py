@@ -1,0 +1,134 @@
+"""The score plot: every finished job's score as a dot and the best-so-far as a line, over the
+order in which jobs finished, drawn with braille characters (2×4 dots a cell).
+
+The y axis turns logarithmic when every score is positive and they span more than two decades
+(as loss-like scores do), so the best-so-far line does not lie flat on the floor.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from rich.text import Text
+from textual.widget import Widget
+
+from .colors import fmt_score, theme_colors
+
+# braille dot bits by (x, y) inside a cell
+_BITS = ((0x01, 0x02, 0x04, 0x40), (0x08, 0x10, 0x20, 0x80))
+
+
+class BrailleCanvas:
+    """A width×height cell grid of 2×4 dots in two layers (points, line)."""
+
+    def __init__(self, width: int, height: int) -> None:
+        self.width, self.height = width, height
+        self.points = [[0] * width for _ in range(height)]
+        self.line = [[0] * width for _ in range(height)]
+
+    def dot(self, x: int, y: int, layer: str = "points") -> None:
+        """Set dot (x, y); y = 0 is the top."""
+        if 0 <= x < self.width * 2 and 0 <= y < self.height * 4:
+            grid = self.points if layer == "points" else self.line
+            grid[y // 4][x // 2] |= _BITS[x % 2][y % 4]
+
+    def vline(self, x: int, y0: int, y1: int, layer: str = "line") -> None:
+        for y in range(min(y0, y1), max(y0, y1) + 1):
+            self.dot(x, y, layer)
+
+    def rows(self, point_style: str, line_style: str) -> list[Text]:
+        out = []
+        for r in range(self.height):
+            t = Text(no_wrap=True)
+            for c in range(self.width):
+                p, l = self.points[r][c], self.line[r][c]
+                if not p and not l:
+                    t.append(" ")
+                else:
+                    t.append(chr(0x2800 | p | l), style=line_style if l else point_style)
+            out.append(t)
+        return out
+
+
+class ScorePlot(Widget):
+    """Plots `scores` (finishing order) and `best` (best so far after each); set with `set_data`."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.scores: list[float] = []
+        self.best: list[float] = []
+        self.maximize = True
+        self.best_jid: int | None = None
+
+    def set_data(self, scores: Sequence[float], best: Sequence[float], maximize: bool,
+                 best_jid: int | None = None) -> None:
+        self.scores, self.best, self.maximize, self.best_jid = list(scores), list(best), maximize, best_jid
+        self.refresh()
+
+    def render(self) -> Text:
+        c = theme_colors(self.app)
+        width, height = self.size.width, self.size.height
+        axis_style = c.get("plot-axis", "grey50")
+        values = [v for v in self.scores if math.isfinite(v)]
+        if not values or width < 16 or height < 3:
+            msg = "no finished job yet — scores appear here" if width >= 42 else "no scores yet"
+            return Text(msg, style=axis_style, justify="center")
+        lo, hi = min(values), max(values)
+        log = lo > 0 and hi / lo > 100
+        f = math.log10 if log else (lambda v: v)
+        flo, fhi = f(lo), f(hi)
+        if fhi == flo:
+            flo, fhi = flo - 1, fhi + 1
+        labels = [fmt_score(hi), fmt_score(lo)]
+        lab_w = min(10, max(len(s) for s in labels))
+        plot_w = max(4, width - lab_w - 1)
+        plot_h = max(1, height - 1)
+        canvas = BrailleCanvas(plot_w, plot_h)
+        n = len(self.scores)
+        dots_w, dots_h = plot_w * 2, plot_h * 4
+
+        def xpos(i: int) -> int:
+            return 0 if n <= 1 else round(i * (dots_w - 1) / (n - 1))
+
+        def ypos(v: float) -> int:
+            frac = (f(v) - flo) / (fhi - flo)
+            return round((1 - frac) * (dots_h - 1))
+
+        prev_y = None
+        for i, (s, b) in enumerate(zip(self.scores, self.best)):
+            if not math.isfinite(s):
+                continue
+            canvas.dot(xpos(i), ypos(s), "points")
+            by = ypos(b)
+            x0 = xpos(i)
+            x1 = xpos(i + 1) if i + 1 < n else x0
+            if prev_y is not None and prev_y != by:
+                canvas.vline(x0, prev_y, by)
+            for x in range(x0, max(x0, x1) + 1):
+                canvas.dot(x, by, "line")
+            prev_y = by
+        rows = canvas.rows(c.get("plot-point", "cyan"), f"bold {c.get('plot-best', 'yellow')}")
+        out = []
+        for r, row in enumerate(rows):
+            if r == 0:
+                label = labels[0]
+            elif r == plot_h - 1:
+                label = labels[1]
+            elif log and r == plot_h // 2 and plot_h >= 5:
+                label = "log"
+            else:
+                label = ""
+            line = Text(label[:lab_w].rjust(lab_w) + "┤" if label else " " * lab_w + "│", style=axis_style)
+            line.append_text(row)
+            out.append(line)
+        goal = "max" if self.maximize else "min"
+        best_txt = f" best {fmt_score(self.best[-1])}" if self.best else ""
+        legend = Text(" " * lab_w + "└", style=axis_style)
+        legend.append("•", style=c.get("plot-point", "cyan"))
+        legend.append(" score ", style=axis_style)
+        legend.append("━", style=f"bold {c.get('plot-best', 'yellow')}")
+        legend.append(f" best-so-far ({goal}){best_txt}  {n} jobs →", style=axis_style)
+        legend.truncate(width, overflow="ellipsis")
+        out.append(legend)
+        return Text("\n").join(out)

@@ -1,0 +1,88 @@
+"""Dispatch overhead: 1,000 trivial jobs, n_parallel 2, against `xargs -P 2` running the same script.
+
+Prints the floor (xargs), our in-process experiment time, the whole `aup-tui run --headless`
+command, and their ratios. Target: ≤ 2× the floor (aim 1.3×).
+
+    python benchmarks/bench_dispatch.py [--jobs 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+
+def setup(folder: str, n_jobs: int) -> str:
+    script = os.path.join(folder, "trivial.sh")
+    with open(script, "w") as f:
+        f.write("#!/bin/sh\necho '#Auptimizer:1'\n")
+    os.chmod(script, 0o755)
+    exp = {
+        "name": "dispatch-bench", "script": "./trivial.sh", "workingdir": folder, "resource": "cpu",
+        "n_parallel": 2, "n_samples": n_jobs, "target": "max", "proposer": "random",
+        "parameter_config": [{"name": "x", "range": [0, 1], "type": "float"}],
+    }
+    path = os.path.join(folder, "experiment.json")
+    with open(path, "w") as f:
+        json.dump(exp, f)
+    return path
+
+
+def floor(folder: str, n_jobs: int) -> float:
+    start = time.perf_counter()
+    subprocess.run(
+        f"seq {n_jobs} | xargs -P 2 -I{{}} ./trivial.sh {{}} > /dev/null", shell=True, cwd=folder, check=True
+    )
+    return time.perf_counter() - start
+
+
+def in_process(folder: str, exp_path: str) -> float:
+    from backends.config import load_experiment
+    from backends.experiment import Experiment
+    from backends.setup import init_aup
+
+    auppath = os.path.join(folder, ".aup")
+    init_aup(auppath, cpu=2, overwrite=True)
+    config = load_experiment(exp_path)
+    start = time.perf_counter()
+    result = Experiment(config, auppath=auppath).run()
+    elapsed = time.perf_counter() - start
+    assert result.status == "FINISHED" and result.counts.get("FINISHED") == config.n_samples, result
+    return elapsed
+
+
+def whole_command(folder: str, exp_path: str) -> float:
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    subprocess.run([sys.executable, "-m", "aup_tui.cli", "init", "--cpu", "2", "--overwrite"], cwd=folder,
+                   env=env, check=True, capture_output=True)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "aup_tui.cli", "run", "--headless", exp_path], cwd=folder, env=env,
+                   check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=1000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        exp_path = setup(folder, args.jobs)
+        base = min(floor(folder, args.jobs) for _ in range(3))
+        ours = in_process(folder, exp_path)
+        cli = whole_command(folder, exp_path)
+    print(f"floor  xargs -P 2, {args.jobs} jobs:        {base:.3f} s")
+    print(f"engine Experiment.run in-process:        {ours:.3f} s  ratio {ours / base:.2f}x  "
+          f"({(ours - base) / args.jobs * 1000:.2f} ms/job over the floor)")
+    print(f"cli    aup-tui run --headless (whole):   {cli:.3f} s  ratio {cli / base:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
