@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import signal
 import sys
 from typing import Sequence
 
@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if hasattr(signal, "SIGPIPE") and argv is None:
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `aup-tui status --json | head` ends quietly
     args = _parser().parse_args(argv)
     from backends.errors import AupError
 
@@ -82,6 +84,8 @@ def _connector(args):
     auppath = find_env(args.aup)
     connector = TinyDBConnector(auppath)
     sync_resources(load_env(auppath), connector)
+    if args.command != "resources":  # `resources --free` reports what it reclaims itself
+        connector.recover()
     return auppath, connector
 
 
@@ -206,8 +210,14 @@ def cmd_resources(args) -> int:
     if args.free:
         freed = connector.recover()["resources"]
         print(f"freed {len(freed)} resource(s) left taken by dead processes" + (f": {freed}" if freed else ""))
+    from backends.store.process import ProcessId, is_alive
+
     for r in connector.resources():
-        owner = f" by pid {r['owner'][0]}" if r.get("owner") else ""
+        owner = ""
+        if r.get("owner"):
+            owner = f" by pid {r['owner'][0]}"
+            if not is_alive(ProcessId(*r["owner"])):
+                owner += " (stuck: that process is gone — `aup-tui resources --free`)"
         job = f" (job {r['jid']})" if r.get("jid") else ""
         print(f"{r['rid']:>4}  {r['type']:<8} {r['name']:<30} {r['status']}{owner}{job}")
     if not connector.resources():

@@ -10,6 +10,7 @@ samples, with compute processes and failure injection::
     nvml.gpus[0].processes = [(pid, 512 << 20)]  # (pid, used bytes)
     nvml.gpus[1].fail = nvml.NVMLError_GpuIsLost()   # every call on it fails
     nvml.gpus[1].unsupported = {"nvmlDeviceGetPowerUsage"}
+    nvml.gpus[1].errors["nvmlDeviceGetTemperature"] = nvml.NVMLError_Unknown()
     nvml.init_error = nvml.NVMLError_DriverNotLoaded()
     nvml.calls["nvmlDeviceGetHandleByIndex"]     # how often it was called
 """
@@ -70,6 +71,10 @@ _MESSAGES = {
 }
 
 
+class NVMLLibraryMismatchError(Exception):
+    """pynvml raises it when the driver lacks the function version it calls."""
+
+
 # --- exceptions: NVMLError(value) returns the subclass for that value --------
 class NVMLError(Exception):
     _valClassMapping: dict[int, type] = {}
@@ -110,6 +115,7 @@ NVMLError_NoPermission = _error_class("NVMLError_NoPermission", NVML_ERROR_NO_PE
 NVMLError_NotFound = _error_class("NVMLError_NotFound", NVML_ERROR_NOT_FOUND)
 NVMLError_DriverNotLoaded = _error_class("NVMLError_DriverNotLoaded", NVML_ERROR_DRIVER_NOT_LOADED)
 NVMLError_Timeout = _error_class("NVMLError_Timeout", NVML_ERROR_TIMEOUT)
+NVMLError_FunctionNotFound = _error_class("NVMLError_FunctionNotFound", NVML_ERROR_FUNCTION_NOT_FOUND)
 NVMLError_LibraryNotFound = _error_class("NVMLError_LibraryNotFound", NVML_ERROR_LIBRARY_NOT_FOUND)
 NVMLError_GpuIsLost = _error_class("NVMLError_GpuIsLost", NVML_ERROR_GPU_IS_LOST)
 NVMLError_ResetRequired = _error_class("NVMLError_ResetRequired", NVML_ERROR_RESET_REQUIRED)
@@ -165,12 +171,14 @@ class FakeGPU:
     processes: list[tuple[int, int | None]] = field(default_factory=list)
     fail: BaseException | None = None  # raised by every call on this GPU
     unsupported: set[str] = field(default_factory=set)  # function names → NotSupported
+    errors: dict[str, BaseException] = field(default_factory=dict)  # function name → raised
 
 
 class FakeNVML:
     """The fake module object (pass it as ``GPUMonitor(nvml=...)``)."""
 
     NVMLError = NVMLError
+    NVMLLibraryMismatchError = NVMLLibraryMismatchError
 
     def __init__(self, gpus: list[FakeGPU] | None = None, driver_version: str = "550.54.15"):
         self.gpus: list[FakeGPU] = list(gpus or [])
@@ -194,6 +202,8 @@ class FakeNVML:
             raise gpu.fail
         if fn in gpu.unsupported:
             raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        if fn in gpu.errors:
+            raise gpu.errors[fn]
         return gpu
 
     # -- library -----------------------------------------------------------

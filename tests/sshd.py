@@ -88,7 +88,8 @@ class SshdServer:
 
     host = "127.0.0.1"
 
-    def __init__(self, factory: "SshdFactory", name: str, extra_config: Iterable[str] = ()):
+    def __init__(self, factory: "SshdFactory", name: str, extra_config: Iterable[str] = (),
+                 env: dict[str, str] | None = None):
         self.factory = factory
         self.name = name
         self.dir = factory.dir / name
@@ -98,6 +99,7 @@ class SshdServer:
         self.config = self.dir / "sshd_config"
         self.log = self.dir / "sshd.log"
         self.extra_config = list(extra_config)
+        self.env = dict(env or {})  # variables sshd sets for every session (SetEnv)
         self.proc: subprocess.Popen | None = None
         keygen(self.host_key)
         self._write_config()
@@ -119,6 +121,10 @@ class SshdServer:
             "MaxSessions 64",
             "LogLevel ERROR",
             "Subsystem sftp internal-sftp",
+            # bash sources ~/.bashrc for commands run by sshd unless SHLVL says it is
+            # nested: keep this machine's rc files (pyenv init, …) out of the tests.
+            # (Only the first SetEnv line counts: every variable goes on this one.)
+            "SetEnv " + " ".join(f"{k}={v}" for k, v in {"SHLVL": "1", **self.env}.items()),
             *self.extra_config,
         ]
         self.config.write_text("\n".join(lines) + "\n")
@@ -219,22 +225,22 @@ class SshdFactory:
         self._count = 0
         self._lock = threading.Lock()
 
-    def new(self, start: bool = True, extra_config: Iterable[str] = ()) -> SshdServer:
+    def new(self, start: bool = True, extra_config: Iterable[str] = (),
+            env: dict[str, str] | None = None) -> SshdServer:
         with self._lock:
             self._count += 1
             name = f"sshd{self._count}"
-        server = SshdServer(self, name, extra_config)
+        server = SshdServer(self, name, extra_config, env)
         with self._lock:
             self.servers.append(server)
         if start:
             server.start()
         return server
 
-    def start_many(self, n: int, extra_config: Iterable[str] = ()) -> list[SshdServer]:
+    def start_many(self, n: int, extra_config: Iterable[str] = (),
+                   env: dict[str, str] | None = None) -> list[SshdServer]:
         """``n`` servers, started in parallel."""
-        servers = [self.new(start=False, extra_config=extra_config) for _ in range(n)]
-        for server in servers:
-            server.proc = None
+        servers = [self.new(start=False, extra_config=extra_config, env=env) for _ in range(n)]
         errors: list[BaseException] = []
 
         def go(s: SshdServer) -> None:

@@ -116,7 +116,8 @@ def test_missing_required_keys_are_listed_in_one_message(tmp_path):
                           "— use one of cpu, gpu, node, aws, passive"),
     ({"proposer": "foo"}, "unknown proposer 'foo' in experiment.json — available: random, sequence"),
     ({"n_parallel": 0}, "n_parallel in experiment.json must be a whole number of at least 1, got 0"),
-    ({"n_parallel": "2"}, 'n_parallel in experiment.json must be a whole number of at least 1, got "2"'),
+    ({"n_parallel": "2"},
+     'n_parallel in experiment.json must be a whole number of at least 1, got "2"'),
     ({"n_samples": None}, "n_samples in experiment.json is required by the random proposer "
                           "— set it to the number of jobs to run"),
     ({"n_samples": 2.5}, "n_samples in experiment.json must be a whole number of at least 1, got 2.5"),
@@ -133,11 +134,13 @@ def test_sequence_proposer_does_not_need_n_samples():
 @pytest.mark.parametrize("param, fragment", [
     ({"type": "float", "range": [0, 1]}, 'parameter_config[0] in experiment.json needs a "name"'),
     ({"name": "lr", "type": "double", "range": [0, 1]}, "parameter 'lr' in experiment.json has type"),
-    ({"name": "lr", "type": "float", "range": [1]}, "parameter 'lr' in experiment.json needs a range of two"),
+    ({"name": "lr", "type": "float", "range": [1]},
+     "parameter 'lr' in experiment.json needs a range of two"),
     ({"name": "lr", "type": "float", "range": [1, 0]}, "low above high — swap them"),
     ({"name": "lr", "type": "float", "range": [0, "1"]}, "needs a range of two numbers"),
     ({"name": "k", "type": "int", "range": [0, 2.5]}, "parameter 'k' in experiment.json is an int"),
-    ({"name": "opt", "type": "choice", "range": []}, "parameter 'opt' in experiment.json needs a non-empty list"),
+    ({"name": "opt", "type": "choice", "range": []},
+     "parameter 'opt' in experiment.json needs a non-empty list"),
     ({"name": "lr", "type": "float", "range": [0, 1], "interval": 0}, "interval of parameter 'lr'"),
     ({"name": "lr", "type": "float", "range": [0, 1], "n": 1}, "n of parameter 'lr'"),
 ])
@@ -146,7 +149,8 @@ def test_bad_parameter_names_the_parameter(param, fragment):
 
 
 def test_duplicate_parameter_names_are_rejected():
-    params = [{"name": "x", "type": "float", "range": [0, 1]}, {"name": "x", "type": "int", "range": [0, 1]}]
+    params = [{"name": "x", "type": "float", "range": [0, 1]},
+              {"name": "x", "type": "int", "range": [0, 1]}]
     assert "parameter 'x' appears twice" in error_of(experiment(parameter_config=params))
 
 

@@ -115,7 +115,7 @@ class JobDetailScreen(Screen[None]):
         self.clock = clock
         self.job: dict | None = None
         self.ended = False
-        self._closing = threading.Event()
+        self._stop_reading = threading.Event()
         self._attempt_rows: list[tuple[str, ...]] = []
 
     def compose(self) -> ComposeResult:
@@ -144,7 +144,7 @@ class JobDetailScreen(Screen[None]):
         self._follow()
 
     def on_unmount(self) -> None:
-        self._closing.set()
+        self._stop_reading.set()
 
     # -- the reader (a thread) ----------------------------------------------------------
 
@@ -152,7 +152,7 @@ class JobDetailScreen(Screen[None]):
     def _follow(self) -> None:
         worker = get_current_worker()
         conn, eid, jid = self.connector, self.eid, self.jid
-        closing = self._closing
+        stop_reading = self._stop_reading
         workingdir: str | None = None
         labels: list[str] = []
         tail: FileTail | None = None
@@ -160,7 +160,7 @@ class JobDetailScreen(Screen[None]):
         last_key: Any = None
         last_post = 0.0
         quiet = 0
-        while not (worker.is_cancelled or closing.is_set()):
+        while not (worker.is_cancelled or stop_reading.is_set()):
             try:
                 if workingdir is None:
                     workingdir = (conn.get_experiment(eid) or {}).get("workingdir") or "."
@@ -169,10 +169,10 @@ class JobDetailScreen(Screen[None]):
                 results = conn.intermediate_results(eid, jid) if job is not None else []
             except Exception as exc:  # a store mid-write or gone: say so and try again
                 self.post_message(self.Problem(f"cannot read the store: {exc}"))
-                closing.wait(self.poll_interval * 4)
+                stop_reading.wait(self.poll_interval * 4)
                 continue
             if job is None:  # queued, not started yet
-                closing.wait(self.poll_interval)
+                stop_reading.wait(self.poll_interval)
                 continue
             now = self.clock()
             final = job.get("status") in FINAL_STATES
@@ -206,7 +206,7 @@ class JobDetailScreen(Screen[None]):
                     self.post_message(self.Ended())
                     return
             last_key = key
-            closing.wait(self.poll_interval)
+            stop_reading.wait(self.poll_interval)
 
     # -- rendering what the reader found ------------------------------------------------
 

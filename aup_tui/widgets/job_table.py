@@ -32,6 +32,8 @@ COLUMNS = (
 )
 SORTABLE = tuple(key for key, _, _ in COLUMNS)
 
+STATUS_LABELS = {"EARLY_STOPPED": "early stop", "INTERRUPTED": "interrupted"}
+
 #: Status filter values, in the order `f` cycles through them.
 STATUS_FILTERS = (None, "RUNNING", "FINISHED", "FAILED", "STOPPED", "WAITING")
 
@@ -61,8 +63,8 @@ class JobTable(DataTable):
         Binding("k", "cursor_up", "Up", show=False),
         Binding("g", "scroll_top", "Top", show=False),
         Binding("G", "scroll_bottom", "Bottom", show=False),
-        Binding("o", "cycle_sort", "Sort", id="jobs.sort"),
-        Binding("f", "cycle_status", "Status filter", id="jobs.status_filter"),
+        Binding("o", "cycle_sort", "Sort", show=False, id="jobs.sort"),
+        Binding("f", "cycle_status", "Status filter", show=False, id="jobs.status_filter"),
     ]
 
     class Sorted(Message):
@@ -97,7 +99,7 @@ class JobTable(DataTable):
     def on_resize(self) -> None:
         # the params column takes the width the other columns leave
         fixed = sum(w + 2 for k, _, w in COLUMNS if k != "params")
-        width = max(12, self.size.width - fixed - 2)
+        width = max(12, self.scrollable_content_region.width - fixed - 3)
         col = self.columns.get("params")  # type: ignore[call-overload]
         if col is not None and col.width != width:
             col.width = width
@@ -108,13 +110,13 @@ class JobTable(DataTable):
 
     def _cells(self, row: JobRow, now: float) -> tuple:
         c = self._colors
-        status = Text(row.status.lower().replace("_", " "), style=status_color(c, row.status))
+        status = Text(STATUS_LABELS.get(row.status, row.status.lower()), style=status_color(c, row.status))
         score = Text(fmt_score(row.score), justify="right",
                      style="bold" if row.jid == self.state.best_jid else "")
         return (
             Text(str(row.jid), justify="right"),
             status,
-            row.resource.split(":", 1)[-1] if row.resource else "",
+            row.resource,
             format_params(row.config),
             score,
             Text(fmt_duration(row.duration(now)), justify="right"),

@@ -99,7 +99,9 @@ class ScorePlot(Widget):
         for i, (s, b) in enumerate(zip(self.scores, self.best)):
             if not math.isfinite(s):
                 continue
-            canvas.dot(xpos(i), ypos(s), "points")
+            px, py = xpos(i), ypos(s)
+            for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):  # a 2×2 dot mark: visible, still fine
+                canvas.dot(min(px + dx, dots_w - 1), min(py + dy, dots_h - 1), "points")
             by = ypos(b)
             x0 = xpos(i)
             x1 = xpos(i + 1) if i + 1 < n else x0

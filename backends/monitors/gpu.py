@@ -35,7 +35,9 @@ __all__ = [
 _NOT_AVAILABLE_CODES = {
     3,  # NOT_SUPPORTED
     4,  # NO_PERMISSION
+    13,  # FUNCTION_NOT_FOUND (a driver older than the binding)
     21,  # NO_DATA
+    25,  # ARGUMENT_VERSION_MISMATCH
     27,  # NOT_READY
 }
 
@@ -242,6 +244,7 @@ class GPUMonitor:
         self._init_reason = ""
         self._init_tried_at: float | None = None
         self._driver_version = ""
+        self._procs_fn: Callable | None = None
         self._last: GPUSnapshot | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -311,6 +314,7 @@ class GPUMonitor:
             self._init_reason = "NVML reports no GPUs"
             return False
         self._devices = devices
+        self._procs_fn = nvml.nvmlDeviceGetComputeRunningProcesses
         self._init_reason = ""
         return True
 
@@ -339,7 +343,6 @@ class GPUMonitor:
         get_temp = nvml.nvmlDeviceGetTemperature
         get_power = nvml.nvmlDeviceGetPowerUsage
         get_limit = nvml.nvmlDeviceGetEnforcedPowerLimit
-        get_procs = nvml.nvmlDeviceGetComputeRunningProcesses
 
         jobs = self._jobs
         matcher = _JobMatcher(jobs, self.proc_root)
@@ -357,7 +360,7 @@ class GPUMonitor:
                 temp = _field(error, get_temp, h, sensor)
                 power = _field(error, get_power, h)
                 limit = _field(error, get_limit, h)
-                procs = _field(error, get_procs, h)
+                procs = self._processes(h)
             except Exception as exc:  # NVMLError_GpuIsLost & co.: this GPU only
                 statuses.append(
                     GPUStatus(
@@ -407,6 +410,28 @@ class GPUMonitor:
             timestamp=self.clock(),
             driver_version=self._driver_version,
         )
+
+    def _processes(self, handle: Any) -> Any:
+        """The GPU's compute processes; None when this driver cannot list them.
+
+        pynvml calls the newest NVML function (``…_v3``); a driver that lacks it
+        makes pynvml raise ``NVMLLibraryMismatchError``: fall back to ``_v2``,
+        then to no process list, rather than calling every GPU lost.
+        """
+        nvml = self._nvml
+        while self._procs_fn is not None:
+            fn = self._procs_fn
+            try:
+                return fn(handle)
+            except Exception as exc:
+                if isinstance(exc, nvml.NVMLError) and getattr(exc, "value", None) in _NOT_AVAILABLE_CODES:
+                    if exc.value not in (13, 25):  # FUNCTION_NOT_FOUND, ARGUMENT_VERSION_MISMATCH
+                        return None
+                elif type(exc).__name__ != "NVMLLibraryMismatchError":
+                    raise
+                fallback = getattr(nvml, "nvmlDeviceGetComputeRunningProcesses_v2", None)
+                self._procs_fn = fallback if fallback is not None and fallback is not fn else None
+        return None
 
     # -- background thread ----------------------------------------------------
     def start(self, callback: Callable[[GPUSnapshot], Any]) -> None:

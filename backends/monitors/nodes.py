@@ -49,6 +49,7 @@ __all__ = [
     "StateChange",
     "UnknownHostKeyError",
     "PROBE_SCRIPT",
+    "probe_script",
     "host_label",
     "parse_probe_output",
 ]
@@ -60,15 +61,28 @@ NVIDIA_SMI_QUERY = (
     "temperature.gpu,power.draw --format=csv,noheader,nounits"
 )
 
-#: the one remote command of a probe (run with ``sh -c``, whatever the login shell)
-PROBE_SCRIPT = (
-    "cat /proc/loadavg 2>/dev/null || uptime; "
-    "echo @@mem; grep -E '^(MemTotal|MemAvailable):' /proc/meminfo 2>/dev/null; "
-    "echo @@gpu; "
-    "if command -v nvidia-smi >/dev/null 2>&1; then "
-    f"{NVIDIA_SMI_QUERY} 2>&1; echo \"@@rc $?\"; "
-    "else echo @@nosmi; fi"
-)
+def probe_script(smi_timeout: float = 10.0) -> str:
+    """The one remote command of a probe (run with ``sh -c``, whatever the login shell).
+
+    Shell builtins only, except nvidia-smi (bounded by ``timeout`` where the
+    node has it: a wedged GPU can hang nvidia-smi) and uptime where there is
+    no /proc.
+    """
+    limit = max(1, int(smi_timeout))
+    return (
+        "if [ -r /proc/loadavg ]; then read -r l < /proc/loadavg; echo \"$l\"; else uptime; fi; "
+        "echo @@mem; "
+        "if [ -r /proc/meminfo ]; then while read -r k v u; do case $k in "
+        "MemTotal:|MemAvailable:) echo \"$k $v $u\";; esac; done < /proc/meminfo; fi; "
+        "echo @@gpu; "
+        "if command -v nvidia-smi >/dev/null 2>&1; then "
+        f"if command -v timeout >/dev/null 2>&1; then timeout {limit} {NVIDIA_SMI_QUERY} 2>&1; "
+        f"else {NVIDIA_SMI_QUERY} 2>&1; fi; echo \"@@rc $?\"; "
+        "else echo @@nosmi; fi"
+    )
+
+
+PROBE_SCRIPT = probe_script()
 
 
 # --------------------------------------------------------------------------
@@ -331,13 +345,24 @@ class NodePool:
         return self.get_client(name).get_transport()
 
     def open_channel(self, name: str, timeout: float | None = None) -> "paramiko.Channel":
-        """A new session channel on the node's pooled connection (caller closes it)."""
+        """A new session channel on the node's pooled connection (caller closes it).
+
+        The node may refuse a channel while the connection is fine (OpenSSH
+        allows ``MaxSessions``, 10 by default, at once per connection): that
+        raises a :class:`NodeError` and keeps the connection; a dead
+        connection raises :class:`NodeUnreachableError` and is dropped.
+        """
         transport = self.get_transport(name)
         try:
             return transport.open_session(timeout=timeout or self.connect_timeout)
         except Exception as exc:
-            self._lost(name, exc)
-            raise AssertionError("unreachable")  # pragma: no cover
+            if transport.is_active():
+                raise NodeError(
+                    f"{self.label(name)} refused a new session ({_describe(exc)}) — too many at once? "
+                    "(sshd's MaxSessions)",
+                    str(name),
+                ) from None
+            raise self._lost(name, exc) from None
 
     def disconnect(self, name: str) -> None:
         """Close the node's connection (the next use reconnects)."""
@@ -363,13 +388,13 @@ class NodePool:
         if client is not None:
             _quiet_close(client)
 
-    def _lost(self, name: str, exc: BaseException) -> None:
-        """The connection broke: drop it, mark the node down, raise clearly."""
+    def _lost(self, name: str, exc: BaseException) -> NodeUnreachableError:
+        """The connection broke: drop it, mark the node down; the error to raise."""
         label = self.label(name)
         self.disconnect(name)
         message = f"lost the connection to {label}: {_describe(exc)}"
         self.mark_down(name, message)
-        raise NodeUnreachableError(message, str(name)) from exc
+        return NodeUnreachableError(message, str(name))
 
     def _connect(self, name: str, spec: Any) -> "paramiko.SSHClient":
         import socket
@@ -473,7 +498,12 @@ class NodePool:
                 chan.fileno()  # an OS pipe that wakes select() on data, EOF or close
                 chan.exec_command(command)
             except Exception as exc:
-                self._lost(name, exc)
+                transport = chan.get_transport()
+                if transport is not None and transport.is_active():
+                    raise NodeError(
+                        f"{self.label(name)} refused to run the command ({_describe(exc)})", str(name)
+                    ) from None
+                raise self._lost(name, exc) from None
             while True:
                 if chan.recv_ready():
                     out.append(chan.recv(65536))
@@ -498,7 +528,7 @@ class NodePool:
             if not chan.exit_status_ready() or (
                 chan.exit_status == -1 and (transport is None or not transport.is_active())
             ):
-                self._lost(name, EOFError("the connection closed"))
+                raise self._lost(name, EOFError("the connection closed"))
             status = chan.exit_status
         finally:
             chan.close()
@@ -524,7 +554,7 @@ def _all_refused(exc: Any) -> bool:
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
+    text = " ".join(str(exc).split())  # one line
     if isinstance(exc, EOFError) and not text:
         return "the connection closed"
     return text or type(exc).__name__
@@ -640,7 +670,9 @@ def parse_probe_output(output: str) -> ProbeResult:
     if lines and lines[-1].startswith("@@rc"):
         rc = lines[-1].split()[-1]
         body = lines[:-1]
-        if rc != "0":
+        if rc == "124" and not body:
+            gpu_error = "nvidia-smi did not answer in time"
+        elif rc != "0":
             gpu_error = next((ln for ln in body), f"nvidia-smi exited with status {rc}")
         else:
             for line in body:
@@ -866,7 +898,7 @@ class NodeMonitor:
             # a pooled connection that died since its last use: one fresh try
             pool.get_client(name)
             rtt = self._rtt(name)
-        command = "sh -c " + shlex.quote(PROBE_SCRIPT)
+        command = "sh -c " + shlex.quote(probe_script(pool.command_timeout / 2))
         status, out, err = pool.run(name, command)
         if status != 0 and not out:
             raise NodeError(

@@ -22,10 +22,14 @@ def get_resource_manager(resource: str, connector, n_parallel: int, auppath: str
         return GPUResourceManager(connector, n_parallel, auppath=auppath, **kwargs)
     if resource == "passive":
         return PassiveResourceManager(connector, n_parallel, **kwargs)
-    if resource in ("node", "aws"):
-        raise ConfigError(
-            f"resource '{resource}' is not supported yet in this version: use cpu, gpu or passive"
-        )
+    if resource == "node":
+        from .ssh import SSHResourceManager  # paramiko loads when a node is used
+
+        return SSHResourceManager(connector, n_parallel, auppath=auppath, **kwargs)
+    if resource == "aws":
+        from .aws import AWSResourceManager  # boto3 loads when an instance is used
+
+        return AWSResourceManager(connector, n_parallel, auppath=auppath, **kwargs)
     raise ConfigError(f"unknown resource type '{resource}': use one of {', '.join(RESOURCE_TYPES)}")
 
 

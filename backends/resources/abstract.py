@@ -135,7 +135,7 @@ class AbstractResourceManager(ABC):
         """Keep an intermediate result (store, event) and apply early stopping to it."""
         index = len(job.results)
         job.results.append(values)
-        self.connector.save_intermediate_result(self.eid, job.jid, index, list(values))
+        self.connector.save_intermediate_result(self.eid, job.jid, index, list(values), job.attempt)
         if self.bus.has_subscribers:
             self.bus.publish(JobIntermediate(eid=self.eid, jid=job.jid, index=index, values=values))
         if self.early_stop is not None and self.early_stop.report(job.jid, values[0]):

@@ -51,7 +51,7 @@ class LocalProcessManager(AbstractResourceManager):
             call_back_func(None, job.jid)
             return
         argv = self._argv(job, runtime)
-        with open(job.log_path(), "wb") as log:
+        with open(job.log_path(), "wb", buffering=0) as log:  # unbuffered: the log is followed live
             try:
                 proc = subprocess.Popen(
                     argv, cwd=job.path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

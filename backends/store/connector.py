@@ -410,9 +410,9 @@ class TinyDBConnector:
 
     # -- intermediate results -------------------------------------------------------------
 
-    def save_intermediate_result(self, eid: int, jid: int, index: int, values: list[float]) -> None:
+    def save_intermediate_result(self, eid: int, jid: int, index: int, values: list[float], attempt: int = 1) -> None:
         """Buffer one intermediate result; it reaches the disk within `FLUSH_INTERVAL`."""
-        doc = {"jid": jid, "index": index, "values": list(values), "time": time.time()}
+        doc = {"jid": jid, "attempt": attempt, "index": index, "values": list(values), "time": time.time()}
         with self._pending_lock:
             self._pending.append((eid, jid, doc))
         self._start_flusher()
@@ -476,15 +476,17 @@ class TinyDBConnector:
     def _result_files(self, eid: int, shard: int) -> list[str]:
         return self._files(f"e{eid}/results-{shard}-*.json")
 
-    def intermediate_results(self, eid: int, jid: int) -> list[dict]:
-        """The job's intermediate results in order, including those not yet flushed."""
+    def intermediate_results(self, eid: int, jid: int, attempt: int | None = None) -> list[dict]:
+        """The job's intermediate results in order (of one attempt, or all), including unflushed ones."""
         out: list[dict] = []
         for relpath in self._result_files(eid, jid // JOBS_PER_SHARD):
             with self._lock:
                 out.extend(dict(d) for d in table(self._db(relpath), "results").search(Query().jid == jid))
         with self._pending_lock:
             out.extend(dict(doc) for _, j, doc in self._pending if j == jid)
-        out.sort(key=lambda d: d["index"])
+        if attempt is not None:
+            out = [r for r in out if r.get("attempt", 1) == attempt]
+        out.sort(key=lambda d: (d.get("attempt", 1), d["index"]))
         return out
 
     # -- stop requests and passive answers from other processes ---------------------------
@@ -539,9 +541,13 @@ class TinyDBConnector:
         return new != stamp, new
 
     def close(self) -> None:
+        """Flush what is buffered and fold journals into plain TinyDB files."""
         self._closed.set()
         self.flush()
         self._write_released()
-        for db in self._dbs.values():
-            db.close()
-        self._dbs.clear()
+        with self._locked():
+            for db in self._dbs.values():
+                storage_of(db).compact()
+                db.close()
+            self._dbs.clear()
+        os.close(self._lockfd)

@@ -121,6 +121,13 @@ class JournaledStorage(Storage):
             self._data = data
             self._compact(sync=False)
 
+    def compact(self) -> None:
+        """Fold a non-empty journal into the snapshot (caller holds the store's write lock)."""
+        with self._mutex:
+            self.read()
+            if self._log_off:
+                self._compact(sync=False)
+
     def _compact(self, sync: bool) -> None:
         payload = json.dumps(self._data, separators=(",", ":")).encode()
         tmp = f"{self.path}.{os.getpid()}.{threading.get_ident()}.tmp"

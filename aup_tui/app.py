@@ -1,0 +1,463 @@
+"""The aup-tui App: which screen to show, app-wide keys, the command palette and themes.
+
+`run_app(auppath)` shows the latest experiment of a `.aup` folder (a picker when there are
+several, a friendly empty state when there is none); `run_app(auppath, connector=…,
+experiment=config)` runs an experiment in this process and shows it live; `run_app(auppath,
+connector=…, watch=eid)` follows an experiment another process runs, through the store.
+It returns the exit code: 0 finished, 130 stopped, 1 failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from functools import partial
+from typing import Any, Callable
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Static
+
+from themes import DEFAULT_THEME, THEMES
+
+from .bridge import EngineBridge, ExperimentState, LiveSource, StoreSource
+
+EXIT_OK, EXIT_ERROR, EXIT_STOPPED = 0, 1, 130
+PREFS_FILE = "tui.json"
+THEME_NAMES = tuple(t.name for t in THEMES)
+
+
+def status_exit_code(status: str | None) -> int:
+    return {"FINISHED": EXIT_OK, "STOPPED": EXIT_STOPPED}.get(status or "", EXIT_ERROR)
+
+
+# -- preferences in .aup/tui.json ---------------------------------------------------------
+
+
+def load_prefs(auppath: str | None) -> dict:
+    if not auppath:
+        return {}
+    try:
+        with open(os.path.join(auppath, PREFS_FILE), encoding="utf-8") as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def save_prefs(auppath: str | None, prefs: dict) -> None:
+    if not auppath or not os.path.isdir(auppath):
+        return
+    path = os.path.join(auppath, PREFS_FILE)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(prefs, f)
+    os.replace(tmp, path)
+
+
+# -- the quit question when this process runs the experiment ------------------------------
+
+
+class QuitScreen(ModalScreen[str | None]):
+    """y: stop the experiment and quit; n: quit and keep it running here headless; escape: stay."""
+
+    BINDINGS = [
+        Binding("y", "answer('stop')", "Stop it", id="quit.stop"),
+        Binding("n", "answer('keep')", "Keep running", id="quit.keep"),
+        Binding("escape", "answer(None)", "Cancel", id="quit.cancel"),
+    ]
+
+    def __init__(self, name: str, running: int) -> None:
+        super().__init__()
+        self.exp_name, self.running = name, running
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="quit-dialog"):
+            yield Static(
+                f"Experiment '{self.exp_name}' is still running ({self.running} job(s) now).\n\n"
+                "y  stop it (running jobs are killed, it ends STOPPED) and quit\n"
+                "n  quit the dashboard, keep it running in this terminal with a progress line\n"
+                "escape  stay here", id="quit-question")
+            with Horizontal(id="quit-buttons"):
+                yield Button("Stop & quit [b](y)[/]", variant="error", id="quit-stop")
+                yield Button("Keep running [b](n)[/]", variant="primary", id="quit-keep")
+                yield Button("Cancel", id="quit-cancel")
+
+    def on_mount(self) -> None:
+        self.query_one("#quit-cancel", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss({"quit-stop": "stop", "quit-keep": "keep"}.get(event.button.id or ""))
+
+    def action_answer(self, answer: str | None) -> None:
+        self.dismiss(answer)
+
+
+# -- the command palette -------------------------------------------------------------------
+
+
+class AupCommands(Provider):
+    """Every action of the app and of the current screen, by name."""
+
+    def _commands(self) -> list[tuple[str, str, Callable[[], Any]]]:
+        app: AupApp = self.app  # type: ignore[assignment]
+        screen = app.screen
+        cmds: list[tuple[str, str, Callable[[], Any]]] = [
+            ("Quit", "leave aup-tui (q)", app.action_quit),
+            ("Help: keys", "show or hide the keys of this screen (?)", app.action_help),
+            ("Theme: next", "switch to the next theme (t)", app.action_next_theme),
+        ]
+        for name in THEME_NAMES:
+            cmds.append((f"Theme: {name.removeprefix('aup-')}", f"use the {name} theme",
+                         partial(app.set_theme, name)))
+        from .screens.dashboard import DashboardScreen
+        from .widgets.job_table import COLUMNS, STATUS_FILTERS, JobTable
+
+        if isinstance(screen, DashboardScreen):
+            cmds += [
+                ("Stop selected job", "ask the selected job to stop (s)", screen.action_stop_job),
+                ("Stop experiment", "stop the whole experiment (S)", screen.action_stop_experiment),
+                ("Open selected job", "its parameters, attempts, log and curve (enter)", screen.action_open_job),
+                ("Filter jobs", "filter the job table by text (/)", screen.action_filter),
+                ("Clear filter", "show every job (escape)", screen.action_back),
+                ("Answer waiting passive job", "open the form of a job waiting for you (p)",
+                 screen.action_answer_passive),
+                ("Experiments", "pick another experiment of this .aup (e)", screen.action_experiments),
+            ]
+            table = screen.query_one(JobTable)
+            for key, label, _ in COLUMNS:
+                cmds.append((f"Sort jobs by {label}", f"sort the job table by {label} (click header / o)",
+                             partial(table.sort_by, key)))
+            for status in STATUS_FILTERS:
+                cmds.append((f"Show {'all' if status is None else status.lower()} jobs",
+                             "filter the job table by status (f)", partial(table.set_filter, None, status)))
+        return cmds
+
+    async def discover(self) -> Hits:
+        for name, help_text, callback in self._commands():
+            yield DiscoveryHit(name, callback, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, help_text, callback in self._commands():
+            score = matcher.match(name)
+            if score > 0:
+                yield Hit(score, matcher.highlight(name), callback, help=help_text)
+
+
+# -- the app -------------------------------------------------------------------------------
+
+
+class AupApp(App[int]):
+    """aup-tui. Give it a `state` (tests, screenshots) or a store and what to show."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "aup-tui"
+    COMMANDS = App.COMMANDS | {AupCommands}
+    BINDINGS = [
+        Binding("q", "quit", "Quit", id="app.quit"),
+        Binding("question_mark", "help", "Help", id="app.help"),
+        Binding("t", "next_theme", "Theme", id="app.theme"),
+    ]
+
+    def __init__(self, auppath: str | None = None, *, connector: Any = None, experiment: Any = None,
+                 watch: int | None = None, state: ExperimentState | None = None,
+                 picker_rows: list[dict] | None = None, clock: Callable[[], float] | None = None,
+                 theme: str | None = None, find: bool = True) -> None:
+        super().__init__()
+        self.auppath = auppath
+        self.connector = connector
+        self.experiment_config = experiment
+        self.watch_eid = watch
+        self.demo_state = state
+        self.picker_rows = picker_rows
+        self.clock = clock or time.time
+        self.find = find
+        self.experiment = None  # the Experiment this process runs
+        self.bridge: EngineBridge | None = None
+        self.exp_thread: threading.Thread | None = None
+        self.exp_outcome: dict[str, Any] = {}
+        self.quit_choice: str | None = None
+        self.watched_status: str | None = None
+        self.empty_reason: tuple[bool, str, str] | None = None
+        for t in THEMES:
+            self.register_theme(t)
+        self.prefs = load_prefs(auppath)
+        wanted = theme or self.prefs.get("theme")
+        self.theme = wanted if wanted in self.available_themes else DEFAULT_THEME
+        self._resolve()
+
+    # -- what to show ---------------------------------------------------------------------
+
+    def _resolve(self) -> None:
+        """Find the .aup folder and the store (before the event loop runs: no I/O on it later)."""
+        if self.demo_state is not None or self.picker_rows is not None:
+            return
+        if self.connector is None and self.find:
+            from backends.config import find_env
+            from backends.errors import ConfigError
+
+            try:
+                self.auppath = find_env(self.auppath)
+            except ConfigError as exc:
+                self.empty_reason = (True, os.getcwd(), "")
+                return
+            from backends.store import TinyDBConnector
+
+            self.connector = TinyDBConnector(self.auppath)
+            if not self.prefs:
+                self.prefs = load_prefs(self.auppath)
+                if self.prefs.get("theme") in self.available_themes:
+                    self.theme = self.prefs["theme"]
+
+    def on_mount(self) -> None:
+        from .screens.dashboard import DashboardScreen
+        from .screens.empty import EmptyScreen
+        from .screens.picker import PickerScreen
+
+        if self.demo_state is not None:
+            self.push_screen(DashboardScreen(self.demo_state, self.clock))
+        elif self.picker_rows is not None:
+            self.push_screen(PickerScreen(rows=self.picker_rows, clock=self.clock))
+        elif self.empty_reason is not None:
+            self.push_screen(EmptyScreen(*self.empty_reason))
+        elif self.experiment_config is not None:
+            self._start_experiment()
+        elif self.watch_eid is not None:
+            self.open_experiment(self.watch_eid, base=True)
+        else:
+            exps = self.connector.experiments()
+            if not exps:
+                self.push_screen(EmptyScreen(False, self.auppath or ""))
+            elif len(exps) == 1 or exps[-1]["status"] == "RUNNING":
+                self.open_experiment(exps[-1]["eid"], base=True)
+            else:
+                self.push_screen(PickerScreen(self.connector, clock=self.clock))
+
+    def open_experiment(self, eid: int, base: bool = False) -> None:
+        """The dashboard of experiment `eid` from the store (followed while it runs)."""
+        from .screens.dashboard import DashboardScreen
+
+        state = ExperimentState(eid=eid)
+        screen = DashboardScreen(state, self.clock, source=StoreSource(self.connector, eid),
+                                 connector=self.connector, poll=True)
+        self.push_screen(screen)
+
+    def _start_experiment(self) -> None:
+        from backends.events import EventBus
+        from backends.experiment import Experiment
+
+        from .screens.dashboard import DashboardScreen
+
+        config = self.experiment_config
+        bus = EventBus()
+        self.bridge = EngineBridge(bus)
+        self.experiment = exp = Experiment(config, auppath=self.auppath or ".aup", connector=self.connector,
+                                           bus=bus)
+        state = ExperimentState(name=config.name, target=config.target)
+        state.start = self.clock()
+        self.push_screen(DashboardScreen(state, self.clock, source=LiveSource(exp, self.bridge),
+                                         bridge=self.bridge, connector=self.connector))
+
+        def work() -> None:
+            try:
+                self.exp_outcome["result"] = exp.run()
+            except BaseException as exc:  # shown in the app; re-raised by run_app
+                self.exp_outcome["error"] = exc
+                self.call_later_threadsafe(self._experiment_crashed, exc)
+
+        self.exp_thread = threading.Thread(target=work, name="aup-experiment", daemon=True)
+        self.exp_thread.start()
+
+    def call_later_threadsafe(self, callback: Callable, *args: Any) -> None:
+        loop = self._loop
+        if loop is not None and self.is_running:
+            loop.call_soon_threadsafe(callback, *args)
+
+    def _experiment_crashed(self, exc: BaseException) -> None:
+        self.notify(f"the experiment stopped with an error: {exc}", severity="error", timeout=30)
+
+    @property
+    def running_experiment(self) -> bool:
+        return self.exp_thread is not None and self.exp_thread.is_alive() and \
+            self.experiment is not None and not self.experiment._stop.is_set()
+
+    def on_experiment_ended(self, message) -> None:
+        self.watched_status = message.status
+
+    # -- app-wide actions -----------------------------------------------------------------
+
+    async def action_quit(self) -> None:
+        if not self.running_experiment:
+            self.exit(self._exit_code())
+            return
+        from .screens.dashboard import DashboardScreen
+
+        running = 0
+        for screen in self.screen_stack:
+            if isinstance(screen, DashboardScreen):
+                running = screen.state.running
+
+        def answered(choice: str | None) -> None:
+            if choice is None:
+                return
+            self.quit_choice = choice
+            if choice == "stop" and self.experiment is not None:
+                self.experiment.stop()
+            self.exit(EXIT_STOPPED if choice == "stop" else EXIT_OK)
+
+        self.push_screen(QuitScreen(self.experiment_config.name, running), answered)
+
+    def _exit_code(self) -> int:
+        if self.experiment is not None:
+            result = self.exp_outcome.get("result")
+            if result is not None:
+                return status_exit_code(result.status)
+            return EXIT_ERROR if "error" in self.exp_outcome else EXIT_OK
+        if self.watched_status is not None:
+            return status_exit_code(self.watched_status)
+        return EXIT_OK
+
+    def action_help(self) -> None:
+        if self.screen.query("HelpPanel"):
+            self.action_hide_help_panel()
+        else:
+            self.action_show_help_panel()
+
+    def action_next_theme(self) -> None:
+        names = THEME_NAMES
+        i = names.index(self.theme) if self.theme in names else -1
+        self.set_theme(names[(i + 1) % len(names)])
+
+    def set_theme(self, name: str) -> None:
+        self.theme = name
+        self.notify(f"theme: {name}", timeout=2)
+        self.prefs["theme"] = name
+        self._save_prefs(dict(self.prefs))
+
+    @work(thread=True, group="prefs")
+    def _save_prefs(self, prefs: dict) -> None:
+        try:
+            save_prefs(self.auppath, prefs)
+        except OSError:
+            pass
+
+    def watch_theme(self, theme: str) -> None:
+        from .widgets.job_table import JobTable
+
+        for screen in self.screen_stack:
+            for table in screen.query(JobTable):
+                table.restyle()
+            screen.refresh(repaint=True)
+
+
+# -- entry point ---------------------------------------------------------------------------
+
+
+def run_app(auppath: str | None = None, *, connector: Any = None, experiment: Any = None,
+            watch: int | None = None) -> int:
+    """Run the TUI; returns the exit code (0 finished, 130 stopped, 1 failed)."""
+    app = AupApp(auppath, connector=connector, experiment=experiment, watch=watch)
+    code = app.run()
+    if app.experiment is None:
+        return EXIT_OK if code is None else int(code)
+    return _finish_experiment(app)
+
+
+def _finish_experiment(app: AupApp) -> int:
+    """After the TUI closed: let the experiment end (stopped, or kept running headless) and report."""
+    from backends.experiment import summarize
+
+    from .headless import print_summary
+
+    exp, thread, out = app.experiment, app.exp_thread, sys.stderr
+    if thread is not None and thread.is_alive():
+        if app.quit_choice == "keep":
+            _continue_headless(app)
+        else:
+            if not exp._stop.is_set():
+                exp.stop()
+            out.write("stopping the experiment: killing running jobs…\n")
+            thread.join()
+    if app.bridge is not None:
+        app.bridge.close()
+    if "error" in app.exp_outcome:
+        raise app.exp_outcome["error"]
+    if exp.eid is None:
+        return EXIT_ERROR
+    result = app.exp_outcome.get("result") or summarize(exp.connector, exp.eid)
+    print_summary(result, app.experiment_config, out)
+    exp.connector.close()
+    if result.status == "STOPPED" or app.quit_choice == "stop":
+        return EXIT_STOPPED
+    return status_exit_code(result.status)
+
+
+def _continue_headless(app: AupApp) -> None:
+    """The person quit the dashboard but kept the experiment: a progress line until it ends."""
+    import queue
+
+    from backends.events import PassiveResultWanted
+
+    from .headless import _SHOWN, Progress, ask_passive
+
+    exp, thread, out = app.experiment, app.exp_thread, sys.stderr
+    events: queue.SimpleQueue = queue.SimpleQueue()
+    unsubscribe = exp.bus.subscribe(lambda e: events.put(e) if isinstance(e, _SHOWN) else None)
+    doc = exp.connector.get_experiment(exp.eid) or {}
+    progress = Progress(int(doc.get("n_samples") or 0), exp.config.maximize, out)
+    for job in exp.connector.jobs(exp.eid):  # catch up with what already happened
+        status = job["status"]
+        if status == "FINISHED":
+            progress.done += 1
+            if job["score"] is not None and (progress.best is None or (
+                    job["score"] > progress.best[0] if exp.config.maximize else job["score"] < progress.best[0])):
+                progress.best = (job["score"], job["jid"])
+        elif status in ("RUNNING", "WAITING"):
+            progress.running += 1
+        elif status in ("STOPPED", "EARLY_STOPPED"):
+            progress.stopped += 1
+        else:
+            progress.failed += 1
+    progress.message(f"experiment {exp.eid} '{exp.config.name}' keeps running here — Ctrl-C stops it")
+    rm = exp.resource_manager
+    for job in (rm.waiting() if hasattr(rm, "waiting") else []):
+        events.put(PassiveResultWanted(eid=exp.eid, jid=job.jid, command=job.shell_command,
+                                       workingdir=job.path, config_path=job.config_path))
+    try:
+        while thread.is_alive() or not events.empty():
+            try:
+                event = events.get(timeout=0.5)
+            except queue.Empty:
+                progress.draw()
+                continue
+            except KeyboardInterrupt:
+                app.quit_choice = "stop"
+                exp.stop()
+                continue
+            if isinstance(event, PassiveResultWanted):
+                try:
+                    ask_passive(exp, event, progress)
+                except (KeyboardInterrupt, EOFError):
+                    app.quit_choice = "stop"
+                    exp.stop()
+            else:
+                progress.apply(event)
+            progress.draw()
+        thread.join()
+    except KeyboardInterrupt:
+        app.quit_choice = "stop"
+        exp.stop()
+        thread.join()
+    finally:
+        unsubscribe()
+    progress.draw(force=True)
+    out.write("\n")

@@ -1,0 +1,355 @@
+"""The dashboard: header, job queue, score plot and the (reserved) GPU and node panels.
+
+It owns one `ExperimentState` and hands it to its widgets. The state changes from:
+
+- engine events (an experiment this process runs): the `EngineBridge` posts one
+  `EngineEvents` per batch, the screen drains and applies the batch, at most ~20 times a second;
+- store snapshots (watch mode, or an experiment from the store): a thread worker polls
+  `changed_since` and reads the store only when it changed; the next poll is scheduled after
+  the previous one finished, so a slow read never piles up.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Input, Static
+
+from ..bridge import (
+    Changes,
+    EngineBridge,
+    EngineEvents,
+    ExperimentState,
+    LiveSource,
+    PassiveWant,
+    StoreSnapshot,
+    StoreSource,
+)
+from ..widgets.header import ExperimentHeader
+from ..widgets.job_table import JobTable, format_params
+from ..widgets.score_plot import ScorePlot
+
+POLL_INTERVAL = 0.5  # seconds between store reads in watch mode (after the previous one ended)
+MIN_BATCH_INTERVAL = 0.05  # at most ~20 state updates a second
+NARROW = 110  # below this width the panels stack vertically
+
+
+class DashboardScreen(Screen):
+    """One experiment, live. `source` carries stop requests and passive answers (None: read-only)."""
+
+    BINDINGS = [
+        Binding("s", "stop_job", "Stop job", id="dashboard.stop_job"),
+        Binding("S", "stop_experiment", "Stop exp.", id="dashboard.stop_experiment"),
+        Binding("enter", "open_job", "Open", id="dashboard.open"),
+        Binding("slash", "filter", "Filter", id="dashboard.filter"),
+        Binding("escape", "back", "Back", show=False, id="dashboard.back"),
+        Binding("p", "answer_passive", "Answer passive job", show=False, id="dashboard.passive"),
+        Binding("e", "experiments", "Experiments", show=False, id="dashboard.experiments"),
+    ]
+
+    def __init__(self, state: ExperimentState, clock: Callable[[], float] = time.time, *,
+                 source: LiveSource | StoreSource | None = None, bridge: EngineBridge | None = None,
+                 connector: Any = None, poll: bool = False, name: str | None = None) -> None:
+        super().__init__(name=name)
+        self.state = state
+        self.clock = clock
+        self.source = source
+        self.bridge = bridge
+        self.connector = connector
+        self.poll = poll
+        self._stamp: tuple | None = None
+        self._last_batch = 0.0
+        self._batch_timer = None
+        self._dismissed_passive: set[int] = set()
+        self._passive_open: int | None = None
+        self._filter_timer = None
+
+    # -- layout ---------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield ExperimentHeader(self.state, self.clock, id="header")
+        with Horizontal(id="main"):
+            with Vertical(id="left"):
+                yield JobTable(self.state, self.clock, id="jobs")
+                yield Input(placeholder="filter: words, e.g. 'failed cpu:1' (enter keeps, escape clears)",
+                            id="filter")
+            with Vertical(id="right"):
+                yield ScorePlot(id="plot")
+                with Horizontal(id="panels"):
+                    yield Static("GPU monitor: not started yet", id="gpu-panel", classes="panel")
+                    yield Static("Nodes: none configured", id="nodes-panel", classes="panel")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#plot").border_title = "Scores"
+        self.query_one("#jobs").border_title = "Jobs"
+        self.query_one("#gpu-panel").border_title = "GPUs"
+        self.query_one("#nodes-panel").border_title = "Nodes"
+        self.query_one("#filter").display = False
+        self._update_plot()
+        self.query_one(JobTable).focus()
+        self._ticker = self.set_interval(1.0, self._tick, pause=not self.state.is_live)
+        if self.bridge is not None:
+            self.bridge.attach(self)
+        if self.poll:
+            self._poll_store()
+        self._offer_passive()
+
+    def on_resize(self) -> None:
+        self.set_class(self.size.width < NARROW, "-narrow")
+
+    # -- state updates --------------------------------------------------------------------
+
+    def on_engine_events(self, message: EngineEvents) -> None:
+        message.stop()
+        wait = MIN_BATCH_INTERVAL - (time.monotonic() - self._last_batch)
+        if wait > 0:
+            if self._batch_timer is None:
+                self._batch_timer = self.set_timer(wait, self._drain)
+            return
+        self._drain()
+
+    def _drain(self) -> None:
+        self._batch_timer = None
+        if self.bridge is None:
+            return
+        self._last_batch = time.monotonic()
+        events = self.bridge.drain()
+        if events:
+            self.apply_changes(self.state.apply(events))
+
+    def apply_changes(self, ch: Changes) -> None:
+        """Hand what changed to the widgets that show it."""
+        if ch.jids:
+            self.query_one(JobTable).update_jobs(sorted(ch.jids))
+        if ch.header or ch.jids:
+            self.query_one(ExperimentHeader).update_state()
+        if ch.plot:
+            self._update_plot()
+        for level, message in ch.notices:
+            self.notify(message, severity="error" if level == "error" else
+                        "warning" if level == "warning" else "information", timeout=8)
+        if self.state.is_live:
+            self._ticker.resume()
+        else:
+            self._ticker.pause()
+        if ch.ended:
+            self._passive_open = None
+            self.notify(f"experiment {self.state.eid} {self.state.status.lower()}", timeout=6,
+                        severity="information" if self.state.status == "FINISHED" else "warning")
+            self.app.post_message(ExperimentEnded(self.state.status))
+        if ch.passive:
+            self._offer_passive()
+
+    def _update_plot(self) -> None:
+        st = self.state
+        self.query_one(ScorePlot).set_data([s for _, s in st.scores], st.best_so_far(), st.maximize, st.best_jid)
+
+    def _tick(self) -> None:
+        self.query_one(JobTable).tick()
+
+    # -- the store poller (watch mode) ----------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="store-poll")
+    def _poll_store(self) -> None:
+        conn, eid = self.connector, self.state.eid
+        try:
+            changed, self._stamp = conn.changed_since(self._stamp)
+            if not changed:
+                self.post_message(StoreSnapshot(None, None))
+                return
+            exp = conn.get_experiment(eid)
+            jobs = conn.jobs(eid)
+        except Exception as exc:  # a torn read or a vanished file: try again next time
+            self.post_message(StoreSnapshot(None, None, error=str(exc)))
+            return
+        self.post_message(StoreSnapshot(exp, jobs))
+
+    def on_store_snapshot(self, message: StoreSnapshot) -> None:
+        message.stop()
+        if message.jobs is not None:
+            self.apply_changes(self.state.merge_store(message.exp, message.jobs))
+        if self.poll and self.is_attached:
+            self.set_timer(POLL_INTERVAL, self._poll_store)
+
+    # -- actions --------------------------------------------------------------------------
+
+    @property
+    def selected_jid(self) -> int | None:
+        return self.query_one(JobTable).selected_jid
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action in ("stop_job", "stop_experiment"):
+            return True if self.source is not None and self.state.is_live else None
+        if action == "answer_passive":
+            return True if self.state.waiting and self.source is not None else None
+        if action == "experiments":
+            return True if self.connector is not None and not isinstance(self.source, LiveSource) else None
+        return True
+
+    def action_stop_job(self) -> None:
+        jid = self.selected_jid
+        if jid is None or self.source is None:
+            self.notify("no job selected", severity="warning")
+            return
+        row = self.state.jobs[jid]
+        if row.status not in ("RUNNING", "WAITING"):
+            self.notify(f"job {jid} is not running (it is {row.status.lower()})", severity="warning")
+            return
+        from .confirm import ConfirmScreen
+
+        params = format_params(row.config)
+        question = f"Stop job {jid}" + (f" ({params})" if params else "") + f" on {row.resource or 'its resource'}?"
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.notify(f"stopping job {jid}…", timeout=3)
+                self._request_stop(jid)
+
+        self.app.push_screen(ConfirmScreen(question, yes_label="Stop job", no_label="Keep running"), answered)
+
+    def action_stop_experiment(self) -> None:
+        if self.source is None:
+            return
+        from .confirm import ConfirmScreen
+
+        st = self.state
+        question = (f"Stop experiment '{st.name}' #{st.eid}? Its {st.running} running job(s) are killed "
+                    "and it ends STOPPED.")
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.notify("stopping the experiment: killing running jobs…", timeout=4)
+                self._request_stop(None)
+
+        self.app.push_screen(ConfirmScreen(question, yes_label="Stop experiment", no_label="Keep running"),
+                             answered)
+
+    @work(thread=True, group="requests")
+    def _request_stop(self, jid: int | None) -> None:
+        try:
+            if jid is None:
+                self.source.stop_experiment()
+            else:
+                self.source.stop_job(jid)
+        except Exception as exc:
+            self.app.call_from_thread(self.notify, f"could not stop: {exc}", severity="error")
+
+    def action_open_job(self) -> None:
+        jid = self.selected_jid
+        if jid is None:
+            return
+        conn = self.connector
+        if conn is None and isinstance(self.source, LiveSource):
+            conn = self.source.experiment.connector
+        if conn is None or self.state.eid is None:
+            self.notify(f"job {jid}: no store to read its details from", severity="warning")
+            return
+        try:
+            from .job_detail import JobDetailScreen
+        except ImportError:
+            self.notify("the job detail screen is not available", severity="warning")
+            return
+        self.app.push_screen(JobDetailScreen(conn, self.state.eid, jid))
+
+    @on(DataTable.RowSelected, "#jobs")
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_open_job()
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = True
+        box.focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        if self._filter_timer is not None:
+            self._filter_timer.stop()
+        self._filter_timer = self.set_timer(0.15, lambda: self.query_one(JobTable).set_filter(event.value))
+
+    @on(Input.Submitted, "#filter")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        if self._filter_timer is not None:
+            self._filter_timer.stop()
+        self.query_one(JobTable).set_filter(event.value)
+        if not event.value.strip():
+            event.input.display = False
+        self.query_one(JobTable).focus()
+
+    def action_back(self) -> None:
+        box = self.query_one("#filter", Input)
+        table = self.query_one(JobTable)
+        if box.display or table.filter_text or table.filter_status:
+            box.value = ""
+            box.display = False
+            table.set_filter("", None)
+            table.focus()
+            return
+        if len(self.app.screen_stack) > 2 and self.connector is not None:
+            self.app.pop_screen()
+
+    def action_experiments(self) -> None:
+        if len(self.app.screen_stack) > 2:
+            self.app.pop_screen()
+            return
+        from .picker import PickerScreen
+
+        self.app.switch_screen(PickerScreen(self.connector, clock=self.clock))
+
+    # -- passive jobs ---------------------------------------------------------------------
+
+    def _offer_passive(self) -> None:
+        """Open the form for the next waiting job unless one is open or the person closed it."""
+        if self.source is None or self._passive_open is not None or not self.state.waiting:
+            return
+        pending = [j for j in sorted(self.state.waiting) if j not in self._dismissed_passive]
+        if pending and self.app.screen is self:
+            self._open_passive(self.state.waiting[pending[0]])
+
+    def action_answer_passive(self) -> None:
+        if not self.state.waiting:
+            self.notify("no passive job is waiting")
+            return
+        self._dismissed_passive.clear()
+        self._open_passive(self.state.waiting[min(self.state.waiting)])
+
+    def _open_passive(self, want: PassiveWant) -> None:
+        try:
+            from .passive_form import PassiveForm, PassiveRequest
+        except ImportError:
+            self.notify(f"job {want.jid} waits for you: run `{want.command}`", timeout=30)
+            return
+        self._passive_open = want.jid
+
+        def closed(result: str | None) -> None:
+            self._passive_open = None
+            if result in ("submitted", "failed"):
+                self.state.waiting.pop(want.jid, None)
+                self.query_one(ExperimentHeader).update_state()
+                self.call_after_refresh(self._offer_passive)
+            else:
+                self._dismissed_passive.add(want.jid)
+                self.query_one(ExperimentHeader).update_state()
+
+        source = self.source
+        self.app.push_screen(PassiveForm(PassiveRequest.from_event(want), source.submit, source.mark_failed),
+                             closed)
+
+    def on_screen_resume(self) -> None:
+        self.call_after_refresh(self._offer_passive)
+
+
+class ExperimentEnded(Message):
+    """The dashboard's experiment ended (posted to the app)."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__()
+        self.status = status

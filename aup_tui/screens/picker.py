@@ -1,0 +1,142 @@
+"""The experiments of a `.aup` folder, newest first: status, best score, job counts; enter opens one."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+
+from ..widgets.colors import fmt_duration, fmt_score, status_color, theme_colors
+
+
+def ago(seconds: float) -> str:
+    s = int(max(0, seconds))
+    if s < 60:
+        return f"{s}s ago"
+    if s < 3600:
+        return f"{s // 60}m ago"
+    if s < 86400:
+        return f"{s // 3600}h ago"
+    return f"{s // 86400}d ago"
+
+
+class PickerScreen(Screen):
+    """Pick an experiment. Rows come from the store (a worker) or are given (`rows`, for tests)."""
+
+    BINDINGS = [
+        Binding("enter", "open", "Open", id="picker.open"),
+        Binding("j", "cursor_down", "Down", show=False),
+        Binding("k", "cursor_up", "Up", show=False),
+        Binding("g", "top", "Top", show=False),
+        Binding("G", "bottom", "Bottom", show=False),
+        Binding("r", "reload", "Reload", id="picker.reload"),
+    ]
+
+    class Loaded(Message):
+        def __init__(self, rows: list[dict]) -> None:
+            super().__init__()
+            self.rows = rows
+
+    def __init__(self, connector: Any = None, rows: list[dict] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
+        self.connector = connector
+        self.rows = rows
+        self.clock = clock
+
+    def compose(self) -> ComposeResult:
+        yield Static("Experiments — newest first; enter opens one", id="picker-title")
+        yield DataTable(id="experiments", cursor_type="row")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.border_title = "Experiments"
+        for key, label, width in (("eid", "id", 4), ("name", "name", 18), ("status", "status", 11),
+                                  ("best", "best (job)", 16), ("jobs", "done/fail/all", 13),
+                                  ("started", "started", 8), ("took", "took", 8)):
+            table.add_column(label, key=key, width=width)
+        table.focus()
+        if self.rows is not None:
+            self._show(self.rows)
+        else:
+            table.loading = True
+            self._load()
+
+    @work(thread=True, exclusive=True)
+    def _load(self) -> None:
+        conn = self.connector
+        rows = []
+        for exp in conn.experiments():
+            counts: dict[str, int] = {}
+            for job in conn.jobs(exp["eid"]):
+                counts[job["status"]] = counts.get(job["status"], 0) + 1
+            rows.append({**exp, "counts": counts})
+        self.post_message(self.Loaded(rows))
+
+    def on_picker_screen_loaded(self, message: Loaded) -> None:
+        self.rows = message.rows
+        self.query_one(DataTable).loading = False
+        self._show(message.rows)
+
+    def _show(self, rows: list[dict]) -> None:
+        table = self.query_one(DataTable)
+        table.clear()
+        c = theme_colors(self.app)
+        now = self.clock()
+        for exp in sorted(rows, key=lambda e: e["eid"], reverse=True):
+            counts = exp.get("counts", {})
+            done = counts.get("FINISHED", 0)
+            failed = counts.get("FAILED", 0) + counts.get("INTERRUPTED", 0)
+            total = max(int(exp.get("n_samples") or 0), sum(counts.values()))
+            best = (f"{fmt_score(exp['best_score'])} ({exp['best_jid']})" if exp.get("best_jid") is not None
+                    else "—")
+            start, end = exp.get("start"), exp.get("end")
+            table.add_row(
+                Text(str(exp["eid"]), justify="right"), exp.get("name", ""),
+                Text(exp["status"].lower(), style=status_color(c, exp["status"])),
+                best, f"{done}/{failed}/{total}",
+                ago(now - start) if start else "",
+                fmt_duration((end or now) - start) if start else "",
+                key=str(exp["eid"]),
+            )
+
+    def action_open(self) -> None:
+        table = self.query_one(DataTable)
+        if not table.row_count:
+            return
+        key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
+        self.app.open_experiment(int(key.value))
+
+    @on(DataTable.RowSelected)
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.action_open()
+
+    def action_cursor_down(self) -> None:
+        self.query_one(DataTable).action_cursor_down()
+
+    def action_cursor_up(self) -> None:
+        self.query_one(DataTable).action_cursor_up()
+
+    def action_top(self) -> None:
+        self.query_one(DataTable).move_cursor(row=0)
+
+    def action_bottom(self) -> None:
+        t = self.query_one(DataTable)
+        t.move_cursor(row=max(0, t.row_count - 1))
+
+    def action_reload(self) -> None:
+        if self.connector is not None:
+            self._load()
+
+    def on_screen_resume(self) -> None:
+        if self.connector is not None and self.rows is not None:
+            self._load()

@@ -1,0 +1,199 @@
+"""Shell commands that run a job on a remote node, built with `shlex.quote` everywhere.
+
+Pure functions (no I/O), so the quoting can be checked without a node. Everything a user
+controls — paths, the script's name, the config's name, environment values — is quoted;
+only `prescript` and `postscript` are shell code by design (they are the user's own commands,
+as in Auptimizer).
+
+Files a job leaves in `<workingdir>/jobs/` on the node (next to Auptimizer's `<jid>.json`):
+
+- `<jid>.<attempt>.remote.out`  the job's combined output (the node's copy of the log);
+- `<jid>.<attempt>.remote.pid`  the job's process-group id (it runs in its own session);
+- `<jid>.<attempt>.remote.rc`   its exit status, written when it ends.
+
+The local log stays `jobs/<jid>.<attempt>.out`; the remote one has its own name so that a
+node whose working folder is the local one (loopback, a shared file system) does not have
+two writers on one file.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+import shlex
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+q = shlex.quote
+
+PGID_MARK = "@@aup:pgid "
+#: exit status of the wrapper when the working folder cannot be entered
+EXIT_NO_WORKDIR = 97
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class RemoteJobPaths:
+    """Where one attempt of a job lives on the node (absolute POSIX paths)."""
+
+    workingdir: str
+    script: str  # absolute path of the script on the node
+    jid: int
+    attempt: int
+
+    @property
+    def jobs_dir(self) -> str:
+        return posixpath.join(self.workingdir, "jobs")
+
+    @property
+    def config(self) -> str:
+        return posixpath.join(self.jobs_dir, f"{self.jid}.json")
+
+    @property
+    def config_rel(self) -> str:
+        return f"jobs/{self.jid}.json"
+
+    @property
+    def script_rel(self) -> str:
+        rel = posixpath.relpath(self.script, self.workingdir)
+        return rel if rel.startswith("/") or rel.startswith("../") else "./" + rel
+
+    def _file(self, suffix: str) -> str:
+        return posixpath.join(self.jobs_dir, f"{self.jid}.{self.attempt}.remote.{suffix}")
+
+    @property
+    def log(self) -> str:
+        return self._file("out")
+
+    @property
+    def pid(self) -> str:
+        return self._file("pid")
+
+    @property
+    def rc(self) -> str:
+        return self._file("rc")
+
+
+def env_exports(env: dict | None) -> list[str]:
+    """`export NAME='value'` lines; a name that is not a shell identifier is a ConfigError."""
+    lines = []
+    for name, value in (env or {}).items():
+        name = str(name)
+        if not _ENV_NAME.fullmatch(name):
+            raise ConfigError(f"runtime_args.env has the variable name {name!r}, which is not a valid "
+                              "environment variable name: use letters, digits and '_'")
+        lines.append(f"export {name}={q(str(value))}")
+    return lines
+
+
+def job_body(paths: RemoteJobPaths, env: dict | None = None, prescript: str | None = None,
+             postscript: str | None = None) -> str:
+    """`prescript; cd <workingdir>; ./<script> jobs/<jid>.json; postscript`, exiting with the job's status."""
+    lines = env_exports(env)
+    if prescript:
+        lines.append(str(prescript))
+    wd = q(paths.workingdir)
+    lines.append(f"cd -- {wd} || {{ echo \"aup: cannot enter the working folder \"{wd} >&2; exit {EXIT_NO_WORKDIR}; }}")
+    lines.append(f"{q(paths.script_rel)} {q(paths.config_rel)}")
+    lines.append("rc=$?")
+    if postscript:
+        lines.append(str(postscript))
+    lines.append("exit $rc")
+    return "\n".join(lines) + "\n"
+
+
+# bash when the node has it (prescripts written for Auptimizer often use `source`), else sh
+_PICK_SHELL = 'S=$(command -v bash 2>/dev/null || echo /bin/sh)'
+
+
+def sync_command(paths: RemoteJobPaths, body: str) -> str:
+    """The command for a job whose output streams back over the SSH channel.
+
+    The job runs in a new session (its own process group); the first line printed is
+    `@@aup:pgid <pgid>`, then the job's combined output, which is also kept in the remote log.
+    The command's exit status is the job's. (Each layer gets the next as a quoted argument, so
+    nothing is quoted twice.)
+    """
+    inner = "\n".join([
+        f'echo "{PGID_MARK}$$"',
+        f"echo $$ > {q(paths.pid)}",
+        _PICK_SHELL,
+        f'{{ "$S" -c "$1" </dev/null; echo $? > {q(paths.rc)}; }} 2>&1 | tee -- {q(paths.log)}',
+        f'exit "$(cat {q(paths.rc)} 2>/dev/null || echo 255)"',
+    ])
+    outer = (
+        f"rm -f -- {q(paths.rc)} {q(paths.pid)}; "
+        'if command -v setsid >/dev/null 2>&1; then exec setsid -w /bin/sh -c "$1" aup-job "$2"; '
+        'else exec /bin/sh -c "$1" aup-job "$2"; fi'
+    )
+    return f"/bin/sh -c {q(outer)} aup {q(inner)} {q(body)}"
+
+
+def async_command(paths: RemoteJobPaths, body: str, wait_s: float = 5.0) -> str:
+    """The command that starts a job detached (nohup, new session, reparented to init).
+
+    The job writes its output to the remote log and its exit status to the rc file; the command
+    prints `@@aup:pgid <pgid>` once the job has started, and returns at once.
+    """
+    inner = "\n".join([
+        f"echo $$ > {q(paths.pid + '.tmp')} && mv -f -- {q(paths.pid + '.tmp')} {q(paths.pid)}",
+        _PICK_SHELL,
+        f'"$S" -c "$1" > {q(paths.log)} 2>&1 </dev/null',
+        f"echo $? > {q(paths.rc + '.tmp')}; mv -f -- {q(paths.rc + '.tmp')} {q(paths.rc)}",
+    ])
+    tries = max(1, int(wait_s / 0.02))
+    outer = "\n".join([
+        f"rm -f -- {q(paths.rc)} {q(paths.pid)}",
+        "cd /",
+        'if command -v setsid >/dev/null 2>&1; then nohup setsid /bin/sh -c "$1" aup-job "$2" >/dev/null 2>&1 </dev/null &',
+        'else nohup /bin/sh -c "$1" aup-job "$2" >/dev/null 2>&1 </dev/null & fi',
+        "i=0",
+        f"while [ ! -s {q(paths.pid)} ] && [ $i -lt {tries} ]; do sleep 0.02; i=$((i+1)); done",
+        f'[ -s {q(paths.pid)} ] && echo "{PGID_MARK}$(cat {q(paths.pid)})"',
+    ])
+    return f"/bin/sh -c {q(outer)} aup {q(inner)} {q(body)}"
+
+
+def _alive_fn(pgid: int) -> str:
+    """A shell function `alive` (true while a non-zombie process of the group exists)."""
+    return (
+        "alive() { if command -v ps >/dev/null 2>&1; then "
+        f"[ \"$(ps -A -o pgid= -o stat= 2>/dev/null | awk -v g={pgid} '$1==g && $2 !~ /^Z/ {{n++}} END {{print n+0}}')\" != 0 ]; "
+        f"else kill -0 -- -{pgid} 2>/dev/null; fi; }}"
+    )
+
+
+def kill_command(pgid: int, grace: float = 2.0) -> str:
+    """SIGTERM the process group, SIGKILL it after `grace` s; prints `alive` if anything survived
+    (zombies waiting for their parent do not count), else `gone`."""
+    pgid = int(pgid)
+    if pgid <= 1:
+        raise ValueError(f"refusing to signal process group {pgid}")
+    tries = max(1, int(grace / 0.05))
+    script = "\n".join([
+        _alive_fn(pgid),
+        f"kill -TERM -- -{pgid} 2>/dev/null || kill -TERM {pgid} 2>/dev/null",
+        "i=0",
+        f"while alive && [ $i -lt {tries} ]; do sleep 0.05; i=$((i+1)); done",
+        f"alive && kill -KILL -- -{pgid} 2>/dev/null",
+        "i=0",
+        "while alive && [ $i -lt 40 ]; do sleep 0.05; i=$((i+1)); done",
+        "if alive; then echo alive; else echo gone; fi",
+    ])
+    return "/bin/sh -c " + q(script)
+
+
+def alive_command(pgid: int) -> str:
+    """Prints `alive` while a (non-zombie) process of the group exists, else `gone`."""
+    pgid = int(pgid)
+    return "/bin/sh -c " + q(_alive_fn(pgid) + "\nif alive; then echo alive; else echo gone; fi")
+
+
+def parse_pgid(line: str) -> int | None:
+    if line.startswith(PGID_MARK):
+        try:
+            return int(line[len(PGID_MARK):].strip())
+        except ValueError:
+            return None
+    return None

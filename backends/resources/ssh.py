@@ -1,0 +1,725 @@
+"""Jobs on SSH nodes (`resource: "node"`), over the node pool's persistent connections.
+
+A job on a node: its working folder and `jobs/` are made there, the script is uploaded when it
+is missing (or `runtime_args.overwrite` is set and it differs), the config is uploaded (SFTP on
+the pooled connection), then `prescript; cd <workingdir>; ./<script> jobs/<jid>.json;
+postscript` runs with the job's `env` in a session of its own. Its output streams back line by
+line (intermediate results go to the store as they come) and is kept both on the node
+(`jobs/<jid>.<attempt>.remote.out`) and here (`jobs/<jid>.<attempt>.out`).
+
+`async_run`: the job runs detached (nohup, new session), so it survives the connection; the
+manager collects new output and the exit status every `async_reconnect` s (sooner at first),
+and gives up after `async_timeout` s.
+
+A lost or refused connection is retried `max_retries` times, `reconn_wait_time` s apart; then the
+job fails and the experiment retries it on another node. A node the monitor (or the pool)
+reports DOWN gets no new jobs. Stopping a job kills its whole process group on the node and
+checks that nothing of it is left. Every command is built with `shlex.quote` (`backends.remote`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import posixpath
+import random
+import stat
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import HostSpec, load_env, parse_host
+from ..errors import AupError, ConfigError
+from ..events import JobOutput, Notice
+from ..jobs import Job, JobError, ResultParseError, parse_result_line
+from ..monitors.nodes import (
+    CommandTimeoutError,
+    NodeError,
+    NodePool,
+    NodeUnreachableError,
+    host_label,
+)
+from .. import remote
+from .abstract import AbstractResourceManager, Callback
+
+log = logging.getLogger(__name__)
+
+MAX_LINE = 1 << 20  # longer lines are logged but not parsed
+LAUNCH_TIMEOUT = 30.0  # seconds for an async job to start
+ASYNC_FIRST_POLL = 0.05  # async polls start this soon and double up to async_reconnect
+
+
+class ConnectionLost(AupError):
+    """The connection to a node broke (or was refused) while a job needed it."""
+
+
+@dataclass
+class _RemoteState:
+    """What the manager knows of one running job on a node."""
+
+    name: str
+    pool: NodePool
+    paths: remote.RemoteJobPaths | None = None
+    pgid: int | None = None
+    killed: threading.Event = field(default_factory=threading.Event)
+    kill_started: bool = False
+    kill_result: str | None = None
+    # async mode: when it started, how much of the remote log was read, an unfinished line
+    started: float = 0.0
+    offset: int = 0
+    partial: bytes = b""
+    last: str = ""
+    failures: int = 0
+
+
+class SSHResourceManager(AbstractResourceManager):
+    """`SSHResourceManager(connector, n_parallel, key='node_mapping', auppath='.aup', async_reconnect=30,
+    async_timeout=None, async_run=False, reconn_wait_time=30, max_retries=3, **kwargs)`.
+
+    Extra keyword arguments (all optional): `pool` (a shared :class:`NodePool`), `monitor` (a
+    :class:`NodeMonitor`, whose pool is then used), `known_hosts`, `accept_new_hosts` (False:
+    unknown host keys are refused), `connect_timeout`, `remote_workingdir` (the working folder on
+    the nodes; default: the same path as here; relative = under the remote home),
+    `reuse_connections` (True; False opens a new connection per job, as Auptimizer did),
+    `kill_grace` (seconds between SIGTERM and SIGKILL).
+    """
+
+    rtype = "node"
+
+    def __init__(self, connector, n_parallel: int, key: str = "node_mapping", auppath: str = ".aup",
+                 async_reconnect: float = 30, async_timeout: float | None = None, async_run: bool = False,
+                 reconn_wait_time: float = 30, max_retries: int = 3, **kwargs: Any) -> None:
+        monitor = kwargs.pop("monitor", None)
+        pool = kwargs.pop("pool", None) or (monitor.pool if monitor is not None else None)
+        known_hosts = kwargs.pop("known_hosts", None)
+        accept_new_hosts = bool(kwargs.pop("accept_new_hosts", False))
+        connect_timeout = float(kwargs.pop("connect_timeout", 10.0))
+        self.remote_workingdir: str | None = kwargs.pop("remote_workingdir", None)
+        self.reuse_connections = bool(kwargs.pop("reuse_connections", True))
+        self.kill_grace = float(kwargs.pop("kill_grace", 2.0))
+        super().__init__(connector, n_parallel, **kwargs)
+        self.key = key
+        self.auppath = auppath
+        self.async_run = bool(async_run)
+        self.async_reconnect = max(0.01, float(async_reconnect))
+        self.async_timeout = None if async_timeout in (None, "", 0) else float(async_timeout)
+        self.reconn_wait_time = max(0.0, float(reconn_wait_time))
+        self.max_retries = max(0, int(max_retries))
+        self.monitor = monitor
+        self._own_pool = pool is None
+        self.pool: NodePool = pool or NodePool(known_hosts=known_hosts, accept_new_hosts=accept_new_hosts,
+                                               connect_timeout=connect_timeout)
+        self._pool_options = dict(known_hosts=self.pool.known_hosts, accept_new_hosts=self.pool.accept_new_hosts,
+                                  connect_timeout=self.pool.connect_timeout)
+        self._states: dict[int, _RemoteState] = {}
+        self._sftp: dict[tuple[int, str], tuple[Any, Any]] = {}  # (id(pool), name) → (transport, SFTPClient)
+        self._sftp_locks: dict[tuple[int, str], threading.Lock] = {}
+        self._ready: set[tuple] = set()  # (name, what, path) done on this node: folders made, script checked
+        self._homes: dict[str, str] = {}
+        self._rechecks: dict[str, float] = {}
+        self._down_noticed: set[str] = set()
+        self._closing = threading.Event()
+        self.names: dict[int, str] = {}  # rid → node name in the pool
+        self.specs: dict[int, HostSpec] = {}
+        mapping = self.load_node_mapping(key, auppath)
+        if not mapping:
+            env = load_env(auppath)
+            flag = "--aws" if key == "aws_mapping" else "--node"
+            raise ConfigError(f"no {'instances' if key == 'aws_mapping' else 'nodes'} in {key} of {env.path}: "
+                              f"run `aup-tui init {flag} user@host` first")
+        for rid, (name, spec) in self._resolve_nodes(mapping).items():
+            self.names[rid], self.specs[rid] = name, spec
+            self.pool.add_node(name, spec)
+
+    # -- nodes ----------------------------------------------------------------------------
+
+    @staticmethod
+    def load_node_mapping(key: str = "node_mapping", auppath: str = ".aup") -> dict[int, str]:
+        """Resource id → host spec (`user@host[:port] [key]`) from env.ini's `key` mapping."""
+        env = load_env(auppath)
+        mapping = getattr(env, key, None)
+        if mapping is None:
+            mapping = env.extra.get(key)
+            if isinstance(mapping, str):
+                try:
+                    mapping = json.loads(mapping) if mapping.strip() else {}
+                except json.JSONDecodeError as exc:
+                    raise ConfigError(f"{key} in {env.path} is not valid JSON ({exc.msg})") from None
+        result: dict[int, str] = {}
+        for rid, value in (mapping or {}).items():
+            try:
+                result[int(rid)] = str(value)
+            except ValueError:
+                raise ConfigError(f"{key} in {env.path} has the resource id {rid!r}: ids must be whole numbers") from None
+        return result
+
+    def _resolve_nodes(self, mapping: dict[int, str]) -> dict[int, tuple[str, HostSpec]]:
+        """rid → (pool name, HostSpec). The pool name is the mapping value, so resource ids that
+        name the same host share one connection."""
+        return {rid: (value, parse_host(value)) for rid, value in mapping.items()}
+
+    def node_name(self, rid: int) -> str:
+        return self.names[rid]
+
+    def node_label(self, rid: int) -> str:
+        return host_label(self.specs[rid])
+
+    def _is_down(self, name: str) -> bool:
+        try:
+            down = self.monitor.is_down(name) if self.monitor is not None else self.pool.is_down(name)
+        except NodeError:
+            return True
+        if down and self.monitor is None:
+            self._schedule_recheck(name)
+        return down
+
+    def _schedule_recheck(self, name: str) -> None:
+        """Without a monitor, a DOWN node is tried again (in the background) every reconn_wait_time s."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._rechecks.get(name)
+            if last is not None and now - last < max(self.reconn_wait_time, 0.05):
+                return
+            self._rechecks[name] = now
+        def probe() -> None:
+            try:
+                self.pool.get_client(name)
+            except Exception:
+                pass
+        threading.Thread(target=probe, name=f"aup-recheck-{name}", daemon=True).start()
+
+    def get_available(self, username: str | None, rtype: str, rid_blacklist: Any = None) -> int | None:
+        """A random free node (not blacklisted, not DOWN), or None."""
+        rids = self.connector.get_available_resource(rtype, rid_blacklist)
+        ok = []
+        for rid in rids:
+            name = self.names.get(rid)
+            if name is None:
+                continue
+            if self._is_down(name):
+                if name not in self._down_noticed:
+                    self._down_noticed.add(name)
+                    reason = self.pool.last_error(name) if not self.monitor else ""
+                    self._notice(f"node {self.node_label(rid)} is down; it gets no new jobs until it is back"
+                                 + (f" ({reason})" if reason else ""), "warning")
+                continue
+            self._down_noticed.discard(name)
+            ok.append(rid)
+        return random.choice(ok) if ok else None
+
+    def _notice(self, message: str, level: str = "info") -> None:
+        log.log(logging.WARNING if level != "info" else logging.INFO, "%s", message)
+        self.bus.publish(Notice(message=message, eid=self.eid, level=level))
+
+    def _update_job_counts(self) -> None:
+        if self.monitor is None:
+            return
+        counts: dict[str, int] = {}
+        with self._lock:
+            for state in self._states.values():
+                counts[state.name] = counts.get(state.name, 0) + 1
+        try:
+            self.monitor.set_job_counts(counts)
+        except Exception:  # the monitor is optional decoration
+            pass
+
+    # -- running a job --------------------------------------------------------------------
+
+    def run(self, job: Job, rid: int, exp_config: Any, call_back_func: Callback, **kwargs: Any) -> None:
+        runtime = dict(getattr(exp_config, "runtime_args", None) or {})
+        runtime.update(kwargs)
+        name = self.names[rid]
+        label = self.node_label(rid)
+        pool = self.pool if self.reuse_connections else NodePool({name: self.specs[rid]}, **self._pool_options)
+        state = _RemoteState(name=name, pool=pool)
+        with self._lock:
+            self._states[job.jid] = state
+        self._update_job_counts()
+        os.makedirs(os.path.join(job.path, "jobs"), exist_ok=True)
+        try:
+            with open(job.log_path(), "wb") as logf:
+                self._run_with_retries(job, rid, label, state, runtime, logf)
+        except OSError as exc:
+            job.error = job.error or f"cannot write the log {job.log_path()}: {exc.strerror or exc}"
+        finally:
+            with self._lock:
+                self._states.pop(job.jid, None)
+            self._update_job_counts()
+            if pool is not self.pool:
+                self._drop_sftp(pool, name)
+                pool.close()
+        call_back_func(job.results[-1][0] if job.results else None, job.jid)
+
+    def _stopped(self, job: Job) -> bool:
+        return job.jid in self._stop_reasons or self._closing.is_set()
+
+    def _run_with_retries(self, job: Job, rid: int, label: str, state: _RemoteState, runtime: dict, logf) -> None:
+        try:
+            job.write_config()  # the local record of the parameters
+            body_args = dict(env={**(runtime.get("env") or {}), "AUP_JOB_ID": job.jid},
+                             prescript=runtime.get("prescript"), postscript=runtime.get("postscript"))
+            remote.env_exports(body_args["env"])  # a bad variable name fails here, once
+        except (AupError, OSError) as exc:
+            job.error = str(exc)
+            return
+        failures = 0
+        while not self._stopped(job):
+            try:
+                if self.async_run:
+                    self._run_async(job, state, runtime, body_args, logf)
+                else:
+                    self._run_sync(job, state, runtime, body_args, logf)
+                return
+            except ConnectionLost as exc:
+                message = str(exc)
+            except NodeError as exc:  # host key, authentication, missing key file: no point retrying
+                if isinstance(exc, NodeUnreachableError):
+                    message = str(exc)
+                else:
+                    job.error = str(exc)
+                    return
+            except (AupError, OSError) as exc:
+                if self._connection_broken(state):
+                    message = f"lost the connection to {label}: {exc}"
+                else:
+                    job.error = f"on {label}: {exc}" if label not in str(exc) else str(exc)
+                    return
+            except Exception as exc:  # paramiko's SSHException, EOFError, …
+                if self._connection_broken(state):
+                    message = f"lost the connection to {label}: {_describe(exc)}"
+                else:
+                    raise
+            if self._stopped(job):
+                return
+            failures += 1
+            if failures > self.max_retries:
+                job.error = (f"{message} — gave up after {self.max_retries} "
+                             f"{'retry' if self.max_retries == 1 else 'retries'} "
+                             f"{self.reconn_wait_time:g} s apart")
+                _log_line(logf, f"[aup] {job.error}")
+                return
+            _log_line(logf, f"[aup] {message}; retrying in {self.reconn_wait_time:g} s "
+                            f"({failures} of {self.max_retries})")
+            if state.killed.wait(self.reconn_wait_time):
+                return
+            if not self.async_run:
+                self._kill_leftover(state)
+
+    def _connection_broken(self, state: _RemoteState) -> bool:
+        try:
+            return not state.pool.is_connected(state.name)
+        except NodeError:
+            return True
+
+    # -- files on the node ----------------------------------------------------------------
+
+    def _sftp_client(self, pool: NodePool, name: str):
+        import paramiko
+
+        key = (id(pool), name)
+        with self._lock:
+            lock = self._sftp_locks.setdefault(key, threading.Lock())
+        with lock:
+            transport = pool.get_transport(name)
+            cached = self._sftp.get(key)
+            if cached is not None and cached[0] is transport and transport.is_active():
+                return cached[1], lock
+            try:
+                sftp = paramiko.SFTPClient.from_transport(transport)
+            except Exception as exc:
+                if not transport.is_active():
+                    pool.mark_down(name, f"lost the connection to {pool.label(name)}: {_describe(exc)}")
+                    raise ConnectionLost(f"lost the connection to {pool.label(name)}: {_describe(exc)}") from None
+                raise NodeError(f"cannot open SFTP on {pool.label(name)} ({_describe(exc)}) — "
+                                "enable the sftp subsystem in its sshd_config", name) from None
+            if cached is not None:
+                _quiet(cached[1].close)
+            self._sftp[key] = (transport, sftp)
+            return sftp, lock
+
+    def _drop_sftp(self, pool: NodePool, name: str) -> None:
+        cached = self._sftp.pop((id(pool), name), None)
+        if cached is not None:
+            _quiet(cached[1].close)
+
+    def _remote_home(self, sftp, name: str) -> str:
+        home = self._homes.get(name)
+        if home is None:
+            home = self._homes[name] = sftp.normalize(".")
+        return home
+
+    def _remote_paths(self, job: Job, sftp, name: str) -> remote.RemoteJobPaths:
+        local_wd = os.path.abspath(job.path)
+        wd = self.remote_workingdir
+        if wd:
+            wd = str(wd)
+            if wd == "~" or wd.startswith("~/"):
+                wd = wd[2:]
+            if not wd.startswith("/"):
+                wd = posixpath.join(self._remote_home(sftp, name), wd)
+        else:
+            wd = local_wd.replace(os.sep, "/")
+        wd = posixpath.normpath(wd)
+        local_script = job.script_path
+        rel = os.path.relpath(local_script, local_wd)
+        if rel.startswith(".." + os.sep) or rel == ".." or os.path.isabs(rel):
+            rel = os.path.basename(local_script)
+        script = posixpath.normpath(posixpath.join(wd, rel.replace(os.sep, "/")))
+        return remote.RemoteJobPaths(workingdir=wd, script=script, jid=job.jid, attempt=job.attempt)
+
+    def _prepare(self, job: Job, state: _RemoteState, runtime: dict) -> remote.RemoteJobPaths:
+        """Folders, script and config on the node; returns where the job's files are."""
+        pool, name = state.pool, state.name
+        sftp, lock = self._sftp_client(pool, name)
+        with lock:
+            paths = self._remote_paths(job, sftp, name)
+            if (name, "dir", paths.jobs_dir) not in self._ready:
+                _makedirs(sftp, paths.jobs_dir, pool.label(name))
+                self._ready.add((name, "dir", paths.jobs_dir))
+            if (name, "script", paths.script) not in self._ready:
+                self._ensure_script(job, sftp, paths, pool.label(name), bool(runtime.get("overwrite")))
+                self._ready.add((name, "script", paths.script))
+            data = json.dumps({**job.config, "job_id": job.jid}).encode("utf-8")
+            tmp = posixpath.join(paths.jobs_dir, f".{job.jid}.json.{uuid.uuid4().hex[:8]}.upload")
+            with sftp.open(tmp, "wb") as f:
+                f.write(data)
+            _replace(sftp, tmp, paths.config)
+        state.paths = paths
+        return paths
+
+    def _ensure_script(self, job: Job, sftp, paths: remote.RemoteJobPaths, label: str, overwrite: bool) -> None:
+        local = job.script_path
+        try:
+            remote_st = sftp.stat(paths.script)
+        except FileNotFoundError:
+            remote_st = None
+        try:
+            local_st = os.stat(local)
+        except OSError:
+            local_st = None
+        if remote_st is not None and not overwrite:
+            return
+        if local_st is None:
+            if remote_st is not None:
+                return
+            raise JobError(f"job script {local} not found here nor as {paths.script} on {label}: "
+                           f"fix 'script' (relative to 'workingdir' {job.path})")
+        if remote_st is not None and remote_st.st_size == local_st.st_size \
+                and int(remote_st.st_mtime or 0) == int(local_st.st_mtime):
+            return  # the same file (or an identical copy): nothing to upload
+        tmp = posixpath.join(posixpath.dirname(paths.script),
+                             f".{posixpath.basename(paths.script)}.{uuid.uuid4().hex[:8]}.upload")
+        _makedirs(sftp, posixpath.dirname(paths.script), label)
+        sftp.put(local, tmp)
+        sftp.chmod(tmp, stat.S_IMODE(local_st.st_mode) | stat.S_IXUSR | stat.S_IRUSR)
+        sftp.utime(tmp, (local_st.st_atime, local_st.st_mtime))
+        _replace(sftp, tmp, paths.script)
+
+    # -- synchronous ------------------------------------------------------------------------
+
+    def _run_sync(self, job: Job, state: _RemoteState, runtime: dict, body_args: dict, logf) -> None:
+        pool, name = state.pool, state.name
+        label = pool.label(name)
+        paths = self._prepare(job, state, runtime)
+        if self._stopped(job):
+            return
+        body = remote.job_body(paths, **body_args)
+        chan = pool.open_channel(name)
+        try:
+            chan.set_combine_stderr(True)
+            try:
+                chan.exec_command(remote.sync_command(paths, body))
+            except Exception as exc:
+                raise ConnectionLost(f"lost the connection to {label}: {_describe(exc)}") from None
+            stream = chan.makefile("rb", 65536)
+            first = True
+
+            def on_line(line: str) -> bool:
+                nonlocal first
+                if first:
+                    first = False
+                    pgid = remote.parse_pgid(line)
+                    if pgid is not None:
+                        state.pgid = pgid
+                        if job.jid in self._stop_reasons:
+                            self.kill(job)
+                        return False
+                return True
+
+            last = self._pump(job, iter(lambda: stream.readline(MAX_LINE), b""), logf, on_line)
+            if not chan.status_event.wait(10):
+                pass
+            transport = chan.get_transport()
+            lost = transport is None or not transport.is_active()
+            if (not chan.exit_status_ready() or chan.exit_status == -1) and lost:
+                pool.mark_down(name, f"lost the connection to {label}")
+                raise ConnectionLost(f"lost the connection to {label} while job {job.jid} ran")
+            code = chan.exit_status
+        finally:
+            chan.close()
+        self._judge_exit(job, code, label, last, paths)
+
+    def _judge_exit(self, job: Job, code: int, label: str, last: str, paths: remote.RemoteJobPaths) -> None:
+        if job.jid in self._stop_reasons or job.error or code == 0:
+            return
+        tail = f" (last output: {last!r})" if last else ""
+        script = posixpath.basename(paths.script)
+        if code == remote.EXIT_NO_WORKDIR:
+            job.error = f"cannot enter the working folder {paths.workingdir} on {label}{tail}"
+        elif code == -1:
+            job.error = f"{script} was killed by a signal on {label}{tail}; see {job.log_path()}"
+        elif code == 127 and "not found" in last:
+            job.error = f"{script} could not be started on {label}{tail}; see {job.log_path()}"
+        else:
+            job.error = f"{script} exited with status {code} on {label}{tail}; see {job.log_path()}"
+
+    def _pump(self, job: Job, chunks, logf, on_line=None) -> str:
+        """Log and parse lines (bytes, newline-terminated but the last); returns the last line seen."""
+        publish = self.bus.has_subscribers
+        last = ""
+        partial = False
+        for chunk in chunks:
+            complete = chunk.endswith(b"\n")
+            if partial or (not complete and len(chunk) >= MAX_LINE):
+                logf.write(chunk)
+                partial = not complete
+                continue
+            line = chunk.decode("utf-8", "replace").rstrip("\r\n")
+            if on_line is not None and not on_line(line):
+                continue
+            logf.write(chunk)
+            logf.flush()
+            if line:
+                last = line if len(line) <= 200 else line[:200] + "…"
+            if publish:
+                self.bus.publish(JobOutput(eid=self.eid, jid=job.jid, line=line[:2000]))
+            if "#Auptimizer:" in line:
+                try:
+                    values = parse_result_line(line)
+                except ResultParseError as exc:
+                    job.error = job.error or str(exc)
+                    continue
+                if values is not None:
+                    self.record_result(job, values)
+        return last
+
+    # -- asynchronous -------------------------------------------------------------------------
+
+    def _run_async(self, job: Job, state: _RemoteState, runtime: dict, body_args: dict, logf) -> None:
+        pool, name = state.pool, state.name
+        label = pool.label(name)
+        if state.pgid is None:  # not launched yet (a retry after a lost launch relaunches)
+            paths = self._prepare(job, state, runtime)
+            if self._stopped(job):
+                return
+            body = remote.job_body(paths, **body_args)
+            try:
+                code, out, err = pool.run(name, remote.async_command(paths, body), timeout=LAUNCH_TIMEOUT)
+            except CommandTimeoutError as exc:
+                raise ConnectionLost(str(exc)) from None
+            pgid = next((p for p in map(remote.parse_pgid, out.splitlines()) if p is not None), None)
+            if pgid is None:
+                raise JobError(f"could not start job {job.jid} on {label}: "
+                               f"{(err or out).strip().splitlines()[-1] if (err or out).strip() else 'no answer'}")
+            state.pgid = pgid
+            state.started = time.monotonic()
+            state.offset, state.partial, state.last, state.failures = 0, b"", "", 0
+            if job.jid in self._stop_reasons:
+                self.kill(job)
+        paths = state.paths
+        assert paths is not None
+        delay = ASYNC_FIRST_POLL
+        while True:
+            stopping = state.killed.wait(delay)
+            delay = min(delay * 2, self.async_reconnect)
+            try:
+                code = self._poll_async(job, state, logf)
+                state.failures = 0
+            except Exception as exc:
+                if not isinstance(exc, (ConnectionLost, NodeUnreachableError, CommandTimeoutError)) \
+                        and not self._connection_broken(state):
+                    raise
+                if stopping or self._closing.is_set():
+                    return
+                state.failures += 1
+                message = f"lost the connection to {label}: {_describe(exc)}"
+                if state.failures > self.max_retries:
+                    job.error = (f"{message} — gave up after {self.max_retries} retries "
+                                 f"{self.reconn_wait_time:g} s apart; job {job.jid} may still run there")
+                    _log_line(logf, f"[aup] {job.error}")
+                    return
+                _log_line(logf, f"[aup] {message}; trying again in {self.reconn_wait_time:g} s "
+                                f"({state.failures} of {self.max_retries}); the job keeps running there")
+                if state.killed.wait(self.reconn_wait_time):
+                    continue
+                continue
+            if code is not None:
+                self._judge_exit(job, code, label, state.last, paths)
+                return
+            if stopping:
+                return
+            if self.async_timeout is not None and time.monotonic() - state.started > self.async_timeout:
+                job.error = (f"job {job.jid} on {label} had not ended after async_timeout "
+                             f"{self.async_timeout:g} s; it was stopped")
+                _log_line(logf, f"[aup] {job.error}")
+                self._kill_remote(job, state)
+                return
+
+    def _poll_async(self, job: Job, state: _RemoteState, logf) -> int | None:
+        """New output since the last poll, and the exit status once the job has ended."""
+        sftp, lock = self._sftp_client(state.pool, state.name)
+        paths = state.paths
+        with lock:
+            try:
+                with sftp.open(paths.rc, "rb") as f:
+                    text = f.read(64).decode("ascii", "replace").strip()
+                code: int | None = int(text) if text.lstrip("-").isdigit() else None
+            except FileNotFoundError:
+                code = None
+            try:
+                with sftp.open(paths.log, "rb") as f:
+                    f.seek(state.offset)
+                    data = f.read()
+            except FileNotFoundError:
+                data = b""
+        state.offset += len(data)
+        if data:
+            text = state.partial + data
+            lines = text.splitlines(keepends=True)
+            state.partial = lines.pop() if lines and not lines[-1].endswith(b"\n") and code is None else b""
+            last = self._pump(job, lines, logf)
+            state.last = last or state.last
+        elif code is not None and state.partial:
+            last = self._pump(job, [state.partial], logf)
+            state.partial = b""
+            state.last = last or state.last
+        return code
+
+    # -- stopping -------------------------------------------------------------------------------
+
+    def kill(self, job: Job) -> None:
+        """Kill the job's process group on the node (TERM, then KILL), in the background."""
+        with self._lock:
+            state = self._states.get(job.jid)
+            if state is None or state.pgid is None or state.kill_started:
+                return
+            state.kill_started = True
+        threading.Thread(target=self._kill_remote, args=(job, state), name=f"aup-kill-{job.jid}",
+                         daemon=True).start()
+
+    def _kill_remote(self, job: Job, state: _RemoteState) -> None:
+        try:
+            code, out, err = state.pool.run(state.name, remote.kill_command(state.pgid, self.kill_grace),
+                                            timeout=self.kill_grace + 15)
+            state.kill_result = "alive" if "alive" in out else "gone"
+            if state.kill_result == "alive":
+                self._notice(f"job {job.jid}: processes of group {state.pgid} survived SIGKILL on "
+                             f"{state.pool.label(state.name)}", "warning")
+        except Exception as exc:
+            state.kill_result = f"error: {_describe(exc)}"
+            self._notice(f"could not stop job {job.jid} on {state.pool.label(state.name)}: {_describe(exc)}",
+                         "warning")
+        finally:
+            state.killed.set()
+
+    def _kill_leftover(self, state: _RemoteState) -> None:
+        """After a lost connection, end what is left of the previous run before running it again."""
+        pgid = state.pgid
+        if pgid is None and state.paths is not None:
+            try:
+                sftp, lock = self._sftp_client(state.pool, state.name)
+                with lock, sftp.open(state.paths.pid, "rb") as f:
+                    text = f.read(32).decode("ascii", "replace").strip()
+                pgid = int(text) if text.isdigit() else None
+            except Exception:
+                pgid = None
+        if pgid:
+            try:
+                state.pool.run(state.name, remote.kill_command(pgid, 0.2), timeout=10)
+            except Exception:
+                pass
+        state.pgid = None
+
+    def finish(self, status: str = "FINISHED") -> list | None:
+        with self._lock:
+            running = [(jid, st) for jid, st in self._states.items()]
+        for jid, st in running:
+            job = self.jobs.get(jid)
+            if job is not None:
+                self._stop_reasons.setdefault(jid, "experiment ended")
+                self.kill(job)
+        for _, st in running:
+            st.killed.wait(self.kill_grace + 15)
+        self._closing.set()
+        try:
+            return super().finish(status)
+        finally:
+            for key in list(self._sftp):
+                cached = self._sftp.pop(key, None)
+                if cached is not None:
+                    _quiet(cached[1].close)
+            if self._own_pool:
+                self.pool.close()
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if isinstance(exc, EOFError) and not text:
+        return "the connection closed"
+    return text or type(exc).__name__
+
+
+def _quiet(fn) -> None:
+    try:
+        fn()
+    except Exception:
+        pass
+
+
+def _log_line(logf, text: str) -> None:
+    try:
+        logf.write((text + "\n").encode("utf-8"))
+        logf.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _makedirs(sftp, path: str, label: str) -> None:
+    """`mkdir -p` over SFTP."""
+    parts = [p for p in path.split("/") if p]
+    current = "/" if path.startswith("/") else ""
+    for part in parts:
+        current = posixpath.join(current, part) if current else part
+        try:
+            st = sftp.stat(current)
+        except FileNotFoundError:
+            try:
+                sftp.mkdir(current)
+            except OSError:
+                try:
+                    st = sftp.stat(current)  # made meanwhile by another job
+                except FileNotFoundError:
+                    raise JobError(f"cannot create the folder {current} on {label}: check the permissions "
+                                   "or set resource_args.remote_workingdir") from None
+                if not stat.S_ISDIR(st.st_mode):
+                    raise JobError(f"{current} on {label} is not a folder") from None
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            raise JobError(f"{current} on {label} is a file, not a folder: fix 'workingdir'")
+
+
+def _replace(sftp, tmp: str, dest: str) -> None:
+    """Atomically move `tmp` over `dest` on the node."""
+    try:
+        sftp.posix_rename(tmp, dest)
+    except OSError:
+        try:
+            sftp.remove(dest)
+        except FileNotFoundError:
+            pass
+        sftp.rename(tmp, dest)

@@ -1,0 +1,217 @@
+"""The TinyDB store: threads, two processes, kill -9, recovery, and cost that does not grow."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+from tinydb import TinyDB
+
+from backends.store import TinyDBConnector
+from backends.store.connector import JOBS_PER_SHARD, RESULTS_PER_PART
+from helpers import ROOT
+
+
+def _finish_jobs(c: TinyDBConnector, eid: int, n: int, score0: float = 0.0) -> list[int]:
+    jids = []
+    for i in range(n):
+        jid = c.new_jid()
+        c.start_job(eid, jid, {"i": i}, None, "cpu:0", 1)
+        c.end_job(eid, jid, score0 + i, "FINISHED", values=[score0 + i])
+        jids.append(jid)
+    return jids
+
+
+def test_jobs_results_and_best_survive_reopening(tmp_path):
+    c = TinyDBConnector(str(tmp_path / ".aup"))
+    eid = c.start_experiment("me", "exp", {"name": "exp"}, target="min")
+    jids = _finish_jobs(c, eid, JOBS_PER_SHARD + 5)  # spans two job files
+    for i in range(3):
+        c.save_intermediate_result(eid, jids[0], i, [float(i), 2.0 * i])
+    c.save_labels(eid, ["acc", "loss"])
+    c.close()
+
+    again = TinyDBConnector(str(tmp_path / ".aup"))
+    assert [j["jid"] for j in again.jobs(eid)] == jids
+    assert again.get_best_result(eid, maximize=False) == (jids[0], 0.0)
+    assert again.get_best_result(eid, maximize=True) == (jids[-1], float(len(jids) - 1))
+    assert [r["values"] for r in again.intermediate_results(eid, jids[0])] == [[0.0, 0.0], [1.0, 2.0], [2.0, 4.0]]
+    assert again.get_labels(eid) == ["acc", "loss"]
+
+
+def test_closed_store_is_plain_tinydb(tmp_path):
+    """After close, journals are folded in: stock TinyDB reads the files."""
+    c = TinyDBConnector(str(tmp_path / ".aup"))
+    eid = c.start_experiment("me", "exp", {})
+    _finish_jobs(c, eid, 3)
+    c.close()
+    db = TinyDB(str(tmp_path / ".aup" / "store" / f"e{eid}" / "jobs-0.json"))
+    assert sorted(d["status"] for d in db.table("jobs").all()) == ["FINISHED"] * 3
+
+
+def test_threads_of_one_process_lose_no_write(tmp_path):
+    c = TinyDBConnector(str(tmp_path / ".aup"))
+    eid = c.start_experiment("me", "exp", {})
+    out: list[int] = []
+
+    def worker() -> None:
+        out.extend(_finish_jobs(c, eid, 50))
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(out)) == 200
+    assert {j["jid"] for j in c.jobs(eid) if j["status"] == "FINISHED"} == set(out)
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, sys.argv[1])
+    from backends.store import TinyDBConnector
+    c = TinyDBConnector(sys.argv[2])
+    eid = int(sys.argv[3])
+    for i in range(int(sys.argv[4])):
+        jid = c.new_jid()
+        c.start_job(eid, jid, {"i": i}, None, "cpu:0", 1)
+        c.end_job(eid, jid, float(i), "FINISHED", values=[float(i)])
+        print(jid, flush=True)
+""")
+
+
+def test_two_processes_write_and_see_each_other(tmp_path):
+    aup = str(tmp_path / ".aup")
+    c = TinyDBConnector(aup)
+    eid = c.start_experiment("me", "exp", {})
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    child = subprocess.Popen([sys.executable, str(script), str(ROOT), aup, str(eid), "150"],
+                             stdout=subprocess.PIPE, text=True)
+    mine = _finish_jobs(c, eid, 150)
+    theirs = [int(line) for line in child.communicate(timeout=60)[0].split()]
+    assert child.returncode == 0
+    assert not set(mine) & set(theirs), "the two processes handed out the same job id"
+    # this reader sees the other process's writes without reopening
+    assert {j["jid"] for j in c.jobs(eid)} == set(mine) | set(theirs)
+
+
+def test_kill_9_mid_write_keeps_every_finished_job(tmp_path):
+    aup = str(tmp_path / ".aup")
+    c = TinyDBConnector(aup)
+    eid = c.start_experiment("me", "exp", {})
+    c.close()
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    child = subprocess.Popen([sys.executable, str(script), str(ROOT), aup, str(eid), "100000"],
+                             stdout=subprocess.PIPE, text=True)
+    reported: list[int] = []
+    assert child.stdout is not None
+    while len(reported) < 300:  # let it get well into compactions
+        reported.append(int(child.stdout.readline()))
+    child.send_signal(signal.SIGKILL)
+    rest = child.communicate()[0]
+    reported.extend(int(x) for x in rest.split())
+
+    again = TinyDBConnector(aup)
+    finished = {j["jid"] for j in again.jobs(eid) if j["status"] == "FINISHED"}
+    assert set(reported) <= finished  # every end_job that returned is on disk
+    for path in (tmp_path / ".aup" / "store").rglob("*.json"):
+        json.loads(path.read_text() or "{}")  # no snapshot is ever half-written
+
+
+def test_torn_journal_tail_is_ignored_then_cut(tmp_path):
+    aup = str(tmp_path / ".aup")
+    c = TinyDBConnector(aup)
+    eid = c.start_experiment("me", "exp", {})
+    [jid] = _finish_jobs(c, eid, 1)
+    log = tmp_path / ".aup" / "store" / f"e{eid}" / f"jobs-{jid // JOBS_PER_SHARD}.json.log"
+    with open(log, "ab") as f:
+        f.write(b'{"t":"jobs","id":"999","d":{"jid"')  # a crash in the middle of an append
+    other = TinyDBConnector(aup)
+    assert [j["jid"] for j in other.jobs(eid)] == [jid]
+    [jid2] = _finish_jobs(other, eid, 1)  # the next writer drops the torn line
+    assert [j["jid"] for j in TinyDBConnector(aup).jobs(eid)] == [jid, jid2]
+
+
+def test_recover_frees_resources_and_marks_jobs_of_a_dead_process(tmp_path):
+    aup = str(tmp_path / ".aup")
+    script = tmp_path / "crasher.py"
+    script.write_text(textwrap.dedent("""
+        import os, sys
+        sys.path.insert(0, sys.argv[1])
+        from backends.store import TinyDBConnector
+        c = TinyDBConnector(sys.argv[2])
+        rid = c.add_resource("cpu0", "cpu")
+        eid = c.start_experiment("me", "exp", {})
+        jid = c.new_jid()
+        assert c.take_available_resource(rid, jid)
+        c.start_job(eid, jid, {}, rid, "cpu:cpu0", 1)
+        c.flush()
+        os.kill(os.getpid(), 9)
+    """))
+    subprocess.run([sys.executable, str(script), str(ROOT), aup])
+    c = TinyDBConnector(aup)
+    assert c.resources()[0]["status"] == "taken"
+    report = c.recover()
+    assert report["resources"] == [1] and report["experiments"] == [1] and len(report["jobs"]) == 1
+    assert c.resources()[0]["status"] == "free"
+    assert c.get_experiment(1)["status"] == "INTERRUPTED"
+    job = c.jobs(1)[0]
+    assert job["status"] == "INTERRUPTED" and "died" in job["error"]
+
+
+def test_recover_leaves_a_live_process_alone(tmp_path):
+    c = TinyDBConnector(str(tmp_path / ".aup"))
+    rid = c.add_resource("cpu0", "cpu")
+    eid = c.start_experiment("me", "exp", {})
+    assert c.take_available_resource(rid, 1)
+    assert c.recover() == {"resources": [], "experiments": [], "jobs": []}
+    assert c.get_experiment(eid)["status"] == "RUNNING"
+
+
+def test_a_resource_is_taken_by_one_process_only(tmp_path):
+    aup = str(tmp_path / ".aup")
+    c = TinyDBConnector(aup)
+    rid = c.add_resource("cpu0", "cpu")
+    assert c.take_available_resource(rid, 1)
+    other = TinyDBConnector(aup)
+    assert other.get_available_resource("cpu") == []
+    assert not other.take_available_resource(rid, 2)
+    c.free_used_resource(rid)
+    c.flush()
+    c._write_released()
+    assert other.take_available_resource(rid, 3)
+
+
+def test_intermediate_results_roll_into_bounded_files(tmp_path):
+    c = TinyDBConnector(str(tmp_path / ".aup"))
+    eid = c.start_experiment("me", "exp", {})
+    n = RESULTS_PER_PART * 2 + 10
+    for i in range(n):
+        c.save_intermediate_result(eid, 1, i, [float(i)])
+    c.flush()
+    files = sorted((tmp_path / ".aup" / "store" / f"e{eid}").glob("results-0-*.json*"))
+    assert len({f.name.split(".")[0] for f in files}) == 3
+    results = c.intermediate_results(eid, 1)
+    assert [r["index"] for r in results] == list(range(n))
+
+
+def test_stop_requests_cross_processes(tmp_path):
+    aup = str(tmp_path / ".aup")
+    runner = TinyDBConnector(aup)
+    eid = runner.start_experiment("me", "exp", {})
+    TinyDBConnector(aup).request_stop(eid, 7)
+    assert runner.is_job_stopped(7, eid)
+    assert not runner.is_job_stopped(8, eid)
+    TinyDBConnector(aup).request_stop(eid)
+    assert runner.is_job_stopped(8, eid)
+    runner.end_experiment(eid, "STOPPED")
+    assert runner.stop_requests(eid) == []
