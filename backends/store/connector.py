@@ -36,6 +36,7 @@ JOBS_PER_SHARD = 32
 RESULTS_PER_PART = 4096
 JID_BLOCK = 64
 FLUSH_INTERVAL = 0.5
+OPEN_DBS = 32  # databases kept open (and cached in memory) at once
 
 #: Job states. RUNNING and WAITING are "live"; the rest are final.
 LIVE_STATES = ("RUNNING", "WAITING")
@@ -72,12 +73,18 @@ class TinyDBConnector:
     # -- plumbing -------------------------------------------------------------------------
 
     def _db(self, relpath: str):
-        db = self._dbs.get(relpath)
-        if db is None:
-            path = os.path.join(self.root, relpath)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            db = self._dbs[relpath] = open_db(path)
-        return db
+        """The open database for `relpath`; only the most recently used stay open (memory, fds)."""
+        with self._lock:
+            db = self._dbs.pop(relpath, None)
+            if db is None:
+                path = os.path.join(self.root, relpath)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                db = open_db(path)
+                if len(self._dbs) >= OPEN_DBS:
+                    oldest = next(iter(self._dbs))
+                    self._dbs.pop(oldest).close()
+            self._dbs[relpath] = db  # most recent last
+            return db
 
     @contextmanager
     def _locked(self) -> Iterator[None]:

@@ -1,0 +1,93 @@
+"""Round time of NodeMonitor.probe_once() over 16 loopback sshd nodes vs. one node's.
+
+The nodes are real OpenSSH sshd servers on 127.0.0.1 (tests/sshd.py).  Probes
+run concurrently, so a round over 16 nodes should take about one node's time,
+not 16 times it.  Two set-ups:
+
+* plain loopback: a probe is almost pure CPU (sshd forks a shell per command,
+  paramiko encrypts), so on few cores the 16 probes share the CPU;
+* each command delayed 50 ms on the node (sshd ForceCommand), standing in for
+  network latency / a busy host: the case concurrency is for.
+
+Connections are opened once and reused (steady state); the first, cold round
+(connect + key exchange + auth) is shown too.
+
+    python benchmarks/bench_node_probe.py
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+
+from backends.monitors import NodeMonitor, NodePool, NodeState  # noqa: E402
+from sshd import SshdFactory, slow_command_config  # noqa: E402
+
+N = 16
+REPEATS = 7
+
+
+def system_cpu() -> float:
+    """CPU seconds used so far by every process on this machine (from /proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bench(factory: SshdFactory, workdir: Path, label: str, extra_config=()) -> None:
+    servers = factory.start_many(N, extra_config=extra_config)
+    known_hosts = factory.write_known_hosts(workdir / f"known_hosts_{label[:5]}", servers)
+    pool = NodePool({f"n{i}": s.spec() for i, s in enumerate(servers)}, known_hosts=known_hosts,
+                    connect_timeout=10, command_timeout=30)
+    try:
+        monitor = NodeMonitor(pool, slow_rtt=100)
+        cold = timed(monitor.probe_once)
+        statuses = monitor.statuses()
+        bad = [s for s in statuses.values() if s.state is not NodeState.UP]
+        assert not bad, bad
+        one = statistics.median(timed(lambda: monitor.probe_once(["n0"])) for _ in range(REPEATS))
+        cpu0 = system_cpu()
+        rounds = [timed(monitor.probe_once) for _ in range(REPEATS)]
+        cpu_per_round = (system_cpu() - cpu0) / REPEATS
+        round_ = statistics.median(rounds)
+        # the floor: the CPU a round costs (sshd, shells and us), spread over every core
+        floor = cpu_per_round / (os.cpu_count() or 1)
+        print(f"{label}:")
+        print(f"  one node          {one * 1000:8.1f} ms")
+        print(f"  16 nodes (round)  {round_ * 1000:8.1f} ms   ratio {round_ / one:5.2f}x one node"
+              f"   (sequential would be ~16x)")
+        print(f"  CPU floor         {floor * 1000:8.1f} ms   ({cpu_per_round * 1000:.0f} ms of CPU per round"
+              f" over {os.cpu_count()} CPUs)   round = {round_ / floor:4.2f}x floor")
+        print(f"  16 nodes, cold    {cold * 1000:8.1f} ms   (first round: connect + auth)")
+    finally:
+        pool.close()
+        for s in servers:
+            s.kill()
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        factory = SshdFactory(Path(tmp))
+        try:
+            print(f"probe_once over {N} loopback sshd nodes, median of {REPEATS}, {os.cpu_count()} CPUs")
+            bench(factory, Path(tmp), "plain loopback")
+            bench(factory, Path(tmp), "each command +50 ms on the node", slow_command_config(0.05))
+        finally:
+            factory.close()
+
+
+if __name__ == "__main__":
+    main()
