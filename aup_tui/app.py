@@ -109,11 +109,11 @@ class AupCommands(Provider):
 
     def _commands(self) -> list[tuple[str, str, Callable[[], Any]]]:
         app: AupApp = self.app  # type: ignore[assignment]
-        screen = app.screen
+        screen = self.screen  # the screen the palette was opened on
         cmds: list[tuple[str, str, Callable[[], Any]]] = [
             ("Quit", "leave aup-tui (q)", app.action_quit),
             ("Help: keys", "show or hide the keys of this screen (?)", app.action_help),
-            ("Theme: next", "switch to the next theme (t)", app.action_next_theme),
+            ("Next theme", "switch to the next theme (t)", app.action_next_theme),
         ]
         for name in THEME_NAMES:
             cmds.append((f"Theme: {name.removeprefix('aup-')}", f"use the {name} theme",
@@ -318,12 +318,17 @@ class AupApp(App[int]):
 
     def _exit_code(self) -> int:
         if self.experiment is not None:
-            result = self.exp_outcome.get("result")
-            if result is not None:
-                return status_exit_code(result.status)
-            return EXIT_ERROR if "error" in self.exp_outcome else EXIT_OK
-        if self.watched_status is not None:
-            return status_exit_code(self.watched_status)
+            if "error" in self.exp_outcome:
+                return EXIT_ERROR
+            status = self.experiment.status  # set before ExperimentFinished is published
+            return status_exit_code(status) if status not in ("PENDING", "RUNNING") else EXIT_OK
+        if self.watch_eid is not None:
+            from .screens.dashboard import DashboardScreen
+
+            for screen in self.screen_stack:
+                if isinstance(screen, DashboardScreen) and screen.state.eid == self.watch_eid:
+                    if not screen.state.is_live:
+                        return status_exit_code(screen.state.status)
         return EXIT_OK
 
     def action_help(self) -> None:
@@ -414,6 +419,8 @@ def _continue_headless(app: AupApp) -> None:
     unsubscribe = exp.bus.subscribe(lambda e: events.put(e) if isinstance(e, _SHOWN) else None)
     doc = exp.connector.get_experiment(exp.eid) or {}
     progress = Progress(int(doc.get("n_samples") or 0), exp.config.maximize, out)
+    if doc.get("start"):
+        progress.start = time.monotonic() - max(0.0, time.time() - doc["start"])
     for job in exp.connector.jobs(exp.eid):  # catch up with what already happened
         status = job["status"]
         if status == "FINISHED":

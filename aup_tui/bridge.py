@@ -287,11 +287,11 @@ class ExperimentState:
             self.resource = exp.get("resource") or self.resource
             self.start = exp.get("start") or self.start
             self.end = exp.get("end")
-            was_live = self.is_live
+            was_running = self.status == "RUNNING"
             self.status = exp.get("status") or self.status
             if (self.status, self.name, self.n_samples, self.best_jid, self.best_score, self.end) != before:
                 ch.header = True
-            if was_live and not self.is_live:
+            if was_running and not self.is_live:
                 ch.ended = True
         workingdir = (exp or {}).get("workingdir") or "."
         script = (exp or {}).get("script") or ""

@@ -17,7 +17,7 @@ from typing import TextIO
 from backends.events import (
     Event,
     EventBus,
-    ExperimentFinished,
+    ExperimentStarted,
     JobFailed,
     JobFinished,
     JobStarted,
@@ -41,8 +41,14 @@ class Progress:
         self.start = time.monotonic()
         self.tty = out.isatty()
         self._last_line = 0.0
+        self._lock = threading.RLock()
 
     def apply(self, event: Event) -> None:
+        """Count one job event (called from engine threads)."""
+        with self._lock:
+            self._apply(event)
+
+    def _apply(self, event: Event) -> None:
         if isinstance(event, JobStarted):
             self.running += 1
         elif isinstance(event, JobFinished):
@@ -76,6 +82,8 @@ class Progress:
                 f"{elapsed // 60:02d}:{elapsed % 60:02d}")
 
     def draw(self, force: bool = False) -> None:
+        if not self.total:
+            return
         now = time.monotonic()
         if self.tty:
             if force or now - self._last_line > 0.1:
@@ -88,10 +96,11 @@ class Progress:
             self._last_line = now
 
     def message(self, text: str) -> None:
-        if self.tty:
-            self.out.write("\r\x1b[2K")
-        self.out.write(text + "\n")
-        self.out.flush()
+        with self._lock:
+            if self.tty:
+                self.out.write("\r\x1b[2K")
+            self.out.write(text + "\n")
+            self.out.flush()
 
 
 def ask_passive(exp: Experiment, event: PassiveResultWanted, progress: Progress,
@@ -145,8 +154,10 @@ def _is_number_or_fail(line: str) -> bool:
 def run_headless(config, auppath: str, connector, out: TextIO | None = None) -> int:
     out = out or sys.stderr
     bus = EventBus()
-    events: queue.SimpleQueue[Event] = queue.SimpleQueue()
-    bus.subscribe(lambda e: events.put(e) if isinstance(e, _SHOWN) else None)
+    events: queue.SimpleQueue[Event] = queue.SimpleQueue()  # what this thread must act on
+    progress = Progress(0, config.maximize, out)
+    bus.subscribe(progress.apply, kinds=_COUNTED)  # counted in the engine's threads: cheap
+    bus.subscribe(events.put, kinds=(Notice, PassiveResultWanted, ExperimentStarted))
     exp = Experiment(config, auppath=auppath, connector=connector, bus=bus)
     outcome: dict[str, object] = {}
 
@@ -159,15 +170,13 @@ def run_headless(config, auppath: str, connector, out: TextIO | None = None) -> 
             events.put(None)  # type: ignore[arg-type]
 
     worker = threading.Thread(target=work, name="aup-experiment", daemon=True)
-    progress: Progress | None = None
     interrupted = False
     worker.start()
     while True:
         try:
-            event = events.get(timeout=1.0)
+            event = events.get(timeout=0.1)
         except queue.Empty:
-            if progress:
-                progress.draw()
+            progress.draw()
             continue
         except KeyboardInterrupt:
             interrupted = True
@@ -175,13 +184,11 @@ def run_headless(config, auppath: str, connector, out: TextIO | None = None) -> 
             continue
         if event is None:
             break
-        if progress is None and exp.eid is not None:
-            progress = Progress(_total(exp), config.maximize, out)
-            progress.message(f"experiment {exp.eid} '{config.name}' on {config.resource} "
+        if isinstance(event, ExperimentStarted):
+            progress.total = event.n_samples
+            progress.message(f"experiment {event.eid} '{config.name}' on {config.resource} "
                              f"({config.n_parallel} at a time) — Ctrl-C stops it")
-        if progress is None:
-            continue
-        if isinstance(event, Notice):
+        elif isinstance(event, Notice):
             progress.message(f"{event.level}: {event.message}")
         elif isinstance(event, PassiveResultWanted):
             try:
@@ -192,13 +199,10 @@ def run_headless(config, auppath: str, connector, out: TextIO | None = None) -> 
             except EOFError:
                 progress.message("no more input on stdin: stopping the experiment (the job stays unanswered)")
                 _stop(exp, progress)
-        else:
-            progress.apply(event)
         progress.draw()
     worker.join()
-    if progress:
-        progress.draw(force=True)
-        out.write("\n")
+    progress.draw(force=True)
+    out.write("\n")
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]
     result: ExperimentResult = outcome.get("result") or summarize(connector, exp.eid)  # type: ignore[assignment]
@@ -209,17 +213,11 @@ def run_headless(config, auppath: str, connector, out: TextIO | None = None) -> 
     return EXIT_OK if result.status == "FINISHED" else EXIT_ERROR
 
 
-_SHOWN = (JobStarted, JobFinished, JobFailed, JobStopped, Notice, PassiveResultWanted, ExperimentFinished)
+_COUNTED = (JobStarted, JobFinished, JobFailed, JobStopped)
 
 
-def _total(exp: Experiment) -> int:
-    doc = exp.connector.get_experiment(exp.eid) or {}
-    return int(doc.get("n_samples") or 0)
-
-
-def _stop(exp: Experiment, progress: Progress | None) -> None:
-    if progress:
-        progress.message("stopping: killing running jobs…")
+def _stop(exp: Experiment, progress: Progress) -> None:
+    progress.message("stopping: killing running jobs…")
     exp.stop()
 
 

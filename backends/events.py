@@ -134,20 +134,21 @@ Subscriber = Callable[[Event], Any]
 
 
 class EventBus:
-    """Publish/subscribe across threads; publishing with no subscribers costs one attribute read."""
+    """Publish/subscribe across threads; subscribers pick the event kinds they want."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._subscribers: tuple[Subscriber, ...] = ()
+        self._subscribers: tuple[tuple[Subscriber, tuple[type[Event], ...]], ...] = ()
 
-    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
-        """Register `callback`; returns a function that unsubscribes it."""
+    def subscribe(self, callback: Subscriber, kinds: tuple[type[Event], ...] = (Event,)) -> Callable[[], None]:
+        """Register `callback` for events of `kinds`; returns a function that unsubscribes it."""
+        entry = (callback, kinds)
         with self._lock:
-            self._subscribers = self._subscribers + (callback,)
+            self._subscribers = self._subscribers + (entry,)
 
         def unsubscribe() -> None:
             with self._lock:
-                self._subscribers = tuple(s for s in self._subscribers if s is not callback)
+                self._subscribers = tuple(s for s in self._subscribers if s is not entry)
 
         return unsubscribe
 
@@ -155,8 +156,14 @@ class EventBus:
     def has_subscribers(self) -> bool:
         return bool(self._subscribers)
 
+    def wants(self, kind: type[Event]) -> bool:
+        """Whether anyone listens to `kind`: lets hot paths skip building events nobody reads."""
+        return any(issubclass(kind, kinds) for _, kinds in self._subscribers)
+
     def publish(self, event: Event) -> None:
-        for callback in self._subscribers:
+        for callback, kinds in self._subscribers:
+            if not isinstance(event, kinds):
+                continue
             try:
                 callback(event)
             except Exception:  # a broken subscriber must not break the engine

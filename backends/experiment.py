@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import queue
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,7 +48,7 @@ class Experiment:
         self.eid: int | None = None
         self.resource_manager = None
         self.status = "PENDING"
-        self._done: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self._idle = threading.Event()  # set when no job runs and none will be started
         self._stop = threading.Event()
         self._stop_status = "STOPPED"
         self.started = threading.Event()
@@ -67,7 +66,11 @@ class Experiment:
             rm.stopping = True
             for jid in list(rm.jobs):
                 rm.stop_job(jid, reason="experiment stopped")
-        self._done.put(None)
+        mutex = getattr(self, "_mutex", None)
+        if mutex is not None:
+            with mutex:
+                if not self._in_flight:
+                    self._idle.set()
 
     def stop_job(self, jid: int) -> bool:
         rm = self.resource_manager
@@ -127,70 +130,84 @@ class Experiment:
         return self.result()
 
     def _loop(self, proposer, rm) -> str:
-        cfg = self.config
-        in_flight: dict[int, Job] = {}
-        retry: list[Job] = []
-        blacklist: dict[int, set[int]] = {}
-        all_rids = {r["rid"] for r in self.connector.resources(cfg.resource)}
-        failed_hard = False
-        finished = 0
-        exhausted = False
-        while True:
-            while not self._stop.is_set() and len(in_flight) < cfg.n_parallel:
-                job = retry.pop(0) if retry else None
-                if job is None and not exhausted:
-                    params = proposer.get()
-                    if params is None:
-                        exhausted = True
-                    else:
-                        job = self._new_job(params)
-                if job is None:
-                    break
-                banned = blacklist.get(job.jid, set())
-                rid = rm.get_available(self.username, cfg.resource, rid_blacklist=banned if banned < all_rids else None)
-                if rid is None:
-                    retry.insert(0, job)
-                    break
-                in_flight[job.jid] = job
-                try:
-                    rm.run_job(job, rid, cfg, self._job_done)
-                except RuntimeError:  # taken by another process meanwhile
-                    in_flight.pop(job.jid)
-                    retry.insert(0, job)
-                    break
-            if not in_flight:
-                if self._stop.is_set() or (exhausted and not retry):
-                    break
-                try:  # every resource is busy elsewhere: look again shortly
-                    self._done.get(timeout=WATCH_INTERVAL)
-                except queue.Empty:
-                    pass
-                continue
-            jid = self._done.get()
-            if jid is None or jid not in in_flight:
-                continue
-            job = in_flight.pop(jid)
-            score = job.results[-1][0] if job.results else None
-            if job.status == "RETRY":
-                blacklist.setdefault(jid, set()).add(job.rid)
-                retry.append(job)
-            elif job.status == "FINISHED":
-                finished += 1
-                proposer.update(score, job.config)
-            elif job.status == "FAILED":
-                proposer.failed(job.config)
-                if not cfg.job_failure.get("ignore_fail"):
-                    failed_hard = True
-                    self._notice(f"job {jid} failed: {job.error} — stopping the experiment "
-                                 "(set job_failure.ignore_fail to keep going)", "error")
-                    self.stop("FAILED")
-            if rm.early_stop is not None:
-                rm.early_stop.forget(jid)
+        """Dispatch until every job is done. Completions dispatch the next job right in the
+        worker thread that finished (no hand-off to this thread); this thread only waits, and
+        looks again now and then when every resource was busy elsewhere."""
+        self._proposer, self._rm = proposer, rm
+        self._in_flight: dict[int, Job] = {}
+        self._retry: list[Job] = []
+        self._blacklist: dict[int, set[int]] = {}
+        self._all_rids = {r["rid"] for r in self.connector.resources(self.config.resource)}
+        self._failed_hard = False
+        self._finished = 0
+        self._exhausted = False
+        self._mutex = threading.RLock()
+        with self._mutex:
+            self._dispatch()
+        while not self._idle.wait(WATCH_INTERVAL):
+            with self._mutex:
+                if not self._in_flight:
+                    self._dispatch()  # resources held by another process may be free now
         if self._stop.is_set() and self._stop_status == "STOPPED":
             return "STOPPED"
-        if failed_hard or finished == 0:
+        if self._failed_hard or self._finished == 0:
             return "FAILED"
         return "FINISHED"
+
+    def _dispatch(self) -> None:
+        """Start jobs while there is room (caller holds `_mutex`); signal when all are done."""
+        cfg, rm = self.config, self._rm
+        while not self._stop.is_set() and len(self._in_flight) < cfg.n_parallel:
+            job = self._retry.pop(0) if self._retry else None
+            if job is None and not self._exhausted:
+                params = self._proposer.get()
+                if params is None:
+                    self._exhausted = True
+                else:
+                    job = self._new_job(params)
+            if job is None:
+                break
+            banned = self._blacklist.get(job.jid, set())
+            rid = rm.get_available(self.username, cfg.resource,
+                                   rid_blacklist=banned if banned < self._all_rids else None)
+            if rid is None:
+                self._retry.insert(0, job)
+                break
+            self._in_flight[job.jid] = job
+            try:
+                rm.run_job(job, rid, cfg, self._job_done)
+            except RuntimeError:  # taken by another process meanwhile
+                self._in_flight.pop(job.jid)
+                self._retry.insert(0, job)
+                break
+        if not self._in_flight and (self._stop.is_set() or (self._exhausted and not self._retry)):
+            self._idle.set()
+
+    def _job_done(self, score: Any, jid: int) -> None:
+        """The managers' callback (a worker thread): account for the job, start the next."""
+        with self._mutex:
+            job = self._in_flight.pop(jid, None)
+            if job is not None:
+                self._account(job)
+            self._dispatch()
+
+    def _account(self, job: Job) -> None:
+        cfg = self.config
+        if job.status == "RETRY":
+            self._blacklist.setdefault(job.jid, set()).add(job.rid)
+            self._retry.append(job)
+        elif job.status == "FINISHED":
+            self._finished += 1
+            self._proposer.update(job.results[-1][0] if job.results else None, job.config)
+        elif job.status == "FAILED":
+            self._proposer.failed(job.config)
+            if not cfg.job_failure.get("ignore_fail"):
+                self._failed_hard = True
+                self._notice(f"job {job.jid} failed: {job.error} — stopping the experiment "
+                             "(set job_failure.ignore_fail to keep going)", "error")
+                self.stop("FAILED")
+        if self._rm.early_stop is not None and job.status != "RETRY":
+            self._rm.early_stop.forget(job.jid)
 
     def _new_job(self, params: dict) -> Job:
         cfg = self.config
@@ -199,9 +216,6 @@ class Experiment:
         job.eid = self.eid
         self.bus.publish(JobQueued(eid=self.eid, jid=job.jid, config=params))
         return job
-
-    def _job_done(self, score: Any, jid: int) -> None:
-        self._done.put(jid)
 
     def _notice(self, message: str, level: str = "info") -> None:
         if level != "info":

@@ -124,10 +124,13 @@ class Job:
 
     def write_config(self) -> str:
         """Write the parameters to `jobs/<jid>.json` (the job's only argument); returns its path."""
-        os.makedirs(os.path.join(self.path, "jobs"), exist_ok=True)
         path = self.config_path
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({**self.config, "job_id": self.jid}, f)
-        os.replace(tmp, path)
+        payload = json.dumps({**self.config, "job_id": self.jid})
+        try:
+            f = open(path, "w")
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            f = open(path, "w")
+        with f:
+            f.write(payload)
         return path

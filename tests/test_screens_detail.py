@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import time
 
 import pytest
 
@@ -42,8 +42,6 @@ def first_jid(run: RunningExperiment) -> int:
         jobs = run.connector.jobs(run.eid)
         if jobs:
             return jobs[0]["jid"]
-        import time
-
         time.sleep(0.01)
     raise AssertionError("no job started")
 

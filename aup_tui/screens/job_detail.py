@@ -12,30 +12,23 @@ import threading
 import time
 from typing import Any, Callable
 
+from rich.style import Style
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.markup import escape
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
+from ..widgets.colors import status_color, theme_colors
 from ..widgets.log_view import FileTail, LogView
 from ..widgets.result_curve import ResultCurve
 
 FINAL_STATES = ("FINISHED", "FAILED", "STOPPED", "EARLY_STOPPED", "INTERRUPTED")
-STATUS_STYLES = {
-    "RUNNING": "$accent", "WAITING": "$warning", "FINISHED": "$success", "FAILED": "$error",
-    "STOPPED": "$warning", "EARLY_STOPPED": "$secondary", "INTERRUPTED": "$error",
-}
 ATTEMPT_COLUMNS = ("#", "resource", "start", "duration", "status", "error")
-
-
-def status_markup(status: str) -> str:
-    style = STATUS_STYLES.get(status, "$text-muted")
-    return f"[bold {style}]{escape(status)}[/]"
 
 
 def format_duration(seconds: float | None) -> str:
@@ -117,6 +110,7 @@ class JobDetailScreen(Screen[None]):
         self.ended = False
         self._stop_reading = threading.Event()
         self._attempt_rows: list[tuple[str, ...]] = []
+        self._last_snapshot: JobDetailScreen.Snapshot | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(f"Job {self.jid} · loading…", id="detail-title")
@@ -141,6 +135,7 @@ class JobDetailScreen(Screen[None]):
         for column in ATTEMPT_COLUMNS:
             table.add_column(column, key=column)
         self.query_one("#detail-log", LogView).focus()
+        self.app.theme_changed_signal.subscribe(self, self._on_theme_changed)
         self._follow()
 
     def on_unmount(self) -> None:
@@ -211,33 +206,50 @@ class JobDetailScreen(Screen[None]):
     # -- rendering what the reader found ------------------------------------------------
 
     @on(Snapshot)
-    def _show_snapshot(self, message: Snapshot) -> None:
+    def _on_snapshot(self, message: Snapshot) -> None:
+        self._show_snapshot(message)
+
+    def _on_theme_changed(self, theme) -> None:
+        """Status colours come from the theme: repaint them when it changes."""
+        if self._last_snapshot is not None:
+            self._show_snapshot(self._last_snapshot, force=True)
+
+    def _show_snapshot(self, message: Snapshot, force: bool = False) -> None:
         job = message.job
         self.job = job
+        self._last_snapshot = message
+        colors = theme_colors(self.app)
         status = job.get("status", "?")
-        parts = [f"[b]Job {self.jid}[/b]", status_markup(status)]
+        title = Text.assemble((f"Job {self.jid}", "bold"), " · ",
+                              (status, Style(bold=True, color=status_color(colors, status))))
         if job.get("score") is not None:
-            parts.append(f"score [b]{format_value(job['score'])}[/b]")
+            title.append(" · score ")
+            title.append(format_value(job["score"]), style="bold")
         if job.get("resource"):
-            parts.append(escape(str(job["resource"])))
-        parts.append(f"experiment {self.eid}")
-        self.query_one("#detail-title", Static).update(" · ".join(parts))
+            title.append(f" · {job['resource']}")
+        title.append(f" · experiment {self.eid}")
+        self.query_one("#detail-title", Static).update(title)
 
         config = job.get("config") or {}
         width = max((len(str(k)) for k in config), default=0)
-        lines = [f"[b]{escape(str(k)).ljust(width)}[/b]  {escape(format_value(v))}" for k, v in config.items()]
-        self.query_one("#detail-params-text", Static).update("\n".join(lines) or "[dim]no parameters[/dim]")
+        params = Text()
+        for i, (key, value) in enumerate(config.items()):
+            if i:
+                params.append("\n")
+            params.append(str(key).ljust(width), style="bold")
+            params.append(f"  {format_value(value)}")
+        self.query_one("#detail-params-text", Static).update(params if config else Text("no parameters", style="dim"))
 
         self.query_one("#detail-curve", ResultCurve).set_results(
             [r.get("values") or () for r in message.results], message.labels)
 
         rows = [self._attempt_row(a, message.now) for a in job.get("attempts") or []]
-        if rows != self._attempt_rows:
+        if rows != self._attempt_rows or force:
             table = self.query_one("#detail-attempts", DataTable)
             table.clear()
             for row, attempt in zip(rows, job.get("attempts") or []):
-                cells = list(row)
-                cells[4] = status_markup(cells[4]) if cells[4] else ""
+                cells: list[str | Text] = list(row)
+                cells[4] = Text(row[4], style=Style(bold=True, color=status_color(colors, row[4])))
                 table.add_row(*cells, key=str(attempt.get("attempt")))
             self._attempt_rows = rows
 

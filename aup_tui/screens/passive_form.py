@@ -14,6 +14,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.markup import escape
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static, TextArea
 
@@ -84,9 +85,7 @@ class PassiveForm(ModalScreen[str | None]):
 
     @staticmethod
     def _field(name: str, value: str) -> str:
-        from rich.markup import escape
-
-        return f"[b]{name}[/b]  {escape(value)}"
+        return f"[b]{name:<14}[/b]  {escape(value)}"
 
     def on_mount(self) -> None:
         self.query_one("#passive-output", TextArea).focus()

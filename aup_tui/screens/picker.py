@@ -27,6 +27,10 @@ def ago(seconds: float) -> str:
     return f"{s // 86400}d ago"
 
 
+COLUMNS = (("eid", "id", 3), ("name", "name", 18), ("status", "status", 10), ("best", "best (job)", 16),
+           ("jobs", "ok/fail/all", 11), ("started", "started", 8))
+
+
 class PickerScreen(Screen):
     """Pick an experiment. Rows come from the store (a worker) or are given (`rows`, for tests)."""
 
@@ -59,9 +63,7 @@ class PickerScreen(Screen):
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
         table.border_title = "Experiments"
-        for key, label, width in (("eid", "id", 4), ("name", "name", 18), ("status", "status", 11),
-                                  ("best", "best (job)", 16), ("jobs", "done/fail/all", 13),
-                                  ("started", "started", 8), ("took", "took", 8)):
+        for key, label, width in COLUMNS:
             table.add_column(label, key=key, width=width)
         table.focus()
         if self.rows is not None:
@@ -69,6 +71,15 @@ class PickerScreen(Screen):
         else:
             table.loading = True
             self._load()
+
+    def on_resize(self) -> None:
+        table = self.query_one(DataTable)
+        fixed = sum(w + 2 for k, _, w in COLUMNS if k != "name")
+        col = table.columns.get("name")  # type: ignore[call-overload]
+        width = max(8, table.scrollable_content_region.width - fixed - 3)
+        if col is not None and col.width != width:
+            col.width = width
+            table.refresh()
 
     @work(thread=True, exclusive=True)
     def _load(self) -> None:
@@ -104,7 +115,6 @@ class PickerScreen(Screen):
                 Text(exp["status"].lower(), style=status_color(c, exp["status"])),
                 best, f"{done}/{failed}/{total}",
                 ago(now - start) if start else "",
-                fmt_duration((end or now) - start) if start else "",
                 key=str(exp["eid"]),
             )
 

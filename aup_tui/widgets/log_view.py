@@ -97,6 +97,12 @@ class LogView(Log):
         if self.placeholder:
             self.show_placeholder(self.placeholder)
 
+    def on_resize(self) -> None:
+        # Log only scrolls on write; a follower that shrank (the screen filled in above it)
+        # must still show the newest line.
+        if self.auto_scroll:
+            self.call_after_refresh(self.scroll_end, animate=False, immediate=True)
+
     def show_placeholder(self, message: str) -> None:
         """Show `message` (e.g. "no output yet") until text arrives."""
         self.clear()

@@ -48,6 +48,7 @@ class AbstractResourceManager(ABC):
         self._stop_reasons: dict[int, str] = {}
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
+        self._names: dict[int, str] = {}
         self.resource_args = kwargs
 
     # -- seed API -------------------------------------------------------------------------
@@ -128,15 +129,19 @@ class AbstractResourceManager(ABC):
     # -- helpers for managers -------------------------------------------------------------
 
     def resource_name(self, rid: int) -> str:
-        doc = self.connector.get_resource(rid)
-        return f"{doc['type']}:{doc['name']}" if doc else str(rid)
+        """`type:name` of a resource, as shown in job records (cached: names do not change)."""
+        name = self._names.get(rid)
+        if name is None:
+            doc = self.connector.get_resource(rid)
+            name = self._names[rid] = f"{doc['type']}:{doc['name']}" if doc else str(rid)
+        return name
 
     def record_result(self, job: Job, values: tuple[float, ...]) -> None:
         """Keep an intermediate result (store, event) and apply early stopping to it."""
         index = len(job.results)
         job.results.append(values)
         self.connector.save_intermediate_result(self.eid, job.jid, index, list(values), job.attempt)
-        if self.bus.has_subscribers:
+        if self.bus.wants(JobIntermediate):
             self.bus.publish(JobIntermediate(eid=self.eid, jid=job.jid, index=index, values=values))
         if self.early_stop is not None and self.early_stop.report(job.jid, values[0]):
             self.stop_job(job.jid, reason=f"early stopped after {index + 1} results")

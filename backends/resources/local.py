@@ -90,7 +90,7 @@ class LocalProcessManager(AbstractResourceManager):
         """Copy the job's output to its log, parsing result lines; returns the last line seen."""
         assert proc.stdout is not None
         readline = proc.stdout.readline
-        publish = self.bus.has_subscribers
+        publish = self.bus.wants(JobOutput)
         last = ""
         partial = False  # inside a line longer than MAX_LINE: log it, don't parse it
         while True:

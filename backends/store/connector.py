@@ -46,6 +46,19 @@ FINAL_STATES = ("FINISHED", "FAILED", "STOPPED", "EARLY_STOPPED", "INTERRUPTED")
 _FREE = {"status": "free", "owner": None, "jid": None}
 
 
+def _store_sync_setting(auppath: str) -> str:
+    """env.ini's `store_sync` (job | batch); batch when absent or unreadable."""
+    import configparser
+
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment]
+    try:
+        parser.read(os.path.join(auppath, "env.ini"))
+    except configparser.Error:
+        return "batch"
+    return parser.get("Auptimizer", "store_sync", fallback="batch").strip().lower()
+
+
 def _owner_alive(owner: list | None) -> bool:
     return bool(owner) and is_alive(ProcessId(*owner))
 
@@ -53,14 +66,20 @@ def _owner_alive(owner: list | None) -> bool:
 class TinyDBConnector:
     """The connector every resource manager takes (Auptimizer's `aup.dbase` connector role)."""
 
-    def __init__(self, auppath: str = ".aup") -> None:
+    def __init__(self, auppath: str = ".aup", sync: str | None = None) -> None:
+        """`sync`: "job" fdatasyncs every finished job before `end_job` returns; "batch" (the
+        default, or env.ini's `store_sync`) hands it to the kernel at once — safe against a
+        killed process — and fdatasyncs twice a second, so power loss costs at most that."""
         self.auppath = os.path.abspath(auppath)
+        self.sync_each_job = (sync or _store_sync_setting(self.auppath)) == "job"
+        self._dirty: dict[str, int] = {}  # journals written since the last batched fdatasync
         self.root = os.path.join(self.auppath, "store")
         os.makedirs(self.root, exist_ok=True)
         self._lock = threading.RLock()
         self._lockfd = os.open(os.path.join(self.auppath, "store.lock"), os.O_RDWR | os.O_CREAT, 0o644)
         self._flock_depth = 0
         self._released: set[int] = set()  # rids freed by us but still marked taken on disk
+        self._to_sync: list[int] = []  # journal fds (dups) to fdatasync when the lock is released
         self._dbs: dict[str, Any] = {}
         self.me: ProcessId = current_process()
         self._jid_pool: list[int] = []
@@ -88,8 +107,14 @@ class TinyDBConnector:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        """In-process and cross-process exclusion for a read-modify-write."""
-        with self._lock:
+        """In-process and cross-process exclusion for a read-modify-write.
+
+        Durable writes are synced after the locks are released (but before this returns), so
+        one thread's fdatasync never holds up another thread's write.
+        """
+        self._lock.acquire()
+        to_sync: list[int] = []
+        try:
             if self._flock_depth == 0:
                 fcntl.flock(self._lockfd, fcntl.LOCK_EX)
             self._flock_depth += 1
@@ -99,10 +124,42 @@ class TinyDBConnector:
                 self._flock_depth -= 1
                 if self._flock_depth == 0:
                     fcntl.flock(self._lockfd, fcntl.LOCK_UN)
+                    to_sync, self._to_sync = self._to_sync, []
+        finally:
+            self._lock.release()
+            for fd in to_sync:
+                try:
+                    os.fdatasync(fd)
+                finally:
+                    os.close(fd)
 
     def _write(self, relpath: str, ops: list[dict], sync: bool = False) -> None:
-        """Append journal operations to one database file (caller holds `_locked`)."""
-        storage_of(self._db(relpath)).append(ops, sync=sync)
+        """Append journal operations to one database file (caller holds `_locked`).
+
+        `sync`: on disk before the outermost `_locked` block returns.
+        """
+        fd = storage_of(self._db(relpath)).append(ops)
+        if sync and self.sync_each_job:
+            self._to_sync.append(os.dup(fd))
+        elif relpath not in self._dirty:
+            self._dirty[relpath] = os.dup(fd)
+            self._start_flusher()
+
+    def sync(self) -> None:
+        """fdatasync every journal written since the last call (the batched durability)."""
+        with self._lock:
+            dirty, self._dirty = self._dirty, {}
+        for fd in dirty.values():
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+
+    def _raw(self, relpath: str, tbl: str) -> dict[str, dict]:
+        """The table's documents as stored ({str(id): doc}); a hot-path read without TinyDB's
+        per-document wrapping. Treat as read-only, under `self._lock`."""
+        data = storage_of(self._db(relpath)).read()
+        return (data or {}).get(tbl, {})
 
     def _put(self, relpath: str, tbl: str, doc_id: int, doc: dict, sync: bool = False) -> None:
         self._write(relpath, [{"t": tbl, "id": str(doc_id), "d": doc}], sync)
@@ -185,9 +242,11 @@ class TinyDBConnector:
 
     def get_available_resource(self, rtype: str, rid_blacklist: Any = None) -> list[int]:
         blacklist = set(rid_blacklist or ())
-        released = self._released
-        return [d["rid"] for d in self.resources(rtype)
-                if (d["status"] == "free" or d["rid"] in released) and d["rid"] not in blacklist]
+        with self._lock:
+            released = self._released
+            return sorted(d["rid"] for d in self._raw(self.META, "resources").values()
+                          if d["type"] == rtype and (d["status"] == "free" or d["rid"] in released)
+                          and d["rid"] not in blacklist)
 
     def take_available_resource(self, rid: int, jid: int | None = None) -> bool:
         """Atomically mark `rid` taken by this process; False if someone else has it."""
@@ -195,7 +254,7 @@ class TinyDBConnector:
             if rid in self._released:  # still ours on disk: no write needed
                 self._released.discard(rid)
                 return True
-            doc = self._meta("resources").get(doc_id=rid)
+            doc = self._raw(self.META, "resources").get(str(rid))
             if doc is None or doc["status"] != "free":
                 return False
             self._patch(self.META, "resources", [rid], {"status": "taken", "owner": list(self.me), "jid": jid})
@@ -205,7 +264,7 @@ class TinyDBConnector:
         """Give `rid` back. The disk write is deferred (≤ FLUSH_INTERVAL) so that the next job
         of this process can take it again for free; other processes see it free soon after."""
         with self._locked():
-            doc = self._meta("resources").get(doc_id=rid)
+            doc = self._raw(self.META, "resources").get(str(rid))
             if doc is None:
                 return
             if doc["status"] == "taken" and doc.get("owner") == list(self.me):
@@ -334,7 +393,7 @@ class TinyDBConnector:
         """Record that attempt `attempt` of job `jid` started on resource `rid`."""
         now = time.time()
         with self._locked():
-            doc = self._jobs(eid, jid).get(doc_id=jid)
+            doc = self._raw(self._jobs_file(eid, jid), "jobs").get(str(jid))
             attempts = [dict(a) for a in doc["attempts"]] if doc else []
             attempts.append({"attempt": attempt, "rid": rid, "resource": resource, "start": now,
                              "end": None, "status": status, "error": None})
@@ -363,7 +422,7 @@ class TinyDBConnector:
         """
         now = time.time()
         with self._locked():
-            doc = self._jobs(eid, jid).get(doc_id=jid)
+            doc = self._raw(self._jobs_file(eid, jid), "jobs").get(str(jid))
             if doc is None:
                 return
             attempts = [dict(a) for a in doc.get("attempts", [])]
@@ -433,10 +492,11 @@ class TinyDBConnector:
 
     def _flush_loop(self) -> None:
         while not self._closed.wait(FLUSH_INTERVAL):
-            if self._pending or self._released:
+            if self._pending or self._released or self._dirty:
                 try:
                     self.flush()
                     self._write_released()
+                    self.sync()
                 except Exception:  # keep going; the next round retries the batch
                     import logging
 
@@ -557,4 +617,5 @@ class TinyDBConnector:
                 storage_of(db).compact()
                 db.close()
             self._dbs.clear()
+        self.sync()
         os.close(self._lockfd)

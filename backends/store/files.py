@@ -93,10 +93,11 @@ class JournaledStorage(Storage):
 
     # -- writing --------------------------------------------------------------------------
 
-    def append(self, ops: Iterable[dict[str, Any]], sync: bool = False) -> None:
+    def append(self, ops: Iterable[dict[str, Any]], sync: bool = False) -> int:
         """Append operations to the journal (caller holds the store's write lock).
 
-        `sync` makes them durable (fdatasync) before returning.
+        `sync` makes them durable (fdatasync) before returning; callers that batch syncs
+        instead fdatasync the returned journal fd themselves.
         """
         with self._mutex:
             self.read()
@@ -113,7 +114,8 @@ class JournaledStorage(Storage):
                 apply_op(self._data, op)
             self._log_off += len(payload)
             if self._log_off > max(COMPACT_MIN_BYTES, 2 * (self._snap[2] if self._snap else 0)):
-                self._compact(sync)
+                self._compact(sync=True)
+            return fd
 
     def write(self, data: dict[str, Any]) -> None:
         """TinyDB's own write path (whole database): becomes a compaction."""

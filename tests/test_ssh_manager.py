@@ -1,0 +1,355 @@
+"""The SSH node manager against real OpenSSH sshd servers on 127.0.0.1 (see sshd.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from backends import Experiment
+from backends.config import load_experiment
+from backends.errors import ConfigError
+from backends.events import EventBus, JobIntermediate, JobStarted
+from backends.jobs import Job
+from backends.monitors import NodeMonitor, NodePool
+from backends.resources import get_resource_manager
+from backends.resources.ssh import SSHResourceManager
+from backends.setup import init_aup
+from backends.store import TinyDBConnector
+from helpers import ROOT, pid_alive, write_experiment, write_script
+from sshd import sshd_factory, sshd_server, sshd_servers  # noqa: F401  (fixtures)
+
+ROSENBROCK = ROOT / "examples" / "rosenbrock" / "rosenbrock.py"
+FAST = {"reconn_wait_time": 0.2, "max_retries": 1, "kill_grace": 0.5, "connect_timeout": 5}
+
+
+def wait_for(predicate, timeout: float, step: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return bool(predicate())
+
+
+def node_folder(tmp_path: Path, servers, script: bool = True) -> Path:
+    """A working folder with `.aup/` listing `servers` as nodes, a known_hosts and rosenbrock.py."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    init_aup(str(folder / ".aup"), node=[s.mapping_value() for s in servers])
+    servers[0].factory.write_known_hosts(folder / "known_hosts", servers)
+    if script:
+        shutil.copy(ROSENBROCK, folder / "rosenbrock.py")
+    return folder
+
+
+def rosenbrock_experiment(folder: Path, n: int, delay: float = 0.02, steps: int = 3, **overrides) -> Path:
+    resource_args = {"known_hosts": str(folder / "known_hosts"), **FAST, **overrides.pop("resource_args", {})}
+    return write_experiment(
+        folder, script="./rosenbrock.py", resource="node", n_samples=n, target="min",
+        parameter_config=[
+            {"name": "x", "range": [-2, 2], "type": "float"},
+            {"name": "y", "range": [-2, 2], "type": "float"},
+            {"name": "delay", "range": [delay], "type": "choice"},
+            {"name": "steps", "range": [steps], "type": "choice"},
+        ],
+        resource_args=resource_args, **overrides,
+    )
+
+
+def run_experiment(path: Path, folder: Path, bus: EventBus | None = None) -> tuple[Experiment, object]:
+    exp = Experiment(load_experiment(path), auppath=str(folder / ".aup"), bus=bus)
+    return exp, exp.run()
+
+
+def rosen(x: float, y: float) -> float:
+    return (1 - x) ** 2 + 100 * (y - x * x) ** 2
+
+
+def group_processes(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of process group `pgid` on this machine (the loopback node)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            found.append(int(entry))
+    return found
+
+
+# -- end to end --------------------------------------------------------------------------------
+
+def test_twenty_rosenbrock_jobs_over_two_nodes_all_recorded(sshd_servers, tmp_path):
+    servers = sshd_servers[:2]
+    folder = node_folder(tmp_path, servers)
+    bus = EventBus()
+    started, intermediate = [], []
+    bus.subscribe(lambda e: started.append(e) if isinstance(e, JobStarted) else
+                  intermediate.append(e) if isinstance(e, JobIntermediate) else None)
+    exp, result = run_experiment(rosenbrock_experiment(folder, 20, n_parallel=4), folder, bus)
+    assert result.status == "FINISHED", exp.connector.errors(result.eid)
+    jobs = exp.connector.jobs(result.eid)
+    assert len(jobs) == 20 and all(j["status"] == "FINISHED" for j in jobs)
+    for j in jobs:
+        assert j["score"] == pytest.approx(rosen(j["config"]["x"], j["config"]["y"]), rel=1e-5, abs=1e-5)
+        local_log = (folder / "jobs" / f"{j['jid']}.1.out").read_text()
+        assert local_log.count("#Auptimizer:") == 3 and "@@aup" not in local_log
+        remote_log = (folder / "jobs" / f"{j['jid']}.1.remote.out").read_text()  # the node's copy
+        assert remote_log == local_log
+        assert exp.connector.intermediate_results(result.eid, j["jid"])
+    assert {e.resource for e in started} == {f"node:{s.mapping_value()}" for s in servers}
+    assert len(intermediate) == 60
+    assert result.best_score == min(j["score"] for j in jobs)
+
+
+def test_a_node_killed_mid_run_has_its_jobs_retried_on_the_other(sshd_factory, sshd_servers, tmp_path):
+    victim = sshd_factory.new()
+    try:
+        folder = node_folder(tmp_path, [victim, sshd_servers[2]])
+        path = rosenbrock_experiment(folder, 12, delay=0.15, steps=4, n_parallel=4,
+                                     job_failure={"ignore_fail": False, "job_retries": 2})
+        bus = EventBus()
+        on_victim = threading.Event()
+        bus.subscribe(lambda e: on_victim.set() if isinstance(e, JobStarted)
+                      and str(victim.port) in e.resource else None)
+        exp = Experiment(load_experiment(path), auppath=str(folder / ".aup"), bus=bus)
+        thread = threading.Thread(target=exp.run)
+        thread.start()
+        assert on_victim.wait(20)
+        time.sleep(0.3)
+        victim.kill()
+        thread.join(90)
+        assert not thread.is_alive()
+        result = exp.result()
+        jobs = exp.connector.jobs(result.eid)
+        assert result.status == "FINISHED", exp.connector.errors(result.eid)
+        assert len(jobs) == 12 and all(j["status"] == "FINISHED" for j in jobs)
+        retried = [j for j in jobs if j["attempt"] > 1]
+        assert retried, "no job was running on the killed node"
+        for j in retried:  # finished on the surviving node
+            assert str(sshd_servers[2].port) in j["resource"]
+            assert "lost the connection" in (folder / "jobs" / f"{j['jid']}.1.out").read_text()
+    finally:
+        victim.kill()
+
+
+def test_async_job_survives_the_connection_cut_and_restored(sshd_server, tmp_path):
+    folder = node_folder(tmp_path, [sshd_server])
+    path = rosenbrock_experiment(folder, 2, delay=0.5, steps=4, n_parallel=2, resource_args={
+        "async_run": True, "async_reconnect": 0.2, "async_timeout": 60, "reconn_wait_time": 0.5,
+        "max_retries": 10})
+    bus = EventBus()
+    first = threading.Event()
+    bus.subscribe(lambda e: first.set() if isinstance(e, JobIntermediate) else None)
+    exp = Experiment(load_experiment(path), auppath=str(folder / ".aup"), bus=bus)
+    thread = threading.Thread(target=exp.run)
+    thread.start()
+    assert first.wait(20)
+    sshd_server.kill()  # every SSH session dies; the detached jobs do not
+    time.sleep(1.0)
+    sshd_server.start()
+    thread.join(60)
+    assert not thread.is_alive()
+    result = exp.result()
+    jobs = exp.connector.jobs(result.eid)
+    assert result.status == "FINISHED", exp.connector.errors(result.eid)
+    assert all(j["status"] == "FINISHED" and j["attempt"] == 1 for j in jobs)
+    for j in jobs:
+        assert j["score"] == pytest.approx(rosen(j["config"]["x"], j["config"]["y"]), rel=1e-5, abs=1e-5)
+        local_log = (folder / "jobs" / f"{j['jid']}.1.out").read_text()
+        assert local_log.count("#Auptimizer:") == 4
+        assert "lost the connection" in local_log
+        assert len(exp.connector.intermediate_results(result.eid, j["jid"])) == 4
+
+
+# -- managers on their own -------------------------------------------------------------------------
+
+def make_manager(folder: Path, n_parallel: int = 1, **kwargs) -> SSHResourceManager:
+    connector = TinyDBConnector(str(folder / ".aup"))
+    options = {"known_hosts": str(folder / "known_hosts"), **FAST, **kwargs}
+    rm = get_resource_manager("node", connector, n_parallel, auppath=str(folder / ".aup"), eid=1, **options)
+    assert isinstance(rm, SSHResourceManager)
+    return rm
+
+
+def start_job(rm: SSHResourceManager, folder: Path, script: str, config: dict, runtime_args=None):
+    done = threading.Event()
+    job = Job(script, config, path=str(folder), retries=0)
+    job.jid = rm.connector.new_jid()
+    rid = rm.get_available("me", "node")
+    assert rid is not None
+    exp_config = type("Cfg", (), {"runtime_args": runtime_args or {}})()
+    rm.run_job(job, rid, exp_config, lambda score, jid: done.set())
+    return job, done
+
+
+@pytest.mark.parametrize("async_run", [False, True], ids=["sync", "async"])
+def test_stop_kills_the_whole_process_group_on_the_node(sshd_servers, tmp_path, async_run):
+    folder = node_folder(tmp_path, [sshd_servers[3]], script=False)
+    write_script(folder, "spawn.sh", """
+        sleep 300 &
+        echo "child $!"
+        echo "#Auptimizer:1"
+        sleep 300
+    """)
+    rm = make_manager(folder, async_run=async_run, async_reconnect=0.1)
+    try:
+        job, done = start_job(rm, folder, "./spawn.sh", {"x": 1})
+        log = folder / "jobs" / f"{job.jid}.1.out"
+        assert wait_for(lambda: log.exists() and "child" in log.read_text(), 20)
+        child = int(log.read_text().split("child ")[1].split()[0])
+        state = rm._states[job.jid]
+        pgid = state.pgid
+        assert pgid and pid_alive(child) and child in group_processes(pgid)
+        assert rm.stop_job(job.jid)
+        assert done.wait(20)
+        assert wait_for(lambda: not group_processes(pgid), 5), group_processes(pgid)
+        assert not pid_alive(child)
+        assert state.kill_result == "gone"  # the manager checked on the node too
+        record = rm.connector.get_job(job.jid)
+        assert record["status"] == "STOPPED" and record["score"] == 1
+    finally:
+        rm.finish()
+
+
+def test_parameter_with_quotes_and_semicolons_arrives_intact_and_runs_nothing(sshd_servers, tmp_path):
+    folder = node_folder(tmp_path, [sshd_servers[4]], script=False)
+    write_script(folder, "echo config.sh", """
+        cat "$1"; echo
+        echo "env=[$TRICKY]"
+        echo "#Auptimizer:2"
+    """)
+    marker = tmp_path / "pwned"
+    evil = f"""a'b"c; touch {marker}; $(touch {marker}) `touch {marker}` && echo x"""
+    rm = make_manager(folder)
+    try:
+        job, done = start_job(rm, folder, "./echo config.sh", {"name": evil},
+                              runtime_args={"env": {"TRICKY": evil}})
+        assert done.wait(20)
+        record = rm.connector.get_job(job.jid)
+        assert record["status"] == "FINISHED", record
+        out = (folder / "jobs" / f"{job.jid}.1.out").read_text()
+        config = json.loads(out.splitlines()[0])
+        assert config["name"] == evil
+        assert f"env=[{evil}]" in out
+        assert not marker.exists()
+    finally:
+        rm.finish()
+
+
+def test_script_is_uploaded_to_a_remote_working_folder_and_kept_executable(sshd_servers, tmp_path):
+    folder = node_folder(tmp_path, [sshd_servers[5]], script=False)
+    write_script(folder, "job.sh", """
+        echo "cwd=$(pwd) pre=$PRE"
+        echo "#Auptimizer:3"
+    """)
+    remote_wd = tmp_path / "remote side"
+    rm = make_manager(folder, remote_workingdir=str(remote_wd))
+    try:
+        job, done = start_job(rm, folder, "./job.sh", {"x": 1},
+                              runtime_args={"prescript": "export PRE=yes", "postscript": "touch post.done"})
+        assert done.wait(20)
+        assert rm.connector.get_job(job.jid)["status"] == "FINISHED"
+        assert os.access(remote_wd / "job.sh", os.X_OK)
+        assert json.loads((remote_wd / "jobs" / f"{job.jid}.json").read_text()) == {"x": 1, "job_id": job.jid}
+        assert f"cwd={remote_wd} pre=yes" in (folder / "jobs" / f"{job.jid}.1.out").read_text()
+        assert (remote_wd / "post.done").exists()
+        assert (remote_wd / "jobs" / f"{job.jid}.1.remote.out").exists()
+        # not overwritten unless asked: a changed local script stays local
+        write_script(folder, "job.sh", 'echo "#Auptimizer:4"\n')
+        job2, done2 = start_job(rm, folder, "./job.sh", {"x": 2})
+        assert done2.wait(20) and rm.connector.get_job(job2.jid)["score"] == 3
+    finally:
+        rm.finish()
+    rm = make_manager(folder, remote_workingdir=str(remote_wd))
+    try:
+        job3, done3 = start_job(rm, folder, "./job.sh", {"x": 3}, runtime_args={"overwrite": True})
+        assert done3.wait(20) and rm.connector.get_job(job3.jid)["score"] == 4
+    finally:
+        rm.finish()
+
+
+def test_failing_job_and_missing_script_give_clear_errors(sshd_servers, tmp_path):
+    folder = node_folder(tmp_path, [sshd_servers[6]], script=False)
+    write_script(folder, "fail.sh", 'echo "#Auptimizer:0.5"\necho boom >&2\nexit 3\n')
+    rm = make_manager(folder)
+    try:
+        job, done = start_job(rm, folder, "./fail.sh", {})
+        assert done.wait(20)
+        record = rm.connector.get_job(job.jid)
+        assert record["status"] == "FAILED" and record["score"] == 0.5
+        assert "fail.sh exited with status 3 on" in record["error"] and "boom" in record["error"]
+        job, done = start_job(rm, folder, "./nope.sh", {})
+        assert done.wait(20)
+        assert "job script" in rm.connector.get_job(job.jid)["error"]
+        assert "not found here nor as" in rm.connector.get_job(job.jid)["error"]
+    finally:
+        rm.finish()
+
+
+def test_connections_are_reused_across_jobs(sshd_servers, tmp_path):
+    folder = node_folder(tmp_path, [sshd_servers[7]], script=False)
+    write_script(folder, "ok.sh", 'echo "#Auptimizer:1"\n')
+    rm = make_manager(folder)
+    try:
+        for _ in range(5):
+            job, done = start_job(rm, folder, "./ok.sh", {})
+            assert done.wait(20)
+            assert rm.connector.get_job(job.jid)["status"] == "FINISHED"
+        assert rm.pool.connect_count(rm.names[next(iter(rm.names))]) == 1
+    finally:
+        rm.finish()
+
+
+def test_unknown_host_key_is_refused_by_default(sshd_servers, tmp_path):
+    folder = node_folder(tmp_path, [sshd_servers[8]], script=False)
+    (folder / "known_hosts").write_text("")
+    write_script(folder, "ok.sh", 'echo "#Auptimizer:1"\n')
+    rm = make_manager(folder)
+    try:
+        job, done = start_job(rm, folder, "./ok.sh", {})
+        assert done.wait(20)
+        error = rm.connector.get_job(job.jid)["error"]
+        assert "host key" in error and "unknown" in error
+        assert rm.get_available("me", "node") is None  # the node is DOWN: no new jobs
+    finally:
+        rm.finish()
+
+
+def test_a_node_the_monitor_reports_down_gets_no_jobs(sshd_factory, sshd_servers, tmp_path):
+    dead = sshd_factory.new()
+    folder = node_folder(tmp_path, [dead, sshd_servers[9]], script=False)
+    dead.kill()
+    pool = NodePool(known_hosts=str(folder / "known_hosts"), connect_timeout=3)
+    monitor = NodeMonitor(pool, interval=60)
+    rm = make_manager(folder, monitor=monitor)
+    try:
+        monitor.probe_once()
+        alive = [rid for rid, name in rm.names.items() if str(sshd_servers[9].port) in name]
+        assert {rm.get_available("me", "node") for _ in range(20)} == set(alive)
+    finally:
+        rm.finish()
+        pool.close()
+
+
+def test_no_nodes_is_a_clear_error(tmp_path):
+    init_aup(str(tmp_path / ".aup"), cpu=1)
+    with pytest.raises(ConfigError, match="no nodes in node_mapping .* aup-tui init --node"):
+        get_resource_manager("node", TinyDBConnector(str(tmp_path / ".aup")), 1, auppath=str(tmp_path / ".aup"))
+
+
+def test_load_node_mapping_reads_every_host_form(tmp_path):
+    init_aup(str(tmp_path / ".aup"), node=["alice@host1", "bob@host2:2222", "carol@host3:22 /keys/id"])
+    mapping = SSHResourceManager.load_node_mapping("node_mapping", str(tmp_path / ".aup"))
+    assert sorted(mapping.values()) == ["alice@host1", "bob@host2:2222", "carol@host3:22 /keys/id"]
+    assert all(isinstance(rid, int) for rid in mapping)
