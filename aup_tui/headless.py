@@ -12,6 +12,7 @@ import queue
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import TextIO
 
 from backends.events import (
@@ -23,10 +24,11 @@ from backends.events import (
     JobStarted,
     JobStopped,
     Notice,
+    PassiveResultAccepted,
     PassiveResultWanted,
 )
 from backends.experiment import Experiment, ExperimentResult, summarize
-from backends.jobs import ResultParseError
+from backends.jobs import JobError, ResultParseError
 
 from .cli import EXIT_ERROR, EXIT_OK, EXIT_STOPPED
 
@@ -103,41 +105,80 @@ class Progress:
             self.out.flush()
 
 
-def ask_passive(exp: Experiment, event: PassiveResultWanted, progress: Progress,
-                read=input) -> None:
-    """Prompt until the person gives a valid result (or marks the job failed)."""
-    progress.message(
-        f"\nJob {event.jid} waits for you. In another terminal run:\n    {event.command}\n"
-        f"Paste its output and end with an empty line, or type the score "
-        f"(or 'fail: <reason>'):"
-    )
-    while True:
-        lines: list[str] = []
-        while True:
-            try:
-                line = read("" if lines else "> ")
-            except EOFError:
-                if not lines:
-                    raise
-                break
-            if not line.strip():
-                if lines:
-                    break
-                continue
-            lines.append(line)
-            if len(lines) == 1 and _is_number_or_fail(line):
-                break
-        text = "\n".join(lines)
-        if text.strip().lower().startswith("fail"):
-            exp.resource_manager.mark_failed(event.jid, text.split(":", 1)[1] if ":" in text else "")
+@dataclass(frozen=True)
+class _Line:
+    """A line typed on stdin (None at end of input), read by a helper thread."""
+
+    text: str | None
+
+
+def _read_stdin(events: queue.SimpleQueue, stream: TextIO) -> None:
+    for line in stream:
+        events.put(_Line(line.rstrip("\n")))
+    events.put(_Line(None))
+
+
+class PassivePrompt:
+    """Asks at the terminal for a waiting passive job's output; re-asks on invalid input.
+
+    Lines arrive one at a time, so an answer given elsewhere (the TUI, `submit_passive`) simply
+    cancels the prompt instead of leaving it blocked in `input()`.
+    """
+
+    def __init__(self, exp: Experiment, progress: Progress) -> None:
+        self.exp, self.progress = exp, progress
+        self.jid: int | None = None
+        self.lines: list[str] = []
+        self.typed_ahead: list[str | None] = []  # lines (None: end of input) before a job waited
+
+    def start(self, event: PassiveResultWanted) -> None:
+        self.jid, self.lines = event.jid, []
+        self.progress.message(
+            f"\nJob {event.jid} waits for you. In another terminal run:\n    {event.command}\n"
+            "Paste its output and end with an empty line, or type the score (or 'fail: <reason>'):"
+        )
+        ahead, self.typed_ahead = self.typed_ahead, []
+        for line in ahead:
+            self.feed(line)
+
+    @property
+    def at_end_of_input(self) -> bool:
+        """Input ended while a job waits: nobody can answer it here any more."""
+        return self.jid is not None and None in self.typed_ahead
+
+    def cancel(self, jid: int, why: str) -> None:
+        if self.jid == jid:
+            self.progress.message(f"job {jid} {why}")
+            self.jid = None
+
+    def feed(self, line: str | None) -> None:
+        if self.jid is None or line is None:
+            self.typed_ahead.append(line)
             return
+        if not line.strip():
+            if self.lines:
+                self._answer("\n".join(self.lines))
+            return
+        self.lines.append(line)
+        if len(self.lines) == 1 and _is_number_or_fail(line):
+            self._answer(line)
+
+    def _answer(self, text: str) -> None:
+        jid, rm = self.jid, self.exp.resource_manager
+        self.lines = []
         try:
-            score = exp.resource_manager.submit_result(event.jid, text)
+            if text.strip().lower().startswith("fail"):
+                rm.mark_failed(jid, text.split(":", 1)[1] if ":" in text else "")
+                self.progress.message(f"job {jid} marked failed")
+            else:
+                score = rm.submit_result(jid, text)
+                self.progress.message(f"job {jid}: score {score:g}")
         except ResultParseError as exc:
-            progress.message(f"{exc} — try again:")
-            continue
-        progress.message(f"job {event.jid}: score {score:g}")
-        return
+            self.progress.message(f"{exc} — try again:")
+            return
+        except JobError as exc:  # answered elsewhere meanwhile
+            self.progress.message(str(exc))
+        self.jid = None
 
 
 def _is_number_or_fail(line: str) -> bool:
@@ -151,14 +192,18 @@ def _is_number_or_fail(line: str) -> bool:
         return False
 
 
-def run_headless(config, auppath: str, connector, out: TextIO | None = None) -> int:
+def run_headless(config, auppath: str, connector, out: TextIO | None = None, stdin: TextIO | None = None) -> int:
+    """Run `config` to the end on the terminal; returns the exit status."""
     out = out or sys.stderr
     bus = EventBus()
     events: queue.SimpleQueue[Event] = queue.SimpleQueue()  # what this thread must act on
     progress = Progress(0, config.maximize, out)
     bus.subscribe(progress.apply, kinds=_COUNTED)  # counted in the engine's threads: cheap
-    bus.subscribe(events.put, kinds=(Notice, PassiveResultWanted, ExperimentStarted))
+    bus.subscribe(events.put, kinds=(Notice, PassiveResultWanted, PassiveResultAccepted, JobFailed, JobStopped,
+                                     ExperimentStarted))
     exp = Experiment(config, auppath=auppath, connector=connector, bus=bus)
+    prompt = PassivePrompt(exp, progress)
+    stdin_reader: threading.Thread | None = None
     outcome: dict[str, object] = {}
 
     def work() -> None:
@@ -191,14 +236,19 @@ def run_headless(config, auppath: str, connector, out: TextIO | None = None) -> 
         elif isinstance(event, Notice):
             progress.message(f"{event.level}: {event.message}")
         elif isinstance(event, PassiveResultWanted):
-            try:
-                ask_passive(exp, event, progress)
-            except KeyboardInterrupt:
-                interrupted = True
-                _stop(exp, progress)
-            except EOFError:
-                progress.message("no more input on stdin: stopping the experiment (the job stays unanswered)")
-                _stop(exp, progress)
+            prompt.start(event)
+            if stdin_reader is None:
+                stdin_reader = threading.Thread(target=_read_stdin, args=(events, stdin or sys.stdin), daemon=True)
+                stdin_reader.start()
+        elif isinstance(event, PassiveResultAccepted):
+            prompt.cancel(event.jid, "was answered elsewhere")
+        elif isinstance(event, (JobFailed, JobStopped)):
+            prompt.cancel(event.jid, "ended")
+        elif isinstance(event, _Line):
+            prompt.feed(event.text)
+        if prompt.at_end_of_input and not exp.stopping:
+            progress.message("no more input on stdin: stopping the experiment (the job stays unanswered)")
+            _stop(exp, progress)
         progress.draw()
     worker.join()
     progress.draw(force=True)

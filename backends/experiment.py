@@ -72,6 +72,10 @@ class Experiment:
                 if not self._in_flight:
                     self._idle.set()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
     def stop_job(self, jid: int) -> bool:
         rm = self.resource_manager
         return bool(rm and rm.stop_job(jid))

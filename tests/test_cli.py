@@ -107,11 +107,16 @@ def _slow_experiment(folder: Path, n: int = 4) -> None:
     write_experiment(folder, script="./slow.sh", n_samples=n, job_failure={"ignore_fail": True, "job_retries": 0})
 
 
-def _running_jobs(folder: Path) -> list[dict]:
+def _jobs_in(folder: Path, state: str) -> list[dict]:
+    """Jobs of the latest experiment in `state` ([] while there is no experiment yet)."""
     try:
-        return [j for j in status(folder)["jobs"] if j["status"] == "RUNNING"]
+        return [j for j in status(folder)["jobs"] if j["status"] == state]
     except AssertionError:
         return []
+
+
+def _running_jobs(folder: Path) -> list[dict]:
+    return _jobs_in(folder, "RUNNING")
 
 
 def _job_pid(folder: Path, jid: int) -> int:
@@ -200,3 +205,44 @@ def test_passive_job_answered_at_the_terminal_prompt(tmp_path):
     assert "./job.sh jobs/" in out.stderr
     scores = sorted(j["score"] for j in status(tmp_path)["jobs"])
     assert scores == [0.5, 0.75]
+
+
+def test_gpu_experiment_through_the_cli_gives_each_job_its_card(tmp_path):
+    assert cli("init", "--gpu", "0,0,2", cwd=tmp_path).returncode == 0
+    write_script(tmp_path, "job.sh", """
+        echo "card=$CUDA_VISIBLE_DEVICES"
+        sleep 0.1
+        echo "#Auptimizer:1"
+    """)
+    write_experiment(tmp_path, resource="gpu", n_parallel=3, n_samples=6)
+    out = cli("run", "--headless", "experiment.json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    cards = {"gpu:0": "0", "gpu:2": "2"}
+    for job in status(tmp_path)["jobs"]:
+        log = (tmp_path / "jobs" / f"{job['jid']}.1.out").read_text()
+        assert f"card={cards[job['resource']]}\n" in log
+
+
+def test_n_parallel_above_free_resources_is_said(workdir):
+    write_experiment(workdir, n_parallel=8, n_samples=3)
+    out = cli("run", "--headless", "experiment.json", cwd=workdir)
+    assert out.returncode == 0
+    assert "n_parallel is 8 but only 2 'cpu' resources are free: running 2 at a time" in out.stderr
+
+
+def test_passive_job_answered_by_another_process_through_the_store(tmp_path):
+    from backends.store import TinyDBConnector
+
+    cli("init", "--passive", cwd=tmp_path)
+    write_script(tmp_path, "job.sh", "echo '#Auptimizer:1'")
+    write_experiment(tmp_path, resource="passive", n_samples=1)
+    proc = cli_popen("run", "--headless", "experiment.json", cwd=tmp_path, stdin=-1, stdout=-1, stderr=-1)
+    try:
+        waiting = wait_for(lambda: _jobs_in(tmp_path, "WAITING"), what="a waiting job")
+        TinyDBConnector(str(tmp_path / ".aup")).submit_passive(status(tmp_path)["eid"], waiting[0]["jid"],
+                                                              "#Auptimizer:0.3\n#Auptimizer:0.6\n")
+        assert proc.wait(10) == 0
+    finally:
+        proc.kill()
+    [job] = status(tmp_path)["jobs"]
+    assert job["status"] == "FINISHED" and job["score"] == 0.6

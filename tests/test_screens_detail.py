@@ -202,3 +202,19 @@ def test_format_duration() -> None:
 def test_bindings_have_descriptions() -> None:
     assert all(b.description for b in JobDetailScreen.BINDINGS)
     assert "escape" in {b.key for b in JobDetailScreen.BINDINGS}
+
+
+async def test_waiting_passive_job_says_so(tmp_path) -> None:
+    from screens_support import passive_experiment
+
+    run = passive_experiment(tmp_path)
+    try:
+        jid = run.next_request().jid
+        app = Host(lambda: JobDetailScreen(run.connector, run.eid, jid, poll_interval=0.05))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_until(pilot, lambda: isinstance(app.screen, JobDetailScreen) and app.screen.job is not None)
+            await pilot.pause(0.2)
+            assert "WAITING" in str(app.screen.query_one("#detail-title").render())
+            assert log_lines(app.screen) == ["waiting for the person running this job…"]
+    finally:
+        run.close()

@@ -38,7 +38,7 @@ from ..widgets.score_plot import ScorePlot
 
 POLL_INTERVAL = 0.5  # seconds between store reads in watch mode (after the previous one ended)
 MIN_BATCH_INTERVAL = 0.05  # at most ~20 state updates a second
-NARROW = 110  # below this width the panels stack vertically
+NARROW = 140  # below this width the plot and panels go under the job table
 
 
 class DashboardScreen(Screen):
@@ -104,6 +104,7 @@ class DashboardScreen(Screen):
 
     def on_resize(self) -> None:
         self.set_class(self.size.width < NARROW, "-narrow")
+        self.set_class(self.size.height >= 40, "-tall")
 
     # -- state updates --------------------------------------------------------------------
 

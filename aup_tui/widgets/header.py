@@ -61,7 +61,7 @@ class ExperimentHeader(Widget):
         status = "connecting…" if st.status == "CONNECTING" else st.status
         line1.append("  ")
         line1.append(f" {status} ", style=f"bold reverse {status_color(c, st.status if st.status != 'CONNECTING' else 'RUNNING')}")
-        line1.append(f"  ⏱ {fmt_duration(st.elapsed(now))}")
+        line1.append(f"  {fmt_duration(st.elapsed(now))} elapsed")
         goal = "max" if st.maximize else "min"
         if st.best_jid is not None:
             line1.append(f"  best ({goal}) ")
@@ -73,7 +73,7 @@ class ExperimentHeader(Widget):
         if st.waiting:
             n = len(st.waiting)
             jid = min(st.waiting)
-            badge = Text(f" ✋ {'job ' + str(jid) if n == 1 else str(n) + ' jobs'} waiting for you ",
+            badge = Text(f" ⚑ {'job ' + str(jid) if n == 1 else str(n) + ' jobs'} waiting for you ",
                          style=f"bold reverse {c['status-waiting']}")
         if badge is not None:
             pad = width - line1.cell_len - badge.cell_len

@@ -1,0 +1,188 @@
+"""How the dashboard scales and idles: `python benchmarks/bench_tui.py [--quick]`.
+
+1. Time per job event applied (state update + job table + header + the screen redraw), with
+   100 jobs in the table and with 10,000: 1,000 events in batches of 10 (one batch per refresh,
+   as the bridge delivers them). The 10,000-row figure must stay within 2× of the 100-row one —
+   the table touches only changed cells and never rebuilds.
+2. CPU use of the whole process (app + engine threads) while an experiment runs and nothing
+   happens (two jobs sleeping): target under 3% of one core. Also for `watch` (store polling).
+
+Runs the app headless (`App.run_test`), so it measures our work, not a terminal's. Exit status 1
+when a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from aup_tui.app import AupApp  # noqa: E402
+from aup_tui.bridge import ExperimentState, JobRow  # noqa: E402
+from backends.events import JobFinished, JobIntermediate, JobStarted  # noqa: E402
+
+T0 = 1767258000.0
+
+
+def big_state(n: int) -> ExperimentState:
+    rng = random.Random(1)
+    st = ExperimentState(eid=1, name="bench", status="RUNNING", n_samples=n + 1000, target="min")
+    st.start = T0
+    for jid in range(1, n + 1):
+        row = JobRow(jid=jid, config={"x": round(rng.uniform(-5, 5), 4), "y": round(rng.uniform(-5, 5), 4)},
+                     resource=f"cpu:{jid % 8}", start=T0 + jid, attempts=1)
+        st.jobs[jid] = row
+        st.counts["QUEUED"] += 1
+        st._set_status(row, "FINISHED")
+        row.score, row.end = rng.uniform(0, 1000), T0 + jid + 3
+        st._scored_job(jid, row.score)
+    return st
+
+
+def job_events(n_rows: int, count: int) -> list:
+    """`count` events on jobs spread over the whole table: start, results, finish."""
+    rng = random.Random(2)
+    events = []
+    jids = rng.sample(range(1, n_rows + 1), min(n_rows, count // 3 + 1))
+    for jid in jids:
+        events.append(JobStarted(eid=1, jid=jid, rid=1, resource="cpu:0", attempt=2, time=T0 + 5))
+        events.append(JobIntermediate(eid=1, jid=jid, index=0, values=(rng.uniform(0, 1000),)))
+        events.append(JobFinished(eid=1, jid=jid, score=rng.uniform(0, 1000), time=T0 + 9))
+    return events[:count]
+
+
+async def time_events(n_rows: int, n_events: int, batch: int = 10) -> float:
+    """Seconds per event, with the table holding `n_rows` jobs."""
+    from aup_tui.screens.dashboard import DashboardScreen
+    from aup_tui.widgets.job_table import JobTable
+
+    app = AupApp(state=big_state(n_rows), clock=lambda: T0 + 100, find=False)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.2)
+        screen = app.screen
+        assert isinstance(screen, DashboardScreen)
+        table = screen.query_one(JobTable)
+        assert table.row_count == n_rows
+        events = job_events(n_rows, n_events)
+        rebuilds = 0
+        original = table.rebuild
+
+        def counting_rebuild():
+            nonlocal rebuilds
+            rebuilds += 1
+            original()
+
+        table.rebuild = counting_rebuild  # type: ignore[method-assign]
+        # warm up caches with one batch
+        screen.apply_changes(screen.state.apply(events[:batch]))
+        await pilot.pause()
+        start = time.perf_counter()
+        for i in range(batch, len(events), batch):
+            screen.apply_changes(screen.state.apply(events[i:i + batch]))
+            await pilot.pause()  # let the screen redraw, as between two real batches
+        elapsed = time.perf_counter() - start
+        assert rebuilds == 0, "a job event rebuilt the table"
+    return elapsed / (len(events) - batch)
+
+
+def make_slow_experiment(folder: Path) -> Path:
+    from backends.setup import init_aup
+
+    init_aup(str(folder / ".aup"), cpu=2)
+    script = folder / "job.sh"
+    script.write_text("#!/bin/sh\necho '#Auptimizer:1'\nsleep 600\n")
+    script.chmod(0o755)
+    exp = {"name": "idle", "script": "./job.sh", "workingdir": str(folder), "resource": "cpu",
+           "n_parallel": 2, "n_samples": 4, "target": "max", "proposer": "random", "random_seed": 1,
+           "parameter_config": [{"name": "x", "range": [0, 1], "type": "float"}]}
+    path = folder / "experiment.json"
+    path.write_text(json.dumps(exp))
+    return path
+
+
+def cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+async def idle_cpu(seconds: float, watch: bool) -> float:
+    """Percent of one core used by this process while two jobs sleep and nothing else happens."""
+    from backends.config import load_experiment
+    from backends.store import TinyDBConnector
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        config = load_experiment(make_slow_experiment(folder))
+        auppath = str(folder / ".aup")
+        runner = None
+        if watch:
+            import subprocess
+
+            env = dict(os.environ, PYTHONPATH=str(ROOT))
+            runner = subprocess.Popen([sys.executable, "-m", "aup_tui.cli", "run", "--headless", str(folder / "experiment.json")],
+                                      cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            conn = TinyDBConnector(auppath)
+            while conn.latest_experiment() is None:
+                time.sleep(0.1)
+            app = AupApp(auppath, connector=conn, watch=conn.latest_experiment()["eid"])
+        else:
+            app = AupApp(auppath, connector=TinyDBConnector(auppath), experiment=config)
+        try:
+            async with app.run_test(size=(120, 40)) as pilot:
+                from aup_tui.screens.dashboard import DashboardScreen
+
+                deadline = time.monotonic() + 20
+                while not (isinstance(app.screen, DashboardScreen) and app.screen.state.running == 2):
+                    assert time.monotonic() < deadline, "the experiment did not start"
+                    await pilot.pause(0.1)
+                await asyncio.sleep(1.0)  # settle
+                c0, w0 = cpu_seconds(), time.monotonic()
+                await asyncio.sleep(seconds)
+                c1, w1 = cpu_seconds(), time.monotonic()
+        finally:
+            if app.experiment is not None:
+                app.experiment.stop()
+                app.exp_thread.join(20)
+            if runner is not None:
+                runner.terminate()
+                runner.wait(20)
+        return 100.0 * (c1 - c0) / (w1 - w0)
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer events and a shorter idle window")
+    args = parser.parse_args()
+    n_events = 300 if args.quick else 1000
+    idle_window = 3.0 if args.quick else 10.0
+    ok = True
+
+    small = await time_events(100, n_events)
+    large = await time_events(10_000, n_events)
+    ratio = large / small
+    print(f"job event applied, 100 rows:     {small * 1e6:8.1f} µs/event")
+    print(f"job event applied, 10,000 rows:  {large * 1e6:8.1f} µs/event")
+    verdict = "ok" if ratio <= 2.0 else "TOO SLOW"
+    print(f"ratio 10,000 / 100 rows:         {ratio:8.2f}×   (target ≤ 2×) {verdict}")
+    ok &= ratio <= 2.0
+
+    for watch in (False, True):
+        pct = await idle_cpu(idle_window, watch)
+        what = "watch (store polling)" if watch else "run (engine in process)"
+        verdict = "ok" if pct < 3.0 else "TOO BUSY"
+        print(f"idle CPU, {what:24s} {pct:6.2f}% of one core   (target < 3%) {verdict}")
+        ok &= pct < 3.0
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

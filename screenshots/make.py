@@ -1,0 +1,53 @@
+"""Regenerate the README's screenshots: `python screenshots/make.py` (from the repository root).
+
+Renders the same deterministic scenes as the snapshot tests (tests/scenes.py: fixed clock, fixed
+scores) with `App.run_test()` and writes one SVG per scene into this folder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+import scenes  # noqa: E402
+
+#: file name → (app factory, terminal size, keys to press first)
+SCENES = {
+    "dashboard-dark": (lambda: scenes.dashboard_app("aup-dark"), (120, 34), []),
+    "dashboard-light": (lambda: scenes.dashboard_app("aup-light"), (120, 34), []),
+    "dashboard-high-contrast": (lambda: scenes.dashboard_app("aup-high-contrast"), (120, 34), []),
+    "dashboard-80x24": (lambda: scenes.dashboard_app("aup-dark"), (80, 24), []),
+    "dashboard-passive-waiting": (lambda: scenes.dashboard_app("aup-dark", waiting=True), (100, 30), []),
+    "dashboard-filter": (lambda: scenes.dashboard_app("aup-dark"), (100, 30), ["slash", *"finished cpu:2"]),
+    "picker": (lambda: scenes.picker_app("aup-dark"), (100, 24), []),
+    "empty": (lambda: scenes.empty_app("aup-dark"), (80, 24), []),
+}
+
+
+async def render(name: str, factory, size, keys) -> Path:
+    app = factory()
+    async with app.run_test(size=size) as pilot:
+        await pilot.pause(0.2)
+        if keys:
+            await pilot.press(*keys)
+            await pilot.pause(0.4)
+        path = HERE / f"{name}.svg"
+        path.write_text(app.export_screenshot(title=f"aup-tui — {name}"), encoding="utf-8")
+    return path
+
+
+async def main(only: list[str]) -> None:
+    for name, (factory, size, keys) in SCENES.items():
+        if only and name not in only:
+            continue
+        path = await render(name, factory, size, keys)
+        print(path.relative_to(ROOT))
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1:]))
