@@ -288,7 +288,7 @@ class AupApp(App[int]):
     @property
     def running_experiment(self) -> bool:
         return self.exp_thread is not None and self.exp_thread.is_alive() and \
-            self.experiment is not None and not self.experiment._stop.is_set()
+            self.experiment is not None and not self.experiment.stopping
 
     def on_experiment_ended(self, message) -> None:
         self.watched_status = message.status
@@ -388,7 +388,7 @@ def _finish_experiment(app: AupApp) -> int:
         if app.quit_choice == "keep":
             _continue_headless(app)
         else:
-            if not exp._stop.is_set():
+            if not exp.stopping:
                 exp.stop()
             out.write("stopping the experiment: killing running jobs…\n")
             thread.join()
@@ -408,63 +408,12 @@ def _finish_experiment(app: AupApp) -> int:
 
 def _continue_headless(app: AupApp) -> None:
     """The person quit the dashboard but kept the experiment: a progress line until it ends."""
-    import queue
+    from .headless import HeadlessFollower
 
-    from backends.events import PassiveResultWanted
-
-    from .headless import _SHOWN, Progress, ask_passive
-
-    exp, thread, out = app.experiment, app.exp_thread, sys.stderr
-    events: queue.SimpleQueue = queue.SimpleQueue()
-    unsubscribe = exp.bus.subscribe(lambda e: events.put(e) if isinstance(e, _SHOWN) else None)
-    doc = exp.connector.get_experiment(exp.eid) or {}
-    progress = Progress(int(doc.get("n_samples") or 0), exp.config.maximize, out)
-    if doc.get("start"):
-        progress.start = time.monotonic() - max(0.0, time.time() - doc["start"])
-    for job in exp.connector.jobs(exp.eid):  # catch up with what already happened
-        status = job["status"]
-        if status == "FINISHED":
-            progress.done += 1
-            if job["score"] is not None and (progress.best is None or (
-                    job["score"] > progress.best[0] if exp.config.maximize else job["score"] < progress.best[0])):
-                progress.best = (job["score"], job["jid"])
-        elif status in ("RUNNING", "WAITING"):
-            progress.running += 1
-        elif status in ("STOPPED", "EARLY_STOPPED"):
-            progress.stopped += 1
-        else:
-            progress.failed += 1
-    progress.message(f"experiment {exp.eid} '{exp.config.name}' keeps running here — Ctrl-C stops it")
-    rm = exp.resource_manager
-    for job in (rm.waiting() if hasattr(rm, "waiting") else []):
-        events.put(PassiveResultWanted(eid=exp.eid, jid=job.jid, command=job.shell_command,
-                                       workingdir=job.path, config_path=job.config_path))
-    try:
-        while thread.is_alive() or not events.empty():
-            try:
-                event = events.get(timeout=0.5)
-            except queue.Empty:
-                progress.draw()
-                continue
-            except KeyboardInterrupt:
-                app.quit_choice = "stop"
-                exp.stop()
-                continue
-            if isinstance(event, PassiveResultWanted):
-                try:
-                    ask_passive(exp, event, progress)
-                except (KeyboardInterrupt, EOFError):
-                    app.quit_choice = "stop"
-                    exp.stop()
-            else:
-                progress.apply(event)
-            progress.draw()
-        thread.join()
-    except KeyboardInterrupt:
+    exp = app.experiment
+    follower = HeadlessFollower(exp, sys.stderr)
+    follower.catch_up()
+    follower.progress.message(f"experiment {exp.eid} '{exp.config.name}' keeps running here — Ctrl-C stops it")
+    follower.follow(app.exp_thread)
+    if follower.interrupted:
         app.quit_choice = "stop"
-        exp.stop()
-        thread.join()
-    finally:
-        unsubscribe()
-    progress.draw(force=True)
-    out.write("\n")

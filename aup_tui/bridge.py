@@ -116,6 +116,10 @@ class ExperimentState:
         self.best_score: float | None = None
         #: (jid, score) of every job that finished with a score, in the order they finished.
         self.scores: list[tuple[int, float]] = []
+        #: the best score after each entry of `scores` (kept incrementally)
+        self.best_trace: list[float] = []
+        #: the scores alone, same order as `scores` (what the plot draws)
+        self.score_values: list[float] = []
         self._scored: set[int] = set()
         #: passive jobs waiting for a person, by job id
         self.waiting: dict[int, PassiveWant] = {}
@@ -158,14 +162,7 @@ class ExperimentState:
 
     def best_so_far(self) -> list[float]:
         """The best score after each finished job, in finishing order."""
-        out: list[float] = []
-        best: float | None = None
-        better = (lambda a, b: a > b) if self.maximize else (lambda a, b: a < b)
-        for _, score in self.scores:
-            if best is None or better(score, best):
-                best = score
-            out.append(best)
-        return out
+        return self.best_trace
 
     # -- mutation helpers -----------------------------------------------------------------
 
@@ -188,6 +185,9 @@ class ExperimentState:
             return False
         self._scored.add(jid)
         self.scores.append((jid, score))
+        self.score_values.append(score)
+        prev = self.best_trace[-1] if self.best_trace else None
+        self.best_trace.append(score if prev is None or (score > prev if self.maximize else score < prev) else prev)
         if self.best_score is None or (score > self.best_score if self.maximize else score < self.best_score):
             self.best_jid, self.best_score = jid, score
             return True
@@ -240,8 +240,9 @@ class ExperimentState:
             row = self._row(jid)
             self._set_status(row, "FINISHED")
             row.score, row.end = ev.score, ev.time
-            ch.plot = True
+            new = jid not in self._scored and ev.score is not None
             ch.header |= self._scored_job(jid, ev.score)
+            ch.plot |= new
         elif isinstance(ev, JobFailed):
             row = self._row(jid)
             row.error, row.score = ev.error, ev.score

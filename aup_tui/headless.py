@@ -50,16 +50,31 @@ class Progress:
         with self._lock:
             self._apply(event)
 
+    def count_status(self, jid: int, status: str, score: float | None) -> None:
+        """Count a job already in `status` (catching up with a running experiment)."""
+        with self._lock:
+            if status == "FINISHED":
+                self._finished(jid, score)
+            elif status in ("RUNNING", "WAITING"):
+                self.running += 1
+            elif status in ("STOPPED", "EARLY_STOPPED"):
+                self.stopped += 1
+            else:
+                self.failed += 1
+
+    def _finished(self, jid: int, score: float | None) -> None:
+        self.done += 1
+        if score is not None and (
+            self.best is None or (score > self.best[0] if self.maximize else score < self.best[0])
+        ):
+            self.best = (score, jid)
+
     def _apply(self, event: Event) -> None:
         if isinstance(event, JobStarted):
             self.running += 1
         elif isinstance(event, JobFinished):
             self.running -= 1
-            self.done += 1
-            if event.score is not None and (
-                self.best is None or (event.score > self.best[0] if self.maximize else event.score < self.best[0])
-            ):
-                self.best = (event.score, event.jid)
+            self._finished(event.jid, event.score)
         elif isinstance(event, JobFailed):
             self.running -= 1
             if not event.will_retry:
@@ -192,43 +207,73 @@ def _is_number_or_fail(line: str) -> bool:
         return False
 
 
-def run_headless(config, auppath: str, connector, out: TextIO | None = None, stdin: TextIO | None = None) -> int:
-    """Run `config` to the end on the terminal; returns the exit status."""
-    out = out or sys.stderr
-    bus = EventBus()
-    events: queue.SimpleQueue[Event] = queue.SimpleQueue()  # what this thread must act on
-    progress = Progress(0, config.maximize, out)
-    bus.subscribe(progress.apply, kinds=_COUNTED)  # counted in the engine's threads: cheap
-    bus.subscribe(events.put, kinds=(Notice, PassiveResultWanted, PassiveResultAccepted, JobFailed, JobStopped,
-                                     ExperimentStarted))
-    exp = Experiment(config, auppath=auppath, connector=connector, bus=bus)
-    prompt = PassivePrompt(exp, progress)
-    stdin_reader: threading.Thread | None = None
-    outcome: dict[str, object] = {}
+class HeadlessFollower:
+    """The terminal side of a running experiment: progress line, passive prompts, Ctrl-C.
 
-    def work() -> None:
-        try:
-            outcome["result"] = exp.run()
-        except BaseException as exc:  # reported by the main thread
-            outcome["error"] = exc
-        finally:
-            events.put(None)  # type: ignore[arg-type]
+    Used by `aup-tui run --headless` from the start, and by the TUI when the person quits the
+    dashboard but keeps the experiment running (`catch_up` first counts what already happened).
+    """
 
-    worker = threading.Thread(target=work, name="aup-experiment", daemon=True)
-    interrupted = False
-    worker.start()
-    while True:
+    def __init__(self, exp: Experiment, out: TextIO | None = None, stdin: TextIO | None = None) -> None:
+        self.exp = exp
+        self.out = out or sys.stderr
+        self.stdin = stdin
+        self.progress = Progress(0, exp.config.maximize, self.out)
+        self.prompt = PassivePrompt(exp, self.progress)
+        self.events: queue.SimpleQueue = queue.SimpleQueue()  # what the main thread must act on
+        self.interrupted = False
+        self._stdin_reader: threading.Thread | None = None
+        self._unsubscribe = [
+            exp.bus.subscribe(self.progress.apply, kinds=_COUNTED),  # counted in engine threads: cheap
+            exp.bus.subscribe(self.events.put, kinds=(Notice, PassiveResultWanted, PassiveResultAccepted,
+                                                      JobFailed, JobStopped, ExperimentStarted)),
+        ]
+
+    def catch_up(self) -> None:
+        """Count the jobs that ended before we subscribed, and re-ask for waiting passive jobs."""
+        exp, progress = self.exp, self.progress
+        doc = exp.connector.get_experiment(exp.eid) or {}
+        progress.total = int(doc.get("n_samples") or 0)
+        if doc.get("start"):
+            progress.start = time.monotonic() - max(0.0, time.time() - doc["start"])
+        for job in exp.connector.jobs(exp.eid):
+            progress.count_status(job["jid"], job["status"], job["score"])
+        rm = exp.resource_manager
+        for job in rm.waiting() if hasattr(rm, "waiting") else []:
+            self.events.put(PassiveResultWanted(eid=exp.eid, jid=job.jid, command=job.shell_command,
+                                                workingdir=job.path, config_path=job.config_path))
+
+    def follow(self, thread: threading.Thread) -> None:
+        """Show progress and answer prompts until `thread` (running the experiment) ends."""
         try:
-            event = events.get(timeout=0.1)
-        except queue.Empty:
-            progress.draw()
-            continue
+            while thread.is_alive() or not self.events.empty():
+                try:
+                    event = self.events.get(timeout=0.1)
+                except queue.Empty:
+                    self.progress.draw()
+                    continue
+                except KeyboardInterrupt:
+                    self.stop()
+                    continue
+                self._handle(event)
+                self.progress.draw()
+            thread.join()
         except KeyboardInterrupt:
-            interrupted = True
-            _stop(exp, progress)
-            continue
-        if event is None:
-            break
+            self.stop()
+            thread.join()
+        finally:
+            for unsubscribe in self._unsubscribe:
+                unsubscribe()
+        self.progress.draw(force=True)
+        self.out.write("\n")
+
+    def stop(self) -> None:
+        self.interrupted = True
+        self.progress.message("stopping: killing running jobs…")
+        self.exp.stop()
+
+    def _handle(self, event) -> None:
+        prompt, progress, config = self.prompt, self.progress, self.exp.config
         if isinstance(event, ExperimentStarted):
             progress.total = event.n_samples
             progress.message(f"experiment {event.eid} '{config.name}' on {config.resource} "
@@ -237,38 +282,53 @@ def run_headless(config, auppath: str, connector, out: TextIO | None = None, std
             progress.message(f"{event.level}: {event.message}")
         elif isinstance(event, PassiveResultWanted):
             prompt.start(event)
-            if stdin_reader is None:
-                stdin_reader = threading.Thread(target=_read_stdin, args=(events, stdin or sys.stdin), daemon=True)
-                stdin_reader.start()
+            if self._stdin_reader is None:
+                self._stdin_reader = threading.Thread(target=_read_stdin, args=(self.events, self.stdin or sys.stdin),
+                                                      daemon=True)
+                self._stdin_reader.start()
         elif isinstance(event, PassiveResultAccepted):
             prompt.cancel(event.jid, "was answered elsewhere")
         elif isinstance(event, (JobFailed, JobStopped)):
             prompt.cancel(event.jid, "ended")
         elif isinstance(event, _Line):
             prompt.feed(event.text)
-        if prompt.at_end_of_input and not exp.stopping:
+        if prompt.at_end_of_input and not self.exp.stopping:
             progress.message("no more input on stdin: stopping the experiment (the job stays unanswered)")
-            _stop(exp, progress)
-        progress.draw()
-    worker.join()
-    progress.draw(force=True)
-    out.write("\n")
+            self.exp.stop()
+
+
+def run_headless(config, auppath: str, connector, out: TextIO | None = None, stdin: TextIO | None = None) -> int:
+    """Run `config` to the end on the terminal; returns the exit status."""
+    out = out or sys.stderr
+    exp = Experiment(config, auppath=auppath, connector=connector)
+    follower = HeadlessFollower(exp, out, stdin)
+    outcome: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            outcome["result"] = exp.run()
+        except BaseException as exc:  # re-raised in the main thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=work, name="aup-experiment", daemon=True)
+    thread.start()
+    follower.follow(thread)
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]
     result: ExperimentResult = outcome.get("result") or summarize(connector, exp.eid)  # type: ignore[assignment]
     print_summary(result, config, out)
     connector.close()
-    if result.status == "STOPPED" or interrupted:
+    return exit_code(result.status, follower.interrupted)
+
+
+def exit_code(status: str, interrupted: bool = False) -> int:
+    """The CLI's exit status for an experiment that ended in `status`."""
+    if status == "STOPPED" or interrupted:
         return EXIT_STOPPED
-    return EXIT_OK if result.status == "FINISHED" else EXIT_ERROR
+    return EXIT_OK if status == "FINISHED" else EXIT_ERROR
 
 
 _COUNTED = (JobStarted, JobFinished, JobFailed, JobStopped)
-
-
-def _stop(exp: Experiment, progress: Progress) -> None:
-    progress.message("stopping: killing running jobs…")
-    exp.stop()
 
 
 def print_summary(result: ExperimentResult, config, out: TextIO) -> None:

@@ -37,11 +37,12 @@ def wait_for(predicate, timeout: float, step: float = 0.02) -> bool:
     return bool(predicate())
 
 
-def node_folder(tmp_path: Path, servers, script: bool = True) -> Path:
-    """A working folder with `.aup/` listing `servers` as nodes, a known_hosts and rosenbrock.py."""
+def node_folder(tmp_path: Path, servers, script: bool = True, slots: int = 1) -> Path:
+    """A working folder with `.aup/` listing `servers` as nodes (`slots` resources each), a
+    known_hosts and rosenbrock.py."""
     folder = tmp_path / "work"
     folder.mkdir()
-    init_aup(str(folder / ".aup"), node=[s.mapping_value() for s in servers])
+    init_aup(str(folder / ".aup"), node=[s.mapping_value() for s in servers for _ in range(slots)])
     servers[0].factory.write_known_hosts(folder / "known_hosts", servers)
     if script:
         shutil.copy(ROSENBROCK, folder / "rosenbrock.py")
@@ -144,7 +145,7 @@ def test_a_node_killed_mid_run_has_its_jobs_retried_on_the_other(sshd_factory, s
 
 
 def test_async_job_survives_the_connection_cut_and_restored(sshd_server, tmp_path):
-    folder = node_folder(tmp_path, [sshd_server])
+    folder = node_folder(tmp_path, [sshd_server], slots=2)
     path = rosenbrock_experiment(folder, 2, delay=0.5, steps=4, n_parallel=2, resource_args={
         "async_run": True, "async_reconnect": 0.2, "async_timeout": 60, "reconn_wait_time": 0.5,
         "max_retries": 10})

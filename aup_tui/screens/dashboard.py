@@ -151,7 +151,7 @@ class DashboardScreen(Screen):
 
     def _update_plot(self) -> None:
         st = self.state
-        self.query_one(ScorePlot).set_data([s for _, s in st.scores], st.best_so_far(), st.maximize, st.best_jid)
+        self.query_one(ScorePlot).set_data(st.score_values, st.best_trace, st.maximize, st.best_jid)
 
     def _tick(self) -> None:
         self.query_one(JobTable).tick()

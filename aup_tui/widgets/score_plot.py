@@ -8,6 +8,7 @@ The y axis turns logarithmic when every score is positive and they span more tha
 from __future__ import annotations
 
 import math
+import time
 from typing import Sequence
 
 from rich.text import Text
@@ -41,32 +42,54 @@ class BrailleCanvas:
         out = []
         for r in range(self.height):
             t = Text(no_wrap=True)
-            for c in range(self.width):
-                p, l = self.points[r][c], self.line[r][c]
-                if not p and not l:
-                    t.append(" ")
-                else:
-                    t.append(chr(0x2800 | p | l), style=line_style if l else point_style)
+            run: list[str] = []
+            run_style = ""
+            for p, l in zip(self.points[r], self.line[r]):
+                style = line_style if l else point_style if p else ""
+                if style != run_style and run:
+                    t.append("".join(run), style=run_style)
+                    run = []
+                run_style = style
+                run.append(chr(0x2800 | p | l) if p or l else " ")
+            if run:
+                t.append("".join(run), style=run_style)
             out.append(t)
         return out
 
 
 class ScorePlot(Widget):
-    """Plots `scores` (finishing order) and `best` (best so far after each); set with `set_data`."""
+    """Plots `scores` (finishing order) and `best` (best so far after each); set with `set_data`.
+
+    Redraws at most every `MIN_REDRAW` seconds: a plot of thousands of jobs needs no 20 fps.
+    """
+
+    MIN_REDRAW = 0.5
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.scores: list[float] = []
-        self.best: list[float] = []
+        self.scores: Sequence[float] = []
+        self.best: Sequence[float] = []
         self.maximize = True
         self.best_jid: int | None = None
+        self._last_draw = 0.0
+        self._pending = None
 
     def set_data(self, scores: Sequence[float], best: Sequence[float], maximize: bool,
                  best_jid: int | None = None) -> None:
-        self.scores, self.best, self.maximize, self.best_jid = list(scores), list(best), maximize, best_jid
+        """Show these scores; the sequences are read at the next redraw, not copied."""
+        self.scores, self.best, self.maximize, self.best_jid = scores, best, maximize, best_jid
+        wait = self.MIN_REDRAW - (time.monotonic() - self._last_draw)
+        if wait <= 0 or not self.is_mounted:
+            self.refresh()
+        elif self._pending is None:
+            self._pending = self.set_timer(wait, self._redraw)
+
+    def _redraw(self) -> None:
+        self._pending = None
         self.refresh()
 
     def render(self) -> Text:
+        self._last_draw = time.monotonic()
         c = theme_colors(self.app)
         width, height = self.size.width, self.size.height
         axis_style = c.get("plot-axis", "grey50")

@@ -537,7 +537,6 @@ class SSHResourceManager(AbstractResourceManager):
             delay = min(delay * 2, self.async_reconnect)
             try:
                 code = self._poll_async(job, state, logf)
-                print("POLL", job.jid, code, state.offset, time.monotonic(), flush=True)
                 state.failures = 0
             except Exception as exc:
                 if not isinstance(exc, (ConnectionLost, NodeUnreachableError, CommandTimeoutError)) \
