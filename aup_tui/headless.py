@@ -17,7 +17,6 @@ from typing import TextIO
 
 from backends.events import (
     Event,
-    EventBus,
     ExperimentStarted,
     JobFailed,
     JobFinished,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from backends import Experiment, get_default_connector
+from backends import Experiment
 from backends.config import load_experiment
 from backends.errors import ConfigError
 from backends.events import EventBus, JobFailed, JobIntermediate, JobStarted, Notice, PassiveResultWanted

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
-import time
-from pathlib import Path
 
 from tinydb import TinyDB
 
