@@ -54,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     res.add_argument("--free", action="store_true", help="free resources left taken by dead processes")
     res.add_argument("--probe", action="store_true", help="check each node over SSH and the local GPUs once")
     res.add_argument("--timeout", type=float, default=5.0, help="probe connect/command timeout in seconds")
+    res.add_argument("--accept-new-hosts", action="store_true",
+                     help="trust and save host keys not yet in ~/.ssh/known_hosts (changed keys are still refused)")
     return p
 
 
@@ -225,7 +227,7 @@ def cmd_resources(args) -> int:
     if args.probe:
         from backends.monitors.probe import probe_resources
 
-        for line in probe_resources(auppath, timeout=args.timeout):
+        for line in probe_resources(auppath, timeout=args.timeout, accept_new_hosts=args.accept_new_hosts):
             print(line)
     connector.close()
     return EXIT_OK

@@ -21,8 +21,11 @@ the test may kill/restart; ``sshd_servers`` is a session-wide list of
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import getpass
 import os
+import queue
 import shutil
 import signal
 import socket
@@ -61,6 +64,47 @@ def keygen(path: Path, kind: str = "ed25519") -> Path:
         check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )
     return path
+
+
+# --- sshd must not outlive the test process, even one killed with SIGKILL -----
+# Each sshd gets PR_SET_PDEATHSIG: the kernel kills it when the thread that
+# started it ends.  So every sshd is started by one long-lived launcher thread,
+# which ends only with the process.
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_prctl = _libc.prctl
+_launch_queue: "queue.Queue" = queue.Queue()
+_launcher_lock = threading.Lock()
+_launcher: threading.Thread | None = None
+
+
+def _die_with_parent() -> None:  # runs in the child, between fork and exec
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _launcher_loop() -> None:
+    while True:
+        args, kwargs, box, done = _launch_queue.get()
+        try:
+            box.append(subprocess.Popen(args, preexec_fn=_die_with_parent, **kwargs))
+        except BaseException as exc:  # handed back to the caller
+            box.append(exc)
+        done.set()
+
+
+def _popen(args: list[str], **kwargs) -> subprocess.Popen:
+    global _launcher
+    with _launcher_lock:
+        if _launcher is None or not _launcher.is_alive():
+            _launcher = threading.Thread(target=_launcher_loop, name="sshd-launcher", daemon=True)
+            _launcher.start()
+    box: list = []
+    done = threading.Event()
+    _launch_queue.put((args, kwargs, box, done))
+    done.wait()
+    if isinstance(box[0], BaseException):
+        raise box[0]
+    return box[0]
 
 
 def _descendants(root: int) -> list[int]:
@@ -140,7 +184,7 @@ class SshdServer:
             return self
         self._write_config()
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
+            self.proc = _popen(
                 [self.factory.sshd, "-D", "-e", "-f", str(self.config)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
             )

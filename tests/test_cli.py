@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from helpers import cli, cli_popen, pid_alive, write_experiment, write_script
+from sshd import free_port, sshd_factory, sshd_server  # noqa: F401  (fixtures)
 
 
 def status(folder: Path, *args: str) -> dict:
@@ -246,3 +247,20 @@ def test_passive_job_answered_by_another_process_through_the_store(tmp_path):
         proc.kill()
     [job] = status(tmp_path)["jobs"]
     assert job["status"] == "FINISHED" and job["score"] == 0.6
+
+
+def test_resources_probe_reports_up_and_down_nodes_and_local_gpus(tmp_path, sshd_server, monkeypatch):
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    sshd_server.factory.write_known_hosts(home / ".ssh" / "known_hosts", [sshd_server])
+    monkeypatch.setenv("HOME", str(home))
+    dead = f"root@127.0.0.1:{free_port()}"
+    assert cli("init", "--node", f"{sshd_server.mapping_value()},{dead}", cwd=tmp_path).returncode == 0
+    out = cli("resources", "--probe", "--timeout", "3", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    up = next(line for line in lines if f":{sshd_server.port}" in line and line.startswith("node"))
+    down = next(line for line in lines if dead in line and line.startswith("node"))
+    assert " UP " in up and "rtt" in up and "load" in up
+    assert " DOWN " in down and "refused" in down
+    assert any(line.startswith("local GPUs:") for line in lines)

@@ -163,6 +163,18 @@ def test_a_lost_gpu_is_marked_and_the_others_keep_going():
     assert not monitor.sample().gpus[1].lost
 
 
+def test_a_gpu_broken_from_the_start_does_not_hide_the_others():
+    nvml = FakeNVML([FakeGPU(util=10), FakeGPU(util=20)])
+    nvml.gpus[0].fail = nvml.NVMLError_GpuIsLost()
+    monitor = GPUMonitor(nvml=nvml)
+    snap = monitor.sample()
+    assert snap.available
+    assert [(g.index, g.lost, g.reason, g.utilization) for g in snap.gpus] == [
+        (0, True, "GPU is lost", None), (1, False, "", 20.0)]
+    nvml.gpus[0].fail = None
+    assert monitor.sample().gpus[0].utilization == 10.0
+
+
 def test_values_a_gpu_does_not_support_are_none_not_lost():
     nvml = FakeNVML([FakeGPU(util=7)])
     nvml.gpus[0].unsupported = {"nvmlDeviceGetPowerUsage", "nvmlDeviceGetComputeRunningProcesses"}

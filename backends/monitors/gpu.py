@@ -139,14 +139,15 @@ def nvml_reason(exc: BaseException) -> str:
 
 
 class _Device:
-    __slots__ = ("index", "handle", "uuid", "name", "history")
+    __slots__ = ("index", "handle", "uuid", "name", "history", "error")
 
     def __init__(self, index: int, handle: Any, uuid: str, name: str, history: int):
         self.index = index
-        self.handle = handle
+        self.handle = handle  # None: NVML would not give one (retried each sample)
         self.uuid = uuid
         self.name = name
         self.history: deque[float] = deque(maxlen=history)
+        self.error = ""
 
 
 def _read_stat(pid: int, proc_root: str) -> tuple[int, int, int] | None:
@@ -300,10 +301,9 @@ class GPUMonitor:
             count = nvml.nvmlDeviceGetCount()
             devices = []
             for i in range(count):
-                handle = nvml.nvmlDeviceGetHandleByIndex(i)
-                uuid = _text(_optional(nvml, nvml.nvmlDeviceGetUUID, handle, ""))
-                name = _text(_optional(nvml, nvml.nvmlDeviceGetName, handle, ""))
-                devices.append(_Device(i, handle, uuid, name, self.history))
+                dev = _Device(i, None, "", "", self.history)
+                self._open_device(dev)  # one broken GPU does not hide the others
+                devices.append(dev)
         except error as exc:
             self._init_reason = nvml_reason(exc)
             return False
@@ -316,6 +316,19 @@ class GPUMonitor:
         self._devices = devices
         self._procs_fn = nvml.nvmlDeviceGetComputeRunningProcesses
         self._init_reason = ""
+        return True
+
+    def _open_device(self, dev: _Device) -> bool:
+        """Get (and keep) the device's handle, UUID and name."""
+        nvml = self._nvml
+        try:
+            handle = nvml.nvmlDeviceGetHandleByIndex(dev.index)
+            dev.uuid = _text(_optional(nvml, nvml.nvmlDeviceGetUUID, handle, ""))
+            dev.name = _text(_optional(nvml, nvml.nvmlDeviceGetName, handle, ""))
+        except Exception as exc:
+            dev.handle, dev.error = None, nvml_reason(exc)
+            return False
+        dev.handle, dev.error = handle, ""
         return True
 
     # -- sampling -------------------------------------------------------------
@@ -353,6 +366,12 @@ class GPUMonitor:
 
         statuses = []
         for dev in self._devices:  # type: ignore[union-attr]
+            if dev.handle is None and not self._open_device(dev):
+                statuses.append(
+                    GPUStatus(index=dev.index, uuid=dev.uuid, name=dev.name, jobs=_card_jobs(cards, dev),
+                              history=tuple(dev.history), lost=True, reason=dev.error)
+                )
+                continue
             h = dev.handle
             try:
                 util = _field(error, get_util, h)
