@@ -101,6 +101,71 @@ class QuitScreen(ModalScreen[str | None]):
         self.dismiss(answer)
 
 
+# -- help: the keys of the screen underneath ---------------------------------------------
+
+
+class HelpScreen(ModalScreen[None]):
+    """The keys that work on the screen underneath (from the bindings themselves), and the contract's."""
+
+    BINDINGS = [
+        Binding("escape", "close", "Close", id="help.close"),
+        Binding("question_mark", "close", "Close", show=False),
+        Binding("q", "close", "Close", show=False),
+    ]
+
+    def __init__(self, rows: list[tuple[str, str, str]]) -> None:
+        super().__init__()
+        self.rows = rows
+
+    def compose(self) -> ComposeResult:
+        from rich.table import Table
+
+        table = Table.grid(padding=(0, 2))
+        table.add_column(justify="right", style="bold")
+        table.add_column()
+        group = None
+        for grp, key, description in self.rows:
+            if grp != group:
+                if group is not None:
+                    table.add_row("", "")
+                table.add_row("", f"[b u]{grp}[/]")
+                group = grp
+            table.add_row(key, description)
+        with Vertical(id="help-dialog"):
+            yield Static(table, id="help-keys")
+            yield Static("escape or ? closes · ctrl+p finds any action by name", id="help-hint")
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+def help_rows(app: App, screen) -> list[tuple[str, str, str]]:
+    """(group, key, description) of every described binding of the focused widget, screen and app."""
+    rows: list[tuple[str, str, str]] = []
+    seen: set[str] = set()
+    nodes = []
+    focused = screen.focused
+    if focused is not None:
+        nodes.append(("This table" if "Table" in type(focused).__name__ else "This field", focused))
+    nodes += [("This screen", screen), ("Everywhere", app)]
+    for group, node in nodes:
+        for cls in type(node).__mro__:
+            for binding in cls.__dict__.get("BINDINGS", ()):
+                if not isinstance(binding, Binding) or not binding.description:
+                    continue
+                if cls.__module__.startswith("textual.") and cls is not type(node):
+                    continue  # Textual's own generic keys (arrows, page up…) are not worth listing
+                key = app.get_key_display(binding)
+                if key in seen:
+                    continue
+                seen.add(key)
+                rows.append((group, key, binding.description))
+    rows += [("Everywhere", "ctrl+p", "Command palette: every action by name"),
+             ("Dialogs", "y / n", "Answer a confirm dialog (escape: no)"),
+             ("Dialogs", "ctrl+s", "Submit the passive-job form (escape leaves the job waiting)")]
+    return rows
+
+
 # -- the command palette -------------------------------------------------------------------
 
 
@@ -171,13 +236,14 @@ class AupApp(App[int]):
     def __init__(self, auppath: str | None = None, *, connector: Any = None, experiment: Any = None,
                  watch: int | None = None, state: ExperimentState | None = None,
                  picker_rows: list[dict] | None = None, clock: Callable[[], float] | None = None,
-                 theme: str | None = None, find: bool = True) -> None:
+                 theme: str | None = None, find: bool = True, demo_source: Any = None) -> None:
         super().__init__()
         self.auppath = auppath
         self.connector = connector
         self.experiment_config = experiment
         self.watch_eid = watch
         self.demo_state = state
+        self.demo_source = demo_source  # tests and screenshots: where the demo's requests go
         self.picker_rows = picker_rows
         self.clock = clock or time.time
         self.find = find
@@ -188,6 +254,8 @@ class AupApp(App[int]):
         self.quit_choice: str | None = None
         self.watched_status: str | None = None
         self.empty_reason: tuple[bool, str, str] | None = None
+        self.initial_experiments: list[dict] = []
+        self.monitoring: Any = None  # aup_tui.monitoring.Monitoring: started by the first dashboard; tests inject one
         for t in THEMES:
             self.register_theme(t)
         self.prefs = load_prefs(auppath)
@@ -207,12 +275,16 @@ class AupApp(App[int]):
 
             try:
                 self.auppath = find_env(self.auppath)
-            except ConfigError as exc:
-                self.empty_reason = (True, os.getcwd(), "")
+            except ConfigError:
+                where = os.path.abspath(os.path.expanduser(self.auppath)) if self.auppath else os.getcwd()
+                self.empty_reason = (True, where, "")
                 return
             from backends.store import TinyDBConnector
 
             self.connector = TinyDBConnector(self.auppath)
+        if self.connector is not None and self.experiment_config is None and self.watch_eid is None:
+            self.initial_experiments = self.connector.experiments()  # before the event loop runs
+        if self.connector is not None and self.find:
             if not self.prefs:
                 self.prefs = load_prefs(self.auppath)
                 if self.prefs.get("theme") in self.available_themes:
@@ -224,7 +296,7 @@ class AupApp(App[int]):
         from .screens.picker import PickerScreen
 
         if self.demo_state is not None:
-            self.push_screen(DashboardScreen(self.demo_state, self.clock))
+            self.push_screen(DashboardScreen(self.demo_state, self.clock, source=self.demo_source))
         elif self.picker_rows is not None:
             self.push_screen(PickerScreen(rows=self.picker_rows, clock=self.clock))
         elif self.empty_reason is not None:
@@ -234,7 +306,7 @@ class AupApp(App[int]):
         elif self.watch_eid is not None:
             self.open_experiment(self.watch_eid, base=True)
         else:
-            exps = self.connector.experiments()
+            exps = self.initial_experiments
             if not exps:
                 self.push_screen(EmptyScreen(False, self.auppath or ""))
             elif len(exps) == 1 or exps[-1]["status"] == "RUNNING":
@@ -283,12 +355,21 @@ class AupApp(App[int]):
             loop.call_soon_threadsafe(callback, *args)
 
     def _experiment_crashed(self, exc: BaseException) -> None:
+        from .screens.dashboard import DashboardScreen
+
         self.notify(f"the experiment stopped with an error: {exc}", severity="error", timeout=30)
+        for screen in self.screen_stack:
+            if isinstance(screen, DashboardScreen) and isinstance(screen.source, LiveSource):
+                screen.experiment_failed(str(exc))
 
     @property
     def running_experiment(self) -> bool:
         return self.exp_thread is not None and self.exp_thread.is_alive() and \
             self.experiment is not None and not self.experiment.stopping
+
+    def on_unmount(self) -> None:
+        if self.monitoring is not None:
+            self.monitoring.stop()  # the GPU and node monitors' threads, NVML, SSH connections
 
     def on_experiment_ended(self, message) -> None:
         self.watched_status = message.status
@@ -331,11 +412,17 @@ class AupApp(App[int]):
                         return status_exit_code(screen.state.status)
         return EXIT_OK
 
+    def get_system_commands(self, screen):
+        # ours cover quitting (with the running-experiment question) and help
+        for command in super().get_system_commands(screen):
+            if command.title not in ("Quit", "Keys"):
+                yield command
+
     def action_help(self) -> None:
-        if self.screen.query("HelpPanel"):
-            self.action_hide_help_panel()
-        else:
-            self.action_show_help_panel()
+        if isinstance(self.screen, HelpScreen):
+            self.screen.dismiss(None)
+            return
+        self.push_screen(HelpScreen(help_rows(self, self.screen)))
 
     def action_next_theme(self) -> None:
         names = THEME_NAMES
@@ -345,8 +432,6 @@ class AupApp(App[int]):
     def set_theme(self, name: str) -> None:
         self.theme = name
         self.notify(f"theme: {name}", timeout=2)
-        self.prefs["theme"] = name
-        self._save_prefs(dict(self.prefs))
 
     @work(thread=True, group="prefs")
     def _save_prefs(self, prefs: dict) -> None:
@@ -356,12 +441,14 @@ class AupApp(App[int]):
             pass
 
     def watch_theme(self, theme: str) -> None:
-        from .widgets.job_table import JobTable
-
+        """Any theme change (t, the palette's commands, Textual's theme picker) is remembered."""
+        if self.is_running and self.prefs.get("theme") != theme:
+            self.prefs["theme"] = theme
+            self._save_prefs(dict(self.prefs))
         for screen in self.screen_stack:
-            for table in screen.query(JobTable):
-                table.restyle()
-            screen.refresh(repaint=True)
+            restyle = getattr(screen, "restyle", None)
+            if restyle is not None and screen.is_mounted:
+                restyle()
 
 
 # -- entry point ---------------------------------------------------------------------------

@@ -353,7 +353,10 @@ class EngineBridge:
     message until the app drains the batch.
     """
 
-    IGNORED = ("JobOutput", "ResourceTaken", "ResourceFreed")
+    #: what the state model uses; JobOutput lines (the bulk) are not subscribed, so the engine
+    #: skips building them (the job detail screen follows the log file instead)
+    KINDS = (ExperimentStarted, ExperimentFinished, JobQueued, JobStarted, JobIntermediate, JobFinished,
+             JobFailed, JobStopped, PassiveResultWanted, PassiveResultAccepted, Notice)
 
     def __init__(self, bus: EventBus) -> None:
         self.bus = bus
@@ -361,7 +364,7 @@ class EngineBridge:
         self._pending: list[Event] = []
         self._posted = False
         self._target: Any = None
-        self._unsubscribe: Callable[[], None] | None = bus.subscribe(self._on_event)
+        self._unsubscribe: Callable[[], None] | None = bus.subscribe(self._on_event, kinds=self.KINDS)
 
     def attach(self, target: Any) -> None:
         """Wake `target` (a Textual MessagePump) from now on; wakes it now if events wait."""
@@ -373,8 +376,6 @@ class EngineBridge:
             target.post_message(EngineEvents())
 
     def _on_event(self, event: Event) -> None:
-        if type(event).__name__ in self.IGNORED:
-            return
         with self._lock:
             self._pending.append(event)
             if self._posted or self._target is None:

@@ -160,7 +160,7 @@ def _alive_fn(pgid: int) -> str:
     return (
         "alive() { if command -v ps >/dev/null 2>&1; then "
         f"[ \"$(ps -A -o pgid= -o stat= 2>/dev/null | awk -v g={pgid} '$1==g && $2 !~ /^Z/ {{n++}} END {{print n+0}}')\" != 0 ]; "
-        f"else kill -0 -- -{pgid} 2>/dev/null; fi; }}"
+        f"else kill -s 0 -- -{pgid} 2>/dev/null; fi; }}"
     )
 
 
@@ -173,10 +173,10 @@ def kill_command(pgid: int, grace: float = 2.0) -> str:
     tries = max(1, int(grace / 0.05))
     script = "\n".join([
         _alive_fn(pgid),
-        f"kill -TERM -- -{pgid} 2>/dev/null || kill -TERM {pgid} 2>/dev/null",
+        f"kill -s TERM -- -{pgid} 2>/dev/null || kill -s TERM {pgid} 2>/dev/null",
         "i=0",
         f"while alive && [ $i -lt {tries} ]; do sleep 0.05; i=$((i+1)); done",
-        f"alive && kill -KILL -- -{pgid} 2>/dev/null",
+        f"alive && kill -s KILL -- -{pgid} 2>/dev/null",
         "i=0",
         "while alive && [ $i -lt 40 ]; do sleep 0.05; i=$((i+1)); done",
         "if alive; then echo alive; else echo gone; fi",

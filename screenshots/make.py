@@ -14,6 +14,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+import panel_scenes  # noqa: E402  (the GPU and nodes panels, the node detail)
 import scenes  # noqa: E402
 
 #: file name → (app factory, terminal size, keys to press first)
@@ -22,10 +23,18 @@ SCENES = {
     "dashboard-light": (lambda: scenes.dashboard_app("aup-light"), (120, 34), []),
     "dashboard-high-contrast": (lambda: scenes.dashboard_app("aup-high-contrast"), (120, 34), []),
     "dashboard-80x24": (lambda: scenes.dashboard_app("aup-dark"), (80, 24), []),
-    "dashboard-passive-waiting": (lambda: scenes.dashboard_app("aup-dark", waiting=True), (100, 30), []),
-    "dashboard-filter": (lambda: scenes.dashboard_app("aup-dark"), (100, 30), ["slash", *"finished cpu:2"]),
+    "dashboard-passive-waiting": (lambda: scenes.dashboard_app("aup-dark", waiting=True), (100, 30), ["escape"]),
+    "passive-form": (lambda: scenes.dashboard_app("aup-dark", waiting=True), (100, 30), []),
+    "stop-job-confirm": (lambda: scenes.dashboard_app("aup-dark"), (100, 30), ["G", "s"]),
+    "dashboard-filter": (lambda: scenes.dashboard_app("aup-dark"), (100, 30), ["slash", *"finished cpu1"]),
     "picker": (lambda: scenes.picker_app("aup-dark"), (100, 24), []),
     "empty": (lambda: scenes.empty_app("aup-dark"), (80, 24), []),
+    "panels-80x24": (lambda: panel_scenes.panels_app("aup-dark"), (80, 24), []),
+    "panels-100x40": (lambda: panel_scenes.panels_app("aup-dark"), (100, 40), []),
+    "panels-200x50": (lambda: panel_scenes.panels_app("aup-dark"), (200, 50), []),
+    "panels-no-nvml": (lambda: panel_scenes.panels_app("aup-dark", gpus=False), (200, 50), []),
+    "node-detail-down": (lambda: panel_scenes.node_detail_app("node 3"), (80, 24), []),
+    "node-detail-gpus": (lambda: panel_scenes.node_detail_app("node 1"), (200, 50), []),
 }
 
 

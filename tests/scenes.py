@@ -31,7 +31,7 @@ def demo_state(n_jobs: int = 24, n_samples: int = 40, running: int = 2, waiting:
     finished_order = []
     for jid in range(1, n_jobs + 1):
         x, y = round(rng.uniform(-2, 2), 4), round(rng.uniform(-1, 3), 4)
-        row = JobRow(jid=jid, config={"x": x, "y": y}, resource=f"cpu:{(jid - 1) % 2 + 1}",
+        row = JobRow(jid=jid, config={"x": x, "y": y}, resource=f"cpu:cpu{(jid - 1) % 2}",
                      start=t, attempts=1)
         st.jobs[jid] = row
         st.counts["QUEUED"] += 1
@@ -83,10 +83,35 @@ def picker_rows() -> list[dict]:
     ]
 
 
-def dashboard_app(theme: str = "aup-dark", **kw):
+class RecordingSource:
+    """Stands in for a running experiment: records what the dashboard asked of it."""
+
+    live = True
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def stop_job(self, jid: int) -> bool:
+        self.calls.append(("stop_job", jid))
+        return True
+
+    def stop_experiment(self) -> None:
+        self.calls.append(("stop_experiment",))
+
+    def submit(self, jid: int, text: str) -> float:
+        self.calls.append(("submit", jid, text))
+        return float(text)
+
+    def mark_failed(self, jid: int, reason: str) -> None:
+        self.calls.append(("mark_failed", jid, reason))
+
+
+def dashboard_app(theme: str = "aup-dark", source: bool = True, **kw):
+    """The demo dashboard; with `source`, its stop keys and passive form talk to a RecordingSource."""
     from aup_tui.app import AupApp
 
-    return AupApp(state=demo_state(**kw), clock=CLOCK, theme=theme, find=False)
+    return AupApp(state=demo_state(**kw), clock=CLOCK, theme=theme, find=False,
+                  demo_source=RecordingSource() if source else None)
 
 
 def picker_app(theme: str = "aup-dark"):

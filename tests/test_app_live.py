@@ -3,13 +3,10 @@ passive jobs, the picker and the empty state. Real job processes, a real store."
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
 from pathlib import Path
-
-import pytest
 
 from aup_tui.app import AupApp, QuitScreen, _finish_experiment
 from aup_tui.screens.dashboard import DashboardScreen
@@ -101,6 +98,13 @@ async def test_run_shows_jobs_live_and_s_stops_the_selected_job(tmp_path):
             assert gone(pids), "the job's processes (shell and its child) must be gone"
             assert conn.get_job(jid, state.eid)["status"] == "STOPPED"
             assert "RUNNING" in app.screen.query_one(ExperimentHeader).render().plain
+            # enter opens the job's detail, escape comes back
+            from aup_tui.screens.job_detail import JobDetailScreen
+
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: isinstance(app.screen, JobDetailScreen))
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
     finally:
         stop_app_experiment(app)
 
@@ -271,7 +275,7 @@ async def test_empty_state_without_experiments(tmp_path):
         assert "aup-tui run experiment.json" in str(app.screen.query_one("#empty-text").render())
 
 
-async def test_picker_lists_experiments_newest_first_and_opens_one(tmp_path):
+def two_experiments(tmp_path: Path) -> str:
     auppath = str(tmp_path / ".aup")
     init_aup(auppath, cpu=1)
     conn = TinyDBConnector(auppath)
@@ -282,6 +286,11 @@ async def test_picker_lists_experiments_newest_first_and_opens_one(tmp_path):
         conn.end_job(eid, jid, 0.5, "FINISHED", values=[0.5])
         conn.end_experiment(eid, "FINISHED", best_jid=jid, best_score=0.5)
     conn.close()
+    return auppath
+
+
+async def test_picker_lists_experiments_newest_first_and_opens_one(tmp_path):
+    auppath = two_experiments(tmp_path)
     app = AupApp(auppath)
     async with app.run_test(size=(80, 24)) as pilot:
         assert isinstance(app.screen, PickerScreen)
@@ -290,6 +299,13 @@ async def test_picker_lists_experiments_newest_first_and_opens_one(tmp_path):
         table = app.screen.query_one(DataTable)
         await wait_for(pilot, lambda: table.row_count == 2)
         assert str(table.get_row_at(0)[1]) == "second"
+        assert str(table.get_row_at(0)[2]) == "finished" and str(table.get_row_at(0)[3]) == "0.5 (2)"
+        await pilot.press("G")
+        assert table.cursor_row == 1
+        await pilot.press("g")
+        assert table.cursor_row == 0
+        await pilot.press("r")
+        await wait_for(pilot, lambda: table.row_count == 2 and not table.loading)
         await pilot.press("j", "enter")
         await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
         await wait_for(pilot, lambda: app.screen.state.name == "first")
@@ -298,7 +314,33 @@ async def test_picker_lists_experiments_newest_first_and_opens_one(tmp_path):
         assert isinstance(app.screen, PickerScreen)
 
 
+async def test_e_on_a_store_dashboard_opens_the_experiments(tmp_path):
+    auppath = two_experiments(tmp_path)
+    conn = TinyDBConnector(auppath)
+    app = AupApp(auppath, connector=conn, watch=2)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen) and app.screen.state.name == "second")
+        assert app.screen.query_one(JobTable).row_count == 1
+        await pilot.press("e")
+        await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen))
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))
+        await pilot.press("escape")
+        assert isinstance(app.screen, PickerScreen)
+        await pilot.press("question_mark")
+        from aup_tui.app import HelpScreen
+
+        assert isinstance(app.screen, HelpScreen)
+        assert any(key == "r" for _, key, _ in app.screen.rows)
+        await pilot.press("escape")
+        assert isinstance(app.screen, PickerScreen)
+        await pilot.press("q")
+    assert app.return_value == 0  # a finished experiment that is only looked at
+
+
 def test_engine_stays_free_of_textual():
-    out = subprocess.run(["python", "-c", "import backends, backends.experiment, sys; "
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "import backends, backends.experiment, sys; "
                           "assert 'textual' not in sys.modules"], cwd=ROOT, capture_output=True)
     assert out.returncode == 0, out.stderr

@@ -173,6 +173,21 @@ def test_async_job_survives_the_connection_cut_and_restored(sshd_server, tmp_pat
         assert len(exp.connector.intermediate_results(result.eid, j["jid"])) == 4
 
 
+def test_early_stopping_kills_lagging_jobs_on_the_node(sshd_servers, tmp_path):
+    folder = node_folder(tmp_path, [sshd_servers[14]], slots=2)
+    path = rosenbrock_experiment(folder, 8, delay=0.15, steps=8, n_parallel=2, resource_args={
+        "early_stop": {"aup_policy": "median", "aup_policy_steps": 2, "warmup": 2}})
+    exp, result = run_experiment(path, folder)
+    jobs = exp.connector.jobs(result.eid)
+    assert result.status == "FINISHED", exp.connector.errors(result.eid)
+    stopped = [j for j in jobs if j["status"] == "EARLY_STOPPED"]
+    assert stopped and len(stopped) < len(jobs)
+    for j in stopped:
+        assert len(exp.connector.intermediate_results(result.eid, j["jid"])) < 8
+        pgid = int((folder / "jobs" / f"{j['jid']}.1.remote.pid").read_text())
+        assert not group_processes(pgid)
+
+
 # -- managers on their own -------------------------------------------------------------------------
 
 def make_manager(folder: Path, n_parallel: int = 1, **kwargs) -> SSHResourceManager:
@@ -217,6 +232,8 @@ def test_stop_kills_the_whole_process_group_on_the_node(sshd_servers, tmp_path, 
         assert wait_for(lambda: not group_processes(pgid), 5), group_processes(pgid)
         assert not pid_alive(child)
         assert state.kill_result == "gone"  # the manager checked on the node too
+        from backends.remote import alive_command
+        assert rm.pool.run(state.name, alive_command(pgid))[1].strip() == "gone"  # and so do we, over SSH
         record = rm.connector.get_job(job.jid)
         assert record["status"] == "STOPPED" and record["score"] == 1
     finally:
@@ -232,7 +249,8 @@ def test_parameter_with_quotes_and_semicolons_arrives_intact_and_runs_nothing(ss
     """)
     marker = tmp_path / "pwned"
     evil = f"""a'b"c; touch {marker}; $(touch {marker}) `touch {marker}` && echo x"""
-    rm = make_manager(folder)
+    odd_dir = tmp_path / "it's a \"dir\"; $(touch pwned)"
+    rm = make_manager(folder, remote_workingdir=str(odd_dir))
     try:
         job, done = start_job(rm, folder, "./echo config.sh", {"name": evil},
                               runtime_args={"env": {"TRICKY": evil}})
@@ -243,7 +261,8 @@ def test_parameter_with_quotes_and_semicolons_arrives_intact_and_runs_nothing(ss
         config = json.loads(out.splitlines()[0])
         assert config["name"] == evil
         assert f"env=[{evil}]" in out
-        assert not marker.exists()
+        assert json.loads((odd_dir / "jobs" / f"{job.jid}.json").read_text())["name"] == evil
+        assert not marker.exists() and not (odd_dir / "pwned").exists() and not (folder / "pwned").exists()
     finally:
         rm.finish()
 
@@ -272,6 +291,7 @@ def test_script_is_uploaded_to_a_remote_working_folder_and_kept_executable(sshd_
         assert done2.wait(20) and rm.connector.get_job(job2.jid)["score"] == 3
     finally:
         rm.finish()
+        rm.connector.close()
     rm = make_manager(folder, remote_workingdir=str(remote_wd))
     try:
         job3, done3 = start_job(rm, folder, "./job.sh", {"x": 3}, runtime_args={"overwrite": True})
@@ -294,6 +314,54 @@ def test_failing_job_and_missing_script_give_clear_errors(sshd_servers, tmp_path
         assert done.wait(20)
         assert "job script" in rm.connector.get_job(job.jid)["error"]
         assert "not found here nor as" in rm.connector.get_job(job.jid)["error"]
+    finally:
+        rm.finish()
+
+
+def test_async_job_past_async_timeout_fails_and_is_killed(sshd_servers, tmp_path):
+    folder = node_folder(tmp_path, [sshd_servers[12]], script=False)
+    write_script(folder, "slow.sh", 'echo "#Auptimizer:1"\nsleep 300\n')
+    rm = make_manager(folder, async_run=True, async_reconnect=0.1, async_timeout=1)
+    try:
+        job, done = start_job(rm, folder, "./slow.sh", {})
+        assert wait_for(lambda: rm._states.get(job.jid) and rm._states[job.jid].pgid, 10)
+        pgid = rm._states[job.jid].pgid
+        assert done.wait(20)
+        record = rm.connector.get_job(job.jid)
+        assert record["status"] == "FAILED" and record["score"] == 1
+        assert "had not ended after async_timeout 1 s; it was stopped" in record["error"]
+        assert not group_processes(pgid)
+    finally:
+        rm.finish()
+
+
+def test_bad_environment_variable_name_fails_the_job_clearly(sshd_servers, tmp_path):
+    folder = node_folder(tmp_path, [sshd_servers[12]], script=False)
+    write_script(folder, "ok.sh", 'echo "#Auptimizer:1"\n')
+    rm = make_manager(folder)
+    try:
+        job, done = start_job(rm, folder, "./ok.sh", {}, runtime_args={"env": {"BAD;NAME": "1"}})
+        assert done.wait(20)
+        assert "runtime_args.env has the variable name 'BAD;NAME'" in rm.connector.get_job(job.jid)["error"]
+    finally:
+        rm.finish()
+
+
+def test_wrong_key_fails_at_once_without_retries(sshd_servers, tmp_path):
+    from sshd import keygen
+
+    server = sshd_servers[13]
+    folder = node_folder(tmp_path, [server], script=False)
+    other = keygen(tmp_path / "other_key")
+    env_ini = folder / ".aup" / "env.ini"
+    env_ini.write_text(env_ini.read_text().replace(str(server.factory.client_key), str(other)))
+    write_script(folder, "ok.sh", 'echo "#Auptimizer:1"\n')
+    rm = make_manager(folder, reconn_wait_time=5, max_retries=3)
+    try:
+        start = time.monotonic()
+        job, done = start_job(rm, folder, "./ok.sh", {})
+        assert done.wait(20) and time.monotonic() - start < 5
+        assert "authentication failed for" in rm.connector.get_job(job.jid)["error"]
     finally:
         rm.finish()
 
@@ -336,11 +404,30 @@ def test_a_node_the_monitor_reports_down_gets_no_jobs(sshd_factory, sshd_servers
     rm = make_manager(folder, monitor=monitor)
     try:
         monitor.probe_once()
-        alive = [rid for rid, name in rm.names.items() if str(sshd_servers[9].port) in name]
+        alive = [rid for rid, spec in rm.specs.items() if spec.port == sshd_servers[9].port]
+        assert rm.names[alive[0]] == f"node {alive[0]}"  # the names the TUI's monitor uses
         assert {rm.get_available("me", "node") for _ in range(20)} == set(alive)
     finally:
         rm.finish()
         pool.close()
+
+
+def test_a_down_node_comes_back_without_a_monitor(sshd_server, tmp_path):
+    folder = node_folder(tmp_path, [sshd_server], script=False)
+    write_script(folder, "ok.sh", 'echo "#Auptimizer:1"\n')
+    rm = make_manager(folder, max_retries=0)
+    try:
+        sshd_server.kill()
+        job, done = start_job(rm, folder, "./ok.sh", {})
+        assert done.wait(20)
+        assert "connection refused" in rm.connector.get_job(job.jid)["error"]
+        assert rm.get_available("me", "node") is None  # DOWN: no new jobs
+        sshd_server.start()
+        assert wait_for(lambda: rm.get_available("me", "node") is not None, 10)
+        job, done = start_job(rm, folder, "./ok.sh", {})
+        assert done.wait(20) and rm.connector.get_job(job.jid)["status"] == "FINISHED"
+    finally:
+        rm.finish()
 
 
 def test_no_nodes_is_a_clear_error(tmp_path):

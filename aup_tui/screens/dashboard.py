@@ -35,6 +35,9 @@ from ..bridge import (
 from ..widgets.header import ExperimentHeader
 from ..widgets.job_table import JobTable, format_params
 from ..widgets.score_plot import ScorePlot
+from ..monitoring import GPUSampled, NodesProbed, monitoring_for
+from ..widgets.gpu_panel import GPUPanel
+from ..widgets.nodes_panel import NodesPanel
 
 POLL_INTERVAL = 0.5  # seconds between store reads in watch mode (after the previous one ended)
 MIN_BATCH_INTERVAL = 0.05  # at most ~20 state updates a second
@@ -44,13 +47,14 @@ NARROW = 140  # below this width the plot and panels go under the job table
 class DashboardScreen(Screen):
     """One experiment, live. `source` carries stop requests and passive answers (None: read-only)."""
 
+    CSS_PATH = "../widgets/panels.tcss"  # the GPU and nodes panels
     BINDINGS = [
         Binding("s", "stop_job", "Stop job", id="dashboard.stop_job"),
         Binding("S", "stop_experiment", "Stop exp.", id="dashboard.stop_experiment"),
         Binding("enter", "open_job", "Open", id="dashboard.open"),
         Binding("slash", "filter", "Filter", id="dashboard.filter"),
         Binding("escape", "back", "Back", show=False, id="dashboard.back"),
-        Binding("p", "answer_passive", "Answer passive job", show=False, id="dashboard.passive"),
+        Binding("p", "answer_passive", "Answer job", id="dashboard.passive"),
         Binding("e", "experiments", "Experiments", show=False, id="dashboard.experiments"),
     ]
 
@@ -70,6 +74,8 @@ class DashboardScreen(Screen):
         self._dismissed_passive: set[int] = set()
         self._passive_open: int | None = None
         self._filter_timer = None
+        self._loaded = False
+        self._keys_shown: tuple[bool, bool] | None = None
 
     # -- layout ---------------------------------------------------------------------------
 
@@ -78,13 +84,13 @@ class DashboardScreen(Screen):
         with Horizontal(id="main"):
             with Vertical(id="left"):
                 yield JobTable(self.state, self.clock, id="jobs")
-                yield Input(placeholder="filter: words, e.g. 'failed cpu:1' (enter keeps, escape clears)",
+                yield Input(placeholder="/ filter: words, e.g. 'failed cpu1' — enter keeps, escape clears",
                             id="filter")
             with Vertical(id="right"):
                 yield ScorePlot(id="plot")
                 with Horizontal(id="panels"):
-                    yield Static("GPU monitor: not started yet", id="gpu-panel", classes="panel")
-                    yield Static("Nodes: none configured", id="nodes-panel", classes="panel")
+                    yield GPUPanel(id="gpu-panel", classes="panel")
+                    yield NodesPanel(clock=self.clock, id="nodes-panel", classes="panel")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -92,6 +98,7 @@ class DashboardScreen(Screen):
         self.query_one("#jobs").border_title = "Jobs"
         self.query_one("#gpu-panel").border_title = "GPUs"
         self.query_one("#nodes-panel").border_title = "Nodes"
+        self.monitoring = monitoring_for(self)  # the GPU and node monitors (None in demos)
         self.query_one("#filter").display = False
         self._update_plot()
         self.query_one(JobTable).focus()
@@ -101,6 +108,22 @@ class DashboardScreen(Screen):
         if self.poll:
             self._poll_store()
         self._offer_passive()
+
+    def on_job_table_filter_changed(self, message: JobTable.FilterChanged) -> None:
+        parts = []
+        if message.status:
+            parts.append(message.status.lower())
+        if message.text:
+            parts.append(f"'{message.text}'")
+        title = "Jobs"
+        if parts:
+            title += f" {message.shown} of {message.total} · " + " · ".join(parts)
+        self.query_one(JobTable).border_title = title
+
+    def on_job_table_sorted(self, message: JobTable.Sorted) -> None:
+        default = message.column == "id" and not message.reverse
+        self.query_one(JobTable).border_subtitle = "" if default else \
+            f"sorted by {message.column} {'▼' if message.reverse else '▲'}"
 
     def on_resize(self) -> None:
         self.set_class(self.size.width < NARROW, "-narrow")
@@ -141,6 +164,10 @@ class DashboardScreen(Screen):
             self._ticker.resume()
         else:
             self._ticker.pause()
+        keys = (self.state.is_live, bool(self.state.waiting))
+        if keys != self._keys_shown:  # s/S only while it runs, p only while a job waits
+            self._keys_shown = keys
+            self.refresh_bindings()  # (the footer recomposes: not on every batch)
         if ch.ended:
             self._passive_open = None
             self.notify(f"experiment {self.state.eid} {self.state.status.lower()}", timeout=6,
@@ -152,6 +179,17 @@ class DashboardScreen(Screen):
     def _update_plot(self) -> None:
         st = self.state
         self.query_one(ScorePlot).set_data(st.score_values, st.best_trace, st.maximize, st.best_jid)
+
+    def experiment_failed(self, error: str) -> None:
+        """The experiment's thread raised: show it as FAILED (the error is in a notification)."""
+        self.state.status = "FAILED"
+        self.state.end = self.clock()
+        self.query_one(ExperimentHeader).update_state()
+        self._ticker.pause()
+
+    def restyle(self) -> None:
+        self.query_one(JobTable).restyle()
+        self.refresh(repaint=True)
 
     def _tick(self) -> None:
         self.query_one(JobTable).tick()
@@ -177,7 +215,9 @@ class DashboardScreen(Screen):
         message.stop()
         if message.jobs is not None:
             self.apply_changes(self.state.merge_store(message.exp, message.jobs))
-        if self.poll and self.is_attached:
+            self._loaded = True
+        # an experiment that has ended does not change any more: stop polling once it is shown
+        if self.poll and self.is_attached and (self.state.is_live or not self._loaded):
             self.set_timer(POLL_INTERVAL, self._poll_store)
 
     # -- actions --------------------------------------------------------------------------
@@ -187,12 +227,13 @@ class DashboardScreen(Screen):
         return self.query_one(JobTable).selected_jid
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
+        """Hide keys that do nothing now (False hides them from the footer and disables them)."""
         if action in ("stop_job", "stop_experiment"):
-            return True if self.source is not None and self.state.is_live else None
+            return self.source is not None and self.state.is_live
         if action == "answer_passive":
-            return True if self.state.waiting and self.source is not None else None
+            return bool(self.state.waiting) and self.source is not None
         if action == "experiments":
-            return True if self.connector is not None and not isinstance(self.source, LiveSource) else None
+            return self.connector is not None and not isinstance(self.source, LiveSource)
         return True
 
     def action_stop_job(self) -> None:
@@ -313,6 +354,7 @@ class DashboardScreen(Screen):
             return
         pending = [j for j in sorted(self.state.waiting) if j not in self._dismissed_passive]
         if pending and self.app.screen is self:
+            self.app.bell()  # the person is the resource: call them
             self._open_passive(self.state.waiting[pending[0]])
 
     def action_answer_passive(self) -> None:
@@ -335,6 +377,8 @@ class DashboardScreen(Screen):
             if result in ("submitted", "failed"):
                 self.state.waiting.pop(want.jid, None)
                 self.query_one(ExperimentHeader).update_state()
+                self._keys_shown = None
+                self.refresh_bindings()
                 self.call_after_refresh(self._offer_passive)
             else:
                 self._dismissed_passive.add(want.jid)
@@ -343,6 +387,35 @@ class DashboardScreen(Screen):
         source = self.source
         self.app.push_screen(PassiveForm(PassiveRequest.from_event(want), source.submit, source.mark_failed),
                              closed)
+
+    # -- the live GPU and node panels (aup_tui/monitoring.py) --------------------------------
+
+    def on_gpu_sampled(self, message: GPUSampled) -> None:
+        message.stop()
+        self.query_one(GPUPanel).update_snapshot(message.snapshot)
+
+    def on_nodes_probed(self, message: NodesProbed) -> None:
+        message.stop()
+        self.query_one(NodesPanel).update_statuses(message.statuses)
+        self.query_one(GPUPanel).update_nodes(message.statuses)
+
+    def on_nodes_panel_node_selected(self, message: NodesPanel.NodeSelected) -> None:
+        message.stop()
+        status = (message.panel.statuses or {}).get(message.node)
+        if status is not None:
+            from .node_detail import NodeDetailScreen
+
+            self.app.push_screen(NodeDetailScreen(status, self.monitoring, clock=self.clock))
+
+    def on_nodes_panel_retry_requested(self, message: NodesPanel.RetryRequested) -> None:
+        message.stop()
+        if self.monitoring is not None:
+            self.monitoring.retry(message.node)
+            self.notify(f"probing {message.node or 'every node'}…", timeout=2)
+
+    def on_unmount(self) -> None:
+        if getattr(self, "monitoring", None) is not None:
+            self.monitoring.unsubscribe(self)
 
     def on_screen_resume(self) -> None:
         self.call_after_refresh(self._offer_passive)

@@ -13,7 +13,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from ..widgets.colors import fmt_duration, fmt_score, status_color, theme_colors
+from ..widgets.colors import fmt_score, status_color, theme_colors
 
 
 def ago(seconds: float) -> str:
@@ -109,7 +109,7 @@ class PickerScreen(Screen):
             total = max(int(exp.get("n_samples") or 0), sum(counts.values()))
             best = (f"{fmt_score(exp['best_score'])} ({exp['best_jid']})" if exp.get("best_jid") is not None
                     else "—")
-            start, end = exp.get("start"), exp.get("end")
+            start = exp.get("start")
             table.add_row(
                 Text(str(exp["eid"]), justify="right"), exp.get("name", ""),
                 Text(exp["status"].lower(), style=status_color(c, exp["status"])),
@@ -117,6 +117,10 @@ class PickerScreen(Screen):
                 ago(now - start) if start else "",
                 key=str(exp["eid"]),
             )
+
+    def restyle(self) -> None:
+        if self.rows is not None:
+            self._show(self.rows)
 
     def action_open(self) -> None:
         table = self.query_one(DataTable)

@@ -46,35 +46,44 @@ class ExperimentHeader(Widget):
                 self._timer.pause()
         self.refresh()
 
+    def _line1(self, c: dict[str, str], now: float, compact: bool) -> Text:
+        st = self.state
+        line = Text(no_wrap=True, overflow="ellipsis")
+        if st.status == "CONNECTING":
+            line.append(SPINNER[self._ticks % len(SPINNER)] + " ", style=c["status-running"])
+        line.append(st.name or "experiment", style="bold")
+        if st.eid is not None:
+            line.append(f" #{st.eid}", style=c.get("plot-axis", ""))
+        status = "connecting…" if st.status == "CONNECTING" else st.status
+        line.append(" " if compact else "  ")
+        line.append(f" {status} ", style=f"bold reverse {status_color(c, 'RUNNING' if st.status == 'CONNECTING' else st.status)}")
+        sep = " " if compact else "  "
+        line.append(f"{sep}{fmt_duration(st.elapsed(now))}{'' if compact else ' elapsed'}")
+        goal = "" if compact else f" ({'max' if st.maximize else 'min'})"
+        if st.best_jid is not None:
+            line.append(f"{sep}best{goal} ")
+            line.append(fmt_score(st.best_score), style=f"bold {c['status-finished']}")
+            line.append(f" #{st.best_jid}" if compact else f" job {st.best_jid}")
+        else:
+            line.append(f"{sep}best{goal} —")
+        return line
+
     def render(self) -> Text:
         st = self.state
         c = theme_colors(self.app)
         width = max(20, self.size.width)
         now = self.clock()
-        # line 1: name, status, elapsed, best, passive badge
-        line1 = Text(no_wrap=True, overflow="ellipsis")
-        if st.status == "CONNECTING":
-            line1.append(SPINNER[self._ticks % len(SPINNER)] + " ", style=c["status-running"])
-        line1.append(st.name or "experiment", style="bold")
-        if st.eid is not None:
-            line1.append(f" #{st.eid}", style=c.get("plot-axis", ""))
-        status = "connecting…" if st.status == "CONNECTING" else st.status
-        line1.append("  ")
-        line1.append(f" {status} ", style=f"bold reverse {status_color(c, st.status if st.status != 'CONNECTING' else 'RUNNING')}")
-        line1.append(f"  {fmt_duration(st.elapsed(now))} elapsed")
-        goal = "max" if st.maximize else "min"
-        if st.best_jid is not None:
-            line1.append(f"  best ({goal}) ")
-            line1.append(fmt_score(st.best_score), style=f"bold {c['status-finished']}")
-            line1.append(f" job {st.best_jid}")
-        else:
-            line1.append(f"  best ({goal}) —")
+        # line 1: name, status, elapsed, best, passive badge — compacted when it does not fit
         badge = None
         if st.waiting:
             n = len(st.waiting)
             jid = min(st.waiting)
-            badge = Text(f" ⚑ {'job ' + str(jid) if n == 1 else str(n) + ' jobs'} waiting for you ",
+            badge = Text(f" ⚑ {'job ' + str(jid) if n == 1 else str(n) + ' jobs'} waiting for you · p ",
                          style=f"bold reverse {c['status-waiting']}")
+        room = width - (badge.cell_len + 1 if badge is not None else 0)
+        line1 = self._line1(c, now, compact=False)
+        if line1.cell_len > room:
+            line1 = self._line1(c, now, compact=True)
         if badge is not None:
             pad = width - line1.cell_len - badge.cell_len
             if pad >= 1:

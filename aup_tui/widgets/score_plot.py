@@ -120,7 +120,7 @@ class ScorePlot(Widget):
 
         prev_y = None
         for i, (s, b) in enumerate(zip(self.scores, self.best)):
-            if not math.isfinite(s):
+            if not (math.isfinite(s) and math.isfinite(b)):
                 continue
             px, py = xpos(i), ypos(s)
             for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):  # a 2×2 dot mark: visible, still fine
@@ -153,7 +153,7 @@ class ScorePlot(Widget):
         legend.append("•", style=c.get("plot-point", "cyan"))
         legend.append(" score ", style=axis_style)
         legend.append("━", style=f"bold {c.get('plot-best', 'yellow')}")
-        legend.append(f" best-so-far ({goal}){best_txt}  {n} jobs →", style=axis_style)
+        legend.append(f" best-so-far ({goal}){best_txt}  {n} jobs →{'  log y' if log else ''}", style=axis_style)
         legend.truncate(width, overflow="ellipsis")
         out.append(legend)
         return Text("\n").join(out)

@@ -33,7 +33,20 @@ def get_resource_manager(resource: str, connector, n_parallel: int, auppath: str
     raise ConfigError(f"unknown resource type '{resource}': use one of {', '.join(RESOURCE_TYPES)}")
 
 
+def __getattr__(name: str) -> Any:
+    """`SSHResourceManager` and `AWSResourceManager`, imported on first use."""
+    if name == "SSHResourceManager":
+        from .ssh import SSHResourceManager
+
+        return SSHResourceManager
+    if name == "AWSResourceManager":
+        from .aws import AWSResourceManager
+
+        return AWSResourceManager
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
-    "AbstractResourceManager", "CPUResourceManager", "GPUResourceManager", "PassiveResourceManager",
-    "RESOURCE_TYPES", "get_resource_manager",
+    "AWSResourceManager", "AbstractResourceManager", "CPUResourceManager", "GPUResourceManager",
+    "PassiveResourceManager", "RESOURCE_TYPES", "SSHResourceManager", "get_resource_manager",
 ]

@@ -36,6 +36,11 @@ class LocalProcessManager(AbstractResourceManager):
         """Variables this resource sets for its job (never written into our own os.environ)."""
         return {}
 
+    def job_pids(self) -> dict[int, int]:
+        """jid → pid of each job running now: its process-group leader (jobs run in their own session)."""
+        with self._lock:
+            return {jid: proc.pid for jid, proc in self._procs.items()}
+
     def run(self, job: Job, rid: int, exp_config: Any, call_back_func: Callback, **kwargs: Any) -> None:
         runtime = dict(getattr(exp_config, "runtime_args", None) or {})
         runtime.update(kwargs)

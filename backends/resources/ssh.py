@@ -64,9 +64,11 @@ class _RemoteState:
     pool: NodePool
     paths: remote.RemoteJobPaths | None = None
     pgid: int | None = None
-    killed: threading.Event = field(default_factory=threading.Event)
+    killed: threading.Event = field(default_factory=threading.Event)  # the kill on the node is done
+    stop_requested: threading.Event = field(default_factory=threading.Event)
     kill_started: bool = False
     kill_result: str | None = None
+    chan: Any = None  # the sync job's channel
     # async mode: when it started, how much of the remote log was read, an unfinished line
     started: float = 0.0
     offset: int = 0
@@ -119,7 +121,8 @@ class SSHResourceManager(AbstractResourceManager):
         self._sftp_locks: dict[tuple[int, str], threading.Lock] = {}
         self._ready: set[tuple] = set()  # (name, what, path) done on this node: folders made, script checked
         self._homes: dict[str, str] = {}
-        self._rechecks: dict[str, float] = {}
+        self._rechecks: dict[str, float] = {}  # node → when it was last tried again (no monitor)
+        self._rechecking: set[str] = set()
         self._down_noticed: set[str] = set()
         self._closing = threading.Event()
         self.names: dict[int, str] = {}  # rid → node name in the pool
@@ -156,10 +159,14 @@ class SSHResourceManager(AbstractResourceManager):
                 raise ConfigError(f"{key} in {env.path} has the resource id {rid!r}: ids must be whole numbers") from None
         return result
 
+    def pool_name(self, rid: int) -> str:
+        """The node's name in the pool: `node <rid>` (`aws <rid>`), as the TUI's monitor names it,
+        so a shared pool/monitor and this manager mean the same node by the same name."""
+        return f"{'aws' if self.key == 'aws_mapping' else 'node'} {rid}"
+
     def _resolve_nodes(self, mapping: dict[int, str]) -> dict[int, tuple[str, HostSpec]]:
-        """rid → (pool name, HostSpec). The pool name is the mapping value, so resource ids that
-        name the same host share one connection."""
-        return {rid: (value, parse_host(value)) for rid, value in mapping.items()}
+        """rid → (pool name, HostSpec)."""
+        return {rid: (self.pool_name(rid), parse_host(value)) for rid, value in mapping.items()}
 
     def node_name(self, rid: int) -> str:
         return self.names[rid]
@@ -181,14 +188,20 @@ class SSHResourceManager(AbstractResourceManager):
         now = time.monotonic()
         with self._lock:
             last = self._rechecks.get(name)
-            if last is not None and now - last < max(self.reconn_wait_time, 0.05):
+            if name in self._rechecking or (last is not None and now - last < max(self.reconn_wait_time, 0.05)):
                 return
             self._rechecks[name] = now
+            self._rechecking.add(name)
+
         def probe() -> None:
             try:
                 self.pool.get_client(name)
             except Exception:
                 pass
+            finally:
+                with self._lock:
+                    self._rechecking.discard(name)
+                    self._rechecks[name] = time.monotonic()
         threading.Thread(target=probe, name=f"aup-recheck-{name}", daemon=True).start()
 
     def get_available(self, username: str | None, rtype: str, rid_blacklist: Any = None) -> int | None:
@@ -242,6 +255,10 @@ class SSHResourceManager(AbstractResourceManager):
         try:
             with open(job.log_path(), "wb") as logf:
                 self._run_with_retries(job, rid, label, state, runtime, logf)
+                if state.kill_started:  # the job ends once the node confirmed nothing of it is left
+                    state.killed.wait(self.kill_grace + 20)
+                    if state.kill_result and state.kill_result != "gone":
+                        _log_line(logf, f"[aup] stopping job {job.jid} on {label}: {state.kill_result}")
         except OSError as exc:
             job.error = job.error or f"cannot write the log {job.log_path()}: {exc.strerror or exc}"
         finally:
@@ -303,7 +320,7 @@ class SSHResourceManager(AbstractResourceManager):
                 return
             _log_line(logf, f"[aup] {message}; retrying in {self.reconn_wait_time:g} s "
                             f"({failures} of {self.max_retries})")
-            if state.killed.wait(self.reconn_wait_time):
+            if state.stop_requested.wait(self.reconn_wait_time):
                 return
             if not self.async_run:
                 self._kill_leftover(state)
@@ -427,7 +444,7 @@ class SSHResourceManager(AbstractResourceManager):
         if self._stopped(job):
             return
         body = remote.job_body(paths, **body_args)
-        chan = pool.open_channel(name)
+        chan = state.chan = pool.open_channel(name)
         try:
             chan.set_combine_stderr(True)
             try:
@@ -450,8 +467,7 @@ class SSHResourceManager(AbstractResourceManager):
                 return True
 
             last = self._pump(job, iter(lambda: stream.readline(MAX_LINE), b""), logf, on_line)
-            if not chan.status_event.wait(10):
-                pass
+            chan.status_event.wait(10)  # the exit status follows the end of the output
             transport = chan.get_transport()
             lost = transport is None or not transport.is_active()
             if (not chan.exit_status_ready() or chan.exit_status == -1) and lost:
@@ -511,7 +527,11 @@ class SSHResourceManager(AbstractResourceManager):
     def _run_async(self, job: Job, state: _RemoteState, runtime: dict, body_args: dict, logf) -> None:
         pool, name = state.pool, state.name
         label = pool.label(name)
-        if state.pgid is None:  # not launched yet (a retry after a lost launch relaunches)
+        if state.pgid is None and state.paths is not None:  # a launch whose answer was lost
+            pgid = self._read_remote_int(state, state.paths.pid)
+            if pgid:  # it did start: follow it rather than run it twice
+                state.pgid, state.started = pgid, time.monotonic()
+        if state.pgid is None:  # not launched yet (a retry after a failed launch launches again)
             paths = self._prepare(job, state, runtime)
             if self._stopped(job):
                 return
@@ -604,8 +624,11 @@ class SSHResourceManager(AbstractResourceManager):
         """Kill the job's process group on the node (TERM, then KILL), in the background."""
         with self._lock:
             state = self._states.get(job.jid)
-            if state is None or state.pgid is None or state.kill_started:
+            if state is None:
                 return
+            state.stop_requested.set()  # wakes a job waiting to reconnect
+            if state.pgid is None or state.kill_started:
+                return  # not started on the node yet: it checks for the stop before it starts
             state.kill_started = True
         threading.Thread(target=self._kill_remote, args=(job, state), name=f"aup-kill-{job.jid}",
                          daemon=True).start()
@@ -625,17 +648,21 @@ class SSHResourceManager(AbstractResourceManager):
         finally:
             state.killed.set()
 
+    def _read_remote_int(self, state: _RemoteState, path: str) -> int | None:
+        """The number in a small file on the node, or None (missing, unreadable, no connection)."""
+        try:
+            sftp, lock = self._sftp_client(state.pool, state.name)
+            with lock, sftp.open(path, "rb") as f:
+                text = f.read(32).decode("ascii", "replace").strip()
+            return int(text) if text.isdigit() else None
+        except Exception:
+            return None
+
     def _kill_leftover(self, state: _RemoteState) -> None:
         """After a lost connection, end what is left of the previous run before running it again."""
         pgid = state.pgid
         if pgid is None and state.paths is not None:
-            try:
-                sftp, lock = self._sftp_client(state.pool, state.name)
-                with lock, sftp.open(state.paths.pid, "rb") as f:
-                    text = f.read(32).decode("ascii", "replace").strip()
-                pgid = int(text) if text.isdigit() else None
-            except Exception:
-                pgid = None
+            pgid = self._read_remote_int(state, state.paths.pid)
         if pgid:
             try:
                 state.pool.run(state.name, remote.kill_command(pgid, 0.2), timeout=10)
@@ -652,8 +679,12 @@ class SSHResourceManager(AbstractResourceManager):
                 self._stop_reasons.setdefault(jid, "experiment ended")
                 self.kill(job)
         for _, st in running:
-            st.killed.wait(self.kill_grace + 15)
+            if st.kill_started:
+                st.killed.wait(self.kill_grace + 15)
         self._closing.set()
+        for _, st in running:  # whatever the kill left: stop waiting for it
+            if st.chan is not None:
+                _quiet(st.chan.close)
         try:
             return super().finish(status)
         finally:

@@ -1,0 +1,341 @@
+"""The live monitors for the app: local GPUs (NVML) and SSH nodes, without blocking the UI.
+
+:class:`Monitoring` owns a :class:`~backends.monitors.GPUMonitor` and, when env.ini lists nodes
+(``node_mapping``, ``aws_mapping``), a :class:`~backends.monitors.NodePool` and
+:class:`~backends.monitors.NodeMonitor`.  The monitors sample on their own threads; each result
+is posted as a Textual message — :class:`GPUSampled` or :class:`NodesProbed` — to every
+subscribed widget or screen (``post_message`` is thread-safe).  Building the monitors reads
+env.ini, so :meth:`Monitoring.start_async` does it on a thread too.
+
+Which of our jobs run where comes from ``jobs_source``, a callable run on the GPU monitor's
+thread after each sample: it returns the running jobs (``JobProcessInfo``: process-group leader
+and cards) and how many run on each node.  :func:`jobs_from_experiment` builds one for an
+experiment this process runs.
+
+Tests and screenshots inject monitors (fake NVML, fixed clock) or use :class:`StaticMonitoring`,
+which posts fixed data.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import weakref
+from typing import Any, Callable, Iterable, Mapping
+
+from textual.message import Message
+
+from backends.monitors.gpu import GPUMonitor, GPUSnapshot, JobProcessInfo
+from backends.monitors.nodes import NodeMonitor, NodePool, NodeStatus
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "GPUSampled",
+    "JobsInfo",
+    "Monitoring",
+    "NodesProbed",
+    "StaticMonitoring",
+    "jobs_from_experiment",
+    "monitoring_for",
+    "nodes_from_env",
+]
+
+_INSTANCE_ID = re.compile(r"i-[0-9a-fA-F]+")
+
+#: (running jobs for the GPU monitor, node name → number of our jobs on it)
+JobsInfo = tuple[Iterable[JobProcessInfo], Mapping[str, int]]
+
+
+class GPUSampled(Message):
+    """A new sample of the local GPUs."""
+
+    def __init__(self, snapshot: GPUSnapshot) -> None:
+        super().__init__()
+        self.snapshot = snapshot
+
+
+GPUSampled.handler_name = "on_gpu_sampled"  # Textual would derive "on_gpusampled"
+
+
+class NodesProbed(Message):
+    """New statuses of the SSH nodes (node name → NodeStatus)."""
+
+    def __init__(self, statuses: dict[str, NodeStatus]) -> None:
+        super().__init__()
+        self.statuses = statuses
+
+
+def node_name(kind: str, rid: Any) -> str:
+    """The monitor's name of resource ``rid`` of ``node_mapping`` (kind ``node``) or ``aws_mapping``."""
+    return f"{kind} {rid}"
+
+
+def nodes_from_env(auppath: str) -> dict[str, Any]:
+    """name ("node 4", "aws 5") → HostSpec for every probe-able host of env.ini (does file I/O).
+
+    Entries that cannot be probed (a bad host, an unresolved EC2 instance id) are left out.
+    """
+    from backends.config import load_env, parse_host
+    from backends.errors import AupError
+
+    env = load_env(auppath)
+    nodes: dict[str, Any] = {}
+    for kind, mapping in (("node", env.node_mapping), ("aws", env.aws_mapping)):
+        for rid, value in mapping.items():
+            try:
+                spec = parse_host(value)
+            except AupError:
+                continue
+            if kind == "aws" and _INSTANCE_ID.fullmatch(spec.host):
+                continue
+            nodes[node_name(kind, rid)] = spec
+    return nodes
+
+
+def jobs_from_experiment(experiment: Any) -> Callable[[], JobsInfo]:
+    """A ``jobs_source`` reading the running jobs of an Experiment this process runs.
+
+    Local jobs (cpu/gpu managers): the job's pid is its process-group leader
+    (``LocalProcessManager.job_pids()``), its card the ``gpu_mapping`` value of its resource.
+    SSH/AWS jobs: counted per node.  Reads in-memory state only (no I/O).
+    """
+
+    def source() -> JobsInfo:
+        rm = getattr(experiment, "resource_manager", None)
+        if rm is None:
+            return (), {}
+        pids_of = getattr(rm, "job_pids", None)
+        pids: dict[int, int] = pids_of() if pids_of is not None else {}
+        mapping: dict[int, str] = getattr(rm, "mapping", None) or {}
+        with rm._lock:
+            jobs = [j for j in rm.jobs.values() if j.status == "RUNNING"]
+        infos: list[JobProcessInfo] = []
+        counts: dict[str, int] = {}
+        rtype = getattr(rm, "rtype", "")
+        kind = "aws" if getattr(rm, "key", "") == "aws_mapping" else "node"
+        for job in jobs:
+            if rtype in ("node", "aws") and job.rid is not None:
+                name = node_name(kind, job.rid)
+                counts[name] = counts.get(name, 0) + 1
+                continue
+            pid = pids.get(job.jid, 0)
+            card = mapping.get(job.rid) if job.rid is not None else None
+            if pid or card is not None:
+                infos.append(JobProcessInfo(job.jid, pid, (card,) if card is not None else ()))
+        return infos, counts
+
+    return source
+
+
+class Monitoring:
+    """Runs the GPU and node monitors and posts their results to subscribers.
+
+    ``gpu``/``nodes`` are ready monitors (tests inject them: fake NVML, fixed clock); without
+    them :meth:`start_async` builds them from ``auppath`` (env.ini) on a thread.
+    """
+
+    def __init__(self, gpu: GPUMonitor | None = None, nodes: NodeMonitor | None = None, *,
+                 auppath: str | None = None, nvml: Any = None, gpu_interval: float = 1.0,
+                 node_interval: float = 5.0, jobs_source: Callable[[], JobsInfo] | None = None,
+                 clock: Callable[[], float] = time.time, known_hosts: str | None = None,
+                 accept_new_hosts: bool = False) -> None:
+        self.gpu = gpu
+        self.nodes = nodes
+        self.auppath = auppath
+        self.nvml = nvml
+        self.gpu_interval = gpu_interval
+        self.node_interval = node_interval
+        self.jobs_source = jobs_source
+        self.clock = clock
+        self.known_hosts = known_hosts
+        self.accept_new_hosts = accept_new_hosts
+        self.error = ""  # why the nodes could not be monitored (a bad env.ini), shown by the panel
+        self.last_snapshot: GPUSnapshot | None = None
+        self.last_statuses: dict[str, NodeStatus] | None = None
+        self._subscribers: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._started = False
+        self._stopped = False
+        self._own_pool: NodePool | None = None
+        self._start_thread: threading.Thread | None = None
+
+    # -- subscribers (widgets or screens; called on the UI thread) ---------------------------
+
+    def subscribe(self, target: Any) -> None:
+        """Post every new result to ``target``; the latest ones at once."""
+        with self._lock:
+            self._subscribers.add(target)
+            snap, statuses = self.last_snapshot, self.last_statuses
+        if snap is not None:
+            target.post_message(GPUSampled(snap))
+        if statuses is not None:
+            target.post_message(NodesProbed(statuses))
+
+    def unsubscribe(self, target: Any) -> None:
+        with self._lock:
+            self._subscribers.discard(target)
+
+    def _post(self, make: Callable[[], Message]) -> None:
+        with self._lock:
+            targets = list(self._subscribers)
+        for target in targets:
+            try:
+                target.post_message(make())
+            except Exception:  # a closed app or screen: nothing to tell
+                log.debug("could not post to %r", target, exc_info=True)
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    def start(self) -> None:
+        """Build what is missing (reads env.ini) and start the monitors' threads. Blocking: call it
+        from a thread, or use :meth:`start_async` on the UI thread."""
+        if self._started or self._stopped:
+            return
+        self._started = True
+        if self.gpu is None:
+            self.gpu = GPUMonitor(nvml=self.nvml, interval=self.gpu_interval)
+        if self.nodes is None and self.auppath:
+            try:
+                specs = nodes_from_env(self.auppath)
+            except Exception as exc:  # a bad env.ini: the nodes panel says so, the rest works
+                self.error = str(exc)
+                specs = {}
+            if specs:
+                self._own_pool = NodePool(specs, known_hosts=self.known_hosts,
+                                          accept_new_hosts=self.accept_new_hosts,
+                                          connect_timeout=5.0, command_timeout=10.0)
+                self.nodes = NodeMonitor(self._own_pool, interval=self.node_interval, clock=self.clock)
+        self._refresh_jobs()
+        if self.nodes is not None:
+            self._on_nodes(self.nodes.statuses())  # UNKNOWN rows at once, before the first probe
+            self.nodes.start(self._on_nodes)
+        else:
+            self._on_nodes({})
+        if self._stopped:
+            return
+        self.gpu.start(self._on_gpu)
+
+    def start_async(self) -> threading.Thread:
+        """:meth:`start` on a daemon thread (never blocks the caller)."""
+        thread = self._start_thread = threading.Thread(target=self._start_quietly, name="aup-monitoring-start",
+                                                       daemon=True)
+        thread.start()
+        return thread
+
+    def _start_quietly(self) -> None:
+        try:
+            self.start()
+        except Exception:
+            log.exception("could not start the monitors")
+
+    def stop(self) -> None:
+        """Stop the monitors (and close NVML and the connections this object opened)."""
+        self._stopped = True
+        starting = self._start_thread
+        if starting is not None and starting is not threading.current_thread():
+            starting.join(2.0)
+        if self.gpu is not None:
+            try:
+                self.gpu.close() if self._started else self.gpu.stop()
+            except Exception:
+                log.debug("GPU monitor stop failed", exc_info=True)
+        if self.nodes is not None:
+            self.nodes.stop(timeout=2.0)
+        if self._own_pool is not None:
+            self._own_pool.close()
+
+    def retry(self, name: str | None = None) -> None:
+        """Probe a node (all by default) now, ignoring its backoff."""
+        if self.nodes is not None:
+            self.nodes.retry(name)
+
+    # -- monitor callbacks (monitor threads) -------------------------------------------------
+
+    def _refresh_jobs(self) -> None:
+        if self.jobs_source is None:
+            return
+        try:
+            jobs, counts = self.jobs_source()
+        except Exception:
+            log.debug("jobs_source failed", exc_info=True)
+            return
+        if self.gpu is not None:
+            self.gpu.set_jobs(list(jobs))
+        if self.nodes is not None:
+            self.nodes.set_job_counts(counts)
+
+    def _on_gpu(self, snapshot: GPUSnapshot) -> None:
+        self.last_snapshot = snapshot
+        self._post(lambda: GPUSampled(snapshot))
+        self._refresh_jobs()  # for the next sample
+
+    def _on_nodes(self, statuses: dict[str, NodeStatus]) -> None:
+        self.last_statuses = statuses
+        self._post(lambda: NodesProbed(statuses))
+
+
+class StaticMonitoring(Monitoring):
+    """Fixed data for tests, demos and screenshots: posts ``snapshot`` and ``statuses`` once."""
+
+    def __init__(self, snapshot: GPUSnapshot | None = None,
+                 statuses: dict[str, NodeStatus] | None = None) -> None:
+        super().__init__()
+        self.last_snapshot = snapshot
+        self.last_statuses = statuses
+        self.retried: list[str | None] = []
+
+    def start(self) -> None:
+        self._started = True
+
+    def start_async(self) -> threading.Thread:
+        self.start()
+        thread = threading.Thread(target=lambda: None)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self._stopped = True
+
+    def retry(self, name: str | None = None) -> None:
+        self.retried.append(name)
+
+    def push(self, snapshot: GPUSnapshot | None = None, statuses: dict[str, NodeStatus] | None = None) -> None:
+        """New data, posted as the real monitors would (any thread)."""
+        if snapshot is not None:
+            self._on_gpu(snapshot)
+        if statuses is not None:
+            self._on_nodes(statuses)
+
+
+def monitoring_for(screen: Any) -> Monitoring | None:
+    """The app's Monitoring, subscribed to by ``screen`` (a dashboard); started on first use.
+
+    An app given a ``monitoring`` (tests, screenshots) uses it; a demo app (fixed state, no
+    store) gets none; otherwise one is built from the app's ``.aup`` (env.ini) and, for an
+    experiment this process runs, told where its jobs run.
+    """
+    app = screen.app
+    mon = getattr(app, "monitoring", None)
+    if mon is None:
+        if getattr(app, "demo_state", None) is not None or not getattr(app, "auppath", None):
+            return None
+        if getattr(screen, "source", None) is None and getattr(screen, "connector", None) is None:
+            return None
+        experiment = getattr(app, "experiment", None)
+        mon = Monitoring(auppath=app.auppath,
+                         jobs_source=jobs_from_experiment(experiment) if experiment is not None else None)
+        try:
+            app.monitoring = mon
+        except Exception:
+            return None
+    mon.subscribe(screen)
+    if not mon.started:
+        mon.start_async()
+    return mon

@@ -1,0 +1,285 @@
+"""The nodes panel: one row per SSH node — state (UP/SLOW/DOWN, in the theme's colours), round
+trip, load, memory, our jobs there, and since when it is in that state.
+
+It renders the statuses it is given (`panel.statuses = {...}` or `update_statuses`), keyed by node
+name: a new round only touches the cells that changed. `enter` on a row posts
+`NodesPanel.NodeSelected(name)` (the dashboard opens the node's details). In a one-line slot (the
+dashboard below 140 columns) it shows a summary instead; `enter` there opens the worst node.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, Mapping
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widget import Widget
+from textual.widgets import DataTable, Static
+
+from backends.monitors.nodes import NodeState, NodeStatus
+
+from .colors import theme_colors
+
+__all__ = ["NodesPanel", "EMPTY_TEXT", "fmt_since", "node_cells", "nodes_summary", "state_color"]
+
+EMPTY_TEXT = "Nodes: none configured (aup-tui init --node user@host)"
+GIB = 1 << 30
+MAX_ROWS = 10  # nodes shown at once (the table scrolls)
+
+#: column key → (label, width); the display order
+COLUMNS: dict[str, tuple[str, int]] = {
+    "node": ("Node", 10),
+    "host": ("Host", 22),
+    "state": ("State", 5),
+    "rtt": ("RTT", 6),
+    "load": ("Load", 5),
+    "mem": ("Mem", 10),
+    "jobs": ("Jobs", 4),
+    "since": ("Since", 7),
+}
+#: the order columns are kept in when the panel is narrow
+PRIORITY = ("node", "state", "rtt", "jobs", "load", "since", "mem", "host")
+SEVERITY = {NodeState.DOWN: 0, NodeState.SLOW: 1, NodeState.UNKNOWN: 2, NodeState.UP: 3}
+
+
+def state_color(colors: Mapping[str, str], state: NodeState) -> str:
+    return {
+        NodeState.UP: colors.get("status-finished", "green"),
+        NodeState.SLOW: colors.get("status-waiting", "yellow"),
+        NodeState.DOWN: colors.get("status-failed", "red"),
+    }.get(state, colors.get("status-queued", "grey50"))
+
+
+def fmt_since(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def node_cells(status: NodeStatus, now: float, colors: Mapping[str, str]) -> dict[str, Text | str]:
+    """Every column's cell for one node."""
+    muted = colors.get("status-queued", "grey50")
+    state = status.state
+    label = "—" if state is NodeState.UNKNOWN else str(state)
+    rtt = "—" if status.rtt is None else f"{status.rtt * 1000:.0f} ms"
+    load = "—" if status.load is None else f"{status.load[0]:.2f}"
+    if status.mem_total:
+        used = status.mem_used
+        mem = f"{(used or 0) / GIB:.1f}/{status.mem_total / GIB:.0f}G"
+    else:
+        mem = "—"
+    since = "" if state is NodeState.UNKNOWN else fmt_since(now - status.since)
+    return {
+        "node": Text(status.name, style="bold"),
+        "host": Text(status.host, style=muted),
+        "state": Text(label, style=f"bold {state_color(colors, state)}"),
+        "rtt": Text(rtt, justify="right"),
+        "load": Text(load, justify="right"),
+        "mem": Text(mem, justify="right"),
+        "jobs": Text(str(status.jobs) if status.jobs else "·", justify="right"),
+        "since": Text(since, justify="right", style=muted),
+    }
+
+
+def nodes_summary(statuses: Mapping[str, NodeStatus] | None, colors: Mapping[str, str] | None = None,
+                  width: int = 200) -> Text:
+    """One line: how many nodes are in each state (coloured), and which are down when it fits."""
+    colors = colors or {}
+    text = Text(no_wrap=True, overflow="ellipsis")
+    if not statuses:
+        text.append(EMPTY_TEXT, style=colors.get("status-queued", ""))
+        text.truncate(width, overflow="ellipsis")
+        return text
+    counts: dict[NodeState, int] = {}
+    for s in statuses.values():
+        counts[s.state] = counts.get(s.state, 0) + 1
+    text.append("Nodes")
+    for st in (NodeState.UP, NodeState.SLOW, NodeState.DOWN, NodeState.UNKNOWN):
+        if counts.get(st):
+            text.append(f" {counts[st]} ")
+            text.append("probing" if st is NodeState.UNKNOWN else str(st), style=f"bold {state_color(colors, st)}")
+    down = sorted(s.name for s in statuses.values() if s.state is NodeState.DOWN)
+    tail = f" ({', '.join(down)})" if down else ""
+    if len(text.plain) + len(tail) <= width:
+        text.append(tail, style=colors.get("status-failed", ""))
+    text.truncate(width, overflow="ellipsis")
+    return text
+
+
+def choose_columns(width: int, cell_padding: int = 1) -> list[str]:
+    chosen: list[str] = []
+    used = 0
+    for key in PRIORITY:
+        need = COLUMNS[key][1] + 2 * cell_padding
+        if used + need <= width:
+            chosen.append(key)
+            used += need
+    return [k for k in COLUMNS if k in chosen]
+
+
+class NodeSummary(Static, can_focus=True):
+    """The one-line form of the panel (focusable: enter opens the worst node)."""
+
+    BINDINGS = [Binding("enter", "open", "Open node", id="nodes.open_summary")]
+
+    def action_open(self) -> None:
+        panel = self.parent
+        if isinstance(panel, NodesPanel):
+            panel.open_worst()
+
+
+class NodesPanel(Widget):
+    """Node health, one row per node (a DataTable keyed by node name)."""
+
+    BINDINGS = [Binding("r", "retry", "Probe now", id="nodes.retry")]
+
+    class NodeSelected(Message):
+        """The person asked for a node's details."""
+
+        def __init__(self, panel: "NodesPanel", node: str) -> None:
+            super().__init__()
+            self.panel = panel
+            self.node = node
+
+        @property
+        def control(self) -> "NodesPanel":
+            return self.panel
+
+    class RetryRequested(Message):
+        """The person asked to probe a node now (None: every node)."""
+
+        def __init__(self, node: str | None) -> None:
+            super().__init__()
+            self.node = node
+
+    statuses: reactive[dict[str, NodeStatus] | None] = reactive(None, init=False, always_update=True)
+
+    def __init__(self, statuses: Mapping[str, NodeStatus] | None = None,
+                 clock: Callable[[], float] = time.time, *, name: str | None = None,
+                 id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(name=name, id=id, classes=classes)
+        self.clock = clock
+        self.set_reactive(NodesPanel.statuses, dict(statuses) if statuses is not None else None)
+        self._columns: list[str] = []
+        self._cells: dict[str, dict[str, object]] = {}
+
+    def compose(self) -> ComposeResult:
+        table: DataTable = DataTable(cursor_type="row", zebra_stripes=False, show_cursor=True,
+                                     id="nodes-table")
+        table.display = False
+        yield table
+        yield NodeSummary(EMPTY_TEXT, id="nodes-summary", markup=False)
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "theme", lambda _: self._rebuild(), init=False)
+        self._render_statuses()
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._render_statuses)  # the summary's width is known then
+
+    # -- state -----------------------------------------------------------------------------
+
+    def update_statuses(self, statuses: Mapping[str, NodeStatus] | None) -> None:
+        self.statuses = dict(statuses) if statuses is not None else None
+
+    def watch_statuses(self) -> None:
+        self._render_statuses()
+
+    @property
+    def one_line(self) -> bool:
+        height = self.styles.height
+        return height is not None and not height.is_auto and height.value <= 1
+
+    @property
+    def selected(self) -> str | None:
+        """The node under the cursor."""
+        table = self.query_one(DataTable)
+        if not table.row_count or not table.display:
+            return None
+        try:
+            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+        except Exception:
+            return None
+        return key.value
+
+    def _rebuild(self) -> None:
+        self._columns = []
+        self._render_statuses()
+
+    def _render_statuses(self) -> None:
+        if not self.is_mounted:
+            return
+        statuses = self.statuses or {}
+        table = self.query_one(DataTable)
+        summary = self.query_one(NodeSummary)
+        if not statuses or self.one_line:
+            table.display = False
+            summary.display = True
+            width = summary.content_size.width or self.content_size.width or 40
+            summary.update(nodes_summary(statuses, theme_colors(self.app), width))
+            return
+        summary.display = False
+        table.display = True
+        width = self.content_size.width or self.size.width or 80
+        columns = choose_columns(width)
+        if columns != self._columns or set(statuses) != set(self._cells):
+            self._rebuild_table(table, columns, statuses)
+            return
+        now = self.clock()
+        colors = theme_colors(self.app)
+        for name, status in statuses.items():
+            cells = node_cells(status, now, colors)
+            old = self._cells[name]
+            for key in columns:
+                if old.get(key) != cells[key]:
+                    table.update_cell(name, key, cells[key])
+            self._cells[name] = cells
+
+    def _rebuild_table(self, table: DataTable, columns: list[str], statuses: Mapping[str, NodeStatus]) -> None:
+        selected = self.selected
+        table.clear(columns=True)
+        self._columns = columns
+        for key in columns:
+            label, width = COLUMNS[key]
+            justify = "right" if key in ("rtt", "load", "mem", "jobs", "since") else "left"
+            table.add_column(Text(label, justify=justify), width=width, key=key)
+        now = self.clock()
+        colors = theme_colors(self.app)
+        self._cells = {}
+        for name in sorted(statuses):
+            cells = node_cells(statuses[name], now, colors)
+            self._cells[name] = cells
+            table.add_row(*(cells[k] for k in columns), key=name)
+        if selected in self._cells:
+            table.move_cursor(row=table.get_row_index(selected))
+        table.styles.height = min(len(statuses) + 1, MAX_ROWS + 1)  # the header and one line a node
+
+    # -- actions ---------------------------------------------------------------------------
+
+    @on(DataTable.RowSelected, "#nodes-table")
+    def _row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if event.row_key.value is not None:
+            self.post_message(self.NodeSelected(self, event.row_key.value))
+
+    def open_worst(self) -> None:
+        statuses = self.statuses or {}
+        if not statuses:
+            return
+        worst = min(statuses.values(), key=lambda s: (SEVERITY.get(s.state, 9), s.name))
+        self.post_message(self.NodeSelected(self, worst.name))
+
+    def action_retry(self) -> None:
+        self.post_message(self.RetryRequested(self.selected))
