@@ -196,7 +196,11 @@ class AupCommands(Provider):
                 ("Answer waiting passive job", "open the form of a job waiting for you (p)",
                  screen.action_answer_passive),
                 ("Experiments", "pick another experiment of this .aup (e)", screen.action_experiments),
+                ("Probe nodes now", "probe every SSH node now, ignoring backoff (r in the nodes panel)",
+                 screen.action_probe_nodes),
             ]
+            cmds += [(f"Node: {name}", "open the node's details (enter in the nodes panel)",
+                      partial(screen.open_node, name)) for name in screen.node_names]
             table = screen.query_one(JobTable)
             for key, label, _ in COLUMNS:
                 cmds.append((f"Sort jobs by {label}", f"sort the job table by {label} (click header / o)",

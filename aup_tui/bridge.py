@@ -451,10 +451,7 @@ class StoreSource:
         return results[-1][0]
 
     def mark_failed(self, jid: int, reason: str) -> None:
-        from backends.errors import AupError
-
-        raise AupError("marking a passive job failed works only in the process that runs the experiment "
-                       "— answer it there, or stop the job with `s`")
+        self.connector.submit_passive(self.eid, jid, reason, failed=True)
 
 
 def fixed_clock(t: float) -> Callable[[], float]:

@@ -85,6 +85,7 @@ class Job:
     attempt: int = 0
     rid: int | None = None
     results: list[tuple[float, ...]] = field(default_factory=list)
+    retryable: bool = True  # False when a failure must not be retried (a person said it failed)
 
     @property
     def script_path(self) -> str:

@@ -236,17 +236,22 @@ def test_passive_job_answered_by_another_process_through_the_store(tmp_path):
 
     cli("init", "--passive", cwd=tmp_path)
     write_script(tmp_path, "job.sh", "echo '#Auptimizer:1'")
-    write_experiment(tmp_path, resource="passive", n_samples=1)
+    write_experiment(tmp_path, resource="passive", n_samples=2, job_failure={"ignore_fail": True})
     proc = cli_popen("run", "--headless", "experiment.json", cwd=tmp_path, stdin=-1, stdout=-1, stderr=-1)
+    other = TinyDBConnector(str(tmp_path / ".aup"))
     try:
-        waiting = wait_for(lambda: _jobs_in(tmp_path, "WAITING"), what="a waiting job")
-        TinyDBConnector(str(tmp_path / ".aup")).submit_passive(status(tmp_path)["eid"], waiting[0]["jid"],
-                                                              "#Auptimizer:0.3\n#Auptimizer:0.6\n")
+        first = wait_for(lambda: _jobs_in(tmp_path, "WAITING"), what="a waiting job")[0]["jid"]
+        other.submit_passive(status(tmp_path)["eid"], first, "#Auptimizer:0.3\n#Auptimizer:0.6\n")
+        second = wait_for(lambda: [j for j in _jobs_in(tmp_path, "WAITING") if j["jid"] != first],
+                          what="the next waiting job")[0]["jid"]
+        other.submit_passive(status(tmp_path)["eid"], second, "ran out of memory", failed=True)
         assert proc.wait(10) == 0
     finally:
         proc.kill()
-    [job] = status(tmp_path)["jobs"]
-    assert job["status"] == "FINISHED" and job["score"] == 0.6
+    jobs = {j["jid"]: j for j in status(tmp_path)["jobs"]}
+    assert jobs[first]["status"] == "FINISHED" and jobs[first]["score"] == 0.6
+    assert jobs[second]["status"] == "FAILED"
+    assert TinyDBConnector(str(tmp_path / ".aup")).get_job(second)["error"] == "ran out of memory"
 
 
 def test_resources_probe_reports_up_and_down_nodes_and_local_gpus(tmp_path, sshd_server, monkeypatch):

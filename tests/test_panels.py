@@ -115,7 +115,7 @@ async def test_no_driver_is_one_line_with_nvml_reason():
     app = make_app(Monitoring(gpu=GPUMonitor(nvml=nvml, interval=0.05)))
     async with app.run_test(size=WIDE) as pilot:
         assert await wait_until(pilot, lambda: "Driver Not Loaded" in gpu_text(app))
-        assert gpu_text(app) == "local: no GPUs: Driver Not Loaded"
+        assert gpu_text(app) == "no GPUs: Driver Not Loaded"
         assert node_rows(app) == {}
         assert EMPTY_TEXT in str(app.screen.query_one("#nodes-summary").render())
 
@@ -334,3 +334,20 @@ def test_a_running_jobs_gpu_process_is_matched_to_the_job(tmp_path):
         exp.stop()
         runner.join(15)
     assert not runner.is_alive()
+
+
+async def test_the_command_palette_opens_a_node_and_probes_now():
+    mon = StaticMonitoring(gpu_snapshot(), node_statuses())
+    app = make_app(mon)
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.pause(0.2)
+        await pilot.press("ctrl+p", *"probe nodes")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert mon.retried == [None]
+        await pilot.press("ctrl+p", *"node: node 2")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, NodeDetailScreen) and app.screen.node == "node 2"

@@ -401,17 +401,34 @@ class DashboardScreen(Screen):
 
     def on_nodes_panel_node_selected(self, message: NodesPanel.NodeSelected) -> None:
         message.stop()
-        status = (message.panel.statuses or {}).get(message.node)
-        if status is not None:
-            from .node_detail import NodeDetailScreen
-
-            self.app.push_screen(NodeDetailScreen(status, self.monitoring, clock=self.clock))
+        self.open_node(message.node)
 
     def on_nodes_panel_retry_requested(self, message: NodesPanel.RetryRequested) -> None:
         message.stop()
-        if self.monitoring is not None:
-            self.monitoring.retry(message.node)
-            self.notify(f"probing {message.node or 'every node'}…", timeout=2)
+        self.probe_nodes(message.node)
+
+    @property
+    def node_names(self) -> list[str]:
+        return sorted(self.query_one(NodesPanel).statuses or {})
+
+    def open_node(self, name: str) -> None:
+        """Push the node detail of `name`."""
+        status = (self.query_one(NodesPanel).statuses or {}).get(name)
+        if status is not None:
+            from .node_detail import NodeDetailScreen
+
+            self.app.push_screen(NodeDetailScreen(status, getattr(self, "monitoring", None), clock=self.clock))
+
+    def probe_nodes(self, name: str | None = None) -> None:
+        monitoring = getattr(self, "monitoring", None)
+        if monitoring is None:
+            self.notify("no node monitor is running", severity="warning")
+            return
+        monitoring.retry(name)
+        self.notify(f"probing {name or 'every node'}…", timeout=2)
+
+    def action_probe_nodes(self) -> None:
+        self.probe_nodes(None)
 
     def on_unmount(self) -> None:
         if getattr(self, "monitoring", None) is not None:

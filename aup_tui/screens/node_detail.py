@@ -69,6 +69,7 @@ class NodeDetailScreen(Screen):
         self.query_one("#node-output-box").border_title = "Last probe output"
         self.watch(self.app, "theme", lambda _: self._show(), init=False)
         self._show()
+        self.set_interval(1.0, self._show)  # "for 12s" moves on between probes
         if self.monitor is not None and hasattr(self.monitor, "subscribe"):
             self.monitor.subscribe(self)
 

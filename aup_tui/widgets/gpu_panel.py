@@ -211,7 +211,7 @@ def gpu_rows(snapshot: GPUSnapshot | None, nodes: Mapping[str, NodeStatus] | Non
     elif snapshot is None:
         lines.append(header(NOT_STARTED, style=muted))
     elif not snapshot.available:
-        lines.append(header(f"local: {snapshot.summary}", style=muted))
+        lines.append(header(f"local: {snapshot.summary}" if remote else snapshot.summary, style=muted))
     else:
         detail = snapshot.summary + (f" · driver {snapshot.driver_version}" if snapshot.driver_version else "")
         lines.append(header("local", detail) if remote else header(detail, style=muted))
@@ -239,7 +239,7 @@ def gpu_summary(snapshot: GPUSnapshot | None, nodes: Mapping[str, NodeStatus] | 
     if snapshot is None:
         return NOT_STARTED + tail
     if not snapshot.available:
-        return f"GPUs: {snapshot.summary}{tail}"
+        return f"{snapshot.summary}{tail}"
     gpus = snapshot.gpus
 
     def seg(g: GPUStatus, detail: bool) -> str:

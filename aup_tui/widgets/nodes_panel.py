@@ -185,6 +185,7 @@ class NodesPanel(Widget):
     def on_mount(self) -> None:
         self.watch(self.app, "theme", lambda _: self._rebuild(), init=False)
         self._render_statuses()
+        self.set_interval(1.0, self._render_statuses)  # "since" moves on between probes (changed cells only)
 
     def on_resize(self) -> None:
         self.call_after_refresh(self._render_statuses)  # the summary's width is known then

@@ -85,7 +85,7 @@ class AbstractResourceManager(ABC):
         """Record the job's outcome durably, free its resource and publish what happened."""
         job = self.jobs[jid]
         status = status or ("FAILED" if job.error else "FINISHED")
-        retry = status == "FAILED" and not self.stopping and job.attempt <= job.retries
+        retry = status == "FAILED" and job.retryable and not self.stopping and job.attempt <= job.retries
         job.status = "RETRY" if retry else status
         values = list(job.results[-1]) if job.results else None
         self.connector.end_job(self.eid, jid, score, status, values=values, error=job.error, final=not retry)

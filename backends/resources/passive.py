@@ -74,6 +74,7 @@ class PassiveResourceManager(AbstractResourceManager):
     def mark_failed(self, jid: int, reason: str = "marked failed by the user") -> None:
         job = self._waiting_job(jid)
         job.error = reason.strip() or "marked failed by the user"
+        job.retryable = False  # the person ran it and saw it fail: asking again would not help
         self._answer(job)
 
     def kill(self, job: Job) -> None:

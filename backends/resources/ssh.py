@@ -123,6 +123,7 @@ class SSHResourceManager(AbstractResourceManager):
         self._homes: dict[str, str] = {}
         self._rechecks: dict[str, float] = {}  # node → when it was last tried again (no monitor)
         self._rechecking: set[str] = set()
+        self._broken: dict[str, str] = {}  # node → why it cannot be used until a person fixes it
         self._down_noticed: set[str] = set()
         self._closing = threading.Event()
         self.names: dict[int, str] = {}  # rid → node name in the pool
@@ -196,6 +197,11 @@ class SSHResourceManager(AbstractResourceManager):
         def probe() -> None:
             try:
                 self.pool.get_client(name)
+                self._broken.pop(name, None)
+            except NodeUnreachableError:
+                pass
+            except NodeError as exc:  # host key, authentication: not going to fix itself
+                self._broken[name] = str(exc)
             except Exception:
                 pass
             finally:
@@ -221,6 +227,12 @@ class SSHResourceManager(AbstractResourceManager):
                 continue
             self._down_noticed.discard(name)
             ok.append(rid)
+        if not ok and self._broken and all(name in self._broken for name in self.names.values()):
+            # every node needs a person to fix something: say so rather than wait forever
+            first = next(iter(self._broken.values()))
+            more = len(set(self.names.values())) - 1
+            raise NodeError(first + (f" (and {more} more {'node' if more == 1 else 'nodes'} cannot be used)"
+                                     if more else ""))
         return random.choice(ok) if ok else None
 
     def _notice(self, message: str, level: str = "info") -> None:
@@ -297,6 +309,7 @@ class SSHResourceManager(AbstractResourceManager):
                     message = str(exc)
                 else:
                     job.error = str(exc)
+                    self._broken[state.name] = str(exc)
                     return
             except (AupError, OSError) as exc:
                 if self._connection_broken(state):
