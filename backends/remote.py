@@ -156,10 +156,12 @@ def async_command(paths: RemoteJobPaths, body: str, wait_s: float = 5.0) -> str:
 
 
 def _alive_fn(pgid: int) -> str:
-    """A shell function `alive` (true while a non-zombie process of the group exists)."""
+    """A shell function `alive`: true while a non-zombie process of the group exists (by `ps`;
+    where `ps` cannot list processes, by `kill -0`, which counts zombies too)."""
     return (
-        "alive() { if command -v ps >/dev/null 2>&1; then "
-        f"[ \"$(ps -A -o pgid= -o stat= 2>/dev/null | awk -v g={pgid} '$1==g && $2 !~ /^Z/ {{n++}} END {{print n+0}}')\" != 0 ]; "
+        "alive() { out=$(ps -A -o pgid= -o stat= 2>/dev/null); "
+        "if [ -n \"$out\" ]; then "
+        f"[ \"$(printf '%s\\n' \"$out\" | awk -v g={pgid} '$1==g && $2 !~ /^Z/ {{n++}} END {{print n+0}}')\" != 0 ]; "
         f"else kill -s 0 -- -{pgid} 2>/dev/null; fi; }}"
     )
 

@@ -16,7 +16,7 @@ from backends.config import load_experiment
 from backends.errors import ConfigError
 from backends.events import EventBus, JobIntermediate, JobStarted
 from backends.jobs import Job
-from backends.monitors import NodeMonitor, NodePool
+from backends.monitors import NodeError, NodeMonitor, NodePool
 from backends.resources import get_resource_manager
 from backends.resources.ssh import SSHResourceManager
 from backends.setup import init_aup
@@ -389,10 +389,28 @@ def test_unknown_host_key_is_refused_by_default(sshd_servers, tmp_path):
         job, done = start_job(rm, folder, "./ok.sh", {})
         assert done.wait(20)
         error = rm.connector.get_job(job.jid)["error"]
-        assert "host key" in error and "unknown" in error
-        assert rm.get_available("me", "node") is None  # the node is DOWN: no new jobs
+        assert "host key" in error and "unknown" in error and '"accept_new_hosts": true' in error
+        with pytest.raises(NodeError, match="host key"):  # the only node is unusable: said, not waited for
+            rm.get_available("me", "node")
     finally:
         rm.finish()
+
+
+def test_experiment_with_only_unusable_nodes_fails_with_the_reason_instead_of_waiting(sshd_servers, tmp_path):
+    folder = node_folder(tmp_path, [sshd_servers[8]])
+    (folder / "known_hosts").write_text("")
+    path = rosenbrock_experiment(folder, 3, job_failure={"ignore_fail": True, "job_retries": 2})
+    exp = Experiment(load_experiment(path), auppath=str(folder / ".aup"))
+    start = time.monotonic()
+    with pytest.raises(NodeError, match=r"host key for 127.0.0.1:\d+ is unknown .*\"accept_new_hosts\": true"):
+        exp.run()
+    assert time.monotonic() - start < 10
+    assert exp.connector.get_experiment(exp.eid)["status"] == "FAILED"
+    # and with new host keys allowed, the same experiment runs
+    path = rosenbrock_experiment(folder, 3, resource_args={"accept_new_hosts": True}, filename="exp2.json")
+    exp2, result = run_experiment(path, folder)
+    assert result.status == "FINISHED"
+    assert str(sshd_servers[8].port) in (folder / "known_hosts").read_text()
 
 
 def test_a_node_the_monitor_reports_down_gets_no_jobs(sshd_factory, sshd_servers, tmp_path):
@@ -430,6 +448,19 @@ def test_a_down_node_comes_back_without_a_monitor(sshd_server, tmp_path):
         rm.finish()
 
 
+def test_experiment_whose_nodes_never_answer_fails_after_the_retries(sshd_factory, tmp_path):
+    dead = sshd_factory.new()
+    folder = node_folder(tmp_path, [dead])
+    dead.kill()
+    path = rosenbrock_experiment(folder, 2, job_failure={"ignore_fail": True, "job_retries": 3})
+    exp = Experiment(load_experiment(path), auppath=str(folder / ".aup"))
+    start = time.monotonic()
+    with pytest.raises(NodeError, match=r"no node can be reached \(cannot connect to .*connection refused\)"):
+        exp.run()
+    assert time.monotonic() - start < 15
+    assert exp.connector.get_experiment(exp.eid)["status"] == "FAILED"
+
+
 def test_no_nodes_is_a_clear_error(tmp_path):
     init_aup(str(tmp_path / ".aup"), cpu=1)
     with pytest.raises(ConfigError, match="no nodes in node_mapping .*aup-tui init --node"):
@@ -441,3 +472,34 @@ def test_load_node_mapping_reads_every_host_form(tmp_path):
     mapping = SSHResourceManager.load_node_mapping("node_mapping", str(tmp_path / ".aup"))
     assert sorted(mapping.values()) == ["alice@host1", "bob@host2:2222", "carol@host3:22 /keys/id"]
     assert all(isinstance(rid, int) for rid in mapping)
+
+
+# -- the commands themselves (run here with /bin/sh; no node needed) ----------------------------------
+
+def test_kill_command_never_signals_init_or_everything():
+    from backends.remote import kill_command
+
+    for pgid in (0, 1, -1):
+        with pytest.raises(ValueError):
+            kill_command(pgid)
+
+
+def test_job_commands_quote_every_path_and_value(tmp_path):
+    import subprocess
+
+    from backends.remote import RemoteJobPaths, job_body, parse_pgid, sync_command
+
+    wd = tmp_path / "a 'b' \"c\"; $(touch x) `touch y`"
+    (wd / "jobs").mkdir(parents=True)
+    write_script(wd, "my job;.sh", 'echo "arg=$1 v=$V"\necho "#Auptimizer:1"\n')
+    (wd / "jobs" / "7.json").write_text("{}")
+    paths = RemoteJobPaths(workingdir=str(wd), script=str(wd / "my job;.sh"), jid=7, attempt=1)
+    value = "'; touch z; echo '"
+    out = subprocess.run(sync_command(paths, job_body(paths, {"V": value})), shell=True,
+                         capture_output=True, text=True, timeout=20)
+    lines = out.stdout.splitlines()
+    assert out.returncode == 0 and parse_pgid(lines[0])
+    assert lines[1:] == [f"arg=jobs/7.json v={value}", "#Auptimizer:1"]
+    assert sorted(p.name for p in wd.iterdir()) == ["jobs", "my job;.sh"]
+    assert (wd / "jobs" / "7.1.remote.out").read_text() == "\n".join(lines[1:]) + "\n"
+    assert (wd / "jobs" / "7.1.remote.rc").read_text().strip() == "0"

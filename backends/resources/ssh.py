@@ -124,6 +124,7 @@ class SSHResourceManager(AbstractResourceManager):
         self._rechecks: dict[str, float] = {}  # node → when it was last tried again (no monitor)
         self._rechecking: set[str] = set()
         self._broken: dict[str, str] = {}  # node → why it cannot be used until a person fixes it
+        self._all_down_since: float | None = None
         self._down_noticed: set[str] = set()
         self._closing = threading.Event()
         self.names: dict[int, str] = {}  # rid → node name in the pool
@@ -201,7 +202,7 @@ class SSHResourceManager(AbstractResourceManager):
             except NodeUnreachableError:
                 pass
             except NodeError as exc:  # host key, authentication: not going to fix itself
-                self._broken[name] = str(exc)
+                self._broken[name] = _node_error_text(exc)
             except Exception:
                 pass
             finally:
@@ -227,6 +228,19 @@ class SSHResourceManager(AbstractResourceManager):
                 continue
             self._down_noticed.discard(name)
             ok.append(rid)
+        if ok:
+            self._all_down_since = None
+        elif all(self._is_down(name) for name in self.names.values()) and not self._states:
+            # nothing runs and no node answers: retry as for a job, then give up with the reason
+            now = time.monotonic()
+            if self._all_down_since is None:
+                self._all_down_since = now
+            elif now - self._all_down_since > max(self.max_retries, 1) * self.reconn_wait_time + 1:
+                name = next(iter(self.names.values()))
+                reason = self.pool.last_error(name) or "down"
+                raise NodeUnreachableError(
+                    f"no node can be reached ({reason}); tried for {now - self._all_down_since:.0f} s "
+                    "(max_retries × reconn_wait_time): check the nodes and node_mapping/aws_mapping in env.ini")
         if not ok and self._broken and all(name in self._broken for name in self.names.values()):
             # every node needs a person to fix something: say so rather than wait forever
             first = next(iter(self._broken.values()))
@@ -308,8 +322,7 @@ class SSHResourceManager(AbstractResourceManager):
                 if isinstance(exc, NodeUnreachableError):
                     message = str(exc)
                 else:
-                    job.error = str(exc)
-                    self._broken[state.name] = str(exc)
+                    job.error = self._broken[state.name] = _node_error_text(exc)
                     return
             except (AupError, OSError) as exc:
                 if self._connection_broken(state):
@@ -716,6 +729,12 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, EOFError) and not text:
         return "the connection closed"
     return text or type(exc).__name__
+
+
+def _node_error_text(exc: BaseException) -> str:
+    """A pool error's message, saying how a run allows new host keys."""
+    return str(exc).replace("or allow new host keys explicitly",
+                            'or allow new host keys with "accept_new_hosts": true in resource_args')
 
 
 def _quiet(fn) -> None:
