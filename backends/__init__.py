@@ -16,8 +16,19 @@ from .resources import (
 )
 from .store import TinyDBConnector, get_default_connector
 
+
+
+def __getattr__(name: str):
+    """The SSH and AWS managers load paramiko/boto3 only when first asked for."""
+    if name in ("SSHResourceManager", "AWSResourceManager"):
+        from . import resources
+
+        return getattr(resources, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
-    "AbstractResourceManager", "AupError", "CPUResourceManager", "ConfigError", "EventBus", "Experiment",
+    "AWSResourceManager", "AbstractResourceManager", "AupError", "SSHResourceManager", "CPUResourceManager", "ConfigError", "EventBus", "Experiment",
     "ExperimentResult", "GPUResourceManager", "Job", "JobError", "PassiveResourceManager", "TinyDBConnector",
     "get_default_connector", "get_resource_manager", "parse_pasted_output", "parse_result_line", "summarize",
 ]

@@ -152,10 +152,6 @@ class EventBus:
 
         return unsubscribe
 
-    @property
-    def has_subscribers(self) -> bool:
-        return bool(self._subscribers)
-
     def wants(self, kind: type[Event]) -> bool:
         """Whether anyone listens to `kind`: lets hot paths skip building events nobody reads."""
         return any(issubclass(kind, kinds) for _, kinds in self._subscribers)

@@ -39,8 +39,12 @@ class Experiment:
     """Runs one experiment.json on the resources of one `.aup` folder."""
 
     def __init__(self, config: ExperimentConfig, auppath: str = ".aup", connector: TinyDBConnector | None = None,
-                 bus: EventBus | None = None, username: str | None = None) -> None:
+                 bus: EventBus | None = None, username: str | None = None,
+                 manager_kwargs: dict[str, Any] | None = None) -> None:
+        """`manager_kwargs` go to the resource manager on top of `resource_args` (e.g. a UI's
+        node `monitor`/`pool`, so the SSH manager shares its connections and DOWN states)."""
         self.config = config
+        self.manager_kwargs = dict(manager_kwargs or {})
         self.auppath = auppath
         self.connector = connector or TinyDBConnector(auppath)
         self.bus = bus or EventBus()
@@ -97,7 +101,7 @@ class Experiment:
             rm = get_resource_manager(
                 cfg.resource, self.connector, cfg.n_parallel, auppath=self.auppath, eid=eid, bus=self.bus,
                 maximize=cfg.maximize, early_stop_policy=make_policy(cfg.resource_args.get("early_stop"), cfg.maximize),
-                **{k: v for k, v in cfg.resource_args.items() if k != "early_stop"},
+                **{k: v for k, v in cfg.resource_args.items() if k != "early_stop"}, **self.manager_kwargs,
             )
         except Exception as exc:
             self.connector.log_error(eid, str(exc))

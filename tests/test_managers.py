@@ -237,8 +237,8 @@ def test_n_parallel_above_free_resources_runs_with_what_there_is(workdir):
     assert max(peak) <= 2
 
 
-def test_node_resource_before_its_manager_exists_is_a_clear_error(workdir):
-    with pytest.raises(ConfigError, match="node"):
+def test_node_resource_without_nodes_is_a_clear_error(workdir):
+    with pytest.raises(ConfigError, match="no nodes in node_mapping"):
         run(workdir, resource="node")
 
 

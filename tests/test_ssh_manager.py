@@ -503,3 +503,18 @@ def test_job_commands_quote_every_path_and_value(tmp_path):
     assert sorted(p.name for p in wd.iterdir()) == ["jobs", "my job;.sh"]
     assert (wd / "jobs" / "7.1.remote.out").read_text() == "\n".join(lines[1:]) + "\n"
     assert (wd / "jobs" / "7.1.remote.rc").read_text().strip() == "0"
+
+
+def test_an_experiment_shares_the_pool_it_is_given(sshd_servers, tmp_path):
+    """A UI's NodePool handed over through manager_kwargs carries the jobs: one connection, reused."""
+    folder = node_folder(tmp_path, [sshd_servers[10]])
+    pool = NodePool(known_hosts=str(folder / "known_hosts"), connect_timeout=3)
+    try:
+        path = rosenbrock_experiment(folder, 4)
+        exp = Experiment(load_experiment(path), auppath=str(folder / ".aup"), manager_kwargs={"pool": pool})
+        result = exp.run()
+        assert result.status == "FINISHED" and result.counts == {"FINISHED": 4}
+        [name] = pool.nodes()
+        assert pool.connect_count(name) == 1
+    finally:
+        pool.close()

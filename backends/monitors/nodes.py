@@ -358,7 +358,7 @@ class NodePool:
         except Exception as exc:
             if transport.is_active():
                 raise NodeError(
-                    f"{self.label(name)} refused a new session ({_describe(exc)}) — too many at once? "
+                    f"{self.label(name)} refused a new session ({describe_error(exc)}) — too many at once? "
                     "(sshd's MaxSessions)",
                     str(name),
                 ) from None
@@ -392,7 +392,7 @@ class NodePool:
         """The connection broke: drop it, mark the node down; the error to raise."""
         label = self.label(name)
         self.disconnect(name)
-        message = f"lost the connection to {label}: {_describe(exc)}"
+        message = f"lost the connection to {label}: {describe_error(exc)}"
         self.mark_down(name, message)
         return NodeUnreachableError(message, str(name))
 
@@ -448,7 +448,7 @@ class NodePool:
             raise NodeAuthError(
                 f"authentication failed for {label}"
                 + (f" with key {key}" if key else "")
-                + f" ({_describe(exc)}) — check the user and key in env.ini",
+                + f" ({describe_error(exc)}) — check the user and key in env.ini",
                 name,
             ) from None
         except socket.gaierror as exc:
@@ -461,11 +461,11 @@ class NodePool:
             ) from None
         except paramiko.ssh_exception.NoValidConnectionsError as exc:
             _quiet_close(client)
-            reason = "connection refused" if _all_refused(exc) else _describe(exc)
+            reason = "connection refused" if _all_refused(exc) else describe_error(exc)
             raise NodeUnreachableError(f"cannot connect to {label}: {reason}", name) from None
         except Exception as exc:  # SSHException, EOFError, OSError, …
             _quiet_close(client)
-            raise NodeUnreachableError(f"cannot connect to {label}: {_describe(exc)}", name) from None
+            raise NodeUnreachableError(f"cannot connect to {label}: {describe_error(exc)}", name) from None
         transport = client.get_transport()
         if transport is not None:
             if self.keepalive > 0:
@@ -501,7 +501,7 @@ class NodePool:
                 transport = chan.get_transport()
                 if transport is not None and transport.is_active():
                     raise NodeError(
-                        f"{self.label(name)} refused to run the command ({_describe(exc)})", str(name)
+                        f"{self.label(name)} refused to run the command ({describe_error(exc)})", str(name)
                     ) from None
                 raise self._lost(name, exc) from None
             while True:
@@ -553,7 +553,8 @@ def _all_refused(exc: Any) -> bool:
     return bool(errors) and all(getattr(e, "errno", None) == errno.ECONNREFUSED for e in errors.values())
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
+    """One line for a connection error (an empty EOFError reads 'the connection closed')."""
     text = " ".join(str(exc).split())  # one line
     if isinstance(exc, EOFError) and not text:
         return "the connection closed"
@@ -874,7 +875,7 @@ class NodeMonitor:
                 self._record_failure(name, token, str(exc))
             except Exception as exc:  # never let a probe thread die silently
                 log.exception("probe of node %s failed", name)
-                self._record_failure(name, token, f"probe failed: {_describe(exc)}")
+                self._record_failure(name, token, f"probe failed: {describe_error(exc)}")
             else:
                 self._record_success(name, token, rtt, output)
         finally:

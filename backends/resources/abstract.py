@@ -12,23 +12,25 @@ import random
 import threading
 from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable, Iterable
 
 from ..events import (
     EventBus,
     JobFailed,
     JobFinished,
     JobIntermediate,
+    JobOutput,
     JobStarted,
     JobStopped,
     ResourceFreed,
     ResourceTaken,
 )
-from ..jobs import Job
+from ..jobs import RESULT_PREFIX, Job, ResultParseError, parse_result_line
 
 log = logging.getLogger(__name__)
 
 Callback = Callable[[Any, int], Any]
+MAX_LINE = 1 << 20  # longer output lines are logged but not parsed
 
 
 class AbstractResourceManager(ABC):
@@ -145,6 +147,43 @@ class AbstractResourceManager(ABC):
             self.bus.publish(JobIntermediate(eid=self.eid, jid=job.jid, index=index, values=values))
         if self.early_stop is not None and self.early_stop.report(job.jid, values[0]):
             self.stop_job(job.jid, reason=f"early stopped after {index + 1} results")
+
+    def pump_output(self, job: Job, chunks: Iterable[bytes], log: BinaryIO,
+                    keep: Callable[[str], bool] | None = None) -> str:
+        """Copy a job's output to its log, line by line, publishing lines and recording
+        `#Auptimizer:` results; returns the last line seen (for error messages).
+
+        `chunks` are lines as read (newline-terminated but the last; at most MAX_LINE bytes);
+        a longer line is logged, not parsed. `keep(line)` False drops a line of the manager's
+        own protocol from the log.
+        """
+        publish = self.bus.wants(JobOutput)
+        last = ""
+        partial = False  # inside a line longer than MAX_LINE
+        for chunk in chunks:
+            complete = chunk.endswith(b"\n")
+            if partial or (not complete and len(chunk) >= MAX_LINE):
+                log.write(chunk)
+                partial = not complete
+                continue
+            line = chunk.decode("utf-8", "replace").rstrip("\r\n")
+            if keep is not None and not keep(line):
+                continue
+            log.write(chunk)
+            log.flush()
+            if line:
+                last = line if len(line) <= 200 else line[:200] + "…"
+            if publish:
+                self.bus.publish(JobOutput(eid=self.eid, jid=job.jid, line=line[:2000]))
+            if RESULT_PREFIX in line:
+                try:
+                    values = parse_result_line(line)
+                except ResultParseError as exc:
+                    job.error = job.error or str(exc)
+                    continue
+                if values is not None:
+                    self.record_result(job, values)
+        return last
 
     def stop_reason(self, jid: int) -> str | None:
         return self._stop_reasons.get(jid)

@@ -8,11 +8,9 @@ import subprocess
 import threading
 from typing import Any
 
-from ..events import JobOutput
-from ..jobs import Job, JobError, ResultParseError, parse_result_line
-from .abstract import AbstractResourceManager, Callback
+from ..jobs import Job, JobError
+from .abstract import MAX_LINE, AbstractResourceManager, Callback
 
-MAX_LINE = 1 << 20  # longer lines are logged but not parsed
 KILL_GRACE = 0.5  # seconds between SIGTERM and SIGKILL to the job's process group
 
 
@@ -71,7 +69,8 @@ class LocalProcessManager(AbstractResourceManager):
             if job.jid in self._stop_reasons:  # stopped between dispatch and start
                 self.kill(job)
             try:
-                last_line = self._pump(job, proc, log)
+                assert proc.stdout is not None
+                last_line = self.pump_output(job, iter(lambda: proc.stdout.readline(MAX_LINE), b""), log)
                 code = proc.wait()
             finally:
                 with self._lock:
@@ -90,36 +89,6 @@ class LocalProcessManager(AbstractResourceManager):
         body = " ".join(shlex.quote(a) for a in job.command)
         script = f"{pre or ':'}\n{body}\nrc=$?\n{post or ':'}\nexit $rc\n"
         return ["/bin/sh", "-c", script]
-
-    def _pump(self, job: Job, proc: subprocess.Popen, log) -> str:
-        """Copy the job's output to its log, parsing result lines; returns the last line seen."""
-        assert proc.stdout is not None
-        readline = proc.stdout.readline
-        publish = self.bus.wants(JobOutput)
-        last = ""
-        partial = False  # inside a line longer than MAX_LINE: log it, don't parse it
-        while True:
-            chunk = readline(MAX_LINE)
-            if not chunk:
-                return last
-            log.write(chunk)
-            complete = chunk.endswith(b"\n")
-            if partial or not complete and len(chunk) >= MAX_LINE:
-                partial = not complete
-                continue
-            line = chunk.decode("utf-8", "replace").rstrip("\r\n")
-            if line:
-                last = line if len(line) <= 200 else line[:200] + "…"
-            if publish:
-                self.bus.publish(JobOutput(eid=self.eid, jid=job.jid, line=line[:2000]))
-            if "#Auptimizer:" in line:
-                try:
-                    values = parse_result_line(line)
-                except ResultParseError as exc:
-                    job.error = job.error or str(exc)
-                    continue
-                if values is not None:
-                    self.record_result(job, values)
 
     def kill(self, job: Job) -> None:
         """SIGTERM the job's whole process group, SIGKILL it after a short grace."""

@@ -33,21 +33,20 @@ from typing import Any
 
 from ..config import HostSpec, load_env, parse_host
 from ..errors import AupError, ConfigError
-from ..events import JobOutput, Notice
-from ..jobs import Job, JobError, ResultParseError, parse_result_line
+from ..events import Notice
+from ..jobs import Job, JobError
 from ..monitors.nodes import (
     CommandTimeoutError,
     NodeError,
     NodePool,
     NodeUnreachableError,
+    describe_error,
     host_label,
 )
 from .. import remote
-from .abstract import AbstractResourceManager, Callback
+from .abstract import MAX_LINE, AbstractResourceManager, Callback
 
 log = logging.getLogger(__name__)
-
-MAX_LINE = 1 << 20  # longer lines are logged but not parsed
 LAUNCH_TIMEOUT = 30.0  # seconds for an async job to start
 ASYNC_FIRST_POLL = 0.05  # async polls start this soon and double up to async_reconnect
 
@@ -332,7 +331,7 @@ class SSHResourceManager(AbstractResourceManager):
                     return
             except Exception as exc:  # paramiko's SSHException, EOFError, …
                 if self._connection_broken(state):
-                    message = f"lost the connection to {label}: {_describe(exc)}"
+                    message = f"lost the connection to {label}: {describe_error(exc)}"
                 else:
                     raise
             if self._stopped(job):
@@ -374,9 +373,9 @@ class SSHResourceManager(AbstractResourceManager):
                 sftp = paramiko.SFTPClient.from_transport(transport)
             except Exception as exc:
                 if not transport.is_active():
-                    pool.mark_down(name, f"lost the connection to {pool.label(name)}: {_describe(exc)}")
-                    raise ConnectionLost(f"lost the connection to {pool.label(name)}: {_describe(exc)}") from None
-                raise NodeError(f"cannot open SFTP on {pool.label(name)} ({_describe(exc)}) — "
+                    pool.mark_down(name, f"lost the connection to {pool.label(name)}: {describe_error(exc)}")
+                    raise ConnectionLost(f"lost the connection to {pool.label(name)}: {describe_error(exc)}") from None
+                raise NodeError(f"cannot open SFTP on {pool.label(name)} ({describe_error(exc)}) — "
                                 "enable the sftp subsystem in its sshd_config", name) from None
             if cached is not None:
                 _quiet(cached[1].close)
@@ -476,7 +475,7 @@ class SSHResourceManager(AbstractResourceManager):
             try:
                 chan.exec_command(remote.sync_command(paths, body))
             except Exception as exc:
-                raise ConnectionLost(f"lost the connection to {label}: {_describe(exc)}") from None
+                raise ConnectionLost(f"lost the connection to {label}: {describe_error(exc)}") from None
             stream = chan.makefile("rb", 65536)
             first = True
 
@@ -492,7 +491,7 @@ class SSHResourceManager(AbstractResourceManager):
                         return False
                 return True
 
-            last = self._pump(job, iter(lambda: stream.readline(MAX_LINE), b""), logf, on_line)
+            last = self.pump_output(job, iter(lambda: stream.readline(MAX_LINE), b""), logf, on_line)
             chan.status_event.wait(10)  # the exit status follows the end of the output
             transport = chan.get_transport()
             lost = transport is None or not transport.is_active()
@@ -517,36 +516,6 @@ class SSHResourceManager(AbstractResourceManager):
             job.error = f"{script} could not be started on {label}{tail}; see {job.log_path()}"
         else:
             job.error = f"{script} exited with status {code} on {label}{tail}; see {job.log_path()}"
-
-    def _pump(self, job: Job, chunks, logf, on_line=None) -> str:
-        """Log and parse lines (bytes, newline-terminated but the last); returns the last line seen."""
-        publish = self.bus.has_subscribers
-        last = ""
-        partial = False
-        for chunk in chunks:
-            complete = chunk.endswith(b"\n")
-            if partial or (not complete and len(chunk) >= MAX_LINE):
-                logf.write(chunk)
-                partial = not complete
-                continue
-            line = chunk.decode("utf-8", "replace").rstrip("\r\n")
-            if on_line is not None and not on_line(line):
-                continue
-            logf.write(chunk)
-            logf.flush()
-            if line:
-                last = line if len(line) <= 200 else line[:200] + "…"
-            if publish:
-                self.bus.publish(JobOutput(eid=self.eid, jid=job.jid, line=line[:2000]))
-            if "#Auptimizer:" in line:
-                try:
-                    values = parse_result_line(line)
-                except ResultParseError as exc:
-                    job.error = job.error or str(exc)
-                    continue
-                if values is not None:
-                    self.record_result(job, values)
-        return last
 
     # -- asynchronous -------------------------------------------------------------------------
 
@@ -591,7 +560,7 @@ class SSHResourceManager(AbstractResourceManager):
                 if stopping or self._closing.is_set():
                     return
                 state.failures += 1
-                message = f"lost the connection to {label}: {_describe(exc)}"
+                message = f"lost the connection to {label}: {describe_error(exc)}"
                 if state.failures > self.max_retries:
                     job.error = (f"{message} — gave up after {self.max_retries} retries "
                                  f"{self.reconn_wait_time:g} s apart; job {job.jid} may still run there")
@@ -636,10 +605,10 @@ class SSHResourceManager(AbstractResourceManager):
             text = state.partial + data
             lines = text.splitlines(keepends=True)
             state.partial = lines.pop() if lines and not lines[-1].endswith(b"\n") and code is None else b""
-            last = self._pump(job, lines, logf)
+            last = self.pump_output(job, lines, logf)
             state.last = last or state.last
         elif code is not None and state.partial:
-            last = self._pump(job, [state.partial], logf)
+            last = self.pump_output(job, [state.partial], logf)
             state.partial = b""
             state.last = last or state.last
         return code
@@ -668,8 +637,8 @@ class SSHResourceManager(AbstractResourceManager):
                 self._notice(f"job {job.jid}: processes of group {state.pgid} survived SIGKILL on "
                              f"{state.pool.label(state.name)}", "warning")
         except Exception as exc:
-            state.kill_result = f"error: {_describe(exc)}"
-            self._notice(f"could not stop job {job.jid} on {state.pool.label(state.name)}: {_describe(exc)}",
+            state.kill_result = f"error: {describe_error(exc)}"
+            self._notice(f"could not stop job {job.jid} on {state.pool.label(state.name)}: {describe_error(exc)}",
                          "warning")
         finally:
             state.killed.set()
@@ -723,13 +692,6 @@ class SSHResourceManager(AbstractResourceManager):
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    if isinstance(exc, EOFError) and not text:
-        return "the connection closed"
-    return text or type(exc).__name__
-
 
 def _node_error_text(exc: BaseException) -> str:
     """A pool error's message, saying how a run allows new host keys."""
