@@ -254,6 +254,9 @@ class HeadlessFollower:
                 except KeyboardInterrupt:
                     self.stop()
                     continue
+                if event is _WAKE:
+                    thread.join()
+                    continue
                 self._handle(event)
                 self.progress.draw()
             thread.join()
@@ -265,6 +268,10 @@ class HeadlessFollower:
                 unsubscribe()
         self.progress.draw(force=True)
         self.out.write("\n")
+
+    def wake(self) -> None:
+        """Make `follow` notice at once that the experiment's thread is ending (call from it)."""
+        self.events.put(_WAKE)
 
     def stop(self) -> None:
         self.interrupted = True
@@ -308,6 +315,8 @@ def run_headless(config, auppath: str, connector, out: TextIO | None = None, std
             outcome["result"] = exp.run()
         except BaseException as exc:  # re-raised in the main thread
             outcome["error"] = exc
+        finally:
+            follower.wake()
 
     thread = threading.Thread(target=work, name="aup-experiment", daemon=True)
     thread.start()
@@ -328,6 +337,7 @@ def exit_code(status: str, interrupted: bool = False) -> int:
 
 
 _COUNTED = (JobStarted, JobFinished, JobFailed, JobStopped)
+_WAKE = object()  # a no-op item that wakes the follower's queue
 
 
 def print_summary(result: ExperimentResult, config, out: TextIO) -> None:
