@@ -53,6 +53,8 @@ class Experiment:
         self.resource_manager = None
         self.status = "PENDING"
         self._idle = threading.Event()  # set when no job runs and none will be started
+        self._mutex = threading.RLock()  # guards the dispatch state below
+        self._in_flight: dict[int, Job] = {}
         self._stop = threading.Event()
         self._stop_status = "STOPPED"
         self.started = threading.Event()
@@ -65,16 +67,14 @@ class Experiment:
             return
         self._stop_status = status
         self._stop.set()
-        rm = self.resource_manager
-        if rm is not None:
-            rm.stopping = True
-            for jid in list(rm.jobs):
-                rm.stop_job(jid, reason="experiment stopped")
-        mutex = getattr(self, "_mutex", None)
-        if mutex is not None:
-            with mutex:
-                if not self._in_flight:
-                    self._idle.set()
+        with self._mutex:  # no dispatch is half-way: every job that started is in rm.jobs
+            rm = self.resource_manager
+            if rm is not None:
+                rm.stopping = True
+                for jid in list(rm.jobs):
+                    rm.stop_job(jid, reason="experiment stopped")
+            if not self._in_flight:
+                self._idle.set()
 
     @property
     def stopping(self) -> bool:
@@ -142,14 +142,12 @@ class Experiment:
         worker thread that finished (no hand-off to this thread); this thread only waits, and
         looks again now and then when every resource was busy elsewhere."""
         self._proposer, self._rm = proposer, rm
-        self._in_flight: dict[int, Job] = {}
         self._retry: list[Job] = []
         self._blacklist: dict[int, set[int]] = {}
         self._all_rids = {r["rid"] for r in self.connector.resources(self.config.resource)}
         self._failed_hard = False
         self._finished = 0
         self._exhausted = False
-        self._mutex = threading.RLock()
         with self._mutex:
             self._dispatch()
         while not self._idle.wait(WATCH_INTERVAL):
