@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -20,3 +21,13 @@ def workdir(tmp_path: Path) -> Path:
         echo "#Auptimizer:$x"
     """)
     return tmp_path
+
+
+@pytest.fixture
+def utc(monkeypatch):
+    """Times on screen are local: pin the zone so texts and snapshots are the same everywhere."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()

@@ -30,14 +30,7 @@ SMALL = (80, 24)
 GIB = 1 << 30
 
 
-@pytest.fixture(autouse=True)
-def utc(monkeypatch):
-    """Times on screen are local: pin the zone so the expected texts hold everywhere."""
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
+pytestmark = pytest.mark.usefixtures("utc")  # times on screen are local: pinned to UTC
 
 
 def make_app(monitoring) -> AupApp:

@@ -7,7 +7,6 @@ Regenerate after an intended change with `pytest tests/test_snapshots_panels.py 
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -18,14 +17,7 @@ TALL = (100, 40)
 BIG = (200, 50)
 
 
-@pytest.fixture(autouse=True)
-def utc(monkeypatch):
-    """Times on screen are local: pin the zone so the snapshot is the same everywhere."""
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
+pytestmark = pytest.mark.usefixtures("utc")  # times on screen are local: pinned to UTC
 
 
 async def settle(pilot):

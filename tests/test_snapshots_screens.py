@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
 
-import pytest
 from textual import events
 from textual.widgets import TextArea
 
@@ -18,14 +16,6 @@ REQUEST = PassiveRequest(eid=1, jid=7, command="cd /home/me/rosenbrock && ./rose
                          workingdir="/home/me/rosenbrock", config_path="/home/me/rosenbrock/jobs/7.json")
 
 
-@pytest.fixture
-def utc(monkeypatch):
-    """Times on screen are local: pin the zone so the snapshot is the same everywhere."""
-    monkeypatch.setenv("TZ", "UTC")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
 
 
 def test_confirm_dialog(snap_compare) -> None:
