@@ -146,9 +146,15 @@ def cmd_run(args) -> int:
 
 
 def cmd_dashboard(args) -> int:
+    from backends.errors import ConfigError
+
     from .app import run_app
 
-    return run_app(args.aup)
+    try:
+        auppath, connector = _connector(args)  # also reclaims what dead processes left behind
+    except ConfigError:
+        return run_app(args.aup)  # no usable .aup: the app says how to make one
+    return run_app(auppath, connector=connector)
 
 
 def cmd_watch(args) -> int:

@@ -269,3 +269,30 @@ def test_resources_probe_reports_up_and_down_nodes_and_local_gpus(tmp_path, sshd
     assert " UP " in up and "rtt" in up and "load" in up
     assert " DOWN " in down and "refused" in down
     assert any(line.startswith("local GPUs:") for line in lines)
+
+
+def test_the_dashboard_reclaims_what_a_dead_run_left_behind(workdir, monkeypatch):
+    """Plain `aup-tui` after a kill -9: the experiment is INTERRUPTED, not shown as running forever."""
+    _slow_experiment(workdir)
+    proc = cli_popen("run", "--headless", "experiment.json", cwd=workdir, stderr=-1, stdout=-1)
+    running = wait_for(lambda: len(_running_jobs(workdir)) == 2 and _running_jobs(workdir), what="2 jobs")
+    pids = [_job_pid(workdir, j["jid"]) for j in running]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(5)
+    for pid in pids:
+        signal_pid(pid)
+    import aup_tui.app
+    from aup_tui.cli import main
+    from backends.store import TinyDBConnector
+
+    seen = {}
+
+    def what_the_app_is_given(auppath, connector=None, **kw):
+        seen["status"] = connector.latest_experiment()["status"]
+        seen["free"] = [r["status"] for r in connector.resources()]
+        return 0
+
+    monkeypatch.setattr(aup_tui.app, "run_app", what_the_app_is_given)
+    assert main(["--aup", str(workdir / ".aup")]) == 0
+    assert seen == {"status": "INTERRUPTED", "free": ["free", "free"]}
+    assert TinyDBConnector(str(workdir / ".aup")).jobs(1)[0]["status"] == "INTERRUPTED"
