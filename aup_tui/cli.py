@@ -146,14 +146,16 @@ def cmd_run(args) -> int:
 
 
 def cmd_dashboard(args) -> int:
+    from backends.config import find_env
     from backends.errors import ConfigError
 
     from .app import run_app
 
     try:
-        auppath, connector = _connector(args)  # also reclaims what dead processes left behind
+        find_env(args.aup)
     except ConfigError:
-        return run_app(args.aup)  # no usable .aup: the app says how to make one
+        return run_app(args.aup)  # no .aup yet: the app says how to make one
+    auppath, connector = _connector(args)  # also reclaims what dead processes left behind
     return run_app(auppath, connector=connector)
 
 
