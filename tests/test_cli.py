@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -126,13 +127,30 @@ def _job_pid(folder: Path, jid: int) -> int:
     return int(text.split("pid ")[1].split()[0])
 
 
+def _start_slow_run(folder: Path) -> tuple:
+    """A headless run of slow jobs, once two of them run: (the process, the two jobs, their pids)."""
+    _slow_experiment(folder)
+    proc = cli_popen("run", "--headless", "experiment.json", cwd=folder, stderr=-1, stdout=-1)
+    running = wait_for(lambda: len(_running_jobs(folder)) == 2 and _running_jobs(folder), what="2 jobs")
+    return proc, running, [_job_pid(folder, j["jid"]) for j in running]
+
+
+def _kill_9_run(folder: Path) -> None:
+    """kill -9 a headless run mid-way; its orphaned jobs are the user's to kill, we kill them here."""
+    proc, _, pids = _start_slow_run(folder)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(5)
+    for pid in pids:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def test_stop_job_and_experiment_from_another_process(workdir):
-    _slow_experiment(workdir)
-    proc = cli_popen("run", "--headless", "experiment.json", cwd=workdir, stderr=-1, stdout=-1)
+    proc, running, pids = _start_slow_run(workdir)
     try:
-        running = wait_for(lambda: len(_running_jobs(workdir)) == 2 and _running_jobs(workdir), what="2 jobs")
-        first = running[0]["jid"]
-        pid = _job_pid(workdir, first)
+        first, pid = running[0]["jid"], pids[0]
         t0 = time.monotonic()
         assert cli("stop", "--job", str(first), cwd=workdir).returncode == 0
         wait_for(lambda: not pid_alive(pid), timeout=5, what="job process gone")
@@ -150,10 +168,7 @@ def test_stop_job_and_experiment_from_another_process(workdir):
 
 
 def test_ctrl_c_stops_cleanly_and_prints_best_so_far(workdir):
-    _slow_experiment(workdir)
-    proc = cli_popen("run", "--headless", "experiment.json", cwd=workdir, stderr=-1, stdout=-1)
-    running = wait_for(lambda: len(_running_jobs(workdir)) == 2 and _running_jobs(workdir), what="2 jobs")
-    pids = [_job_pid(workdir, j["jid"]) for j in running]
+    proc, _, pids = _start_slow_run(workdir)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=15)
     assert proc.returncode == 130
@@ -166,14 +181,7 @@ def test_ctrl_c_stops_cleanly_and_prints_best_so_far(workdir):
 
 
 def test_kill_9_of_a_headless_run_is_recovered(workdir):
-    _slow_experiment(workdir)
-    proc = cli_popen("run", "--headless", "experiment.json", cwd=workdir, stderr=-1, stdout=-1)
-    running = wait_for(lambda: len(_running_jobs(workdir)) == 2 and _running_jobs(workdir), what="2 jobs")
-    pids = [_job_pid(workdir, j["jid"]) for j in running]
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(5)
-    for pid in pids:  # the orphaned jobs are the user's to kill; we only fix the books
-        signal_pid(pid)
+    _kill_9_run(workdir)
     out = cli("resources", "--free", cwd=workdir)
     assert "freed 2 resource(s)" in out.stdout
     listing = out.stdout.splitlines()[1:]
@@ -184,15 +192,6 @@ def test_kill_9_of_a_headless_run_is_recovered(workdir):
     # the freed resources run the next experiment
     write_experiment(workdir, n_samples=2)
     assert cli("run", "--headless", "experiment.json", cwd=workdir).returncode == 0
-
-
-def signal_pid(pid: int) -> None:
-    import os
-
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def test_passive_job_answered_at_the_terminal_prompt(tmp_path):
@@ -273,14 +272,7 @@ def test_resources_probe_reports_up_and_down_nodes_and_local_gpus(tmp_path, sshd
 
 def test_the_dashboard_reclaims_what_a_dead_run_left_behind(workdir, monkeypatch):
     """Plain `aup-tui` after a kill -9: the experiment is INTERRUPTED, not shown as running forever."""
-    _slow_experiment(workdir)
-    proc = cli_popen("run", "--headless", "experiment.json", cwd=workdir, stderr=-1, stdout=-1)
-    running = wait_for(lambda: len(_running_jobs(workdir)) == 2 and _running_jobs(workdir), what="2 jobs")
-    pids = [_job_pid(workdir, j["jid"]) for j in running]
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(5)
-    for pid in pids:
-        signal_pid(pid)
+    _kill_9_run(workdir)
     import aup_tui.app
     from aup_tui.cli import main
     from backends.store import TinyDBConnector

@@ -185,9 +185,6 @@ class AbstractResourceManager(ABC):
                     self.record_result(job, values)
         return last
 
-    def stop_reason(self, jid: int) -> str | None:
-        return self._stop_reasons.get(jid)
-
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self.n_parallel, thread_name_prefix=f"aup-{self.rtype}")

@@ -1,8 +1,8 @@
 """The embedded store: TinyDB files under `.aup/store/`, safe across threads and processes."""
 
-from .connector import FINAL_STATES, LIVE_STATES, TinyDBConnector
+from .connector import LIVE_STATES, TinyDBConnector
 
-__all__ = ["TinyDBConnector", "LIVE_STATES", "FINAL_STATES", "get_default_connector"]
+__all__ = ["TinyDBConnector", "LIVE_STATES", "get_default_connector"]
 
 
 def get_default_connector(auppath: str = ".aup") -> TinyDBConnector:

@@ -38,9 +38,9 @@ JID_BLOCK = 64
 FLUSH_INTERVAL = 0.5
 OPEN_DBS = 32  # databases kept open (and cached in memory) at once
 
-#: Job states. RUNNING and WAITING are "live"; the rest are final.
+#: Job states that are not over yet; the others (FINISHED, FAILED, STOPPED, EARLY_STOPPED,
+#: INTERRUPTED) are final.
 LIVE_STATES = ("RUNNING", "WAITING")
-FINAL_STATES = ("FINISHED", "FAILED", "STOPPED", "EARLY_STOPPED", "INTERRUPTED")
 
 
 _FREE = {"status": "free", "owner": None, "jid": None}
@@ -165,10 +165,10 @@ class TinyDBConnector:
         self._write(relpath, [{"t": tbl, "id": str(doc_id), "d": doc}], sync)
 
     def _patch(self, relpath: str, tbl: str, doc_ids: list[int], fields: dict, sync: bool = False) -> None:
-        docs = table(self._db(relpath), tbl)
+        docs = self._raw(relpath, tbl)
         ops = []
         for doc_id in doc_ids:
-            doc = docs.get(doc_id=doc_id)
+            doc = docs.get(str(doc_id))
             if doc is not None:
                 ops.append({"t": tbl, "id": str(doc_id), "d": {**doc, **fields}})
         if ops:
@@ -279,14 +279,6 @@ class TinyDBConnector:
                 rids, self._released = sorted(self._released), set()
                 self._patch(self.META, "resources", rids, _FREE)
 
-    def free_all_resources(self) -> list[int]:
-        """Free every taken resource, whoever holds it; returns their ids."""
-        with self._locked():
-            taken = [d.doc_id for d in self._meta("resources").all() if d["status"] != "free"]
-            self._patch(self.META, "resources", taken, _FREE)
-            self._released.clear()
-            return taken
-
     # -- recovery -------------------------------------------------------------------------
 
     def recover(self) -> dict[str, list[int]]:
@@ -329,10 +321,6 @@ class TinyDBConnector:
             self._put(self.META, "experiments", eid, doc, sync=True)
             return eid
 
-    def update_experiment(self, eid: int, **fields: Any) -> None:
-        with self._locked():
-            self._patch(self.META, "experiments", [eid], fields)
-
     def end_experiment(self, eid: int, status: str, **fields: Any) -> None:
         self.flush()
         self._write_released()
@@ -354,11 +342,6 @@ class TinyDBConnector:
     def latest_experiment(self) -> dict | None:
         exps = self.experiments()
         return exps[-1] if exps else None
-
-    def get_experiment_config(self, eid: int) -> dict:
-        with self._lock:
-            doc = self._exp(eid, "config").get(doc_id=1)
-        return dict(doc["config"]) if doc else {}
 
     def save_labels(self, eid: int, labels: list[str]) -> None:
         with self._locked():

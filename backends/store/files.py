@@ -93,11 +93,10 @@ class JournaledStorage(Storage):
 
     # -- writing --------------------------------------------------------------------------
 
-    def append(self, ops: Iterable[dict[str, Any]], sync: bool = False) -> int:
+    def append(self, ops: Iterable[dict[str, Any]]) -> int:
         """Append operations to the journal (caller holds the store's write lock).
 
-        `sync` makes them durable (fdatasync) before returning; callers that batch syncs
-        instead fdatasync the returned journal fd themselves.
+        Returns the journal's fd: the caller fdatasyncs it when (and as often as) it needs to.
         """
         with self._mutex:
             self.read()
@@ -108,8 +107,6 @@ class JournaledStorage(Storage):
             if size != self._log_off:  # a torn tail from a crashed writer: drop it
                 os.ftruncate(fd, self._log_off)
             os.write(fd, payload)
-            if sync:
-                os.fdatasync(fd)
             for op in ops:
                 apply_op(self._data, op)
             self._log_off += len(payload)
