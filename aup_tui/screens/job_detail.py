@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from rich.cells import cell_len
 from rich.style import Style
 from rich.text import Text
 from textual import on, work
@@ -131,9 +132,7 @@ class JobDetailScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one("#detail-attempts", DataTable)
-        for column in ATTEMPT_COLUMNS:
-            table.add_column(column, key=column)
+        self._set_attempt_columns([])
         self.query_one("#detail-log", LogView).focus()
         self.app.theme_changed_signal.subscribe(self, self._on_theme_changed)
         self._follow()
@@ -245,8 +244,7 @@ class JobDetailScreen(Screen[None]):
 
         rows = [self._attempt_row(a, message.now) for a in job.get("attempts") or []]
         if rows != self._attempt_rows or force:
-            table = self.query_one("#detail-attempts", DataTable)
-            table.clear()
+            table = self._set_attempt_columns(rows)
             for row, attempt in zip(rows, job.get("attempts") or []):
                 cells: list[str | Text] = list(row)
                 cells[4] = Text(row[4], style=Style(bold=True, color=status_color(colors, row[4])))
@@ -260,6 +258,18 @@ class JobDetailScreen(Screen[None]):
         else:
             error.remove_class("-visible")
         self._update_log_subtitle()
+
+    def _set_attempt_columns(self, rows: list[tuple[str, ...]]) -> DataTable:
+        """Empty the attempts table and size its columns to fit `rows`.
+
+        Widths are set here rather than measured by the DataTable on idle: a header drawn before
+        that measurement stays cached at the old widths and no longer lines up with the cells.
+        """
+        table = self.query_one("#detail-attempts", DataTable)
+        table.clear(columns=True)
+        for i, label in enumerate(ATTEMPT_COLUMNS):
+            table.add_column(label, key=label, width=max([cell_len(label), *(cell_len(row[i]) for row in rows)]))
+        return table
 
     @staticmethod
     def _attempt_row(attempt: dict, now: float) -> tuple[str, ...]:
