@@ -64,6 +64,8 @@ class JobRow:
     attempts: int = 0
     error: str | None = None
     results: int = 0  # intermediate results seen
+    rid: int | None = None  # the resource of the running attempt
+    pid: int | None = None  # its process-group leader, for a local job (store records, watch mode)
 
     def duration(self, now: float) -> float | None:
         if self.start is None:
@@ -108,6 +110,7 @@ class ExperimentState:
         self.n_samples = n_samples
         self.target = target
         self.resource = ""
+        self.host = ""  # the machine that runs the experiment (from the store; "" when unknown)
         self.start: float | None = None
         self.end: float | None = None
         self.jobs: dict[int, JobRow] = {}
@@ -228,7 +231,7 @@ class ExperimentState:
         elif isinstance(ev, JobStarted):
             row = self._row(jid)
             self._set_status(row, "RUNNING")
-            row.resource, row.attempts = ev.resource, ev.attempt
+            row.resource, row.attempts, row.rid = ev.resource, ev.attempt, ev.rid
             row.start = row.start or ev.time
             row.end, row.error = None, None
         elif isinstance(ev, JobIntermediate):
@@ -286,6 +289,7 @@ class ExperimentState:
             self.n_samples = int(exp.get("n_samples") or 0)
             self.target = exp.get("target") or self.target
             self.resource = exp.get("resource") or self.resource
+            self.host = exp.get("host") or self.host
             self.start = exp.get("start") or self.start
             self.end = exp.get("end")
             was_running = self.status == "RUNNING"
@@ -300,6 +304,8 @@ class ExperimentState:
         for doc in jobs:
             jid = doc["jid"]
             row = self.jobs.get(jid)
+            if row is not None:  # where it runs matters to the monitors, not to the table
+                row.rid, row.pid = doc.get("rid"), doc.get("pid")
             attempts = len(doc.get("attempts") or ())
             fields = (doc.get("status"), doc.get("resource") or "", doc.get("score"), doc.get("start"),
                       doc.get("end"), attempts, doc.get("error"))
@@ -309,6 +315,7 @@ class ExperimentState:
             row = self._row(jid)
             self._set_status(row, fields[0] or "QUEUED")
             row.config = dict(doc.get("config") or {})
+            row.rid, row.pid = doc.get("rid"), doc.get("pid")
             (row.resource, row.score, row.start, row.end, row.attempts, row.error) = fields[1:]
             ch.jids.add(jid)
             if row.status == "FINISHED":

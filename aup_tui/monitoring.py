@@ -10,7 +10,8 @@ env.ini, so :meth:`Monitoring.start_async` does it on a thread too.
 Which of our jobs run where comes from ``jobs_source``, a callable run on the GPU monitor's
 thread after each sample: it returns the running jobs (``JobProcessInfo``: process-group leader
 and cards) and how many run on each node.  :func:`jobs_from_experiment` builds one for an
-experiment this process runs.
+experiment this process runs; :class:`StateJobs` one for an experiment another process runs
+(``aup-tui watch``), from the dashboard's state and the pids the store records.
 
 Tests and screenshots inject monitors (fake NVML, fixed clock) or use :class:`StaticMonitoring`,
 which posts fixed data.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import threading
 import time
 import weakref
@@ -37,6 +39,7 @@ __all__ = [
     "JobsInfo",
     "Monitoring",
     "NodesProbed",
+    "StateJobs",
     "StaticMonitoring",
     "jobs_from_experiment",
     "monitoring_for",
@@ -128,6 +131,51 @@ def jobs_from_experiment(experiment: Any) -> Callable[[], JobsInfo]:
         return infos, counts
 
     return source
+
+
+class StateJobs:
+    """A ``jobs_source`` for an experiment another process runs (watch mode): the dashboard's
+    :class:`~aup_tui.bridge.ExperimentState`, which the store polls keep current.
+
+    A job's card is its resource's ``gpu_mapping`` value (env.ini, read once on the monitor's
+    thread); its pid the one the store recorded, trusted only when the experiment runs on this
+    machine (a store shared over NFS would otherwise match unrelated local processes).
+    """
+
+    def __init__(self, state: Any, auppath: str) -> None:
+        self.state = state
+        self.auppath = auppath
+        self.this_host = socket.gethostname()
+        self._cards: dict[int, str] | None = None
+
+    def _gpu_cards(self) -> dict[int, str]:
+        if self._cards is None:
+            from backends.config import load_env
+
+            try:
+                self._cards = {int(rid): str(card) for rid, card in load_env(self.auppath).gpu_mapping.items()}
+            except Exception:  # a bad env.ini: no cards; the panels say why elsewhere
+                self._cards = {}
+        return self._cards
+
+    def __call__(self) -> JobsInfo:
+        cards = self._gpu_cards()
+        local = self.state.host in ("", self.this_host)
+        infos: list[JobProcessInfo] = []
+        counts: dict[str, int] = {}
+        for row in list(self.state.jobs.values()):  # one C-level copy: safe against the UI thread
+            if row.status != "RUNNING" or row.rid is None:
+                continue
+            kind = row.resource.partition(":")[0]
+            if kind in ("node", "aws"):
+                name = node_name(kind, row.rid)
+                counts[name] = counts.get(name, 0) + 1
+                continue
+            pid = row.pid if local and row.pid else 0
+            card = cards.get(row.rid) if kind == "gpu" else None
+            if pid or card is not None:
+                infos.append(JobProcessInfo(row.jid, pid, (card,) if card is not None else ()))
+        return infos, counts
 
 
 class Monitoring:
@@ -319,7 +367,8 @@ def monitoring_for(screen: Any) -> Monitoring | None:
 
     An app given a ``monitoring`` (tests, screenshots) uses it; a demo app (fixed state, no
     store) gets none; otherwise one is built from the app's ``.aup`` (env.ini) and, for an
-    experiment this process runs, told where its jobs run.
+    experiment this process runs, told where its jobs run; for one another process runs, the
+    dashboard's state tells it (:class:`StateJobs`).
     """
     app = screen.app
     mon = getattr(app, "monitoring", None)
@@ -335,6 +384,10 @@ def monitoring_for(screen: Any) -> Monitoring | None:
             app.monitoring = mon
         except Exception:
             return None
+    state = getattr(screen, "state", None)
+    if getattr(app, "experiment", None) is None and state is not None and getattr(app, "auppath", None) \
+            and (mon.jobs_source is None or isinstance(mon.jobs_source, StateJobs)):
+        mon.jobs_source = StateJobs(state, app.auppath)  # the experiment of the dashboard opened last
     mon.subscribe(screen)
     if not mon.started:
         mon.start_async()

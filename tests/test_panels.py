@@ -329,6 +329,89 @@ def test_a_running_jobs_gpu_process_is_matched_to_the_job(tmp_path):
     assert not runner.is_alive()
 
 
+async def test_watching_a_headless_gpu_run_names_the_job_on_each_gpu_it_uses(tmp_path):
+    """`aup-tui watch` runs in another process than the experiment: the job's card names the job,
+    and so does another GPU one of the job's processes uses (matched by the pid the run recorded)."""
+    import subprocess
+
+    from backends.store import TinyDBConnector
+    from helpers import cli, cli_popen, write_experiment, write_script
+
+    assert cli("init", "--gpu", "0", cwd=tmp_path).returncode == 0
+    write_script(tmp_path, "job.sh", """
+        sleep 30 &
+        wait
+        echo "#Auptimizer:1"
+    """)
+    write_experiment(tmp_path, resource="gpu", n_parallel=1, n_samples=1)
+    proc = cli_popen("run", "--headless", "experiment.json", cwd=tmp_path,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    auppath = str(tmp_path / ".aup")
+    conn = TinyDBConnector(auppath)
+    try:
+        deadline = time.monotonic() + 20
+        job: dict = {}
+        while not job.get("pid"):
+            assert time.monotonic() < deadline, "the headless run recorded no pid"
+            exp = conn.latest_experiment()
+            job = next(iter(conn.jobs(exp["eid"])), {}) if exp else {}
+            time.sleep(0.05)
+        eid, jid, leader = exp["eid"], job["jid"], job["pid"]
+        children: list[int] = []
+        while not children:
+            assert time.monotonic() < deadline, "the job's sleep did not start"
+            try:
+                with open(f"/proc/{leader}/task/{leader}/children") as f:
+                    children = [int(p) for p in f.read().split()]
+            except OSError:
+                pass
+            time.sleep(0.02)
+
+        # GPU 0 is the job's card (someone else's process on it); GPU 1 runs the job's `sleep`
+        nvml = FakeNVML([FakeGPU(processes=[(1, GIB)]), FakeGPU(processes=[(children[0], GIB)]), FakeGPU()])
+        app = AupApp(auppath, connector=conn, watch=eid)
+        app.monitoring = Monitoring(gpu=GPUMonitor(nvml=nvml, interval=0.05))
+        async with app.run_test(size=(120, 40)) as pilot:
+            assert await wait_until(pilot, lambda: gpu_text(app).count(f"job {jid}") == 2), gpu_text(app)
+            lines = gpu_text(app).splitlines()
+            assert [f"job {jid}" in line for line in lines[1:4]] == [True, True, False]  # after the summary line
+            await pilot.press("S", "y")
+            assert await wait_until(pilot, lambda: proc.poll() is not None, timeout=20)
+            await pilot.press("q")
+        assert proc.returncode == 130
+    finally:
+        conn.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_watch_mode_counts_jobs_per_node_and_trusts_pids_only_from_this_host(tmp_path):
+    """What the watch-mode panels are told: jobs per SSH node, each GPU job's card, and its pid
+    only when the experiment runs on this machine (a store shared over NFS from another host)."""
+    import socket
+
+    from aup_tui.bridge import ExperimentState
+    from aup_tui.monitoring import StateJobs
+    from backends.setup import init_aup
+
+    init_aup(str(tmp_path / ".aup"), gpu=["1"])  # resource 1 is card "1"
+    jobs = [
+        {"jid": 1, "status": "RUNNING", "resource": "gpu:gpu1", "rid": 1, "pid": 4321, "config": {}},
+        {"jid": 2, "status": "RUNNING", "resource": "node:gpu-box", "rid": 4, "config": {}},
+        {"jid": 3, "status": "RUNNING", "resource": "node:gpu-box", "rid": 4, "config": {}},
+        {"jid": 4, "status": "FINISHED", "resource": "node:gpu-box", "rid": 4, "score": 1.0, "config": {}},
+    ]
+    state = ExperimentState()
+    state.merge_store({"eid": 1, "status": "RUNNING", "host": socket.gethostname()}, jobs)
+    source = StateJobs(state, str(tmp_path / ".aup"))
+    assert source() == ([JobProcessInfo(1, 4321, ("1",))], {"node 4": 2})
+
+    elsewhere = ExperimentState()
+    elsewhere.merge_store({"eid": 1, "status": "RUNNING", "host": "another-machine"}, jobs)
+    assert StateJobs(elsewhere, str(tmp_path / ".aup"))() == ([JobProcessInfo(1, 0, ("1",))], {"node 4": 2})
+
+
 async def test_the_command_palette_opens_a_node_and_probes_now():
     mon = StaticMonitoring(gpu_snapshot(), node_statuses())
     app = make_app(mon)

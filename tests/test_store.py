@@ -212,3 +212,29 @@ def test_stop_requests_cross_processes(tmp_path):
     assert runner.is_job_stopped(8, eid)
     runner.end_experiment(eid, "STOPPED")
     assert runner.stop_requests(eid) == []
+
+
+def test_a_running_attempts_pid_reaches_other_processes_and_no_other_attempt(tmp_path):
+    """`aup-tui watch` matches GPU processes to jobs by the pid the running process recorded."""
+    c = TinyDBConnector(str(tmp_path / ".aup"))
+    eid = c.start_experiment("me", "exp", {"name": "exp"}, target="min")
+    running, short, retried = c.new_jid(), c.new_jid(), c.new_jid()
+    for jid in (running, short, retried):
+        c.start_job(eid, jid, {}, 1, "gpu:0", 1)
+        c.set_job_pid(eid, jid, 1, 1000 + jid)
+    c.end_job(eid, short, 1.0, "FINISHED")  # over before the flush: not worth a write
+    c.end_job(eid, retried, None, "FAILED", final=False)
+    c.start_job(eid, retried, {}, 1, "gpu:0", 2)  # attempt 2 runs; attempt 1's pid is stale
+    c.flush()
+
+    reader = TinyDBConnector(str(tmp_path / ".aup"))  # what another process reads
+    assert reader.get_job(running, eid)["pid"] == 1000 + running
+    assert "pid" not in reader.get_job(short, eid)
+    assert "pid" not in reader.get_job(retried, eid)
+    c.set_job_pid(eid, retried, 2, 2000)
+    c.flush()
+    assert reader.get_job(retried, eid)["pid"] == 2000
+    c.end_job(eid, running, 0.5, "FINISHED")
+    assert "pid" not in reader.get_job(running, eid)  # its process is gone
+    c.close()
+    reader.close()

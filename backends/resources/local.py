@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -10,6 +11,8 @@ from typing import Any
 
 from ..jobs import Job, JobError
 from .abstract import MAX_LINE, AbstractResourceManager, Callback
+
+log = logging.getLogger(__name__)
 
 KILL_GRACE = 0.5  # seconds between SIGTERM and SIGKILL to the job's process group
 
@@ -66,6 +69,10 @@ class LocalProcessManager(AbstractResourceManager):
                 return
             with self._lock:
                 self._procs[job.jid] = proc
+            try:
+                self.connector.set_job_pid(self.eid, job.jid, job.attempt, proc.pid)
+            except Exception:  # only monitors in other processes need it: never fail the job for it
+                log.warning("could not record the pid of job %s", job.jid, exc_info=True)
             if job.jid in self._stop_reasons:  # stopped between dispatch and start
                 self.kill(job)
             try:

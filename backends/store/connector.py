@@ -85,6 +85,7 @@ class TinyDBConnector:
         self._jid_pool: list[int] = []
         self._result_parts: dict[tuple[int, int], tuple[int, int]] = {}
         self._pending: list[tuple[int, int, dict]] = []  # (eid, shard, doc)
+        self._pids: dict[tuple[int, int], tuple[int, int]] = {}  # (eid, jid) → (attempt, pid) to record
         self._pending_lock = threading.Lock()
         self._flusher: threading.Thread | None = None
         self._closed = threading.Event()
@@ -386,6 +387,31 @@ class TinyDBConnector:
                 "start": doc["start"] if doc else now, "end": None, "attempts": attempts,
             })
 
+    def set_job_pid(self, eid: int, jid: int, attempt: int, pid: int) -> None:
+        """Note the process-group leader of a local job's running attempt, so that a monitor in
+        another process (`aup-tui watch`) can tell which GPU processes are the job's.
+
+        Written by the flusher within `FLUSH_INTERVAL`, and only if the attempt still runs then:
+        short jobs, which no monitor would see anyway, cost no store write.
+        """
+        with self._pending_lock:
+            self._pids[(eid, jid)] = (attempt, pid)
+        self._start_flusher()
+
+    def _write_pids(self) -> None:
+        with self._pending_lock:
+            if not self._pids:
+                return
+            pids, self._pids = self._pids, {}
+        with self._locked():
+            for (eid, jid), (attempt, pid) in pids.items():
+                relpath = self._jobs_file(eid, jid)
+                doc = self._raw(relpath, "jobs").get(str(jid))
+                current = (doc or {}).get("attempts") or [{}]
+                if doc and doc.get("status") == "RUNNING" and current[-1].get("attempt") == attempt \
+                        and current[-1].get("end") is None:
+                    self._write(relpath, [{"t": "jobs", "id": str(jid), "d": {**doc, "pid": pid}}])
+
     def update_job(self, eid: int, jid: int, **fields: Any) -> None:
         with self._locked():
             doc = self._jobs(eid, jid).get(doc_id=jid)
@@ -412,6 +438,7 @@ class TinyDBConnector:
             if attempts:
                 attempts[-1].update(end=now, status=status, error=error, score=score)
             new = {**doc, "attempts": attempts, "error": error}
+            new.pop("pid", None)  # the attempt's process is gone
             if final:
                 new.update(status=status, score=score, values=values, end=now)
             self._put(self._jobs_file(eid, jid), "jobs", jid, new, sync=True)
@@ -475,7 +502,7 @@ class TinyDBConnector:
 
     def _flush_loop(self) -> None:
         while not self._closed.wait(FLUSH_INTERVAL):
-            if self._pending or self._released or self._dirty:
+            if self._pending or self._pids or self._released or self._dirty:
                 try:
                     self.flush()
                     self._write_released()
@@ -486,7 +513,8 @@ class TinyDBConnector:
                     logging.getLogger(__name__).exception("flushing the store failed")
 
     def flush(self) -> None:
-        """Write buffered intermediate results now."""
+        """Write buffered intermediate results and job pids now."""
+        self._write_pids()
         with self._pending_lock:
             if not self._pending:
                 return
