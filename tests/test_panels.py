@@ -136,9 +136,11 @@ async def test_nodes_panel_rows_and_states_in_theme_colours():
         await pilot.pause(0.2)
         rows = node_rows(app)
         assert list(rows) == ["node 1", "node 2", "node 3"]
-        assert rows["node 1"] == ["node 1", "UP", "4 ms", "0.42", "24.4/63G", "1", "12m22s"]
-        assert rows["node 2"] == ["node 2", "SLOW", "734 ms", "3.91", "13.0/16G", "2", "1m35s"]
-        assert rows["node 3"] == ["node 3", "DOWN", "—", "—", "—", "·", "1m01s"]  # down a minute ago
+        assert rows["node 1"] == ["node 1", "UP", "4 ms", "0.42", "24.4/63G", "1", "12m22s", ""]
+        assert rows["node 2"] == ["node 2", "SLOW", "734 ms", "3.91", "13.0/16G", "2", "1m35s", ""]
+        # down a minute ago, and why
+        assert rows["node 3"] == ["node 3", "DOWN", "—", "—", "—", "·", "1m01s",
+                                  "connection refused — is sshd running there?"]
         from textual.widgets import DataTable
 
         table = app.screen.query_one(NodesPanel).query_one(DataTable)
@@ -213,6 +215,15 @@ async def test_no_nodes_configured():
     async with app.run_test(size=WIDE) as pilot:
         await pilot.pause(0.1)
         assert str(app.screen.query_one("#nodes-summary").render()) == EMPTY_TEXT
+
+
+def test_a_down_nodes_problem_is_told_without_its_address():
+    from aup_tui.widgets.nodes_panel import brief_error
+
+    assert brief_error("cannot connect to me@cpu3.lab:22: timed out after 5 s") == "timed out after 5 s"
+    assert brief_error("host key for 127.0.0.1:2222 changed — remove the old key from ~/.ssh/known_hosts") \
+        == "host key changed — remove the old key from ~/.ssh/known_hosts"
+    assert brief_error("command timed out after 10 s on me@gpu1.lab:22") == "command timed out after 10 s"
 
 
 def test_messages_carry_the_monitors_data():

@@ -1,5 +1,6 @@
 """The nodes panel: one row per SSH node — state (UP/SLOW/DOWN, in the theme's colours), round
-trip, load, memory, our jobs there, and since when it is in that state.
+trip, load, memory, our jobs there, since when it is in that state and, where there is room, why
+it is down.
 
 It renders the statuses it is given (`panel.statuses = {...}` or `update_statuses`), keyed by node
 name: a new round only touches the cells that changed. `enter` on a row posts
@@ -9,6 +10,7 @@ dashboard below 140 columns) it shows a summary instead; `enter` there opens the
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Callable, Mapping
 
@@ -25,13 +27,13 @@ from backends.monitors.nodes import NodeState, NodeStatus
 
 from .colors import theme_colors
 
-__all__ = ["NodesPanel", "EMPTY_TEXT", "fmt_since", "node_cells", "nodes_summary", "state_color"]
+__all__ = ["NodesPanel", "EMPTY_TEXT", "brief_error", "fmt_since", "node_cells", "nodes_summary", "state_color"]
 
 EMPTY_TEXT = "Nodes: none configured (aup-tui init --node user@host)"
 GIB = 1 << 30
 MAX_ROWS = 10  # nodes shown at once (the table scrolls)
 
-#: column key → (label, width); the display order
+#: column key → (label, width); the display order. "error" is as wide as the space left, if ≥ this.
 COLUMNS: dict[str, tuple[str, int]] = {
     "node": ("Node", 10),
     "host": ("Host", 22),
@@ -41,9 +43,10 @@ COLUMNS: dict[str, tuple[str, int]] = {
     "mem": ("Mem", 10),
     "jobs": ("Jobs", 4),
     "since": ("Since", 7),
+    "error": ("Problem", 12),
 }
 #: the order columns are kept in when the panel is narrow
-PRIORITY = ("node", "state", "rtt", "jobs", "load", "since", "mem", "host")
+PRIORITY = ("node", "state", "rtt", "jobs", "load", "since", "error", "mem", "host")
 SEVERITY = {NodeState.DOWN: 0, NodeState.SLOW: 1, NodeState.UNKNOWN: 2, NodeState.UP: 3}
 
 
@@ -68,11 +71,19 @@ def fmt_since(seconds: float | None) -> str:
     return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
+def brief_error(error: str) -> str:
+    """The error without the node's address (its row names the node): what fits in a cell."""
+    if error.startswith("cannot connect to ") and ": " in error:
+        error = error.split(": ", 1)[1]
+    error = re.sub(r"^host key for \S+ ", "host key ", error)
+    return re.sub(r" on \S+$", "", error)
+
+
 def node_cells(status: NodeStatus, now: float, colors: Mapping[str, str]) -> dict[str, Text | str]:
     """Every column's cell for one node."""
     muted = colors.get("status-queued", "grey50")
     state = status.state
-    label = "—" if state is NodeState.UNKNOWN else str(state)
+    label = "…" if state is NodeState.UNKNOWN else str(state)  # the first probe has not answered
     rtt = "—" if status.rtt is None else f"{status.rtt * 1000:.0f} ms"
     load = "—" if status.load is None else f"{status.load[0]:.2f}"
     if status.mem_total:
@@ -90,6 +101,7 @@ def node_cells(status: NodeStatus, now: float, colors: Mapping[str, str]) -> dic
         "mem": Text(mem, justify="right"),
         "jobs": Text(str(status.jobs) if status.jobs else "·", justify="right"),
         "since": Text(since, justify="right", style=muted),
+        "error": Text(brief_error(status.error), style=state_color(colors, NodeState.DOWN), no_wrap=True, overflow="ellipsis"),
     }
 
 
@@ -118,15 +130,19 @@ def nodes_summary(statuses: Mapping[str, NodeStatus] | None, colors: Mapping[str
     return text
 
 
-def choose_columns(width: int, cell_padding: int = 1) -> list[str]:
-    chosen: list[str] = []
+def choose_columns(width: int, cell_padding: int = 1) -> dict[str, int]:
+    """The columns that fit in `width` (key → width, display order), most important first; the
+    problem column takes whatever is left."""
+    chosen: dict[str, int] = {}
     used = 0
     for key in PRIORITY:
         need = COLUMNS[key][1] + 2 * cell_padding
         if used + need <= width:
-            chosen.append(key)
+            chosen[key] = COLUMNS[key][1]
             used += need
-    return [k for k in COLUMNS if k in chosen]
+    if "error" in chosen:  # the space no other column wanted
+        chosen["error"] = width - used + COLUMNS["error"][1]
+    return {k: chosen[k] for k in COLUMNS if k in chosen}
 
 
 class NodeSummary(Static, can_focus=True):
@@ -172,7 +188,7 @@ class NodesPanel(Widget):
         super().__init__(name=name, id=id, classes=classes)
         self.clock = clock
         self.set_reactive(NodesPanel.statuses, dict(statuses) if statuses is not None else None)
-        self._columns: list[str] = []
+        self._columns: dict[str, int] = {}
         self._cells: dict[str, dict[str, object]] = {}
 
     def compose(self) -> ComposeResult:
@@ -216,7 +232,7 @@ class NodesPanel(Widget):
         return key.value
 
     def _rebuild(self) -> None:
-        self._columns = []
+        self._columns = {}
         self._render_statuses()
 
     def _render_statuses(self) -> None:
@@ -248,12 +264,12 @@ class NodesPanel(Widget):
                     table.update_cell(name, key, cells[key])
             self._cells[name] = cells
 
-    def _rebuild_table(self, table: DataTable, columns: list[str], statuses: Mapping[str, NodeStatus]) -> None:
+    def _rebuild_table(self, table: DataTable, columns: dict[str, int], statuses: Mapping[str, NodeStatus]) -> None:
         selected = self.selected
         table.clear(columns=True)
         self._columns = columns
-        for key in columns:
-            label, width = COLUMNS[key]
+        for key, width in columns.items():
+            label = COLUMNS[key][0]
             justify = "right" if key in ("rtt", "load", "mem", "jobs", "since") else "left"
             table.add_column(Text(label, justify=justify), width=width, key=key)
         now = self.clock()
