@@ -46,6 +46,11 @@ __all__ = [
     "nodes_from_env",
 ]
 
+#: a node whose probe takes longer is DOWN (connect 5 s + two commands of 10 s, on our own pool)
+PROBE_TIMEOUT = 26.0
+#: how long the monitors wait for an SSH/AWS experiment's manager, to share its node pool
+MANAGER_WAIT = 30.0
+
 _INSTANCE_ID = re.compile(r"i-[0-9a-fA-F]+")
 
 #: (running jobs for the GPU monitor, node name → number of our jobs on it)
@@ -189,7 +194,7 @@ class Monitoring:
                  auppath: str | None = None, nvml: Any = None, gpu_interval: float = 1.0,
                  node_interval: float = 5.0, jobs_source: Callable[[], JobsInfo] | None = None,
                  clock: Callable[[], float] = time.time, known_hosts: str | None = None,
-                 accept_new_hosts: bool = False) -> None:
+                 accept_new_hosts: bool = False, experiment: Any = None) -> None:
         self.gpu = gpu
         self.nodes = nodes
         self.auppath = auppath
@@ -200,6 +205,7 @@ class Monitoring:
         self.clock = clock
         self.known_hosts = known_hosts
         self.accept_new_hosts = accept_new_hosts
+        self.experiment = experiment  # an SSH/AWS experiment this process runs: its node pool is shared
         self.error = ""  # why the nodes could not be monitored (a bad env.ini), shown by the panel
         self.last_snapshot: GPUSnapshot | None = None
         self.last_statuses: dict[str, NodeStatus] | None = None
@@ -256,10 +262,15 @@ class Monitoring:
                 self.error = str(exc)
                 specs = {}
             if specs:
-                self._own_pool = NodePool(specs, known_hosts=self.known_hosts,
-                                          accept_new_hosts=self.accept_new_hosts,
-                                          connect_timeout=5.0, command_timeout=10.0)
-                self.nodes = NodeMonitor(self._own_pool, interval=self.node_interval, clock=self.clock)
+                pool = self._experiment_pool()
+                if pool is None:
+                    pool = self._own_pool = NodePool(known_hosts=self.known_hosts,
+                                                     accept_new_hosts=self.accept_new_hosts,
+                                                     connect_timeout=5.0, command_timeout=10.0)
+                for name, spec in specs.items():
+                    pool.add_node(name, spec)  # the same name and spec as the manager's: a no-op there
+                self.nodes = NodeMonitor(pool, interval=self.node_interval, clock=self.clock,
+                                         probe_timeout=PROBE_TIMEOUT)
         self._refresh_jobs()
         if self.nodes is not None:
             self._on_nodes(self.nodes.statuses())  # UNKNOWN rows at once, before the first probe
@@ -269,6 +280,22 @@ class Monitoring:
         if self._stopped:
             return
         self.gpu.start(self._on_gpu)
+
+    def _experiment_pool(self) -> NodePool | None:
+        """The node pool of the SSH/AWS manager of the experiment this process runs, once it exists.
+
+        Probing over the manager's connections means one connection per node, the experiment's
+        known_hosts and options, and a node a probe finds down is down for the manager at once.
+        """
+        exp = self.experiment
+        if exp is None or getattr(getattr(exp, "config", None), "resource", None) not in ("node", "aws"):
+            return None
+        deadline = time.monotonic() + MANAGER_WAIT
+        while not exp.started.wait(0.1):  # the manager is built when the experiment starts
+            if self._stopped or time.monotonic() > deadline:
+                return None
+        pool = getattr(exp.resource_manager, "pool", None)
+        return pool if isinstance(pool, NodePool) else None
 
     def start_async(self) -> threading.Thread:
         """:meth:`start` on a daemon thread (never blocks the caller)."""
@@ -298,6 +325,10 @@ class Monitoring:
             self.nodes.stop(timeout=2.0)
         if self._own_pool is not None:
             self._own_pool.close()
+        # a shared pool is the manager's to close (an experiment kept running after the app quits
+        # still uses it), except for connections our probes reopened after the experiment ended
+        elif self.nodes is not None and getattr(self.experiment, "status", "") != "RUNNING":
+            self.nodes.pool.close()
 
     def retry(self, name: str | None = None) -> None:
         """Probe a node (all by default) now, ignoring its backoff."""
@@ -378,7 +409,7 @@ def monitoring_for(screen: Any) -> Monitoring | None:
         if getattr(screen, "source", None) is None and getattr(screen, "connector", None) is None:
             return None
         experiment = getattr(app, "experiment", None)
-        mon = Monitoring(auppath=app.auppath,
+        mon = Monitoring(auppath=app.auppath, experiment=experiment,
                          jobs_source=jobs_from_experiment(experiment) if experiment is not None else None)
         try:
             app.monitoring = mon

@@ -423,6 +423,39 @@ def test_watch_mode_counts_jobs_per_node_and_trusts_pids_only_from_this_host(tmp
     assert StateJobs(elsewhere, str(tmp_path / ".aup"))() == ([JobProcessInfo(1, 0, ("1",))], {"node 4": 2})
 
 
+async def test_an_ssh_experiment_in_the_app_shares_its_node_connections_with_the_panel(sshd_server, tmp_path):  # noqa: F811
+    """The nodes panel probes over the experiment's own connections: one connection to the node,
+    checked against the experiment's known_hosts (not ~/.ssh/known_hosts, where this node is not)."""
+    from backends.config import load_experiment
+    from backends.setup import init_aup
+    from backends.store import TinyDBConnector
+    from helpers import write_experiment, write_script
+
+    auppath = str(tmp_path / ".aup")
+    init_aup(auppath, node=[sshd_server.mapping_value()])
+    known_hosts = sshd_server.factory.write_known_hosts(tmp_path / "known_hosts", [sshd_server])
+    write_script(tmp_path, "job.sh", """
+        sleep 2
+        echo "#Auptimizer:1"
+    """)
+    config = load_experiment(write_experiment(
+        tmp_path, resource="node", n_parallel=1, n_samples=1,
+        resource_args={"known_hosts": known_hosts, "connect_timeout": 5}))
+    conn = TinyDBConnector(auppath)
+    app = AupApp(auppath, connector=conn, experiment=config)
+    try:
+        async with app.run_test(size=WIDE) as pilot:
+            assert await wait_until(pilot, lambda: (node_rows(app).get("node 1") or [""])[1:2] == ["UP"]
+                                    and node_rows(app)["node 1"][5] == "1", timeout=20), node_rows(app)
+            pool = app.experiment.resource_manager.pool
+            assert app.monitoring.nodes.pool is pool
+            assert pool.connect_count("node 1") == 1
+            assert await wait_until(pilot, lambda: app.experiment.status == "FINISHED", timeout=20)
+            await pilot.press("q")
+    finally:
+        conn.close()
+
+
 async def test_the_command_palette_opens_a_node_and_probes_now():
     mon = StaticMonitoring(gpu_snapshot(), node_statuses())
     app = make_app(mon)
