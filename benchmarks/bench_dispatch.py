@@ -3,7 +3,7 @@
 Prints the floor (xargs), our in-process experiment time, the whole `aup-tui run --headless`
 command, and their ratios. Target: ≤ 2× the floor (aim 1.3×).
 
-    python benchmarks/bench_dispatch.py [--jobs 1000]
+    python benchmarks/bench_dispatch.py [--jobs 1000] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -73,14 +73,19 @@ def whole_command(folder: str, exp_path: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         exp_path = setup(folder, args.jobs)
-        # best of 3 for every measure, the floor included
-        base = min(floor(folder, args.jobs) for _ in range(3))
-        ours = min(in_process(folder, exp_path) for _ in range(3))
-        each = min(in_process(folder, exp_path, sync="job") for _ in range(3))
-        cli = min(whole_command(folder, exp_path) for _ in range(3))
+        # best of `--rounds` for every measure, the floor included; the measures take turns within
+        # each round, so a busy spell on the machine weighs on the floor and on us alike
+        runs: dict[str, list[float]] = {"base": [], "ours": [], "each": [], "cli": []}
+        for _ in range(args.rounds):
+            runs["base"].append(floor(folder, args.jobs))
+            runs["ours"].append(in_process(folder, exp_path))
+            runs["each"].append(in_process(folder, exp_path, sync="job"))
+            runs["cli"].append(whole_command(folder, exp_path))
+        base, ours, each, cli = (min(runs[k]) for k in ("base", "ours", "each", "cli"))
     print(f"floor  xargs -P 2, {args.jobs} jobs:                 {base:.3f} s")
     print(f"engine Experiment.run (store_sync=batch):        {ours:.3f} s  ratio {ours / base:.2f}x  "
           f"({(ours - base) / args.jobs * 1000:.2f} ms/job over the floor)")

@@ -251,10 +251,11 @@ class TinyDBConnector:
 
     def take_available_resource(self, rid: int, jid: int | None = None) -> bool:
         """Atomically mark `rid` taken by this process; False if someone else has it."""
-        with self._locked():
-            if rid in self._released:  # still ours on disk: no write needed
+        with self._lock:
+            if rid in self._released:  # still ours on disk: no write, no cross-process lock
                 self._released.discard(rid)
                 return True
+        with self._locked():
             doc = self._raw(self.META, "resources").get(str(rid))
             if doc is None or doc["status"] != "free":
                 return False
@@ -264,15 +265,16 @@ class TinyDBConnector:
     def free_used_resource(self, rid: int) -> None:
         """Give `rid` back. The disk write is deferred (≤ FLUSH_INTERVAL) so that the next job
         of this process can take it again for free; other processes see it free soon after."""
-        with self._locked():
+        with self._lock:  # a resource taken by a live process is written by that process only
             doc = self._raw(self.META, "resources").get(str(rid))
             if doc is None:
                 return
             if doc["status"] == "taken" and doc.get("owner") == list(self.me):
                 self._released.add(rid)
                 self._start_flusher()
-            else:
-                self._patch(self.META, "resources", [rid], _FREE)
+                return
+        with self._locked():
+            self._patch(self.META, "resources", [rid], _FREE)
 
     def _write_released(self) -> None:
         with self._locked():
@@ -366,6 +368,9 @@ class TinyDBConnector:
 
     def new_jid(self) -> int:
         """A fresh job id; ids are reserved in blocks so this rarely touches the disk."""
+        with self._lock:
+            if self._jid_pool:
+                return self._jid_pool.pop()
         with self._locked():
             if not self._jid_pool:
                 first = self._next_id("jid", JID_BLOCK)
