@@ -64,7 +64,7 @@ class EarlyStopPolicy:
         self.maximize = maximize
         self._curves: dict[int, _Curve] = {}
         self._judged_at: dict[int, int] = {}
-        self._stopped: set[int] = set()
+        self._stopped: dict[int, str] = {}  # jid → why
         self._ended: set[int] = set()
         self._lock = threading.Lock()
 
@@ -75,6 +75,11 @@ class EarlyStopPolicy:
                 self._curves.setdefault(jid, _Curve()).add(float(value), self._better)
                 self._judge_waiting()
             return jid in self._stopped
+
+    def reason(self, jid: int) -> str:
+        """Why job ``jid`` was stopped, in words a person can check against the numbers."""
+        with self._lock:
+            return self._stopped.get(jid, "")
 
     def forget(self, jid: int) -> None:
         """Mark the job ended: it is judged no more, but its results still count for the others,
@@ -93,8 +98,9 @@ class EarlyStopPolicy:
             if not others:
                 continue
             self._judged_at[jid] = step
-            if self._lags(curve, others, step):
-                self._stopped.add(jid)
+            why = self._lags(curve, others, step)
+            if why:
+                self._stopped[jid] = why
 
     def _evaluation_step(self, n_results: int) -> int | None:
         if n_results < self.warmup or n_results < self.steps:
@@ -107,8 +113,12 @@ class EarlyStopPolicy:
     def _best(self, values: Iterable[float]) -> float:
         return max(values) if self.maximize else min(values)
 
-    def _lags(self, curve: _Curve, others: list[_Curve], step: int) -> bool:
+    def _lags(self, curve: _Curve, others: list[_Curve], step: int) -> str | None:
+        """Why the job lags the others over its first ``step`` results, or None when it does not."""
         raise NotImplementedError
+
+    def _worse(self) -> str:
+        return "lower" if self.maximize else "higher"
 
 
 class MedianPolicy(EarlyStopPolicy):
@@ -116,9 +126,12 @@ class MedianPolicy(EarlyStopPolicy):
 
     name = "median"
 
-    def _lags(self, curve: _Curve, others: list[_Curve], step: int) -> bool:
+    def _lags(self, curve: _Curve, others: list[_Curve], step: int) -> str | None:
         median = statistics.median(other.mean(step) for other in others)
-        return self._better(median, curve.mean(step))
+        if not self._better(median, curve.mean(step)):
+            return None
+        return (f"median rule: its mean {curve.mean(step):.4g} over {_results(step)} is {self._worse()} "
+                f"than the median {median:.4g} of {len(others)} other jobs")
 
 
 class BanditPolicy(EarlyStopPolicy):
@@ -134,11 +147,14 @@ class BanditPolicy(EarlyStopPolicy):
         super().__init__(steps, warmup, maximize)
         self.factor = factor
 
-    def _lags(self, curve: _Curve, others: list[_Curve], step: int) -> bool:
+    def _lags(self, curve: _Curve, others: list[_Curve], step: int) -> str | None:
         leader = self._best(other.best(step) for other in others)
         slack = (1 - self.factor) * abs(leader)
         threshold = leader - slack if self.maximize else leader + slack
-        return self._better(threshold, curve.best(step))
+        if not self._better(threshold, curve.best(step)):
+            return None
+        return (f"bandit rule: its best {curve.best(step):.4g} in {_results(step)} is {self._worse()} than "
+                f"{threshold:.4g} (the leader's {leader:.4g} with bandit_factor {self.factor:g})")
 
 
 class TruncationPolicy(EarlyStopPolicy):
@@ -150,11 +166,14 @@ class TruncationPolicy(EarlyStopPolicy):
         super().__init__(steps, warmup, maximize)
         self.fraction = fraction
 
-    def _lags(self, curve: _Curve, others: list[_Curve], step: int) -> bool:
+    def _lags(self, curve: _Curve, others: list[_Curve], step: int) -> str | None:
         mine = curve.best(step)
         # rank 1 is the worst; ties rank this job above the others, as Auptimizer's stable sort does
         rank = 1 + sum(1 for other in others if not self._better(other.best(step), mine))
-        return rank / (len(others) + 1) <= self.fraction
+        if rank / (len(others) + 1) > self.fraction:
+            return None
+        return (f"truncation rule: its best {mine:.4g} in {_results(step)} ranks {rank} from the bottom "
+                f"of {len(others) + 1} jobs, inside the worst {self.fraction:.0%}")
 
 
 def make_policy(cfg: dict | None, maximize: bool,
@@ -202,6 +221,10 @@ def _fraction(cfg: dict, key: str, where: str, default: float, closed: bool) -> 
         raise ConfigError(f"{key} in {where} must be a fraction between 0 and 1 such as {default}, "
                           f"got {_show(value)}")
     return float(value)
+
+
+def _results(n: int) -> str:
+    return f"{n} result" if n == 1 else f"{n} results"
 
 
 def _show(value: Any) -> str:

@@ -59,6 +59,26 @@ def test_median_stops_whatever_falls_below_the_median_of_the_others():
     assert p.report(11, 0.79) is True
 
 
+def test_each_rule_says_why_in_numbers_a_person_can_check():
+    median = policy("median")
+    finished_jobs(median, [0.9, 0.8, 0.7])
+    assert median.report(11, 0.79) is True
+    assert median.reason(11) == "median rule: its mean 0.79 over 1 result is lower than the median 0.8 of 3 other jobs"
+    assert median.reason(1) == ""  # not stopped
+
+    bandit = policy("bandit", maximize=False)
+    finished_jobs(bandit, [1.0])
+    assert bandit.report(2, 1.6) is True
+    assert bandit.reason(2) == ("bandit rule: its best 1.6 in 1 result is higher than 1.5 "
+                                "(the leader's 1 with bandit_factor 0.5)")
+
+    truncation = policy("truncation")
+    finished_jobs(truncation, [0.1 * i for i in range(1, 10)])
+    assert truncation.report(101, 0.05) is True
+    assert truncation.reason(101) == ("truncation rule: its best 0.05 in 1 result ranks 1 from the bottom "
+                                      "of 10 jobs, inside the worst 30%")
+
+
 def test_no_decision_before_warmup():
     curves = {1: [0.9] * 6, 2: [0.1] * 6}
     assert run(policy("median", warmup=4), curves) == {2: 4}

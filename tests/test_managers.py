@@ -174,6 +174,9 @@ def test_early_stopping_stops_a_bad_job(workdir):
     statuses = {j["config"]["x"]: j["status"] for j in exp.connector.jobs(result.eid)}
     assert "EARLY_STOPPED" in statuses.values()
     assert statuses[6] == "FINISHED"  # the best is never cut
+    # the job's record says which rule cut it and with what numbers
+    errors = [j["error"] for j in exp.connector.jobs(result.eid) if j["status"] == "EARLY_STOPPED"]
+    assert all(e.startswith("early stopped after ") and " — median rule: its mean " in e for e in errors), errors
 
 
 def test_passive_job_is_answered_through_the_api(tmp_path):

@@ -122,11 +122,35 @@ async def test_failed_job_shows_its_error(tmp_path) -> None:
             await wait_until(pilot, lambda: isinstance(app.screen, JobDetailScreen) and app.screen.ended)
             error = app.screen.query_one("#detail-error")
             assert error.has_class("-visible") and "exited with status 2" in str(error.render())
+            assert str(error.render()).startswith("✗") and not error.has_class("-stopped")
             assert error.region.height > 0
             assert "oops" in log_lines(app.screen)
             assert "no intermediate results" in str(app.screen.query_one("#detail-curve").render())
     finally:
         run.close()
+
+
+async def test_an_early_stopped_job_says_why_as_a_decision_not_a_failure(tmp_path) -> None:
+    from backends.setup import init_aup
+    from backends.store import TinyDBConnector
+
+    init_aup(str(tmp_path / ".aup"), cpu=1)
+    conn = TinyDBConnector(str(tmp_path / ".aup"))
+    eid = conn.start_experiment("me", "exp", {}, workingdir=str(tmp_path), target="min", resource="cpu")
+    jid = conn.new_jid()
+    conn.start_job(eid, jid, {"x": 1}, 1, "cpu:cpu0", 1)
+    why = "early stopped after 2 results — median rule: its mean 14 over 2 results is higher than the median 3"
+    conn.end_job(eid, jid, 14.0, "EARLY_STOPPED", error=why)
+    try:
+        app = Host(lambda: JobDetailScreen(conn, eid, jid, poll_interval=0.05))
+        async with app.run_test(size=(120, 30)) as pilot:
+            await wait_until(pilot, lambda: isinstance(app.screen, JobDetailScreen) and app.screen.ended)
+            await pilot.pause()
+            error = app.screen.query_one("#detail-error")
+            assert error.has_class("-visible", "-stopped")
+            assert str(error.render()) == f"■ {why}"
+    finally:
+        conn.close()
 
 
 async def test_seeded_job_shows_parameters_labels_and_durations(tmp_path) -> None:

@@ -252,11 +252,13 @@ class JobDetailScreen(Screen[None]):
             self._attempt_rows = rows
 
         error = self.query_one("#detail-error", Static)
+        stopped = job.get("status") in ("STOPPED", "EARLY_STOPPED")  # a decision, not a failure
         if job.get("error"):
-            error.update(f"✗ {job['error']}")
+            error.update(f"{'■' if stopped else '✗'} {job['error']}")
             error.add_class("-visible")
         else:
             error.remove_class("-visible")
+        error.set_class(stopped, "-stopped")
         self._update_log_subtitle()
 
     def _set_attempt_columns(self, rows: list[tuple[str, ...]]) -> DataTable:

@@ -146,7 +146,8 @@ class AbstractResourceManager(ABC):
         if self.bus.wants(JobIntermediate):
             self.bus.publish(JobIntermediate(eid=self.eid, jid=job.jid, index=index, values=values))
         if self.early_stop is not None and self.early_stop.report(job.jid, values[0]):
-            self.stop_job(job.jid, reason=f"early stopped after {index + 1} results")
+            why = self.early_stop.reason(job.jid)
+            self.stop_job(job.jid, reason=f"early stopped after {index + 1} results" + (f" — {why}" if why else ""))
 
     def pump_output(self, job: Job, chunks: Iterable[bytes], log: BinaryIO,
                     keep: Callable[[str], bool] | None = None) -> str:
