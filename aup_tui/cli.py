@@ -203,11 +203,14 @@ def cmd_status(args) -> int:
             "jobs": [{"jid": j["jid"], "status": j["status"], "score": j["score"], "config": j["config"],
                       "resource": j["resource"]} for j in jobs],
             "best": {"jid": result.best_jid, "score": result.best_score},
+            "reason": result.reason,
         }
         print(json.dumps(out))
     else:
         counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(result.counts.items())) or "no jobs yet"
         print(f"experiment {eid} '{exp['name']}': {exp['status']} — {counts} of {exp.get('n_samples')}")
+        if result.reason:
+            print(f"why: {result.reason}")
         if result.best_jid is not None:
             print(f"best: job {result.best_jid} score {result.best_score:g} {json.dumps(result.best_config)}")
         print(f"logs: {result.logs}")

@@ -345,6 +345,8 @@ def print_summary(result: ExperimentResult, config, out: TextIO) -> None:
 
     counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(result.counts.items())) or "no jobs"
     out.write(f"experiment {result.eid} '{config.name}' {result.status}: {counts}\n")
+    if result.reason:
+        out.write(f"why: {result.reason}\n")
     if result.best_jid is not None:
         out.write(f"best job {result.best_jid}: score {result.best_score:g}  {json.dumps(result.best_config)}\n")
     else:

@@ -33,6 +33,7 @@ class ExperimentResult:
     best_config: dict | None
     counts: dict[str, int] = field(default_factory=dict)
     logs: str = ""
+    reason: str = ""  # why it FAILED: the last problem the engine logged
 
 
 class Experiment:
@@ -276,9 +277,11 @@ def summarize(connector: TinyDBConnector, eid: int) -> ExperimentResult:
     if best:
         best_cfg = next((j["config"] for j in jobs if j["jid"] == best[0]), None)
     workingdir = exp.get("workingdir") or "."
+    status = exp.get("status", "UNKNOWN")
+    errors = connector.errors(eid) if status == "FAILED" else []
     return ExperimentResult(
-        eid=eid, status=exp.get("status", "UNKNOWN"), best_jid=best[0] if best else None,
+        eid=eid, status=status, best_jid=best[0] if best else None,
         best_score=best[1] if best else None, best_config=best_cfg, counts=counts,
-        logs=os.path.join(workingdir, "jobs"),
+        logs=os.path.join(workingdir, "jobs"), reason=errors[-1]["message"] if errors else "",
     )
 

@@ -109,6 +109,26 @@ async def test_run_shows_jobs_live_and_s_stops_the_selected_job(tmp_path):
         stop_app_experiment(app)
 
 
+async def test_a_failed_experiment_says_why_on_screen(tmp_path):
+    init_aup(str(tmp_path / ".aup"), cpu=1)
+    write_script(tmp_path, "job.sh", "echo 'CUDA out of memory'\nexit 3")
+    config = load_experiment(write_experiment(tmp_path, n_samples=3, n_parallel=1))
+    conn = TinyDBConnector(str(tmp_path / ".aup"))
+    app = AupApp(str(tmp_path / ".aup"), connector=conn, experiment=config)
+    try:
+        async with app.run_test(size=SIZE, notifications=True) as pilot:
+            await wait_for(pilot, lambda: dashboard(app).state.status == "FAILED")
+            await pilot.pause()
+            await wait_for(pilot, lambda: len(app.screen.query("Toast")) >= 2)
+            toasts = [str(t.render()) for t in app.screen.query("Toast")]
+            failed = [t for t in toasts if "experiment" in t and "failed" in t]
+            assert failed, toasts
+            # the reason: which job, how it failed, and how to keep going next time
+            assert "job.sh exited with status 3" in failed[-1] and "ignore_fail" in failed[-1]
+    finally:
+        stop_app_experiment(app)
+
+
 async def test_S_stops_the_experiment_and_n_keeps_it(tmp_path):
     auppath, config = slow_setup(tmp_path)
     conn = TinyDBConnector(auppath)

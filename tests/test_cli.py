@@ -90,7 +90,12 @@ def test_not_executable_script_says_chmod_and_exits_1(workdir):
     out = cli("run", "--headless", "experiment.json", cwd=workdir)
     assert out.returncode == 1
     assert "chmod +x" in out.stderr
+    # the summary says why it failed, and so does `status` later
+    why = next(line for line in out.stderr.splitlines() if line.startswith("why: "))
+    assert "is not executable" in why and "chmod +x" in why
     assert status(workdir)["status"] == "FAILED"
+    assert "chmod +x" in status(workdir)["reason"]
+    assert why in cli("status", cwd=workdir).stdout
 
 
 def test_no_aup_folder_says_how_to_make_one(tmp_path, monkeypatch):

@@ -170,7 +170,11 @@ class DashboardScreen(Screen):
             self.refresh_bindings()  # (the footer recomposes: not on every batch)
         if ch.ended:
             self._passive_open = None
-            self.notify(f"experiment {self.state.eid} {self.state.status.lower()}", timeout=6,
+            message, timeout = f"experiment {self.state.eid} {self.state.status.lower()}", 6
+            notice = self.state.last_notice
+            if self.state.status == "FAILED" and notice is not None and notice[0] == "error":
+                message, timeout = f"{message}: {notice[1]}", 30  # why, long enough to read
+            self.notify(message, timeout=timeout,
                         severity="information" if self.state.status == "FINISHED" else "warning")
             self.app.post_message(ExperimentEnded(self.state.status))
         if ch.passive:
