@@ -298,6 +298,8 @@ class ExperimentState:
                 ch.header = True
             if was_running and not self.is_live:
                 ch.ended = True
+            if exp.get("reason"):
+                self.last_notice = ("error", exp["reason"])
         workingdir = (exp or {}).get("workingdir") or "."
         script = (exp or {}).get("script") or ""
         new_scores = False

@@ -210,6 +210,9 @@ class DashboardScreen(Screen):
                 return
             exp = conn.get_experiment(eid)
             jobs = conn.jobs(eid)
+            if exp and exp.get("status") == "FAILED":  # why: read once, polling ends with it
+                errors = conn.errors(eid)
+                exp = {**exp, "reason": errors[-1]["message"]} if errors else exp
         except Exception as exc:  # a torn read or a vanished file: try again next time
             self.post_message(StoreSnapshot(None, None, error=str(exc)))
             return
