@@ -196,6 +196,8 @@ class AupCommands(Provider):
                 ("Answer waiting passive job", "open the form of a job waiting for you (p)",
                  screen.action_answer_passive),
                 ("Experiments", "pick another experiment of this .aup (e)", screen.action_experiments),
+                ("Score plot: order / time", "plot the scores over job order or time since the start (x)",
+                 screen.action_plot_axis),
                 ("Probe nodes now", "probe every SSH node now, ignoring backoff (r in the nodes panel)",
                  screen.action_probe_nodes),
             ]

@@ -123,6 +123,8 @@ class ExperimentState:
         self.best_trace: list[float] = []
         #: the scores alone, same order as `scores` (what the plot draws)
         self.score_values: list[float] = []
+        #: when each of `scores` finished (epoch seconds), for the plot's time axis
+        self.score_times: list[float] = []
         self._scored: set[int] = set()
         #: passive jobs waiting for a person, by job id
         self.waiting: dict[int, PassiveWant] = {}
@@ -189,6 +191,8 @@ class ExperimentState:
         self._scored.add(jid)
         self.scores.append((jid, score))
         self.score_values.append(score)
+        end = self.jobs[jid].end if jid in self.jobs else None
+        self.score_times.append(end if end is not None else (self.score_times[-1] if self.score_times else 0.0))
         prev = self.best_trace[-1] if self.best_trace else None
         self.best_trace.append(score if prev is None or (score > prev if self.maximize else score < prev) else prev)
         if self.best_score is None or (score > self.best_score if self.maximize else score < self.best_score):

@@ -329,6 +329,36 @@ async def test_score_plot_draws_points_and_best_line_on_a_log_axis():
         assert "2" in plot.render().plain
 
 
+async def test_x_puts_the_score_plot_over_time_since_the_start():
+    """Three jobs finish 10 s, 20 s and 100 s in: over job order the first best-so-far step ends
+    half-way; over time it ends a fifth of the way, and the axis says how long it spans."""
+    st = ExperimentState(eid=1, name="t", status="FINISHED", target="min")
+    st.start = T0
+    for jid, (score, t) in enumerate([(3.0, 10.0), (2.0, 20.0), (1.0, 100.0)], start=1):
+        st.apply([JobStarted(eid=1, jid=jid, rid=1, resource="cpu:cpu0", attempt=1, time=T0),
+                  JobFinished(eid=1, jid=jid, score=score, values=(score,), time=T0 + t)])
+    app = AupApp(state=st, clock=CLOCK, find=False)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        plot = app.screen.query_one(ScorePlot)
+
+        def top_row_end() -> float:
+            """Where the top row (score 3 and its best-so-far step) stops, as a share of the plot."""
+            rows = plot.render().plain.splitlines()
+            dots = rows[0].split("┤", 1)[1]
+            return len(dots.rstrip()) / len(dots)
+
+        assert "3 jobs →" in plot.render().plain
+        assert 0.4 < top_row_end() < 0.6
+        await pilot.press("x")
+        await pilot.pause()
+        assert plot.x_axis == "time"
+        assert "time → 1m40s" in plot.render().plain
+        assert 0.15 < top_row_end() < 0.3
+        assert any("time since the start" in str(t.render()) for t in app.screen.query("Toast"))
+        await pilot.press("x")
+        assert plot.x_axis == "order" and "3 jobs →" in plot.render().plain
+
+
 async def test_header_keeps_the_waiting_badge_when_the_name_is_long():
     st = demo_state(waiting=True)
     st.name = "a-very-long-experiment-name-that-does-not-fit-in-eighty-columns-at-all"

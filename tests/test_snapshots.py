@@ -42,6 +42,16 @@ def test_dashboard_sorted_by_score(snap_compare):
     assert snap_compare(dashboard_app(), run_before=sort, terminal_size=SMALL)
 
 
+def test_score_plot_over_time(snap_compare):
+    async def over_time(pilot):
+        from aup_tui.widgets.score_plot import ScorePlot
+
+        pilot.app.screen.query_one(ScorePlot).x_axis = "time"  # what x does, without its toast
+        await pilot.pause()
+
+    assert snap_compare(dashboard_app(), run_before=over_time, terminal_size=(200, 50))
+
+
 def test_stop_job_confirm(snap_compare):
     assert snap_compare(dashboard_app(), press=["G", "s"], terminal_size=SMALL)
 

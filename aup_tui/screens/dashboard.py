@@ -56,6 +56,7 @@ class DashboardScreen(Screen):
         Binding("escape", "back", "Back", show=False, id="dashboard.back"),
         Binding("p", "answer_passive", "Answer job", id="dashboard.passive"),
         Binding("e", "experiments", "Experiments", show=False, id="dashboard.experiments"),
+        Binding("x", "plot_axis", "Plot x axis", show=False, id="dashboard.plot_axis"),
     ]
 
     def __init__(self, state: ExperimentState, clock: Callable[[], float] = time.time, *,
@@ -182,7 +183,13 @@ class DashboardScreen(Screen):
 
     def _update_plot(self) -> None:
         st = self.state
-        self.query_one(ScorePlot).set_data(st.score_values, st.best_trace, st.maximize, st.best_jid)
+        self.query_one(ScorePlot).set_data(st.score_values, st.best_trace, st.maximize, st.best_jid,
+                                           times=st.score_times, start=st.start)
+
+    def action_plot_axis(self) -> None:
+        """The score plot over job order or over time since the start."""
+        axis = self.query_one(ScorePlot).next_x_axis()
+        self.notify(f"score plot over {'time since the start' if axis == 'time' else 'job order'}", timeout=2)
 
     def experiment_failed(self, error: str) -> None:
         """The experiment's thread raised: show it as FAILED (the error is in a notification)."""

@@ -1,5 +1,6 @@
 """The score plot: every finished job's score as a dot and the best-so-far as a line, over the
-order in which jobs finished, drawn with braille characters (2×4 dots a cell).
+order in which jobs finished or over time since the experiment started (`x_axis`), drawn with
+braille characters (2×4 dots a cell).
 
 The y axis turns logarithmic when every score is positive and they span more than two decades
 (as loss-like scores do), so the best-so-far line does not lie flat on the floor.
@@ -12,12 +13,23 @@ import time
 from typing import Sequence
 
 from rich.text import Text
+from textual.reactive import reactive
 from textual.widget import Widget
 
 from .colors import fmt_score, theme_colors
 
 # braille dot bits by (x, y) inside a cell
 _BITS = ((0x01, 0x02, 0x04, 0x40), (0x08, 0x10, 0x20, 0x80))
+
+
+def fmt_span(seconds: float) -> str:
+    """An elapsed time for the axis: 45s, 12m30s, 3h05m."""
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 class BrailleCanvas:
@@ -60,24 +72,32 @@ class BrailleCanvas:
 class ScorePlot(Widget):
     """Plots `scores` (finishing order) and `best` (best so far after each); set with `set_data`.
 
-    Redraws at most every `MIN_REDRAW` seconds: a plot of thousands of jobs needs no 20 fps.
+    With `x_axis = "time"` (and `times`, when each score came, and `start`) the x axis is the time
+    since the start instead of the job order. Redraws at most every `MIN_REDRAW` seconds: a plot
+    of thousands of jobs needs no 20 fps.
     """
 
     MIN_REDRAW = 0.5
+    X_AXES = ("order", "time")
+
+    x_axis: reactive[str] = reactive("order")
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.scores: Sequence[float] = []
         self.best: Sequence[float] = []
+        self.times: Sequence[float] = []
+        self.start: float | None = None
         self.maximize = True
         self.best_jid: int | None = None
         self._last_draw = 0.0
         self._pending = None
 
     def set_data(self, scores: Sequence[float], best: Sequence[float], maximize: bool,
-                 best_jid: int | None = None) -> None:
+                 best_jid: int | None = None, times: Sequence[float] = (), start: float | None = None) -> None:
         """Show these scores; the sequences are read at the next redraw, not copied."""
         self.scores, self.best, self.maximize, self.best_jid = scores, best, maximize, best_jid
+        self.times, self.start = times, start
         wait = self.MIN_REDRAW - (time.monotonic() - self._last_draw)
         if wait <= 0 or not self.is_mounted:
             self.refresh()
@@ -88,12 +108,35 @@ class ScorePlot(Widget):
         self._pending = None
         self.refresh()
 
+    def next_x_axis(self) -> str:
+        """Switch between job order and time; returns the axis now shown."""
+        self.x_axis = self.X_AXES[(self.X_AXES.index(self.x_axis) + 1) % len(self.X_AXES)]
+        return self.x_axis
+
+    def _series(self) -> tuple[list[float], list[float], list[float] | None]:
+        """(scores, best so far, x in seconds or None for job order), in the axis's order."""
+        if self.x_axis != "time" or len(self.times) != len(self.scores) or not self.scores:
+            return list(self.scores), list(self.best), None
+        start = self.start if self.start is not None else min(self.times)
+        pairs = sorted(zip(self.times, self.scores))  # store reads come in job order, not end order
+        xs, scores, best = [], [], []
+        for t, v in pairs:
+            if math.isfinite(v) and (not best or not math.isfinite(best[-1])
+                                     or (v > best[-1] if self.maximize else v < best[-1])):
+                best.append(v)
+            else:
+                best.append(best[-1] if best else v)
+            xs.append(max(0.0, t - start))
+            scores.append(v)
+        return scores, best, xs
+
     def render(self) -> Text:
         self._last_draw = time.monotonic()
         c = theme_colors(self.app)
         width, height = self.size.width, self.size.height
         axis_style = c.get("plot-axis", "grey50")
-        values = [v for v in self.scores if math.isfinite(v)]
+        scores, bests, xs = self._series()
+        values = [v for v in scores if math.isfinite(v)]
         if not values or width < 16 or height < 3:
             msg = "no finished job yet — scores appear here" if width >= 42 else "no scores yet"
             return Text(msg, style=axis_style, justify="center")
@@ -108,10 +151,13 @@ class ScorePlot(Widget):
         plot_w = max(4, width - lab_w - 1)
         plot_h = max(1, height - 1)
         canvas = BrailleCanvas(plot_w, plot_h)
-        n = len(self.scores)
+        n = len(scores)
         dots_w, dots_h = plot_w * 2, plot_h * 4
+        span = max(xs[-1], 1e-9) if xs else 0.0
 
         def xpos(i: int) -> int:
+            if xs is not None:
+                return round(xs[i] / span * (dots_w - 1))
             return 0 if n <= 1 else round(i * (dots_w - 1) / (n - 1))
 
         def ypos(v: float) -> int:
@@ -119,7 +165,7 @@ class ScorePlot(Widget):
             return round((1 - frac) * (dots_h - 1))
 
         prev_y = None
-        for i, (s, b) in enumerate(zip(self.scores, self.best)):
+        for i, (s, b) in enumerate(zip(scores, bests)):
             if not (math.isfinite(s) and math.isfinite(b)):
                 continue
             px, py = xpos(i), ypos(s)
@@ -148,12 +194,13 @@ class ScorePlot(Widget):
             line.append_text(row)
             out.append(line)
         goal = "max" if self.maximize else "min"
-        best_txt = f" best {fmt_score(self.best[-1])}" if self.best else ""
+        best_txt = f" best {fmt_score(bests[-1])}" if bests else ""
+        axis = f"time → {fmt_span(span)}" if xs is not None else f"{n} jobs →"
         legend = Text(" " * lab_w + "└", style=axis_style)
         legend.append("•", style=c.get("plot-point", "cyan"))
         legend.append(" score ", style=axis_style)
         legend.append("━", style=f"bold {c.get('plot-best', 'yellow')}")
-        legend.append(f" best-so-far ({goal}){best_txt}  {n} jobs →{'  log y' if log else ''}", style=axis_style)
+        legend.append(f" best-so-far ({goal}){best_txt}  {axis}{'  log y' if log else ''}", style=axis_style)
         legend.truncate(width, overflow="ellipsis")
         out.append(legend)
         return Text("\n").join(out)
