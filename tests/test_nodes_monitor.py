@@ -208,6 +208,33 @@ def test_killed_node_goes_down_within_two_intervals_and_comes_back(sshd_server, 
     assert not monitor.running
 
 
+def test_a_change_in_job_counts_is_reported_without_waiting_for_a_probe(sshd_server, tmp_path):
+    pool = make_pool([sshd_server], tmp_path)
+    monitor = NodeMonitor(pool, interval=60.0)  # no second probe during this test
+    got: list[dict] = []
+    changed = threading.Condition()
+
+    def callback(statuses):
+        with changed:
+            got.append({name: s.jobs for name, s in statuses.items()})
+            changed.notify_all()
+
+    monitor.start(callback)
+    try:
+        with changed:
+            assert changed.wait_for(lambda: got, 10)
+        monitor.set_job_counts({"n0": 2})
+        with changed:
+            assert changed.wait_for(lambda: got[-1] == {"n0": 2}, 2), got
+        n = len(got)
+        monitor.set_job_counts({"n0": 2})  # no change: nothing to report
+        time.sleep(0.2)
+        assert len(got) == n
+    finally:
+        monitor.stop()
+        pool.close()
+
+
 def test_down_node_backoff_is_exponential_and_capped(tmp_path):
     clock = [100.0]
     pool = NodePool({"dead": HostSpec(user="nobody", host="127.0.0.1", port=free_port())},

@@ -795,8 +795,13 @@ class NodeMonitor:
 
     # -- the manager's side -------------------------------------------------------
     def set_job_counts(self, counts: Mapping[str, int]) -> None:
-        """How many of our jobs run on each node now (name → count)."""
-        self._job_counts = {str(k): int(v) for k, v in counts.items()}
+        """How many of our jobs run on each node now (name → count); a change is reported at
+        once, not with the next probe."""
+        new = {str(k): int(v) for k, v in counts.items() if v}
+        if new != self._job_counts:
+            self._job_counts = new
+            self._dirty = True
+            self._wake.set()
 
     def is_down(self, name: str) -> bool:
         node = self._nodes.get(str(name))
