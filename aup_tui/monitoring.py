@@ -255,6 +255,8 @@ class Monitoring:
         self._started = True
         if self.gpu is None:
             self.gpu = GPUMonitor(nvml=self.nvml, interval=self.gpu_interval)
+        self._refresh_jobs()  # the first sample already knows our jobs
+        self.gpu.start(self._on_gpu)  # first: the nodes may wait for the experiment's manager
         if self.nodes is None and self.auppath:
             try:
                 specs = nodes_from_env(self.auppath)
@@ -271,15 +273,14 @@ class Monitoring:
                     pool.add_node(name, spec)  # the same name and spec as the manager's: a no-op there
                 self.nodes = NodeMonitor(pool, interval=self.node_interval, clock=self.clock,
                                          probe_timeout=PROBE_TIMEOUT)
+        if self._stopped:  # the app closed while this waited for the manager
+            return
         self._refresh_jobs()
         if self.nodes is not None:
             self._on_nodes(self.nodes.statuses())  # UNKNOWN rows at once, before the first probe
             self.nodes.start(self._on_nodes)
         else:
             self._on_nodes({})
-        if self._stopped:
-            return
-        self.gpu.start(self._on_gpu)
 
     def _experiment_pool(self) -> NodePool | None:
         """The node pool of the SSH/AWS manager of the experiment this process runs, once it exists.
@@ -292,7 +293,7 @@ class Monitoring:
             return None
         deadline = time.monotonic() + MANAGER_WAIT
         while not exp.started.wait(0.1):  # the manager is built when the experiment starts
-            if self._stopped or time.monotonic() > deadline:
+            if self._stopped or exp.status not in ("PENDING", "RUNNING") or time.monotonic() > deadline:
                 return None
         pool = getattr(exp.resource_manager, "pool", None)
         return pool if isinstance(pool, NodePool) else None

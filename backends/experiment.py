@@ -107,6 +107,7 @@ class Experiment:
         except Exception as exc:
             self.connector.log_error(eid, str(exc))
             self.connector.end_experiment(eid, "FAILED")
+            self.status = "FAILED"
             raise
         self.resource_manager = rm
         self.status = "RUNNING"
