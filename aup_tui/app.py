@@ -446,11 +446,16 @@ class AupApp(App[int]):
         except OSError:
             pass
 
+    def remember(self, key: str, value: Any) -> None:
+        """Keep a display choice in .aup/tui.json for the next start (written by a worker)."""
+        if self.prefs.get(key) != value:
+            self.prefs[key] = value
+            self._save_prefs(dict(self.prefs))
+
     def watch_theme(self, theme: str) -> None:
         """Any theme change (t, the palette's commands, Textual's theme picker) is remembered."""
-        if self.is_running and self.prefs.get("theme") != theme:
-            self.prefs["theme"] = theme
-            self._save_prefs(dict(self.prefs))
+        if self.is_running:
+            self.remember("theme", theme)
         for screen in self.screen_stack:
             restyle = getattr(screen, "restyle", None)
             if restyle is not None and screen.is_mounted:

@@ -329,7 +329,7 @@ async def test_score_plot_draws_points_and_best_line_on_a_log_axis():
         assert "2" in plot.render().plain
 
 
-async def test_x_puts_the_score_plot_over_time_since_the_start():
+async def test_x_puts_the_score_plot_over_time_since_the_start(tmp_path):
     """Three jobs finish 10 s, 20 s and 100 s in: over job order the first best-so-far step ends
     half-way; over time it ends a fifth of the way, and the axis says how long it spans."""
     st = ExperimentState(eid=1, name="t", status="FINISHED", target="min")
@@ -337,7 +337,9 @@ async def test_x_puts_the_score_plot_over_time_since_the_start():
     for jid, (score, t) in enumerate([(3.0, 10.0), (2.0, 20.0), (1.0, 100.0)], start=1):
         st.apply([JobStarted(eid=1, jid=jid, rid=1, resource="cpu:cpu0", attempt=1, time=T0),
                   JobFinished(eid=1, jid=jid, score=score, values=(score,), time=T0 + t)])
-    app = AupApp(state=st, clock=CLOCK, find=False)
+    aup = tmp_path / ".aup"
+    aup.mkdir()
+    app = AupApp(str(aup), state=st, clock=CLOCK, find=False)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         plot = app.screen.query_one(ScorePlot)
 
@@ -355,6 +357,13 @@ async def test_x_puts_the_score_plot_over_time_since_the_start():
         assert "time → 1m40s" in plot.render().plain
         assert 0.15 < top_row_end() < 0.3
         assert any("time since the start" in str(t.render()) for t in app.screen.query("Toast"))
+        await app.workers.wait_for_complete()
+    # the choice is remembered in .aup for the next start
+    assert json.loads((aup / "tui.json").read_text())["plot_axis"] == "time"
+    again = AupApp(str(aup), state=st, clock=CLOCK, find=False)
+    async with again.run_test(size=SIZE) as pilot:
+        plot = again.screen.query_one(ScorePlot)
+        assert plot.x_axis == "time"
         await pilot.press("x")
         assert plot.x_axis == "order" and "3 jobs →" in plot.render().plain
 

@@ -95,7 +95,11 @@ class DashboardScreen(Screen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.query_one("#plot").border_title = "Scores"
+        plot = self.query_one(ScorePlot)
+        plot.border_title = "Scores"
+        axis = getattr(self.app, "prefs", {}).get("plot_axis")
+        if axis in ScorePlot.X_AXES:
+            plot.x_axis = axis
         self.query_one("#jobs").border_title = "Jobs"
         self.query_one("#gpu-panel").border_title = "GPUs"
         self.query_one("#nodes-panel").border_title = "Nodes"
@@ -187,8 +191,11 @@ class DashboardScreen(Screen):
                                            times=st.score_times, start=st.start)
 
     def action_plot_axis(self) -> None:
-        """The score plot over job order or over time since the start."""
+        """The score plot over job order or over time since the start (remembered in .aup)."""
         axis = self.query_one(ScorePlot).next_x_axis()
+        remember = getattr(self.app, "remember", None)
+        if remember is not None:
+            remember("plot_axis", axis)
         self.notify(f"score plot over {'time since the start' if axis == 'time' else 'job order'}", timeout=2)
 
     def experiment_failed(self, error: str) -> None:
