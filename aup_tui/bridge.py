@@ -129,6 +129,7 @@ class ExperimentState:
         #: passive jobs waiting for a person, by job id
         self.waiting: dict[int, PassiveWant] = {}
         self.last_notice: tuple[str, str] | None = None
+        self.reason = ""  # why the experiment FAILED
 
     # -- derived --------------------------------------------------------------------------
 
@@ -216,7 +217,7 @@ class ExperimentState:
             ch.header = True
             return
         if isinstance(ev, ExperimentFinished):
-            self.status, self.end = ev.status, ev.time
+            self.status, self.end, self.reason = ev.status, ev.time, ev.reason
             if ev.best_jid is not None:
                 self.best_jid, self.best_score = ev.best_jid, ev.best_score
             self.waiting.clear()
@@ -302,8 +303,7 @@ class ExperimentState:
                 ch.header = True
             if was_running and not self.is_live:
                 ch.ended = True
-            if exp.get("reason"):
-                self.last_notice = ("error", exp["reason"])
+            self.reason = exp.get("reason") or ""
         workingdir = (exp or {}).get("workingdir") or "."
         script = (exp or {}).get("script") or ""
         new_scores = False

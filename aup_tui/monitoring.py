@@ -46,8 +46,6 @@ __all__ = [
     "nodes_from_env",
 ]
 
-#: a node whose probe takes longer is DOWN (connect 5 s + two commands of 10 s, on our own pool)
-PROBE_TIMEOUT = 26.0
 #: how long the monitors wait for an SSH/AWS experiment's manager, to share its node pool
 MANAGER_WAIT = 30.0
 
@@ -214,6 +212,7 @@ class Monitoring:
         self._started = False
         self._stopped = False
         self._own_pool: NodePool | None = None
+        self._shared_pool: NodePool | None = None  # the experiment's manager's
         self._start_thread: threading.Thread | None = None
 
     # -- subscribers (widgets or screens; called on the UI thread) ---------------------------
@@ -264,15 +263,15 @@ class Monitoring:
                 self.error = str(exc)
                 specs = {}
             if specs:
-                pool = self._experiment_pool()
+                # probe timeouts follow the pool's: the manager's commands may take longer than ours
+                pool = self._shared_pool = self._experiment_pool()
                 if pool is None:
                     pool = self._own_pool = NodePool(known_hosts=self.known_hosts,
                                                      accept_new_hosts=self.accept_new_hosts,
                                                      connect_timeout=5.0, command_timeout=10.0)
                 for name, spec in specs.items():
                     pool.add_node(name, spec)  # the same name and spec as the manager's: a no-op there
-                self.nodes = NodeMonitor(pool, interval=self.node_interval, clock=self.clock,
-                                         probe_timeout=PROBE_TIMEOUT)
+                self.nodes = NodeMonitor(pool, interval=self.node_interval, clock=self.clock)
         if self._stopped:  # the app closed while this waited for the manager
             return
         self._refresh_jobs()
@@ -328,8 +327,8 @@ class Monitoring:
             self._own_pool.close()
         # a shared pool is the manager's to close (an experiment kept running after the app quits
         # still uses it), except for connections our probes reopened after the experiment ended
-        elif self.nodes is not None and getattr(self.experiment, "status", "") != "RUNNING":
-            self.nodes.pool.close()
+        if self._shared_pool is not None and getattr(self.experiment, "status", "") != "RUNNING":
+            self._shared_pool.close()
 
     def retry(self, name: str | None = None) -> None:
         """Probe a node (all by default) now, ignoring its backoff."""

@@ -35,6 +35,7 @@ class ExperimentFinished(Event):
     status: str
     best_jid: int | None
     best_score: float | None
+    reason: str = ""  # why, when FAILED
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ class ExperimentResult:
     best_config: dict | None
     counts: dict[str, int] = field(default_factory=dict)
     logs: str = ""
-    reason: str = ""  # why it FAILED: the last problem the engine logged
+    reason: str = ""  # why it FAILED, as recorded with the experiment
 
 
 class Experiment:
@@ -106,7 +106,7 @@ class Experiment:
             )
         except Exception as exc:
             self.connector.log_error(eid, str(exc))
-            self.connector.end_experiment(eid, "FAILED")
+            self.connector.end_experiment(eid, "FAILED", reason=str(exc))
             self.status = "FAILED"
             raise
         self.resource_manager = rm
@@ -125,18 +125,21 @@ class Experiment:
         self.started.set()
         try:
             status = self._loop(proposer, rm)
-        except BaseException:
+        except BaseException as exc:
             self.stop("FAILED")
             rm.finish()
-            self.connector.end_experiment(eid, "FAILED")
+            self.connector.end_experiment(eid, "FAILED", reason=f"the engine stopped: {exc!r}")
+            self.status = "FAILED"
             raise
         finally:
             self._stop.set()
         best = rm.finish()
         best_jid, best_score = (best if best else (None, None))
-        self.connector.end_experiment(eid, status, best_jid=best_jid, best_score=best_score)
+        why = {"reason": self._fail_reason} if status == "FAILED" else {}
+        self.connector.end_experiment(eid, status, best_jid=best_jid, best_score=best_score, **why)
         self.status = status
-        self.bus.publish(ExperimentFinished(eid=eid, status=status, best_jid=best_jid, best_score=best_score))
+        self.bus.publish(ExperimentFinished(eid=eid, status=status, best_jid=best_jid, best_score=best_score,
+                                            reason=why.get("reason", "")))
         return self.result()
 
     def _loop(self, proposer, rm) -> str:
@@ -148,6 +151,7 @@ class Experiment:
         self._blacklist: dict[int, set[int]] = {}
         self._all_rids = {r["rid"] for r in self.connector.resources(self.config.resource)}
         self._failed_hard = False
+        self._fail_reason = ""  # why the experiment is FAILED, recorded with it
         self._finished = 0
         self._exhausted = False
         with self._mutex:
@@ -159,6 +163,10 @@ class Experiment:
         if self._stop.is_set() and self._stop_status == "STOPPED":
             return "STOPPED"
         if self._failed_hard or self._finished == 0:
+            if not self._fail_reason:
+                failed = sum(1 for j in self.connector.jobs(self.eid) if j["status"] == "FAILED")
+                self._fail_reason = (f"no job finished with a score ({failed} failed; see their logs in "
+                                     f"{os.path.join(self.config.workingdir, 'jobs')})")
             return "FAILED"
         return "FINISHED"
 
@@ -210,9 +218,12 @@ class Experiment:
         elif job.status == "FAILED":
             self._proposer.failed(job.config)
             if not cfg.job_failure.get("ignore_fail"):
+                why = (f"job {job.jid} failed: {job.error} — stopping the experiment "
+                       "(set job_failure.ignore_fail to keep going)")
+                if not self._failed_hard:  # the first failure is the reason; later ones follow from it
+                    self._fail_reason = why
                 self._failed_hard = True
-                self._notice(f"job {job.jid} failed: {job.error} — stopping the experiment "
-                             "(set job_failure.ignore_fail to keep going)", "error")
+                self._notice(why, "error")
                 self.stop("FAILED")
         if self._rm.early_stop is not None and job.status != "RETRY":
             self._rm.early_stop.forget(job.jid)
@@ -279,10 +290,9 @@ def summarize(connector: TinyDBConnector, eid: int) -> ExperimentResult:
         best_cfg = next((j["config"] for j in jobs if j["jid"] == best[0]), None)
     workingdir = exp.get("workingdir") or "."
     status = exp.get("status", "UNKNOWN")
-    errors = connector.errors(eid) if status == "FAILED" else []
     return ExperimentResult(
         eid=eid, status=status, best_jid=best[0] if best else None,
         best_score=best[1] if best else None, best_config=best_cfg, counts=counts,
-        logs=os.path.join(workingdir, "jobs"), reason=errors[-1]["message"] if errors else "",
+        logs=os.path.join(workingdir, "jobs"), reason=(exp.get("reason") or "") if status == "FAILED" else "",
     )
 

@@ -274,7 +274,8 @@ async def test_watch_a_headless_run_in_another_process_and_stop_it_through_the_s
 
 async def test_watching_an_experiment_that_fails_says_why(tmp_path):
     assert cli("init", "--cpu", "1", cwd=tmp_path).returncode == 0
-    write_script(tmp_path, "job.sh", "sleep 1.5\nexit 3")
+    gate = tmp_path / "go"  # the job fails only once the watcher has seen it run
+    write_script(tmp_path, "job.sh", f"while [ ! -e {gate} ]; do sleep 0.05; done\nexit 3")
     write_experiment(tmp_path, n_samples=2, n_parallel=1)
     proc = cli_popen("run", "--headless", "experiment.json", cwd=tmp_path,
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -286,11 +287,17 @@ async def test_watching_an_experiment_that_fails_says_why(tmp_path):
             time.sleep(0.05)
         app = AupApp(str(tmp_path / ".aup"), connector=conn, watch=conn.latest_experiment()["eid"])
         async with app.run_test(size=SIZE, notifications=True) as pilot:
+            await wait_for(pilot, lambda: dashboard(app).state.running == 1)
+            gate.touch()
             await wait_for(pilot, lambda: dashboard(app).state.status == "FAILED")
             await wait_for(pilot, lambda: any("failed:" in str(t.render()) for t in app.screen.query("Toast")))
             toast = next(str(t.render()) for t in app.screen.query("Toast") if "failed:" in str(t.render()))
             assert toast.startswith("experiment ") and "job.sh exited with status 3" in toast
         assert proc.wait(20) == 1
+        # opened later, the failed experiment still says why
+        later = AupApp(str(tmp_path / ".aup"), connector=conn)
+        async with later.run_test(size=SIZE, notifications=True) as pilot:
+            await wait_for(pilot, lambda: any("failed:" in str(t.render()) for t in later.screen.query("Toast")))
     finally:
         conn.close()
         if proc.poll() is None:

@@ -76,6 +76,7 @@ def test_nonzero_exit_fails_the_job_but_keeps_its_results(workdir):
     """)
     exp, result = run(workdir, script="./bad.sh", n_samples=2, job_failure={"ignore_fail": True, "job_retries": 0})
     assert result.status == "FAILED"  # no job finished
+    assert result.reason.startswith("no job finished with a score (2 failed; see their logs in ")
     for job in exp.connector.jobs(result.eid):
         assert job["status"] == "FAILED"
         assert job["score"] == 0.5
@@ -101,6 +102,8 @@ def test_a_failed_job_without_ignore_fail_stops_the_experiment(workdir):
     assert result.status == "FAILED"
     assert len(exp.connector.jobs(result.eid)) == 1
     assert any("stopping the experiment" in e["message"] for e in exp.connector.errors(result.eid))
+    [job] = exp.connector.jobs(result.eid)
+    assert result.reason.startswith(f"job {job['jid']} failed: bad.sh exited with status 1")
 
 
 def test_failed_job_is_retried_on_another_resource(workdir):

@@ -434,8 +434,9 @@ async def test_an_ssh_experiment_in_the_app_shares_its_node_connections_with_the
     auppath = str(tmp_path / ".aup")
     init_aup(auppath, node=[sshd_server.mapping_value()])
     known_hosts = sshd_server.factory.write_known_hosts(tmp_path / "known_hosts", [sshd_server])
-    write_script(tmp_path, "job.sh", """
-        sleep 2
+    gate = tmp_path / "go"  # the job ends once the test has seen it on the node
+    write_script(tmp_path, "job.sh", f"""
+        while [ ! -e {gate} ]; do sleep 0.05; done
         echo "#Auptimizer:1"
     """)
     config = load_experiment(write_experiment(
@@ -450,6 +451,7 @@ async def test_an_ssh_experiment_in_the_app_shares_its_node_connections_with_the
             pool = app.experiment.resource_manager.pool
             assert app.monitoring.nodes.pool is pool
             assert pool.connect_count("node 1") == 1
+            gate.touch()
             assert await wait_until(pilot, lambda: app.experiment.status == "FINISHED", timeout=20)
             await pilot.press("q")
     finally:

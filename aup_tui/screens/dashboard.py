@@ -175,20 +175,23 @@ class DashboardScreen(Screen):
             self.refresh_bindings()  # (the footer recomposes: not on every batch)
         if ch.ended:
             self._passive_open = None
-            message, timeout = f"experiment {self.state.eid} {self.state.status.lower()}", 6
-            notice = self.state.last_notice
-            if self.state.status == "FAILED" and notice is not None and notice[0] == "error":
-                message, timeout = f"{message}: {notice[1]}", 30  # why, long enough to read
-            self.notify(message, timeout=timeout,
-                        severity="information" if self.state.status == "FINISHED" else "warning")
+            self._tell_end()
             self.app.post_message(ExperimentEnded(self.state.status))
         if ch.passive:
             self._offer_passive()
 
     def _update_plot(self) -> None:
         st = self.state
-        self.query_one(ScorePlot).set_data(st.score_values, st.best_trace, st.maximize, st.best_jid,
+        self.query_one(ScorePlot).set_data(st.score_values, st.best_trace, st.maximize,
                                            times=st.score_times, start=st.start)
+
+    def _tell_end(self) -> None:
+        """How the experiment ended; for a FAILED one why, shown long enough to read."""
+        st = self.state
+        message, timeout = f"experiment {st.eid} {st.status.lower()}", 6
+        if st.status == "FAILED" and st.reason:
+            message, timeout = f"{message}: {st.reason}", 30
+        self.notify(message, timeout=timeout, severity="information" if st.status == "FINISHED" else "warning")
 
     def action_plot_axis(self) -> None:
         """The score plot over job order or over time since the start (remembered in .aup)."""
@@ -224,9 +227,6 @@ class DashboardScreen(Screen):
                 return
             exp = conn.get_experiment(eid)
             jobs = conn.jobs(eid)
-            if exp and exp.get("status") == "FAILED":  # why: read once, polling ends with it
-                errors = conn.errors(eid)
-                exp = {**exp, "reason": errors[-1]["message"]} if errors else exp
         except Exception as exc:  # a torn read or a vanished file: try again next time
             self.post_message(StoreSnapshot(None, None, error=str(exc)))
             return
@@ -235,8 +235,11 @@ class DashboardScreen(Screen):
     def on_store_snapshot(self, message: StoreSnapshot) -> None:
         message.stop()
         if message.jobs is not None:
+            first = not self._loaded
             self.apply_changes(self.state.merge_store(message.exp, message.jobs))
             self._loaded = True
+            if first and self.state.status == "FAILED":
+                self._tell_end()  # opened after it failed: why, once
         # an experiment that has ended does not change any more: stop polling once it is shown
         if self.poll and self.is_attached and (self.state.is_live or not self._loaded):
             self.set_timer(POLL_INTERVAL, self._poll_store)

@@ -89,14 +89,13 @@ class ScorePlot(Widget):
         self.times: Sequence[float] = []
         self.start: float | None = None
         self.maximize = True
-        self.best_jid: int | None = None
         self._last_draw = 0.0
         self._pending = None
 
     def set_data(self, scores: Sequence[float], best: Sequence[float], maximize: bool,
-                 best_jid: int | None = None, times: Sequence[float] = (), start: float | None = None) -> None:
+                 times: Sequence[float] = (), start: float | None = None) -> None:
         """Show these scores; the sequences are read at the next redraw, not copied."""
-        self.scores, self.best, self.maximize, self.best_jid = scores, best, maximize, best_jid
+        self.scores, self.best, self.maximize = scores, best, maximize
         self.times, self.start = times, start
         wait = self.MIN_REDRAW - (time.monotonic() - self._last_draw)
         if wait <= 0 or not self.is_mounted:

@@ -267,14 +267,11 @@ class TinyDBConnector:
         of this process can take it again for free; other processes see it free soon after."""
         with self._lock:  # a resource taken by a live process is written by that process only
             doc = self._raw(self.META, "resources").get(str(rid))
-            if doc is None:
-                return
-            if doc["status"] == "taken" and doc.get("owner") == list(self.me):
+            if doc is not None and doc["status"] == "taken" and doc.get("owner") == list(self.me):
                 self._released.add(rid)
                 self._start_flusher()
-                return
-        with self._locked():
-            self._patch(self.META, "resources", [rid], _FREE)
+            # otherwise it is not ours any more (freed by `resources --free`, maybe taken by
+            # another process since): nothing to give back
 
     def _write_released(self) -> None:
         with self._locked():
@@ -397,7 +394,7 @@ class TinyDBConnector:
         another process (`aup-tui watch`) can tell which GPU processes are the job's.
 
         Written by the flusher within `FLUSH_INTERVAL`, and only if the attempt still runs then:
-        short jobs, which no monitor would see anyway, cost no store write.
+        short jobs, which no monitor would see anyway, cost no journal write.
         """
         with self._pending_lock:
             self._pids[(eid, jid)] = (attempt, pid)
@@ -408,14 +405,19 @@ class TinyDBConnector:
             if not self._pids:
                 return
             pids, self._pids = self._pids, {}
-        with self._locked():
-            for (eid, jid), (attempt, pid) in pids.items():
-                relpath = self._jobs_file(eid, jid)
-                doc = self._raw(relpath, "jobs").get(str(jid))
-                current = (doc or {}).get("attempts") or [{}]
-                if doc and doc.get("status") == "RUNNING" and current[-1].get("attempt") == attempt \
-                        and current[-1].get("end") is None:
-                    self._write(relpath, [{"t": "jobs", "id": str(jid), "d": {**doc, "pid": pid}}])
+        try:
+            with self._locked():
+                for (eid, jid), (attempt, pid) in pids.items():
+                    relpath = self._jobs_file(eid, jid)
+                    doc = self._raw(relpath, "jobs").get(str(jid))
+                    current = (doc or {}).get("attempts") or [{}]
+                    if doc and doc.get("status") == "RUNNING" and current[-1].get("attempt") == attempt \
+                            and current[-1].get("end") is None:
+                        self._write(relpath, [{"t": "jobs", "id": str(jid), "d": {**doc, "pid": pid}}])
+        except BaseException:
+            with self._pending_lock:  # the next flush tries again; newer pids win
+                self._pids = {**pids, **self._pids}
+            raise
 
     def update_job(self, eid: int, jid: int, **fields: Any) -> None:
         with self._locked():
