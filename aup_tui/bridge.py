@@ -313,7 +313,10 @@ class ExperimentState:
             if row is not None:  # where it runs matters to the monitors, not to the table
                 row.rid, row.pid = doc.get("rid"), doc.get("pid")
             attempts = len(doc.get("attempts") or ())
-            fields = (doc.get("status"), doc.get("resource") or "", doc.get("score"), doc.get("start"),
+            score = doc.get("score")
+            if score is None and doc.get("status") == "RUNNING" and doc.get("values"):
+                score = doc["values"][0]  # its latest intermediate result, as in a live run
+            fields = (doc.get("status"), doc.get("resource") or "", score, doc.get("start"),
                       doc.get("end"), attempts, doc.get("error"))
             if row is not None and (row.status, row.resource, row.score, row.start, row.end, row.attempts,
                                     row.error) == fields and row.config:

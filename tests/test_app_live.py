@@ -254,7 +254,10 @@ async def test_watch_a_headless_run_in_another_process_and_stop_it_through_the_s
         async with app.run_test(size=SIZE) as pilot:
             await wait_for(pilot, lambda: dashboard(app).state.running == 2)
             state = dashboard(app).state
-            jid = app.screen.query_one(JobTable).selected_jid
+            table = app.screen.query_one(JobTable)
+            jid = table.selected_jid
+            # a running job's latest intermediate result shows as its score, as in a live run
+            await wait_for(pilot, lambda: str(table.get_cell(str(jid), "score")).strip() == "0.5")
             await wait_for(pilot, lambda: len(job_pids(tmp_path, jid)) == 2)
             pids = job_pids(tmp_path, jid)
             await pilot.press("s", "y")

@@ -214,6 +214,25 @@ def test_stop_requests_cross_processes(tmp_path):
     assert runner.stop_requests(eid) == []
 
 
+def test_a_running_jobs_latest_result_is_on_its_record_for_other_processes(tmp_path):
+    c = TinyDBConnector(str(tmp_path / ".aup"))
+    eid = c.start_experiment("me", "exp", {"name": "exp"}, target="min")
+    running, ended = c.new_jid(), c.new_jid()
+    for jid in (running, ended):
+        c.start_job(eid, jid, {}, 1, "cpu:0", 1)
+        for i, v in enumerate([3.0, 2.0, 1.5]):
+            c.save_intermediate_result(eid, jid, i, [v, 10 * v])
+    c.end_job(eid, ended, 1.5, "FINISHED", values=[1.5, 15.0])
+    c.flush()
+    reader = TinyDBConnector(str(tmp_path / ".aup"))
+    assert reader.get_job(running, eid)["values"] == [1.5, 15.0] and reader.get_job(running, eid)["score"] is None
+    assert reader.get_job(ended, eid)["status"] == "FINISHED"  # its final record is left as it is
+    c.start_job(eid, running, {}, 2, "cpu:1", 2)  # a retry starts with no result of its own
+    assert reader.get_job(running, eid)["values"] is None
+    c.close()
+    reader.close()
+
+
 def test_a_running_attempts_pid_reaches_other_processes_and_no_other_attempt(tmp_path):
     """`aup-tui watch` matches GPU processes to jobs by the pid the running process recorded."""
     c = TinyDBConnector(str(tmp_path / ".aup"))

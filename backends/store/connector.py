@@ -535,9 +535,12 @@ class TinyDBConnector:
 
     def _write_results(self, batch: list[tuple[int, int, dict]]) -> None:
         groups: dict[tuple[int, int], list[dict]] = {}
+        latest: dict[tuple[int, int], dict] = {}
         for eid, jid, doc in batch:
             groups.setdefault((eid, jid // JOBS_PER_SHARD), []).append(doc)
+            latest[(eid, jid)] = doc
         with self._locked():
+            self._write_latest(latest)
             for (eid, shard), docs in groups.items():
                 while docs:
                     part, count = self._result_part(eid, shard)
@@ -547,6 +550,17 @@ class TinyDBConnector:
                                 [{"t": "results", "id": str(count + i + 1), "d": d} for i, d in enumerate(chunk)])
                     count += len(chunk)
                     self._result_parts[(eid, shard)] = (part + 1, 0) if count >= RESULTS_PER_PART else (part, count)
+
+    def _write_latest(self, latest: dict[tuple[int, int], dict]) -> None:
+        """A running job's record carries its latest intermediate result (`values`), so another
+        process (`aup-tui watch`) shows it without reading the result files; one write per job
+        and flush, none for a job that has ended since."""
+        for (eid, jid), result in latest.items():
+            relpath = self._jobs_file(eid, jid)
+            doc = self._raw(relpath, "jobs").get(str(jid))
+            if doc and doc.get("status") == "RUNNING" and (doc.get("attempts") or [{}])[-1].get("attempt") \
+                    == result["attempt"] and doc.get("values") != result["values"]:
+                self._write(relpath, [{"t": "jobs", "id": str(jid), "d": {**doc, "values": result["values"]}}])
 
     def _result_part(self, eid: int, shard: int) -> tuple[int, int]:
         known = self._result_parts.get((eid, shard))
