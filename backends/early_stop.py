@@ -131,7 +131,7 @@ class MedianPolicy(EarlyStopPolicy):
         if not self._better(median, curve.mean(step)):
             return None
         return (f"median rule: its mean {curve.mean(step):.4g} over {_results(step)} is {self._worse()} "
-                f"than the median {median:.4g} of {len(others)} other jobs")
+                f"than the median {median:.4g} of {_plural(len(others), 'other job')}")
 
 
 class BanditPolicy(EarlyStopPolicy):
@@ -223,8 +223,12 @@ def _fraction(cfg: dict, key: str, where: str, default: float, closed: bool) -> 
     return float(value)
 
 
+def _plural(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what}s"
+
+
 def _results(n: int) -> str:
-    return f"{n} result" if n == 1 else f"{n} results"
+    return _plural(n, "result")
 
 
 def _show(value: Any) -> str:

@@ -65,6 +65,10 @@ def test_each_rule_says_why_in_numbers_a_person_can_check():
     assert median.report(11, 0.79) is True
     assert median.reason(11) == "median rule: its mean 0.79 over 1 result is lower than the median 0.8 of 3 other jobs"
     assert median.reason(1) == ""  # not stopped
+    lone = policy("median")
+    finished_jobs(lone, [0.9])
+    assert lone.report(2, 0.1) is True
+    assert lone.reason(2).endswith("than the median 0.9 of 1 other job")
 
     bandit = policy("bandit", maximize=False)
     finished_jobs(bandit, [1.0])
