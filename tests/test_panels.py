@@ -270,6 +270,20 @@ async def test_killed_sshd_shows_down_within_two_intervals_then_up(sshd_server, 
 # -- which job runs where: the glue between a running experiment and the GPU monitor ----------------
 
 
+def first_child(pid: int, deadline: float) -> int:
+    """The first child of process `pid` (a job's `sleep`), waited for until `deadline`."""
+    while True:
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                children = [int(p) for p in f.read().split()]
+        except OSError:
+            children = []
+        if children:
+            return children[0]
+        assert time.monotonic() < deadline, "the job's sleep did not start"
+        time.sleep(0.02)
+
+
 def test_a_running_jobs_gpu_process_is_matched_to_the_job(tmp_path):
     """A real local job on card 0: its card and its grandchild's GPU process both name its jid."""
     from backends.config import load_experiment
@@ -297,21 +311,13 @@ def test_a_running_jobs_gpu_process_is_matched_to_the_job(tmp_path):
             time.sleep(0.02)
         assert pids, "the job did not start"
         (jid, leader), = pids.items()
-        children: list[int] = []
-        while time.monotonic() < deadline and not children:
-            try:
-                with open(f"/proc/{leader}/task/{leader}/children") as f:
-                    children = [int(p) for p in f.read().split()]
-            except OSError:
-                pass
-            time.sleep(0.02)
-        assert children, "the job's sleep did not start"
+        child = first_child(leader, deadline)
 
         source = jobs_from_experiment(exp)
         jobs, counts = source()
         assert list(jobs) == [JobProcessInfo(jid, leader, ("0",))] and counts == {}
 
-        nvml = FakeNVML([FakeGPU(processes=[(children[0], GIB)]), FakeGPU(processes=[(1, GIB)])])
+        nvml = FakeNVML([FakeGPU(processes=[(child, GIB)]), FakeGPU(processes=[(1, GIB)])])
         mon = Monitoring(gpu=GPUMonitor(nvml=nvml, interval=0.05), jobs_source=source)
         got: list = []
 
@@ -368,18 +374,10 @@ async def test_watching_a_headless_gpu_run_names_the_job_on_each_gpu_it_uses(tmp
             job = next(iter(conn.jobs(exp["eid"])), {}) if exp else {}
             time.sleep(0.05)
         eid, jid, leader = exp["eid"], job["jid"], job["pid"]
-        children: list[int] = []
-        while not children:
-            assert time.monotonic() < deadline, "the job's sleep did not start"
-            try:
-                with open(f"/proc/{leader}/task/{leader}/children") as f:
-                    children = [int(p) for p in f.read().split()]
-            except OSError:
-                pass
-            time.sleep(0.02)
+        child = first_child(leader, deadline)
 
         # GPU 0 is the job's card (someone else's process on it); GPU 1 runs the job's `sleep`
-        nvml = FakeNVML([FakeGPU(processes=[(1, GIB)]), FakeGPU(processes=[(children[0], GIB)]), FakeGPU()])
+        nvml = FakeNVML([FakeGPU(processes=[(1, GIB)]), FakeGPU(processes=[(child, GIB)]), FakeGPU()])
         app = AupApp(auppath, connector=conn, watch=eid)
         app.monitoring = Monitoring(gpu=GPUMonitor(nvml=nvml, interval=0.05))
         async with app.run_test(size=(120, 40)) as pilot:

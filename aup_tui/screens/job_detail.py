@@ -24,6 +24,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
+from ..bridge import STOPPED_STATES
 from ..widgets.colors import status_color, theme_colors
 from ..widgets.log_view import FileTail, LogView
 from ..widgets.result_curve import ResultCurve
@@ -252,7 +253,7 @@ class JobDetailScreen(Screen[None]):
             self._attempt_rows = rows
 
         error = self.query_one("#detail-error", Static)
-        stopped = job.get("status") in ("STOPPED", "EARLY_STOPPED")  # a decision, not a failure
+        stopped = job.get("status") in STOPPED_STATES  # a decision, not a failure
         if job.get("error"):
             error.update(f"{'■' if stopped else '✗'} {job['error']}")
             error.add_class("-visible")

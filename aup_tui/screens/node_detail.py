@@ -21,9 +21,9 @@ from textual.widgets import Footer, Static
 from backends.monitors.nodes import NodeState, NodeStatus
 
 from ..monitoring import NodesProbed
-from ..widgets.colors import theme_colors
+from ..widgets.colors import fmt_since, state_color, theme_colors
 from ..widgets.gpu_panel import GPUPanel
-from ..widgets.nodes_panel import GIB, fmt_since, state_color
+from ..widgets.nodes_panel import GIB
 
 
 def fmt_time(stamp: float | None) -> str:

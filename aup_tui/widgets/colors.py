@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Mapping
+
+from backends.monitors.nodes import NodeState
 from themes import FALLBACK, status_variable
 
 
@@ -18,6 +21,29 @@ def theme_colors(app) -> dict[str, str]:
 
 def status_color(colors: dict[str, str], status: str) -> str:
     return colors.get(status_variable(status), colors.get("status-queued", "grey50"))
+
+
+def state_color(colors: Mapping[str, str], state: NodeState) -> str:
+    """A node state's colour: UP like a finished job, SLOW like a waiting one, DOWN like a failure."""
+    return {
+        NodeState.UP: colors.get("status-finished", "green"),
+        NodeState.SLOW: colors.get("status-waiting", "yellow"),
+        NodeState.DOWN: colors.get("status-failed", "red"),
+    }.get(state, colors.get("status-queued", "grey50"))
+
+
+def fmt_since(seconds: float | None) -> str:
+    """A span of time in two units at most: 45s, 12m30s, 3h05m, 2d04h."""
+    if seconds is None:
+        return ""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
 def fmt_duration(seconds: float | None) -> str:

@@ -16,9 +16,9 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from backends.monitors.gpu import GPUSnapshot, GPUStatus
-from backends.monitors.nodes import NodeState, NodeStatus
+from backends.monitors.nodes import NodeStatus
 
-from .colors import theme_colors
+from .colors import state_color, theme_colors
 
 __all__ = ["GPUPanel", "bar", "sparkline", "short_gpu_name", "gpu_rows", "gpu_summary"]
 
@@ -218,11 +218,11 @@ def gpu_rows(snapshot: GPUSnapshot | None, nodes: Mapping[str, NodeStatus] | Non
         for gpu in snapshot.gpus:
             lines.append(gpu_row(gpu, cols, colors, width))
     for status in remote:
-        state_color = _state_color(colors, status.state)
+        node_color = state_color(colors, status.state)
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(status.name, style="bold")
         text.append(f" · {status.host} · ", style=muted)
-        text.append(str(status.state), style=state_color)
+        text.append(str(status.state), style=node_color)
         if status.gpu_error:
             text.append(f" · nvidia-smi: {status.gpu_error}", style=colors.get("status-failed", "red"))
         text.truncate(width, overflow="ellipsis")
@@ -264,12 +264,6 @@ def gpu_summary(snapshot: GPUSnapshot | None, nodes: Mapping[str, NodeStatus] | 
     return line + tail
 
 
-def _state_color(colors: Mapping[str, str], state: NodeState) -> str:
-    return {
-        NodeState.UP: colors.get("status-finished", "green"),
-        NodeState.SLOW: colors.get("status-waiting", "yellow"),
-        NodeState.DOWN: colors.get("status-failed", "red"),
-    }.get(state, colors.get("status-queued", "grey50"))
 
 
 class GPUPanel(Widget):

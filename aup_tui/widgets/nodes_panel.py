@@ -25,9 +25,9 @@ from textual.widgets import DataTable, Static
 
 from backends.monitors.nodes import NodeState, NodeStatus
 
-from .colors import theme_colors
+from .colors import fmt_since, state_color, theme_colors
 
-__all__ = ["NodesPanel", "EMPTY_TEXT", "brief_error", "fmt_since", "node_cells", "nodes_summary", "state_color"]
+__all__ = ["NodesPanel", "EMPTY_TEXT", "brief_error", "node_cells", "nodes_summary"]
 
 EMPTY_TEXT = "Nodes: none configured (aup-tui init --node user@host)"
 GIB = 1 << 30
@@ -48,27 +48,6 @@ COLUMNS: dict[str, tuple[str, int]] = {
 #: the order columns are kept in when the panel is narrow
 PRIORITY = ("node", "state", "rtt", "jobs", "load", "since", "error", "mem", "host")
 SEVERITY = {NodeState.DOWN: 0, NodeState.SLOW: 1, NodeState.UNKNOWN: 2, NodeState.UP: 3}
-
-
-def state_color(colors: Mapping[str, str], state: NodeState) -> str:
-    return {
-        NodeState.UP: colors.get("status-finished", "green"),
-        NodeState.SLOW: colors.get("status-waiting", "yellow"),
-        NodeState.DOWN: colors.get("status-failed", "red"),
-    }.get(state, colors.get("status-queued", "grey50"))
-
-
-def fmt_since(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
 
 
 def brief_error(error: str) -> str:

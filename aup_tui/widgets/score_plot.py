@@ -16,20 +16,10 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from .colors import fmt_score, theme_colors
+from .colors import fmt_score, fmt_since, theme_colors
 
 # braille dot bits by (x, y) inside a cell
 _BITS = ((0x01, 0x02, 0x04, 0x40), (0x08, 0x10, 0x20, 0x80))
-
-
-def fmt_span(seconds: float) -> str:
-    """An elapsed time for the axis: 45s, 12m30s, 3h05m."""
-    s = int(seconds)
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 class BrailleCanvas:
@@ -194,7 +184,7 @@ class ScorePlot(Widget):
             out.append(line)
         goal = "max" if self.maximize else "min"
         best_txt = f" best {fmt_score(bests[-1])}" if bests else ""
-        axis = f"time → {fmt_span(span)}" if xs is not None else f"{n} jobs →"
+        axis = f"time → {fmt_since(span)}" if xs is not None else f"{n} jobs →"
         legend = Text(" " * lab_w + "└", style=axis_style)
         legend.append("•", style=c.get("plot-point", "cyan"))
         legend.append(" score ", style=axis_style)
