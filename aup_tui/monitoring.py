@@ -101,6 +101,20 @@ def nodes_from_env(auppath: str) -> dict[str, Any]:
     return nodes
 
 
+def _jobs_info(running: Iterable[tuple[int, str, int | None, int, str | None]]) -> JobsInfo:
+    """What the monitors need from running jobs given as (jid, resource kind, rid, pid, card):
+    SSH/AWS jobs counted per node, local ones with their pid and card."""
+    infos: list[JobProcessInfo] = []
+    counts: dict[str, int] = {}
+    for jid, kind, rid, pid, card in running:
+        if kind in ("node", "aws") and rid is not None:
+            name = node_name(kind, rid)
+            counts[name] = counts.get(name, 0) + 1
+        elif pid or card is not None:
+            infos.append(JobProcessInfo(jid, pid, (card,) if card is not None else ()))
+    return infos, counts
+
+
 def jobs_from_experiment(experiment: Any) -> Callable[[], JobsInfo]:
     """A ``jobs_source`` reading the running jobs of an Experiment this process runs.
 
@@ -118,20 +132,11 @@ def jobs_from_experiment(experiment: Any) -> Callable[[], JobsInfo]:
         mapping: dict[int, str] = getattr(rm, "mapping", None) or {}
         with rm._lock:
             jobs = [j for j in rm.jobs.values() if j.status == "RUNNING"]
-        infos: list[JobProcessInfo] = []
-        counts: dict[str, int] = {}
-        rtype = getattr(rm, "rtype", "")
-        kind = "aws" if getattr(rm, "key", "") == "aws_mapping" else "node"
-        for job in jobs:
-            if rtype in ("node", "aws") and job.rid is not None:
-                name = node_name(kind, job.rid)
-                counts[name] = counts.get(name, 0) + 1
-                continue
-            pid = pids.get(job.jid, 0)
-            card = mapping.get(job.rid) if job.rid is not None else None
-            if pid or card is not None:
-                infos.append(JobProcessInfo(job.jid, pid, (card,) if card is not None else ()))
-        return infos, counts
+        kind = getattr(rm, "rtype", "")
+        if kind in ("node", "aws"):
+            kind = "aws" if getattr(rm, "key", "") == "aws_mapping" else "node"
+        return _jobs_info((job.jid, kind, job.rid, pids.get(job.jid, 0),
+                          mapping.get(job.rid) if job.rid is not None else None) for job in jobs)
 
     return source
 
@@ -164,21 +169,13 @@ class StateJobs:
     def __call__(self) -> JobsInfo:
         cards = self._gpu_cards()
         local = self.state.host in ("", self.this_host)
-        infos: list[JobProcessInfo] = []
-        counts: dict[str, int] = {}
+        running = []
         for row in list(self.state.jobs.values()):  # one C-level copy: safe against the UI thread
-            if row.status != "RUNNING" or row.rid is None:
-                continue
-            kind = row.resource.partition(":")[0]
-            if kind in ("node", "aws"):
-                name = node_name(kind, row.rid)
-                counts[name] = counts.get(name, 0) + 1
-                continue
-            pid = row.pid if local and row.pid else 0
-            card = cards.get(row.rid) if kind == "gpu" else None
-            if pid or card is not None:
-                infos.append(JobProcessInfo(row.jid, pid, (card,) if card is not None else ()))
-        return infos, counts
+            if row.status == "RUNNING" and row.rid is not None:
+                kind = row.resource.partition(":")[0]
+                running.append((row.jid, kind, row.rid, row.pid if local and row.pid else 0,
+                                cards.get(row.rid) if kind == "gpu" else None))
+        return _jobs_info(running)
 
 
 class Monitoring:

@@ -150,8 +150,7 @@ class Experiment:
         self._retry: list[Job] = []
         self._blacklist: dict[int, set[int]] = {}
         self._all_rids = {r["rid"] for r in self.connector.resources(self.config.resource)}
-        self._failed_hard = False
-        self._fail_reason = ""  # why the experiment is FAILED, recorded with it
+        self._fail_reason = ""  # why the experiment is FAILED (set by a job failing hard), recorded with it
         self._finished = 0
         self._exhausted = False
         with self._mutex:
@@ -162,9 +161,9 @@ class Experiment:
                     self._dispatch()  # resources held by another process may be free now
         if self._stop.is_set() and self._stop_status == "STOPPED":
             return "STOPPED"
-        if self._failed_hard or self._finished == 0:
+        if self._fail_reason or self._finished == 0:
             if not self._fail_reason:
-                failed = sum(1 for j in self.connector.jobs(self.eid) if j["status"] == "FAILED")
+                failed = sum(1 for j in rm.jobs.values() if j.status == "FAILED")
                 self._fail_reason = (f"no job finished with a score ({failed} failed; see their logs in "
                                      f"{os.path.join(self.config.workingdir, 'jobs')})")
             return "FAILED"
@@ -220,9 +219,8 @@ class Experiment:
             if not cfg.job_failure.get("ignore_fail"):
                 why = (f"job {job.jid} failed: {job.error} — stopping the experiment "
                        "(set job_failure.ignore_fail to keep going)")
-                if not self._failed_hard:  # the first failure is the reason; later ones follow from it
+                if not self._fail_reason:  # the first failure is the reason; later ones follow from it
                     self._fail_reason = why
-                self._failed_hard = True
                 self._notice(why, "error")
                 self.stop("FAILED")
         if self._rm.early_stop is not None and job.status != "RETRY":

@@ -408,16 +408,21 @@ class TinyDBConnector:
         try:
             with self._locked():
                 for (eid, jid), (attempt, pid) in pids.items():
-                    relpath = self._jobs_file(eid, jid)
-                    doc = self._raw(relpath, "jobs").get(str(jid))
-                    current = (doc or {}).get("attempts") or [{}]
-                    if doc and doc.get("status") == "RUNNING" and current[-1].get("attempt") == attempt \
-                            and current[-1].get("end") is None:
-                        self._write(relpath, [{"t": "jobs", "id": str(jid), "d": {**doc, "pid": pid}}])
+                    self._patch_running_attempt(eid, jid, attempt, {"pid": pid})
         except BaseException:
             with self._pending_lock:  # the next flush tries again; newer pids win
                 self._pids = {**pids, **self._pids}
             raise
+
+    def _patch_running_attempt(self, eid: int, jid: int, attempt: int, fields: dict) -> None:
+        """Put `fields` on job `jid`'s record while its attempt `attempt` still runs (caller holds
+        `_locked`); nothing for an attempt that has ended, nor when they are there already."""
+        relpath = self._jobs_file(eid, jid)
+        doc = self._raw(relpath, "jobs").get(str(jid))
+        current = (doc or {}).get("attempts") or [{}]
+        if doc and doc.get("status") == "RUNNING" and current[-1].get("attempt") == attempt \
+                and current[-1].get("end") is None and any(doc.get(k) != v for k, v in fields.items()):
+            self._write(relpath, [{"t": "jobs", "id": str(jid), "d": {**doc, **fields}}])
 
     def update_job(self, eid: int, jid: int, **fields: Any) -> None:
         with self._locked():
@@ -554,13 +559,9 @@ class TinyDBConnector:
     def _write_latest(self, latest: dict[tuple[int, int], dict]) -> None:
         """A running job's record carries its latest intermediate result (`values`), so another
         process (`aup-tui watch`) shows it without reading the result files; one write per job
-        and flush, none for a job that has ended since."""
+        and flush, none for an attempt that has ended since."""
         for (eid, jid), result in latest.items():
-            relpath = self._jobs_file(eid, jid)
-            doc = self._raw(relpath, "jobs").get(str(jid))
-            if doc and doc.get("status") == "RUNNING" and (doc.get("attempts") or [{}])[-1].get("attempt") \
-                    == result["attempt"] and doc.get("values") != result["values"]:
-                self._write(relpath, [{"t": "jobs", "id": str(jid), "d": {**doc, "values": result["values"]}}])
+            self._patch_running_attempt(eid, jid, result["attempt"], {"values": result["values"]})
 
     def _result_part(self, eid: int, shard: int) -> tuple[int, int]:
         known = self._result_parts.get((eid, shard))
