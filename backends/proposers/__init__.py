@@ -12,10 +12,10 @@ import random
 import threading
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
-    from .config import ExperimentConfig
+    from ..config import ExperimentConfig
 
 
 class Proposer:
