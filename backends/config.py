@@ -18,12 +18,14 @@ from typing import Any
 from .early_stop import make_policy
 from .errors import ConfigError
 from .proposers import proposer_class
+from .proposers.reserved import RESERVED_PARAMETER_NAMES
 
 REQUIRED_KEYS = ("script", "resource", "name", "target", "proposer")
 RESOURCE_TYPES = ("cpu", "gpu", "node", "aws", "passive")
 PARAM_TYPES = ("float", "int", "choice")
 ENV_SECTION = "Auptimizer"
 MAPPING_KEYS = ("gpu_mapping", "node_mapping", "aws_mapping")
+COUNT_KEYS = ("n_cpu", "n_passive")  # our extra keys: how many cpu and passive resources
 INIT_HINT = "run `aup-tui init --cpu 2` first"
 
 
@@ -99,7 +101,7 @@ def validate_experiment(data: dict, source: str = "experiment.json",
         raise ConfigError(f"{source} is missing required key{'s' if len(missing) > 1 else ''} "
                           f"{', '.join(missing)} — add {'them' if len(missing) > 1 else 'it'}")
     for key in ("name", "script"):
-        if not isinstance(data[key], str) or not data[key].strip():
+        if not isinstance(data[key], str) or not data[key].strip() or "\0" in data[key]:
             raise ConfigError(f"{key} in {source} must be a non-empty string, got {_show(data[key])}")
     if data["resource"] not in RESOURCE_TYPES:
         raise ConfigError(f"resource {_show(data['resource'])} in {source} is not supported "
@@ -121,11 +123,11 @@ def validate_experiment(data: dict, source: str = "experiment.json",
         target=data["target"],
         n_samples=n_samples,
         n_parallel=_whole(data, "n_parallel", source, minimum=1, default=1),
-        workingdir=_workingdir(data, source, base_dir),
+        workingdir=_workingdir(data, source, base_dir, local=data["resource"] not in ("node", "aws")),
         random_seed=_seed(data, source),
         parameter_config=_parameters(data, source),
         resource_args=resource_args,
-        runtime_args=_object(data, "runtime_args", source),
+        runtime_args=_runtime_args(data, source),
         job_failure=_job_failure(data, source),
         multi_res_labels=_labels(data, source),
         raw=data,
@@ -147,12 +149,46 @@ def _seed(data: dict, source: str) -> int | None:
     return seed
 
 
-def _workingdir(data: dict, source: str, base_dir: str | None) -> str:
+def _workingdir(data: dict, source: str, base_dir: str | None, local: bool = True) -> str:
+    """The absolute working folder; for local resources it must not be a file (checked now, not
+    when the first job tries to write its config there)."""
     folder = data.get("workingdir", os.getcwd())
-    if not isinstance(folder, str) or not folder:
+    if not isinstance(folder, str) or not folder or "\0" in folder:
         raise ConfigError(f"workingdir in {source} must be a folder path, got {_show(folder)}")
-    folder = os.path.expanduser(folder)
-    return os.path.abspath(os.path.join(base_dir or os.getcwd(), folder))
+    folder = os.path.abspath(os.path.join(base_dir or os.getcwd(), os.path.expanduser(folder)))
+    if local and os.path.exists(folder) and not os.path.isdir(folder):
+        raise ConfigError(f"workingdir {folder} in {source} is a file, not a folder "
+                          "— point workingdir at the folder the jobs should run in")
+    return folder
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _runtime_args(data: dict, source: str) -> dict:
+    """`runtime_args`: `env` an object of variable names to plain values, scripts as text."""
+    args = _object(data, "runtime_args", source)
+    env = args.get("env")
+    if env is not None:
+        if not isinstance(env, dict):
+            raise ConfigError(f"runtime_args.env in {source} must be a JSON object of variable names "
+                              f'to values, like {{"OMP_NUM_THREADS": "1"}}, not {_kind(env)}')
+        for name, value in env.items():
+            if not _ENV_NAME.fullmatch(name):
+                raise ConfigError(f"runtime_args.env in {source} has the variable name {_show(name)}, "
+                                  "which is not a valid environment variable name: use letters, digits and '_'")
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool) or "\0" in str(value):
+                raise ConfigError(f"runtime_args.env.{name} in {source} must be a string or a number, "
+                                  f"got {_show(value)}")
+    for key in ("prescript", "postscript"):
+        value = args.get(key)
+        if value is not None and (not isinstance(value, str) or "\0" in value):
+            raise ConfigError(f"runtime_args.{key} in {source} must be shell commands as a string, "
+                              f"got {_show(value)}")
+    if not isinstance(args.get("overwrite", False), bool):
+        raise ConfigError(f"runtime_args.overwrite in {source} must be true or false, "
+                          f"got {_show(args['overwrite'])}")
+    return args
 
 
 def _object(data: dict, key: str, source: str) -> dict:
@@ -204,6 +240,9 @@ def _parameter(param: Any, index: int, source: str) -> dict:
         raise ConfigError(f"parameter_config[{index}] in {source} needs a \"name\" "
                           "— the key your script reads")
     where = f"parameter '{param['name']}' in {source}"
+    if param["name"] in RESERVED_PARAMETER_NAMES:
+        raise ConfigError(f"{where} uses a reserved name: {RESERVED_PARAMETER_NAMES[param['name']]}, "
+                          "so the value would be overwritten — rename the parameter")
     kind = param.get("type", "int")
     if not isinstance(kind, str) or kind.lower() not in PARAM_TYPES:
         raise ConfigError(f"{where} has type {_show(kind)} — use float, int or choice")
@@ -287,6 +326,17 @@ def load_env(auppath: str = ".aup") -> EnvConfig:
                           "— recreate it with `aup-tui init --overwrite`")
     values = dict(parser.items(ENV_SECTION))
     mappings = {key: _mapping(values.pop(key, ""), key, path) for key in MAPPING_KEYS}
+    seen: dict[str, str] = {}
+    for key, mapping in mappings.items():
+        for rid in mapping:
+            if rid in seen:
+                raise ConfigError(f"resource id {rid} is in both {seen[rid]} and {key} of {path} "
+                                  "— give each resource its own id")
+            seen[rid] = key
+    for key in COUNT_KEYS:
+        if key in values and not re.fullmatch(r"\s*\d+\s*", values[key]):
+            raise ConfigError(f"{key} in {path} must be a whole number of at least 0, got {values[key]!r} "
+                              "— fix it or set it with `aup-tui init`")
     return EnvConfig(
         path=path,
         auppath=folder,
@@ -310,7 +360,7 @@ def write_env(env: EnvConfig) -> None:
     parser[ENV_SECTION] = section
     folder = os.path.dirname(os.path.abspath(env.path))
     os.makedirs(folder, exist_ok=True)
-    mode = os.stat(env.path).st_mode & 0o777 if os.path.exists(env.path) else 0o644
+    mode = os.stat(env.path).st_mode & 0o777 if os.path.exists(env.path) else 0o666 & ~current_umask()
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".env.ini.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -324,25 +374,67 @@ def write_env(env: EnvConfig) -> None:
         raise
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux tells it (/proc), since
+    setting it even for a moment would race with files other threads create."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _parser() -> configparser.ConfigParser:
     parser = configparser.ConfigParser(interpolation=None)
     parser.optionxform = str  # Auptimizer's keys are case-sensitive (Auptimizer_PATH)
     return parser
 
 
+# a gpu_mapping value: card indices or GPU/MIG UUIDs, comma-separated (CUDA_VISIBLE_DEVICES' forms)
+_CARD = r"(?:\d+|(?:GPU|MIG)-[A-Za-z0-9/_-]+)"
+_CARDS = re.compile(rf"{_CARD}(?:,{_CARD})*")
+_EXAMPLES = {"gpu_mapping": '{"1": "0", "2": "0"}', "node_mapping": '{"3": "user@host:22 ~/.ssh/id_rsa"}',
+             "aws_mapping": '{"4": "ubuntu@i-0123456789abcdef0"}'}
+
+
 def _mapping(text: str, key: str, path: str) -> dict[str, str]:
+    """One JSON mapping of env.ini: resource ids (whole numbers) to a GPU card or a host."""
     if not text.strip():
         return {}
-    example = '{"1": "0", "2": "0"}'
+    example = _EXAMPLES[key]
     try:
         value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{key} in {path} is not valid JSON ({e.msg} at column {e.colno}) "
-                          f"— write it like {example}") from None
-    if not isinstance(value, dict) or not all(isinstance(v, (str, int)) and not isinstance(v, bool)
-                                              for v in value.values()):
-        raise ConfigError(f"{key} in {path} must map resource ids to resources, like {example}")
-    return {str(k): str(v) for k, v in value.items()}
+    except (json.JSONDecodeError, RecursionError) as e:
+        why = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else "nested too deep"
+        raise ConfigError(f"{key} in {path} is not valid JSON ({why}) — write it like {example}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key} in {path} must be a JSON object mapping resource ids to resources, "
+                          f"like {example}, not {_kind(value)}")
+    out: dict[str, str] = {}
+    for rid, item in value.items():
+        if not re.fullmatch(r"[0-9]{1,9}", rid) or int(rid) < 1:
+            raise ConfigError(f"{key} in {path} has the resource id {rid!r} — ids are whole numbers "
+                              f"from 1, like {example}")
+        if isinstance(item, int) and not isinstance(item, bool) and key == "gpu_mapping" and item >= 0:
+            item = str(item)
+        if not isinstance(item, str):
+            raise ConfigError(f"{key} in {path} maps resource {rid} to {_show(item)} — "
+                              f"write it like {example}")
+        if key == "gpu_mapping" and not _CARDS.fullmatch(item.strip()):
+            raise ConfigError(f"gpu_mapping in {path} maps resource {rid} to {item!r}, which is not a GPU "
+                              f"card number (or GPU UUID) — write it like {example}")
+        if key != "gpu_mapping":
+            try:
+                parse_host(item)
+            except ConfigError as e:
+                raise ConfigError(f"{key} in {path}, resource {rid}: {e}") from None
+        out[str(int(rid))] = item.strip() if key == "gpu_mapping" else item
+    return out
 
 
 @dataclass(frozen=True)
@@ -364,7 +456,7 @@ _HOST = re.compile(r"(?:(?P<user>[^@\s:]+)@)?(?P<host>[A-Za-z0-9._-]+)(?::(?P<po
 def parse_host(spec: str) -> HostSpec:
     """Parse ``user@host``, ``user@host:port`` or ``host`` (an AWS instance id counts as a host),
     optionally followed by whitespace and a private-key path."""
-    parts = spec.split() if isinstance(spec, str) else []
+    parts = spec.split() if isinstance(spec, str) and "\0" not in spec else []
     match = _HOST.fullmatch(parts[0]) if 1 <= len(parts) <= 2 else None
     port = int(match["port"] or 22) if match else 0
     if not match or not 1 <= port <= 65535:

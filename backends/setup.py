@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from .config import EnvConfig, load_env, parse_host, write_env
+from .config import _CARDS, EnvConfig, load_env, parse_host, write_env
 from .errors import ConfigError
 from .store import TinyDBConnector
 
@@ -17,8 +17,16 @@ from .store import TinyDBConnector
 def read_list(value: str, what: str) -> list[str]:
     """`value` is a file (one entry a line, '#' comments) or a comma-separated list."""
     if os.path.isfile(value):
-        with open(value, encoding="utf-8") as f:
-            items = [line.split("#", 1)[0].strip() for line in f]
+        try:
+            with open(value, encoding="utf-8") as f:
+                items = [line.split("#", 1)[0].strip() for line in f]
+        except UnicodeDecodeError:
+            raise ConfigError(f"--{what} file {value} is not UTF-8 text — give a text file "
+                              "with one entry a line") from None
+        except OSError as e:
+            raise ConfigError(f"cannot read --{what} file {value} ({e.strerror}) — check its permissions") from None
+        if any("\0" in item for item in items):
+            raise ConfigError(f"--{what} file {value} holds binary data — give a text file with one entry a line")
     else:
         items = [item.strip() for item in value.split(",")]
     items = [item for item in items if item]
@@ -41,6 +49,10 @@ def init_aup(auppath: str, cpu: int = 0, gpu: list[str] | None = None, node: lis
         raise ConfigError(f"--cpu must be 0 or more, got {cpu}")
     for spec in (node or []) + (aws or []):
         parse_host(spec)  # raises a clear error for a bad host spec
+    for card in gpu or []:
+        if not _CARDS.fullmatch(card):
+            raise ConfigError(f"--gpu {card!r} is not a GPU card number (or GPU UUID) "
+                              "— give card indices such as --gpu 0,0,1")
     connector = TinyDBConnector(auppath)
     try:
         if overwrite:
