@@ -15,15 +15,21 @@ from typing import Sequence
 EXIT_OK, EXIT_ERROR, EXIT_STOPPED = 0, 1, 130
 
 
+AUP_HELP = "the .aup folder to use (default: ./.aup, then ~/.aup)"
+
+
 def _parser() -> argparse.ArgumentParser:
+    # `--aup` is accepted before and after the command. The two land in different attributes:
+    # a subparser's default would otherwise overwrite the one given before the command.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--aup", metavar="PATH", default=None,
-                        help="the .aup folder to use (default: ./.aup, then ~/.aup)")
+    common.add_argument("--aup", metavar="PATH", dest="aup_after", default=None,
+                        help=AUP_HELP + "; may also come before the command (both: they must agree)")
     p = argparse.ArgumentParser(
-        prog="aup-tui", parents=[common],
+        prog="aup-tui",
         description="Run Auptimizer-style hyperparameter experiments and watch them live.",
         epilog="Without a command: the dashboard of the latest experiment in ./.aup.",
     )
+    p.add_argument("--aup", metavar="PATH", default=None, help=AUP_HELP)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     init = sub.add_parser("init", parents=[common], help="create .aup/ (env.ini + store) here")
@@ -66,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from backends.errors import AupError
 
     try:
+        args.aup = _aup_option(args.aup, getattr(args, "aup_after", None))
         handler = {
             None: cmd_dashboard, "init": cmd_init, "run": cmd_run, "watch": cmd_watch, "stop": cmd_stop,
             "status": cmd_status, "resources": cmd_resources,
@@ -76,6 +83,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_STOPPED
+
+
+def _aup_option(before: str | None, after: str | None) -> str | None:
+    """One `--aup` from its two places (before and after the command); different folders in the
+    two are refused rather than guessed between, since a stop sent to the wrong one does harm."""
+    if before is None or after is None:
+        return after if before is None else before
+    import os
+
+    from backends.errors import AupError
+
+    if os.path.abspath(os.path.expanduser(before)) != os.path.abspath(os.path.expanduser(after)):
+        raise AupError(f"--aup is given twice with different folders ({before} before the command, "
+                       f"{after} after it) — give it once")
+    return after
 
 
 def _connector(args):
@@ -134,8 +156,15 @@ def _describe_resources(resources: list[dict]) -> str:
 def cmd_run(args) -> int:
     from backends.config import load_experiment
 
+    from backends.setup import require_resources
+
     config = load_experiment(args.experiment)
     auppath, connector = _connector(args)
+    try:
+        require_resources(config.resource, auppath, connector)  # else it would wait forever
+    except Exception:
+        connector.close()
+        raise
     if not args.headless:
         from .app import run_app
 

@@ -39,6 +39,7 @@ class Progress:
         self.total, self.maximize, self.out = total, maximize, out
         self.done = self.failed = self.stopped = self.running = 0
         self.best: tuple[float, int] | None = None
+        self._best_end: float | None = None  # when the best job finished, where known
         self.start = time.monotonic()
         self.tty = out.isatty()
         self._last_line = 0.0
@@ -49,11 +50,12 @@ class Progress:
         with self._lock:
             self._apply(event)
 
-    def count_status(self, jid: int, status: str, score: float | None) -> None:
-        """Count a job already in `status` (catching up with a running experiment)."""
+    def count_status(self, jid: int, status: str, score: float | None, end: float | None = None) -> None:
+        """Count a job already in `status` (catching up with a running experiment); `end` is
+        when it finished, so jobs counted in any order keep the tie rule of `_finished`."""
         with self._lock:
             if status == "FINISHED":
-                self._finished(jid, score)
+                self._finished(jid, score, end)
             elif status in ("RUNNING", "WAITING"):
                 self.running += 1
             elif status in ("STOPPED", "EARLY_STOPPED"):
@@ -61,12 +63,18 @@ class Progress:
             else:
                 self.failed += 1
 
-    def _finished(self, jid: int, score: float | None) -> None:
+    def _finished(self, jid: int, score: float | None, end: float | None = None) -> None:
+        """One rule everywhere (as the summary's): the best score wins, and among equal scores
+        the job that finished first. Events arrive in finishing order, so an equal score only
+        replaces the best when its known end time is earlier (catch-up reads the store)."""
         self.done += 1
-        if score is not None and (
-            self.best is None or (score > self.best[0] if self.maximize else score < self.best[0])
-        ):
+        if score is None:
+            return
+        best = self.best
+        if (best is None or (score > best[0] if self.maximize else score < best[0])
+                or (score == best[0] and end is not None and self._best_end is not None and end < self._best_end)):
             self.best = (score, jid)
+            self._best_end = end
 
     def _apply(self, event: Event) -> None:
         if isinstance(event, JobStarted):
@@ -236,7 +244,7 @@ class HeadlessFollower:
         if doc.get("start"):
             progress.start = time.monotonic() - max(0.0, time.time() - doc["start"])
         for job in exp.connector.jobs(exp.eid):
-            progress.count_status(job["jid"], job["status"], job["score"])
+            progress.count_status(job["jid"], job["status"], job["score"], job.get("end"))
         rm = exp.resource_manager
         for job in rm.waiting() if hasattr(rm, "waiting") else []:
             self.events.put(PassiveResultWanted(eid=exp.eid, jid=job.jid, command=job.shell_command,

@@ -103,3 +103,23 @@ def sync_resources(env: EnvConfig, connector: TinyDBConnector) -> None:
     for rid in set(have) - set(wanted):
         if have[rid]["status"] == "free":
             connector.remove_resource(rid)
+
+
+INIT_FLAGS = {"cpu": "--cpu 4", "gpu": "--gpu 0", "node": "--node user@host", "aws": "--aws user@i-…",
+              "passive": "--passive"}
+
+
+def require_resources(rtype: str, auppath: str, connector: TinyDBConnector) -> None:
+    """Refuse to start an experiment that no registered resource could ever run.
+
+    Resources that exist but are taken (by another live process) are fine: the experiment waits
+    for them. None of the type at all would wait forever, so it is a ConfigError naming the fix.
+    """
+    if connector.resources(rtype):
+        return
+    import shlex
+
+    auppath = os.path.abspath(auppath)
+    aup = "" if auppath == os.path.abspath(".aup") else f" --aup {shlex.quote(auppath)}"
+    raise ConfigError(f"no '{rtype}' resource in {os.path.join(auppath, 'env.ini')} — add some with "
+                      f"`aup-tui init{aup} {INIT_FLAGS.get(rtype, '--' + rtype)}`")
