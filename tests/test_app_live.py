@@ -179,22 +179,53 @@ async def test_q_asks_then_y_stops_the_experiment_cleanly(tmp_path, capsys):
         stop_app_experiment(app)
 
 
-async def test_q_then_n_keeps_the_experiment_running_headless_to_the_end(tmp_path, capsys):
+class _OpensGateOn:
+    """A stderr that touches `gate` once `text` is written to it (and keeps everything written)."""
+
+    def __init__(self, gate: Path, text: str) -> None:
+        self.gate, self.text, self.parts = gate, text, []
+
+    def write(self, s: str) -> int:
+        self.parts.append(s)
+        if self.text in s:
+            self.gate.touch()
+        return len(s)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+    def getvalue(self) -> str:
+        return "".join(self.parts)
+
+
+async def test_q_then_n_keeps_the_experiment_running_headless_to_the_end(tmp_path, monkeypatch):
+    # The jobs wait for a gate that opens only once the headless follower says it keeps the
+    # experiment running: with plain timed jobs, the experiment could end while the app was still
+    # closing, and there was nothing left to keep running (the test then failed ~1 in 2 on 2 cores).
+    gate = tmp_path / "go"
     init_aup(str(tmp_path / ".aup"), cpu=2)
-    write_script(tmp_path, "job.sh", 'sleep 0.5; echo "#Auptimizer:0.25"')
+    write_script(tmp_path, "job.sh", f'while [ ! -e {gate} ]; do sleep 0.02; done; echo "#Auptimizer:0.25"')
     config = load_experiment(write_experiment(tmp_path, n_samples=4))
     auppath = str(tmp_path / ".aup")
     app = AupApp(auppath, connector=TinyDBConnector(auppath), experiment=config)
+    err = _OpensGateOn(gate, "keeps running here")
     try:
         async with app.run_test(size=SIZE) as pilot:
             await wait_for(pilot, lambda: dashboard(app).state.running >= 1)
             await pilot.press("q", "n")
         assert app.quit_choice == "keep"
+        assert app.exp_thread.is_alive() and not gate.exists()  # the jobs are still held
+        monkeypatch.setattr("sys.stderr", err)
         assert _finish_experiment(app) == 0
-        err = capsys.readouterr().err
-        assert "keeps running here" in err and "FINISHED" in err
+        monkeypatch.undo()
+        text = err.getvalue()
+        assert "keeps running here" in text and "FINISHED: 4 finished" in text
         assert TinyDBConnector(auppath).get_experiment(app.experiment.eid)["status"] == "FINISHED"
     finally:
+        gate.touch()
         stop_app_experiment(app)
 
 
