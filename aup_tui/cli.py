@@ -106,8 +106,9 @@ def _connector(args):
     from backends.store import TinyDBConnector
 
     auppath = find_env(args.aup)
+    env = load_env(auppath)  # a damaged env.ini is one message before the store opens
     connector = TinyDBConnector(auppath)
-    sync_resources(load_env(auppath), connector)
+    sync_resources(env, connector)
     if args.command != "resources":  # `resources --free` reports what it reclaims itself
         connector.recover()
     return auppath, connector

@@ -13,6 +13,12 @@ One cross-process lock (`.aup/store.lock`) serialises writers; readers need none
 snapshot is replaced atomically and a journal line is applied only once complete. A finished
 job's record is fdatasync'ed before `end_job` returns; intermediate results are buffered and
 flushed every half second.
+
+When the file system refuses a write (disk full, I/O error: `StoreWriteError`), nothing is
+dropped: finished jobs' records wait in memory (`pending_records`), `write_error` says why, no
+new job may start, and the flusher retries until they are written. Ids never go backwards even
+if `meta.json` is lost (they are never lower than any id found in the `e<eid>/` folders), and
+`meta.json`'s experiments can be rebuilt from `e<eid>/experiment.json`, which mirrors them.
 """
 
 from __future__ import annotations
@@ -20,23 +26,27 @@ from __future__ import annotations
 import fcntl
 import getpass
 import glob
+import logging
 import os
+import re
 import socket
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from tinydb import Query
 
-from .files import open_db, storage_of, table
+from .files import StoreCorruptError, StoreWriteError, open_db, storage_of, table
 from .process import ProcessId, current_process, is_alive
+
+log = logging.getLogger("backends.store")
 
 JOBS_PER_SHARD = 32
 RESULTS_PER_PART = 4096
 JID_BLOCK = 64
 FLUSH_INTERVAL = 0.5
-OPEN_DBS = 32  # databases kept open (and cached in memory) at once
+OPEN_DBS = 32  # journals kept open for writing at once (every database read stays cached)
 
 #: Job states that are not over yet; the others (FINISHED, FAILED, STOPPED, EARLY_STOPPED,
 #: INTERRUPTED) are final.
@@ -54,13 +64,61 @@ def _store_sync_setting(auppath: str) -> str:
     parser.optionxform = str  # type: ignore[assignment]
     try:
         parser.read(os.path.join(auppath, "env.ini"))
-    except configparser.Error:
+    except (configparser.Error, UnicodeDecodeError):  # load_env names the damage; not ours to raise
         return "batch"
     return parser.get("Auptimizer", "store_sync", fallback="batch").strip().lower()
 
 
 def _owner_alive(owner: list | None) -> bool:
     return bool(owner) and is_alive(ProcessId(*owner))
+
+
+def better(score: float, end: float | None, jid: int, than: tuple[float, float | None, int] | None,
+           maximize: bool) -> bool:
+    """The one rule for "best job": the higher (lower when minimizing) score wins; on a tie the
+    job that FINISHED first (earliest end time) wins, then the lower jid. `than` is the current
+    best as `(score, end, jid)` (None: anything is better)."""
+    if than is None:
+        return True
+    if score != than[0]:
+        return score > than[0] if maximize else score < than[0]
+    mine, theirs = (end if end is not None else float("inf")), (than[1] if than[1] is not None else float("inf"))
+    return (mine, jid) < (theirs, than[2])
+
+
+# -- what a document of each table must look like (a damaged one is reported, not trusted) -----
+
+_NUM = (int, float)
+_OWNER = (list, type(None))
+_SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
+    "resources": {"rid": (int,), "name": (str,), "type": (str,), "status": (str,), "owner": _OWNER},
+    "experiments": {"eid": (int,), "name": (str,), "status": (str,), "owner": _OWNER},
+    "experiment": {"eid": (int,), "name": (str,), "status": (str,), "owner": _OWNER},
+    "stops": {"eid": (int,), "time": _NUM},
+    "passive": {"eid": (int,), "jid": (int,), "text": (str,), "time": _NUM},
+    "jobs": {"jid": (int,), "eid": (int,), "status": (str,), "config": (dict,), "attempts": (list,),
+             "score": (int, float, type(None)), "resource": (str, type(None))},
+    "results": {"jid": (int,), "index": (int,), "values": (list,)},
+    "config": {"config": (dict,)},
+    "labels": {"labels": (list,)},
+    "errors": {"message": (str,)},
+}
+
+
+def _validate(tbl: str, doc_id: str, doc: dict[str, Any]) -> None:
+    """Raise ValueError when `doc` (of table `tbl`) is not what this store writes."""
+    if not doc_id.isdigit():
+        raise ValueError(f"document id {doc_id[:20]!r} in table '{tbl}' is not a number")
+    if tbl == "counters":
+        if not all(isinstance(v, int) for v in doc.values()):
+            raise ValueError("an id counter is not a number")
+        return
+    for key, types in _SCHEMA.get(tbl, {}).items():
+        if not isinstance(doc.get(key), types) or (types is not _NUM and isinstance(doc.get(key), bool)):
+            raise ValueError(f"'{key}' of document {doc_id} in table '{tbl}' is missing or not a {types[0].__name__}")
+    owner = doc.get("owner")
+    if owner is not None and (len(owner) != 2 or not all(isinstance(v, int) for v in owner)):
+        raise ValueError(f"'owner' of document {doc_id} in table '{tbl}' is not [pid, start]")
 
 
 class TinyDBConnector:
@@ -76,7 +134,7 @@ class TinyDBConnector:
         self.root = os.path.join(self.auppath, "store")
         os.makedirs(self.root, exist_ok=True)
         self._lock = threading.RLock()
-        self._lockfd = os.open(os.path.join(self.auppath, "store.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        self._lockfd = os.open(os.path.join(self.auppath, "store.lock"), os.O_RDWR | os.O_CREAT, 0o666)  # umask
         self._flock_depth = 0
         self._released: set[int] = set()  # rids freed by us but still marked taken on disk
         self._to_sync: list[int] = []  # journal fds (dups) to fdatasync when the lock is released
@@ -89,22 +147,30 @@ class TinyDBConnector:
         self._pending_lock = threading.Lock()
         self._flusher: threading.Thread | None = None
         self._closed = threading.Event()
+        #: finished jobs' records the file system refused, in order: (eid, jid) → (file, record)
+        self._unwritten: dict[tuple[int, int], tuple[str, dict]] = {}
+        #: why the store can't be written now (None: it can); cleared by the flusher's retry
+        self.write_error: StoreWriteError | None = None
+        self._written: set[str] = set()  # databases this connector appended to (compacted on close)
+        self._jid_floor: int | None = None
+        self._check_meta()
 
     # -- plumbing -------------------------------------------------------------------------
 
     def _db(self, relpath: str):
-        """The open database for `relpath`; only the most recently used stay open (memory, fds)."""
+        """The database for `relpath`. Every database read stays cached (a re-read costs two
+        stats); only the `OPEN_DBS` most recently used keep their journal open for writing."""
         with self._lock:
             db = self._dbs.pop(relpath, None)
             if db is None:
-                path = os.path.join(self.root, relpath)
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                db = open_db(path)
-                if len(self._dbs) >= OPEN_DBS:
-                    oldest = next(iter(self._dbs))
-                    self._dbs.pop(oldest).close()
+                db = open_db(os.path.join(self.root, relpath), validate=_validate)
             self._dbs[relpath] = db  # most recent last
             return db
+
+    def _release_fds(self) -> None:
+        holding = [db for db in self._dbs.values() if storage_of(db).holds_fd]
+        for db in holding[:max(0, len(holding) - OPEN_DBS)]:
+            storage_of(db).release_fd()
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -131,6 +197,8 @@ class TinyDBConnector:
             for fd in to_sync:
                 try:
                     os.fdatasync(fd)
+                except OSError as exc:  # EIO: the record may not be durable; say so, go on
+                    log.warning("store: fdatasync failed: %s", exc)
                 finally:
                     os.close(fd)
 
@@ -139,7 +207,23 @@ class TinyDBConnector:
 
         `sync`: on disk before the outermost `_locked` block returns.
         """
-        fd = storage_of(self._db(relpath)).append(ops)
+        path = os.path.join(self.root, relpath)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = storage_of(self._db(relpath)).append(ops)
+        except StoreWriteError as exc:
+            self.write_error = exc
+            raise
+        except OSError as exc:
+            from .files import is_write_error
+
+            if not is_write_error(exc):
+                raise
+            self.write_error = StoreWriteError(path, exc)
+            raise self.write_error from None
+        if relpath not in self._written:
+            self._written.add(relpath)
+            self._release_fds()
         if sync and self.sync_each_job:
             self._to_sync.append(os.dup(fd))
         elif relpath not in self._dirty:
@@ -153,6 +237,8 @@ class TinyDBConnector:
         for fd in dirty.values():
             try:
                 os.fdatasync(fd)
+            except OSError:
+                pass  # a failing disk: the next write reports it
             finally:
                 os.close(fd)
 
@@ -199,11 +285,91 @@ class TinyDBConnector:
         return table(self._db(self._jobs_file(eid, jid)), "jobs")
 
     def _next_id(self, counter: str, count: int = 1) -> int:
-        """Reserve `count` ids of `counter` (caller holds `_locked`); returns the first."""
-        doc = self._meta("counters").get(doc_id=1) or {}
-        first = int(doc.get(counter, 0)) + 1
+        """Reserve `count` ids of `counter` (caller holds `_locked`); returns the first.
+
+        Never lower than an id already in the tables, so a lost or damaged meta.json cannot make
+        ids start again and overwrite experiment 1."""
+        doc = self._raw(self.META, "counters").get("1") or {}
+        first = max(int(doc.get(counter, 0)), self._id_floor(counter)) + 1
         self._put(self.META, "counters", 1, {**doc, counter: first + count - 1})
         return first
+
+    def _eids_on_disk(self) -> set[int]:
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return set()
+        return {int(n[1:]) for n in names if re.fullmatch(r"e[0-9]+", n)}
+
+    def _id_floor(self, counter: str) -> int:
+        """The highest id of `counter` found in the tables themselves."""
+        if counter == "eid":
+            return max(self._eids_on_disk() | set(map(int, self._raw(self.META, "experiments"))), default=0)
+        if counter == "jid":
+            if self._jid_floor is None:  # jobs-<n>.json holds jids n*32 … n*32+31: names suffice
+                shards = [int(m.group(1)) for p in glob.glob(os.path.join(self.root, "e*", "jobs-*.json*"))
+                          if (m := re.search(r"jobs-([0-9]+)\.json", os.path.basename(p)))]
+                self._jid_floor = max(((n + 1) * JOBS_PER_SHARD - 1 for n in shards), default=0)
+            return self._jid_floor
+        tbl = {"rid": "resources", "stop": "stops"}.get(counter, counter)
+        return max(map(int, self._raw(self.META, tbl)), default=0)
+
+    # -- damage to meta.json ----------------------------------------------------------------
+
+    def _check_meta(self) -> None:
+        """Read meta.json once; a damaged one is moved aside and its experiments rebuilt from the
+        `e<eid>/` folders (ids, records), as are experiments missing from it."""
+        storage = storage_of(self._db(self.META))
+        repaired = False
+        for _ in range(3):
+            try:
+                data = storage.read() or {}
+                break
+            except StoreCorruptError as exc:
+                aside = f"{exc.path}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+                try:
+                    os.replace(exc.path, aside)
+                except OSError:
+                    raise exc from None
+                log.warning("aup-tui: %s was damaged (%s); moved it to %s and rebuilt what it held from the "
+                            "experiment folders", exc.path, str(exc).split("(", 1)[1].split(")")[0], aside)
+                repaired = True
+        else:  # pragma: no cover - three damaged files in a row
+            data = {}
+        if not repaired and self._eids_on_disk() <= set(map(int, data.get("experiments", {}))):
+            return
+        try:
+            with self._locked():
+                self._rebuild_experiments()
+        except StoreWriteError:
+            pass  # no room to repair now: the next command tries again
+
+    def _rebuild_experiments(self) -> None:
+        """Put back into meta.json the experiments only their folders remember (caller holds `_locked`)."""
+        known = self._raw(self.META, "experiments")
+        for eid in sorted(self._eids_on_disk()):
+            mirror = self._read_or_none(self._exp_file(eid), "experiment").get("1")
+            if str(eid) in known and not (mirror and known[str(eid)].get("status") == "RUNNING"
+                                          and mirror.get("status") != "RUNNING"):
+                continue
+            if mirror is None:
+                config = (self._read_or_none(self._exp_file(eid), "config").get("1") or {}).get("config") or {}
+                mirror = {"eid": eid, "user": None, "name": str(config.get("name", f"experiment {eid}")),
+                          "status": "INTERRUPTED", "start": None, "end": None, "owner": None, "host": None,
+                          "best_jid": None, "best_score": None, "n_samples": config.get("n_samples"),
+                          "target": config.get("target", "max"), "resource": config.get("resource")}
+            self._put(self.META, "experiments", eid, {**mirror, "eid": eid})
+        counters = self._raw(self.META, "counters").get("1") or {}
+        floors = {c: max(int(counters.get(c, 0)), self._id_floor(c)) for c in ("eid", "jid")}
+        if any(floors[c] != counters.get(c) for c in floors):
+            self._put(self.META, "counters", 1, {**counters, **floors})
+
+    def _read_or_none(self, relpath: str, tbl: str) -> dict[str, dict]:
+        """A table of a file that may be missing or damaged ({} then)."""
+        try:
+            return self._raw(relpath, tbl)
+        except StoreCorruptError:
+            return {}
 
     # -- resources ------------------------------------------------------------------------
 
