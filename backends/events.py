@@ -131,6 +131,17 @@ class Notice(Event):
     level: str = "info"
 
 
+@dataclass(frozen=True)
+class StoreProblem(Notice):
+    """The store can't be written (disk full, I/O error): no job starts, finished jobs' records
+    wait in memory. Published once when it starts (`ok` False) and once when writes succeed again
+    (`ok` True); `path` is the file refused, `pending` the records waiting then."""
+
+    path: str = ""
+    pending: int = 0
+    ok: bool = False
+
+
 Subscriber = Callable[[Event], Any]
 
 

@@ -15,11 +15,12 @@ from typing import Any
 
 from .config import ExperimentConfig
 from .early_stop import make_policy
-from .events import EventBus, ExperimentFinished, ExperimentStarted, JobQueued, Notice
+from .events import EventBus, ExperimentFinished, ExperimentStarted, JobQueued, Notice, StoreProblem
 from .jobs import Job, JobError
 from .proposers import get_proposer
 from .resources import get_resource_manager
 from .store import TinyDBConnector
+from .store.files import StoreWriteError
 
 WATCH_INTERVAL = 0.25  # how often stop requests from other processes are looked for
 
@@ -136,11 +137,17 @@ class Experiment:
         best = rm.finish()
         best_jid, best_score = (best if best else (None, None))
         why = {"reason": self._fail_reason} if status == "FAILED" else {}
-        self.connector.end_experiment(eid, status, best_jid=best_jid, best_score=best_score, **why)
+        try:  # finished jobs' records waiting for room are written first (see _wait_for_store)
+            self.connector.end_experiment(eid, status, best_jid=best_jid, best_score=best_score, **why)
+        except StoreWriteError as exc:  # stopped while the store is full: say what was not written
+            self._notice(f"{exc}; {self.connector.pending_records} finished jobs' records were not written "
+                         f"(their output is in {os.path.join(self.config.workingdir, 'jobs')})", "error")
         self.status = status
         self.bus.publish(ExperimentFinished(eid=eid, status=status, best_jid=best_jid, best_score=best_score,
                                             reason=why.get("reason", "")))
-        return self.result()
+        result = self.result()
+        result.status = status  # also when the store could not take it (stopped on a full disk)
+        return result
 
     def _loop(self, proposer, rm) -> str:
         """Dispatch until every job is done. Completions dispatch the next job right in the
@@ -159,6 +166,7 @@ class Experiment:
             with self._mutex:
                 if not self._in_flight:
                     self._dispatch()  # resources held by another process may be free now
+        self._wait_for_store()
         if self._stop.is_set() and self._stop_status == "STOPPED":
             return "STOPPED"
         if self._fail_reason or self._finished == 0:
@@ -169,10 +177,17 @@ class Experiment:
             return "FAILED"
         return "FINISHED"
 
+    def _wait_for_store(self) -> None:
+        """Every job is done: wait (stoppable) until records that wait for room are written."""
+        while self.connector.write_error is not None and not self._stop.wait(WATCH_INTERVAL):
+            pass
+
     def _dispatch(self) -> None:
-        """Start jobs while there is room (caller holds `_mutex`); signal when all are done."""
+        """Start jobs while there is room (caller holds `_mutex`); signal when all are done.
+        No job starts while the store can't be written (disk full): the watcher resumes."""
         cfg, rm = self.config, self._rm
-        while not self._stop.is_set() and len(self._in_flight) < cfg.n_parallel:
+        while not self._stop.is_set() and len(self._in_flight) < cfg.n_parallel \
+                and self.connector.write_error is None:
             job = self._retry.pop(0) if self._retry else None
             if job is None and not self._exhausted:
                 params = self._proposer.get()
@@ -193,6 +208,13 @@ class Experiment:
                 rm.run_job(job, rid, cfg, self._job_done)
             except RuntimeError:  # taken by another process meanwhile
                 self._in_flight.pop(job.jid)
+                self._retry.insert(0, job)
+                break
+            except StoreWriteError:  # the disk filled up meanwhile: undo, wait for room
+                self._in_flight.pop(job.jid)
+                if rm.jobs.pop(job.jid, None) is not None:
+                    job.attempt -= 1
+                    self.connector.free_used_resource(rid)
                 self._retry.insert(0, job)
                 break
         if not self._in_flight and (self._stop.is_set() or (self._exhausted and not self._retry)):
@@ -236,13 +258,18 @@ class Experiment:
 
     def _notice(self, message: str, level: str = "info") -> None:
         if level != "info":
-            self.connector.log_error(self.eid, message)
+            try:
+                self.connector.log_error(self.eid, message)
+            except StoreWriteError:
+                pass  # the person still sees it
         self.bus.publish(Notice(message=message, eid=self.eid, level=level))
 
     def _watch_store(self) -> None:
         """Honour stop requests and passive answers written by other processes."""
         seen: set[tuple] = set()
+        store_down = False
         while not self._stop.wait(WATCH_INTERVAL):
+            store_down = self._watch_writes(store_down)
             try:
                 for req in self.connector.stop_requests(self.eid):
                     key = (req["jid"], req["time"])
@@ -259,6 +286,22 @@ class Experiment:
                         self._answer_passive(rm, answer)
             except Exception as exc:  # a broken store read must not kill the watcher
                 self.bus.publish(Notice(message=f"store watcher: {exc}", eid=self.eid, level="warning"))
+
+    def _watch_writes(self, was_down: bool) -> bool:
+        """Say once that the store can't be written, and once that it can again (then dispatch)."""
+        error = self.connector.write_error
+        if error is not None and not was_down:
+            n = self.connector.pending_records
+            self.bus.publish(StoreProblem(
+                message=f"store can't be written: {error.strerror} on {error.path}; {n} results waiting — "
+                        "free space (no job starts until then; nothing is lost)",
+                eid=self.eid, level="error", path=error.path, pending=n))
+        elif error is None and was_down:
+            self.bus.publish(StoreProblem(message="store can be written again: results saved, carrying on",
+                                          eid=self.eid, level="info", ok=True))
+            with self._mutex:
+                self._dispatch()
+        return error is not None
 
     def _answer_passive(self, rm, answer: dict) -> None:
         try:

@@ -442,13 +442,20 @@ class TinyDBConnector:
     def _write_released(self) -> None:
         with self._locked():
             if self._released:
-                rids, self._released = sorted(self._released), set()
-                self._patch(self.META, "resources", rids, _FREE)
+                rids = sorted(self._released)
+                self._patch(self.META, "resources", rids, _FREE)  # on failure they stay to write
+                self._released.difference_update(rids)
 
     # -- recovery -------------------------------------------------------------------------
 
     def recover(self) -> dict[str, list[int]]:
         """Reclaim what dead processes left behind: taken resources, running experiments and jobs."""
+        try:
+            return self._recover()
+        except StoreWriteError:  # a full disk: reads still work; the next command tries again
+            return {"resources": [], "experiments": [], "jobs": []}
+
+    def _recover(self) -> dict[str, list[int]]:
         now = time.time()
         with self._locked():
             freed = [d.doc_id for d in self._meta("resources").all()
@@ -460,7 +467,11 @@ class TinyDBConnector:
             jobs: list[int] = []
             for eid in experiments:
                 for relpath in self._job_files(eid):
-                    for doc in table(self._db(relpath), "jobs").all():
+                    try:
+                        docs = table(self._db(relpath), "jobs").all()
+                    except StoreCorruptError:
+                        continue  # reported by the command that shows it; never blocks every command
+                    for doc in docs:
                         if doc["status"] not in LIVE_STATES:
                             continue
                         attempts = [dict(a) for a in doc.get("attempts", [])]
@@ -484,16 +495,29 @@ class TinyDBConnector:
                 "best_jid": None, "best_score": None, **info,
             }
             self._put(self._exp_file(eid), "config", 1, {"config": config})
+            self._put(self._exp_file(eid), "experiment", 1, doc)  # the copy meta.json is rebuilt from
             self._put(self.META, "experiments", eid, doc, sync=True)
             return eid
 
     def end_experiment(self, eid: int, status: str, **fields: Any) -> None:
+        """Record how experiment `eid` ended (after its waiting records): raises StoreWriteError
+        while the store can't be written."""
+        self.write_pending()
         self.flush()
         self._write_released()
         with self._locked():
             stops = [d.doc_id for d in self._meta("stops").all() if d["eid"] == eid]
             self._delete(self.META, "stops", stops)
-            self._patch(self.META, "experiments", [eid], {"status": status, "end": time.time(), **fields}, sync=True)
+            doc = self._raw(self.META, "experiments").get(str(eid))
+            if doc is not None:
+                new = {**doc, "status": status, "end": time.time(), **fields}
+                self._put(self._exp_file(eid), "experiment", 1, new)
+                self._put(self.META, "experiments", eid, new, sync=True)
+        for path in self._stop_markers(eid):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
     def experiments(self) -> list[dict]:
         with self._lock:
@@ -542,9 +566,12 @@ class TinyDBConnector:
 
     def start_job(self, eid: int, jid: int, config: dict, rid: int | None, resource: str,
                   attempt: int, status: str = "RUNNING") -> None:
-        """Record that attempt `attempt` of job `jid` started on resource `rid`."""
+        """Record that attempt `attempt` of job `jid` started on resource `rid`; refused
+        (StoreWriteError) while earlier records wait for room."""
         now = time.time()
         with self._locked():
+            if self._unwritten and self.write_error is not None:
+                raise self.write_error
             doc = self._raw(self._jobs_file(eid, jid), "jobs").get(str(jid))
             attempts = [dict(a) for a in doc["attempts"]] if doc else []
             attempts.append({"attempt": attempt, "rid": rid, "resource": resource, "start": now,
@@ -606,10 +633,16 @@ class TinyDBConnector:
         """Record the end of the job's current attempt; on disk (fdatasync) before it returns.
 
         `final=False` ends an attempt that will be retried: the job stays RUNNING.
+
+        When the file system refuses the write (disk full, I/O error) the record waits in memory
+        (`pending_records`, shown by `jobs`/`get_job`) and the flusher writes it when it can: this
+        never raises StoreWriteError into the job's thread.
         """
         now = time.time()
+        relpath = self._jobs_file(eid, jid)
         with self._locked():
-            doc = self._raw(self._jobs_file(eid, jid), "jobs").get(str(jid))
+            waiting = self._unwritten.get((eid, jid))
+            doc = waiting[1] if waiting else self._raw(relpath, "jobs").get(str(jid))
             if doc is None:
                 return
             attempts = [dict(a) for a in doc.get("attempts", [])]
@@ -619,7 +652,58 @@ class TinyDBConnector:
             new.pop("pid", None)  # the attempt's process is gone
             if final:
                 new.update(status=status, score=score, values=values, end=now)
-            self._put(self._jobs_file(eid, jid), "jobs", jid, new, sync=True)
+            if self._unwritten:  # earlier records wait: this one queues behind them
+                self._unwritten[(eid, jid)] = (relpath, new)
+                return
+            try:
+                self._put(relpath, "jobs", jid, new, sync=True)
+            except StoreWriteError:
+                self._unwritten[(eid, jid)] = (relpath, new)
+                self._start_flusher()
+
+    @property
+    def pending_records(self) -> int:
+        """Finished jobs' records waiting for the store to take them."""
+        return len(self._unwritten)
+
+    def write_pending(self) -> None:
+        """Write the records that wait (in order); StoreWriteError if the store still refuses."""
+        with self._locked():
+            while self._unwritten:
+                (eid, jid), (relpath, doc) = next(iter(self._unwritten.items()))
+                self._put(relpath, "jobs", jid, doc, sync=True)
+                del self._unwritten[(eid, jid)]
+
+    def _probe_writable(self) -> None:
+        """A page written and removed beside the journals: StoreWriteError while there is no room."""
+        from .files import is_write_error, write_all
+
+        path = os.path.join(self.root, f".probe-{os.getpid()}")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+            try:
+                write_all(fd, b"\0" * 8192)
+            finally:
+                os.close(fd)
+                os.unlink(path)
+        except OSError as exc:
+            if is_write_error(exc):
+                raise StoreWriteError(self.root, exc) from None
+            raise
+
+    def retry_writes(self) -> bool:
+        """Try everything that waits; True (and `write_error` cleared) once the store takes writes."""
+        try:
+            self.write_pending()
+            self.flush()
+            self._write_released()
+            if self.write_error is not None:
+                self._probe_writable()
+        except StoreWriteError as exc:
+            self.write_error = exc
+            return False
+        self.write_error = None
+        return True
 
     def _files(self, pattern: str) -> list[str]:
         """Databases matching `pattern` (relative to the store), whether snapshot or journal exists."""
@@ -635,32 +719,44 @@ class TinyDBConnector:
         return self._files(f"e{eid}/jobs-*.json")
 
     def get_job(self, jid: int, eid: int | None = None) -> dict | None:
+        with self._lock:
+            for (e, j), (_, doc) in self._unwritten.items():
+                if j == jid and eid in (None, e):
+                    return dict(doc)
         if eid is not None:
             with self._lock:
-                doc = self._jobs(eid, jid).get(doc_id=jid)
+                doc = self._raw(self._jobs_file(eid, jid), "jobs").get(str(jid))
             return dict(doc) if doc else None
         for relpath in self._files(f"e*/jobs-{jid // JOBS_PER_SHARD}.json"):
             with self._lock:
-                doc = table(self._db(relpath), "jobs").get(doc_id=jid)
+                doc = self._raw(relpath, "jobs").get(str(jid))
             if doc:
                 return dict(doc)
         return None
 
     def jobs(self, eid: int) -> list[dict]:
-        out: list[dict] = []
+        """Every job of experiment `eid` by jid, records still waiting to be written included."""
+        out: dict[int, dict] = {}
         for relpath in self._job_files(eid):
             with self._lock:
-                out.extend(dict(d) for d in table(self._db(relpath), "jobs").all())
-        out.sort(key=lambda d: d["jid"])
-        return out
+                for doc in self._raw(relpath, "jobs").values():
+                    out[doc["jid"]] = dict(doc)
+        with self._lock:
+            for (e, j), (_, doc) in self._unwritten.items():
+                if e == eid:
+                    out[j] = dict(doc)
+        return [out[j] for j in sorted(out)]
 
-    def get_best_result(self, eid: int, maximize: bool) -> tuple[int, float] | None:
-        """`(jid, score)` of the best FINISHED job (ties: the earliest job)."""
-        scored = [(j["score"], j["jid"]) for j in self.jobs(eid) if j["status"] == "FINISHED" and j["score"] is not None]
-        if not scored:
-            return None
-        score, jid = (max(scored, key=lambda t: (t[0], -t[1])) if maximize else min(scored))
-        return jid, score
+    def get_best_result(self, eid: int, maximize: bool,
+                        jobs: Iterable[dict] | None = None) -> tuple[int, float] | None:
+        """`(jid, score)` of the best FINISHED job; on a tie the one that finished first wins
+        (see `better`). `jobs`: the experiment's jobs when the caller has read them already."""
+        best: tuple[float, float | None, int] | None = None
+        for j in self.jobs(eid) if jobs is None else jobs:
+            if j["status"] == "FINISHED" and j["score"] is not None \
+                    and better(j["score"], j.get("end"), j["jid"], best, maximize):
+                best = (j["score"], j.get("end"), j["jid"])
+        return (best[2], best[0]) if best else None
 
     # -- intermediate results -------------------------------------------------------------
 
@@ -680,15 +776,18 @@ class TinyDBConnector:
 
     def _flush_loop(self) -> None:
         while not self._closed.wait(FLUSH_INTERVAL):
+            if self.write_error is not None or self._unwritten:
+                self.retry_writes()  # quietly: the experiment tells the person, once
+                continue
             if self._pending or self._pids or self._released or self._dirty:
                 try:
                     self.flush()
                     self._write_released()
                     self.sync()
+                except StoreWriteError:
+                    pass  # `write_error` is set: retried next round
                 except Exception:  # keep going; the next round retries the batch
-                    import logging
-
-                    logging.getLogger(__name__).exception("flushing the store failed")
+                    log.exception("flushing the store failed")
 
     def flush(self) -> None:
         """Write buffered intermediate results and job pids now."""
@@ -758,19 +857,43 @@ class TinyDBConnector:
     # -- stop requests and passive answers from other processes ---------------------------
 
     def request_stop(self, eid: int, jid: int | None = None) -> None:
-        """Ask the process running experiment `eid` to stop job `jid` (or the whole experiment)."""
-        with self._locked():
-            self._put(self.META, "stops", self._next_id("stop"), {"eid": eid, "jid": jid, "time": time.time()},
-                      sync=True)
+        """Ask the process running experiment `eid` to stop job `jid` (or the whole experiment).
+
+        On a full disk the request is an empty file (`stop.e<eid>.<jid|all>.<ns>`: an inode, no
+        data block), so a stop always gets through."""
+        try:
+            with self._locked():
+                self._put(self.META, "stops", self._next_id("stop"), {"eid": eid, "jid": jid, "time": time.time()},
+                          sync=True)
+        except StoreWriteError:
+            path = os.path.join(self.root, f"stop.e{eid}.{'all' if jid is None else jid}.{time.time_ns()}")
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+
+    def _stop_markers(self, eid: int | None = None) -> list[str]:
+        prefix = "stop." if eid is None else f"stop.e{eid}."
+        try:
+            return [os.path.join(self.root, n) for n in os.listdir(self.root) if n.startswith(prefix)]
+        except FileNotFoundError:
+            return []
+
+    def _marker_requests(self, eid: int | None = None) -> list[dict]:
+        out = []
+        for path in self._stop_markers(eid):
+            m = re.fullmatch(r"stop\.e([0-9]+)\.(all|[0-9]+)\.([0-9]+)", os.path.basename(path))
+            if m:
+                out.append({"eid": int(m.group(1)), "jid": None if m.group(2) == "all" else int(m.group(2)),
+                            "time": int(m.group(3)) / 1e9})
+        return out
 
     def stop_requests(self, eid: int) -> list[dict]:
         with self._lock:
-            return [dict(d) for d in self._meta("stops").all() if d["eid"] == eid]
+            stored = [dict(d) for d in self._raw(self.META, "stops").values() if d["eid"] == eid]
+        return stored + self._marker_requests(eid)
 
     def is_job_stopped(self, jid: int, eid: int | None = None) -> bool:
         with self._lock:
-            stops = self._meta("stops").all()
-        for req in stops:
+            stops = list(self._raw(self.META, "stops").values())
+        for req in stops + self._marker_requests(eid):
             if req["jid"] == jid or (req["jid"] is None and eid is not None and req["eid"] == eid):
                 return True
         doc = self.get_job(jid, eid)
@@ -807,14 +930,27 @@ class TinyDBConnector:
         return new != stamp, new
 
     def close(self) -> None:
-        """Flush what is buffered and fold journals into plain TinyDB files."""
+        """Flush what is buffered and fold the journals we wrote into plain TinyDB files.
+
+        On a store that can't be written, what waits is named in one warning (the jobs' logs
+        keep their output) and the files are left as they are: readable, journals unfolded."""
         self._closed.set()
-        self.flush()
-        self._write_released()
-        with self._locked():
-            for db in self._dbs.values():
-                storage_of(db).compact()
-                db.close()
-            self._dbs.clear()
-        self.sync()
-        os.close(self._lockfd)
+        try:
+            self.write_pending()
+            self.flush()
+            self._write_released()
+            with self._locked():
+                for relpath in sorted(self._written):
+                    storage_of(self._db(relpath)).compact()
+        except StoreWriteError as exc:
+            lost = len(self._unwritten)
+            if lost or self._pending:
+                log.warning("aup-tui: %s; %d finished jobs' records and %d intermediate results were not "
+                            "written (the jobs' output is in their logs)", exc, lost, len(self._pending))
+        finally:
+            with self._lock:
+                for db in self._dbs.values():
+                    db.close()
+                self._dbs.clear()
+            self.sync()
+            os.close(self._lockfd)

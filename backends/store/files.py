@@ -9,19 +9,78 @@ journal outgrows the snapshot it is folded into a new snapshot (compaction).
 Journal operations set a document's final value (put / delete / clear a table), so replaying a
 journal that a crash left behind after its compaction is harmless. A torn last line (power loss
 in the middle of an append) is ignored by readers and cut off by the next writer.
+
+A write that the file system refuses (disk full, I/O error, quota) raises `StoreWriteError` and
+leaves the journal cut back to its last complete line, never a torn middle; a file that cannot be
+parsed raises `StoreCorruptError` naming it. Files are created 0o666 and left to the umask.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import threading
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from tinydb import TinyDB
 from tinydb.storages import Storage
 
+from ..errors import AupError
+
 COMPACT_MIN_BYTES = 64 * 1024
+
+#: errors that mean "no room or a failing disk": writes wait and are retried, nothing is dropped
+WRITE_ERRNOS = frozenset(e for e in (errno.ENOSPC, errno.EIO, getattr(errno, "EDQUOT", None),
+                                     errno.EROFS, errno.EFBIG) if e is not None)
+
+
+class StoreWriteError(AupError):
+    """The store's file system refused a write (ENOSPC, EIO, EDQUOT, EROFS): retry when it has room."""
+
+    def __init__(self, path: str, exc: OSError) -> None:
+        self.path = path
+        self.errno = exc.errno
+        self.strerror = exc.strerror or str(exc)
+        super().__init__(f"store can't be written: {self.strerror} on {path} — free space there and retry")
+
+
+class StoreCorruptError(AupError):
+    """A store file that cannot be parsed: one message naming it and what to do."""
+
+    def __init__(self, path: str, what: str) -> None:
+        self.path = path
+        super().__init__(f"store file {path} is damaged ({what}): move it aside "
+                         f"(mv {path} {path}.damaged) and run the command again — "
+                         "the rest of the store is kept")
+
+
+def is_write_error(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """`os.write` until every byte is written (a short write is not an error)."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:  # pragma: no cover - write(2) returns >0 or raises
+            raise OSError(errno.EIO, "write returned 0")
+        view = view[n:]
+
+
+def _check_op(op: Any) -> dict[str, Any]:
+    if not (isinstance(op, dict) and isinstance(op.get("t"), str) and isinstance(op.get("id", ""), str)
+            and ("id" in op or op.get("clear")) and ("d" not in op or isinstance(op["d"], dict))):
+        raise ValueError("a journal line is not an operation")
+    return op
+
+
+def _check_snapshot(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict) or not all(
+            isinstance(t, dict) and all(isinstance(d, dict) for d in t.values()) for t in data.values()):
+        raise ValueError("not a TinyDB database")
+    return data
 
 
 def _sig(path: str) -> tuple[int, int, int] | None:
@@ -46,8 +105,11 @@ def apply_op(data: dict[str, dict[str, Any]], op: dict[str, Any]) -> None:
 class JournaledStorage(Storage):
     """A TinyDB `Storage`: `read()` = snapshot + journal; `append(ops)` is the fast write path."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, validate: Callable[[str, str, dict[str, Any]], None] | None = None) -> None:
+        """`validate(table, doc_id, doc)` checks each document as it is read and raises
+        ValueError for a damaged one, so that damage is reported here, naming the file."""
         self.path = path
+        self.validate = validate
         self.log_path = path + ".log"
         self._mutex = threading.RLock()
         self._data: dict[str, dict[str, Any]] | None = None
@@ -77,18 +139,43 @@ class JournaledStorage(Storage):
             return self._data
 
     def _load_snapshot(self) -> dict[str, Any]:
-        with open(self.path, "rb") as f:
-            raw = f.read()
-        return json.loads(raw) if raw.strip() else {}
+        try:
+            with open(self.path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:  # replaced or removed since we looked
+            return {}
+        try:
+            data = _check_snapshot(json.loads(raw)) if raw.strip() else {}
+            if self.validate is not None:
+                for tbl, docs in data.items():
+                    for doc_id, doc in docs.items():
+                        self.validate(tbl, doc_id, doc)
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            self._data = None
+            raise StoreCorruptError(self.path, _what(exc)) from None
+        return data
 
     def _replay(self, size: int) -> None:
-        with open(self.log_path, "rb") as f:
-            f.seek(self._log_off)
-            chunk = f.read(size - self._log_off)
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_off)
+                chunk = f.read(size - self._log_off)
+        except FileNotFoundError:
+            return
         end = chunk.rfind(b"\n") + 1  # a torn last line waits (or is cut by the next writer)
-        for line in chunk[:end].splitlines():
-            if line:
-                apply_op(self._data, json.loads(line))
+        ops = []
+        try:
+            for line in chunk[:end].splitlines():
+                if line:
+                    op = _check_op(json.loads(line))
+                    if self.validate is not None and "d" in op:
+                        self.validate(op["t"], op["id"], op["d"])
+                    ops.append(op)
+        except ValueError as exc:
+            self._data = None  # re-read from the start next time: never half a replay
+            raise StoreCorruptError(self.log_path, _what(exc)) from None
+        for op in ops:
+            apply_op(self._data, op)
         self._log_off += end
 
     # -- writing --------------------------------------------------------------------------
@@ -102,16 +189,29 @@ class JournaledStorage(Storage):
             self.read()
             ops = list(ops)
             payload = "".join(json.dumps(op, separators=(",", ":")) + "\n" for op in ops).encode()
-            fd = self._journal_fd()
-            size = os.fstat(fd).st_size
-            if size != self._log_off:  # a torn tail from a crashed writer: drop it
-                os.ftruncate(fd, self._log_off)
-            os.write(fd, payload)
+            try:
+                fd = self._journal_fd()
+                size = os.fstat(fd).st_size
+                if size != self._log_off:  # a torn tail from a crashed writer: drop it
+                    os.ftruncate(fd, self._log_off)
+                write_all(fd, payload)
+            except OSError as exc:
+                if self._fd is not None:
+                    try:  # never leave half an append behind
+                        os.ftruncate(self._fd, self._log_off)
+                    except OSError:
+                        pass  # readers ignore a torn last line; the next append cuts it
+                if is_write_error(exc):
+                    raise StoreWriteError(self.log_path, exc) from None
+                raise
             for op in ops:
                 apply_op(self._data, op)
             self._log_off += len(payload)
             if self._log_off > max(COMPACT_MIN_BYTES, 2 * (self._snap[2] if self._snap else 0)):
-                self._compact(sync=True)
+                try:
+                    self._compact(sync=True)
+                except StoreWriteError:
+                    pass  # the journal holds the data; compaction waits for room
             return fd
 
     def write(self, data: dict[str, Any]) -> None:
@@ -133,16 +233,18 @@ class JournaledStorage(Storage):
         try:
             with open(tmp, "wb") as f:
                 f.write(payload)
+                f.flush()
                 if sync:
-                    f.flush()
                     os.fsync(f.fileno())
             os.replace(tmp, self.path)
-        except BaseException:
+        except BaseException as exc:
             try:
                 os.unlink(tmp)
             except OSError:
                 pass
             self._data = None
+            if is_write_error(exc):
+                raise StoreWriteError(self.path, exc) from None  # type: ignore[arg-type]
             raise
         fd = self._journal_fd()
         os.ftruncate(fd, 0)
@@ -153,9 +255,30 @@ class JournaledStorage(Storage):
 
     def _journal_fd(self) -> int:
         if self._fd is None:
-            self._fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                self._fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # umask applies
+            except OSError as exc:
+                if is_write_error(exc):
+                    raise StoreWriteError(self.log_path, exc) from None
+                raise
             self._log_ino = os.fstat(self._fd).st_ino
         return self._fd
+
+    def release_fd(self) -> None:
+        """Close the journal's fd but keep what was read (the next append reopens it)."""
+        with self._mutex:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    @property
+    def holds_fd(self) -> bool:
+        return self._fd is not None
+
+    @property
+    def journal_bytes(self) -> int:
+        """Bytes of journal read so far (0 after a compaction)."""
+        return self._log_off
 
     def close(self) -> None:
         with self._mutex:
@@ -165,9 +288,14 @@ class JournaledStorage(Storage):
             self._data = None
 
 
-def open_db(path: str) -> TinyDB:
+def _what(exc: ValueError) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:120]
+
+
+def open_db(path: str, validate: Callable[[str, str, dict[str, Any]], None] | None = None) -> TinyDB:
     """A TinyDB on `path` through the journaled storage."""
-    return TinyDB(path, storage=JournaledStorage)
+    return TinyDB(path, storage=JournaledStorage, validate=validate)
 
 
 def table(db: TinyDB, name: str):
