@@ -13,6 +13,12 @@ One cross-process lock (`.aup/store.lock`) serialises writers; readers need none
 snapshot is replaced atomically and a journal line is applied only once complete. A finished
 job's record is fdatasync'ed before `end_job` returns; intermediate results are buffered and
 flushed every half second.
+
+When the file system refuses a write (disk full, I/O error: `StoreWriteError`), nothing is
+dropped: finished jobs' records wait in memory (`pending_records`), `write_error` says why, no
+new job may start, and the flusher retries until they are written. Ids never go backwards even
+if `meta.json` is lost (they are never lower than any id found in the `e<eid>/` folders), and
+`meta.json`'s experiments can be rebuilt from `e<eid>/experiment.json`, which mirrors them.
 """
 
 from __future__ import annotations
@@ -20,23 +26,27 @@ from __future__ import annotations
 import fcntl
 import getpass
 import glob
+import logging
 import os
+import re
 import socket
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from tinydb import Query
 
-from .files import open_db, storage_of, table
+from .files import StoreCorruptError, StoreWriteError, open_db, storage_of, table
 from .process import ProcessId, current_process, is_alive
+
+log = logging.getLogger("backends.store")
 
 JOBS_PER_SHARD = 32
 RESULTS_PER_PART = 4096
 JID_BLOCK = 64
 FLUSH_INTERVAL = 0.5
-OPEN_DBS = 32  # databases kept open (and cached in memory) at once
+OPEN_DBS = 32  # journals kept open for writing at once (every database read stays cached)
 
 #: Job states that are not over yet; the others (FINISHED, FAILED, STOPPED, EARLY_STOPPED,
 #: INTERRUPTED) are final.
@@ -63,6 +73,54 @@ def _owner_alive(owner: list | None) -> bool:
     return bool(owner) and is_alive(ProcessId(*owner))
 
 
+def better(score: float, end: float | None, jid: int, than: tuple[float, float | None, int] | None,
+           maximize: bool) -> bool:
+    """The one rule for "best job": the higher (lower when minimizing) score wins; on a tie the
+    job that FINISHED first (earliest end time) wins, then the lower jid. `than` is the current
+    best as `(score, end, jid)` (None: anything is better)."""
+    if than is None:
+        return True
+    if score != than[0]:
+        return score > than[0] if maximize else score < than[0]
+    mine, theirs = (end if end is not None else float("inf")), (than[1] if than[1] is not None else float("inf"))
+    return (mine, jid) < (theirs, than[2])
+
+
+# -- what a document of each table must look like (a damaged one is reported, not trusted) -----
+
+_NUM = (int, float)
+_OWNER = (list, type(None))
+_SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
+    "resources": {"rid": (int,), "name": (str,), "type": (str,), "status": (str,), "owner": _OWNER},
+    "experiments": {"eid": (int,), "name": (str,), "status": (str,), "owner": _OWNER},
+    "experiment": {"eid": (int,), "name": (str,), "status": (str,), "owner": _OWNER},
+    "stops": {"eid": (int,), "time": _NUM},
+    "passive": {"eid": (int,), "jid": (int,), "text": (str,), "time": _NUM},
+    "jobs": {"jid": (int,), "eid": (int,), "status": (str,), "config": (dict,), "attempts": (list,),
+             "score": (int, float, type(None)), "resource": (str, type(None))},
+    "results": {"jid": (int,), "index": (int,), "values": (list,)},
+    "config": {"config": (dict,)},
+    "labels": {"labels": (list,)},
+    "errors": {"message": (str,)},
+}
+
+
+def _validate(tbl: str, doc_id: str, doc: dict[str, Any]) -> None:
+    """Raise ValueError when `doc` (of table `tbl`) is not what this store writes."""
+    if not doc_id.isdigit():
+        raise ValueError(f"document id {doc_id[:20]!r} in table '{tbl}' is not a number")
+    if tbl == "counters":
+        if not all(isinstance(v, int) for v in doc.values()):
+            raise ValueError("an id counter is not a number")
+        return
+    for key, types in _SCHEMA.get(tbl, {}).items():
+        if not isinstance(doc.get(key), types) or (types is not _NUM and isinstance(doc.get(key), bool)):
+            raise ValueError(f"'{key}' of document {doc_id} in table '{tbl}' is missing or not a {types[0].__name__}")
+    owner = doc.get("owner")
+    if owner is not None and (len(owner) != 2 or not all(isinstance(v, int) for v in owner)):
+        raise ValueError(f"'owner' of document {doc_id} in table '{tbl}' is not [pid, start]")
+
+
 class TinyDBConnector:
     """The connector every resource manager takes (Auptimizer's `aup.dbase` connector role)."""
 
@@ -76,7 +134,7 @@ class TinyDBConnector:
         self.root = os.path.join(self.auppath, "store")
         os.makedirs(self.root, exist_ok=True)
         self._lock = threading.RLock()
-        self._lockfd = os.open(os.path.join(self.auppath, "store.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        self._lockfd = os.open(os.path.join(self.auppath, "store.lock"), os.O_RDWR | os.O_CREAT, 0o666)  # umask
         self._flock_depth = 0
         self._released: set[int] = set()  # rids freed by us but still marked taken on disk
         self._to_sync: list[int] = []  # journal fds (dups) to fdatasync when the lock is released
@@ -89,22 +147,30 @@ class TinyDBConnector:
         self._pending_lock = threading.Lock()
         self._flusher: threading.Thread | None = None
         self._closed = threading.Event()
+        #: finished jobs' records the file system refused, in order: (eid, jid) → (file, record)
+        self._unwritten: dict[tuple[int, int], tuple[str, dict]] = {}
+        #: why the store can't be written now (None: it can); cleared by the flusher's retry
+        self.write_error: StoreWriteError | None = None
+        self._written: set[str] = set()  # databases this connector appended to (compacted on close)
+        self._jid_floor: int | None = None
+        self._check_meta()
 
     # -- plumbing -------------------------------------------------------------------------
 
     def _db(self, relpath: str):
-        """The open database for `relpath`; only the most recently used stay open (memory, fds)."""
+        """The database for `relpath`. Every database read stays cached (a re-read costs two
+        stats); only the `OPEN_DBS` most recently used keep their journal open for writing."""
         with self._lock:
             db = self._dbs.pop(relpath, None)
             if db is None:
-                path = os.path.join(self.root, relpath)
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                db = open_db(path)
-                if len(self._dbs) >= OPEN_DBS:
-                    oldest = next(iter(self._dbs))
-                    self._dbs.pop(oldest).close()
+                db = open_db(os.path.join(self.root, relpath), validate=_validate)
             self._dbs[relpath] = db  # most recent last
             return db
+
+    def _release_fds(self) -> None:
+        holding = [db for db in self._dbs.values() if storage_of(db).holds_fd]
+        for db in holding[:max(0, len(holding) - OPEN_DBS)]:
+            storage_of(db).release_fd()
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -131,6 +197,8 @@ class TinyDBConnector:
             for fd in to_sync:
                 try:
                     os.fdatasync(fd)
+                except OSError as exc:  # EIO: the record may not be durable; say so, go on
+                    log.warning("store: fdatasync failed: %s", exc)
                 finally:
                     os.close(fd)
 
@@ -139,7 +207,23 @@ class TinyDBConnector:
 
         `sync`: on disk before the outermost `_locked` block returns.
         """
-        fd = storage_of(self._db(relpath)).append(ops)
+        path = os.path.join(self.root, relpath)
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd = storage_of(self._db(relpath)).append(ops)
+        except StoreWriteError as exc:
+            self.write_error = exc
+            raise
+        except OSError as exc:
+            from .files import is_write_error
+
+            if not is_write_error(exc):
+                raise
+            self.write_error = StoreWriteError(path, exc)
+            raise self.write_error from None
+        if relpath not in self._written:
+            self._written.add(relpath)
+            self._release_fds()
         if sync and self.sync_each_job:
             self._to_sync.append(os.dup(fd))
         elif relpath not in self._dirty:
@@ -153,6 +237,8 @@ class TinyDBConnector:
         for fd in dirty.values():
             try:
                 os.fdatasync(fd)
+            except OSError:
+                pass  # a failing disk: the next write reports it
             finally:
                 os.close(fd)
 
@@ -199,11 +285,91 @@ class TinyDBConnector:
         return table(self._db(self._jobs_file(eid, jid)), "jobs")
 
     def _next_id(self, counter: str, count: int = 1) -> int:
-        """Reserve `count` ids of `counter` (caller holds `_locked`); returns the first."""
-        doc = self._meta("counters").get(doc_id=1) or {}
-        first = int(doc.get(counter, 0)) + 1
+        """Reserve `count` ids of `counter` (caller holds `_locked`); returns the first.
+
+        Never lower than an id already in the tables, so a lost or damaged meta.json cannot make
+        ids start again and overwrite experiment 1."""
+        doc = self._raw(self.META, "counters").get("1") or {}
+        first = max(int(doc.get(counter, 0)), self._id_floor(counter)) + 1
         self._put(self.META, "counters", 1, {**doc, counter: first + count - 1})
         return first
+
+    def _eids_on_disk(self) -> set[int]:
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return set()
+        return {int(n[1:]) for n in names if re.fullmatch(r"e[0-9]+", n)}
+
+    def _id_floor(self, counter: str) -> int:
+        """The highest id of `counter` found in the tables themselves."""
+        if counter == "eid":
+            return max(self._eids_on_disk() | set(map(int, self._raw(self.META, "experiments"))), default=0)
+        if counter == "jid":
+            if self._jid_floor is None:  # jobs-<n>.json holds jids n*32 … n*32+31: names suffice
+                shards = [int(m.group(1)) for p in glob.glob(os.path.join(self.root, "e*", "jobs-*.json*"))
+                          if (m := re.search(r"jobs-([0-9]+)\.json", os.path.basename(p)))]
+                self._jid_floor = max(((n + 1) * JOBS_PER_SHARD - 1 for n in shards), default=0)
+            return self._jid_floor
+        tbl = {"rid": "resources", "stop": "stops"}.get(counter, counter)
+        return max(map(int, self._raw(self.META, tbl)), default=0)
+
+    # -- damage to meta.json ----------------------------------------------------------------
+
+    def _check_meta(self) -> None:
+        """Read meta.json once; a damaged one is moved aside and its experiments rebuilt from the
+        `e<eid>/` folders (ids, records), as are experiments missing from it."""
+        storage = storage_of(self._db(self.META))
+        repaired = False
+        for _ in range(3):
+            try:
+                data = storage.read() or {}
+                break
+            except StoreCorruptError as exc:
+                aside = f"{exc.path}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+                try:
+                    os.replace(exc.path, aside)
+                except OSError:
+                    raise exc from None
+                log.warning("aup-tui: %s was damaged (%s); moved it to %s and rebuilt what it held from the "
+                            "experiment folders", exc.path, str(exc).split("(", 1)[1].split(")")[0], aside)
+                repaired = True
+        else:  # pragma: no cover - three damaged files in a row
+            data = {}
+        if not repaired and self._eids_on_disk() <= set(map(int, data.get("experiments", {}))):
+            return
+        try:
+            with self._locked():
+                self._rebuild_experiments()
+        except StoreWriteError:
+            pass  # no room to repair now: the next command tries again
+
+    def _rebuild_experiments(self) -> None:
+        """Put back into meta.json the experiments only their folders remember (caller holds `_locked`)."""
+        known = self._raw(self.META, "experiments")
+        for eid in sorted(self._eids_on_disk()):
+            mirror = self._read_or_none(self._exp_file(eid), "experiment").get("1")
+            if str(eid) in known and not (mirror and known[str(eid)].get("status") == "RUNNING"
+                                          and mirror.get("status") != "RUNNING"):
+                continue
+            if mirror is None:
+                config = (self._read_or_none(self._exp_file(eid), "config").get("1") or {}).get("config") or {}
+                mirror = {"eid": eid, "user": None, "name": str(config.get("name", f"experiment {eid}")),
+                          "status": "INTERRUPTED", "start": None, "end": None, "owner": None, "host": None,
+                          "best_jid": None, "best_score": None, "n_samples": config.get("n_samples"),
+                          "target": config.get("target", "max"), "resource": config.get("resource")}
+            self._put(self.META, "experiments", eid, {**mirror, "eid": eid})
+        counters = self._raw(self.META, "counters").get("1") or {}
+        floors = {c: max(int(counters.get(c, 0)), self._id_floor(c)) for c in ("eid", "jid")}
+        if any(floors[c] != counters.get(c) for c in floors):
+            self._put(self.META, "counters", 1, {**counters, **floors})
+
+    def _read_or_none(self, relpath: str, tbl: str) -> dict[str, dict]:
+        """A table of a file that may be missing or damaged ({} then)."""
+        try:
+            return self._raw(relpath, tbl)
+        except StoreCorruptError:
+            return {}
 
     # -- resources ------------------------------------------------------------------------
 
@@ -276,13 +442,20 @@ class TinyDBConnector:
     def _write_released(self) -> None:
         with self._locked():
             if self._released:
-                rids, self._released = sorted(self._released), set()
-                self._patch(self.META, "resources", rids, _FREE)
+                rids = sorted(self._released)
+                self._patch(self.META, "resources", rids, _FREE)  # on failure they stay to write
+                self._released.difference_update(rids)
 
     # -- recovery -------------------------------------------------------------------------
 
     def recover(self) -> dict[str, list[int]]:
         """Reclaim what dead processes left behind: taken resources, running experiments and jobs."""
+        try:
+            return self._recover()
+        except StoreWriteError:  # a full disk: reads still work; the next command tries again
+            return {"resources": [], "experiments": [], "jobs": []}
+
+    def _recover(self) -> dict[str, list[int]]:
         now = time.time()
         with self._locked():
             freed = [d.doc_id for d in self._meta("resources").all()
@@ -294,7 +467,11 @@ class TinyDBConnector:
             jobs: list[int] = []
             for eid in experiments:
                 for relpath in self._job_files(eid):
-                    for doc in table(self._db(relpath), "jobs").all():
+                    try:
+                        docs = table(self._db(relpath), "jobs").all()
+                    except StoreCorruptError:
+                        continue  # reported by the command that shows it; never blocks every command
+                    for doc in docs:
                         if doc["status"] not in LIVE_STATES:
                             continue
                         attempts = [dict(a) for a in doc.get("attempts", [])]
@@ -318,16 +495,29 @@ class TinyDBConnector:
                 "best_jid": None, "best_score": None, **info,
             }
             self._put(self._exp_file(eid), "config", 1, {"config": config})
+            self._put(self._exp_file(eid), "experiment", 1, doc)  # the copy meta.json is rebuilt from
             self._put(self.META, "experiments", eid, doc, sync=True)
             return eid
 
     def end_experiment(self, eid: int, status: str, **fields: Any) -> None:
+        """Record how experiment `eid` ended (after its waiting records): raises StoreWriteError
+        while the store can't be written."""
+        self.write_pending()
         self.flush()
         self._write_released()
         with self._locked():
             stops = [d.doc_id for d in self._meta("stops").all() if d["eid"] == eid]
             self._delete(self.META, "stops", stops)
-            self._patch(self.META, "experiments", [eid], {"status": status, "end": time.time(), **fields}, sync=True)
+            doc = self._raw(self.META, "experiments").get(str(eid))
+            if doc is not None:
+                new = {**doc, "status": status, "end": time.time(), **fields}
+                self._put(self._exp_file(eid), "experiment", 1, new)
+                self._put(self.META, "experiments", eid, new, sync=True)
+        for path in self._stop_markers(eid):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
     def experiments(self) -> list[dict]:
         with self._lock:
@@ -376,9 +566,12 @@ class TinyDBConnector:
 
     def start_job(self, eid: int, jid: int, config: dict, rid: int | None, resource: str,
                   attempt: int, status: str = "RUNNING") -> None:
-        """Record that attempt `attempt` of job `jid` started on resource `rid`."""
+        """Record that attempt `attempt` of job `jid` started on resource `rid`; refused
+        (StoreWriteError) while earlier records wait for room."""
         now = time.time()
         with self._locked():
+            if self._unwritten and self.write_error is not None:
+                raise self.write_error
             doc = self._raw(self._jobs_file(eid, jid), "jobs").get(str(jid))
             attempts = [dict(a) for a in doc["attempts"]] if doc else []
             attempts.append({"attempt": attempt, "rid": rid, "resource": resource, "start": now,
@@ -440,10 +633,16 @@ class TinyDBConnector:
         """Record the end of the job's current attempt; on disk (fdatasync) before it returns.
 
         `final=False` ends an attempt that will be retried: the job stays RUNNING.
+
+        When the file system refuses the write (disk full, I/O error) the record waits in memory
+        (`pending_records`, shown by `jobs`/`get_job`) and the flusher writes it when it can: this
+        never raises StoreWriteError into the job's thread.
         """
         now = time.time()
+        relpath = self._jobs_file(eid, jid)
         with self._locked():
-            doc = self._raw(self._jobs_file(eid, jid), "jobs").get(str(jid))
+            waiting = self._unwritten.get((eid, jid))
+            doc = waiting[1] if waiting else self._raw(relpath, "jobs").get(str(jid))
             if doc is None:
                 return
             attempts = [dict(a) for a in doc.get("attempts", [])]
@@ -453,7 +652,58 @@ class TinyDBConnector:
             new.pop("pid", None)  # the attempt's process is gone
             if final:
                 new.update(status=status, score=score, values=values, end=now)
-            self._put(self._jobs_file(eid, jid), "jobs", jid, new, sync=True)
+            if self._unwritten:  # earlier records wait: this one queues behind them
+                self._unwritten[(eid, jid)] = (relpath, new)
+                return
+            try:
+                self._put(relpath, "jobs", jid, new, sync=True)
+            except StoreWriteError:
+                self._unwritten[(eid, jid)] = (relpath, new)
+                self._start_flusher()
+
+    @property
+    def pending_records(self) -> int:
+        """Finished jobs' records waiting for the store to take them."""
+        return len(self._unwritten)
+
+    def write_pending(self) -> None:
+        """Write the records that wait (in order); StoreWriteError if the store still refuses."""
+        with self._locked():
+            while self._unwritten:
+                (eid, jid), (relpath, doc) = next(iter(self._unwritten.items()))
+                self._put(relpath, "jobs", jid, doc, sync=True)
+                del self._unwritten[(eid, jid)]
+
+    def _probe_writable(self) -> None:
+        """A page written and removed beside the journals: StoreWriteError while there is no room."""
+        from .files import is_write_error, write_all
+
+        path = os.path.join(self.root, f".probe-{os.getpid()}")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+            try:
+                write_all(fd, b"\0" * 8192)
+            finally:
+                os.close(fd)
+                os.unlink(path)
+        except OSError as exc:
+            if is_write_error(exc):
+                raise StoreWriteError(self.root, exc) from None
+            raise
+
+    def retry_writes(self) -> bool:
+        """Try everything that waits; True (and `write_error` cleared) once the store takes writes."""
+        try:
+            self.write_pending()
+            self.flush()
+            self._write_released()
+            if self.write_error is not None:
+                self._probe_writable()
+        except StoreWriteError as exc:
+            self.write_error = exc
+            return False
+        self.write_error = None
+        return True
 
     def _files(self, pattern: str) -> list[str]:
         """Databases matching `pattern` (relative to the store), whether snapshot or journal exists."""
@@ -469,32 +719,44 @@ class TinyDBConnector:
         return self._files(f"e{eid}/jobs-*.json")
 
     def get_job(self, jid: int, eid: int | None = None) -> dict | None:
+        with self._lock:
+            for (e, j), (_, doc) in self._unwritten.items():
+                if j == jid and eid in (None, e):
+                    return dict(doc)
         if eid is not None:
             with self._lock:
-                doc = self._jobs(eid, jid).get(doc_id=jid)
+                doc = self._raw(self._jobs_file(eid, jid), "jobs").get(str(jid))
             return dict(doc) if doc else None
         for relpath in self._files(f"e*/jobs-{jid // JOBS_PER_SHARD}.json"):
             with self._lock:
-                doc = table(self._db(relpath), "jobs").get(doc_id=jid)
+                doc = self._raw(relpath, "jobs").get(str(jid))
             if doc:
                 return dict(doc)
         return None
 
     def jobs(self, eid: int) -> list[dict]:
-        out: list[dict] = []
+        """Every job of experiment `eid` by jid, records still waiting to be written included."""
+        out: dict[int, dict] = {}
         for relpath in self._job_files(eid):
             with self._lock:
-                out.extend(dict(d) for d in table(self._db(relpath), "jobs").all())
-        out.sort(key=lambda d: d["jid"])
-        return out
+                for doc in self._raw(relpath, "jobs").values():
+                    out[doc["jid"]] = dict(doc)
+        with self._lock:
+            for (e, j), (_, doc) in self._unwritten.items():
+                if e == eid:
+                    out[j] = dict(doc)
+        return [out[j] for j in sorted(out)]
 
-    def get_best_result(self, eid: int, maximize: bool) -> tuple[int, float] | None:
-        """`(jid, score)` of the best FINISHED job (ties: the earliest job)."""
-        scored = [(j["score"], j["jid"]) for j in self.jobs(eid) if j["status"] == "FINISHED" and j["score"] is not None]
-        if not scored:
-            return None
-        score, jid = (max(scored, key=lambda t: (t[0], -t[1])) if maximize else min(scored))
-        return jid, score
+    def get_best_result(self, eid: int, maximize: bool,
+                        jobs: Iterable[dict] | None = None) -> tuple[int, float] | None:
+        """`(jid, score)` of the best FINISHED job; on a tie the one that finished first wins
+        (see `better`). `jobs`: the experiment's jobs when the caller has read them already."""
+        best: tuple[float, float | None, int] | None = None
+        for j in self.jobs(eid) if jobs is None else jobs:
+            if j["status"] == "FINISHED" and j["score"] is not None \
+                    and better(j["score"], j.get("end"), j["jid"], best, maximize):
+                best = (j["score"], j.get("end"), j["jid"])
+        return (best[2], best[0]) if best else None
 
     # -- intermediate results -------------------------------------------------------------
 
@@ -514,15 +776,18 @@ class TinyDBConnector:
 
     def _flush_loop(self) -> None:
         while not self._closed.wait(FLUSH_INTERVAL):
+            if self.write_error is not None or self._unwritten:
+                self.retry_writes()  # quietly: the experiment tells the person, once
+                continue
             if self._pending or self._pids or self._released or self._dirty:
                 try:
                     self.flush()
                     self._write_released()
                     self.sync()
+                except StoreWriteError:
+                    pass  # `write_error` is set: retried next round
                 except Exception:  # keep going; the next round retries the batch
-                    import logging
-
-                    logging.getLogger(__name__).exception("flushing the store failed")
+                    log.exception("flushing the store failed")
 
     def flush(self) -> None:
         """Write buffered intermediate results and job pids now."""
@@ -592,19 +857,43 @@ class TinyDBConnector:
     # -- stop requests and passive answers from other processes ---------------------------
 
     def request_stop(self, eid: int, jid: int | None = None) -> None:
-        """Ask the process running experiment `eid` to stop job `jid` (or the whole experiment)."""
-        with self._locked():
-            self._put(self.META, "stops", self._next_id("stop"), {"eid": eid, "jid": jid, "time": time.time()},
-                      sync=True)
+        """Ask the process running experiment `eid` to stop job `jid` (or the whole experiment).
+
+        On a full disk the request is an empty file (`stop.e<eid>.<jid|all>.<ns>`: an inode, no
+        data block), so a stop always gets through."""
+        try:
+            with self._locked():
+                self._put(self.META, "stops", self._next_id("stop"), {"eid": eid, "jid": jid, "time": time.time()},
+                          sync=True)
+        except StoreWriteError:
+            path = os.path.join(self.root, f"stop.e{eid}.{'all' if jid is None else jid}.{time.time_ns()}")
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+
+    def _stop_markers(self, eid: int | None = None) -> list[str]:
+        prefix = "stop." if eid is None else f"stop.e{eid}."
+        try:
+            return [os.path.join(self.root, n) for n in os.listdir(self.root) if n.startswith(prefix)]
+        except FileNotFoundError:
+            return []
+
+    def _marker_requests(self, eid: int | None = None) -> list[dict]:
+        out = []
+        for path in self._stop_markers(eid):
+            m = re.fullmatch(r"stop\.e([0-9]+)\.(all|[0-9]+)\.([0-9]+)", os.path.basename(path))
+            if m:
+                out.append({"eid": int(m.group(1)), "jid": None if m.group(2) == "all" else int(m.group(2)),
+                            "time": int(m.group(3)) / 1e9})
+        return out
 
     def stop_requests(self, eid: int) -> list[dict]:
         with self._lock:
-            return [dict(d) for d in self._meta("stops").all() if d["eid"] == eid]
+            stored = [dict(d) for d in self._raw(self.META, "stops").values() if d["eid"] == eid]
+        return stored + self._marker_requests(eid)
 
     def is_job_stopped(self, jid: int, eid: int | None = None) -> bool:
         with self._lock:
-            stops = self._meta("stops").all()
-        for req in stops:
+            stops = list(self._raw(self.META, "stops").values())
+        for req in stops + self._marker_requests(eid):
             if req["jid"] == jid or (req["jid"] is None and eid is not None and req["eid"] == eid):
                 return True
         doc = self.get_job(jid, eid)
@@ -641,14 +930,27 @@ class TinyDBConnector:
         return new != stamp, new
 
     def close(self) -> None:
-        """Flush what is buffered and fold journals into plain TinyDB files."""
+        """Flush what is buffered and fold the journals we wrote into plain TinyDB files.
+
+        On a store that can't be written, what waits is named in one warning (the jobs' logs
+        keep their output) and the files are left as they are: readable, journals unfolded."""
         self._closed.set()
-        self.flush()
-        self._write_released()
-        with self._locked():
-            for db in self._dbs.values():
-                storage_of(db).compact()
-                db.close()
-            self._dbs.clear()
-        self.sync()
-        os.close(self._lockfd)
+        try:
+            self.write_pending()
+            self.flush()
+            self._write_released()
+            with self._locked():
+                for relpath in sorted(self._written):
+                    storage_of(self._db(relpath)).compact()
+        except StoreWriteError as exc:
+            lost = len(self._unwritten)
+            if lost or self._pending:
+                log.warning("aup-tui: %s; %d finished jobs' records and %d intermediate results were not "
+                            "written (the jobs' output is in their logs)", exc, lost, len(self._pending))
+        finally:
+            with self._lock:
+                for db in self._dbs.values():
+                    db.close()
+                self._dbs.clear()
+            self.sync()
+            os.close(self._lockfd)
