@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from textual import on, work
+from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.markup import escape
+from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static, TextArea
 
@@ -38,6 +39,35 @@ class PassiveRequest:
                    workingdir=event.workingdir, config_path=event.config_path)
 
 
+class PasteArea(TextArea):
+    """The form's text area. The submit key is handled here, in order with the keys and pastes
+    queued before it, so a submit acts on exactly the text on screen however fast input came.
+
+    (A priority binding on the screen would run as the app reads the key, before this widget
+    has processed the keys and the paste still in its queue: the submit then saw older text.)
+    """
+
+    class SubmitText(Message):
+        """Submit `text`: the area's whole text when the submit key or request was processed."""
+
+        def __init__(self, text: str) -> None:
+            super().__init__()
+            self.text = text
+
+    async def _on_key(self, event: events.Key) -> None:
+        if event.is_printable or event.key in ("enter", "tab", "escape"):
+            return  # TextArea's own handler (next in the MRO) inserts it
+        active = self.screen.active_bindings.get(event.key)
+        if active is not None and active.node is self.screen and active.binding.action == "submit":
+            event.stop()
+            event.prevent_default()
+            self.post_message(self.SubmitText(self.text))
+
+    def request_submit(self) -> None:
+        """Submit the text once every key and paste already queued here has been applied."""
+        self.call_later(lambda: self.post_message(self.SubmitText(self.text)))
+
+
 class PassiveForm(ModalScreen[str | None]):
     """Answer passive job `request.jid`.
 
@@ -47,7 +77,8 @@ class PassiveForm(ModalScreen[str | None]):
 
     CSS_PATH = "passive_form.tcss"
     BINDINGS = [
-        Binding("ctrl+s", "submit", "Submit", priority=True, id="passive.submit"),
+        # not a priority binding: the text area handles it in order with queued keys and pastes
+        Binding("ctrl+s", "submit", "Submit", id="passive.submit"),
         Binding("ctrl+o", "copy_command", "Copy command", priority=True, id="passive.copy"),
         Binding("ctrl+f", "mark_failed", "Mark failed", priority=True, id="passive.mark_failed"),
         Binding("escape", "close", "Close", id="passive.close"),
@@ -71,7 +102,7 @@ class PassiveForm(ModalScreen[str | None]):
                 yield Static(self._field("Config file", req.config_path), id="passive-config")
                 yield Label("Run this command, then paste its whole output below:", classes="passive-label")
                 yield Static(req.command, id="passive-command", markup=False)
-            yield TextArea(id="passive-output", soft_wrap=True, show_line_numbers=False,
+            yield PasteArea(id="passive-output", soft_wrap=True, show_line_numbers=False,
                            placeholder=f"Paste the output ({RESULT_PREFIX}<score> lines) or type the score")
             yield Static("", id="passive-error", markup=False)
             with Horizontal(id="passive-reason-row"):
@@ -115,14 +146,24 @@ class PassiveForm(ModalScreen[str | None]):
     # -- actions ------------------------------------------------------------------------
 
     def action_submit(self) -> None:
+        """The submit button, the palette, or the key while the text area is not focused."""
         if self._busy:
             return
         if self._asking_reason:
             self._send_failed(self.query_one("#passive-reason", Input).value)
             return
-        text = self.query_one("#passive-output", TextArea).text
+        self.query_one("#passive-output", PasteArea).request_submit()
+
+    @on(PasteArea.SubmitText)
+    def _submit_text(self, event: PasteArea.SubmitText) -> None:
+        event.stop()
+        if self._busy:
+            return
+        if self._asking_reason:
+            self._send_failed(self.query_one("#passive-reason", Input).value)
+            return
         self._set_busy(True)
-        self._run_submit(text)
+        self._run_submit(event.text)
 
     @work(thread=True, exclusive=True, group="passive-answer")
     def _run_submit(self, text: str) -> None:
