@@ -235,7 +235,9 @@ def cmd_status(args) -> int:
             "best": {"jid": result.best_jid, "score": result.best_score},
             "reason": result.reason,
         }
-        print(json.dumps(out))
+        from backends.jobs import json_safe  # old records may hold inf/nan: strict JSON all the same
+
+        print(json.dumps(json_safe(out), allow_nan=False))
     else:
         counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(result.counts.items())) or "no jobs yet"
         print(f"experiment {eid} '{exp['name']}': {exp['status']} — {counts} of {exp.get('n_samples')}")

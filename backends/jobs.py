@@ -7,8 +7,9 @@ import math
 import os
 import shlex
 from dataclasses import dataclass, field
+from typing import Any
 
-from .errors import AupError
+from .errors import AupError, ConfigError
 
 RESULT_PREFIX = "#Auptimizer:"
 
@@ -21,25 +22,54 @@ class ResultParseError(JobError):
     pass
 
 
+class NonFiniteResultError(ResultParseError):
+    """A result line whose values parse but are not finite (inf, -inf, nan, 1e309)."""
+
+    def __init__(self, value: str, line: str, index: int = 0):
+        self.value, self.line, self.index = value, line, index
+        what = "score" if index == 0 else f"value {index + 1}"
+        self.detail = f"a non-finite {what} {value!r} in {line!r}"
+        super().__init__(f"{self.detail}: a result must be a finite number")
+
+    def for_job(self, jid: int | None) -> str:
+        """The message naming the job: `job 3 reported a non-finite score 'inf' in '#Auptimizer:inf'`."""
+        return f"job {jid} reported {self.detail}; a result must be a finite number"
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= 200 else text[:200] + "…"
+
+
+def _finite_values(body: str, line: str) -> tuple[float, ...]:
+    """The comma-separated numbers of `body`; NonFiniteResultError for inf/nan/overflow (ValueError
+    for text that is no number at all)."""
+    parts = body.split(",")
+    values = tuple(float(v) for v in parts)
+    for index, value in enumerate(values):
+        if not math.isfinite(value):
+            raise NonFiniteResultError(parts[index].strip(), _shown(line), index)
+    return values
+
+
 def parse_result_line(line: str) -> tuple[float, ...] | None:
     """The values of a `#Auptimizer:<v>[,<v2>…]` line; None for any other line.
 
-    A result line whose values are not numbers raises ResultParseError quoting the line.
+    A result line whose values are not numbers raises ResultParseError quoting the line; one
+    with a non-finite value (inf, nan, 1e309) raises NonFiniteResultError: JSON cannot carry
+    it and no best score can be decided with it.
     """
     text = line.strip()
     if not text.startswith(RESULT_PREFIX):
         return None
     body = text[len(RESULT_PREFIX):].strip()
     try:
-        values = tuple(float(v) for v in body.split(","))
+        return _finite_values(body, text)
+    except NonFiniteResultError:
+        raise
     except ValueError:
-        shown = text if len(text) <= 200 else text[:200] + "…"
         raise ResultParseError(
-            f"bad result line {shown!r}: expected {RESULT_PREFIX}<number>[,<number>…]"
+            f"bad result line {_shown(text)!r}: expected {RESULT_PREFIX}<number>[,<number>…]"
         ) from None
-    if any(math.isnan(v) for v in values[:1]):
-        raise ResultParseError(f"bad result line {text!r}: the score is NaN")
-    return values
 
 
 def parse_pasted_output(text: str) -> list[tuple[float, ...]]:
@@ -54,9 +84,10 @@ def parse_pasted_output(text: str) -> list[tuple[float, ...]]:
             f"nothing pasted: paste the job's output (lines starting with {RESULT_PREFIX}) or type its score"
         )
     try:
-        values = tuple(float(v) for v in stripped.split(","))
-        if not any(math.isnan(v) for v in values):
-            return [values]
+        return [_finite_values(stripped, stripped)]
+    except NonFiniteResultError as exc:
+        raise ResultParseError(f"the score {exc.value!r} is not a finite number: type a number "
+                               "like 0.93") from None
     except ValueError:
         pass
     results = [r for r in (parse_result_line(line) for line in stripped.splitlines()) if r is not None]
@@ -66,6 +97,48 @@ def parse_pasted_output(text: str) -> list[tuple[float, ...]]:
             "or type the score as a bare number"
         )
     return results
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every non-finite float (from records written before results had to be
+    finite) replaced by None, so that `json.dumps(..., allow_nan=False)` gives strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+_KINDS = {list: "a list", tuple: "a list", dict: "an object", float: "a non-finite number"}
+
+
+def env_strings(env: Any, where: str = "runtime_args.env") -> dict[str, str]:
+    """A job's extra environment as strings: numbers and booleans become their JSON text
+    (`1`, `0.5`, `true`); anything else (null, lists, objects) is a ConfigError naming the key."""
+    if env is None:
+        return {}
+    if not isinstance(env, dict):
+        raise ConfigError(f"{where} must be an object of variable names to values, "
+                          f'like {{"OMP_NUM_THREADS": "1"}}, not {type(env).__name__}')
+    out: dict[str, str] = {}
+    for name, value in env.items():
+        text: str | None = None
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, int) or (isinstance(value, float) and math.isfinite(value)):
+            text = json.dumps(value)
+        elif isinstance(value, str) and "\0" not in value:
+            text = value
+        if text is None:
+            shown = "null" if value is None else "a text with a NUL byte" if isinstance(value, str) \
+                else f"{_KINDS.get(type(value), 'a ' + type(value).__name__)} " \
+                     f"({_shown(json.dumps(value, default=str))})"
+            raise ConfigError(f"{where}.{name} must be a string or a number, not {shown}: "
+                              f'write it as text, e.g. "{name}": "…"')
+        out[str(name)] = text
+    return out
 
 
 @dataclass
@@ -86,6 +159,8 @@ class Job:
     rid: int | None = None
     results: list[tuple[float, ...]] = field(default_factory=list)
     retryable: bool = True  # False when a failure must not be retried (a person said it failed)
+    #: the prescript's exit status when it failed this attempt (the script then did not run)
+    prescript_status: int | None = None
 
     @property
     def script_path(self) -> str:
@@ -114,7 +189,13 @@ class Job:
     def verify_local(self) -> None:
         """Check the job can run here; raise JobError with what to do when it cannot."""
         if not os.path.isdir(self.path):
+            if os.path.exists(self.path):
+                raise JobError(f"working folder {self.path} is a file, not a folder: fix 'workingdir'")
             raise JobError(f"working folder {self.path} does not exist: create it or fix 'workingdir'")
+        jobs_dir = os.path.dirname(self.config_path)
+        if os.path.exists(jobs_dir) and not os.path.isdir(jobs_dir):
+            raise JobError(f"{jobs_dir} is a file, but jobs keep their configs and logs in that folder: "
+                           "move the file away")
         script = self.script_path
         if not os.path.exists(script):
             raise JobError(f"job script {script} not found: fix 'script' (relative to 'workingdir' {self.path})")

@@ -25,7 +25,8 @@ from ..events import (
     ResourceFreed,
     ResourceTaken,
 )
-from ..jobs import RESULT_PREFIX, Job, ResultParseError, parse_result_line
+from ..jobs import RESULT_PREFIX, Job, NonFiniteResultError, ResultParseError, parse_result_line
+from ..remote import PRESCRIPT_FAILED, parse_prescript_failure
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class AbstractResourceManager(ABC):
             raise RuntimeError(f"resource {rid} is no longer free")
         job.rid = rid
         job.attempt += 1
-        job.status, job.error, job.results = "RUNNING", None, []
+        job.status, job.error, job.results, job.prescript_status = "RUNNING", None, [], None
         with self._lock:
             self.jobs[job.jid] = job
             self._stop_reasons.pop(job.jid, None)
@@ -179,11 +180,16 @@ class AbstractResourceManager(ABC):
             if RESULT_PREFIX in line:
                 try:
                     values = parse_result_line(line)
+                except NonFiniteResultError as exc:
+                    job.error = job.error or exc.for_job(job.jid)
+                    continue
                 except ResultParseError as exc:
                     job.error = job.error or str(exc)
                     continue
                 if values is not None:
                     self.record_result(job, values)
+            elif line.startswith(PRESCRIPT_FAILED):
+                job.prescript_status = parse_prescript_failure(line)
         return last
 
     def _executor(self) -> ThreadPoolExecutor:

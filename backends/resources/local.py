@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import select
 import signal
 import subprocess
 import threading
-from typing import Any
+import time
+from typing import Any, Iterator
 
-from ..jobs import Job, JobError
+from ..errors import AupError
+from ..jobs import Job, env_strings
+from ..remote import LOCAL_WRAPPER
 from .abstract import MAX_LINE, AbstractResourceManager, Callback
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 KILL_GRACE = 0.5  # seconds between SIGTERM and SIGKILL to the job's process group
+DRAIN_LIMIT = 2.0  # seconds to read what a job's leftover children keep writing after it exited
 
 
 def _describe_exit(code: int) -> str:
@@ -48,25 +54,26 @@ class LocalProcessManager(AbstractResourceManager):
     def run(self, job: Job, rid: int, exp_config: Any, call_back_func: Callback, **kwargs: Any) -> None:
         runtime = dict(getattr(exp_config, "runtime_args", None) or {})
         runtime.update(kwargs)
-        extra = {**(runtime.get("env") or {}), **self.job_env(rid), "AUP_JOB_ID": job.jid}
-        env = dict(self._base_env)
-        env.update((os.fsencode(str(k)), os.fsencode(str(v))) for k, v in extra.items())
         try:
+            extra = {**env_strings(runtime.get("env")), **self.job_env(rid), "AUP_JOB_ID": str(job.jid)}
             job.verify_local()
             job.write_config()
-        except (JobError, OSError) as exc:
-            job.error = str(exc)
+            log = open(job.log_path(), "wb", buffering=0)  # unbuffered: the log is followed live
+        except (AupError, OSError) as exc:
+            job.error = _os_error_text(exc, job.log_path()) if isinstance(exc, OSError) else str(exc)
             call_back_func(None, job.jid)
             return
+        env = dict(self._base_env)
+        env.update((os.fsencode(k), os.fsencode(v)) for k, v in extra.items())
         argv = self._argv(job, runtime)
-        with open(job.log_path(), "wb", buffering=0) as log:  # unbuffered: the log is followed live
+        with log:
             try:
                 proc = subprocess.Popen(
                     argv, cwd=job.path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
                 )
             except OSError as exc:
-                job.error = f"could not start {job.script_path}: {exc.strerror or exc}"
+                job.error = _start_error(job, argv, exc)
                 call_back_func(None, job.jid)
                 return
             with self._lock:
@@ -74,30 +81,31 @@ class LocalProcessManager(AbstractResourceManager):
             try:
                 self.connector.set_job_pid(self.eid, job.jid, job.attempt, proc.pid)
             except Exception:  # only monitors in other processes need it: never fail the job for it
-                log.warning("could not record the pid of job %s", job.jid, exc_info=True)
+                logger.warning("could not record the pid of job %s", job.jid, exc_info=True)
             if job.jid in self._stop_reasons:  # stopped between dispatch and start
                 self.kill(job)
             try:
-                assert proc.stdout is not None
-                last_line = self.pump_output(job, iter(lambda: proc.stdout.readline(MAX_LINE), b""), log)
-                code = proc.wait()
+                last_line = self.pump_output(job, _output_until_exit(proc), log)
+                code = _end_group(proc)
             finally:
                 with self._lock:
                     self._procs.pop(job.jid, None)
-        if code != 0 and job.jid not in self._stop_reasons and not job.error:
-            tail = f" (last output: {last_line!r})" if last_line else ""
-            job.error = f"{os.path.basename(job.script_path)} {_describe_exit(code)}{tail}; see {job.log_path()}"
+                assert proc.stdout is not None
+                proc.stdout.close()
+        if job.jid not in self._stop_reasons and not job.error:
+            if job.prescript_status is not None:
+                job.error = f"prescript exited with status {job.prescript_status}; " \
+                            f"{os.path.basename(job.script_path)} did not run; see {job.log_path()}"
+            elif code != 0:
+                tail = f" (last output: {last_line!r})" if last_line else ""
+                job.error = f"{os.path.basename(job.script_path)} {_describe_exit(code)}{tail}; see {job.log_path()}"
         call_back_func(job.results[-1][0] if job.results else None, job.jid)
 
     def _argv(self, job: Job, runtime: dict) -> list[str]:
         pre, post = runtime.get("prescript"), runtime.get("postscript")
         if not pre and not post:
             return job.command
-        import shlex
-
-        body = " ".join(shlex.quote(a) for a in job.command)
-        script = f"{pre or ':'}\n{body}\nrc=$?\n{post or ':'}\nexit $rc\n"
-        return ["/bin/sh", "-c", script]
+        return ["/bin/sh", "-c", LOCAL_WRAPPER, "aup-job", str(pre or ""), str(post or ""), *job.command]
 
     def kill(self, job: Job) -> None:
         """SIGTERM the job's whole process group, SIGKILL it after a short grace."""
@@ -116,6 +124,114 @@ class LocalProcessManager(AbstractResourceManager):
         for proc in running:
             _signal_group(proc.pid, signal.SIGKILL)
         return super().finish(status)
+
+
+def _start_error(job: Job, argv: list[str], exc: OSError) -> str:
+    """Why the job could not start, in words: a missing interpreter reads as such, not as a
+    missing script (exec gives ENOENT for both)."""
+    script = job.script_path
+    if isinstance(exc, FileNotFoundError) and argv[0] == script and os.path.isfile(script):
+        try:
+            with open(script, "rb") as f:
+                first = f.readline(200)
+        except OSError:
+            first = b""
+        if first.startswith(b"#!"):
+            interp = first[2:].decode("utf-8", "replace").strip()
+            return f"could not start {script}: its interpreter {interp!r} (from the #! line) was not found"
+    if getattr(exc, "errno", None) == errno.ENOEXEC:
+        return f"could not start {script}: it is not a program: start it with a #! line (e.g. #!/bin/sh)"
+    return f"could not start {script}: {exc.strerror or exc}"
+
+
+def _os_error_text(exc: OSError, path: str) -> str:
+    where = exc.filename or path
+    return f"cannot write {where}: {exc.strerror or exc} — check that folder's permissions and free space"
+
+
+def _exit_fd(proc: subprocess.Popen) -> tuple[int, Any]:
+    """A file descriptor that becomes readable when `proc` exits (it is not reaped), and what to
+    close afterwards. A pidfd where the kernel has them; else a pipe a waiter thread writes to."""
+    try:
+        fd = os.pidfd_open(proc.pid)
+        return fd, None
+    except (AttributeError, OSError):
+        pass
+    r, w = os.pipe()
+
+    def waiter() -> None:
+        try:
+            os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+        except (OSError, AttributeError):
+            proc.wait()
+        os.write(w, b"x")
+        os.close(w)
+
+    thread = threading.Thread(target=waiter, name=f"aup-wait-{proc.pid}", daemon=True)
+    thread.start()
+    return r, thread
+
+
+def _output_until_exit(proc: subprocess.Popen) -> Iterator[bytes]:
+    """The job's output as lines (as `readline(MAX_LINE)` gives them) until the job's script
+    exits — not until every process that holds its stdout has closed it: a background child
+    left holding the pipe must not keep the job alive. Once the script has exited, what is
+    already in the pipe is read (for at most DRAIN_LIMIT s: a child may keep writing)."""
+    assert proc.stdout is not None
+    out = proc.stdout.fileno()
+    exit_fd, waiter = _exit_fd(proc)
+    poller = select.poll()
+    poller.register(out, select.POLLIN)
+    poller.register(exit_fd, select.POLLIN)
+    buf = b""
+    exited_at: float | None = None
+    try:
+        while True:
+            events = poller.poll(None if exited_at is None else 0)
+            if not events:
+                break  # exited and nothing more is waiting in the pipe
+            data = None
+            for fd, _ in events:
+                if fd == exit_fd:
+                    exited_at = time.monotonic()
+                    poller.unregister(exit_fd)
+                else:
+                    data = os.read(out, 65536)
+                    if not data:
+                        if buf:
+                            yield buf
+                        return
+            if data:
+                buf += data
+                start = 0
+                while True:
+                    nl = buf.find(b"\n", start, start + MAX_LINE)
+                    if nl != -1:
+                        yield buf[start:nl + 1]
+                        start = nl + 1
+                    elif len(buf) - start >= MAX_LINE:
+                        yield buf[start:start + MAX_LINE]
+                        start += MAX_LINE
+                    else:
+                        break
+                buf = buf[start:]
+            if exited_at is not None and time.monotonic() - exited_at > DRAIN_LIMIT:
+                break
+        if buf:
+            yield buf
+    finally:
+        os.close(exit_fd)
+
+
+def _end_group(proc: subprocess.Popen) -> int:
+    """Wait for the job's script to exit, kill what it left in its process group (while the
+    zombie leader still holds the group id, so it cannot be reused), then reap it."""
+    try:
+        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+    except ChildProcessError:  # already reaped (the fallback waiter did it)
+        pass
+    _signal_group(proc.pid, signal.SIGKILL)
+    return proc.wait()
 
 
 def _signal_group(pgid: int, sig: int) -> None:

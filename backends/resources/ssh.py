@@ -301,9 +301,10 @@ class SSHResourceManager(AbstractResourceManager):
     def _run_with_retries(self, job: Job, rid: int, label: str, state: _RemoteState, runtime: dict, logf) -> None:
         try:
             job.write_config()  # the local record of the parameters
-            body_args = dict(env={**(runtime.get("env") or {}), "AUP_JOB_ID": job.jid},
+            # runtime_args.env goes to the node in a 0600 file, never on a command line (`ps`)
+            env_text = remote.env_file_text(runtime.get("env"))  # a bad name or value fails here, once
+            body_args = dict(env={"AUP_JOB_ID": job.jid}, env_text=env_text,
                              prescript=runtime.get("prescript"), postscript=runtime.get("postscript"))
-            remote.env_exports(body_args["env"])  # a bad variable name fails here, once
         except (AupError, OSError) as exc:
             job.error = str(exc)
             return
@@ -412,8 +413,8 @@ class SSHResourceManager(AbstractResourceManager):
         script = posixpath.normpath(posixpath.join(wd, rel.replace(os.sep, "/")))
         return remote.RemoteJobPaths(workingdir=wd, script=script, jid=job.jid, attempt=job.attempt)
 
-    def _prepare(self, job: Job, state: _RemoteState, runtime: dict) -> remote.RemoteJobPaths:
-        """Folders, script and config on the node; returns where the job's files are."""
+    def _prepare(self, job: Job, state: _RemoteState, runtime: dict, env_text: str = "") -> remote.RemoteJobPaths:
+        """Folders, script, config and environment file on the node; returns where the job's files are."""
         pool, name = state.pool, state.name
         sftp, lock = self._sftp_client(pool, name)
         with lock:
@@ -429,6 +430,12 @@ class SSHResourceManager(AbstractResourceManager):
             with sftp.open(tmp, "wb") as f:
                 f.write(data)
             _replace(sftp, tmp, paths.config)
+            if env_text:  # readable by the job's user only, before a byte of it is written
+                tmp = posixpath.join(paths.jobs_dir, f".{job.jid}.env.{uuid.uuid4().hex[:8]}.upload")
+                with sftp.open(tmp, "wb") as f:
+                    f.chmod(0o600)
+                    f.write(env_text.encode("utf-8"))
+                _replace(sftp, tmp, paths.env)
         state.paths = paths
         return paths
 
@@ -443,6 +450,8 @@ class SSHResourceManager(AbstractResourceManager):
         except OSError:
             local_st = None
         if remote_st is not None and not overwrite:
+            if stat.S_ISREG(remote_st.st_mode) and not remote_st.st_mode & stat.S_IXUSR:
+                sftp.chmod(paths.script, stat.S_IMODE(remote_st.st_mode) | stat.S_IXUSR)  # as Auptimizer does
             return
         if local_st is None:
             if remote_st is not None:
@@ -465,10 +474,10 @@ class SSHResourceManager(AbstractResourceManager):
     def _run_sync(self, job: Job, state: _RemoteState, runtime: dict, body_args: dict, logf) -> None:
         pool, name = state.pool, state.name
         label = pool.label(name)
-        paths = self._prepare(job, state, runtime)
+        paths = self._prepare(job, state, runtime, body_args["env_text"])
         if self._stopped(job):
             return
-        body = remote.job_body(paths, **body_args)
+        body = _job_body(paths, body_args)
         chan = state.chan = pool.open_channel(name)
         try:
             chan.set_combine_stderr(True)
@@ -504,11 +513,22 @@ class SSHResourceManager(AbstractResourceManager):
         self._judge_exit(job, code, label, last, paths)
 
     def _judge_exit(self, job: Job, code: int, label: str, last: str, paths: remote.RemoteJobPaths) -> None:
-        if job.jid in self._stop_reasons or job.error or code == 0:
+        if job.jid in self._stop_reasons or job.error:
+            return
+        script = posixpath.basename(paths.script)
+        if job.prescript_status is not None:
+            job.error = (f"prescript exited with status {job.prescript_status} on {label}; "
+                         f"{script} did not run; see {job.log_path()}")
+            return
+        if code == 0:
             return
         tail = f" (last output: {last!r})" if last else ""
-        script = posixpath.basename(paths.script)
-        if code == remote.EXIT_NO_WORKDIR:
+        if code == remote.EXIT_NO_ENV:
+            job.error = f"the job's environment file {paths.env} vanished on {label} before the job started{tail}"
+        elif code == 126:
+            job.error = (f"{script} could not be run on {label} (is {paths.script} executable there? "
+                         f"set runtime_args.overwrite to copy it again){tail}; see {job.log_path()}")
+        elif code == remote.EXIT_NO_WORKDIR:
             job.error = f"cannot enter the working folder {paths.workingdir} on {label}{tail}"
         elif code == -1:
             job.error = f"{script} was killed by a signal on {label}{tail}; see {job.log_path()}"
@@ -527,10 +547,10 @@ class SSHResourceManager(AbstractResourceManager):
             if pgid:  # it did start: follow it rather than run it twice
                 state.pgid, state.started = pgid, time.monotonic()
         if state.pgid is None:  # not launched yet (a retry after a failed launch launches again)
-            paths = self._prepare(job, state, runtime)
+            paths = self._prepare(job, state, runtime, body_args["env_text"])
             if self._stopped(job):
                 return
-            body = remote.job_body(paths, **body_args)
+            body = _job_body(paths, body_args)
             try:
                 code, out, err = pool.run(name, remote.async_command(paths, body), timeout=LAUNCH_TIMEOUT)
             except CommandTimeoutError as exc:
@@ -692,6 +712,12 @@ class SSHResourceManager(AbstractResourceManager):
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+def _job_body(paths: remote.RemoteJobPaths, body_args: dict) -> str:
+    args = dict(body_args)
+    env_text = args.pop("env_text", "")
+    return remote.job_body(paths, **args, env_file=paths.env if env_text else None)
+
 
 def _node_error_text(exc: BaseException) -> str:
     """A pool error's message, saying how a run allows new host keys."""
