@@ -174,6 +174,10 @@ class PassivePrompt:
             self.jid = None
 
     def feed(self, line: str | None) -> None:
+        """One line of input (None: end of input). A pasted answer is complete at an empty line
+        or at the end of input; a bare number (or `fail: <reason>`) as its first line at once."""
+        if line is None and self.jid is not None and self.lines:
+            self._answer("\n".join(self.lines))  # end of input submits what arrived before it
         if self.jid is None or line is None:
             self.typed_ahead.append(line)
             return
@@ -189,8 +193,8 @@ class PassivePrompt:
         jid, rm = self.jid, self.exp.resource_manager
         self.lines = []
         try:
-            if text.strip().lower().startswith("fail"):
-                rm.mark_failed(jid, text.split(":", 1)[1] if ":" in text else "")
+            if _is_fail(text):
+                rm.mark_failed(jid, text.split(":", 1)[1].strip() if ":" in text else "")
                 self.progress.message(f"job {jid} marked failed")
             else:
                 score = rm.submit_result(jid, text)
@@ -203,9 +207,16 @@ class PassivePrompt:
         self.jid = None
 
 
+def _is_fail(text: str) -> bool:
+    """`fail` or `fail: <reason>` — not any line that starts with "fail" ("Failed to load cache…"
+    at the top of a pasted log is output, not a verdict)."""
+    text = text.strip().lower()
+    return text == "fail" or text.startswith("fail:")
+
+
 def _is_number_or_fail(line: str) -> bool:
     text = line.strip()
-    if text.lower().startswith("fail"):
+    if _is_fail(text):
         return True
     try:
         [float(v) for v in text.split(",")]

@@ -4,11 +4,18 @@ typist) must record the last line's score — in the TUI form and at the headles
 
 from __future__ import annotations
 
+import json
+import os
+import pty
+import subprocess
+import time
+
 import pytest
 from textual import events
 from textual.keys import _character_to_key
 
 from aup_tui.screens.passive_form import PassiveForm, PasteArea, PassiveRequest
+from helpers import cli, cli_popen, write_experiment, write_script
 from screens_support import Host, passive_experiment, wait_until
 
 PASTED = "log line\n#Auptimizer:0.75\n"
@@ -79,3 +86,65 @@ def test_submit_key_is_not_a_priority_binding() -> None:
     """A priority binding runs as the app reads the key, before queued keys reach the text area."""
     submit = next(b for b in PassiveForm.BINDINGS if b.action == "submit")
     assert submit.key == "ctrl+s" and not submit.priority
+
+
+# -- the headless prompt: lines arrive as fast as a pipe or a terminal paste gives them ---------
+
+def passive_cli_setup(tmp_path, n_samples: int = 2) -> None:
+    assert cli("init", "--passive", cwd=tmp_path).returncode == 0
+    write_script(tmp_path, "job.sh", "echo '#Auptimizer:1'")
+    write_experiment(tmp_path, resource="passive", n_samples=n_samples, target="min")
+
+
+def scores(tmp_path) -> list:
+    out = cli("status", "--json", cwd=tmp_path)
+    return [j["score"] for j in json.loads(out.stdout)["jobs"]]
+
+
+def test_headless_answer_uses_every_line_before_the_empty_line(tmp_path) -> None:
+    passive_cli_setup(tmp_path, n_samples=3)
+    answer = PASTED + TYPED + "\n\n"
+    out = cli("run", "--headless", "experiment.json", cwd=tmp_path, input=answer * 3)
+    assert out.returncode == 0, out.stderr
+    assert scores(tmp_path) == [0.125, 0.125, 0.125]
+
+
+def test_headless_end_of_input_submits_the_lines_before_it(tmp_path) -> None:
+    """No empty line after the last answer (a file or paste that ends there): end of input submits."""
+    passive_cli_setup(tmp_path, n_samples=2)
+    out = cli("run", "--headless", "experiment.json", cwd=tmp_path, input=PASTED + TYPED + "\n\n" + PASTED + TYPED)
+    assert out.returncode == 0, out.stderr
+    assert scores(tmp_path) == [0.125, 0.125]
+
+
+def test_headless_a_log_line_starting_with_fail_is_output_not_a_verdict(tmp_path) -> None:
+    passive_cli_setup(tmp_path, n_samples=2)
+    answers = "Failed to load the cache, recomputing\n" + TYPED + "\n\nfail: out of memory\n"
+    write_experiment(tmp_path, resource="passive", n_samples=2, target="min", job_failure={"ignore_fail": True})
+    out = cli("run", "--headless", "experiment.json", cwd=tmp_path, input=answers)
+    assert out.returncode == 0, out.stderr
+    jobs = json.loads(cli("status", "--json", cwd=tmp_path).stdout)["jobs"]
+    assert [(j["status"], j["score"]) for j in jobs] == [("FINISHED", 0.125), ("FAILED", None)]
+
+
+def test_headless_paste_into_a_terminal_in_one_write(tmp_path) -> None:
+    """A terminal (pty) that receives the whole paste and the empty line in one write."""
+    passive_cli_setup(tmp_path, n_samples=1)
+    master, slave = pty.openpty()
+    proc = cli_popen("run", "--headless", "experiment.json", cwd=tmp_path, stdin=slave,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    os.close(slave)
+    try:
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "jobs" / "1.json").exists():  # the job waits once its config is written
+            assert time.monotonic() < deadline and proc.poll() is None, "no job waited"
+            time.sleep(0.05)
+        os.write(master, (PASTED + TYPED + "\n\n").encode())
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    assert scores(tmp_path) == [0.125]
