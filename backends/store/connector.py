@@ -105,6 +105,10 @@ _SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
 }
 
 
+_ID_KEYS = {"resources": "rid", "experiments": "eid", "jobs": "jid"}
+_STATUS = re.compile(r"[A-Za-z_]{1,32}")
+
+
 def _validate(tbl: str, doc_id: str, doc: dict[str, Any]) -> None:
     """Raise ValueError when `doc` (of table `tbl`) is not what this store writes."""
     if not doc_id.isdigit():
@@ -119,6 +123,15 @@ def _validate(tbl: str, doc_id: str, doc: dict[str, Any]) -> None:
     owner = doc.get("owner")
     if owner is not None and (len(owner) != 2 or not all(isinstance(v, int) for v in owner)):
         raise ValueError(f"'owner' of document {doc_id} in table '{tbl}' is not [pid, start]")
+    key = _ID_KEYS.get(tbl)
+    if key is not None and doc[key] != int(doc_id):
+        raise ValueError(f"document {doc_id} in table '{tbl}' says it is {key} {doc[key]}")
+    if tbl == "resources" and doc["status"] not in ("free", "taken"):
+        raise ValueError(f"resource {doc_id} has the unknown status {doc['status'][:20]!r}")
+    if "status" in doc and isinstance(doc["status"], str) and not _STATUS.fullmatch(doc["status"]):
+        raise ValueError(f"document {doc_id} in table '{tbl}' has the status {doc['status'][:20]!r}")
+    if tbl == "jobs" and not all(isinstance(a, dict) for a in doc["attempts"]):
+        raise ValueError(f"an attempt of job {doc_id} is not a record")
 
 
 class TinyDBConnector:
