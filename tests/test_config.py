@@ -114,7 +114,8 @@ def test_missing_required_keys_are_listed_in_one_message(tmp_path):
     ({"target": "maximum"}, 'target "maximum" in experiment.json must be "min" or "max"'),
     ({"resource": "tpu"}, 'resource "tpu" in experiment.json is not supported '
                           "— use one of cpu, gpu, node, aws, passive"),
-    ({"proposer": "foo"}, "unknown proposer 'foo' in experiment.json — available: random, sequence"),
+    ({"proposer": "foo"}, "unknown proposer 'foo' in experiment.json — available: random, sequence, "
+                          "spearmint, hyperband, hyperopt, bohb, tpe, gp, cmaes, qmc"),
     ({"n_parallel": 0}, "n_parallel in experiment.json must be a whole number of at least 1, got 0"),
     ({"n_parallel": "2"},
      'n_parallel in experiment.json must be a whole number of at least 1, got "2"'),
@@ -123,7 +124,7 @@ def test_missing_required_keys_are_listed_in_one_message(tmp_path):
     ({"n_samples": 2.5}, "n_samples in experiment.json must be a whole number of at least 1, got 2.5"),
 ])
 def test_bad_top_level_values_name_the_key_and_the_fix(overrides, expected):
-    assert error_of(experiment(**overrides)) == expected
+    assert error_of(experiment(**overrides)).startswith(expected)  # the proposer list grows
 
 
 def test_sequence_proposer_does_not_need_n_samples():
@@ -293,3 +294,95 @@ def test_bad_host_spec_is_quoted_in_the_error(spec):
     with pytest.raises(ConfigError) as info:
         parse_host(spec)
     assert str(info.value).startswith(f"bad host '{spec}' — write it as user@host")
+
+
+# --- reserved names, runtime_args, workingdir ----------------------------------------------------
+
+@pytest.mark.parametrize("name", ["job_id", "tid", "n_iterations"])
+def test_reserved_parameter_names_are_refused_with_the_reason(tmp_path, name):
+    path = write(tmp_path, experiment(parameter_config=[{"name": "x", "type": "float", "range": [0, 1]},
+                                                         {"name": name, "type": "int", "range": [1, 3]}]))
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path)
+    message = str(info.value)
+    assert f"parameter '{name}' in {path}" in message and "reserved" in message
+    assert "under that key" in message and "rename the parameter" in message and "\n" not in message
+
+
+def test_the_reserved_list_is_the_one_the_job_config_uses(tmp_path):
+    """job_id is what each job's config carries; tid and n_iterations are the proposers' keys."""
+    from backends.jobs import Job
+    from backends.proposers.reserved import JOB_ID_KEY, RESERVED_PARAMETER_NAMES
+
+    assert set(RESERVED_PARAMETER_NAMES) >= {"job_id", "tid", "n_iterations"}
+    job = Job("job.sh", {"x": 1}, path=str(tmp_path))
+    job.jid = 7
+    with open(job.write_config()) as f:
+        assert json.load(f)[JOB_ID_KEY] == 7
+
+
+@pytest.mark.parametrize("runtime, fragment", [
+    ({"env": ["A=1"]}, "runtime_args.env in"),
+    ({"env": "A=1"}, "must be a JSON object"),
+    ({"env": {"A B": "1"}}, "not a valid environment variable name"),
+    ({"env": {"A": {"b": 1}}}, "runtime_args.env.A in"),
+    ({"env": {"A": "x\u0000y"}}, "runtime_args.env.A in"),
+    ({"prescript": ["source x"]}, "runtime_args.prescript"),
+    ({"overwrite": "yes"}, "runtime_args.overwrite"),
+])
+def test_bad_runtime_args_are_caught_when_the_file_loads(tmp_path, runtime, fragment):
+    path = write(tmp_path, experiment(runtime_args=runtime))
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path)
+    assert fragment in str(info.value) and str(path) in str(info.value)
+
+
+def test_runtime_args_env_of_strings_and_numbers_is_fine(tmp_path):
+    config = load_experiment(write(tmp_path, experiment(runtime_args={"env": {"OMP_NUM_THREADS": 1, "A": "b"}})))
+    assert config.runtime_args["env"] == {"OMP_NUM_THREADS": 1, "A": "b"}
+
+
+def test_workingdir_that_is_a_file_is_refused_at_load(tmp_path):
+    (tmp_path / "notes.txt").write_text("a file")
+    path = write(tmp_path, experiment(workingdir="notes.txt"))
+    with pytest.raises(ConfigError, match=r"workingdir .*notes\.txt in .* is a file, not a folder"):
+        load_experiment(path)
+    # on a node the folder is the node's: a local file of that name is no concern
+    assert load_experiment(write(tmp_path, experiment(workingdir="notes.txt", resource="node"))).workingdir
+
+
+# --- env.ini damage ------------------------------------------------------------------------------
+
+def env_error(tmp_path, content: bytes | str) -> str:
+    path = tmp_path / "env.ini"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(ConfigError) as info:
+        load_env(str(tmp_path))
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message
+    return message
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", "not a valid env.ini"),
+    (b"[Auptim", "not a valid env.ini"),
+    (b"[Auptimizer]\ngpu_mapping = {\"1\": ", "not valid JSON"),
+    ("[Auptimizer]\ngpu_mapping = not json\n", "not valid JSON"),
+    ("[Auptimizer]\ngpu_mapping = [\"0\", \"1\"]\n", "must be a JSON object mapping resource ids"),
+    ("[Auptimizer]\ngpu_mapping = 3\n", "not a number"),
+    ("[Auptimizer]\ngpu_mapping = {\"1\": \"zero\"}\n", "not a GPU card number"),
+    ("[Auptimizer]\ngpu_mapping = {\"1\": [0]}\n", "maps resource 1 to [0]"),
+    ("[Auptimizer]\ngpu_mapping = {\"1\": -1}\n", "maps resource 1 to -1"),
+    ("[Auptimizer]\ngpu_mapping = {\"one\": \"0\"}\n", "resource id 'one'"),
+    ("[Auptimizer]\ngpu_mapping = {\"1\": \"0\"}\nnode_mapping = {\"1\": \"u@h\"}\n", "in both gpu_mapping and node_mapping"),
+    ("[Auptimizer]\nnode_mapping = {\"2\": \"u@\"}\n", "node_mapping in"),
+    ("[Auptimizer]\nn_cpu = lots\n", "n_cpu in"),
+    ("[Auptimizer]\nn_cpu = -2\n", "n_cpu in"),
+])
+def test_damaged_env_ini_is_one_message_naming_the_file(tmp_path, content, fragment):
+    assert fragment in env_error(tmp_path, content)
+
+
+def test_gpu_mapping_takes_card_numbers_uuids_and_lists(tmp_path):
+    (tmp_path / "env.ini").write_text('[Auptimizer]\ngpu_mapping = {"1": 0, "2": "1,2", "3": "GPU-8d2c1f7e-aa"}\n')
+    assert load_env(str(tmp_path)).gpu_mapping == {"1": "0", "2": "1,2", "3": "GPU-8d2c1f7e-aa"}
