@@ -191,8 +191,8 @@ class Experiment:
             job = self._retry.pop(0) if self._retry else None
             if job is None and not self._exhausted:
                 params = self._proposer.get()
-                if params is None:
-                    self._exhausted = True
+                if params is None:  # spent, or waiting for running jobs' scores (hyperband rungs):
+                    self._exhausted = self._proposer.finished or not self._in_flight  # then asked again
                 else:
                     job = self._new_job(params)
             if job is None:
@@ -245,6 +245,8 @@ class Experiment:
                     self._fail_reason = why
                 self._notice(why, "error")
                 self.stop("FAILED")
+        else:  # stopped (early or by hand): no score, but a proposer waiting on its rung must hear of it
+            self._proposer.failed(job.config)
         if self._rm.early_stop is not None and job.status != "RETRY":
             self._rm.early_stop.forget(job.jid)
 

@@ -27,8 +27,10 @@ def drain(proposer):
     return out
 
 
-def test_registry_lists_both_proposers():
-    assert PROPOSERS == {"random": RandomProposer, "sequence": SequenceProposer}
+def test_registry_lists_auptimizers_proposers_and_ours():
+    assert list(PROPOSERS) == ["random", "sequence", "spearmint", "hyperband", "hyperopt", "bohb",
+                               "tpe", "gp", "cmaes", "qmc"]
+    assert PROPOSERS["random"] is RandomProposer and PROPOSERS["sequence"] is SequenceProposer
 
 
 def test_random_gives_n_samples_jobs_in_range_with_json_types():
@@ -118,4 +120,5 @@ def test_unknown_proposer_lists_the_available_ones():
     cfg.proposer = "foo"
     with pytest.raises(ConfigError) as info:
         get_proposer(cfg)
-    assert str(info.value) == "unknown proposer 'foo' in experiment.json — available: random, sequence"
+    assert str(info.value) == ("unknown proposer 'foo' in experiment.json — available: random, sequence, "
+                                "spearmint, hyperband, hyperopt, bohb, tpe, gp, cmaes, qmc")

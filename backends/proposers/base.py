@@ -1,0 +1,163 @@
+"""The proposer protocol the experiment loop drives, and the key checks every proposer shares.
+
+A proposer hands out parameter dicts (``get``), hears how each job ended (``update`` with its
+score, ``failed`` when it has none) and can be fed the finished jobs of an earlier run before it
+proposes again (``replay``), so a resumed experiment continues where it stopped.
+
+``get`` returning None means one of two things, told apart by :attr:`Proposer.finished`: the
+budget is spent (``finished`` True), or the proposer waits for running jobs' scores before it can
+propose more (hyperband and bohb between rungs; ``finished`` False). The loop asks again when a
+job ends.
+"""
+from __future__ import annotations
+
+import json
+import math
+import threading
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..config import ExperimentConfig
+
+History = Iterable[tuple[dict, "float | None"]]
+
+
+class Proposer:
+    """Hands out parameter dicts until ``n_samples`` of them are given.
+
+    ``get`` counts under a lock because job threads (retries) and the experiment loop may share
+    one proposer. Subclasses implement ``_propose`` (None = waiting) and, when they learn, ``_tell``.
+    """
+
+    name: ClassVar[str]
+    needs_n_samples: ClassVar[bool] = True
+    #: keys this proposer writes into each job's config next to the parameters (reserved names)
+    adds: ClassVar[tuple[str, ...]] = ()
+    #: importable modules it needs and the pip extra that brings them
+    requires: ClassVar[tuple[str, ...]] = ()
+    extra: ClassVar[str] = ""
+
+    def __init__(self, config: ExperimentConfig) -> None:
+        self.config = config
+        self.n_samples: int = config.n_samples
+        self.source = config.path or "experiment.json"
+        self.maximize = config.target == "max"
+        self.seed = 0 if config.random_seed is None else config.random_seed
+        self._given = 0
+        self._requeue: list[dict] = []  # proposed before a resume but never finished
+        self._lock = threading.RLock()
+
+    def get(self) -> dict | None:
+        """The next parameter dict; None when the budget is spent or while waiting for scores."""
+        with self._lock:
+            if self._requeue:
+                return dict(self._requeue.pop(0))
+            if self._given >= self.n_samples:
+                return None
+            params = self._propose()
+            if params is None:
+                return None
+            self._given += 1
+            return params
+
+    def update(self, score: float | None, config: dict) -> None:
+        """Feedback from a finished job (``config`` as ``get`` gave it; ``score`` its final result)."""
+        with self._lock:
+            self._tell(config, _finite(score))
+
+    def failed(self, config: dict) -> None:
+        """A job with ``config`` ended without a score (failed or stopped): never an exception,
+        whatever the proposer; model-based ones count it as a bad trial."""
+        with self._lock:
+            self._tell(config, None)
+
+    def replay(self, history: History) -> None:
+        """Feed the finished jobs of an earlier run, in the order they were proposed: ``(config,
+        score)`` pairs, score None for a job without one. Each counts against ``n_samples``.
+
+        This default re-runs the proposer's own (seeded, deterministic) sequence and matches each
+        proposal with a past job by its parameters, so random, sequence and hyperband go on exactly
+        as the interrupted run would have; a proposal with no past job (it was running when the run
+        stopped) is proposed again first.
+        """
+        todo: dict[str, list[float | None]] = {}
+        for config, score in history:
+            todo.setdefault(config_key(config, self.adds), []).append(score)
+        pending = sum(len(v) for v in todo.values())
+        with self._lock:
+            skipped: list[dict] = []
+            while pending:
+                params = self.get()
+                if params is None:
+                    break
+                scores = todo.get(config_key(params, self.adds))
+                if scores:
+                    self._tell(params, _finite(scores.pop(0)))
+                    pending -= 1
+                else:
+                    skipped.append(params)
+            self._requeue = skipped + self._requeue
+
+    @property
+    def finished(self) -> bool:
+        """True once every job was given out: a None from ``get`` is then final."""
+        with self._lock:
+            return self._given >= self.n_samples and not self._requeue
+
+    def _propose(self) -> dict | None:
+        raise NotImplementedError
+
+    def _tell(self, config: dict, score: float | None) -> None:
+        """Learn from one ended job; random and grid search do not."""
+
+    def _loss(self, score: float) -> float:
+        """The score as a value to minimise."""
+        return -score if self.maximize else score
+
+
+def config_key(config: dict, ignore: Iterable[str] = ()) -> str:
+    """A job's parameters as a comparable string (bookkeeping keys such as tid left out)."""
+    skip = set(ignore) | {"job_id", "tid"}
+    return json.dumps({k: v for k, v in config.items() if k not in skip}, sort_keys=True, default=str)
+
+
+def _finite(score: Any) -> float | None:
+    try:
+        value = float(score)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+# -- key checks shared by the proposers: experiment.json's top-level keys, one clear error each --
+
+def key_int(config: ExperimentConfig, key: str, default: int, minimum: int) -> int:
+    value = config.raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key} in {config.path or 'experiment.json'} must be a whole number of at "
+                          f"least {minimum} (default {default}), got {json.dumps(value, default=str)}")
+    return value
+
+
+def key_number(config: ExperimentConfig, key: str, default: float | None, low: float,
+               high: float = math.inf, low_open: bool = True) -> float:
+    value = config.raw.get(key, default)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        bound = f"above {low:g}" if low_open else f"at least {low:g}"
+        bound += f" and at most {high:g}" if math.isfinite(high) else ""
+        hint = f" (default {default:g})" if default is not None else ""
+        raise ConfigError(f"{key} in {config.path or 'experiment.json'} must be a number {bound}{hint}, "
+                          f"got {json.dumps(value, default=str)}")
+    return float(value)
+
+
+def key_choice(config: ExperimentConfig, key: str, default: str, options: tuple[str, ...]) -> str:
+    value = config.raw.get(key, default)
+    if value not in options:
+        raise ConfigError(f"{key} {json.dumps(value, default=str)} in {config.path or 'experiment.json'} "
+                          f"is not supported by the {config.proposer} proposer — use {' or '.join(options)}")
+    return value
