@@ -1,10 +1,16 @@
 """Early stopping: which jobs a person sees stopped, and when."""
+import json
+import subprocess
+import sys
 import threading
 
 import pytest
 
+from backends.config import load_experiment
 from backends.early_stop import make_policy
 from backends.errors import ConfigError
+from backends.experiment import Experiment
+from helpers import ROOT, write_experiment, write_script
 
 
 def policy(name, steps=1, warmup=0, maximize=True, **extra):
@@ -170,7 +176,13 @@ def test_reports_from_many_threads_are_safe():
 
 @pytest.mark.parametrize("cfg, fragment", [
     ({"aup_policy": "magic", "aup_policy_steps": 1}, "unknown aup_policy \"magic\""),
-    ({"aup_policy": "curve_fitting", "aup_policy_steps": 1}, "not supported by aup-tui"),
+    ({"aup_policy": "curve_fitting", "aup_policy_steps": 1}, "needs curve_fitting_max_iters"),
+    ({"aup_policy": "curve_fitting", "aup_policy_steps": 1, "curve_fitting_max_iters": 0},
+     "curve_fitting_max_iters in"),
+    ({"aup_policy": "curve_fitting", "aup_policy_steps": 1, "curve_fitting_max_iters": 9,
+      "curve_fitting_threshold": 2}, "curve_fitting_threshold in"),
+    ({"aup_policy": "curve_fitting", "aup_policy_steps": 1, "curve_fitting_max_iters": 9,
+      "curve_fitting_timeout": 0}, "curve_fitting_timeout in"),
     ({"aup_policy": "median"}, "needs aup_policy_steps"),
     ({"aup_policy": "median", "aup_policy_steps": 0}, "aup_policy_steps in"),
     ({"aup_policy": "median", "aup_policy_steps": 1, "warmup": -1}, "warmup in"),
@@ -183,3 +195,112 @@ def test_bad_early_stop_settings_are_explained(cfg, fragment):
         make_policy(cfg, True)
     assert fragment in str(info.value)
     assert "resource_args.early_stop in experiment.json" in str(info.value)
+
+
+# -- curve fitting: learning-curve extrapolation -----------------------------------------------
+
+def rising(top, drop=0.6, n=20):
+    """A learning curve climbing towards `top`: top - drop/x for results 1..n."""
+    return [top - drop / x for x in range(1, n + 1)]
+
+
+def curve_policy(maximize=True, **extra):
+    return make_policy({"aup_policy": "curve_fitting", "aup_policy_steps": 1,
+                        "curve_fitting_max_iters": 20, **extra}, maximize)
+
+
+def first_stop(p, jid, values):
+    """The result number at which job `jid` is stopped, or None."""
+    for i, value in enumerate(values, start=1):
+        if p.report(jid, value):
+            return i
+    return None
+
+
+def test_curve_fitting_stops_a_job_whose_curve_heads_below_the_best_and_keeps_a_better_one():
+    p = curve_policy()
+    assert first_stop(p, 1, rising(0.9)) is None  # nobody to compare with: runs to the end
+    p.forget(1)
+    # 0.5 - 0.4/x looks fine early on (its 5th result 0.42 is not far from 0.78), but levels off
+    assert first_stop(p, 2, rising(0.5, drop=0.4)) == 5
+    assert p.reason(2) == ("curve fitting: its 5 results extrapolate to 0.48 at result 20, lower than "
+                           "0.8265 (0.95 × the best finished result 0.87)")
+    assert first_stop(p, 3, rising(0.95)) is None
+    assert first_stop(p, 4, rising(0.88)) is None  # below the best but within the threshold: 0.85 ≥ 0.8265
+
+
+def test_curve_fitting_with_target_min_stops_a_loss_that_levels_off_high():
+    p = curve_policy(maximize=False)
+    assert first_stop(p, 1, [1 - v for v in rising(0.9)]) is None
+    p.forget(1)
+    assert first_stop(p, 2, [1 - v for v in rising(0.5, drop=0.4)]) == 5
+    assert "higher than 0.1365 (1.05 × the best finished result 0.13)" in p.reason(2)
+    assert first_stop(p, 3, [1 - v for v in rising(0.95)]) is None
+
+
+def test_curve_fitting_judges_from_the_5th_result_after_warmup_and_every_steps():
+    p = curve_policy(aup_policy_steps=3, warmup=7)
+    first_stop(p, 1, rising(0.9))
+    p.forget(1)
+    assert first_stop(p, 2, rising(0.5, drop=0.4)) == 7  # first multiple of 3 judged: 6 of 7 results
+    assert "its 6 results" in p.reason(2)
+    lone = curve_policy()
+    assert first_stop(lone, 5, rising(0.1)) is None  # no job has ended: nothing to compare with
+
+
+def test_curve_fitting_gives_up_at_its_timeout_instead_of_stalling():
+    p = curve_policy(curve_fitting_timeout=1e-9)
+    first_stop(p, 1, rising(0.9))
+    p.forget(1)
+    # no family fits within the time allowed, so no verdict: the job runs on
+    assert first_stop(p, 2, rising(0.5, drop=0.4)) is None
+
+
+def test_curve_fitting_needs_a_good_fit_from_four_families():
+    p = curve_policy()
+    first_stop(p, 1, rising(0.9))
+    p.forget(1)
+    noise = [0.1, 0.9, -0.7, 0.8, -0.9, 0.6, -0.8, 0.7, -0.6, 0.9]  # no curve family fits this
+    assert first_stop(p, 2, noise) is None
+
+
+def test_curve_fitting_without_scipy_names_the_extra_to_install(tmp_path):
+    blocker = (
+        "import sys\n"
+        "sys.modules['scipy'] = None  # as if it were not installed\n"
+        "from backends.early_stop import make_policy\n"
+        "from backends.errors import ConfigError\n"
+        "try:\n"
+        "    make_policy({'aup_policy': 'curve_fitting', 'aup_policy_steps': 1,"
+        " 'curve_fitting_max_iters': 5}, True)\n"
+        "except ConfigError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True, cwd=ROOT,
+                         timeout=60)
+    assert out.stdout.strip() == ('aup_policy "curve_fitting" in resource_args.early_stop in experiment.json '
+                                  "needs scipy, which is not installed — pip install 'aup-tui[curve-fitting]'")
+
+
+def test_curve_fitting_stops_a_real_job_in_an_experiment(workdir):
+    """Two real jobs one after the other: the first climbs to 0.9 and finishes; the second,
+    levelling off at 0.5, is stopped early with the rule's numbers on its record."""
+    write_script(workdir, "curve.sh", """
+        top=$(sed 's/.*"top": *\\([-0-9.e]*\\).*/\\1/' "$1")
+        i=1
+        while [ $i -le 20 ]; do
+            awk -v t="$top" -v i=$i 'BEGIN { printf "#Auptimizer:%.6f\\n", t - 0.5 * t / i }'
+            i=$((i + 1))
+        done
+    """)
+    path = write_experiment(workdir, script="./curve.sh", proposer="sequence", n_parallel=1, n_samples=0,
+                            parameter_config=[{"name": "top", "type": "choice", "range": [0.9, 0.5]}],
+                            resource_args={"early_stop": {"aup_policy": "curve_fitting", "aup_policy_steps": 1,
+                                                          "curve_fitting_max_iters": 20}})
+    exp = Experiment(load_experiment(path), auppath=str(workdir / ".aup"))
+    result = exp.run()
+    assert result.status == "FINISHED"
+    jobs = {j["config"]["top"]: j for j in exp.connector.jobs(result.eid)}
+    assert jobs[0.9]["status"] == "FINISHED"
+    assert jobs[0.5]["status"] == "EARLY_STOPPED"
+    assert "curve fitting: its 5 results extrapolate to" in json.dumps(jobs[0.5])

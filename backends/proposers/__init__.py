@@ -9,11 +9,10 @@ random search do not pay for them.
 """
 from __future__ import annotations
 
-import importlib.util
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from .base import Proposer, config_key
+from .base import Proposer, config_key, installed
 from .basic import RandomProposer, SequenceProposer
 from .bohb import BOHBProposer
 from .gp import GPProposer, SpearmintProposer
@@ -57,7 +56,7 @@ def proposer_class(name: Any, source: str = "experiment.json") -> type[Proposer]
     if not (isinstance(name, str) and name in PROPOSERS):
         raise ConfigError(f"unknown proposer '{name}' in {source} — available: {', '.join(PROPOSERS)}")
     cls = PROPOSERS[name]
-    missing = [module for module in cls.requires if importlib.util.find_spec(module) is None]
+    missing = [module for module in cls.requires if not installed(module)]
     if missing:
         raise ConfigError(f"proposer '{name}' in {source} needs {', '.join(missing)}, which is not "
                           f"installed — pip install 'aup-tui[{cls.extra}]'")

@@ -11,6 +11,7 @@ job ends.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import threading
@@ -121,6 +122,15 @@ def config_key(config: dict, ignore: Iterable[str] = ()) -> str:
     """A job's parameters as a comparable string (bookkeeping keys such as tid left out)."""
     skip = set(ignore) | {"job_id", "tid"}
     return json.dumps({k: v for k, v in config.items() if k not in skip}, sort_keys=True, default=str)
+
+
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported, found without importing it (a module set to None in
+    ``sys.modules``, as tests do to hide one, counts as missing)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _finite(score: Any) -> float | None:
