@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from backends.jobs import Job, JobError, ResultParseError, parse_pasted_output, parse_result_line
+from backends.jobs import (Job, JobError, NonFiniteResultError, ResultParseError, json_safe, parse_pasted_output,
+                          parse_result_line)
 from helpers import write_script
 
 
@@ -58,3 +59,28 @@ def test_config_and_log_files_follow_auptimizer_layout(tmp_path):
     assert job.log_path() == str(tmp_path / "jobs" / "12.2.out")
     assert job.command == [str(tmp_path / "job.sh"), path]
     assert job.shell_command.endswith("./job.sh jobs/12.json")
+
+
+@pytest.mark.parametrize("line, shown, what", [
+    ("#Auptimizer:inf", "inf", "score"), ("#Auptimizer:-inf", "-inf", "score"), ("#Auptimizer:nan", "nan", "score"),
+    ("#Auptimizer:1e309", "1e309", "score"), ("#Auptimizer:0.5, Infinity", "Infinity", "value 2"),
+])
+def test_non_finite_results_are_refused_with_the_job_named(line, shown, what):
+    with pytest.raises(NonFiniteResultError) as info:
+        parse_result_line(line)
+    assert info.value.for_job(3) == f"job 3 reported a non-finite {what} '{shown}' in '{line}'; " \
+                                    "a result must be a finite number"
+
+
+@pytest.mark.parametrize("text", ["inf", "nan", "1e309", "#Auptimizer:inf"])
+def test_pasted_non_finite_scores_are_refused(text):
+    with pytest.raises(ResultParseError, match="finite"):
+        parse_pasted_output(text)
+
+
+def test_json_safe_turns_non_finite_floats_into_null():
+    import json
+
+    value = {"score": float("inf"), "jobs": [{"score": float("nan"), "values": (1.0, float("-inf"))}], "n": 2}
+    assert json.dumps(json_safe(value), allow_nan=False) == \
+        '{"score": null, "jobs": [{"score": null, "values": [1.0, null]}], "n": 2}'

@@ -410,6 +410,7 @@ class NodePool:
                     f"the private key {key} for {label} does not exist — fix the key path in env.ini",
                     name,
                 )
+        _quiet_paramiko()
         client = paramiko.SSHClient()
         if os.path.exists(self.known_hosts):
             try:
@@ -464,8 +465,21 @@ class NodePool:
             reason = "connection refused" if _all_refused(exc) else describe_error(exc)
             raise NodeUnreachableError(f"cannot connect to {label}: {reason}", name) from None
         except Exception as exc:  # SSHException, EOFError, OSError, …
+            transport = client.get_transport()
+            cause = getattr(transport, "saved_exception", None) or exc  # what killed the handshake
             _quiet_close(client)
-            raise NodeUnreachableError(f"cannot connect to {label}: {describe_error(exc)}", name) from None
+            not_ssh = _not_ssh_reason(cause, timeout) or _not_ssh_reason(exc, timeout)
+            if not not_ssh and "No existing session" in str(exc) and transport is not None:
+                # paramiko gave up waiting for the handshake and tried to log in anyway
+                if not getattr(transport, "remote_version", ""):
+                    not_ssh = f"no SSH greeting within {timeout:g} s"
+                else:
+                    cause = TimeoutError(f"the SSH handshake did not finish within {timeout:g} s")
+            if not_ssh:
+                raise NodeUnreachableError(
+                    f"cannot connect to {label}: {not_ssh} (is it an SSH server? check the host and port "
+                    "in env.ini)", name) from None
+            raise NodeUnreachableError(f"cannot connect to {label}: {describe_error(cause)}", name) from None
         transport = client.get_transport()
         if transport is not None:
             if self.keepalive > 0:
@@ -537,6 +551,35 @@ class NodePool:
             b"".join(out).decode("utf-8", errors="replace"),
             b"".join(err).decode("utf-8", errors="replace"),
         )
+
+
+_paramiko_quieted = False
+
+
+def _quiet_paramiko() -> None:
+    """paramiko logs a traceback (at ERROR, through its transport thread) for every failed
+    handshake; with no logging set up, Python prints that on stderr. We turn each failure into
+    one clear message instead: give paramiko's logger a handler so nothing reaches stderr by
+    default (logging configured by the application still receives the records)."""
+    global _paramiko_quieted
+    if not _paramiko_quieted:
+        logging.getLogger("paramiko").addHandler(logging.NullHandler())
+        _paramiko_quieted = True
+
+
+def _not_ssh_reason(exc: BaseException, timeout: float) -> str:
+    """Why the peer is not (or does not act like) an SSH server, or "" when the error says
+    nothing of the sort (a plain TCP listener on the port, a web server, a closed socket)."""
+    text = str(exc)
+    if "protocol banner" in text:
+        context = exc.__context__ or exc.__cause__
+        lowered = text.lower()
+        if isinstance(context, (TimeoutError,)) or "timed out" in lowered or "timeout" in lowered:
+            return f"no SSH greeting within {timeout:g} s"
+        return "it closed the connection without an SSH greeting"
+    if "Indecipherable protocol version" in text or "Incompatible version" in text:
+        return f"it does not speak SSH 2 ({describe_error(exc)})"
+    return ""
 
 
 def _quiet_close(client: Any) -> None:

@@ -289,6 +289,7 @@ class SSHResourceManager(AbstractResourceManager):
         finally:
             with self._lock:
                 self._states.pop(job.jid, None)
+            state.killed.set()  # nothing of it runs any more: whoever waits for its end may go on
             self._update_job_counts()
             if pool is not self.pool:
                 self._drop_sftp(pool, name)
@@ -339,9 +340,9 @@ class SSHResourceManager(AbstractResourceManager):
                 return
             failures += 1
             if failures > self.max_retries:
-                job.error = (f"{message} — gave up after {self.max_retries} "
-                             f"{'retry' if self.max_retries == 1 else 'retries'} "
-                             f"{self.reconn_wait_time:g} s apart")
+                job.error = message if not self.max_retries else (
+                    f"{message} — gave up after {self.max_retries} "
+                    f"{'retry' if self.max_retries == 1 else 'retries'} {self.reconn_wait_time:g} s apart")
                 _log_line(logf, f"[aup] {job.error}")
                 return
             _log_line(logf, f"[aup] {message}; retrying in {self.reconn_wait_time:g} s "
@@ -686,16 +687,23 @@ class SSHResourceManager(AbstractResourceManager):
         state.pgid = None
 
     def finish(self, status: str = "FINISHED") -> list | None:
+        """Stop every job still running on a node (its process group killed there), within
+        about kill_grace + 10 s whatever the nodes do, then close the connections."""
         with self._lock:
-            running = [(jid, st) for jid, st in self._states.items()]
+            running = list(self._states.items())
         for jid, st in running:
             job = self.jobs.get(jid)
             if job is not None:
                 self._stop_reasons.setdefault(jid, "experiment ended")
                 self.kill(job)
+        # a job that has not told its process group yet kills itself as soon as it does (it sees
+        # the stop); a kill under way reports when the node confirmed it
+        deadline = time.monotonic() + self.kill_grace + 10
         for _, st in running:
-            if st.kill_started:
-                st.killed.wait(self.kill_grace + 15)
+            st.killed.wait(max(0.0, deadline - time.monotonic()))
+        for _, st in running:  # launched, but its group never came back to us: the node's pid file says
+            if not st.killed.is_set() and not st.kill_started and st.paths is not None:
+                self._kill_leftover(st)
         self._closing.set()
         for _, st in running:  # whatever the kill left: stop waiting for it
             if st.chan is not None:
