@@ -327,7 +327,7 @@ def summarize(connector: TinyDBConnector, eid: int) -> ExperimentResult:
     counts: dict[str, int] = {}
     for j in jobs:
         counts[j["status"]] = counts.get(j["status"], 0) + 1
-    best = connector.get_best_result(eid, exp.get("target", "max") == "max")
+    best = connector.get_best_result(eid, exp.get("target", "max") == "max", jobs=jobs)
     best_cfg = None
     if best:
         best_cfg = next((j["config"] for j in jobs if j["jid"] == best[0]), None)

@@ -93,13 +93,14 @@ def sync_resources(env: EnvConfig, connector: TinyDBConnector) -> None:
         existing = sorted(rid for rid, r in have.items() if r["type"] == rtype)
         for i, rid in enumerate(existing[:count]):
             wanted[rid] = (f"{rtype}{i}" if rtype == "cpu" else "person", rtype)
+        top = max([*have, *wanted, 0])  # once, not per new resource: `--cpu 16000` was quadratic
         for i in range(len(existing), count):
-            rid = max([*have, *wanted, 0]) + 1
-            wanted[rid] = (f"{rtype}{i}" if rtype == "cpu" else "person", rtype)
-    for rid, (name, rtype) in sorted(wanted.items()):
-        old = have.get(rid)
-        if old is None or old["name"] != name or old["type"] != rtype:
-            connector.add_resource(name, rtype, rid=rid)
+            top += 1
+            wanted[top] = (f"{rtype}{i}" if rtype == "cpu" else "person", rtype)
+    changed = [(rid, name, rtype) for rid, (name, rtype) in sorted(wanted.items())
+               if have.get(rid) is None or have[rid]["name"] != name or have[rid]["type"] != rtype]
+    if changed:
+        connector.add_resources(changed)  # one store write for all of them
     for rid in set(have) - set(wanted):
         if have[rid]["status"] == "free":
             connector.remove_resource(rid)

@@ -257,3 +257,20 @@ def test_a_running_attempts_pid_reaches_other_processes_and_no_other_attempt(tmp
     assert "pid" not in reader.get_job(running, eid)  # its process is gone
     c.close()
     reader.close()
+
+
+def test_best_job_on_a_tie_is_the_one_that_finished_first(tmp_path):
+    """Equal scores: the job that FINISHED first wins (not the lower jid), for max and for min."""
+    from backends.store import better
+
+    c = TinyDBConnector(str(tmp_path / ".aup"))
+    eid = c.start_experiment("me", "exp", {})
+    first, second = c.new_jid(), c.new_jid()
+    for jid in (first, second):
+        c.start_job(eid, jid, {}, None, "cpu:0", 1)
+    c.end_job(eid, second, 0.5, "FINISHED", values=[0.5])  # the later job ends first
+    c.end_job(eid, first, 0.5, "FINISHED", values=[0.5])
+    assert c.get_best_result(eid, maximize=True) == (second, 0.5)
+    assert c.get_best_result(eid, maximize=False) == (second, 0.5)
+    assert better(0.6, 9.0, 7, (0.5, 1.0, 3), maximize=True) and not better(0.6, 9.0, 7, (0.5, 1.0, 3), False)
+    c.close()

@@ -44,6 +44,10 @@ MIN_BATCH_INTERVAL = 0.05  # at most ~20 state updates a second
 NARROW = 140  # below this width the plot and panels go under the job table
 
 
+#: the engine's StoreProblem notices (backends.experiment): shown as a banner until resolved
+STORE_DOWN, STORE_UP = "store can't be written", "store can be written again"
+
+
 class DashboardScreen(Screen):
     """One experiment, live. `source` carries stop requests and passive answers (None: read-only)."""
 
@@ -163,8 +167,13 @@ class DashboardScreen(Screen):
         if ch.plot:
             self._update_plot()
         for level, message in ch.notices:
+            timeout = 8
+            if message.startswith(STORE_DOWN):  # a banner that stays until the store takes writes again
+                timeout = 24 * 3600
+            elif message.startswith(STORE_UP):
+                self.app.clear_notifications()
             self.notify(message, severity="error" if level == "error" else
-                        "warning" if level == "warning" else "information", timeout=8)
+                        "warning" if level == "warning" else "information", timeout=timeout)
         if self.state.is_live:
             self._ticker.resume()
         else:

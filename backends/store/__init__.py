@@ -1,8 +1,10 @@
 """The embedded store: TinyDB files under `.aup/store/`, safe across threads and processes."""
 
-from .connector import LIVE_STATES, TinyDBConnector
+from .connector import LIVE_STATES, TinyDBConnector, better
+from .files import StoreCorruptError, StoreWriteError
 
-__all__ = ["TinyDBConnector", "LIVE_STATES", "get_default_connector"]
+__all__ = ["TinyDBConnector", "LIVE_STATES", "get_default_connector", "better", "StoreWriteError",
+           "StoreCorruptError"]
 
 
 def get_default_connector(auppath: str = ".aup") -> TinyDBConnector:

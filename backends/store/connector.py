@@ -24,6 +24,7 @@ if `meta.json` is lost (they are never lower than any id found in the `e<eid>/` 
 from __future__ import annotations
 
 import fcntl
+import fnmatch
 import getpass
 import glob
 import logging
@@ -88,50 +89,55 @@ def better(score: float, end: float | None, jid: int, than: tuple[float, float |
 
 # -- what a document of each table must look like (a damaged one is reported, not trusted) -----
 
-_NUM = (int, float)
-_OWNER = (list, type(None))
-_SCHEMA: dict[str, dict[str, tuple[type, ...]]] = {
-    "resources": {"rid": (int,), "name": (str,), "type": (str,), "status": (str,), "owner": _OWNER},
-    "experiments": {"eid": (int,), "name": (str,), "status": (str,), "owner": _OWNER},
-    "experiment": {"eid": (int,), "name": (str,), "status": (str,), "owner": _OWNER},
-    "stops": {"eid": (int,), "time": _NUM},
-    "passive": {"eid": (int,), "jid": (int,), "text": (str,), "time": _NUM},
-    "jobs": {"jid": (int,), "eid": (int,), "status": (str,), "config": (dict,), "attempts": (list,),
-             "score": (int, float, type(None)), "resource": (str, type(None))},
-    "results": {"jid": (int,), "index": (int,), "values": (list,)},
-    "config": {"config": (dict,)},
-    "labels": {"labels": (list,)},
-    "errors": {"message": (str,)},
-}
-
-
+_INT, _STR, _NONE = frozenset({int}), frozenset({str}), type(None)
+_NUM = frozenset({int, float})
+_OWNER = frozenset({list, _NONE})
+#: table → ((key, the exact types its value may have), …); checked on every document read
+_SCHEMA: dict[str, tuple[tuple[str, frozenset], ...]] = {tbl: tuple(spec.items()) for tbl, spec in {
+    "resources": {"rid": _INT, "name": _STR, "type": _STR, "status": _STR, "owner": _OWNER},
+    "experiments": {"eid": _INT, "name": _STR, "status": _STR, "owner": _OWNER},
+    "experiment": {"eid": _INT, "name": _STR, "status": _STR, "owner": _OWNER},
+    "stops": {"eid": _INT, "time": _NUM},
+    "passive": {"eid": _INT, "jid": _INT, "text": _STR, "time": _NUM},
+    "jobs": {"jid": _INT, "eid": _INT, "status": _STR, "config": frozenset({dict}), "attempts": frozenset({list}),
+             "score": frozenset({int, float, _NONE}), "resource": frozenset({str, _NONE})},
+    "results": {"jid": _INT, "index": _INT, "values": frozenset({list})},
+    "config": {"config": frozenset({dict})},
+    "labels": {"labels": frozenset({list})},
+    "errors": {"message": _STR},
+}.items()}
 _ID_KEYS = {"resources": "rid", "experiments": "eid", "jobs": "jid"}
 _STATUS = re.compile(r"[A-Za-z_]{1,32}")
 
 
 def _validate(tbl: str, doc_id: str, doc: dict[str, Any]) -> None:
-    """Raise ValueError when `doc` (of table `tbl`) is not what this store writes."""
+    """Raise ValueError when `doc` (of table `tbl`) is not what this store writes: damage is
+    found where the file is read and named, instead of surfacing as a KeyError somewhere else."""
     if not doc_id.isdigit():
         raise ValueError(f"document id {doc_id[:20]!r} in table '{tbl}' is not a number")
     if tbl == "counters":
-        if not all(isinstance(v, int) for v in doc.values()):
+        if not all(type(v) is int for v in doc.values()):
             raise ValueError("an id counter is not a number")
         return
-    for key, types in _SCHEMA.get(tbl, {}).items():
-        if not isinstance(doc.get(key), types) or (types is not _NUM and isinstance(doc.get(key), bool)):
-            raise ValueError(f"'{key}' of document {doc_id} in table '{tbl}' is missing or not a {types[0].__name__}")
+    for key, types in _SCHEMA.get(tbl, ()):
+        if type(doc.get(key)) not in types:
+            raise ValueError(f"'{key}' of document {doc_id} in table '{tbl}' is missing or of the wrong type")
     owner = doc.get("owner")
-    if owner is not None and (len(owner) != 2 or not all(isinstance(v, int) for v in owner)):
+    if owner is not None and (len(owner) != 2 or type(owner[0]) is not int or type(owner[1]) is not int):
         raise ValueError(f"'owner' of document {doc_id} in table '{tbl}' is not [pid, start]")
     key = _ID_KEYS.get(tbl)
     if key is not None and doc[key] != int(doc_id):
         raise ValueError(f"document {doc_id} in table '{tbl}' says it is {key} {doc[key]}")
-    if tbl == "resources" and doc["status"] not in ("free", "taken"):
-        raise ValueError(f"resource {doc_id} has the unknown status {doc['status'][:20]!r}")
-    if "status" in doc and isinstance(doc["status"], str) and not _STATUS.fullmatch(doc["status"]):
-        raise ValueError(f"document {doc_id} in table '{tbl}' has the status {doc['status'][:20]!r}")
-    if tbl == "jobs" and not all(isinstance(a, dict) for a in doc["attempts"]):
-        raise ValueError(f"an attempt of job {doc_id} is not a record")
+    status = doc.get("status")
+    if status is not None:
+        if type(status) is not str or not _STATUS.fullmatch(status):
+            raise ValueError(f"document {doc_id} in table '{tbl}' has the status {str(status)[:20]!r}")
+        if tbl == "resources" and status not in ("free", "taken"):
+            raise ValueError(f"resource {doc_id} has the unknown status {status[:20]!r}")
+    if tbl == "jobs":
+        for a in doc["attempts"]:
+            if type(a) is not dict:
+                raise ValueError(f"an attempt of job {doc_id} is not a record")
 
 
 class TinyDBConnector:
@@ -166,6 +172,7 @@ class TinyDBConnector:
         self.write_error: StoreWriteError | None = None
         self._written: set[str] = set()  # databases this connector appended to (compacted on close)
         self._jid_floor: int | None = None
+        self._jobs_memo: dict[int, tuple[list, list[dict]]] = {}
         self._check_meta()
 
     # -- plumbing -------------------------------------------------------------------------
@@ -402,6 +409,25 @@ class TinyDBConnector:
             self._put(self.META, "resources", rid, doc)
             return rid
 
+    def add_resources(self, resources: Iterable[tuple[int, str, str]]) -> None:
+        """Register (or re-register) many `(rid, name, type)` at once: one journal write, not one
+        each (`init --cpu 16000`)."""
+        with self._locked():
+            have = self._raw(self.META, "resources")
+            ops, top = [], 0
+            for rid, name, rtype in resources:
+                old = have.get(str(rid)) or {}
+                doc = {"rid": rid, "name": str(name), "type": rtype, "status": "free", "owner": None, "jid": None}
+                if old.get("status") == "taken":
+                    doc.update(status="taken", owner=old.get("owner"), jid=old.get("jid"))
+                ops.append({"t": "resources", "id": str(rid), "d": doc})
+                top = max(top, rid)
+            counters = self._raw(self.META, "counters").get("1") or {}
+            if top > int(counters.get("rid", 0)):
+                ops.append({"t": "counters", "id": "1", "d": {**counters, "rid": top}})
+            if ops:
+                self._write(self.META, ops)
+
     def remove_resources(self, rtype: str | None = None) -> None:
         with self._locked():
             self._delete(self.META, "resources", [r["rid"] for r in self.resources(rtype)])
@@ -412,12 +438,13 @@ class TinyDBConnector:
 
     def resources(self, rtype: str | None = None) -> list[dict]:
         with self._lock:
-            docs = self._meta("resources").all()
-        return sorted((dict(d) for d in docs if rtype is None or d["type"] == rtype), key=lambda d: d["rid"])
+            docs = [dict(d) for d in self._raw(self.META, "resources").values() if rtype is None or d["type"] == rtype]
+        docs.sort(key=lambda d: d["rid"])
+        return docs
 
     def get_resource(self, rid: int) -> dict | None:
         with self._lock:
-            doc = self._meta("resources").get(doc_id=rid)
+            doc = self._raw(self.META, "resources").get(str(rid))
         return dict(doc) if doc else None
 
     def get_available_resource(self, rtype: str, rid_blacklist: Any = None) -> list[int]:
@@ -471,10 +498,10 @@ class TinyDBConnector:
     def _recover(self) -> dict[str, list[int]]:
         now = time.time()
         with self._locked():
-            freed = [d.doc_id for d in self._meta("resources").all()
+            freed = [d["rid"] for d in self._raw(self.META, "resources").values()
                      if d["status"] == "taken" and not _owner_alive(d.get("owner"))]
             self._patch(self.META, "resources", freed, _FREE)
-            experiments = [d.doc_id for d in self._meta("experiments").all()
+            experiments = [d["eid"] for d in self._raw(self.META, "experiments").values()
                            if d["status"] == "RUNNING" and not _owner_alive(d.get("owner"))]
             self._patch(self.META, "experiments", experiments, {"status": "INTERRUPTED", "end": now})
             jobs: list[int] = []
@@ -719,14 +746,23 @@ class TinyDBConnector:
         return True
 
     def _files(self, pattern: str) -> list[str]:
-        """Databases matching `pattern` (relative to the store), whether snapshot or journal exists."""
+        """Databases matching `pattern` (`dir/name`, relative to the store), whether snapshot or
+        journal exists; a listdir per folder (no glob, no relpath: this runs on every refresh)."""
+        folder, name = pattern.split("/", 1)
+        folders = ([folder] if not glob.has_magic(folder) else
+                   [f for f in fnmatch.filter(self._listdir(self.root), folder)])
         found = set()
-        for path in glob.glob(os.path.join(self.root, pattern + "*")):
-            if path.endswith(".log"):
-                path = path[:-4]
-            if path.endswith(".json"):
-                found.add(os.path.relpath(path, self.root))
+        for f in folders:
+            names = {n[:-4] if n.endswith(".log") else n for n in self._listdir(os.path.join(self.root, f))}
+            found.update(f"{f}/{n}" for n in fnmatch.filter(names, name))
         return sorted(found)
+
+    @staticmethod
+    def _listdir(path: str) -> list[str]:
+        try:
+            return os.listdir(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
 
     def _job_files(self, eid: int) -> list[str]:
         return self._files(f"e{eid}/jobs-*.json")
@@ -748,12 +784,26 @@ class TinyDBConnector:
         return None
 
     def jobs(self, eid: int) -> list[dict]:
-        """Every job of experiment `eid` by jid, records still waiting to be written included."""
-        out: dict[int, dict] = {}
-        for relpath in self._job_files(eid):
-            with self._lock:
-                for doc in self._raw(relpath, "jobs").values():
-                    out[doc["jid"]] = dict(doc)
+        """Every job of experiment `eid` by jid, records still waiting to be written included.
+
+        The sorted list is kept until one of the experiment's job files changes, so the second
+        and third caller of one command (status, summary, best job) pay two stats a file."""
+        stamp = []
+        with self._lock:
+            for relpath in self._job_files(eid):
+                storage = storage_of(self._db(relpath))
+                storage.read()
+                stamp.append((relpath, storage.signature))
+            memo = self._jobs_memo.get(eid)
+            if memo is not None and memo[0] == stamp:
+                docs = memo[1]
+            else:
+                docs = sorted((doc for relpath, _ in stamp for doc in self._raw(relpath, "jobs").values()),
+                              key=lambda d: d["jid"])
+                self._jobs_memo[eid] = (stamp, docs)
+            if not self._unwritten:
+                return [dict(d) for d in docs]
+        out: dict[int, dict] = {d["jid"]: dict(d) for d in docs}
         with self._lock:
             for (e, j), (_, doc) in self._unwritten.items():
                 if e == eid:

@@ -272,6 +272,11 @@ class JournaledStorage(Storage):
                 self._fd = None
 
     @property
+    def signature(self) -> tuple:
+        """Changes whenever what `read()` returns may have changed (call `read()` first)."""
+        return (self._snap, self._log_ino, self._log_off, id(self._data))
+
+    @property
     def holds_fd(self) -> bool:
         return self._fd is not None
 
