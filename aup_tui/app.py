@@ -28,6 +28,7 @@ from textual.widgets import Button, Static
 from themes import DEFAULT_THEME, THEMES
 
 from .bridge import EngineBridge, ExperimentState, LiveSource, StoreSource
+from .signals import STOP_WAIT, QuietOnHangup, signal_name, stop_signals
 
 EXIT_OK, EXIT_ERROR, EXIT_STOPPED = 0, 1, 130
 PREFS_FILE = "tui.json"
@@ -258,6 +259,7 @@ class AupApp(App[int]):
         self.exp_thread: threading.Thread | None = None
         self.exp_outcome: dict[str, Any] = {}
         self.quit_choice: str | None = None
+        self.signalled: int | None = None  # SIGTERM/SIGHUP that closed the app
         self.watched_status: str | None = None
         self.empty_reason: tuple[bool, str, str] | None = None
         self.initial_experiments: list[dict] = []
@@ -319,6 +321,23 @@ class AupApp(App[int]):
                 self.open_experiment(exps[-1]["eid"], base=True)
             else:
                 self.push_screen(PickerScreen(self.connector, clock=self.clock))
+        if stop_signals.installed:  # the CLI's processes (not tests or screenshots)
+            stop_signals.route(self._signal_arrived)
+
+    def _signal_arrived(self, signum: int) -> None:
+        """From the signal handler (main thread, any moment): only hand it to the event loop."""
+        self.call_later_threadsafe(self._signalled, signum)
+
+    def _signalled(self, signum: int) -> None:
+        """SIGTERM/SIGHUP: stop our experiment as `S` does (jobs killed, recorded STOPPED, resources
+        freed; `_finish_experiment` waits for it) and close, exit 130. A watched experiment runs on."""
+        if self.signalled is not None:
+            return
+        self.signalled = signum
+        if self.running_experiment:
+            self.quit_choice = "stop"
+            self.experiment.stop()
+        self.exit(EXIT_STOPPED)
 
     def open_experiment(self, eid: int, base: bool = False) -> None:
         """The dashboard of experiment `eid` from the store (followed while it runs)."""
@@ -374,6 +393,7 @@ class AupApp(App[int]):
             self.experiment is not None and not self.experiment.stopping
 
     def on_unmount(self) -> None:
+        stop_signals.route(None)  # the loop is closing: a later signal is kept for what follows
         if self.monitoring is not None:
             self.monitoring.stop()  # the GPU and node monitors' threads, NVML, SSH connections
 
@@ -471,6 +491,8 @@ def run_app(auppath: str | None = None, *, connector: Any = None, experiment: An
     app = AupApp(auppath, connector=connector, experiment=experiment, watch=watch)
     code = app.run()
     if app.experiment is None:
+        if app.signalled is not None or stop_signals.received is not None:
+            return EXIT_STOPPED
         return EXIT_OK if code is None else int(code)
     return _finish_experiment(app)
 
@@ -481,15 +503,21 @@ def _finish_experiment(app: AupApp) -> int:
 
     from .headless import print_summary
 
-    exp, thread, out = app.experiment, app.exp_thread, sys.stderr
+    exp, thread, out = app.experiment, app.exp_thread, QuietOnHangup(sys.stderr)
+    signalled = app.signalled or stop_signals.received
     if thread is not None and thread.is_alive():
-        if app.quit_choice == "keep":
-            _continue_headless(app)
+        if app.quit_choice == "keep" and signalled is None:
+            out = _continue_headless(app)
         else:
             if not exp.stopping:
                 exp.stop()
-            out.write("stopping the experiment: killing running jobs…\n")
-            thread.join()
+            why = f"{signal_name(signalled)}: " if signalled else ""
+            out.write(f"{why}stopping the experiment: killing running jobs…\n")
+            thread.join(STOP_WAIT if signalled else None)
+            if thread.is_alive():
+                out.write(f"jobs not stopped after {STOP_WAIT:g} s: leaving them; "
+                          "the next start records them INTERRUPTED\n")
+                return EXIT_STOPPED
     if app.bridge is not None:
         app.bridge.close()
     if "error" in app.exp_outcome:
@@ -499,13 +527,14 @@ def _finish_experiment(app: AupApp) -> int:
     result = app.exp_outcome.get("result") or summarize(exp.connector, exp.eid)
     print_summary(result, app.experiment_config, out)
     exp.connector.close()
-    if result.status == "STOPPED" or app.quit_choice == "stop":
+    if result.status == "STOPPED" or app.quit_choice == "stop" or signalled or stop_signals.received:
         return EXIT_STOPPED
     return status_exit_code(result.status)
 
 
-def _continue_headless(app: AupApp) -> None:
-    """The person quit the dashboard but kept the experiment: a progress line until it ends."""
+def _continue_headless(app: AupApp) -> QuietOnHangup:
+    """The person quit the dashboard but kept the experiment: a progress line until it ends.
+    Returns where the summary goes (the terminal, quiet once it hung up)."""
     from .headless import HeadlessFollower
 
     exp = app.experiment
@@ -515,3 +544,4 @@ def _continue_headless(app: AupApp) -> None:
     follower.follow(app.exp_thread)
     if follower.interrupted:
         app.quit_choice = "stop"
+    return follower.out

@@ -166,6 +166,9 @@ def cmd_run(args) -> int:
     except Exception:
         connector.close()
         raise
+    from .signals import stop_signals
+
+    stop_signals.install()  # SIGTERM/SIGHUP stop the experiment like Ctrl-C: jobs killed, exit 130
     if not args.headless:
         from .app import run_app
 
@@ -180,7 +183,9 @@ def cmd_dashboard(args) -> int:
     from backends.errors import ConfigError
 
     from .app import run_app
+    from .signals import stop_signals
 
+    stop_signals.install()  # SIGTERM/SIGHUP close the app cleanly (terminal restored), exit 130
     try:
         find_env(args.aup)
     except ConfigError:
@@ -191,7 +196,9 @@ def cmd_dashboard(args) -> int:
 
 def cmd_watch(args) -> int:
     from .app import run_app
+    from .signals import stop_signals
 
+    stop_signals.install()  # SIGTERM/SIGHUP close the app cleanly; the watched run goes on, exit 130
     auppath, connector = _connector(args)
     return run_app(auppath, connector=connector, watch=_experiment_id(connector, args.eid))
 

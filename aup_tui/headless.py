@@ -30,6 +30,7 @@ from backends.experiment import Experiment, ExperimentResult, summarize
 from backends.jobs import JobError, ResultParseError
 
 from .cli import EXIT_ERROR, EXIT_OK, EXIT_STOPPED
+from .signals import STOP_WAIT, QuietOnHangup, signal_name, stop_signals
 
 
 class Progress:
@@ -134,9 +135,19 @@ class _Line:
     text: str | None
 
 
+@dataclass(frozen=True)
+class _Signalled:
+    """SIGTERM or SIGHUP arrived (queued by the signal handler: it does nothing else)."""
+
+    signum: int
+
+
 def _read_stdin(events: queue.SimpleQueue, stream: TextIO) -> None:
-    for line in stream:
-        events.put(_Line(line.rstrip("\n")))
+    try:
+        for line in stream:
+            events.put(_Line(line.rstrip("\n")))
+    except (OSError, ValueError):  # the terminal hung up (EIO) or stdin was closed
+        pass
     events.put(_Line(None))
 
 
@@ -234,12 +245,14 @@ class HeadlessFollower:
 
     def __init__(self, exp: Experiment, out: TextIO | None = None, stdin: TextIO | None = None) -> None:
         self.exp = exp
-        self.out = out or sys.stderr
+        self.out = QuietOnHangup(out or sys.stderr)  # a closed terminal must not end the run half-way
         self.stdin = stdin
         self.progress = Progress(0, exp.config.maximize, self.out)
         self.prompt = PassivePrompt(exp, self.progress)
         self.events: queue.SimpleQueue = queue.SimpleQueue()  # what the main thread must act on
         self.interrupted = False
+        self.signalled: int | None = None  # SIGTERM/SIGHUP that stopped the experiment
+        self._deadline: float | None = None  # after a signal: stop waiting for the jobs then
         self._stdin_reader: threading.Thread | None = None
         self._unsubscribe = [
             exp.bus.subscribe(self.progress.apply, kinds=_COUNTED),  # counted in engine threads: cheap
@@ -262,9 +275,17 @@ class HeadlessFollower:
                                                 workingdir=job.path, config_path=job.config_path))
 
     def follow(self, thread: threading.Thread) -> None:
-        """Show progress and answer prompts until `thread` (running the experiment) ends."""
+        """Show progress and answer prompts until `thread` (running the experiment) ends.
+
+        SIGTERM/SIGHUP stop the experiment like Ctrl-C; after one, the wait for the jobs to be
+        killed and recorded is bounded (STOP_WAIT), so a scheduler's kill grace is respected."""
+        stop_signals.route(lambda signum: self.events.put(_Signalled(signum)))  # signal-safe put
         try:
             while thread.is_alive() or not self.events.empty():
+                if self._deadline is not None and time.monotonic() > self._deadline:
+                    self.progress.message(f"jobs not stopped after {STOP_WAIT:g} s: leaving them; "
+                                          "the next start records them INTERRUPTED")
+                    break
                 try:
                     event = self.events.get(timeout=0.1)
                 except queue.Empty:
@@ -276,13 +297,17 @@ class HeadlessFollower:
                 if event is _WAKE:
                     thread.join()
                     continue
+                if isinstance(event, _Signalled):
+                    self._signalled(event.signum)
+                    continue
                 self._handle(event)
                 self.progress.draw()
-            thread.join()
+            thread.join(None if self._deadline is None else max(0.0, self._deadline - time.monotonic()))
         except KeyboardInterrupt:
             self.stop()
             thread.join()
         finally:
+            stop_signals.route(None)  # a later signal is kept, not acted on half-way through the exit
             for unsubscribe in self._unsubscribe:
                 unsubscribe()
         self.progress.draw(force=True)
@@ -292,10 +317,17 @@ class HeadlessFollower:
         """Make `follow` notice at once that the experiment's thread is ending (call from it)."""
         self.events.put(_WAKE)
 
-    def stop(self) -> None:
+    def stop(self, why: str = "stopping: killing running jobs…") -> None:
         self.interrupted = True
-        self.progress.message("stopping: killing running jobs…")
+        self.progress.message(why)
         self.exp.stop()
+
+    def _signalled(self, signum: int) -> None:
+        if self.signalled is not None:
+            return
+        self.signalled = signum
+        self._deadline = time.monotonic() + STOP_WAIT
+        self.stop(f"{signal_name(signum)}: stopping the experiment, killing running jobs…")
 
     def _handle(self, event) -> None:
         prompt, progress, config = self.prompt, self.progress, self.exp.config
@@ -343,8 +375,9 @@ def run_headless(config, auppath: str, connector, out: TextIO | None = None, std
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]
     result: ExperimentResult = outcome.get("result") or summarize(connector, exp.eid)  # type: ignore[assignment]
-    print_summary(result, config, out)
-    connector.close()
+    print_summary(result, config, follower.out)  # dropped if the terminal hung up
+    if not thread.is_alive():  # else it gave up waiting after a signal: the thread still writes
+        connector.close()
     return exit_code(result.status, follower.interrupted)
 
 

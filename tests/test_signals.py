@@ -1,0 +1,198 @@
+"""SIGTERM and SIGHUP (a closed terminal, `tmux kill-session`, a scheduler's time limit) stop the
+experiment like a stop: every job's process group killed, jobs and experiment recorded STOPPED,
+resources free, exit 130 — headless and in the TUI (run under a real pty). A watcher just leaves."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import signal
+import struct
+import subprocess
+import termios
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import cli, cli_popen, pid_alive, write_experiment, write_script
+
+# Each job leaves the pids of its shell and of the shell's child, then waits for the child.
+JOB = """
+    dir=$(dirname "$1")
+    echo "#Auptimizer:0.5"
+    sleep 120 &
+    echo $! > "$dir/$AUP_JOB_ID.child"
+    echo $$ > "$dir/$AUP_JOB_ID.pid"
+    wait
+"""
+
+
+def setup_run(tmp_path: Path) -> None:
+    assert cli("init", "--cpu", "2", cwd=tmp_path).returncode == 0
+    write_script(tmp_path, "job.sh", JOB)
+    write_experiment(tmp_path, n_samples=6, n_parallel=2)
+
+
+def wait_until(predicate, timeout: float = 20.0, what: str = "condition", proc=None):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"aup-tui exited ({proc.returncode}) before {what}")
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return value
+
+
+def job_pids(tmp_path: Path) -> list[int]:
+    """The pids of both running jobs (shell and child each), once all four are written."""
+    files = [tmp_path / "jobs" / f"{jid}.{ext}" for jid in (1, 2) for ext in ("pid", "child")]
+    if not all(f.exists() and f.read_text().strip() for f in files):
+        return []
+    return [int(f.read_text()) for f in files]
+
+
+def all_gone(pids: list[int], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while any(pid_alive(p) for p in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def kill_leftovers(pids: list[int]) -> None:
+    for pid in pids:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def assert_stopped_and_free(tmp_path: Path, pids: list[int]) -> None:
+    assert all_gone(pids), "the jobs' processes (shells and their children) must be gone"
+    st = json.loads(cli("status", "--json", cwd=tmp_path).stdout)
+    assert st["status"] == "STOPPED"
+    assert st["jobs"] and {j["status"] for j in st["jobs"]} == {"STOPPED"}
+    assert all(j["score"] == 0.5 for j in st["jobs"])  # results so far are kept
+    listing = cli("resources", cwd=tmp_path).stdout.splitlines()
+    assert len(listing) == 2 and all(line.endswith(" free") for line in listing), listing
+
+
+class Terminal:
+    """A real pty for the TUI: its output is read all along (a full pty would block the app)."""
+
+    def __init__(self, rows: int = 30, cols: int = 100) -> None:
+        self.master, self.slave = pty.openpty()
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        self.output = bytearray()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+
+    def start(self, *args: str, cwd: Path) -> subprocess.Popen:
+        proc = cli_popen(*args, cwd=cwd, stdin=self.slave, stdout=self.slave, stderr=self.slave,
+                         start_new_session=True)
+        os.close(self.slave)
+        self._reader.start()
+        return proc
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = os.read(self.master, 65536)
+            except OSError:  # EIO once the other side is closed, EBADF once we closed it
+                return
+            if not data:
+                return
+            self.output.extend(data)
+
+    def hang_up(self) -> None:
+        """Close the terminal (as closing its window does): writes to it fail from now on."""
+        os.close(self.master)
+        self.master = -1
+
+    def close(self) -> None:
+        if self.master >= 0:
+            os.close(self.master)
+
+
+def stop_with(proc: subprocess.Popen, sig: int) -> int:
+    proc.send_signal(sig)
+    try:
+        return proc.wait(40)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("aup-tui did not exit after the signal")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_headless_run_stops_on_signal(tmp_path, sig):
+    setup_run(tmp_path)
+    proc = cli_popen("run", "--headless", "experiment.json", cwd=tmp_path,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    pids: list[int] = []
+    try:
+        pids = wait_until(lambda: job_pids(tmp_path), what="two running jobs", proc=proc)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=40)
+        assert proc.returncode == 130, err
+        assert f"{signal.Signals(sig).name}: stopping the experiment" in err and "STOPPED" in err
+        assert_stopped_and_free(tmp_path, pids)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        kill_leftovers(pids)
+
+
+@pytest.mark.parametrize("sig, hang_up", [(signal.SIGTERM, False), (signal.SIGHUP, True)],
+                         ids=["SIGTERM", "SIGHUP-terminal-closed"])
+def test_tui_run_under_a_terminal_stops_on_signal(tmp_path, sig, hang_up):
+    setup_run(tmp_path)
+    term = Terminal()
+    proc = term.start("run", "experiment.json", cwd=tmp_path)
+    pids: list[int] = []
+    try:
+        pids = wait_until(lambda: job_pids(tmp_path), what="two running jobs", proc=proc)
+        if hang_up:
+            term.hang_up()  # the window is gone: the app's and the summary's writes fail (EIO)
+        assert stop_with(proc, sig) == 130
+        assert_stopped_and_free(tmp_path, pids)
+        if not hang_up:
+            shown = term.output.decode("utf-8", "replace")
+            assert "\x1b[?1049l" in shown  # the terminal was given back (alternate screen left)
+            assert "STOPPED" in shown.rsplit("\x1b[?1049l", 1)[1]  # and the summary printed after
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        term.close()
+        kill_leftovers(pids)
+
+
+def test_watch_leaves_on_sigterm_and_the_watched_run_goes_on(tmp_path):
+    setup_run(tmp_path)
+    runner = cli_popen("run", "--headless", "experiment.json", cwd=tmp_path,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    term = Terminal()
+    pids: list[int] = []
+    watcher = None
+    try:
+        pids = wait_until(lambda: job_pids(tmp_path), what="two running jobs", proc=runner)
+        watcher = term.start("watch", cwd=tmp_path)
+        wait_until(lambda: b"RUNNING" in term.output, what="the dashboard", proc=watcher)
+        assert stop_with(watcher, signal.SIGTERM) == 130
+        assert runner.poll() is None and all(pid_alive(p) for p in pids)  # not the watcher's to stop
+        st = json.loads(cli("status", "--json", cwd=tmp_path).stdout)
+        assert st["status"] == "RUNNING"
+        assert stop_with(runner, signal.SIGTERM) == 130
+        assert_stopped_and_free(tmp_path, pids)
+    finally:
+        for proc in (runner, watcher):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        term.close()
+        kill_leftovers(pids)
