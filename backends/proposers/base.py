@@ -48,20 +48,25 @@ class Proposer:
         self.seed = 0 if config.random_seed is None else config.random_seed
         self._given = 0
         self._requeue: list[dict] = []  # proposed before a resume but never finished
+        self._past: dict[str, list[float | None]] = {}  # replayed jobs not yet met again
         self._lock = threading.RLock()
 
     def get(self) -> dict | None:
         """The next parameter dict; None when the budget is spent or while waiting for scores."""
         with self._lock:
-            if self._requeue:
-                return dict(self._requeue.pop(0))
-            if self._given >= self.n_samples:
-                return None
-            params = self._propose()
-            if params is None:
-                return None
-            self._given += 1
-            return params
+            while True:
+                if self._requeue:
+                    return dict(self._requeue.pop(0))
+                if self._given >= self.n_samples:
+                    return None
+                params = self._propose()
+                if params is None:
+                    return None
+                self._given += 1
+                past = self._past.get(config_key(params))
+                if not past:
+                    return params
+                self._tell(params, _finite(past.pop(0)))  # ran before the resume: its score is known
 
     def update(self, score: float | None, config: dict) -> None:
         """Feedback from a finished job (``config`` as ``get`` gave it; ``score`` its final result)."""
@@ -75,31 +80,18 @@ class Proposer:
             self._tell(config, None)
 
     def replay(self, history: History) -> None:
-        """Feed the finished jobs of an earlier run, in the order they were proposed: ``(config,
-        score)`` pairs, score None for a job without one. Each counts against ``n_samples``.
+        """Feed the finished jobs of an earlier run: ``(config, score)`` pairs, score None for a
+        job without one. Each counts against ``n_samples``.
 
-        This default re-runs the proposer's own (seeded, deterministic) sequence and matches each
-        proposal with a past job by its parameters, so random, sequence and hyperband go on exactly
-        as the interrupted run would have; a proposal with no past job (it was running when the run
-        stopped) is proposed again first.
+        This default suits proposers whose sequence is seeded and depends only on the scores
+        (random, sequence, hyperband): the proposer runs its own sequence again, and each proposal
+        that matches a past job by its parameters is told that job's score instead of being handed
+        out. So the resumed run goes on exactly as the interrupted one would have, and a job that
+        was running when it stopped is proposed again in its place.
         """
-        todo: dict[str, list[float | None]] = {}
-        for config, score in history:
-            todo.setdefault(config_key(config, self.adds), []).append(score)
-        pending = sum(len(v) for v in todo.values())
         with self._lock:
-            skipped: list[dict] = []
-            while pending:
-                params = self.get()
-                if params is None:
-                    break
-                scores = todo.get(config_key(params, self.adds))
-                if scores:
-                    self._tell(params, _finite(scores.pop(0)))
-                    pending -= 1
-                else:
-                    skipped.append(params)
-            self._requeue = skipped + self._requeue
+            for config, score in history:
+                self._past.setdefault(config_key(config), []).append(score)
 
     @property
     def finished(self) -> bool:
@@ -118,10 +110,11 @@ class Proposer:
         return -score if self.maximize else score
 
 
-def config_key(config: dict, ignore: Iterable[str] = ()) -> str:
-    """A job's parameters as a comparable string (bookkeeping keys such as tid left out)."""
-    skip = set(ignore) | {"job_id", "tid"}
-    return json.dumps({k: v for k, v in config.items() if k not in skip}, sort_keys=True, default=str)
+def config_key(config: dict) -> str:
+    """A job's parameters and budget as a comparable string (the ids job_id and tid left out:
+    they number jobs, they do not describe them)."""
+    return json.dumps({k: v for k, v in config.items() if k not in ("job_id", "tid")},
+                      sort_keys=True, default=str)
 
 
 def installed(module: str) -> bool:

@@ -196,7 +196,7 @@ class BOHBProposer(Proposer):
                 past, score = items[index]
                 it, cid, budget = self._running[params["tid"]]
                 fresh = it.stage == 0 and cid not in it.losses
-                same = config_key(params, self.adds) == config_key(past, self.adds)
+                same = config_key(params) == config_key(past)
                 fits = (fresh and past.get("n_iterations") == params["n_iterations"]
                         and to_optuna(self.config.parameter_config, past) is not None)
                 if same or fits:
