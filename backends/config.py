@@ -78,13 +78,36 @@ def load_experiment(path: str | os.PathLike) -> ExperimentConfig:
     except OSError as e:
         raise ConfigError(f"cannot read {path} ({e.strerror}) — check its permissions") from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_not_json)
     except json.JSONDecodeError as e:
         where = f"{path} line {e.lineno}, column {e.colno}"
         raise ConfigError(f"{where}: {e.msg} — fix the JSON syntax") from None
+    except ValueError as e:  # NaN / Infinity: Python reads them, JSON and the jobs' parsers do not
+        raise ConfigError(f"{path} holds {e} — write a number") from None
+    except RecursionError:
+        raise ConfigError(f"{path} is nested too deeply to be an experiment — check the file") from None
     config = validate_experiment(data, source=path, base_dir=os.path.dirname(os.path.abspath(path)))
     config.path = os.path.abspath(path)
     return config
+
+
+MAX_DEPTH = 32  # nesting levels in experiment.json; deeper is damage, and would exhaust the stack
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in `value` (iteratively: any depth is safe to measure)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            if level <= MAX_DEPTH:
+                stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def _not_json(name: str) -> None:
+    raise ValueError(f"{name}, which is not a JSON number")
 
 
 def validate_experiment(data: dict, source: str = "experiment.json",
@@ -96,6 +119,9 @@ def validate_experiment(data: dict, source: str = "experiment.json",
     if not isinstance(data, dict):
         raise ConfigError(f"{source} must hold a JSON object with the experiment's keys, "
                           f"not {_kind(data)}")
+    if _depth(data) > MAX_DEPTH:
+        raise ConfigError(f"{source} nests values more than {MAX_DEPTH} levels deep — "
+                          "no experiment needs that; check the file")
     missing = [key for key in REQUIRED_KEYS if key not in data]
     if missing:
         raise ConfigError(f"{source} is missing required key{'s' if len(missing) > 1 else ''} "

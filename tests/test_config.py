@@ -386,3 +386,16 @@ def test_damaged_env_ini_is_one_message_naming_the_file(tmp_path, content, fragm
 def test_gpu_mapping_takes_card_numbers_uuids_and_lists(tmp_path):
     (tmp_path / "env.ini").write_text('[Auptimizer]\ngpu_mapping = {"1": 0, "2": "1,2", "3": "GPU-8d2c1f7e-aa"}\n')
     assert load_env(str(tmp_path)).gpu_mapping == {"1": "0", "2": "1,2", "3": "GPU-8d2c1f7e-aa"}
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ('{"name": "x", "n_samples": NaN}', "holds NaN, which is not a JSON number"),
+    ('{"name": "x", "n_samples": -Infinity}', "holds -Infinity, which is not a JSON number"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ('{"name": "x", "resource_args": {"a": ' + "[" * 600 + "]" * 600 + "}}", "more than 32 levels deep"),
+])
+def test_json_that_python_reads_but_jobs_cannot_is_refused(tmp_path, text, fragment):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path)
+    assert fragment in str(info.value) and str(path) in str(info.value)
