@@ -169,7 +169,7 @@ def test_job_failure_follows_auptimizer_defaults():
 def test_bad_early_stop_is_caught_when_the_file_loads():
     message = error_of(experiment(resource_args={"early_stop": {"aup_policy": "magic",
                                                                 "aup_policy_steps": 2}}))
-    assert "median, bandit or truncation" in message
+    assert "magic" in message and "use median, bandit, truncation" in message
 
 
 def test_a_json_array_is_not_an_experiment():
