@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from helpers import cli, cli_popen, pid_alive, write_experiment, write_script
+from sshd import sshd_factory, sshd_server  # noqa: F401  (fixtures)
 
 # Each job leaves the pids of its shell and of the shell's child, then waits for the child.
 JOB = """
@@ -41,7 +42,8 @@ def wait_until(predicate, timeout: float = 20.0, what: str = "condition", proc=N
     deadline = time.monotonic() + timeout
     while not (value := predicate()):
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"aup-tui exited ({proc.returncode}) before {what}")
+            raise AssertionError(f"aup-tui exited ({proc.returncode}) before {what}: "
+                                 f"{proc.stderr.read() if proc.stderr else ''}")
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
     return value
@@ -195,4 +197,30 @@ def test_watch_leaves_on_sigterm_and_the_watched_run_goes_on(tmp_path):
                 proc.kill()
                 proc.wait()
         term.close()
+        kill_leftovers(pids)
+
+
+def test_headless_run_on_ssh_nodes_stops_the_remote_jobs_on_sigterm(tmp_path, sshd_server):
+    """Remote jobs: the signal reaches Experiment.stop, whose manager kills each remote process group."""
+    remote = tmp_path / "node"  # the node's workingdir (the node is this machine, over real SSH)
+    mapping = sshd_server.mapping_value()
+    assert cli("init", "--node", f"{mapping},{mapping}", cwd=tmp_path).returncode == 0
+    sshd_server.factory.write_known_hosts(tmp_path / "known_hosts", [sshd_server])
+    remote.mkdir()
+    write_script(remote, "job.sh", JOB)  # the script is looked for relative to the workingdir
+    write_experiment(tmp_path, n_samples=6, n_parallel=2, resource="node", workingdir=str(remote),
+                     resource_args={"known_hosts": str(tmp_path / "known_hosts"), "kill_grace": 0.5})
+    proc = cli_popen("run", "--headless", "experiment.json", cwd=tmp_path,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    pids: list[int] = []
+    try:
+        pids = wait_until(lambda: job_pids(remote), what="two running remote jobs", proc=proc)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=40)
+        assert proc.returncode == 130, err
+        assert_stopped_and_free(tmp_path, pids)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
         kill_leftovers(pids)
