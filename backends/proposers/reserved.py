@@ -1,14 +1,28 @@
 """Parameter names nobody may use: keys the engine or a proposer writes into every job's config.
 
 A parameter with one of these names would be overwritten silently in the job's config file, so
-the experiment loader refuses it. This is the one list: a proposer that adds a key adds it here.
+the experiment loader refuses it. The list is derived from the proposer classes' ``adds``:
+that is the one place a proposer's keys are declared.
 """
 from __future__ import annotations
 
 JOB_ID_KEY = "job_id"  # each job's config carries its id under this key, as Auptimizer writes it
 
-RESERVED_PARAMETER_NAMES: dict[str, str] = {
-    JOB_ID_KEY: "aup-tui writes each job's id under that key in the job's config",
-    "tid": "the hyperopt, hyperband and bohb proposers write their trial id under that key",
-    "n_iterations": "the hyperband and bohb proposers write each job's budget under that key",
-}
+_MEANING = {"tid": "their trial id", "n_iterations": "each job's budget"}
+
+
+def _reserved() -> dict[str, str]:
+    """The engine's key plus every key a proposer class declares in ``adds`` (derived, so a new
+    proposer's keys are reserved by declaring them on its class)."""
+    from . import added_keys
+
+    names = {JOB_ID_KEY: "aup-tui writes each job's id under that key in the job's config"}
+    for key, proposers in added_keys().items():
+        if key not in names:
+            who = ", ".join(proposers[:-1]) + " and " + proposers[-1] if len(proposers) > 1 else proposers[0]
+            names[key] = (f"the {who} proposer{'s' if len(proposers) > 1 else ''} write{'' if len(proposers) > 1 else 's'} "
+                          f"{_MEANING.get(key, 'their own value')} under that key")
+    return names
+
+
+RESERVED_PARAMETER_NAMES: dict[str, str] = _reserved()
