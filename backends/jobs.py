@@ -124,6 +124,9 @@ def env_strings(env: Any, where: str = "runtime_args.env") -> dict[str, str]:
                           f'like {{"OMP_NUM_THREADS": "1"}}, not {type(env).__name__}')
     out: dict[str, str] = {}
     for name, value in env.items():
+        if not isinstance(name, str) or not name or "=" in name or "\0" in name:
+            raise ConfigError(f"{where} has the variable name {name!r}, which is not a valid environment "
+                              "variable name: use letters, digits and '_'")
         text: str | None = None
         if isinstance(value, bool):
             text = "true" if value else "false"

@@ -218,6 +218,12 @@ def test_env_values_that_are_not_text_fail_the_job_naming_the_key(workdir, value
     assert record["error"].startswith(f"runtime_args.env.BAD_ONE must be a string or a number, not {shown}")
 
 
+def test_an_env_name_the_system_refuses_fails_the_job_naming_it(workdir):
+    record = run_one(workdir, "./job.sh", {"env": {"A=B": "1"}})
+    assert record["status"] == "FAILED"
+    assert record["error"].startswith("runtime_args.env has the variable name 'A=B', which is not a valid")
+
+
 # -- jobs that cannot start ----------------------------------------------------------------------
 
 def test_a_workingdir_that_is_a_file_fails_the_job_with_one_message(workdir):

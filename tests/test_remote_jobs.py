@@ -117,7 +117,8 @@ def test_finish_kills_the_running_node_jobs_quickly(sshd_servers, tmp_path, asyn
 
 # -- what other users of the node can see ------------------------------------------------------------
 
-def test_env_values_are_not_on_the_nodes_command_lines_and_the_job_sees_them(sshd_servers, tmp_path):
+@pytest.mark.parametrize("async_run", [False, True], ids=["sync", "async"])
+def test_env_values_are_not_on_the_nodes_command_lines_and_the_job_sees_them(sshd_servers, tmp_path, async_run):
     folder = node_folder(tmp_path, [sshd_servers[15]], script=False)
     secret = "s3cr3t-" + "x" * 12 + "-token"
     gate = folder / "gate"
@@ -127,7 +128,7 @@ def test_env_values_are_not_on_the_nodes_command_lines_and_the_job_sees_them(ssh
         while [ ! -e {gate} ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done
         echo "#Auptimizer:1"
     """)
-    rm = make_manager(folder)
+    rm = make_manager(folder, async_run=async_run, async_reconnect=0.1)
     try:
         job, done = start_job(rm, folder, "./secret.sh", {"x": 1},
                               runtime_args={"env": {"API_TOKEN": secret, "N": 3}})
