@@ -4,15 +4,18 @@ As Spearmint does: parameters are mapped to the unit cube (a choice to one coord
 a GP with an ARD Matérn-5/2 kernel is fitted to the scores so far, and the next job is the
 candidate with the largest expected improvement among a Sobol grid of ``grid_size`` points
 (Auptimizer's default 20,000; each step scores a random ``candidates`` of them, default 2,000, to
-keep a step in milliseconds). Jobs still running count as scoring the mean so far (the "constant
+bound a step's cost). Jobs still running count as scoring the mean so far (the "constant
 liar"), so parallel jobs spread out. The first ``n_startup`` jobs (default 2, as Spearmint) are
 grid points taken at random.
 
 The GP is scikit-learn's GaussianProcessRegressor (an optional extra, ``aup-tui[gp]``: it is
-~50 MB and takes ~1 s to import, so random search never loads it). Its kernel's hyperparameters
-are tuned (on at most 200 of the results) while there are few results and then whenever the results grew by a quarter; in
-between only the (cheap) posterior is recomputed, so a step stays well under a second at 1,000
-results. Spearmint's ``engine``, ``engine_config`` and ``spearmint_dir`` are accepted for
+~50 MB and takes ~1 s to import, so random search never loads it). The kernel's hyperparameters
+are tuned (on at most 200 results, warm-started) after each of the first 10 results and then
+whenever the results grew by a quarter; in between only the posterior is recomputed. Beyond 400
+results the GP sees the best 200 and a random 200 of the rest (expected improvement matters near
+the best), so a step costs about the same at 1,000 results as at 400 rather than growing with the
+cube of the count (bench_proposers.py: ~50 ms median, ~0.7 s when re-tuning, at 1,000).
+Spearmint's ``engine``, ``engine_config`` and ``spearmint_dir`` are accepted for
 compatibility; ``spearmint`` adds ``job_id`` (written by the engine into every job's config).
 """
 from __future__ import annotations
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
 REFIT_BELOW = 10  # refit the kernel's hyperparameters after every result up to this many
 REFIT_GROWTH = 1.25  # …and then whenever the results grew by a quarter
 REFIT_MAX = 200  # points the hyperparameters are tuned on
+MAX_POINTS = 400  # points the posterior is computed from
 
 
 class GPProposer(Proposer):
@@ -135,6 +139,9 @@ class GPProposer(Proposer):
 
         X = np.array(self._X)
         y = np.array(self._y)
+        if len(y) > MAX_POINTS:  # the best half and a random rest: EI matters near the best
+            rows = self._subset(y, MAX_POINTS)
+            X, y = X[rows], y[rows]
         pending = [x for xs in self._pending.values() for x in xs]
         if pending:  # constant liar: running jobs score the mean so far
             X = np.vstack([X, np.array(pending)])
@@ -145,6 +152,13 @@ class GPProposer(Proposer):
         sigma = np.maximum(sigma, 1e-12)
         z = (best - mu) / sigma
         return (best - mu) * norm.cdf(z) + sigma * norm.pdf(z)
+
+    def _subset(self, y: Any, size: int) -> Any:
+        """Rows of the ``size // 2`` best results and a random draw of the others."""
+        np = self._np
+        order = np.argsort(y)
+        rest = self._rs.choice(order[size // 2:], size - size // 2, replace=False)
+        return np.concatenate([order[:size // 2], rest])
 
     def _fit(self, X: Any, y: Any) -> Any:
         """The GP on (X, y). Kernel hyperparameters are re-optimised now and then, on at most
@@ -160,11 +174,7 @@ class GPProposer(Proposer):
                 ConstantKernel(1.0, (1e-3, 1e3))
                 * Matern(length_scale=[0.5] * X.shape[1], length_scale_bounds=(1e-3, 1e2), nu=2.5)
                 + WhiteKernel(1e-4, (1e-8, 1e-1)))
-            rows = np.arange(len(y))
-            if len(rows) > REFIT_MAX:
-                order = np.argsort(y)
-                rest = self._rs.choice(order[REFIT_MAX // 2:], REFIT_MAX - REFIT_MAX // 2, replace=False)
-                rows = np.concatenate([order[:REFIT_MAX // 2], rest])
+            rows = self._subset(y, REFIT_MAX) if len(y) > REFIT_MAX else np.arange(len(y))
             tuner = GaussianProcessRegressor(kernel=kernel, normalize_y=True, n_restarts_optimizer=0,
                                              random_state=self.seed)
             with warnings.catch_warnings():
