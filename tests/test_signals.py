@@ -174,6 +174,29 @@ def test_tui_run_under_a_terminal_stops_on_signal(tmp_path, sig, hang_up):
         kill_leftovers(pids)
 
 
+def test_tui_quit_keep_running_then_sigterm_stops_it(tmp_path):
+    """q, n: the dashboard closes and the run goes on with a progress line; SIGTERM then stops it."""
+    setup_run(tmp_path)
+    term = Terminal()
+    proc = term.start("run", "experiment.json", cwd=tmp_path)
+    pids: list[int] = []
+    try:
+        pids = wait_until(lambda: job_pids(tmp_path), what="two running jobs", proc=proc)
+        os.write(term.master, b"q")
+        wait_until(lambda: b"keep it running" in term.output, what="the quit question", proc=proc)
+        os.write(term.master, b"n")
+        wait_until(lambda: b"keeps running here" in term.output, what="the headless follower", proc=proc)
+        assert stop_with(proc, signal.SIGTERM) == 130
+        assert b"SIGTERM: stopping the experiment" in term.output
+        assert_stopped_and_free(tmp_path, pids)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        term.close()
+        kill_leftovers(pids)
+
+
 def test_watch_leaves_on_sigterm_and_the_watched_run_goes_on(tmp_path):
     setup_run(tmp_path)
     runner = cli_popen("run", "--headless", "experiment.json", cwd=tmp_path,
