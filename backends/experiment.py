@@ -60,6 +60,7 @@ class Experiment:
         self._stop = threading.Event()
         self._stop_status = "STOPPED"
         self.started = threading.Event()
+        self._store_down = False  # told the person that the store can't be written
 
     # -- control (any thread) -------------------------------------------------------------
 
@@ -134,6 +135,7 @@ class Experiment:
             raise
         finally:
             self._stop.set()
+        self._watch_writes()  # the store came back after the last look: say so
         best = rm.finish()
         best_jid, best_score = (best if best else (None, None))
         why = {"reason": self._fail_reason} if status == "FAILED" else {}
@@ -269,9 +271,8 @@ class Experiment:
     def _watch_store(self) -> None:
         """Honour stop requests and passive answers written by other processes."""
         seen: set[tuple] = set()
-        store_down = False
         while not self._stop.wait(WATCH_INTERVAL):
-            store_down = self._watch_writes(store_down)
+            self._watch_writes()
             try:
                 for req in self.connector.stop_requests(self.eid):
                     key = (req["jid"], req["time"])
@@ -289,9 +290,11 @@ class Experiment:
             except Exception as exc:  # a broken store read must not kill the watcher
                 self.bus.publish(Notice(message=f"store watcher: {exc}", eid=self.eid, level="warning"))
 
-    def _watch_writes(self, was_down: bool) -> bool:
+    def _watch_writes(self) -> None:
         """Say once that the store can't be written, and once that it can again (then dispatch)."""
-        error = self.connector.write_error
+        with self._mutex:
+            error, was_down = self.connector.write_error, self._store_down
+            self._store_down = error is not None
         if error is not None and not was_down:
             n = self.connector.pending_records
             self.bus.publish(StoreProblem(
@@ -301,9 +304,9 @@ class Experiment:
         elif error is None and was_down:
             self.bus.publish(StoreProblem(message="store can be written again: results saved, carrying on",
                                           eid=self.eid, level="info", ok=True))
-            with self._mutex:
-                self._dispatch()
-        return error is not None
+            if not self._stop.is_set():
+                with self._mutex:
+                    self._dispatch()
 
     def _answer_passive(self, rm, answer: dict) -> None:
         try:

@@ -47,6 +47,7 @@ JOBS_PER_SHARD = 32
 RESULTS_PER_PART = 4096
 JID_BLOCK = 64
 FLUSH_INTERVAL = 0.5
+COMPACT_IDLE = 2.0  # a journal not written for this long is folded into its snapshot in the background
 OPEN_DBS = 32  # journals kept open for writing at once (every database read stays cached)
 
 #: Job states that are not over yet; the others (FINISHED, FAILED, STOPPED, EARLY_STOPPED,
@@ -158,6 +159,7 @@ class TinyDBConnector:
         self._released: set[int] = set()  # rids freed by us but still marked taken on disk
         self._to_sync: list[int] = []  # journal fds (dups) to fdatasync when the lock is released
         self._dbs: dict[str, Any] = {}
+        self._n_results = 0  # results databases in `_dbs`
         self.me: ProcessId = current_process()
         self._jid_pool: list[int] = []
         self._result_parts: dict[tuple[int, int], tuple[int, int]] = {}
@@ -170,7 +172,8 @@ class TinyDBConnector:
         self._unwritten: dict[tuple[int, int], tuple[str, dict]] = {}
         #: why the store can't be written now (None: it can); cleared by the flusher's retry
         self.write_error: StoreWriteError | None = None
-        self._written: set[str] = set()  # databases this connector appended to (compacted on close)
+        #: databases this connector appended to and not yet compacted → when last written
+        self._written: dict[str, float] = {}
         self._jid_floor: int | None = None
         self._jobs_memo: dict[int, tuple[list, list[dict]]] = {}
         self._check_meta()
@@ -178,12 +181,20 @@ class TinyDBConnector:
     # -- plumbing -------------------------------------------------------------------------
 
     def _db(self, relpath: str):
-        """The database for `relpath`. Every database read stays cached (a re-read costs two
-        stats); only the `OPEN_DBS` most recently used keep their journal open for writing."""
+        """The database for `relpath`. Job and experiment files stay cached once read (a re-read
+        costs two stats: `status` at 10,000 jobs reads each once); of the intermediate results,
+        which grow without bound, only the `OPEN_DBS` most recently used stay in memory. At most
+        `OPEN_DBS` journals stay open for writing."""
         with self._lock:
             db = self._dbs.pop(relpath, None)
             if db is None:
                 db = open_db(os.path.join(self.root, relpath), validate=_validate)
+                if "/results-" in relpath:
+                    self._n_results += 1
+                    if self._n_results > OPEN_DBS:
+                        oldest = next(p for p in self._dbs if "/results-" in p)
+                        self._dbs.pop(oldest).close()
+                        self._n_results -= 1
             self._dbs[relpath] = db  # most recent last
             return db
 
@@ -242,8 +253,8 @@ class TinyDBConnector:
             self.write_error = StoreWriteError(path, exc)
             raise self.write_error from None
         if relpath not in self._written:
-            self._written.add(relpath)
             self._release_fds()
+        self._written[relpath] = time.monotonic()
         if sync and self.sync_each_job:
             self._to_sync.append(os.dup(fd))
         elif relpath not in self._dirty:
@@ -837,16 +848,31 @@ class TinyDBConnector:
                     self._flusher = threading.Thread(target=self._flush_loop, name="aup-store-flush", daemon=True)
                     self._flusher.start()
 
+    def _compact_idle(self) -> None:
+        """Fold the journals nobody wrote for `COMPACT_IDLE` seconds (finished jobs' shards) in
+        the background, so that the end of a long run has only the last few left to fold."""
+        now = time.monotonic()
+        with self._lock:
+            idle = [p for p, t in self._written.items() if now - t >= COMPACT_IDLE]
+        if not idle:
+            return
+        with self._locked():
+            for relpath in idle:
+                if now - self._written.get(relpath, now) >= COMPACT_IDLE:
+                    storage_of(self._db(relpath)).compact()
+                    del self._written[relpath]
+
     def _flush_loop(self) -> None:
         while not self._closed.wait(FLUSH_INTERVAL):
             if self.write_error is not None or self._unwritten:
                 self.retry_writes()  # quietly: the experiment tells the person, once
                 continue
-            if self._pending or self._pids or self._released or self._dirty:
+            if self._pending or self._pids or self._released or self._dirty or self._written:
                 try:
                     self.flush()
                     self._write_released()
                     self.sync()
+                    self._compact_idle()
                 except StoreWriteError:
                     pass  # `write_error` is set: retried next round
                 except Exception:  # keep going; the next round retries the batch
