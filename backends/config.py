@@ -139,7 +139,7 @@ def validate_experiment(data: dict, source: str = "experiment.json",
         raise ConfigError(f"n_samples in {source} is required by the {proposer.name} proposer "
                           "— set it to the number of jobs to run")
     n_samples = _whole(data, "n_samples", source, minimum=int(proposer.needs_n_samples), default=0)
-    resource_args = _object(data, "resource_args", source)
+    resource_args = _resource_args(data, source)
     make_policy(resource_args.get("early_stop"), data["target"] == "max", source)
     return ExperimentConfig(
         name=data["name"],
@@ -186,6 +186,38 @@ def _workingdir(data: dict, source: str, base_dir: str | None, local: bool = Tru
         raise ConfigError(f"workingdir {folder} in {source} is a file, not a folder "
                           "— point workingdir at the folder the jobs should run in")
     return folder
+
+
+# resource_args the managers read, by the type they need (Auptimizer's names, and our additions)
+_ARG_NUMBERS = ("async_reconnect", "async_timeout", "reconn_wait_time", "connect_timeout", "kill_grace",
+                "connection_wait", "waiter_delay")
+_ARG_WHOLE = ("max_retries", "connection_retry", "waiter_max_attempts")
+_ARG_FLAGS = ("async_run", "shutdown", "accept_new_hosts", "reuse_connections", "use_private_ip")
+_ARG_TEXT = ("region", "region_name", "profile", "profile_name", "endpoint_url", "remote_workingdir",
+             "known_hosts", "address_override")
+# what the engine itself passes to a manager: the same key in resource_args would collide
+_ARG_ENGINE = ("connector", "n_parallel", "auppath", "eid", "bus", "maximize", "early_stop_policy", "key",
+               "monitor", "pool", "username")
+
+
+def _resource_args(data: dict, source: str) -> dict:
+    """`resource_args` with the types its managers need, checked now rather than when the
+    manager is built (a traceback then, after the experiment was recorded)."""
+    args = _object(data, "resource_args", source)
+    for key, value in args.items():
+        where = f"resource_args.{key} in {source}"
+        if key in _ARG_ENGINE:
+            raise ConfigError(f"{where} is set by aup-tui itself — remove it")
+        if key in _ARG_NUMBERS and not (value is None and key == "async_timeout") and not (
+                _is_number(value) and value >= 0):
+            raise ConfigError(f"{where} must be a number of seconds (0 or more), got {_show(value)}")
+        if key in _ARG_WHOLE and not (_is_int(value) and value >= 0):
+            raise ConfigError(f"{where} must be a whole number of at least 0, got {_show(value)}")
+        if key in _ARG_FLAGS and not isinstance(value, bool) and value not in (0, 1):
+            raise ConfigError(f"{where} must be true or false, got {_show(value)}")
+        if key in _ARG_TEXT and value is not None and (not isinstance(value, str) or "\0" in value):
+            raise ConfigError(f"{where} must be a string, got {_show(value)}")
+    return args
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -399,3 +399,23 @@ def test_json_that_python_reads_but_jobs_cannot_is_refused(tmp_path, text, fragm
     with pytest.raises(ConfigError) as info:
         load_experiment(path)
     assert fragment in str(info.value) and str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("args, fragment", [
+    ({"reconn_wait_time": "x"}, 'resource_args.reconn_wait_time in experiment.json must be a number of seconds'),
+    ({"async_timeout": "soon"}, "resource_args.async_timeout"),
+    ({"max_retries": []}, "resource_args.max_retries in experiment.json must be a whole number"),
+    ({"connection_retry": 1.5}, "resource_args.connection_retry"),
+    ({"async_run": "yes"}, "resource_args.async_run in experiment.json must be true or false"),
+    ({"region": 5}, "resource_args.region in experiment.json must be a string"),
+    ({"eid": 1}, "resource_args.eid in experiment.json is set by aup-tui itself — remove it"),
+    ({"n_parallel": 4}, "resource_args.n_parallel"),
+])
+def test_resource_args_of_the_wrong_type_are_caught_at_load(args, fragment):
+    assert fragment in error_of(experiment(resource="node", resource_args=args))
+
+
+def test_auptimizer_resource_args_load(tmp_path):
+    args = {"reconn_wait_time": 30, "max_retries": 3, "async_run": True, "async_reconnect": 30,
+            "async_timeout": None, "shutdown": False, "connection_retry": 3}
+    assert validate_experiment(experiment(resource="aws", resource_args=args)).resource_args == args
