@@ -9,8 +9,9 @@ a better candidate. Configured by ``resource_args.early_stop`` in experiment.jso
 
 Auptimizer's defaults are kept: ``warmup`` 0, ``bandit_factor`` 0.5, ``truncation_percentage``
 0.3 (a fraction, despite the name), ``curve_fitting_threshold`` 0.95, ``curve_fitting_timeout``
-60 (seconds); ``curve_fitting_max_iters`` (how many results a job reports in all) is required. Unlike Auptimizer, a job stopped early keeps counting as
-comparison for the steps it reached, so the bar does not rise just because weak jobs were removed.
+60 (seconds); ``curve_fitting_max_iters`` (how many results a job reports in all) is required.
+Unlike Auptimizer, a job stopped early keeps counting as comparison for the steps it reached, so
+the bar does not rise just because weak jobs were removed.
 """
 from __future__ import annotations
 

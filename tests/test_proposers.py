@@ -130,7 +130,7 @@ import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
-from backends.proposers import HyperbandProposer, added_keys  # noqa: E402
+from backends.proposers import added_keys  # noqa: E402
 from backends.proposers.reserved import RESERVED_PARAMETER_NAMES  # noqa: E402
 from helpers import ROOT  # noqa: E402
 

@@ -146,10 +146,9 @@ def key_int(config: ExperimentConfig, key: str, default: int, minimum: int) -> i
 
 def key_number(config: ExperimentConfig, key: str, default: float | None, low: float,
                high: float = math.inf, low_open: bool = True) -> float:
-    value = config.raw.get(key, default)
+    value: Any = config.raw.get(key, default)
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and value <= high
-    if not ok:
+    if not ok or not (value > low if low_open else value >= low) or value > high:
         bound = f"above {low:g}" if low_open else f"at least {low:g}"
         bound += f" and at most {high:g}" if math.isfinite(high) else ""
         hint = f" (default {default:g})" if default is not None else ""

@@ -82,15 +82,12 @@ def _grid_axis(param: dict) -> list:
             step = 1
         return list(range(low, high + 1, step))
     low, high = float(low), float(high)
-    if "interval" in param:
-        step = float(param["interval"])
-    elif "n" in param:
+    if "n" in param and "interval" not in param:
         last = param["n"] - 1
         return [_tidy(low + (high - low) * i / last) for i in range(param["n"])]
-    else:
-        step = 1.0
-    count = math.floor((high - low) / step + 1e-9) + 1
-    return [_tidy(low + i * step) for i in range(count)]
+    width = float(param.get("interval", 1.0))
+    count = math.floor((high - low) / width + 1e-9) + 1
+    return [_tidy(low + i * width) for i in range(count)]
 
 
 def _tidy(value: float) -> float:

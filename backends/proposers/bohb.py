@@ -168,7 +168,8 @@ class BOHBProposer(Proposer):
 
         from .optuna import to_optuna
 
-        entry = self._running.pop(config.get("tid"), None) if isinstance(config.get("tid"), int) else None
+        tid = config.get("tid")
+        entry = self._running.pop(tid, None) if isinstance(tid, int) else None
         if entry is None:
             return
         it, cid, budget = entry

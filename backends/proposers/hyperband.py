@@ -92,12 +92,13 @@ class HyperbandProposer(Proposer):
         sub = dataclasses.replace(self.config, proposer=self.engine, n_samples=size,
                                   random_seed=self._rng.randint(0, 100))
         engine = proposer_class(self.engine, self.source)(sub)
-        configs = []
+        configs: list[dict] = []
         for _ in range(size):  # a grid smaller than the bracket repeats from its start
             params = engine.get()
             if params is None:
                 engine = proposer_class(self.engine, self.source)(sub)
                 params = engine.get()
+            assert params is not None  # a fresh random or sequence proposer always has one
             configs.append(params)
         self._configs = configs
 

@@ -19,9 +19,10 @@ def _reserved() -> dict[str, str]:
     names = {JOB_ID_KEY: "aup-tui writes each job's id under that key in the job's config"}
     for key, proposers in added_keys().items():
         if key not in names:
-            who = ", ".join(proposers[:-1]) + " and " + proposers[-1] if len(proposers) > 1 else proposers[0]
-            names[key] = (f"the {who} proposer{'s' if len(proposers) > 1 else ''} write{'' if len(proposers) > 1 else 's'} "
-                          f"{_MEANING.get(key, 'their own value')} under that key")
+            many = len(proposers) > 1
+            who = ", ".join(proposers[:-1]) + " and " + proposers[-1] if many else proposers[0]
+            verb = "proposers write" if many else "proposer writes"
+            names[key] = f"the {who} {verb} {_MEANING.get(key, 'its own value')} under that key"
     return names
 
 
