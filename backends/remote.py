@@ -200,8 +200,10 @@ def sync_command(paths: RemoteJobPaths, body: str) -> str:
         _PICK_SHELL,
         "exec 3>&1",
         "if command -v setsid >/dev/null 2>&1; then",
-        f'  {{ setsid -w /bin/sh -c {q(leader)} "$S" "$1" 4>&2 2>/dev/null; echo $? > {rc}; '
-        f'p=$(cat {pid} 2>/dev/null) && [ "$p" -gt 1 ] && kill -s KILL -- "-$p" 2>/dev/null; }} 2>&1 | tee -- {q(paths.log)}',
+        # the job has ended: kill what it left in its group, which lets tee see the end of its input
+        (f'  {{ setsid -w /bin/sh -c {q(leader)} "$S" "$1" 4>&2 2>/dev/null; echo $? > {rc}; '
+         f'p=$(cat {pid} 2>/dev/null) && [ "$p" -gt 1 ] && kill -s KILL -- "-$p" 2>/dev/null; }} '
+         f'2>&1 | tee -- {q(paths.log)}'),
         "else",
         f'  echo "{PGID_MARK}$$"; echo $$ > {pid}',
         f'  {{ "$S" -c "$1" </dev/null 3>&-; echo $? > {rc}; }} 2>&1 | tee -- {q(paths.log)}',

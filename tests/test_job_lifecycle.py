@@ -16,14 +16,13 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import cli, cli_popen, pid_alive, write_experiment, write_script
 
 from backends import Experiment
 from backends.config import load_experiment
-from backends.events import EventBus, JobIntermediate
 from backends.jobs import Job
 from backends.resources import get_resource_manager
 from backends.store import TinyDBConnector
-from helpers import cli, cli_popen, pid_alive, write_experiment, write_script
 
 
 def _kill_quietly(pid: int) -> None:
@@ -114,8 +113,8 @@ def test_stop_of_a_job_with_a_background_child_ends_it_and_the_child(workdir):
         sleep 600
     """)
     path = write_experiment(workdir, script="./bgwait.sh", n_samples=1, n_parallel=1)
-    proc = cli_popen("run", "--headless", str(path), cwd=workdir, stdout=open(workdir / "run.out", "w"),
-                     stderr=open(workdir / "run.err", "w"))
+    with open(workdir / "run.out", "w") as out, open(workdir / "run.err", "w") as err:
+        proc = cli_popen("run", "--headless", str(path), cwd=workdir, stdout=out, stderr=err)
     child = None
     try:
         assert wait_for(lambda: list((workdir / "jobs").glob("*.child")) if (workdir / "jobs").exists() else [],
@@ -274,6 +273,6 @@ def test_engine_log_has_no_traceback_for_jobs_that_fail_to_start(workdir):
     import subprocess
 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                         cwd=Path(__file__).parent.parent)
+                         cwd=Path(__file__).parent.parent, check=False)
     assert out.returncode == 0, out.stderr
     assert "Traceback" not in out.stderr and "is a file" in out.stdout

@@ -5,10 +5,17 @@ from __future__ import annotations
 import os
 
 import pytest
-
-from backends.jobs import (Job, JobError, NonFiniteResultError, ResultParseError, json_safe, parse_pasted_output,
-                          parse_result_line)
 from helpers import write_script
+
+from backends.jobs import (
+    Job,
+    JobError,
+    NonFiniteResultError,
+    ResultParseError,
+    json_safe,
+    parse_pasted_output,
+    parse_result_line,
+)
 
 
 def test_result_lines():

@@ -4,7 +4,6 @@ end, what they leave behind, what other users of the node can see, and what a pe
 
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
 import threading
@@ -12,11 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
-
-from backends.remote import alive_command
 from helpers import cli, pid_alive, write_experiment, write_script
 from sshd import sshd_factory, sshd_server, sshd_servers  # noqa: F401  (fixtures)
-from test_ssh_manager import group_processes, make_manager, node_folder, start_job, wait_for
+from test_ssh_manager import (
+    group_processes,
+    make_manager,
+    node_folder,
+    start_job,
+    wait_for,
+)
 
 
 def _kill_quietly(pid: int) -> None:

@@ -10,7 +10,8 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from ..errors import AupError
 from ..jobs import Job, env_strings
@@ -86,9 +87,14 @@ class LocalProcessManager(AbstractResourceManager):
                 self.kill(job)
             try:
                 last_line = self.pump_output(job, _output_until_exit(proc), log)
-                code = _end_group(proc)
+                _wait_exited(proc)
             finally:
+                # what the script left in its group is killed while its zombie still holds the
+                # group id (it cannot be reused yet); then it is reaped — under the lock, so a
+                # late SIGKILL from kill() never reaches a recycled group id
                 with self._lock:
+                    _signal_group(proc.pid, signal.SIGKILL)
+                    code = proc.wait()
                     self._procs.pop(job.jid, None)
                 assert proc.stdout is not None
                 proc.stdout.close()
@@ -114,15 +120,19 @@ class LocalProcessManager(AbstractResourceManager):
         if proc is None:
             return
         _signal_group(proc.pid, signal.SIGTERM)
-        timer = threading.Timer(KILL_GRACE, _signal_group, (proc.pid, signal.SIGKILL))
+        timer = threading.Timer(KILL_GRACE, self._kill_now, (job.jid, proc))
         timer.daemon = True
         timer.start()
 
+    def _kill_now(self, jid: int, proc: subprocess.Popen) -> None:
+        with self._lock:
+            if self._procs.get(jid) is proc:  # not reaped yet: its group id is still its own
+                _signal_group(proc.pid, signal.SIGKILL)
+
     def finish(self, status: str = "FINISHED") -> list | None:
         with self._lock:
-            running = list(self._procs.values())
-        for proc in running:
-            _signal_group(proc.pid, signal.SIGKILL)
+            for proc in self._procs.values():
+                _signal_group(proc.pid, signal.SIGKILL)
         return super().finish(status)
 
 
@@ -164,8 +174,12 @@ def _exit_fd(proc: subprocess.Popen) -> tuple[int, Any]:
             os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
         except (OSError, AttributeError):
             proc.wait()
-        os.write(w, b"x")
-        os.close(w)
+        try:
+            os.write(w, b"x")
+        except OSError:  # the reader is gone already
+            pass
+        finally:
+            os.close(w)
 
     thread = threading.Thread(target=waiter, name=f"aup-wait-{proc.pid}", daemon=True)
     thread.start()
@@ -179,7 +193,7 @@ def _output_until_exit(proc: subprocess.Popen) -> Iterator[bytes]:
     already in the pipe is read (for at most DRAIN_LIMIT s: a child may keep writing)."""
     assert proc.stdout is not None
     out = proc.stdout.fileno()
-    exit_fd, waiter = _exit_fd(proc)
+    exit_fd, _waiter = _exit_fd(proc)
     poller = select.poll()
     poller.register(out, select.POLLIN)
     poller.register(exit_fd, select.POLLIN)
@@ -223,15 +237,14 @@ def _output_until_exit(proc: subprocess.Popen) -> Iterator[bytes]:
         os.close(exit_fd)
 
 
-def _end_group(proc: subprocess.Popen) -> int:
-    """Wait for the job's script to exit, kill what it left in its process group (while the
-    zombie leader still holds the group id, so it cannot be reused), then reap it."""
+def _wait_exited(proc: subprocess.Popen) -> None:
+    """Wait until the job's script has exited, without reaping it."""
     try:
         os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
-    except ChildProcessError:  # already reaped (the fallback waiter did it)
+    except ChildProcessError:  # already reaped
         pass
-    _signal_group(proc.pid, signal.SIGKILL)
-    return proc.wait()
+    except AttributeError:  # no waitid here: reap it (leftovers are then killed just after)
+        proc.wait()
 
 
 def _signal_group(pgid: int, sig: int) -> None:
