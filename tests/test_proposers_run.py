@@ -86,3 +86,29 @@ def test_a_proposer_key_mistake_is_one_line_from_the_cli(workdir):
     assert run.stderr.strip().splitlines()[-1].endswith(
         "eta in " + str(workdir / "experiment.json") + " must be a whole number of at least 2 (default 3), got 1")
     assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_hyperband_runs_its_whole_schedule_when_jobs_are_stopped_early(workdir):
+    """An early-stopped job has no score; the rung must still complete (it counts as the worst),
+    or the experiment would end after the first rung."""
+    write_script(workdir, "steps.py", """
+        import json, sys, threading
+        cfg = json.load(open(sys.argv[1]))
+        for _ in range(int(cfg["n_iterations"])):
+            print(f"#Auptimizer:{cfg['v']}", flush=True)
+        if cfg["v"] == 9:
+            threading.Event().wait()  # a hopeless job that would run on: only the policy ends it
+    """, shebang=f"#!{sys.executable}")
+    path = write_experiment(workdir, script="./steps.py", proposer="hyperband", engine="sequence", target="min",
+                            n_parallel=1, max_iter=3, eta=3,
+                            parameter_config=[{"name": "v", "type": "choice", "range": [1, 9, 2]}],
+                            resource_args={"early_stop": {"aup_policy": "median", "aup_policy_steps": 1}})
+    exp = Experiment(load_experiment(path), auppath=str(workdir / ".aup"))
+    result = exp.run()
+    assert result.status == "FINISHED"
+    jobs = sorted(exp.connector.jobs(result.eid), key=lambda j: j["jid"])
+    assert [(j["config"]["v"], j["config"]["n_iterations"], j["status"]) for j in jobs] == [
+        (1, 1, "FINISHED"), (9, 1, "EARLY_STOPPED"), (2, 1, "FINISHED"),  # bracket 1, rung 1
+        (1, 3, "FINISHED"),  # the best goes on at 3x the budget
+        (1, 3, "FINISHED"), (9, 3, "EARLY_STOPPED"),  # bracket 2
+    ]
