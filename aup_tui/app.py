@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from functools import partial
-from typing import Any, Callable
+from typing import Any, Callable, TextIO
 
 from textual import work
 from textual.app import App, ComposeResult
@@ -28,7 +28,7 @@ from textual.widgets import Button, Static
 from themes import DEFAULT_THEME, THEMES
 
 from .bridge import EngineBridge, ExperimentState, LiveSource, StoreSource
-from .signals import STOP_WAIT, QuietOnHangup, signal_name, stop_signals
+from .signals import STOP_WAIT, quiet_on_hangup, signal_name, stop_signals
 
 EXIT_OK, EXIT_ERROR, EXIT_STOPPED = 0, 1, 130
 PREFS_FILE = "tui.json"
@@ -503,7 +503,7 @@ def _finish_experiment(app: AupApp) -> int:
 
     from .headless import print_summary
 
-    exp, thread, out = app.experiment, app.exp_thread, QuietOnHangup(sys.stderr)
+    exp, thread, out = app.experiment, app.exp_thread, quiet_on_hangup(sys.stderr)
     signalled = app.signalled or stop_signals.received
     if thread is not None and thread.is_alive():
         if app.quit_choice == "keep" and signalled is None:
@@ -532,7 +532,7 @@ def _finish_experiment(app: AupApp) -> int:
     return status_exit_code(result.status)
 
 
-def _continue_headless(app: AupApp) -> QuietOnHangup:
+def _continue_headless(app: AupApp) -> TextIO:
     """The person quit the dashboard but kept the experiment: a progress line until it ends.
     Returns where the summary goes (the terminal, quiet once it hung up)."""
     from .headless import HeadlessFollower

@@ -30,7 +30,7 @@ from backends.experiment import Experiment, ExperimentResult, summarize
 from backends.jobs import JobError, ResultParseError
 
 from .cli import EXIT_ERROR, EXIT_OK, EXIT_STOPPED
-from .signals import STOP_WAIT, QuietOnHangup, signal_name, stop_signals
+from .signals import STOP_WAIT, quiet_on_hangup, signal_name, stop_signals
 
 
 class Progress:
@@ -245,7 +245,7 @@ class HeadlessFollower:
 
     def __init__(self, exp: Experiment, out: TextIO | None = None, stdin: TextIO | None = None) -> None:
         self.exp = exp
-        self.out = QuietOnHangup(out or sys.stderr)  # a closed terminal must not end the run half-way
+        self.out = quiet_on_hangup(out or sys.stderr)  # a closed terminal must not end the run half-way
         self.stdin = stdin
         self.progress = Progress(0, exp.config.maximize, self.out)
         self.prompt = PassivePrompt(exp, self.progress)

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import signal
 import threading
-from typing import Callable, TextIO
+from collections.abc import Callable
+from typing import TextIO, cast
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 STOP_WAIT = 30.0  # seconds a signalled run waits for its jobs to be killed and recorded
@@ -35,7 +36,7 @@ class StopSignals:
     def installed(self) -> bool:
         return bool(self._previous)
 
-    def install(self) -> "StopSignals":
+    def install(self) -> StopSignals:
         """Catch the stop signals from now on (a no-op outside the main thread)."""
         if threading.current_thread() is not threading.main_thread() or self.installed:
             return self
@@ -75,6 +76,11 @@ def signal_name(signum: int) -> str:
         return signal.Signals(signum).name
     except ValueError:
         return f"signal {signum}"
+
+
+def quiet_on_hangup(stream: TextIO) -> TextIO:
+    """`stream`, made to drop writes instead of raising once its terminal is gone."""
+    return cast(TextIO, stream if isinstance(stream, QuietOnHangup) else QuietOnHangup(stream))
 
 
 class QuietOnHangup:

@@ -11,12 +11,12 @@ import subprocess
 import time
 
 import pytest
+from helpers import cli, cli_popen, write_experiment, write_script
+from screens_support import Host, passive_experiment, wait_until
 from textual import events
 from textual.keys import _character_to_key
 
-from aup_tui.screens.passive_form import PassiveForm, PasteArea, PassiveRequest
-from helpers import cli, cli_popen, write_experiment, write_script
-from screens_support import Host, passive_experiment, wait_until
+from aup_tui.screens.passive_form import PassiveForm, PassiveRequest, PasteArea
 
 PASTED = "log line\n#Auptimizer:0.75\n"
 TYPED = "#Auptimizer:0.125"

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import cli, cli_popen, pid_alive, write_experiment, write_script
 from sshd import sshd_factory, sshd_server  # noqa: F401  (fixtures)
 
@@ -223,7 +222,7 @@ def test_watch_leaves_on_sigterm_and_the_watched_run_goes_on(tmp_path):
         kill_leftovers(pids)
 
 
-def test_headless_run_on_ssh_nodes_stops_the_remote_jobs_on_sigterm(tmp_path, sshd_server):
+def test_headless_run_on_ssh_nodes_stops_the_remote_jobs_on_sigterm(tmp_path, sshd_server):  # noqa: F811
     """Remote jobs: the signal reaches Experiment.stop, whose manager kills each remote process group."""
     remote = tmp_path / "node"  # the node's workingdir (the node is this machine, over real SSH)
     mapping = sshd_server.mapping_value()
