@@ -232,7 +232,7 @@ def cmd_status(args) -> int:
     _, connector = _connector(args)
     eid = _experiment_id(connector, args.eid)
     exp = connector.get_experiment(eid)
-    jobs = connector.jobs(eid)
+    jobs = connector.job_rows(eid)  # the shown columns only (e<eid>/summary.json when current)
     result = summarize(connector, eid)
     if args.json:
         out = {

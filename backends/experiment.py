@@ -326,7 +326,7 @@ class Experiment:
 def summarize(connector: TinyDBConnector, eid: int) -> ExperimentResult:
     """Status, counts and best job of experiment `eid`, read from the store."""
     exp = connector.get_experiment(eid) or {}
-    jobs = connector.jobs(eid)
+    jobs = connector.job_rows(eid)
     counts: dict[str, int] = {}
     for j in jobs:
         counts[j["status"]] = counts.get(j["status"], 0) + 1

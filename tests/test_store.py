@@ -274,3 +274,33 @@ def test_best_job_on_a_tie_is_the_one_that_finished_first(tmp_path):
     assert c.get_best_result(eid, maximize=False) == (second, 0.5)
     assert better(0.6, 9.0, 7, (0.5, 1.0, 3), maximize=True) and not better(0.6, 9.0, 7, (0.5, 1.0, 3), False)
     c.close()
+
+
+def test_status_columns_come_from_a_summary_only_while_it_matches_the_job_files(tmp_path):
+    """After close, `job_rows` (what `status` shows) reads e<eid>/summary.json; a job changed
+    since, or a damaged summary, and it reads the job files instead — never stale rows."""
+    auppath = str(tmp_path / ".aup")
+    c = TinyDBConnector(auppath)
+    eid = c.start_experiment("me", "exp", {})
+    jids = _finish_jobs(c, eid, JOBS_PER_SHARD + 3)
+    c.close()
+    summary = tmp_path / ".aup" / "store" / f"e{eid}" / "summary.json"
+    assert summary.exists()
+
+    def rows(conn, docs=None):
+        keys = ("jid", "status", "score", "config", "resource", "end")
+        return [tuple(r[k] for k in keys) for r in (docs if docs is not None else conn.job_rows(eid))]
+
+    c = TinyDBConnector(auppath)
+    assert rows(c) == rows(c, c.jobs(eid))
+    c.update_job(eid, jids[0], status="FAILED")  # another write, journal not folded yet
+    other = TinyDBConnector(auppath)
+    assert rows(other)[0][1] == "FAILED"
+    other.close()
+    c.close()
+    body = bytearray(summary.read_bytes())
+    body[-5] ^= 0x01  # a flipped bit in the rows: the checksum catches it
+    summary.write_bytes(bytes(body))
+    c = TinyDBConnector(auppath)
+    assert rows(c)[0][1] == "FAILED" and rows(c) == rows(c, c.jobs(eid))
+    c.close()

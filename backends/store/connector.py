@@ -27,12 +27,14 @@ import fcntl
 import fnmatch
 import getpass
 import glob
+import json
 import logging
 import os
 import re
 import socket
 import threading
 import time
+import zlib
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
 
@@ -47,7 +49,7 @@ JOBS_PER_SHARD = 32
 RESULTS_PER_PART = 4096
 JID_BLOCK = 64
 FLUSH_INTERVAL = 0.5
-COMPACT_IDLE = 2.0  # a journal not written for this long is folded into its snapshot in the background
+COMPACT_IDLE = 10.0  # a journal not written for this long is folded into its snapshot in the background
 OPEN_DBS = 32  # journals kept open for writing at once (every database read stays cached)
 
 #: Job states that are not over yet; the others (FINISHED, FAILED, STOPPED, EARLY_STOPPED,
@@ -176,6 +178,7 @@ class TinyDBConnector:
         self._written: dict[str, float] = {}
         self._jid_floor: int | None = None
         self._jobs_memo: dict[int, tuple[list, list[dict]]] = {}
+        self._summaries_due: set[int] = set()  # experiments whose summary.json close() rewrites
         self._check_meta()
 
     # -- plumbing -------------------------------------------------------------------------
@@ -254,6 +257,8 @@ class TinyDBConnector:
             raise self.write_error from None
         if relpath not in self._written:
             self._release_fds()
+            if "/jobs-" in relpath:
+                self._summaries_due.add(int(relpath[1:relpath.index("/")]))
         self._written[relpath] = time.monotonic()
         if sync and self.sync_each_job:
             self._to_sync.append(os.dup(fd))
@@ -821,6 +826,62 @@ class TinyDBConnector:
                     out[j] = dict(doc)
         return [out[j] for j in sorted(out)]
 
+    # -- what `status` shows, without reading every record in full ---------------------------
+
+    def _shard_stamp(self, eid: int) -> list | None:
+        """Each job file's snapshot (name, inode, mtime, size); None while a journal holds data."""
+        folder = os.path.join(self.root, f"e{eid}")
+        stamp = []
+        for name in sorted(self._listdir(folder)):
+            if not name.startswith("jobs-"):
+                continue
+            try:
+                st = os.stat(os.path.join(folder, name))
+            except FileNotFoundError:
+                return None
+            if name.endswith(".log"):
+                if st.st_size:
+                    return None
+            elif name.endswith(".json"):
+                stamp.append([name, st.st_ino, st.st_mtime_ns, st.st_size])
+        return stamp
+
+    def _write_summary(self, eid: int) -> None:
+        """`e<eid>/summary.json`: the columns `status` shows, for every job, with a checksum and
+        the job files' stamps (caller holds `_locked`, journals folded)."""
+        stamp = self._shard_stamp(eid)
+        if stamp is None or any(e == eid for e, _ in self._unwritten):
+            return
+        rows = [[j["jid"], j["status"], j["score"], j["config"], j["resource"], j.get("end")] for j in self.jobs(eid)]
+        body = json.dumps(rows, separators=(",", ":")).encode()
+        head = json.dumps({"crc": zlib.crc32(body), "shards": stamp}).encode()
+        path = os.path.join(self.root, f"e{eid}", "summary.json")
+        tmp = f"{path}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(head + b"\n" + body)
+            os.replace(tmp, path)
+        except OSError:  # only a shortcut: without it `status` reads the job files
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+    def job_rows(self, eid: int) -> list[dict]:
+        """jid, status, score, config, resource and end of every job (what `status` shows):
+        from `e<eid>/summary.json` when it matches the job files, else from the job files."""
+        if not self._unwritten:
+            try:
+                with open(os.path.join(self.root, f"e{eid}", "summary.json"), "rb") as f:
+                    head, _, body = f.read().partition(b"\n")
+                meta = json.loads(head)
+                if meta["crc"] == zlib.crc32(body) and meta["shards"] == self._shard_stamp(eid):
+                    return [{"jid": r[0], "status": r[1], "score": r[2], "config": r[3], "resource": r[4],
+                             "end": r[5]} for r in json.loads(body)]
+            except (OSError, ValueError, KeyError, TypeError, IndexError):
+                pass  # missing, stale or damaged: it is only a shortcut
+        return self.jobs(eid)
+
     def get_best_result(self, eid: int, maximize: bool,
                         jobs: Iterable[dict] | None = None) -> tuple[int, float] | None:
         """`(jid, score)` of the best FINISHED job; on a tie the one that finished first wins
@@ -1031,6 +1092,9 @@ class TinyDBConnector:
             with self._locked():
                 for relpath in sorted(self._written):
                     storage_of(self._db(relpath)).compact()
+                self._written.clear()
+                for eid in sorted(self._summaries_due):
+                    self._write_summary(eid)
         except StoreWriteError as exc:
             lost = len(self._unwritten)
             if lost or self._pending:
