@@ -28,6 +28,7 @@ from backends.events import (
 )
 from backends.experiment import Experiment, ExperimentResult, summarize
 from backends.jobs import JobError, ResultParseError
+from backends.store.connector import better
 
 from .cli import EXIT_ERROR, EXIT_OK, EXIT_STOPPED
 from .signals import STOP_WAIT, quiet_on_hangup, signal_name, stop_signals
@@ -65,15 +66,14 @@ class Progress:
                 self.failed += 1
 
     def _finished(self, jid: int, score: float | None, end: float | None = None) -> None:
-        """One rule everywhere (as the summary's): the best score wins, and among equal scores
-        the job that finished first. Events arrive in finishing order, so an equal score only
-        replaces the best when its known end time is earlier (catch-up reads the store)."""
+        """The store's one rule for the best job (`better`: the best score, then the job that
+        finished first): events come in finishing order with their time, catch-up with the
+        recorded end, so jobs counted in any order name the job the summary names."""
         self.done += 1
         if score is None:
             return
-        best = self.best
-        if (best is None or (score > best[0] if self.maximize else score < best[0])
-                or (score == best[0] and end is not None and self._best_end is not None and end < self._best_end)):
+        than = None if self.best is None else (self.best[0], self._best_end, self.best[1])
+        if better(score, end, jid, than, self.maximize):
             self.best = (score, jid)
             self._best_end = end
 
@@ -82,7 +82,7 @@ class Progress:
             self.running += 1
         elif isinstance(event, JobFinished):
             self.running -= 1
-            self._finished(event.jid, event.score)
+            self._finished(event.jid, event.score, event.time)
         elif isinstance(event, JobFailed):
             self.running -= 1
             if not event.will_retry:
