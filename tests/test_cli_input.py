@@ -118,6 +118,13 @@ def test_cpu_experiment_on_gpu_only_init_says_what_to_add(tmp_path, headless):
     assert aup("resources", cwd=tmp_path).stdout.count(" gpu ") == 1
 
 
+def test_init_cpu_0_then_a_cpu_experiment_is_refused(tmp_path):
+    assert aup("init", "--cpu", "0", cwd=tmp_path).returncode == 0
+    job_script(tmp_path)
+    write_experiment(tmp_path, n_samples=1)
+    assert no_resource_error(tmp_path).endswith("— add some with `aup-tui init --cpu 4`")
+
+
 def test_auptimizer_env_ini_without_cpus_and_passive_without_a_person(tmp_path):
     aup_dir = tmp_path / ".aup"
     aup_dir.mkdir()
