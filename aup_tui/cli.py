@@ -156,7 +156,6 @@ def _describe_resources(resources: list[dict]) -> str:
 
 def cmd_run(args) -> int:
     from backends.config import load_experiment
-
     from backends.setup import require_resources
 
     config = load_experiment(args.experiment)

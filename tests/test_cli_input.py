@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from helpers import ROOT, write_experiment, write_script
 
 DEADLINE = 30.0
@@ -234,7 +233,7 @@ def test_tied_scores_name_the_same_best_job_in_progress_and_summary(tmp_path):
     """Job 1 waits until job 2 is recorded FINISHED, then reports the same score: the job that
     finished first (2) is the best in the progress line, the summary and `status`."""
     assert aup("init", "--cpu", "2", cwd=tmp_path).returncode == 0
-    write_script(tmp_path, "job.py", f"""
+    write_script(tmp_path, "job.py", """
         import json, subprocess, sys
         x = json.load(open(sys.argv[1]))["x"]
         for _ in range(200):  # bounded: each look is a whole `aup-tui status` process
