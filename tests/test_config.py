@@ -112,15 +112,15 @@ def test_missing_required_keys_are_listed_in_one_message(tmp_path):
 
 @pytest.mark.parametrize("overrides, expected", [
     ({"target": "maximum"}, 'target "maximum" in experiment.json must be "min" or "max"'),
-    ({"resource": "tpu"}, 'resource "tpu" in experiment.json is not supported '
-                          "— use one of cpu, gpu, node, aws, passive"),
-    ({"proposer": "foo"}, "unknown proposer 'foo' in experiment.json — available: random, sequence, "
-                          "spearmint, hyperband, hyperopt, bohb, tpe, gp, cmaes, qmc"),
+    ({"resource": "tpu"}, ('resource "tpu" in experiment.json is not supported '
+                          "— use one of cpu, gpu, node, aws, passive")),
+    ({"proposer": "foo"}, ("unknown proposer 'foo' in experiment.json — available: random, sequence, "
+                          "spearmint, hyperband, hyperopt, bohb, tpe, gp, cmaes, qmc")),
     ({"n_parallel": 0}, "n_parallel in experiment.json must be a whole number of at least 1, got 0"),
     ({"n_parallel": "2"},
      'n_parallel in experiment.json must be a whole number of at least 1, got "2"'),
-    ({"n_samples": None}, "n_samples in experiment.json is required by the random proposer "
-                          "— set it to the number of jobs to run"),
+    ({"n_samples": None}, ("n_samples in experiment.json is required by the random proposer "
+                          "— set it to the number of jobs to run")),
     ({"n_samples": 2.5}, "n_samples in experiment.json must be a whole number of at least 1, got 2.5"),
 ])
 def test_bad_top_level_values_name_the_key_and_the_fix(overrides, expected):
