@@ -230,8 +230,8 @@ def test_env_ini_follows_the_umask(tmp_path, umask, mode):
 # --- one best job on ties ------------------------------------------------------------------------
 
 def test_tied_scores_name_the_same_best_job_in_progress_and_summary(tmp_path):
-    """Job 1 waits until job 2 is recorded FINISHED, then reports the same score: the job that
-    finished first (2) is the best in the progress line, the summary and `status`."""
+    """The first job (x=1) waits until the second (x=2) is recorded FINISHED, then reports the same
+    score: the job that finished first is the best in the progress line, the summary and `status`."""
     assert aup("init", "--cpu", "2", cwd=tmp_path).returncode == 0
     write_script(tmp_path, "job.py", """
         import json, subprocess, sys
@@ -253,7 +253,8 @@ def test_tied_scores_name_the_same_best_job_in_progress_and_summary(tmp_path):
     assert out.returncode == 0, out.stderr
     st = json.loads(aup("status", "--json", cwd=tmp_path).stdout)
     first = next(j["jid"] for j in st["jobs"] if j["config"]["x"] == 2)
-    assert first == 2 and st["best"]["jid"] == first
+    later = next(j["jid"] for j in st["jobs"] if j["config"]["x"] == 1)
+    assert later < first and st["best"]["jid"] == first  # the lower jid finished later: it loses
     progress = [line for line in out.stderr.splitlines() if "2/2" in line][-1]
     assert f"best 0.5 (job {first})" in progress
     assert f"best job {first}: score 0.5" in out.stderr
@@ -271,12 +272,14 @@ def test_catching_up_from_the_store_keeps_the_first_finished_of_equal_scores(tmp
     connector = TinyDBConnector(str(tmp_path / ".aup"))
     eid = connector.start_experiment("me", "tie", {}, n_samples=2, target="max", resource="cpu",
                                      workingdir=str(tmp_path), script="job.sh", path=None, n_parallel=2)
-    for jid in (connector.new_jid(), connector.new_jid()):
+    low, high = connector.new_jid(), connector.new_jid()
+    for jid in (low, high):
         connector.start_job(eid, jid, {"x": jid}, None, "cpu0", 1)
-    connector.end_job(eid, 2, 0.5, "FINISHED")  # job 2 ends first
-    connector.end_job(eid, 1, 0.5, "FINISHED")
+    connector.end_job(eid, high, 0.5, "FINISHED")  # the higher jid ends first
+    connector.end_job(eid, low, 0.5, "FINISHED")
     progress = Progress(2, True, io.StringIO())
-    for job in connector.jobs(eid):
+    for job in connector.jobs(eid):  # in jid order
         progress.count_status(job["jid"], job["status"], job["score"], job.get("end"))
-    assert progress.best == (0.5, 2) == (summarize(connector, eid).best_score, summarize(connector, eid).best_jid)
+    summary = summarize(connector, eid)
+    assert progress.best == (0.5, high) == (summary.best_score, summary.best_jid)
     connector.close()
