@@ -440,6 +440,17 @@ class SSHResourceManager(AbstractResourceManager):
         state.paths = paths
         return paths
 
+    def _drop_env_file(self, state: _RemoteState, paths: remote.RemoteJobPaths, body_args: dict) -> None:
+        """A job stopped before it started leaves no copy of its environment on the node."""
+        if not body_args.get("env_text"):
+            return
+        try:
+            sftp, lock = self._sftp_client(state.pool, state.name)
+            with lock:
+                sftp.remove(paths.env)
+        except Exception:  # best effort: the file is the user's own, mode 0600
+            log.debug("could not remove %s on %s", paths.env, state.name, exc_info=True)
+
     def _ensure_script(self, job: Job, sftp, paths: remote.RemoteJobPaths, label: str, overwrite: bool) -> None:
         local = job.script_path
         try:
@@ -477,6 +488,7 @@ class SSHResourceManager(AbstractResourceManager):
         label = pool.label(name)
         paths = self._prepare(job, state, runtime, body_args["env_text"])
         if self._stopped(job):
+            self._drop_env_file(state, paths, body_args)
             return
         body = _job_body(paths, body_args)
         chan = state.chan = pool.open_channel(name)
@@ -550,6 +562,7 @@ class SSHResourceManager(AbstractResourceManager):
         if state.pgid is None:  # not launched yet (a retry after a failed launch launches again)
             paths = self._prepare(job, state, runtime, body_args["env_text"])
             if self._stopped(job):
+                self._drop_env_file(state, paths, body_args)
                 return
             body = _job_body(paths, body_args)
             try:
