@@ -241,9 +241,13 @@ def cmd_status(args) -> int:
             "best": {"jid": result.best_jid, "score": result.best_score},
             "reason": result.reason,
         }
-        from backends.jobs import json_safe  # old records may hold inf/nan: strict JSON all the same
+        try:  # the walk below costs more than the rest of the command at 10,000 jobs: only when needed
+            text = json.dumps(out, allow_nan=False)
+        except ValueError:
+            from backends.jobs import json_safe  # old records may hold inf/nan: strict JSON all the same
 
-        print(json.dumps(json_safe(out), allow_nan=False))
+            text = json.dumps(json_safe(out), allow_nan=False)
+        print(text)
     else:
         counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(result.counts.items())) or "no jobs yet"
         print(f"experiment {eid} '{exp['name']}': {exp['status']} — {counts} of {exp.get('n_samples')}")

@@ -79,7 +79,21 @@ def _all_ids(env: EnvConfig) -> list[str]:
 
 
 def sync_resources(env: EnvConfig, connector: TinyDBConnector) -> None:
-    """Make the store's resources match env.ini (keeps the status of those already there)."""
+    """Make the store's resources match env.ini (keeps the status of those already there).
+
+    Skipped (two stats) when env.ini's resources are those of the last sync: every command
+    syncs, and reading 16,000 cpu slots each time made every command slow."""
+    import json
+
+    stamp = json.dumps([env.gpu_mapping, env.node_mapping, env.aws_mapping, env.extra.get("n_cpu"),
+                        env.extra.get("n_passive")], sort_keys=True)
+    if connector.resources_synced(stamp):
+        return
+    _sync_resources(env, connector)
+    connector.mark_synced(stamp)
+
+
+def _sync_resources(env: EnvConfig, connector: TinyDBConnector) -> None:
     have = {r["rid"]: r for r in connector.resources()}
     wanted: dict[int, tuple[str, str]] = {}
     for rtype, mapping in (("gpu", env.gpu_mapping), ("node", env.node_mapping), ("aws", env.aws_mapping)):

@@ -57,9 +57,6 @@ OPEN_DBS = 32  # journals kept open for writing at once (every database read sta
 LIVE_STATES = ("RUNNING", "WAITING")
 
 
-_FREE = {"status": "free", "owner": None, "jid": None}
-
-
 def _store_sync_setting(auppath: str) -> str:
     """env.ini's `store_sync` (job | batch); batch when absent or unreadable."""
     import configparser
@@ -97,7 +94,8 @@ _NUM = frozenset({int, float})
 _OWNER = frozenset({list, _NONE})
 #: table → ((key, the exact types its value may have), …); checked on every document read
 _SCHEMA: dict[str, tuple[tuple[str, frozenset], ...]] = {tbl: tuple(spec.items()) for tbl, spec in {
-    "resources": {"rid": _INT, "name": _STR, "type": _STR, "status": _STR, "owner": _OWNER},
+    "resources": {"rid": _INT, "name": _STR, "type": _STR},
+    "taken": {"rid": _INT, "owner": frozenset({list})},
     "experiments": {"eid": _INT, "name": _STR, "status": _STR, "owner": _OWNER},
     "experiment": {"eid": _INT, "name": _STR, "status": _STR, "owner": _OWNER},
     "stops": {"eid": _INT, "time": _NUM},
@@ -109,7 +107,7 @@ _SCHEMA: dict[str, tuple[tuple[str, frozenset], ...]] = {tbl: tuple(spec.items()
     "labels": {"labels": frozenset({list})},
     "errors": {"message": _STR},
 }.items()}
-_ID_KEYS = {"resources": "rid", "experiments": "eid", "jobs": "jid"}
+_ID_KEYS = {"resources": "rid", "taken": "rid", "experiments": "eid", "jobs": "jid"}
 _STATUS = re.compile(r"[A-Za-z_]{1,32}")
 
 
@@ -135,8 +133,6 @@ def _validate(tbl: str, doc_id: str, doc: dict[str, Any]) -> None:
     if status is not None:
         if type(status) is not str or not _STATUS.fullmatch(status):
             raise ValueError(f"document {doc_id} in table '{tbl}' has the status {str(status)[:20]!r}")
-        if tbl == "resources" and status not in ("free", "taken"):
-            raise ValueError(f"resource {doc_id} has the unknown status {status[:20]!r}")
     if tbl == "jobs":
         for a in doc["attempts"]:
             if type(a) is not dict:
@@ -178,6 +174,7 @@ class TinyDBConnector:
         self._written: dict[str, float] = {}
         self._jid_floor: int | None = None
         self._jobs_memo: dict[int, tuple[list, list[dict]]] = {}
+        self._rows_memo: dict[int, tuple[list, list[dict]]] = {}
         self._summaries_due: set[int] = set()  # experiments whose summary.json close() rewrites
         self._check_meta()
 
@@ -347,7 +344,9 @@ class TinyDBConnector:
                           if (m := re.search(r"jobs-([0-9]+)\.json", os.path.basename(p)))]
                 self._jid_floor = max(((n + 1) * JOBS_PER_SHARD - 1 for n in shards), default=0)
             return self._jid_floor
-        tbl = {"rid": "resources", "stop": "stops"}.get(counter, counter)
+        if counter == "rid":
+            return max(map(int, self._defs()), default=0)
+        tbl = {"stop": "stops"}.get(counter, counter)
         return max(map(int, self._raw(self.META, tbl)), default=0)
 
     # -- damage to meta.json ----------------------------------------------------------------
@@ -362,23 +361,33 @@ class TinyDBConnector:
                 data = storage.read() or {}
                 break
             except StoreCorruptError as exc:
-                aside = f"{exc.path}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
-                try:
-                    os.replace(exc.path, aside)
-                except OSError:
-                    raise exc from None
-                log.warning("aup-tui: %s was damaged (%s); moved it to %s and rebuilt what it held from the "
-                            "experiment folders", exc.path, str(exc).split("(", 1)[1].split(")")[0], aside)
+                self._move_aside(exc)
                 repaired = True
         else:  # pragma: no cover - three damaged files in a row
             data = {}
-        if not repaired and self._eids_on_disk() <= set(map(int, data.get("experiments", {}))):
+        old = data.get("resources")  # a store from before resources.json: move them there
+        if not repaired and not old and self._eids_on_disk() <= set(map(int, data.get("experiments", {}))):
             return
         try:
             with self._locked():
+                old = self._raw(self.META, "resources")
+                if old:
+                    self.add_resources([(d["rid"], d.get("name", ""), d.get("type", "cpu")) for d in old.values()])
+                    self._write(self.META, [{"t": "resources", "clear": 1}])
                 self._rebuild_experiments()
-        except StoreWriteError:
-            pass  # no room to repair now: the next command tries again
+        except (StoreWriteError, KeyError, TypeError):
+            pass  # no room to repair now (or an odd old record): the next command tries again
+
+    def _move_aside(self, exc: StoreCorruptError) -> None:
+        """Set a damaged file aside (kept for the person) and say so once, on stderr."""
+        aside = f"{exc.path}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+        try:
+            os.replace(exc.path, aside)
+        except OSError:
+            raise exc from None
+        what = "env.ini" if self.RESOURCES in exc.path else "the experiment folders"
+        log.warning("aup-tui: %s was damaged (%s); moved it to %s and rebuilt what it held from %s",
+                    exc.path, str(exc).split("(", 1)[1].split(")")[0], aside, what)
 
     def _rebuild_experiments(self) -> None:
         """Put back into meta.json the experiments only their folders remember (caller holds `_locked`)."""
@@ -409,66 +418,121 @@ class TinyDBConnector:
 
     # -- resources ------------------------------------------------------------------------
 
+    # Definitions (rid, name, type: what env.ini lists, possibly thousands) live in
+    # resources.json, written only when env.ini changes; who holds one lives in meta.json's
+    # small "taken" table. A command reads resources.json only when it lists resources or env.ini
+    # changed since the last sync (`resources_synced`), so start-up does not grow with them.
+
+    RESOURCES = "resources.json"
+
+    def _defs(self) -> dict[str, dict]:
+        """The resource definitions ({str(rid): {rid, name, type}}; caller holds `_lock`). A
+        damaged resources.json is moved aside: it is rebuilt from env.ini by the next sync."""
+        try:
+            return self._raw(self.RESOURCES, "resources")
+        except StoreCorruptError as exc:
+            self._move_aside(exc)
+            return self._raw(self.RESOURCES, "resources")
+
+    def _taken(self) -> dict[str, dict]:
+        return self._raw(self.META, "taken")
+
+    def _merged(self, doc: dict, taken: dict[str, dict]) -> dict:
+        held = taken.get(str(doc["rid"]))
+        if held is None:
+            return {**doc, "status": "free", "owner": None, "jid": None}
+        return {**doc, "status": "taken", "owner": held.get("owner"), "jid": held.get("jid")}
+
     def add_resource(self, name: str, rtype: str, rid: int | None = None, status: str = "free") -> int:
         """Register a resource (or re-register `rid` under the same name/type)."""
         with self._locked():
             if rid is None:
                 rid = self._next_id("rid")
-            else:
-                counters = self._meta("counters").get(doc_id=1) or {}
-                if rid > int(counters.get("rid", 0)):
-                    self._put(self.META, "counters", 1, {**counters, "rid": rid})
-            old = self._meta("resources").get(doc_id=rid)
-            doc = {"rid": rid, "name": str(name), "type": rtype, "status": status, "owner": None, "jid": None}
-            if old and old.get("status") == "taken":
-                doc.update(status="taken", owner=old.get("owner"), jid=old.get("jid"))
-            self._put(self.META, "resources", rid, doc)
+            self.add_resources([(rid, name, rtype)])
             return rid
 
     def add_resources(self, resources: Iterable[tuple[int, str, str]]) -> None:
         """Register (or re-register) many `(rid, name, type)` at once: one journal write, not one
-        each (`init --cpu 16000`)."""
+        each (`init --cpu 16000`). Who holds one is kept."""
         with self._locked():
-            have = self._raw(self.META, "resources")
             ops, top = [], 0
             for rid, name, rtype in resources:
-                old = have.get(str(rid)) or {}
-                doc = {"rid": rid, "name": str(name), "type": rtype, "status": "free", "owner": None, "jid": None}
-                if old.get("status") == "taken":
-                    doc.update(status="taken", owner=old.get("owner"), jid=old.get("jid"))
-                ops.append({"t": "resources", "id": str(rid), "d": doc})
+                ops.append({"t": "resources", "id": str(rid), "d": {"rid": rid, "name": str(name), "type": rtype}})
                 top = max(top, rid)
+            if ops:
+                self._write(self.RESOURCES, ops)
+                self._unsync()
             counters = self._raw(self.META, "counters").get("1") or {}
             if top > int(counters.get("rid", 0)):
-                ops.append({"t": "counters", "id": "1", "d": {**counters, "rid": top}})
-            if ops:
-                self._write(self.META, ops)
+                self._put(self.META, "counters", 1, {**counters, "rid": top})
 
     def remove_resources(self, rtype: str | None = None) -> None:
-        with self._locked():
-            self._delete(self.META, "resources", [r["rid"] for r in self.resources(rtype)])
+        self._remove([r["rid"] for r in self.resources(rtype)])
 
     def remove_resource(self, rid: int) -> None:
+        self._remove([rid])
+
+    def _remove(self, rids: list[int]) -> None:
         with self._locked():
-            self._delete(self.META, "resources", [rid])
+            if rids:
+                self._delete(self.RESOURCES, "resources", rids)
+                held = [rid for rid in rids if str(rid) in self._taken()]
+                self._delete(self.META, "taken", held)
+                self._unsync()
+
+    def _unsync(self) -> None:
+        if self._raw(self.META, "sync"):
+            self._write(self.META, [{"t": "sync", "clear": 1}])
+
+    def _resources_sig(self) -> list | None:
+        """resources.json's snapshot (inode, mtime, size); None while its journal holds data."""
+        path = os.path.join(self.root, self.RESOURCES)
+        try:
+            if os.stat(path + ".log").st_size:
+                return None
+        except FileNotFoundError:
+            pass
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return [0, 0, 0]
+        return [st.st_ino, st.st_mtime_ns, st.st_size]
+
+    def resources_synced(self, stamp: str) -> bool:
+        """True when the resources were made to match env.ini contents `stamp` and resources.json
+        has not changed since: a command can skip reading them (two stats)."""
+        with self._lock:
+            doc = self._raw(self.META, "sync").get("1")
+        return bool(doc) and doc.get("env") == stamp and doc.get("file") == self._resources_sig()
+
+    def mark_synced(self, stamp: str) -> None:
+        """Remember that the resources match env.ini contents `stamp` (folds resources.json first)."""
+        try:
+            with self._locked():
+                storage_of(self._db(self.RESOURCES)).compact()
+                self._written.pop(self.RESOURCES, None)
+                self._put(self.META, "sync", 1, {"env": stamp, "file": self._resources_sig()})
+        except StoreWriteError:
+            pass  # a full disk: the next command syncs again
 
     def resources(self, rtype: str | None = None) -> list[dict]:
         with self._lock:
-            docs = [dict(d) for d in self._raw(self.META, "resources").values() if rtype is None or d["type"] == rtype]
+            taken = self._taken()
+            docs = [self._merged(d, taken) for d in self._defs().values() if rtype is None or d["type"] == rtype]
         docs.sort(key=lambda d: d["rid"])
         return docs
 
     def get_resource(self, rid: int) -> dict | None:
         with self._lock:
-            doc = self._raw(self.META, "resources").get(str(rid))
-        return dict(doc) if doc else None
+            doc = self._defs().get(str(rid))
+            return self._merged(doc, self._taken()) if doc else None
 
     def get_available_resource(self, rtype: str, rid_blacklist: Any = None) -> list[int]:
         blacklist = set(rid_blacklist or ())
         with self._lock:
-            released = self._released
-            return sorted(d["rid"] for d in self._raw(self.META, "resources").values()
-                          if d["type"] == rtype and (d["status"] == "free" or d["rid"] in released)
+            released, taken = self._released, self._taken()
+            return sorted(d["rid"] for key, d in self._defs().items()
+                          if d["type"] == rtype and (key not in taken or d["rid"] in released)
                           and d["rid"] not in blacklist)
 
     def take_available_resource(self, rid: int, jid: int | None = None) -> bool:
@@ -478,18 +542,17 @@ class TinyDBConnector:
                 self._released.discard(rid)
                 return True
         with self._locked():
-            doc = self._raw(self.META, "resources").get(str(rid))
-            if doc is None or doc["status"] != "free":
+            if str(rid) not in self._defs() or str(rid) in self._taken():
                 return False
-            self._patch(self.META, "resources", [rid], {"status": "taken", "owner": list(self.me), "jid": jid})
+            self._put(self.META, "taken", rid, {"rid": rid, "owner": list(self.me), "jid": jid})
             return True
 
     def free_used_resource(self, rid: int) -> None:
         """Give `rid` back. The disk write is deferred (≤ FLUSH_INTERVAL) so that the next job
         of this process can take it again for free; other processes see it free soon after."""
         with self._lock:  # a resource taken by a live process is written by that process only
-            doc = self._raw(self.META, "resources").get(str(rid))
-            if doc is not None and doc["status"] == "taken" and doc.get("owner") == list(self.me):
+            held = self._taken().get(str(rid))
+            if held is not None and held.get("owner") == list(self.me):
                 self._released.add(rid)
                 self._start_flusher()
             # otherwise it is not ours any more (freed by `resources --free`, maybe taken by
@@ -499,7 +562,8 @@ class TinyDBConnector:
         with self._locked():
             if self._released:
                 rids = sorted(self._released)
-                self._patch(self.META, "resources", rids, _FREE)  # on failure they stay to write
+                mine = [rid for rid in rids if (self._taken().get(str(rid)) or {}).get("owner") == list(self.me)]
+                self._delete(self.META, "taken", mine)  # on failure they stay to write
                 self._released.difference_update(rids)
 
     # -- recovery -------------------------------------------------------------------------
@@ -514,9 +578,8 @@ class TinyDBConnector:
     def _recover(self) -> dict[str, list[int]]:
         now = time.time()
         with self._locked():
-            freed = [d["rid"] for d in self._raw(self.META, "resources").values()
-                     if d["status"] == "taken" and not _owner_alive(d.get("owner"))]
-            self._patch(self.META, "resources", freed, _FREE)
+            freed = [d["rid"] for d in self._taken().values() if not _owner_alive(d.get("owner"))]
+            self._delete(self.META, "taken", freed)
             experiments = [d["eid"] for d in self._raw(self.META, "experiments").values()
                            if d["status"] == "RUNNING" and not _owner_alive(d.get("owner"))]
             self._patch(self.META, "experiments", experiments, {"status": "INTERRUPTED", "end": now})
@@ -869,15 +932,22 @@ class TinyDBConnector:
 
     def job_rows(self, eid: int) -> list[dict]:
         """jid, status, score, config, resource and end of every job (what `status` shows):
-        from `e<eid>/summary.json` when it matches the job files, else from the job files."""
+        from `e<eid>/summary.json` when it matches the job files, else from the job files.
+        Treat the rows as read-only (a second call in one command may share them)."""
         if not self._unwritten:
             try:
+                stamp = self._shard_stamp(eid)
+                memo = self._rows_memo.get(eid)
+                if memo is not None and memo[0] == stamp:
+                    return list(memo[1])
                 with open(os.path.join(self.root, f"e{eid}", "summary.json"), "rb") as f:
                     head, _, body = f.read().partition(b"\n")
                 meta = json.loads(head)
-                if meta["crc"] == zlib.crc32(body) and meta["shards"] == self._shard_stamp(eid):
-                    return [{"jid": r[0], "status": r[1], "score": r[2], "config": r[3], "resource": r[4],
+                if meta["crc"] == zlib.crc32(body) and meta["shards"] == stamp:
+                    rows = [{"jid": r[0], "status": r[1], "score": r[2], "config": r[3], "resource": r[4],
                              "end": r[5]} for r in json.loads(body)]
+                    self._rows_memo[eid] = (stamp, rows)  # the summary and the listing share one read
+                    return list(rows)
             except (OSError, ValueError, KeyError, TypeError, IndexError):
                 pass  # missing, stale or damaged: it is only a shortcut
         return self.jobs(eid)
@@ -1090,8 +1160,15 @@ class TinyDBConnector:
             self.flush()
             self._write_released()
             with self._locked():
-                for relpath in sorted(self._written):
-                    storage_of(self._db(relpath)).compact()
+                storages = [storage_of(self._db(relpath)) for relpath in sorted(self._written)]
+                if len(storages) > 8:  # mostly waiting on the file system: fold a few at a time
+                    from concurrent.futures import ThreadPoolExecutor
+
+                    with ThreadPoolExecutor(4, thread_name_prefix="aup-store-compact") as pool:
+                        list(pool.map(lambda st: st.compact(), storages))
+                else:
+                    for storage in storages:
+                        storage.compact()
                 self._written.clear()
                 for eid in sorted(self._summaries_due):
                     self._write_summary(eid)
