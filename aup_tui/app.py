@@ -489,7 +489,20 @@ def run_app(auppath: str | None = None, *, connector: Any = None, experiment: An
             watch: int | None = None) -> int:
     """Run the TUI; returns the exit code (0 finished, 130 stopped, 1 failed)."""
     app = AupApp(auppath, connector=connector, experiment=experiment, watch=watch)
-    code = app.run()
+    try:
+        code = app.run()
+    except BaseException as exc:
+        # Textual's last writes (its final frame, an error report) fail with EIO once the
+        # terminal hung up: that is the end we were asked for, not an error of ours
+        hung_up = isinstance(exc, OSError) and (app.signalled or stop_signals.received) is not None
+        if app.experiment is not None:  # never leave our jobs running, unrecorded, behind us
+            app.quit_choice = "stop"
+            stopped = _finish_experiment(app)
+            if hung_up:
+                return stopped
+        if hung_up:
+            return EXIT_STOPPED
+        raise
     if app.experiment is None:
         if app.signalled is not None or stop_signals.received is not None:
             return EXIT_STOPPED

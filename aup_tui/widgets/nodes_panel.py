@@ -18,6 +18,7 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
@@ -218,8 +219,10 @@ class NodesPanel(Widget):
         if not self.is_mounted:
             return
         statuses = self.statuses or {}
-        table = self.query_one(DataTable)
-        summary = self.query_one(NodeSummary)
+        try:
+            table, summary = self.query_one(DataTable), self.query_one(NodeSummary)
+        except NoMatches:  # a probe result that lands while the app closes: the children are gone
+            return
         if not statuses or self.one_line:
             table.display = False
             summary.display = True
