@@ -246,3 +246,24 @@ def test_headless_run_on_ssh_nodes_stops_the_remote_jobs_on_sigterm(tmp_path, ss
             proc.kill()
             proc.wait()
         kill_leftovers(pids)
+
+
+async def test_a_node_probe_landing_while_the_app_closes_is_ignored():
+    """An exit right after start (a signal) met the nodes monitor's first result with the panel's
+    children already removed: the crash report then failed on the hung-up terminal (exit 1)."""
+    from textual.app import App
+    from textual.widgets import DataTable
+
+    from aup_tui.widgets.nodes_panel import NodesPanel
+
+    class Host(App):
+        def compose(self):
+            yield NodesPanel()
+
+    app = Host()
+    async with app.run_test(size=(80, 24)) as pilot:
+        panel = app.query_one(NodesPanel)
+        await panel.query_one(DataTable).remove()  # as during the app's teardown
+        panel.update_statuses({})
+        await pilot.pause()
+        assert app.return_value is None and app._exit_renderables == []  # no crash report
