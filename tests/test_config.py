@@ -419,3 +419,16 @@ def test_auptimizer_resource_args_load(tmp_path):
     args = {"reconn_wait_time": 30, "max_retries": 3, "async_run": True, "async_reconnect": 30,
             "async_timeout": None, "shutdown": False, "connection_retry": 3}
     assert validate_experiment(experiment(resource="aws", resource_args=args)).resource_args == args
+
+
+@pytest.mark.parametrize("overrides", [
+    {"parameter_config": [{"name": "a\nb", "type": "float", "range": [0, 1]}]},
+    {"proposer": "random\nsequence"},
+    {"resource": "node\ncpu"},
+])
+def test_line_breaks_in_names_never_make_a_two_line_message(overrides):
+    error_of(experiment(**overrides))  # asserts one line
+
+
+def test_a_bad_host_with_a_line_break_is_one_line(tmp_path):
+    assert "'u@\\nx'" in env_error(tmp_path, '[Auptimizer]\nnode_mapping = {"2": "u@\\nx"}\n')

@@ -22,7 +22,7 @@ CASES = int(os.environ.get("AUP_FUZZ_CASES", "150"))
 SEED = int(os.environ.get("AUP_FUZZ_SEED", "20261203"))
 RUN_TIMEOUT = 20.0  # a run of one or two instant jobs; longer means it hangs
 
-WRONG_TYPES = [None, True, False, 0, -1, 2.5, "", "text", "\u0000", [], [1, "a"], {}, {"a": {}}, "0,x"]
+WRONG_TYPES = [None, True, False, 0, -1, 2.5, "", "text", "\u0000", "a\nb", [], [1, "a"], {}, {"a": {}}, "0,x"]
 
 
 def _aup(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -145,6 +145,8 @@ def test_damaged_input_files_give_one_line_never_a_traceback(tmp_path: Path):
         assert out.returncode in (0, 1), f"{what}: exit {out.returncode}\n{out.stderr}"
         if out.returncode == 1:
             assert out.stderr.strip(), f"{what}: exit 1 without a message"
+        if out.stderr.startswith("aup-tui:"):  # an error a person caused: one line, nothing else
+            assert out.stderr.count("\n") == 1, f"{what}: more than one line\n{out.stderr}"
         exits[out.returncode] = exits.get(out.returncode, 0) + 1
     for name, path in inputs.items():
         path.write_bytes(pristine[name][0])
