@@ -4,8 +4,13 @@ Each file is a TinyDB database written through a journal (see `files.py`), so a 
 an append, not a rewrite; and nothing that grows with history shares one file.
 `.aup/store/` holds:
 
-- `meta.json`: resources, experiments, id counters, stop requests, passive answers (small);
-- `e<eid>/experiment.json`: the experiment's config, result labels and error messages;
+- `meta.json`: experiments, id counters, who holds which resource, stop requests, passive
+  answers, the env.ini sync stamp (small);
+- `resources.json`: the resources env.ini lists (rid, name, type), rewritten only when it changes;
+- `e<eid>/experiment.json`: the experiment's config, result labels, error messages and a copy of
+  its meta.json record (meta.json is rebuilt from these when lost);
+- `e<eid>/summary.json`: the columns `status` shows, written when a run's store closes, used
+  while it matches the job files (a checksummed cache, never the truth);
 - `e<eid>/jobs-<n>.json`: jobs `n*32 … n*32+31`;
 - `e<eid>/results-<n>-<part>.json`: intermediate results of those jobs, at most 4,096 a file.
 
