@@ -57,6 +57,9 @@ class ExperimentConfig:
     multi_res_labels: list[str] = field(default_factory=list)
     path: str | None = None
     raw: dict = field(default_factory=dict)
+    #: node and aws: `workingdir` as written, a path on the node (`~` = the node's home);
+    #: `workingdir` is then the local folder beside the script, where `jobs/` keeps local copies
+    remote_workingdir: str | None = None
 
     @property
     def maximize(self) -> bool:
@@ -144,15 +147,21 @@ def validate_experiment(data: dict, source: str = "experiment.json",
     n_samples = _whole(data, "n_samples", source, minimum=int(proposer.needs_n_samples), default=0)
     resource_args = _resource_args(data, source)
     make_policy(resource_args.get("early_stop"), data["target"] == "max", source)
+    remote = data["resource"] in ("node", "aws")
+    if remote:
+        script, workingdir, remote_workingdir = _remote_layout(data, source, base_dir)
+    else:
+        script, workingdir, remote_workingdir = data["script"], _workingdir(data, source, base_dir), None
     return ExperimentConfig(
         name=data["name"],
-        script=data["script"],
+        script=script,
         resource=data["resource"],
         proposer=data["proposer"],
         target=data["target"],
         n_samples=n_samples,
         n_parallel=_whole(data, "n_parallel", source, minimum=1, default=1),
-        workingdir=_workingdir(data, source, base_dir, local=data["resource"] not in ("node", "aws")),
+        workingdir=workingdir,
+        remote_workingdir=remote_workingdir,
         random_seed=_seed(data, source),
         parameter_config=_parameters(data, source),
         resource_args=resource_args,
@@ -191,12 +200,38 @@ def _workingdir(data: dict, source: str, base_dir: str | None, local: bool = Tru
     return folder
 
 
+def _remote_layout(data: dict, source: str, base_dir: str | None) -> tuple[str, str, str]:
+    """Node and aws experiments, as Auptimizer runs them: `workingdir` is a folder on the node
+    (`~` = the node's home; a relative one is taken like a local one, the same path on the node),
+    `script` a file here, relative to the folder you launch from. Returns (the script's name,
+    the local folder beside it for `jobs/`, the node's folder). Where the script is not in the
+    launch folder, the experiment file's folder and then the same path as `workingdir` here are
+    tried (what aup-tui did before); where it is nowhere here, the node's copy is used."""
+    folder = data.get("workingdir")
+    if folder is None:
+        remote = os.getcwd()  # Auptimizer's default: the same path on the node as here
+    elif not isinstance(folder, str) or not folder or "\0" in folder:
+        raise ConfigError(f"workingdir in {source} must be a folder path on the node, got {_show(folder)}")
+    elif folder == "~" or folder.startswith("~/"):
+        remote = folder.rstrip("/") or "~"
+    elif folder.startswith("~"):
+        raise ConfigError(f"workingdir {folder} in {source}: only ~ (the node's home) is understood, "
+                          "not ~user — write the folder's full path")
+    else:
+        remote = os.path.normpath(os.path.join(base_dir or os.getcwd(), folder))
+    script = os.path.expanduser(data["script"])
+    candidates = [os.getcwd()] + [d for d in (base_dir, None if remote.startswith("~") else remote) if d]
+    found = next((os.path.join(d, script) for d in candidates if os.path.isfile(os.path.join(d, script))), None)
+    local = os.path.abspath(found or os.path.join(candidates[0], script))
+    return os.path.basename(local), os.path.dirname(local), remote
+
+
 # resource_args the managers read, by the type they need (Auptimizer's names, and our additions)
-_ARG_NUMBERS = ("async_reconnect", "async_timeout", "reconn_wait_time", "connect_timeout", "kill_grace",
+_ARG_NUMBERS = ("async_reconnect", "async_timeout", "reconn_wait_time", "connect_timeout", "start_timeout", "kill_grace",
                 "connection_wait", "waiter_delay")
 _ARG_WHOLE = ("max_retries", "connection_retry", "waiter_max_attempts")
 _ARG_FLAGS = ("async_run", "shutdown", "accept_new_hosts", "reuse_connections", "use_private_ip")
-_ARG_TEXT = ("region", "region_name", "profile", "profile_name", "endpoint_url", "remote_workingdir",
+_ARG_TEXT = ("region", "region_name", "profile", "profile_name", "endpoint_url",
              "known_hosts", "address_override")
 # what the engine itself passes to a manager: the same key in resource_args would collide
 _ARG_ENGINE = ("connector", "n_parallel", "auppath", "eid", "bus", "maximize", "early_stop_policy", "key",
@@ -211,6 +246,9 @@ def _resource_args(data: dict, source: str) -> dict:
         where = f"resource_args.{key} in {source}"
         if key in _ARG_ENGINE:
             raise ConfigError(f"{where} is set by aup-tui itself — remove it")
+        if key == "remote_workingdir":
+            raise ConfigError(f"{where} is not used: for node and aws experiments workingdir is the folder "
+                              "on the node (as in Auptimizer) — move the path there")
         if key in _ARG_NUMBERS and not (value is None and key == "async_timeout") and not (
                 _is_number(value) and value >= 0):
             raise ConfigError(f"{where} must be a number of seconds (0 or more), got {_show(value)}")

@@ -194,9 +194,9 @@ def test_a_remote_script_without_its_execute_bit_is_made_executable(sshd_servers
     remote_wd.mkdir()
     write_script(remote_wd, "job.sh", 'echo "#Auptimizer:7"\n').chmod(0o644)  # already there, not executable
     write_script(folder, "job.sh", 'echo "#Auptimizer:7"\n')
-    rm = make_manager(folder, remote_workingdir=str(remote_wd))
+    rm = make_manager(folder)
     try:
-        job, done = start_job(rm, folder, "./job.sh", {})
+        job, done = start_job(rm, folder, "./job.sh", {}, workingdir=str(remote_wd))
         assert done.wait(20)
         record = rm.connector.get_job(job.jid)
         assert record["status"] == "FINISHED" and record["score"] == 7, record["error"]
@@ -209,9 +209,9 @@ def test_a_remote_workingdir_that_is_a_file_fails_the_job_with_one_message(sshd_
     write_script(folder, "job.sh", 'echo "#Auptimizer:1"\n')
     afile = tmp_path / "afile"
     afile.write_text("not a folder")
-    rm = make_manager(folder, remote_workingdir=str(afile))
+    rm = make_manager(folder)
     try:
-        job, done = start_job(rm, folder, "./job.sh", {})
+        job, done = start_job(rm, folder, "./job.sh", {}, workingdir=str(afile))
         assert done.wait(20)
         record = rm.connector.get_job(job.jid)
         assert record["status"] == "FAILED"

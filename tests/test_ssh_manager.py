@@ -198,13 +198,16 @@ def make_manager(folder: Path, n_parallel: int = 1, **kwargs) -> SSHResourceMana
     return rm
 
 
-def start_job(rm: SSHResourceManager, folder: Path, script: str, config: dict, runtime_args=None):
+def start_job(rm: SSHResourceManager, folder: Path, script: str, config: dict, runtime_args=None,
+              workingdir: str | None = None):
+    """Run `script` (in `folder` here) as a job; `workingdir`: the experiment's folder on the node
+    (None: the same path as `folder`)."""
     done = threading.Event()
     job = Job(script, config, path=str(folder), retries=0)
     job.jid = rm.connector.new_jid()
     rid = rm.get_available("me", "node")
     assert rid is not None
-    exp_config = type("Cfg", (), {"runtime_args": runtime_args or {}})()
+    exp_config = type("Cfg", (), {"runtime_args": runtime_args or {}, "remote_workingdir": workingdir})()
     rm.run_job(job, rid, exp_config, lambda score, jid: done.set())
     return job, done
 
@@ -250,10 +253,10 @@ def test_parameter_with_quotes_and_semicolons_arrives_intact_and_runs_nothing(ss
     marker = tmp_path / "pwned"
     evil = f"""a'b"c; touch {marker}; $(touch {marker}) `touch {marker}` && echo x"""
     odd_dir = tmp_path / "it's a \"dir\"; $(touch pwned)"
-    rm = make_manager(folder, remote_workingdir=str(odd_dir))
+    rm = make_manager(folder)
     try:
         job, done = start_job(rm, folder, "./echo config.sh", {"name": evil},
-                              runtime_args={"env": {"TRICKY": evil}})
+                              runtime_args={"env": {"TRICKY": evil}}, workingdir=str(odd_dir))
         assert done.wait(20)
         record = rm.connector.get_job(job.jid)
         assert record["status"] == "FINISHED", record
@@ -274,10 +277,11 @@ def test_script_is_uploaded_to_a_remote_working_folder_and_kept_executable(sshd_
         echo "#Auptimizer:3"
     """)
     remote_wd = tmp_path / "remote side"
-    rm = make_manager(folder, remote_workingdir=str(remote_wd))
+    rm = make_manager(folder)
     try:
         job, done = start_job(rm, folder, "./job.sh", {"x": 1},
-                              runtime_args={"prescript": "export PRE=yes", "postscript": "touch post.done"})
+                              runtime_args={"prescript": "export PRE=yes", "postscript": "touch post.done"},
+                              workingdir=str(remote_wd))
         assert done.wait(20)
         assert rm.connector.get_job(job.jid)["status"] == "FINISHED"
         assert os.access(remote_wd / "job.sh", os.X_OK)
@@ -287,14 +291,15 @@ def test_script_is_uploaded_to_a_remote_working_folder_and_kept_executable(sshd_
         assert (remote_wd / "jobs" / f"{job.jid}.1.remote.out").exists()
         # not overwritten unless asked: a changed local script stays local
         write_script(folder, "job.sh", 'echo "#Auptimizer:4"\n')
-        job2, done2 = start_job(rm, folder, "./job.sh", {"x": 2})
+        job2, done2 = start_job(rm, folder, "./job.sh", {"x": 2}, workingdir=str(remote_wd))
         assert done2.wait(20) and rm.connector.get_job(job2.jid)["score"] == 3
     finally:
         rm.finish()
         rm.connector.close()
-    rm = make_manager(folder, remote_workingdir=str(remote_wd))
+    rm = make_manager(folder)
     try:
-        job3, done3 = start_job(rm, folder, "./job.sh", {"x": 3}, runtime_args={"overwrite": True})
+        job3, done3 = start_job(rm, folder, "./job.sh", {"x": 3}, runtime_args={"overwrite": True},
+                                workingdir=str(remote_wd))
         assert done3.wait(20) and rm.connector.get_job(job3.jid)["score"] == 4
     finally:
         rm.finish()

@@ -162,7 +162,8 @@ class _RejectUnknownHost:
         keyscan = f"ssh-keyscan -p {port} {host}" if port != 22 else f"ssh-keyscan {host}"
         raise UnknownHostKeyError(
             f"host key for {host}:{port} is unknown (not in {kh}) — check it with "
-            f"`{keyscan}` and add it to {kh}, or allow new host keys explicitly",
+            f"`{keyscan}` and add it to {kh}, or accept new host keys with `--accept-new-hosts` "
+            '(aup-tui resources --probe) or "accept_new_hosts": true in resource_args',
             self.node,
         )
 
@@ -510,7 +511,9 @@ class NodePool:
         try:
             try:
                 chan.fileno()  # an OS pipe that wakes select() on data, EOF or close
-                chan.exec_command(command)
+                exec_within(chan, command, max(deadline - time.monotonic(), 0.1), self.label(name))
+            except CommandTimeoutError:
+                raise
             except Exception as exc:
                 transport = chan.get_transport()
                 if transport is not None and transport.is_active():
@@ -551,6 +554,36 @@ class NodePool:
             b"".join(out).decode("utf-8", errors="replace"),
             b"".join(err).decode("utf-8", errors="replace"),
         )
+
+
+def exec_within(chan: Any, command: str, timeout: float, label: str = "the node") -> None:
+    """``chan.exec_command(command)``, giving up after ``timeout`` s: paramiko waits for the
+    server's answer to the request without a deadline, so a wedged channel would hang its
+    caller forever. At the deadline the channel is closed and :class:`CommandTimeoutError`
+    raised (a retry is the caller's business)."""
+    fired = threading.Event()
+
+    def give_up() -> None:
+        fired.set()
+        try:
+            chan.close()
+        except Exception:
+            pass
+
+    timer = threading.Timer(timeout, give_up)
+    timer.daemon = True
+    timer.start()
+    try:
+        chan.exec_command(command)
+    except Exception:
+        if fired.is_set():
+            raise CommandTimeoutError(f"{label} did not answer a request to run a command within {timeout:g} s",
+                                      label) from None
+        raise
+    finally:
+        timer.cancel()
+    if fired.is_set():  # answered just as the deadline closed the channel
+        raise CommandTimeoutError(f"{label} did not answer a request to run a command within {timeout:g} s", label)
 
 
 _paramiko_quieted = False

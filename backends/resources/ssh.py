@@ -1,11 +1,20 @@
 """Jobs on SSH nodes (`resource: "node"`), over the node pool's persistent connections.
 
-A job on a node: its working folder and `jobs/` are made there, the script is uploaded when it
-is missing (or `runtime_args.overwrite` is set and it differs), the config is uploaded (SFTP on
-the pooled connection), then `prescript; cd <workingdir>; ./<script> jobs/<jid>.json;
-postscript` runs with the job's `env` in a session of its own. Its output streams back line by
-line (intermediate results go to the store as they come) and is kept both on the node
-(`jobs/<jid>.<attempt>.remote.out`) and here (`jobs/<jid>.<attempt>.out`).
+As in Auptimizer 2.0, `workingdir` is a folder on the node (`~` = the node's home) and
+`script` a file here (the experiment's `remote_workingdir` and the job's `script_path`; see
+`backends.config`). Before a node's first job its `workingdir` and `workingdir/jobs` are made
+there over SFTP and the local script is copied in as `workingdir/<script's name>` when it is
+missing there (or `runtime_args.overwrite` is set and it differs), and made executable. Each
+job uploads its config to `workingdir/jobs/<jid>.json` and runs `prescript; cd <workingdir>;
+./<script> jobs/<jid>.json; postscript` with its `env` in a session of its own. Its output
+streams back line by line (intermediate results go to the store as they come) and is kept on
+the node (`jobs/<jid>.<attempt>.remote.out`) and here, in `jobs/` beside the local script
+(`jobs/<jid>.<attempt>.out`, with the config's local copy). Nothing of `workingdir` is made or
+looked up on this machine.
+
+A job's command must answer on its channel within `start_timeout` s (the channel's opening,
+the request to run it, its first line): a node that accepts the request but never starts the
+command fails the attempt, which is retried like a lost connection.
 
 `async_run`: the job runs detached (nohup, new session), so it survives the connection; the
 manager collects new output and the exit status every `async_reconnect` s (sooner at first),
@@ -19,11 +28,13 @@ checks that nothing of it is left. Every command is built with `shlex.quote` (`b
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
 import posixpath
 import random
+import socket
 import stat
 import threading
 import time
@@ -41,6 +52,7 @@ from ..monitors.nodes import (
     NodePool,
     NodeUnreachableError,
     describe_error,
+    exec_within,
     host_label,
 )
 from .. import remote
@@ -48,6 +60,7 @@ from .abstract import MAX_LINE, AbstractResourceManager, Callback
 
 log = logging.getLogger(__name__)
 LAUNCH_TIMEOUT = 30.0  # seconds for an async job to start
+START_TIMEOUT = 30.0  # default seconds for a sync job's command to answer on its channel
 ASYNC_FIRST_POLL = 0.05  # async polls start this soon and double up to async_reconnect
 
 
@@ -61,6 +74,7 @@ class _RemoteState:
 
     name: str
     pool: NodePool
+    workingdir: str | None = None  # the experiment's folder on the node, as written (None: the job's path)
     paths: remote.RemoteJobPaths | None = None
     pgid: int | None = None
     killed: threading.Event = field(default_factory=threading.Event)  # the kill on the node is done
@@ -82,10 +96,13 @@ class SSHResourceManager(AbstractResourceManager):
 
     Extra keyword arguments (all optional): `pool` (a shared :class:`NodePool`), `monitor` (a
     :class:`NodeMonitor`, whose pool is then used), `known_hosts`, `accept_new_hosts` (False:
-    unknown host keys are refused), `connect_timeout`, `remote_workingdir` (the working folder on
-    the nodes; default: the same path as here; relative = under the remote home),
+    unknown host keys are refused), `connect_timeout`, `start_timeout` (seconds a job's command
+    may take to answer on its channel before the attempt is retried; default 30),
     `reuse_connections` (True; False opens a new connection per job, as Auptimizer did),
     `kill_grace` (seconds between SIGTERM and SIGKILL).
+
+    The folder on the node is the experiment's `workingdir` (`exp_config.remote_workingdir`);
+    for an `exp_config` without one, the job's `path` (the same path on the node as here).
     """
 
     rtype = "node"
@@ -98,7 +115,7 @@ class SSHResourceManager(AbstractResourceManager):
         known_hosts = kwargs.pop("known_hosts", None)
         accept_new_hosts = bool(kwargs.pop("accept_new_hosts", False))
         connect_timeout = float(kwargs.pop("connect_timeout", 10.0))
-        self.remote_workingdir: str | None = kwargs.pop("remote_workingdir", None)
+        self.start_timeout = max(0.1, float(kwargs.pop("start_timeout", START_TIMEOUT)))
         self.reuse_connections = bool(kwargs.pop("reuse_connections", True))
         self.kill_grace = float(kwargs.pop("kill_grace", 2.0))
         super().__init__(connector, n_parallel, **kwargs)
@@ -272,7 +289,8 @@ class SSHResourceManager(AbstractResourceManager):
         name = self.names[rid]
         label = self.node_label(rid)
         pool = self.pool if self.reuse_connections else NodePool({name: self.specs[rid]}, **self._pool_options)
-        state = _RemoteState(name=name, pool=pool)
+        wd = getattr(exp_config, "remote_workingdir", None)
+        state = _RemoteState(name=name, pool=pool, workingdir=str(wd) if wd else None)
         with self._lock:
             self._states[job.jid] = state
         self._update_job_counts()
@@ -395,23 +413,16 @@ class SSHResourceManager(AbstractResourceManager):
             home = self._homes[name] = sftp.normalize(".")
         return home
 
-    def _remote_paths(self, job: Job, sftp, name: str) -> remote.RemoteJobPaths:
-        local_wd = os.path.abspath(job.path)
-        wd = self.remote_workingdir
-        if wd:
-            wd = str(wd)
-            if wd == "~" or wd.startswith("~/"):
-                wd = wd[2:]
-            if not wd.startswith("/"):
-                wd = posixpath.join(self._remote_home(sftp, name), wd)
-        else:
-            wd = local_wd.replace(os.sep, "/")
+    def _remote_paths(self, job: Job, state: _RemoteState, sftp) -> remote.RemoteJobPaths:
+        """Where the job's files go on the node: `workingdir` there (`~` and a relative path
+        from the node's home), the script as `workingdir/<its name>` (as Auptimizer copies it)."""
+        wd = state.workingdir or os.path.abspath(job.path).replace(os.sep, "/")
+        if wd == "~" or wd.startswith("~/"):
+            wd = wd[2:]
+        if not wd.startswith("/"):
+            wd = posixpath.join(self._remote_home(sftp, state.name), wd)
         wd = posixpath.normpath(wd)
-        local_script = job.script_path
-        rel = os.path.relpath(local_script, local_wd)
-        if rel.startswith(".." + os.sep) or rel == ".." or os.path.isabs(rel):
-            rel = os.path.basename(local_script)
-        script = posixpath.normpath(posixpath.join(wd, rel.replace(os.sep, "/")))
+        script = posixpath.join(wd, os.path.basename(job.script_path))
         return remote.RemoteJobPaths(workingdir=wd, script=script, jid=job.jid, attempt=job.attempt)
 
     def _prepare(self, job: Job, state: _RemoteState, runtime: dict, env_text: str = "") -> remote.RemoteJobPaths:
@@ -419,7 +430,7 @@ class SSHResourceManager(AbstractResourceManager):
         pool, name = state.pool, state.name
         sftp, lock = self._sftp_client(pool, name)
         with lock:
-            paths = self._remote_paths(job, sftp, name)
+            paths = self._remote_paths(job, state, sftp)
             if (name, "dir", paths.jobs_dir) not in self._ready:
                 _makedirs(sftp, paths.jobs_dir, pool.label(name))
                 self._ready.add((name, "dir", paths.jobs_dir))
@@ -469,7 +480,7 @@ class SSHResourceManager(AbstractResourceManager):
             if remote_st is not None:
                 return
             raise JobError(f"job script {local} not found here nor as {paths.script} on {label}: "
-                           f"fix 'script' (relative to 'workingdir' {job.path})")
+                           "fix 'script' (a file on this machine, relative to the folder you launch from)")
         if remote_st is not None and remote_st.st_size == local_st.st_size \
                 and int(remote_st.st_mtime or 0) == int(local_st.st_mtime):
             return  # the same file (or an identical copy): nothing to upload
@@ -491,29 +502,33 @@ class SSHResourceManager(AbstractResourceManager):
             self._drop_env_file(state, paths, body_args)
             return
         body = _job_body(paths, body_args)
-        chan = state.chan = pool.open_channel(name)
+        chan = state.chan = pool.open_channel(name, timeout=self.start_timeout)
         try:
             chan.set_combine_stderr(True)
             try:
-                chan.exec_command(remote.sync_command(paths, body))
+                exec_within(chan, remote.sync_command(paths, body), self.start_timeout, label)
+            except CommandTimeoutError as exc:
+                raise ConnectionLost(f"{exc} (job {job.jid})") from None
             except Exception as exc:
                 raise ConnectionLost(f"lost the connection to {label}: {describe_error(exc)}") from None
             stream = chan.makefile("rb", 65536)
-            first = True
-
-            def on_line(line: str) -> bool:
-                nonlocal first
-                if first:
-                    first = False
-                    pgid = remote.parse_pgid(line)
-                    if pgid is not None:
-                        state.pgid = pgid
-                        if job.jid in self._stop_reasons:
-                            self.kill(job)
-                        return False
-                return True
-
-            last = self.pump_output(job, iter(lambda: stream.readline(MAX_LINE), b""), logf, on_line)
+            # the wrapper's first line (its process group) comes at once: a command that does not
+            # answer never started (a wedged channel), and the attempt is retried
+            chan.settimeout(self.start_timeout)
+            try:
+                head = stream.readline(MAX_LINE)
+            except socket.timeout:
+                raise ConnectionLost(f"job {job.jid} did not start on {label}: no answer on its channel "
+                                     f"within {self.start_timeout:g} s (start_timeout)") from None
+            chan.settimeout(None)
+            pgid = remote.parse_pgid(head.decode("utf-8", "replace"))
+            if pgid is not None:
+                state.pgid = pgid
+                if job.jid in self._stop_reasons:
+                    self.kill(job)
+            rest = iter(lambda: stream.readline(MAX_LINE), b"")
+            lines = rest if pgid is not None or not head else itertools.chain([head], rest)
+            last = self.pump_output(job, lines, logf)
             chan.status_event.wait(10)  # the exit status follows the end of the output
             transport = chan.get_transport()
             lost = transport is None or not transport.is_active()
@@ -741,9 +756,8 @@ def _job_body(paths: remote.RemoteJobPaths, body_args: dict) -> str:
 
 
 def _node_error_text(exc: BaseException) -> str:
-    """A pool error's message, saying how a run allows new host keys."""
-    return str(exc).replace("or allow new host keys explicitly",
-                            'or allow new host keys with "accept_new_hosts": true in resource_args')
+    """A pool error's message (an unknown host key's names the options that accept it)."""
+    return str(exc)
 
 
 def _quiet(fn) -> None:
@@ -777,7 +791,7 @@ def _makedirs(sftp, path: str, label: str) -> None:
                     st = sftp.stat(current)  # made meanwhile by another job
                 except FileNotFoundError:
                     raise JobError(f"cannot create the folder {current} on {label}: check the permissions "
-                                   "or set resource_args.remote_workingdir") from None
+                                   "there or fix 'workingdir' (a folder on the node)") from None
                 if not stat.S_ISDIR(st.st_mode):
                     raise JobError(f"{current} on {label} is not a folder") from None
             continue
