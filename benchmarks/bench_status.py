@@ -22,8 +22,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from backends.store import TinyDBConnector  # noqa: E402
-
+from backends.store import TinyDBConnector
 
 #: as installed: byte-compiled modules (cached outside the tree), not recompiled on every call
 _ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
@@ -33,7 +32,7 @@ _ENV.update(PYTHONPATH=ROOT, PYTHONPYCACHEPREFIX=os.path.join(tempfile.gettempdi
 def _cli(*args: str, cwd: str) -> float:
     env = _ENV
     start = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "aup_tui.cli", *args], cwd=cwd, env=env, capture_output=True)
+    res = subprocess.run([sys.executable, "-m", "aup_tui.cli", *args], cwd=cwd, env=env, capture_output=True, check=False)
     took = time.perf_counter() - start
     if res.returncode not in (0, 1):
         raise SystemExit(f"aup-tui {' '.join(args)} failed: {res.stderr.decode()[-500:]}")

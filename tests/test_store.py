@@ -9,11 +9,11 @@ import sys
 import textwrap
 import threading
 
+from helpers import ROOT
 from tinydb import TinyDB
 
 from backends.store import TinyDBConnector
 from backends.store.connector import JOBS_PER_SHARD, RESULTS_PER_PART
-from helpers import ROOT
 
 
 def _finish_jobs(c: TinyDBConnector, eid: int, n: int, score0: float = 0.0) -> list[int]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from scenes import CLOCK, T0
+
 from aup_tui.app import AupApp
 from aup_tui.bridge import ExperimentState
 from backends.events import ExperimentStarted, StoreProblem
-from scenes import CLOCK, T0
 
 
 async def test_store_full_banner_stays_until_writes_succeed_again(tmp_path):

@@ -17,9 +17,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import cli, write_experiment, write_script
 
 from backends.store.files import JournaledStorage
-from helpers import cli, write_experiment, write_script
 
 CASES = int(os.environ.get("AUP_FUZZ_CASES", "10"))
 SEED = int(os.environ.get("AUP_FUZZ_SEED", "20261203"))

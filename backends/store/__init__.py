@@ -3,8 +3,14 @@
 from .connector import LIVE_STATES, TinyDBConnector, better
 from .files import StoreCorruptError, StoreWriteError
 
-__all__ = ["TinyDBConnector", "LIVE_STATES", "get_default_connector", "better", "StoreWriteError",
-           "StoreCorruptError"]
+__all__ = [
+    "LIVE_STATES",
+    "StoreCorruptError",
+    "StoreWriteError",
+    "TinyDBConnector",
+    "better",
+    "get_default_connector",
+]
 
 
 def get_default_connector(auppath: str = ".aup") -> TinyDBConnector:

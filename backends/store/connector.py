@@ -40,8 +40,9 @@ import socket
 import threading
 import time
 import zlib
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from tinydb import Query
 
@@ -98,7 +99,7 @@ _INT, _STR, _NONE = frozenset({int}), frozenset({str}), type(None)
 _NUM = frozenset({int, float})
 _OWNER = frozenset({list, _NONE})
 #: table → ((key, the exact types its value may have), …); checked on every document read
-_SCHEMA: dict[str, tuple[tuple[str, frozenset], ...]] = {tbl: tuple(spec.items()) for tbl, spec in {
+_SPEC: dict[str, dict[str, frozenset]] = {
     "resources": {"rid": _INT, "name": _STR, "type": _STR},
     "taken": {"rid": _INT, "owner": frozenset({list})},
     "experiments": {"eid": _INT, "name": _STR, "status": _STR, "owner": _OWNER},
@@ -111,7 +112,8 @@ _SCHEMA: dict[str, tuple[tuple[str, frozenset], ...]] = {tbl: tuple(spec.items()
     "config": {"config": frozenset({dict})},
     "labels": {"labels": frozenset({list})},
     "errors": {"message": _STR},
-}.items()}
+}
+_SCHEMA: dict[str, tuple[tuple[str, frozenset], ...]] = {tbl: tuple(spec.items()) for tbl, spec in _SPEC.items()}
 _ID_KEYS = {"resources": "rid", "taken": "rid", "experiments": "eid", "jobs": "jid"}
 _STATUS = re.compile(r"[A-Za-z_]{1,32}")
 
@@ -131,13 +133,12 @@ def _validate(tbl: str, doc_id: str, doc: dict[str, Any]) -> None:
     owner = doc.get("owner")
     if owner is not None and (len(owner) != 2 or type(owner[0]) is not int or type(owner[1]) is not int):
         raise ValueError(f"'owner' of document {doc_id} in table '{tbl}' is not [pid, start]")
-    key = _ID_KEYS.get(tbl)
-    if key is not None and doc[key] != int(doc_id):
-        raise ValueError(f"document {doc_id} in table '{tbl}' says it is {key} {doc[key]}")
+    id_key = _ID_KEYS.get(tbl)
+    if id_key is not None and doc[id_key] != int(doc_id):
+        raise ValueError(f"document {doc_id} in table '{tbl}' says it is {id_key} {doc[id_key]}")
     status = doc.get("status")
-    if status is not None:
-        if type(status) is not str or not _STATUS.fullmatch(status):
-            raise ValueError(f"document {doc_id} in table '{tbl}' has the status {str(status)[:20]!r}")
+    if status is not None and (type(status) is not str or not _STATUS.fullmatch(status)):
+        raise ValueError(f"document {doc_id} in table '{tbl}' has the status {str(status)[:20]!r}")
     if tbl == "jobs":
         for a in doc["attempts"]:
             if type(a) is not dict:
@@ -179,7 +180,7 @@ class TinyDBConnector:
         self._written: dict[str, float] = {}
         self._jid_floor: int | None = None
         self._jobs_memo: dict[int, tuple[list, list[dict]]] = {}
-        self._rows_memo: dict[int, tuple[list, list[dict]]] = {}
+        self._rows_memo: dict[int, tuple[list | None, list[dict]]] = {}
         self._summaries_due: set[int] = set()  # experiments whose summary.json close() rewrites
         self._check_meta()
 
@@ -507,7 +508,7 @@ class TinyDBConnector:
         """True when the resources were made to match env.ini contents `stamp` and resources.json
         has not changed since: a command can skip reading them (two stats)."""
         with self._lock:
-            doc = self._raw(self.META, "sync").get("1")
+            doc = self._raw(self.META, "sync").get("1") or {}
         return bool(doc) and doc.get("env") == stamp and doc.get("file") == self._resources_sig()
 
     def mark_synced(self, stamp: str) -> None:
@@ -835,9 +836,9 @@ class TinyDBConnector:
         folder, name = pattern.split("/", 1)
         folders = ([folder] if not glob.has_magic(folder) else
                    [f for f in fnmatch.filter(self._listdir(self.root), folder)])
-        found = set()
+        found: set[str] = set()
         for f in folders:
-            names = {n[:-4] if n.endswith(".log") else n for n in self._listdir(os.path.join(self.root, f))}
+            names = {n.removesuffix(".log") for n in self._listdir(os.path.join(self.root, f))}
             found.update(f"{f}/{n}" for n in fnmatch.filter(names, name))
         return sorted(found)
 
@@ -858,13 +859,13 @@ class TinyDBConnector:
                     return dict(doc)
         if eid is not None:
             with self._lock:
-                doc = self._raw(self._jobs_file(eid, jid), "jobs").get(str(jid))
-            return dict(doc) if doc else None
+                found = self._raw(self._jobs_file(eid, jid), "jobs").get(str(jid))
+            return dict(found) if found else None
         for relpath in self._files(f"e*/jobs-{jid // JOBS_PER_SHARD}.json"):
             with self._lock:
-                doc = self._raw(relpath, "jobs").get(str(jid))
-            if doc:
-                return dict(doc)
+                found = self._raw(relpath, "jobs").get(str(jid))
+            if found:
+                return dict(found)
         return None
 
     def jobs(self, eid: int) -> list[dict]:

@@ -21,7 +21,8 @@ import errno
 import json
 import os
 import threading
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from tinydb import TinyDB
 from tinydb.storages import Storage
