@@ -305,3 +305,42 @@ def test_a_port_that_never_greets_gives_one_clear_message_and_no_traceback(tmp_p
     finally:
         listener.close()
         pool.close()
+
+
+# -- a channel whose command never starts --------------------------------------------------------
+
+def _hang_first_job_config(tmp_path: Path) -> list[str]:
+    """sshd_config lines for a node that accepts the first job's command and never starts it
+    (the channel stays open and silent); SFTP and every later command work."""
+    force = tmp_path / "force.sh"
+    gate = tmp_path / "first-job-hung"
+    force.write_text(
+        'case "$SSH_ORIGINAL_COMMAND" in\n'
+        "  internal-sftp) exec /usr/lib/openssh/sftp-server ;;\n"
+        f"  *aup-job*) if mkdir {gate} 2>/dev/null; then exec sleep 600; fi ;;\n"
+        "esac\n"
+        'exec /bin/sh -c "$SSH_ORIGINAL_COMMAND"\n'
+    )
+    return [f"ForceCommand /bin/sh {force}"]
+
+
+def test_a_job_command_that_never_starts_is_retried_within_start_timeout(sshd_factory, tmp_path):
+    if not Path("/usr/lib/openssh/sftp-server").exists():
+        pytest.skip("needs OpenSSH's sftp-server at /usr/lib/openssh/sftp-server")
+    server = sshd_factory.new(extra_config=_hang_first_job_config(tmp_path))
+    try:
+        folder = node_folder(tmp_path, [server], script=False)
+        write_script(folder, "job.sh", 'echo "#Auptimizer:2"\n')
+        rm = make_manager(folder, start_timeout=1, reconn_wait_time=0.1, max_retries=2)
+        try:
+            job, done = start_job(rm, folder, "./job.sh", {})
+            assert done.wait(30), "the job hung on a channel whose command never started"
+            record = rm.connector.get_job(job.jid)
+            assert record["status"] == "FINISHED" and record["score"] == 2, record
+            assert (tmp_path / "first-job-hung").is_dir()  # the first attempt did hang
+            log = (folder / "jobs" / f"{job.jid}.1.out").read_text()
+            assert "did not start" in log and "start_timeout" in log and "retrying" in log, log
+        finally:
+            rm.finish()
+    finally:
+        server.kill()

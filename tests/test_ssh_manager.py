@@ -395,6 +395,7 @@ def test_unknown_host_key_is_refused_by_default(sshd_servers, tmp_path):
         assert done.wait(20)
         error = rm.connector.get_job(job.jid)["error"]
         assert "host key" in error and "unknown" in error and '"accept_new_hosts": true' in error
+        assert "--accept-new-hosts" in error  # the option of `aup-tui resources --probe`
         with pytest.raises(NodeError, match="host key"):  # the only node is unusable: said, not waited for
             rm.get_available("me", "node")
     finally:
