@@ -20,7 +20,8 @@ from collections.abc import Callable
 from typing import TextIO, cast
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-STOP_WAIT = 30.0  # seconds a signalled run waits for its jobs to be killed and recorded
+STOP_WAIT = 20.0  # seconds a signalled run waits for its jobs to be killed and recorded (inside
+#                   the usual 30 s a scheduler or `docker stop` gives before SIGKILL)
 
 
 class StopSignals:
