@@ -227,8 +227,8 @@ def _remote_layout(data: dict, source: str, base_dir: str | None) -> tuple[str, 
 
 
 # resource_args the managers read, by the type they need (Auptimizer's names, and our additions)
-_ARG_NUMBERS = ("async_reconnect", "async_timeout", "reconn_wait_time", "connect_timeout", "start_timeout", "kill_grace",
-                "connection_wait", "waiter_delay")
+_ARG_NUMBERS = ("async_reconnect", "async_timeout", "reconn_wait_time", "connect_timeout", "start_timeout",
+                "kill_grace", "connection_wait", "waiter_delay")
 _ARG_WHOLE = ("max_retries", "connection_retry", "waiter_max_attempts")
 _ARG_FLAGS = ("async_run", "shutdown", "accept_new_hosts", "reuse_connections", "use_private_ip")
 _ARG_TEXT = ("region", "region_name", "profile", "profile_name", "endpoint_url",

@@ -34,7 +34,6 @@ import logging
 import os
 import posixpath
 import random
-import socket
 import stat
 import threading
 import time
@@ -56,7 +55,8 @@ from ..monitors.nodes import (
     host_label,
 )
 from .. import remote
-from .abstract import MAX_LINE, AbstractResourceManager, Callback
+from .abstract import MAX_LINE, Callback
+from .cpu import CPUResourceManager
 
 log = logging.getLogger(__name__)
 LAUNCH_TIMEOUT = 30.0  # seconds for an async job to start
@@ -90,7 +90,7 @@ class _RemoteState:
     failures: int = 0
 
 
-class SSHResourceManager(AbstractResourceManager):
+class SSHResourceManager(CPUResourceManager):
     """`SSHResourceManager(connector, n_parallel, key='node_mapping', auppath='.aup', async_reconnect=30,
     async_timeout=None, async_run=False, reconn_wait_time=30, max_retries=3, **kwargs)`.
 
@@ -517,7 +517,7 @@ class SSHResourceManager(AbstractResourceManager):
             chan.settimeout(self.start_timeout)
             try:
                 head = stream.readline(MAX_LINE)
-            except socket.timeout:
+            except TimeoutError:  # socket.timeout
                 raise ConnectionLost(f"job {job.jid} did not start on {label}: no answer on its channel "
                                      f"within {self.start_timeout:g} s (start_timeout)") from None
             chan.settimeout(None)
@@ -737,7 +737,7 @@ class SSHResourceManager(AbstractResourceManager):
             if st.chan is not None:
                 _quiet(st.chan.close)
         try:
-            return super().finish(status)
+            return super().finish(status=status)
         finally:
             for key in list(self._sftp):
                 cached = self._sftp.pop(key, None)
