@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import ExperimentConfig
+from .config import ExperimentConfig, validate_experiment
 from .early_stop import make_policy
 from .events import EventBus, ExperimentFinished, ExperimentStarted, JobQueued, Notice, StoreProblem
 from .jobs import Job, JobError
@@ -40,11 +40,15 @@ class ExperimentResult:
 class Experiment:
     """Runs one experiment.json on the resources of one `.aup` folder."""
 
-    def __init__(self, config: ExperimentConfig, auppath: str = ".aup", connector: TinyDBConnector | None = None,
-                 bus: EventBus | None = None, username: str | None = None,
-                 manager_kwargs: dict[str, Any] | None = None) -> None:
-        """`manager_kwargs` go to the resource manager on top of `resource_args` (e.g. a UI's
-        node `monitor`/`pool`, so the SSH manager shares its connections and DOWN states)."""
+    def __init__(self, config: ExperimentConfig | dict, auppath: str = ".aup",
+                 connector: TinyDBConnector | None = None, bus: EventBus | None = None,
+                 username: str | None = None, manager_kwargs: dict[str, Any] | None = None) -> None:
+        """`config`: a loaded experiment.json, or its content as a dict (as Auptimizer takes it),
+        checked as the file is. `manager_kwargs` go to the resource manager on top of
+        `resource_args` (e.g. a UI's node `monitor`/`pool`, so the SSH manager shares its
+        connections and DOWN states)."""
+        if isinstance(config, dict):
+            config = validate_experiment(config, source="the experiment config")
         self.config = config
         self.manager_kwargs = dict(manager_kwargs or {})
         self.auppath = auppath
@@ -101,10 +105,13 @@ class Experiment:
         if cfg.multi_res_labels:
             self.connector.save_labels(eid, cfg.multi_res_labels)
         try:
+            # as Auptimizer's Experiment: the script, working folder and runtime_args too (save_model)
+            args = {"script": cfg.script, "workingdir": cfg.workingdir, "runtime_args": cfg.runtime_args,
+                    **{k: v for k, v in cfg.resource_args.items() if k != "early_stop"}, **self.manager_kwargs}
             rm = get_resource_manager(
                 cfg.resource, self.connector, cfg.n_parallel, auppath=self.auppath, eid=eid, bus=self.bus,
                 maximize=cfg.maximize, early_stop_policy=make_policy(cfg.resource_args.get("early_stop"), cfg.maximize),
-                **{k: v for k, v in cfg.resource_args.items() if k != "early_stop"}, **self.manager_kwargs,
+                **args,
             )
         except Exception as exc:
             self.connector.log_error(eid, str(exc))
@@ -129,14 +136,14 @@ class Experiment:
             status = self._loop(proposer, rm)
         except BaseException as exc:
             self.stop("FAILED")
-            rm.finish()
+            rm.finish(status="FAILED")
             self.connector.end_experiment(eid, "FAILED", reason=f"the engine stopped: {exc!r}")
             self.status = "FAILED"
             raise
         finally:
             self._stop.set()
         self._watch_writes()  # the store came back after the last look: say so
-        best = rm.finish()
+        best = rm.finish(status=status)  # a FINISHED run with save_model re-runs its best job here
         best_jid, best_score = (best if best else (None, None))
         why = {"reason": self._fail_reason} if status == "FAILED" else {}
         try:  # finished jobs' records waiting for room are written first (see _wait_for_store)

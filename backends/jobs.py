@@ -9,13 +9,9 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import AupError, ConfigError
+from .errors import ConfigError, JobError
 
 RESULT_PREFIX = "#Auptimizer:"
-
-
-class JobError(AupError):
-    """A job cannot start or its output breaks the protocol (the message says which and why)."""
 
 
 class ResultParseError(JobError):
@@ -148,8 +144,11 @@ def env_strings(env: Any, where: str = "runtime_args.env") -> dict[str, str]:
 class Job:
     """A job as Auptimizer's `Job(script, config, path='.', retries=3)`.
 
-    `path` is the experiment's working folder; the config is written to `jobs/<jid>.json` there
-    and each attempt's combined output goes to `jobs/<jid>.<attempt>.out`.
+    `path` is the experiment's working folder, made absolute when the job is made (as Auptimizer
+    does: a job started from another folder still finds it); the config is written to
+    `jobs/<jid>.json` there and each attempt's combined output goes to `jobs/<jid>.<attempt>.out`.
+    The best job's re-run that saves its models (`save_model` in its config) uses
+    `jobs/best_job_<eid>.json` and `jobs/best_job_<eid>.out`, as Auptimizer names them.
     """
 
     script: str
@@ -164,6 +163,17 @@ class Job:
     retryable: bool = True  # False when a failure must not be retried (a person said it failed)
     #: the prescript's exit status when it failed this attempt (the script then did not run)
     prescript_status: int | None = None
+    #: why the current attempt failed (None while it has not)
+    error: str | None = None
+    status: str = "PENDING"
+
+    def __post_init__(self) -> None:
+        self.path = os.path.abspath(os.path.expanduser(self.path))
+
+    @property
+    def save_model_flag(self) -> bool:
+        """True for the best job's re-run that saves its models (`save_model: true` in its config)."""
+        return isinstance(self.config, dict) and self.config.get("save_model") is True
 
     @property
     def script_path(self) -> str:
@@ -172,9 +182,13 @@ class Job:
 
     @property
     def config_path(self) -> str:
+        if self.save_model_flag and self.eid is not None:
+            return os.path.join(self.path, "jobs", f"best_job_{self.eid}.json")
         return os.path.join(self.path, "jobs", f"{self.jid}.json")
 
     def log_path(self, attempt: int | None = None) -> str:
+        if self.save_model_flag and self.eid is not None:
+            return os.path.join(self.path, "jobs", f"best_job_{self.eid}.out")
         return os.path.join(self.path, "jobs", f"{self.jid}.{attempt or self.attempt}.out")
 
     @property
@@ -189,8 +203,9 @@ class Job:
             rel_script = "./" + rel_script
         return f"cd {shlex.quote(self.path)} && {shlex.quote(rel_script)} jobs/{self.jid}.json"
 
-    def verify_local(self) -> None:
-        """Check the job can run here; raise JobError with what to do when it cannot."""
+    def verify_local(self) -> bool:
+        """Check the job can run here: True, or JobError (an EnvironmentError, as Auptimizer
+        raises) saying what to do."""
         if not os.path.isdir(self.path):
             if os.path.exists(self.path):
                 raise JobError(f"working folder {self.path} is a file, not a folder: fix 'workingdir'")
@@ -206,6 +221,7 @@ class Job:
             raise JobError(f"job script {script} is a folder, not a script: fix 'script'")
         if not os.access(script, os.X_OK):
             raise JobError(f"job script {script} is not executable: run `chmod +x {shlex.quote(script)}`")
+        return True
 
     def write_config(self) -> str:
         """Write the parameters to `jobs/<jid>.json` (the job's only argument); returns its path."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import UnknownResourceError
 from .abstract import AbstractResourceManager
 from .cpu import CPUResourceManager
 from .gpu import GPUResourceManager
@@ -15,7 +15,8 @@ RESOURCE_TYPES = ("cpu", "gpu", "node", "aws", "passive")
 
 def get_resource_manager(resource: str, connector, n_parallel: int, auppath: str = ".aup",
                          **kwargs: Any) -> AbstractResourceManager:
-    """The manager for `resource` (cpu, gpu, node, aws, passive), as Auptimizer's factory."""
+    """The manager for `resource` (cpu, gpu, node, aws, passive), as Auptimizer's factory; an
+    unknown type is an UnknownResourceError (a ConfigError, and the KeyError Auptimizer raises)."""
     if resource == "cpu":
         return CPUResourceManager(connector, n_parallel, **kwargs)
     if resource == "gpu":
@@ -30,7 +31,7 @@ def get_resource_manager(resource: str, connector, n_parallel: int, auppath: str
         from .aws import AWSResourceManager  # boto3 loads when an instance is used
 
         return AWSResourceManager(connector, n_parallel, auppath=auppath, **kwargs)
-    raise ConfigError(f"unknown resource type '{resource}': use one of {', '.join(RESOURCE_TYPES)}")
+    raise UnknownResourceError(f"unknown resource type {resource!r}: use one of {', '.join(RESOURCE_TYPES)}")
 
 
 def __getattr__(name: str) -> Any:

@@ -3,6 +3,10 @@
 `run_job` takes the resource, records the attempt and hands `run` to a worker thread; `run`
 does the work and reports through its callback; `finish_job` records the outcome (durably),
 frees the resource and tells subscribers. The experiment loop only sees the callback.
+
+Callbacks run one at a time (as Auptimizer's managers run them under a lock) and only after
+the job's resource is free again: a callback that picks the next resource (`get_available`)
+and starts the next job (`run_job`) is never raced by another job's callback for that resource.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO, Callable, Iterable
 
+from ..errors import UnknownArgumentError
 from ..events import (
     EventBus,
     JobFailed,
@@ -25,13 +30,42 @@ from ..events import (
     ResourceFreed,
     ResourceTaken,
 )
-from ..jobs import RESULT_PREFIX, Job, NonFiniteResultError, ResultParseError, parse_result_line
+from ..jobs import (
+    RESULT_PREFIX,
+    Job,
+    NonFiniteResultError,
+    ResultParseError,
+    parse_result_line,
+)
 from ..remote import PRESCRIPT_FAILED, parse_prescript_failure
 
 log = logging.getLogger(__name__)
 
 Callback = Callable[[Any, int], Any]
 MAX_LINE = 1 << 20  # longer output lines are logged but not parsed
+
+#: keyword arguments the engine passes to every manager (one manager may ignore some of them)
+ENGINE_KWARGS = frozenset({"eid", "bus", "maximize", "early_stop_policy", "monitor", "pool", "username",
+                           "auppath", "key"})
+#: Auptimizer's own keyword arguments (its Experiment passes the last four to every manager)
+AUPTIMIZER_KWARGS = frozenset({"early_stop", "track_intermediate_results", "multi_res_labels", "save_model",
+                               "script", "workingdir", "runtime_args", "one_shot"})
+
+
+def _other_managers_kwargs() -> frozenset[str]:
+    """resource_args that some manager reads (SSH's `async_run` on a CPU run is not a mistake:
+    Auptimizer ignores it there too)."""
+    from .. import config
+
+    names: set[str] = set()
+    for group in ("_ARG_NUMBERS", "_ARG_WHOLE", "_ARG_FLAGS", "_ARG_TEXT"):
+        names.update(getattr(config, group, ()))
+    return frozenset(names | {"known_hosts", "accept_new_hosts", "connect_timeout", "remote_workingdir",
+                              "reuse_connections", "kill_grace", "region", "region_name", "profile",
+                              "profile_name", "endpoint_url", "shutdown", "connection_retry",
+                              "connection_wait", "use_private_ip", "waiter_delay", "waiter_max_attempts",
+                              "address_override", "async_run", "async_reconnect", "async_timeout",
+                              "reconn_wait_time", "max_retries"})
 
 
 class AbstractResourceManager(ABC):
@@ -40,18 +74,50 @@ class AbstractResourceManager(ABC):
     rtype = "abstract"
 
     def __init__(self, connector, n_parallel: int, *args: Any, **kwargs: Any) -> None:
+        """Keyword arguments: the engine's (`eid`, `bus`, `maximize`, `early_stop_policy`, …) and
+        Auptimizer's: `early_stop` (a policy as in resource_args), `track_intermediate_results`
+        (keep each job's scores in `interm_job_res`), `multi_res_labels`, `save_model` with
+        `script`, `workingdir`, `runtime_args` (re-run the best job at the end to save its
+        models). A keyword no manager knows is refused (UnknownArgumentError), not dropped."""
+        from ..early_stop import make_policy
+
         self.connector = connector
-        self.n_parallel = max(1, int(n_parallel))
+        self.n_parallel = max(1, int(n_parallel if n_parallel is not None else 1))
         self.eid: int | None = kwargs.pop("eid", None)
         self.bus: EventBus = kwargs.pop("bus", None) or EventBus()
         self.maximize: bool = bool(kwargs.pop("maximize", True))
+        early_stop = kwargs.pop("early_stop", None)
         self.early_stop = kwargs.pop("early_stop_policy", None)
+        if self.early_stop is None and early_stop:
+            self.early_stop = make_policy(early_stop, self.maximize,
+                                          source=f"the early_stop argument of {type(self).__name__}")
+        track = bool(kwargs.pop("track_intermediate_results", False)) or self.early_stop is not None
+        #: jid → the scores each job reported, in order (Auptimizer's `interm_job_res`); None when
+        #: not tracked
+        self.interm_job_res: dict[int, list[float]] | None = {} if track else None
+        self.track_intermediate_results = track
+        labels = kwargs.pop("multi_res_labels", None)
+        self.result_labels: list[str] | None = [str(x) for x in labels] if labels else None
+        self._labels_saved: int | None = None  # the eid the labels were recorded for
+        self.save_model = kwargs.pop("save_model", False) is True
+        self.script: str | None = kwargs.pop("script", None)
+        self.workingdir: str | None = kwargs.pop("workingdir", None)
+        self.runtime_args: dict = dict(kwargs.pop("runtime_args", None) or {})
+        self.one_shot = bool(kwargs.pop("one_shot", False))
         self.jobs: dict[int, Job] = {}
         self.stopping = False  # the experiment is stopping: no retries
         self._stop_reasons: dict[int, str] = {}
+        self._ended: set[int] = set()  # jobs whose current attempt has been recorded as ended
         self._lock = threading.Lock()
+        self._callback_lock = threading.RLock()  # one callback at a time
         self._pool: ThreadPoolExecutor | None = None
         self._names: dict[int, str] = {}
+        unknown = sorted(k for k in kwargs if k not in ENGINE_KWARGS and k not in _other_managers_kwargs())
+        if unknown:
+            raise UnknownArgumentError(
+                f"{type(self).__name__} got the unknown argument{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(repr(k) for k in unknown)}: remove {'them' if len(unknown) > 1 else 'it'} "
+                "from resource_args in experiment.json (or check the spelling)")
         self.resource_args = kwargs
 
     # -- seed API -------------------------------------------------------------------------
@@ -62,7 +128,12 @@ class AbstractResourceManager(ABC):
         return random.choice(rids) if rids else None
 
     def run_job(self, job: Job, rid: int, exp_config: Any, call_back_func: Callback, **kwargs: Any) -> None:
-        """Take `rid` and run `job` on it in the background; `call_back_func(score, jid)` at the end."""
+        """Take `rid` and run `job` on it in the background; `call_back_func(score, jid)` at the end,
+        once the job's outcome is recorded and `rid` is free again."""
+        self.ensure_jid(job)
+        if self.result_labels and self.eid is not None and self._labels_saved != self.eid:
+            self.connector.save_labels(self.eid, self.result_labels)
+            self._labels_saved = self.eid
         if not self.connector.take_available_resource(rid, job.jid):
             raise RuntimeError(f"resource {rid} is no longer free")
         job.rid = rid
@@ -71,6 +142,9 @@ class AbstractResourceManager(ABC):
         with self._lock:
             self.jobs[job.jid] = job
             self._stop_reasons.pop(job.jid, None)
+            self._ended.discard(job.jid)
+        if self.interm_job_res is not None:
+            self.interm_job_res.setdefault(job.jid, [])
         name = self.resource_name(rid)
         self.connector.start_job(self.eid, job.jid, job.config, rid, name, job.attempt)
         self.bus.publish(ResourceTaken(rid=rid, jid=job.jid))
@@ -85,8 +159,18 @@ class AbstractResourceManager(ABC):
         """
 
     def finish_job(self, jid: int, score: float | None, status: str | None = None) -> None:
-        """Record the job's outcome durably, free its resource and publish what happened."""
-        job = self.jobs[jid]
+        """Record the job's outcome durably, free its resource and publish what happened.
+
+        Once per attempt: the manager calls it when the job ends, so a caller that also calls
+        it (Auptimizer's loop does, in its callback) changes nothing, and never frees a
+        resource that another job holds by then."""
+        with self._lock:
+            job = self.jobs.get(jid)
+            if job is None or jid in self._ended:
+                if job is None:
+                    log.warning("finish_job(%s): no such job in this manager", jid)
+                return
+            self._ended.add(jid)
         status = status or ("FAILED" if job.error else "FINISHED")
         retry = status == "FAILED" and job.retryable and not self.stopping and job.attempt <= job.retries
         job.status = "RETRY" if retry else status
@@ -119,15 +203,49 @@ class AbstractResourceManager(ABC):
     def kill(self, job: Job) -> None:
         """End the job's work; managers that run something override this."""
 
+    def suspend(self) -> None:
+        """Stop every running job (Auptimizer's name for it, used on Ctrl-C)."""
+        for jid in list(self.jobs):
+            self.stop_job(jid, reason="experiment suspended")
+
+    def log_error_message(self, message: str) -> None:
+        """Record `message` with the experiment (Auptimizer's name)."""
+        if self.eid is not None and self.connector is not None:
+            self.connector.log_error(self.eid, str(message))
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        """The worker threads running jobs (Auptimizer's `executor`: `shutdown(wait=True)` waits for them)."""
+        return self._executor()
+
     def finish(self, status: str = "FINISHED") -> list | None:
-        """Shut the workers down; returns `[jid, best score]` of the experiment, or None."""
+        """Wait for the running jobs to end; returns `[jid, best score]` of the experiment, or None.
+
+        As in Auptimizer, running jobs are waited for, not killed: to stop them first, stop
+        them (`stop_job`, `suspend`, or the experiment's `stop`)."""
+        self._wait_for_jobs()
+        return self.best_result()
+
+    def _wait_for_jobs(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-        if self.eid is None:
+
+    def best_result(self) -> list | None:
+        """`[jid, best score]` of this manager's experiment, or None."""
+        if self.eid is None or self.connector is None:
             return None
         best = self.connector.get_best_result(self.eid, self.maximize)
         return list(best) if best else None
+
+    def ensure_jid(self, job: Job) -> int:
+        """Give a job made without one a fresh job id (Auptimizer's jobs start at 0): every job
+        has its own files and store record."""
+        if job.jid is None:
+            job.jid = self.connector.new_jid() if self.connector is not None else 0
+        if job.eid is None:
+            job.eid = self.eid
+        return job.jid
 
     # -- helpers for managers -------------------------------------------------------------
 
@@ -143,7 +261,12 @@ class AbstractResourceManager(ABC):
         """Keep an intermediate result (store, event) and apply early stopping to it."""
         index = len(job.results)
         job.results.append(values)
-        self.connector.save_intermediate_result(self.eid, job.jid, index, list(values), job.attempt)
+        if job.save_model_flag:  # the best job's re-run: its results are on record already
+            return
+        if self.interm_job_res is not None:
+            self.interm_job_res.setdefault(job.jid, []).append(values[0])
+        if self.eid is not None:  # a job run outside an experiment has no record to add to
+            self.connector.save_intermediate_result(self.eid, job.jid, index, list(values), job.attempt)
         if self.bus.wants(JobIntermediate):
             self.bus.publish(JobIntermediate(eid=self.eid, jid=job.jid, index=index, values=values))
         if self.early_stop is not None and self.early_stop.report(job.jid, values[0]):
@@ -159,7 +282,7 @@ class AbstractResourceManager(ABC):
         a longer line is logged, not parsed. `keep(line)` False drops a line of the manager's
         own protocol from the log.
         """
-        publish = self.bus.wants(JobOutput)
+        publish = self.bus.wants(JobOutput) and not job.save_model_flag
         last = ""
         partial = False  # inside a line longer than MAX_LINE
         for chunk in chunks:
@@ -222,6 +345,7 @@ class AbstractResourceManager(ABC):
         else:
             status = "FINISHED"
         try:
-            self.finish_job(job.jid, score, status)
+            self.finish_job(job.jid, score, status)  # recorded and its resource free before…
         finally:
-            call_back_func(score, job.jid)
+            with self._callback_lock:  # …the callback, one at a time
+                call_back_func(score, job.jid)

@@ -1,19 +1,216 @@
-"""Jobs on this machine's CPUs: `n_parallel` at once, none of them seeing a GPU."""
+"""Jobs on this machine's CPUs: `n_parallel` at once, each a process group of its own with its
+own environment (none of them sees a GPU), its output followed live into its log."""
 
 from __future__ import annotations
 
-from .local import LocalProcessManager
+import logging
+import os
+import signal
+import subprocess
+import threading
+from typing import Any
+
+from ..errors import AupError
+from ..events import Notice
+from ..jobs import Job, env_strings
+from ..remote import LOCAL_WRAPPER
+from .abstract import AbstractResourceManager, Callback
+from .local import (
+    KILL_GRACE,
+    _describe_exit,
+    _os_error_text,
+    _output_until_exit,
+    _signal_group,
+    _start_error,
+    _wait_exited,
+)
+
+logger = logging.getLogger(__name__)
 
 
-class CPUResourceManager(LocalProcessManager):
-    """`CPUResourceManager(connector, n_parallel, ...)`; each job runs with CUDA_VISIBLE_DEVICES=""."""
+class CPUResourceManager(AbstractResourceManager):
+    """`CPUResourceManager(connector, n_parallel, ...)`: each job a local process (group) with
+    CUDA_VISIBLE_DEVICES="". The local-process manager of the seed's tree: the GPU manager is
+    one with another environment; the SSH manager one that runs its jobs elsewhere."""
 
     rtype = "cpu"
 
+    def __init__(self, connector, n_parallel: int, *args: Any, **kwargs: Any) -> None:
+        super().__init__(connector, n_parallel, *args, **kwargs)
+        self._procs: dict[int, subprocess.Popen] = {}
+        #: our environment, encoded once: copying and encoding os.environ for every job cost
+        #: more than a third of the dispatch overhead
+        self._base_env = {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()}
+
     def job_env(self, rid: int) -> dict[str, str]:
+        """Variables this resource sets for its job (never written into our own os.environ)."""
         return {"CUDA_VISIBLE_DEVICES": ""}
 
-    def finish(self, maximize: bool | None = None, status: str = "FINISHED") -> list | None:  # type: ignore[override]
-        if maximize is not None:
-            self.maximize = maximize
-        return super().finish(status)
+    def job_pids(self) -> dict[int, int]:
+        """jid → pid of each job running now: its process-group leader (jobs run in their own session)."""
+        with self._lock:
+            return {jid: proc.pid for jid, proc in self._procs.items()}
+
+    def run(self, job: Job, rid: int, exp_config: Any, call_back_func: Callback, **kwargs: Any) -> None:
+        """Run `job` to its end (blocking), then `call_back_func(score, jid)`; the score is None
+        when it failed (`job.error` says why). Called directly (not through `run_job`) it runs
+        the job all the same, without taking `rid` or recording the job."""
+        self.ensure_jid(job)
+        job.error, job.results, job.prescript_status = None, [], None
+        runtime = dict(getattr(exp_config, "runtime_args", None) or {})
+        runtime.update(kwargs)
+        try:
+            extra = {**env_strings(runtime.get("env")), **self.job_env(rid), "AUP_JOB_ID": str(job.jid)}
+            job.verify_local()
+            job.write_config()
+            log = open(job.log_path(), "wb", buffering=0)  # noqa: SIM115 -- unbuffered: followed live
+        except AupError as exc:  # before OSError: a JobError is an EnvironmentError too
+            job.error = str(exc)
+            call_back_func(None, job.jid)
+            return
+        except OSError as exc:
+            job.error = _os_error_text(exc, job.log_path())
+            call_back_func(None, job.jid)
+            return
+        env = dict(self._base_env)
+        env.update((os.fsencode(k), os.fsencode(v)) for k, v in extra.items())
+        argv = self._argv(job, runtime)
+        with log:
+            try:
+                proc = subprocess.Popen(
+                    argv, cwd=job.path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+                )
+            except OSError as exc:
+                job.error = _start_error(job, argv, exc)
+                call_back_func(None, job.jid)
+                return
+            with self._lock:
+                self._procs[job.jid] = proc
+            try:
+                if self.eid is not None and job.jid in self.jobs and not job.save_model_flag:
+                    self.connector.set_job_pid(self.eid, job.jid, job.attempt, proc.pid)
+            except Exception:  # only monitors in other processes need it: never fail the job for it
+                logger.warning("could not record the pid of job %s", job.jid, exc_info=True)
+            if job.jid in self._stop_reasons:  # stopped between dispatch and start
+                self.kill(job)
+            try:
+                last_line = self.pump_output(job, _output_until_exit(proc), log)
+                _wait_exited(proc)
+            finally:
+                # what the script left in its group is killed while its zombie still holds the
+                # group id (it cannot be reused yet); then it is reaped — under the lock, so a
+                # late SIGKILL from kill() never reaches a recycled group id
+                with self._lock:
+                    _signal_group(proc.pid, signal.SIGKILL)
+                    code = proc.wait()
+                    self._procs.pop(job.jid, None)
+                assert proc.stdout is not None
+                proc.stdout.close()
+        if job.jid not in self._stop_reasons and not job.error:
+            if job.prescript_status is not None:
+                job.error = f"prescript exited with status {job.prescript_status}; " \
+                            f"{os.path.basename(job.script_path)} did not run; see {job.log_path()}"
+            elif code != 0:
+                tail = f" (last output: {last_line!r})" if last_line else ""
+                job.error = f"{os.path.basename(job.script_path)} {_describe_exit(code)}{tail}; see {job.log_path()}"
+        call_back_func(job.results[-1][0] if job.results else None, job.jid)
+
+    def _argv(self, job: Job, runtime: dict) -> list[str]:
+        pre, post = runtime.get("prescript"), runtime.get("postscript")
+        if not pre and not post:
+            return job.command
+        return ["/bin/sh", "-c", LOCAL_WRAPPER, "aup-job", str(pre or ""), str(post or ""), *job.command]
+
+    def kill(self, job: Job) -> None:
+        """SIGTERM the job's whole process group, SIGKILL it after a short grace."""
+        with self._lock:
+            proc = self._procs.get(job.jid)
+        if proc is None:
+            return
+        _signal_group(proc.pid, signal.SIGTERM)
+        timer = threading.Timer(KILL_GRACE, self._kill_now, (job.jid, proc))
+        timer.daemon = True
+        timer.start()
+
+    def _kill_now(self, jid: int, proc: subprocess.Popen) -> None:
+        with self._lock:
+            if self._procs.get(jid) is proc:  # not reaped yet: its group id is still its own
+                _signal_group(proc.pid, signal.SIGKILL)
+
+    def finish(self, maximize: bool = True, status: str = "FINISHED") -> list | None:  # type: ignore[override]
+        """Wait for the running jobs (as Auptimizer does; stop them first to end them sooner);
+        returns `[jid, best score]` or None. With `save_model`, a FINISHED experiment's best
+        job then runs once more to save its models (`save_best_model`).
+
+        `maximize` is there for Auptimizer's signature; as there, the constructor's `maximize`
+        decides which score is best."""
+        self._wait_for_jobs()
+        best = self.best_result()
+        if self.save_model and best is not None and status == "FINISHED":
+            self.save_best_model(best)
+        return best
+
+    # -- save_model ------------------------------------------------------------------------
+
+    def save_best_model(self, best: list) -> Job | None:
+        """Auptimizer's `save_model`: run the best job's config once more with `save_model: true`
+        and `folder_name: models_<eid>` added, so that the script (Auptimizer's `aup_save_model`)
+        writes its models to `aup_models/models_<eid>` in its working folder; its config and log
+        are `jobs/best_job_<eid>.json` and `.out`. Then `collect_models` brings the models here.
+
+        Returns the job run (its `error` set when it failed), or None when it could not run."""
+        eid, jid = self.eid, best[0]
+        record = self.connector.get_job(jid, eid) or {}
+        exp = self.connector.get_experiment(eid) or {}
+        script = self.script or exp.get("script")
+        workingdir = self.workingdir or exp.get("workingdir") or "."
+        if not script or record.get("config") is None:
+            self._model_notice(f"cannot save the best job's models: job {jid} or the experiment's script is "
+                               "not on record", "error")
+            return None
+        config = {k: v for k, v in record["config"].items() if k != "job_id"}
+        job = Job(script, {**config, "save_model": True, "folder_name": f"models_{eid}"}, path=workingdir)
+        job.jid, job.eid = jid, eid
+        rid = self._take_any(jid)
+        if rid is None:
+            self._model_notice(f"cannot save the best job's models: no free '{self.rtype}' resource to re-run "
+                               f"job {jid} on", "error")
+            return None
+        done = threading.Event()
+        try:
+            self.run(job, rid, None, lambda score, _jid: done.set(), **self.runtime_args)
+            if not job.error:
+                self.collect_models(job, rid)
+        except Exception as exc:  # a manager bug must not lose the experiment's result
+            logger.exception("re-running the best job %s failed", jid)
+            job.error = job.error or f"{type(exc).__name__}: {exc}"
+        finally:
+            self.connector.free_used_resource(rid)
+        if job.error or not job.results:
+            why = job.error or "it printed no '#Auptimizer:' line"
+            self._model_notice(f"the best job {jid} re-run to save its models failed: {why}; "
+                               f"see {job.log_path()}", "error")
+        else:
+            self._model_notice(f"the best job {jid} saved its models in {self.models_dir(job)}", "info")
+        return job
+
+    def models_dir(self, job: Job) -> str:
+        """Where the best job's models are on this machine: `aup_models/models_<eid>` in its working folder."""
+        return os.path.join(job.path, "aup_models", f"models_{job.eid}")
+
+    def collect_models(self, job: Job, rid: int) -> None:
+        """Bring the best job's models to `models_dir(job)`. Local jobs wrote them there already;
+        a manager that runs jobs elsewhere (SSH, AWS) downloads them here."""
+
+    def _take_any(self, jid: int) -> int | None:
+        for rid in self.connector.get_available_resource(self.rtype):
+            if self.connector.take_available_resource(rid, jid):
+                return rid
+        return None
+
+    def _model_notice(self, message: str, level: str) -> None:
+        (logger.error if level == "error" else logger.info)("%s", message)
+        if level == "error":
+            self.log_error_message(message)
+        self.bus.publish(Notice(message=message, eid=self.eid, level=level))

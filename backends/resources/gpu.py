@@ -6,11 +6,12 @@ from typing import Any
 
 from ..config import load_env
 from ..errors import ConfigError
-from .local import LocalProcessManager
+from .cpu import CPUResourceManager
 
 
-class GPUResourceManager(LocalProcessManager):
-    """`GPUResourceManager(connector, n_parallel, auppath='.aup', ...)` over env.ini's `gpu_mapping`.
+class GPUResourceManager(CPUResourceManager):
+    """`GPUResourceManager(connector, n_parallel, auppath='.aup', ...)` over env.ini's `gpu_mapping`:
+    a CPU manager whose jobs each see only the card their resource id maps to.
 
     Several resource ids may map to one card (`{"1": "0", "2": "0"}`: two slots on card 0).
     """
