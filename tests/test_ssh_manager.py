@@ -524,3 +524,28 @@ def test_an_experiment_shares_the_pool_it_is_given(sshd_servers, tmp_path):
         assert pool.connect_count(name) == 1
     finally:
         pool.close()
+
+
+# -- where a node experiment's files are (Auptimizer's layout) ----------------------------------
+
+def test_node_experiment_script_is_local_to_the_launch_folder_and_workingdir_is_the_nodes(tmp_path, monkeypatch):
+    launch = tmp_path / "launch"
+    (launch / "sub").mkdir(parents=True)
+    write_script(launch / "sub", "job.sh", "echo\n")
+    monkeypatch.chdir(launch)
+    path = write_experiment(tmp_path, script="sub/job.sh", resource="node", workingdir="~/aup_demo")
+    config = load_experiment(path)
+    # the job's local files go beside the script; the node's folder is kept as written (~ = its home)
+    assert (config.workingdir, config.script) == (str(launch / "sub"), "job.sh")
+    assert config.remote_workingdir == "~/aup_demo"
+    # absent: the same path on the node as the launch folder (Auptimizer's default)
+    data = json.loads(path.read_text())
+    del data["workingdir"]
+    path.write_text(json.dumps(data))
+    assert load_experiment(path).remote_workingdir == str(launch)
+
+
+def test_resource_args_remote_workingdir_is_refused_with_where_the_path_goes(tmp_path):
+    path = write_experiment(tmp_path, resource="node", resource_args={"remote_workingdir": "/srv/x"})
+    with pytest.raises(ConfigError, match=r"resource_args\.remote_workingdir .* workingdir is the folder on the node"):
+        load_experiment(path)

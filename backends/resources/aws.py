@@ -14,6 +14,9 @@ times SSH is tried on an instance before giving up, `connection_wait` s apart), 
 reports (also read from the environment variable `AUP_AWS_ADDRESS_OVERRIDE`, same forms, the
 mapping as JSON); subclasses may override :meth:`AWSResourceManager.instance_address` instead.
 
+Jobs run as on a node (see `backends.resources.ssh`): `workingdir` is a folder on the instance
+(`~` = its home), `script` a file here, copied in before the instance's first job.
+
 boto3 is imported only here, when an AWS manager is made.
 """
 
