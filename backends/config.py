@@ -232,7 +232,7 @@ _ARG_NUMBERS = ("async_reconnect", "async_timeout", "reconn_wait_time", "connect
 _ARG_WHOLE = ("max_retries", "connection_retry", "waiter_max_attempts")
 _ARG_FLAGS = ("async_run", "shutdown", "accept_new_hosts", "reuse_connections", "use_private_ip")
 _ARG_TEXT = ("region", "region_name", "profile", "profile_name", "endpoint_url",
-             "known_hosts", "address_override")
+             "known_hosts")
 # what the engine itself passes to a manager: the same key in resource_args would collide
 _ARG_ENGINE = ("connector", "n_parallel", "auppath", "eid", "bus", "maximize", "early_stop_policy", "key",
                "monitor", "pool", "username")
@@ -258,6 +258,9 @@ def _resource_args(data: dict, source: str) -> dict:
             raise ConfigError(f"{where} must be true or false, got {_show(value)}")
         if key in _ARG_TEXT and value is not None and (not isinstance(value, str) or "\0" in value):
             raise ConfigError(f"{where} must be a string, got {_show(value)}")
+        if key == "address_override" and value is not None and not (
+                isinstance(value, str) or (isinstance(value, dict) and all(isinstance(v, str) for v in value.values()))):
+            raise ConfigError(f'{where} must be "host[:port]" or {{"i-…": "host[:port]"}}, got {_show(value)}')
     return args
 
 

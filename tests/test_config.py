@@ -408,6 +408,7 @@ def test_json_that_python_reads_but_jobs_cannot_is_refused(tmp_path, text, fragm
     ({"connection_retry": 1.5}, "resource_args.connection_retry"),
     ({"async_run": "yes"}, "resource_args.async_run in experiment.json must be true or false"),
     ({"region": 5}, "resource_args.region in experiment.json must be a string"),
+    ({"address_override": ["127.0.0.1"]}, "resource_args.address_override in experiment.json must be"),
     ({"eid": 1}, "resource_args.eid in experiment.json is set by aup-tui itself — remove it"),
     ({"n_parallel": 4}, "resource_args.n_parallel"),
 ])
@@ -419,6 +420,8 @@ def test_auptimizer_resource_args_load(tmp_path):
     args = {"reconn_wait_time": 30, "max_retries": 3, "async_run": True, "async_reconnect": 30,
             "async_timeout": None, "shutdown": False, "connection_retry": 3}
     assert validate_experiment(experiment(resource="aws", resource_args=args)).resource_args == args
+    for override in ("127.0.0.1:2222", {"i-0abc": "127.0.0.1:2222"}):
+        assert validate_experiment(experiment(resource="aws", resource_args={"address_override": override}))
 
 
 @pytest.mark.parametrize("overrides", [
