@@ -445,3 +445,15 @@ def test_experiment_takes_the_experiments_dict_checked_as_a_file(workdir):
     with pytest.raises(ConfigError) as caught:
         Experiment({**data, "target": "best"}, auppath=str(workdir / ".aup"))
     assert str(caught.value) == 'target "best" in the experiment config must be "min" or "max"'
+
+
+def test_proposers_take_the_experiments_dict_checked_as_a_file(workdir):
+    from backends.proposers import RandomProposer, SpearmintProposer, get_proposer
+
+    data = json.loads(write_experiment(workdir, n_samples=2).read_text())
+    assert 0 <= RandomProposer(data).get()["x"] <= 1  # as Auptimizer's proposers are built
+    assert get_proposer(data).n_samples == 2
+    assert SpearmintProposer({**data, "proposer": "spearmint"}).n_samples == 2
+    with pytest.raises(ConfigError) as caught:
+        RandomProposer({**data, "n_samples": -1})
+    assert str(caught.value) == "n_samples in the experiment config must be a whole number of at least 1, got -1"

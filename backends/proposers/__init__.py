@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from .base import Proposer, config_key, installed
+from .base import Proposer, as_experiment_config, config_key, installed
 from .basic import RandomProposer, SequenceProposer
 from .bohb import BOHBProposer
 from .gp import GPProposer, SpearmintProposer
@@ -63,6 +63,8 @@ def proposer_class(name: Any, source: str = "experiment.json") -> type[Proposer]
     return cls
 
 
-def get_proposer(config: ExperimentConfig) -> Proposer:
-    """A fresh proposer for the experiment."""
+def get_proposer(config: ExperimentConfig | dict) -> Proposer:
+    """A fresh proposer for the experiment: its loaded config, or its dict (as Auptimizer takes
+    it), checked as the file is."""
+    config = as_experiment_config(config)
     return proposer_class(config.proposer, config.path or "experiment.json")(config)

@@ -11,6 +11,7 @@ job ends.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import math
@@ -23,6 +24,15 @@ if TYPE_CHECKING:
     from ..config import ExperimentConfig
 
 History = Iterable[tuple[dict, "float | None"]]
+
+
+def as_experiment_config(config: Any) -> ExperimentConfig:
+    """`config`, or the experiment's dict (as Auptimizer passes it) checked as the file is."""
+    if isinstance(config, dict):
+        from ..config import validate_experiment
+
+        return validate_experiment(config, source="the experiment config")
+    return config
 
 
 class Proposer:
@@ -40,7 +50,19 @@ class Proposer:
     requires: ClassVar[tuple[str, ...]] = ()
     extra: ClassVar[str] = ""
 
-    def __init__(self, config: ExperimentConfig) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Each proposer also takes the experiment's dict, as Auptimizer's do (checked as a file is)."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None:
+            @functools.wraps(init)
+            def __init__(self, config: Any, *args: Any, **kw: Any) -> None:
+                init(self, as_experiment_config(config), *args, **kw)
+
+            cls.__init__ = __init__  # type: ignore[method-assign]
+
+    def __init__(self, config: ExperimentConfig | dict) -> None:
+        config = as_experiment_config(config)
         self.config = config
         self.n_samples: int = config.n_samples
         self.source = config.path or "experiment.json"
