@@ -8,6 +8,7 @@ Real job processes, a real store.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import threading
@@ -75,6 +76,10 @@ def test_the_managers_form_the_seeds_class_tree():
     assert issubclass(PassiveResourceManager, AbstractResourceManager)
     assert not issubclass(PassiveResourceManager, CPUResourceManager)
     assert LocalProcessManager is CPUResourceManager  # the former name still imports
+    for cls in (CPUResourceManager, GPUResourceManager, SSHResourceManager, AWSResourceManager):
+        params = inspect.signature(cls.finish).parameters
+        assert list(params)[1:] == ["maximize", "status"], cls
+        assert (params["maximize"].default, params["status"].default) == (True, "FINISHED")
 
 
 def test_the_factory_builds_instances_of_the_tree(tmp_path, store):
@@ -457,3 +462,15 @@ def test_proposers_take_the_experiments_dict_checked_as_a_file(workdir):
     with pytest.raises(ConfigError) as caught:
         RandomProposer({**data, "n_samples": -1})
     assert str(caught.value) == "n_samples in the experiment config must be a whole number of at least 1, got -1"
+
+
+def test_jobs_still_run_after_the_caller_shut_the_executor_down(workdir, store):
+    """Auptimizer's tests call `rm.executor.shutdown(wait=True)` to wait for jobs, then go on."""
+    rm = CPUResourceManager(store, 1, eid=_eid(store, workdir))
+    scores: list = []
+    for x in (1, 2):
+        rm.run_job(Job("job.sh", {"x": x}, str(workdir)), rm.get_available("me", "cpu"), {},
+                   lambda score, jid: scores.append(score))
+        rm.executor.shutdown(wait=True)
+    assert scores == [1.0, 2.0]
+    assert rm.finish()[1] == 2.0

@@ -316,7 +316,8 @@ class AbstractResourceManager(ABC):
         return last
 
     def _executor(self) -> ThreadPoolExecutor:
-        if self._pool is None:
+        # a pool shut down by a caller (`executor.shutdown(wait=True)`, as Auptimizer's tests do) is replaced
+        if self._pool is None or getattr(self._pool, "_shutdown", False):
             self._pool = ThreadPoolExecutor(max_workers=self.n_parallel, thread_name_prefix=f"aup-{self.rtype}")
         return self._pool
 

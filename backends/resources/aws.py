@@ -306,9 +306,9 @@ class AWSResourceManager(SSHResourceManager):
         for message in messages:
             self._notice(message, "warning")
 
-    def finish(self, status: str = "FINISHED") -> list | None:
+    def finish(self, maximize: bool = True, status: str = "FINISHED") -> list | None:
         try:
-            return super().finish(status)
+            return super().finish(status=status)
         finally:
             if self.shutdown and self.started_instances:
                 self.stop_started_instances()

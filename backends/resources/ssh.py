@@ -714,7 +714,7 @@ class SSHResourceManager(CPUResourceManager):
                 pass
         state.pgid = None
 
-    def finish(self, status: str = "FINISHED") -> list | None:
+    def finish(self, maximize: bool = True, status: str = "FINISHED") -> list | None:
         """Stop every job still running on a node (its process group killed there), within
         about kill_grace + 10 s whatever the nodes do, then close the connections."""
         with self._lock:
