@@ -36,6 +36,7 @@ class PassiveResourceManager(AbstractResourceManager):
             return [j for j in self.jobs.values() if j.status == "WAITING"]
 
     def run(self, job: Job, rid: int, exp_config: Any, call_back_func: Callback, **kwargs: Any) -> None:
+        self.ensure_jid(job)
         try:
             if not job.script_path or not job.path:
                 raise JobError("passive job without a script")
