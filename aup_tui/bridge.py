@@ -43,6 +43,7 @@ from backends.events import (
     PassiveResultAccepted,
     PassiveResultWanted,
 )
+from backends.store.connector import better
 
 LIVE = ("RUNNING", "WAITING")
 #: What counts as "failed" in the header's progress bar.
@@ -126,6 +127,7 @@ class ExperimentState:
         #: when each of `scores` finished (epoch seconds), for the plot's time axis
         self.score_times: list[float] = []
         self._scored: set[int] = set()
+        self._best_end: float | None = None  # when the best job finished (the tie rule)
         #: passive jobs waiting for a person, by job id
         self.waiting: dict[int, PassiveWant] = {}
         self.last_notice: tuple[str, str] | None = None
@@ -196,10 +198,17 @@ class ExperimentState:
         self.score_times.append(end if end is not None else (self.score_times[-1] if self.score_times else 0.0))
         prev = self.best_trace[-1] if self.best_trace else None
         self.best_trace.append(score if prev is None or (score > prev if self.maximize else score < prev) else prev)
-        if self.best_score is None or (score > self.best_score if self.maximize else score < self.best_score):
-            self.best_jid, self.best_score = jid, score
+        than = None if self.best_score is None or self.best_jid is None else \
+            (self.best_score, self._best_end, self.best_jid)
+        if better(score, end, jid, than, self.maximize):  # the store's rule: ties go to the first finished
+            self.best_jid, self.best_score, self._best_end = jid, score, end
             return True
         return False
+
+    def _set_best(self, jid: int, score: float | None) -> None:
+        """The best job as the store names it (its end kept for the tie rule)."""
+        row = self.jobs.get(jid)
+        self.best_jid, self.best_score, self._best_end = jid, score, row.end if row is not None else None
 
     # -- engine events --------------------------------------------------------------------
 
@@ -219,7 +228,7 @@ class ExperimentState:
         if isinstance(ev, ExperimentFinished):
             self.status, self.end, self.reason = ev.status, ev.time, ev.reason
             if ev.best_jid is not None:
-                self.best_jid, self.best_score = ev.best_jid, ev.best_score
+                self._set_best(ev.best_jid, ev.best_score)
             self.waiting.clear()
             ch.header = ch.ended = True
             return
@@ -247,7 +256,7 @@ class ExperimentState:
         elif isinstance(ev, JobFinished):
             row = self._row(jid)
             self._set_status(row, "FINISHED")
-            row.score, row.end = ev.score, ev.time
+            row.score, row.end = ev.score, ev.end if ev.end is not None else ev.time  # the store's end
             new = jid not in self._scored and ev.score is not None
             ch.header |= self._scored_job(jid, ev.score)
             ch.plot |= new
@@ -340,7 +349,7 @@ class ExperimentState:
             elif row.status != "WAITING":
                 self.waiting.pop(jid, None)
         if exp and exp.get("best_jid") is not None:
-            self.best_jid, self.best_score = exp["best_jid"], exp.get("best_score")
+            self._set_best(exp["best_jid"], exp.get("best_score"))
         if ch.jids:
             ch.header = True
         ch.plot = new_scores

@@ -67,8 +67,8 @@ class Progress:
 
     def _finished(self, jid: int, score: float | None, end: float | None = None) -> None:
         """The store's one rule for the best job (`better`: the best score, then the job that
-        finished first): events come in finishing order with their time, catch-up with the
-        recorded end, so jobs counted in any order name the job the summary names."""
+        finished first): events and catch-up both carry the end time the store recorded, so jobs
+        counted in any order name the job the summary names."""
         self.done += 1
         if score is None:
             return
@@ -82,7 +82,7 @@ class Progress:
             self.running += 1
         elif isinstance(event, JobFinished):
             self.running -= 1
-            self._finished(event.jid, event.score, event.time)
+            self._finished(event.jid, event.score, event.end if event.end is not None else event.time)
         elif isinstance(event, JobFailed):
             self.running -= 1
             if not event.will_retry:

@@ -75,6 +75,9 @@ class JobFinished(Event):
     jid: int
     score: float | None
     values: tuple[float, ...] = ()
+    #: the end time the store recorded (None: not recorded); the best job's tie rule uses it,
+    #: not `time`, so every view names the job the store names
+    end: float | None = None
 
 
 @dataclass(frozen=True)

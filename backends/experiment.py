@@ -95,6 +95,7 @@ class Experiment:
 
     def run(self) -> ExperimentResult:
         cfg = self.config
+        self._check_can_run()
         proposer = get_proposer(cfg)
         self.connector.recover()
         self.eid = eid = self.connector.start_experiment(
@@ -129,6 +130,10 @@ class Experiment:
         elif n_free < cfg.n_parallel:
             self._notice(f"n_parallel is {cfg.n_parallel} but only {n_free} '{cfg.resource}' resources are free: "
                          f"running {n_free} at a time", "warning")
+        gpu_check = None
+        if cfg.resource == "gpu":  # NVML may be slow to answer: beside the first jobs, not before them
+            gpu_check = threading.Thread(target=self._check_gpus, name="aup-gpu-check", daemon=True)
+            gpu_check.start()
         watcher = threading.Thread(target=self._watch_store, name="aup-watch", daemon=True)
         watcher.start()
         self.started.set()
@@ -142,6 +147,8 @@ class Experiment:
             raise
         finally:
             self._stop.set()
+            if gpu_check is not None:
+                gpu_check.join(10)  # its warning comes before the end, whatever the jobs' speed
         self._watch_writes()  # the store came back after the last look: say so
         best = rm.finish(status=status)  # a FINISHED run with save_model re-runs its best job here
         best_jid, best_score = (best if best else (None, None))
@@ -157,6 +164,35 @@ class Experiment:
         result = self.result()
         result.status = status  # also when the store could not take it (stopped on a full disk)
         return result
+
+    def _check_can_run(self) -> None:
+        """Refuse, before anything is recorded or started, an experiment that could never run a
+        job: n_parallel below 1 or no registered resource of its type would wait forever (the
+        CLI checks this too; library users get the same one-line ConfigError)."""
+        from .errors import ConfigError
+        from .setup import require_resources, sync_resources
+
+        cfg = self.config
+        n = cfg.n_parallel
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ConfigError(f"n_parallel in {os.path.basename(cfg.path) if cfg.path else 'the experiment config'} "
+                              f"must be a whole number of at least 1, got {n!r}")
+        if not self.connector.resources(cfg.resource) and os.path.isfile(os.path.join(self.auppath, "env.ini")):
+            from .config import load_env
+
+            sync_resources(load_env(self.auppath), self.connector)  # an env.ini written by hand, never synced
+        require_resources(cfg.resource, self.auppath, self.connector)
+
+    def _check_gpus(self) -> None:
+        """Warn once when NVML does not see every card gpu_mapping names (or cannot be used)."""
+        from .setup import gpu_mapping_warning
+
+        try:
+            warning = gpu_mapping_warning([r["name"] for r in self.connector.resources("gpu")])
+        except Exception as exc:  # noqa: BLE001 — the check must never break the run
+            warning = f"NVML: the GPU check failed ({exc})"
+        if warning:
+            self._notice(warning, "warning")
 
     def _loop(self, proposer, rm) -> str:
         """Dispatch until every job is done. Completions dispatch the next job right in the

@@ -8,8 +8,9 @@ mappings, so an Auptimizer env.ini registers the same resource ids here.
 from __future__ import annotations
 
 import os
+from typing import Any
 
-from .config import _CARDS, EnvConfig, load_env, parse_host, write_env
+from .config import _CARDS, EnvConfig, parse_host, write_env
 from .errors import ConfigError
 from .store import TinyDBConnector
 
@@ -37,28 +38,30 @@ def read_list(value: str, what: str) -> list[str]:
 
 def init_aup(auppath: str, cpu: int = 0, gpu: list[str] | None = None, node: list[str] | None = None,
              aws: list[str] | None = None, passive: bool = False, overwrite: bool = False) -> EnvConfig:
-    """Create (or extend) `auppath` with env.ini and the store, registering the resources asked for."""
+    """Create `auppath` with env.ini and the store, registering the resources asked for.
+
+    An existing env.ini is replaced (with its resource list) only with `overwrite`, as
+    Auptimizer's setup refuses: adding to it silently made `init` twice a different thing."""
     auppath = os.path.abspath(auppath)
     path = os.path.join(auppath, "env.ini")
-    exists = os.path.isfile(path)
-    if exists and not overwrite:
-        env = load_env(auppath)  # an Auptimizer env.ini is taken as it is, then extended
-    else:
-        env = EnvConfig(path=path, auppath=auppath)
     if cpu < 0:
         raise ConfigError(f"--cpu must be 0 or more, got {cpu}")
-    for spec in (node or []) + (aws or []):
-        parse_host(spec)  # raises a clear error for a bad host spec
+    for flag, specs in (("--node", node), ("--aws", aws)):
+        for spec in specs or []:
+            check_host_entry(spec, flag)
     for card in gpu or []:
         if not _CARDS.fullmatch(card):
             raise ConfigError(f"--gpu {card!r} is not a GPU card number (or GPU UUID) "
                               "— give card indices such as --gpu 0,0,1")
+    if os.path.isfile(path) and not overwrite:
+        raise ConfigError(f"{path} already exists: nothing changed — add --overwrite to replace it and its "
+                          "resource list (give every resource you want), or edit it")
+    env = EnvConfig(path=path, auppath=auppath)
     connector = TinyDBConnector(auppath)
     try:
         if overwrite:
             connector.remove_resources()
-            env.gpu_mapping, env.node_mapping, env.aws_mapping = {}, {}, {}
-        next_rid = max([r["rid"] for r in connector.resources()] + [int(k) for k in _all_ids(env)] + [0]) + 1
+        next_rid = max([r["rid"] for r in connector.resources()] + [0]) + 1
         for key, items in (("gpu_mapping", gpu), ("node_mapping", node), ("aws_mapping", aws)):
             for item in items or []:
                 getattr(env, key)[str(next_rid)] = item
@@ -74,8 +77,26 @@ def init_aup(auppath: str, cpu: int = 0, gpu: list[str] | None = None, node: lis
     return env
 
 
-def _all_ids(env: EnvConfig) -> list[str]:
-    return [*env.gpu_mapping, *env.node_mapping, *env.aws_mapping]
+#: host names that are a documentation's stand-in, never a machine someone means
+_PLACEHOLDER_HOSTS = {"host", "hostname", "yourhost", "your-host", "your_host", "myhost", "remote-host",
+                      "server", "address", "ip", "node", "instance", "instance-id", "example.com"}
+
+
+def check_host_entry(spec: str, flag: str = "--node") -> None:
+    """Refuse a malformed `user@host[:port] [key]` entry, and a placeholder copied from the
+    docs (`user@host`, `<user>@<host>`, `user@i-…`): it would only fail later, on every job."""
+    example = "--aws ubuntu@i-0123456789abcdef0" if flag == "--aws" else "--node alice@10.0.0.5:22"
+    first = spec.split()[0] if isinstance(spec, str) and spec.split() else ""
+    if any(c in first for c in "<>{}[]") or "…" in first or "..." in first:
+        raise ConfigError(f"{flag} {spec!r} is a placeholder, not a host — give the real user and address, "
+                          f"e.g. {example}")
+    try:
+        host = parse_host(spec)
+    except ConfigError as exc:
+        raise ConfigError(f"{flag}: {exc}") from None
+    if host.host.lower() in _PLACEHOLDER_HOSTS:
+        raise ConfigError(f"{flag} {spec!r} is a placeholder, not a host — give the real user and address, "
+                          f"e.g. {example}")
 
 
 def sync_resources(env: EnvConfig, connector: TinyDBConnector) -> None:
@@ -128,13 +149,76 @@ def require_resources(rtype: str, auppath: str, connector: TinyDBConnector) -> N
     """Refuse to start an experiment that no registered resource could ever run.
 
     Resources that exist but are taken (by another live process) are fine: the experiment waits
-    for them. None of the type at all would wait forever, so it is a ConfigError naming the fix.
-    """
+    for them. None of the type at all would wait forever, so it is a ConfigError naming the fix:
+    the `init --overwrite` that keeps what is registered and adds the missing type."""
     if connector.resources(rtype):
         return
     import shlex
 
     auppath = os.path.abspath(auppath)
+    env_ini = os.path.join(auppath, "env.ini")
     aup = "" if auppath == os.path.abspath(".aup") else f" --aup {shlex.quote(auppath)}"
-    raise ConfigError(f"no '{rtype}' resource in {os.path.join(auppath, 'env.ini')} — add some with "
-                      f"`aup-tui init{aup} {INIT_FLAGS.get(rtype, '--' + rtype)}`")
+    keep = _init_flags(connector.resources()) if os.path.isfile(env_ini) else ""
+    if keep is None:  # a resource no flag can say again (a multi-card gpu_mapping entry)
+        raise ConfigError(f"no '{rtype}' resource in {env_ini} — add some there, or recreate it with "
+                          f"`aup-tui init{aup} --overwrite … {INIT_FLAGS.get(rtype, '--' + rtype)}`")
+    overwrite = " --overwrite" if os.path.isfile(env_ini) else ""
+    raise ConfigError(f"no '{rtype}' resource in {env_ini} — add some with "
+                      f"`aup-tui init{aup}{overwrite}{keep} {INIT_FLAGS.get(rtype, '--' + rtype)}`")
+
+
+def _init_flags(resources: list[dict]) -> str | None:
+    """The `init` flags that register `resources` again (None when one cannot be said as a flag)."""
+    import shlex
+
+    names: dict[str, list[str]] = {}
+    for r in sorted(resources, key=lambda r: r["rid"]):
+        names.setdefault(r["type"], []).append(str(r["name"]))
+    out = ""
+    if names.get("cpu"):
+        out += f" --cpu {len(names['cpu'])}"
+    for rtype in ("gpu", "node", "aws"):
+        if names.get(rtype):
+            if any("," in n or "#" in n for n in names[rtype]):
+                return None
+            out += f" --{rtype} {shlex.quote(','.join(names[rtype]))}"
+    if names.get("passive"):
+        out += " --passive"
+    return out
+
+
+def gpu_mapping_warning(cards: list[str], nvml: Any = None) -> str | None:
+    """One line when NVML cannot see a card that gpu_mapping names (or cannot be used at all),
+    else None: such jobs start and then fail on a card that is not there, with no word why.
+
+    `cards` are gpu_mapping's values (`"0"`, `"0,1"`, `"GPU-…"`); `nvml` the binding (default:
+    pynvml, imported here and only here: `aup-tui --help` and cpu experiments never load it)."""
+    from .monitors.gpu import GPUMonitor
+
+    named: list[str] = []
+    for value in cards:
+        for card in str(value).split(","):
+            card = card.strip()
+            if card and card not in named:
+                named.append(card)
+    if not named:
+        return None
+    monitor = GPUMonitor(nvml=nvml, history=1)
+    try:
+        snap = monitor.sample()
+    finally:
+        monitor.close()
+    shown = ",".join(named)
+    if not snap.available:
+        return f"NVML: {snap.reason} — cannot check the cards gpu_mapping names ({shown}); jobs on them may fail"
+    indices = {str(g.index) for g in snap.gpus}
+    uuids = [g.uuid for g in snap.gpus if g.uuid]
+    missing = [c for c in named
+               if (c.isdigit() and str(int(c)) not in indices)
+               or (c.startswith("GPU-") and not any(u.startswith(c) for u in uuids))]
+    if not missing:
+        return None
+    n = len(snap.gpus)
+    models = ", ".join(dict.fromkeys(g.name for g in snap.gpus if g.name)) or "no name"
+    return (f"gpu_mapping names cards {shown} but NVML sees {n} GPU{'s' if n != 1 else ''} ({models}): "
+            f"jobs on card{'s' if len(missing) > 1 else ''} {','.join(missing)} will fail")

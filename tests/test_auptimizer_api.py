@@ -83,7 +83,7 @@ def test_the_managers_form_the_seeds_class_tree():
 
 
 def test_the_factory_builds_instances_of_the_tree(tmp_path, store):
-    init_aup(str(tmp_path / ".aup"), gpu=["0"])
+    init_aup(str(tmp_path / ".aup"), gpu=["0"], overwrite=True)
     gpu = get_resource_manager("gpu", store, 1, auppath=str(tmp_path / ".aup"))
     assert isinstance(gpu, CPUResourceManager) and isinstance(gpu, AbstractResourceManager)
     assert isinstance(get_resource_manager("cpu", store, 1), CPUResourceManager)
@@ -177,7 +177,7 @@ def test_run_called_directly_on_a_failing_script_calls_back(workdir, store):
 
 def test_gpu_run_called_directly_runs_on_its_card(tmp_path, store):
     """Auptimizer's GPU test: `run` with a relative job path, callback called."""
-    init_aup(str(tmp_path / ".aup"), gpu=["3"])
+    init_aup(str(tmp_path / ".aup"), gpu=["3"], overwrite=True)
     write_script(tmp_path, "card.sh", 'echo "card=$CUDA_VISIBLE_DEVICES"; echo "#Auptimizer:1"')
     connector = TinyDBConnector(str(tmp_path / ".aup"))
     try:

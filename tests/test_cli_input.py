@@ -111,8 +111,9 @@ def test_cpu_experiment_on_gpu_only_init_says_what_to_add(tmp_path, headless):
     write_experiment(tmp_path, n_samples=1)
     error = no_resource_error(tmp_path, headless)
     assert error == (f"aup-tui: no 'cpu' resource in {tmp_path / '.aup' / 'env.ini'} "
-                     "— add some with `aup-tui init --cpu 4`")
-    assert aup("init", "--cpu", "4", cwd=tmp_path).returncode == 0  # the advice works, GPUs kept
+                     "— add some with `aup-tui init --overwrite --gpu 0 --cpu 4`")
+    advice = error.split("`")[1].split()[1:]
+    assert aup(*advice, cwd=tmp_path).returncode == 0  # the advice works as typed, GPUs kept
     assert aup("run", "--headless", "experiment.json", cwd=tmp_path).returncode == 0
     assert aup("resources", cwd=tmp_path).stdout.count(" gpu ") == 1
 
@@ -121,7 +122,7 @@ def test_init_cpu_0_then_a_cpu_experiment_is_refused(tmp_path):
     assert aup("init", "--cpu", "0", cwd=tmp_path).returncode == 0
     job_script(tmp_path)
     write_experiment(tmp_path, n_samples=1)
-    assert no_resource_error(tmp_path).endswith("— add some with `aup-tui init --cpu 4`")
+    assert no_resource_error(tmp_path).endswith("— add some with `aup-tui init --overwrite --cpu 4`")
 
 
 def test_auptimizer_env_ini_without_cpus_and_passive_without_a_person(tmp_path):
@@ -134,7 +135,8 @@ def test_auptimizer_env_ini_without_cpus_and_passive_without_a_person(tmp_path):
     write_experiment(tmp_path, n_samples=1)
     assert "no 'cpu' resource" in no_resource_error(tmp_path)
     write_experiment(tmp_path, n_samples=1, resource="passive", n_parallel=1)
-    assert no_resource_error(tmp_path).endswith("add some with `aup-tui init --passive`")
+    assert no_resource_error(tmp_path).endswith(
+        "add some with `aup-tui init --overwrite --gpu 0 --node user@127.0.0.1:2222 --passive`")
 
 
 def test_another_folder_is_named_in_the_init_advice(tmp_path):
@@ -142,7 +144,7 @@ def test_another_folder_is_named_in_the_init_advice(tmp_path):
     job_script(tmp_path)
     write_experiment(tmp_path, n_samples=1)
     error = one_line_error(aup("run", "--headless", "--aup", "elsewhere", "experiment.json", cwd=tmp_path))
-    assert error.endswith(f"`aup-tui init --aup {tmp_path / 'elsewhere'} --cpu 4`")
+    assert error.endswith(f"`aup-tui init --aup {tmp_path / 'elsewhere'} --overwrite --gpu 0 --cpu 4`")
 
 
 @pytest.mark.parametrize("n_parallel", [0, -1])
@@ -223,7 +225,7 @@ def test_damaged_env_ini_is_one_line_for_every_command(workdir, content, command
 def test_env_ini_follows_the_umask(tmp_path, umask, mode):
     assert aup("init", "--cpu", "1", cwd=tmp_path, umask=umask).returncode == 0
     assert stat.S_IMODE((tmp_path / ".aup" / "env.ini").stat().st_mode) == mode
-    assert aup("init", "--passive", cwd=tmp_path, umask=0o022).returncode == 0  # a rewrite keeps it
+    assert aup("init", "--overwrite", "--passive", cwd=tmp_path, umask=0o022).returncode == 0  # a rewrite keeps it
     assert stat.S_IMODE((tmp_path / ".aup" / "env.ini").stat().st_mode) == mode
 
 

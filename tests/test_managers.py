@@ -244,7 +244,7 @@ def test_n_parallel_above_free_resources_runs_with_what_there_is(workdir):
 
 
 def test_node_resource_without_nodes_is_a_clear_error(workdir):
-    with pytest.raises(ConfigError, match="no nodes in node_mapping"):
+    with pytest.raises(ConfigError, match="no 'node' resource in .*env.ini — add some with `aup-tui init"):
         run(workdir, resource="node")
 
 

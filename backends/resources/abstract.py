@@ -175,12 +175,13 @@ class AbstractResourceManager(ABC):
         retry = status == "FAILED" and job.retryable and not self.stopping and job.attempt <= job.retries
         job.status = "RETRY" if retry else status
         values = list(job.results[-1]) if job.results else None
-        self.connector.end_job(self.eid, jid, score, status, values=values, error=job.error, final=not retry)
+        end = self.connector.end_job(self.eid, jid, score, status, values=values, error=job.error, final=not retry)
         if job.rid is not None:
             self.connector.free_used_resource(job.rid)
             self.bus.publish(ResourceFreed(rid=job.rid))
         if status == "FINISHED":
-            self.bus.publish(JobFinished(eid=self.eid, jid=jid, score=score, values=tuple(values or ())))
+            self.bus.publish(JobFinished(eid=self.eid, jid=jid, score=score, values=tuple(values or ()),
+                                         end=end if isinstance(end, float) else None))
         elif status in ("STOPPED", "EARLY_STOPPED"):
             self.bus.publish(JobStopped(eid=self.eid, jid=jid, reason=job.error or status.lower(), score=score))
         else:

@@ -754,8 +754,9 @@ class TinyDBConnector:
             self._put(self._jobs_file(eid, jid), "jobs", jid, {**doc, **fields})
 
     def end_job(self, eid: int, jid: int, score: float | None, status: str,
-                values: list[float] | None = None, error: str | None = None, final: bool = True) -> None:
+                values: list[float] | None = None, error: str | None = None, final: bool = True) -> float | None:
         """Record the end of the job's current attempt; on disk (fdatasync) before it returns.
+        Returns the end time recorded (None when there is no such job), for events to carry.
 
         `final=False` ends an attempt that will be retried: the job stays RUNNING.
 
@@ -769,7 +770,7 @@ class TinyDBConnector:
             waiting = self._unwritten.get((eid, jid))
             doc = waiting[1] if waiting else self._raw(relpath, "jobs").get(str(jid))
             if doc is None:
-                return
+                return None
             attempts = [dict(a) for a in doc.get("attempts", [])]
             if attempts:
                 attempts[-1].update(end=now, status=status, error=error, score=score)
@@ -779,12 +780,13 @@ class TinyDBConnector:
                 new.update(status=status, score=score, values=values, end=now)
             if self._unwritten:  # earlier records wait: this one queues behind them
                 self._unwritten[(eid, jid)] = (relpath, new)
-                return
+                return now
             try:
                 self._put(relpath, "jobs", jid, new, sync=True)
             except StoreWriteError:
                 self._unwritten[(eid, jid)] = (relpath, new)
                 self._start_flusher()
+            return now
 
     @property
     def pending_records(self) -> int:
