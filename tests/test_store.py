@@ -304,3 +304,15 @@ def test_status_columns_come_from_a_summary_only_while_it_matches_the_job_files(
     c = TinyDBConnector(auppath)
     assert rows(c)[0][1] == "FAILED" and rows(c) == rows(c, c.jobs(eid))
     c.close()
+
+
+def test_end_job_returns_the_end_time_it_recorded(tmp_path):
+    """The engine puts this time on JobFinished, so a live view breaks ties as the store does."""
+    c = TinyDBConnector(str(tmp_path / ".aup"))
+    eid = c.start_experiment("me", "exp", {})
+    jid = c.new_jid()
+    c.start_job(eid, jid, {}, None, "cpu:0", 1)
+    end = c.end_job(eid, jid, 1.0, "FINISHED", values=[1.0])
+    assert isinstance(end, float) and c.get_job(jid, eid)["end"] == end
+    assert c.end_job(eid, 999, 1.0, "FINISHED") is None
+    c.close()
