@@ -151,7 +151,7 @@ def _describe_resources(resources: list[dict]) -> str:
     counts: dict[str, int] = {}
     for r in resources:
         counts[r["type"]] = counts.get(r["type"], 0) + 1
-    return ", ".join(f"{n} {t}" for t, n in counts.items()) or "no resources (add some: --cpu N, --gpu 0,1, …)"
+    return ", ".join(f"{n} {t}" for t, n in counts.items()) or "no resources (add some: `aup-tui init --overwrite --cpu N`, or --gpu 0,1, …)"
 
 
 def cmd_run(args) -> int:
@@ -276,7 +276,7 @@ def cmd_resources(args) -> int:
         job = f" (job {r['jid']})" if r.get("jid") else ""
         print(f"{r['rid']:>4}  {r['type']:<8} {r['name']:<30} {r['status']}{owner}{job}")
     if not connector.resources():
-        print("no resources — add some with `aup-tui init --cpu 2` (or --gpu/--node/--aws/--passive)")
+        print("no resources — add some with `aup-tui init --overwrite --cpu 2` (or --gpu/--node/--aws/--passive)")
     if args.probe:
         from backends.monitors.probe import probe_resources
 

@@ -73,6 +73,17 @@ def test_init_overwrite_mends_a_damaged_env_ini(tmp_path):
     assert aup("resources", cwd=tmp_path).stdout.count(" cpu ") == 1
 
 
+def test_the_advice_of_an_empty_init_works_as_typed(tmp_path):
+    """`init` with no resource, then the advice `init` and `resources` print: it runs, as given."""
+    made = aup("init", cwd=tmp_path)
+    assert made.returncode == 0 and "no resources (add some: `aup-tui init --overwrite --cpu N`" in made.stdout
+    listed = aup("resources", cwd=tmp_path).stdout
+    advice = listed.split("`")[1].split()
+    assert advice[:3] == ["aup-tui", "init", "--overwrite"], listed
+    assert aup(*advice[1:], cwd=tmp_path).returncode == 0
+    assert aup("resources", cwd=tmp_path).stdout.count(" cpu ") == 2
+
+
 @pytest.mark.parametrize("flag", ["--node", "--aws"])
 @pytest.mark.parametrize("entry, why", [
     ("user@host", "is a placeholder, not a host"),
