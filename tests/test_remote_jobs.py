@@ -309,37 +309,40 @@ def test_a_port_that_never_greets_gives_one_clear_message_and_no_traceback(tmp_p
 
 # -- a channel whose command never starts --------------------------------------------------------
 
-def _hang_first_job_config(tmp_path: Path) -> list[str]:
-    """sshd_config lines for a node that accepts the first job's command and never starts it
-    (the channel stays open and silent); SFTP and every later command work."""
+def _hang_first_config(tmp_path: Path, what: str) -> list[str]:
+    """sshd_config lines for a node that accepts the first job's command (`what` = "job") or the
+    first SFTP session ("sftp") and never starts it (the channel stays open and silent); every
+    later one works."""
     force = tmp_path / "force.sh"
-    gate = tmp_path / "first-job-hung"
+    gate = tmp_path / "first-hung"
+    hang = f"if mkdir {gate} 2>/dev/null; then exec sleep 600; fi"
     force.write_text(
         'case "$SSH_ORIGINAL_COMMAND" in\n'
-        "  internal-sftp) exec /usr/lib/openssh/sftp-server ;;\n"
-        f"  *aup-job*) if mkdir {gate} 2>/dev/null; then exec sleep 600; fi ;;\n"
+        f"  internal-sftp) {hang if what == 'sftp' else ':'}; exec /usr/lib/openssh/sftp-server ;;\n"
+        f"  *aup-job*) {hang if what == 'job' else ':'} ;;\n"
         "esac\n"
         'exec /bin/sh -c "$SSH_ORIGINAL_COMMAND"\n'
     )
     return [f"ForceCommand /bin/sh {force}"]
 
 
-def test_a_job_command_that_never_starts_is_retried_within_start_timeout(sshd_factory, tmp_path):
+@pytest.mark.parametrize("what", ["job", "sftp"])
+def test_a_channel_that_never_starts_is_retried_within_start_timeout(sshd_factory, tmp_path, what):
     if not Path("/usr/lib/openssh/sftp-server").exists():
         pytest.skip("needs OpenSSH's sftp-server at /usr/lib/openssh/sftp-server")
-    server = sshd_factory.new(extra_config=_hang_first_job_config(tmp_path))
+    server = sshd_factory.new(extra_config=_hang_first_config(tmp_path, what))
     try:
         folder = node_folder(tmp_path, [server], script=False)
         write_script(folder, "job.sh", 'echo "#Auptimizer:2"\n')
         rm = make_manager(folder, start_timeout=1, reconn_wait_time=0.1, max_retries=2)
         try:
             job, done = start_job(rm, folder, "./job.sh", {})
-            assert done.wait(30), "the job hung on a channel whose command never started"
+            assert done.wait(30), f"the job hung on a {what} channel that never started"
             record = rm.connector.get_job(job.jid)
             assert record["status"] == "FINISHED" and record["score"] == 2, record
-            assert (tmp_path / "first-job-hung").is_dir()  # the first attempt did hang
+            assert (tmp_path / "first-hung").is_dir()  # the first attempt did hang
             log = (folder / "jobs" / f"{job.jid}.1.out").read_text()
-            assert "did not start" in log and "start_timeout" in log and "retrying" in log, log
+            assert "start_timeout" in log and "retrying" in log, log
         finally:
             rm.finish()
     finally:

@@ -337,6 +337,9 @@ class SSHResourceManager(CPUResourceManager):
                 return
             except ConnectionLost as exc:
                 message = str(exc)
+            except TimeoutError:  # an SFTP answer that did not come within start_timeout
+                self._drop_sftp(state.pool, state.name)
+                message = f"no answer from {label} within {self.start_timeout:g} s (start_timeout)"
             except NodeError as exc:  # host key, authentication, missing key file: no point retrying
                 if isinstance(exc, NodeUnreachableError):
                     message = str(exc)
@@ -389,8 +392,14 @@ class SSHResourceManager(CPUResourceManager):
             cached = self._sftp.get(key)
             if cached is not None and cached[0] is transport and transport.is_active():
                 return cached[1], lock
-            try:
-                sftp = paramiko.SFTPClient.from_transport(transport)
+            try:  # every SFTP answer within start_timeout: a wedged channel fails the attempt, not hangs it
+                chan = transport.open_session(timeout=self.start_timeout)
+                chan.settimeout(self.start_timeout)
+                exec_within(chan, "sftp", self.start_timeout, pool.label(name), subsystem=True)
+                sftp = paramiko.SFTPClient(chan)
+            except (CommandTimeoutError, TimeoutError) as exc:
+                raise ConnectionLost(f"{pool.label(name)} did not start SFTP within {self.start_timeout:g} s "
+                                     f"(start_timeout): {describe_error(exc)}") from None
             except Exception as exc:
                 if not transport.is_active():
                     pool.mark_down(name, f"lost the connection to {pool.label(name)}: {describe_error(exc)}")
@@ -603,9 +612,11 @@ class SSHResourceManager(CPUResourceManager):
                 code = self._poll_async(job, state, logf)
                 state.failures = 0
             except Exception as exc:
-                if not isinstance(exc, (ConnectionLost, NodeUnreachableError, CommandTimeoutError)) \
+                if not isinstance(exc, (ConnectionLost, NodeUnreachableError, CommandTimeoutError, TimeoutError)) \
                         and not self._connection_broken(state):
                     raise
+                if isinstance(exc, TimeoutError):  # its SFTP channel's requests are out of step now
+                    self._drop_sftp(state.pool, state.name)
                 if stopping or self._closing.is_set():
                     return
                 state.failures += 1
