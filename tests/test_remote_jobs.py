@@ -347,3 +347,20 @@ def test_a_channel_that_never_starts_is_retried_within_start_timeout(sshd_factor
             rm.finish()
     finally:
         server.kill()
+
+
+def test_a_file_where_the_local_jobs_folder_goes_fails_the_job_with_one_message(sshd_servers, tmp_path):
+    folder = node_folder(tmp_path, [sshd_servers[15]], script=False)
+    write_script(folder, "job.sh", 'echo "#Auptimizer:1"\n')
+    (folder / "jobs").write_text("not a folder")
+    rm = make_manager(folder)
+    try:
+        job, done = start_job(rm, folder, "./job.sh", {}, workingdir=str(tmp_path / "on the node"))
+        assert done.wait(20)
+        record = rm.connector.get_job(job.jid)
+        assert record["status"] == "FAILED"
+        assert record["error"] == (f"{folder / 'jobs'} is a file, but the job's config and log are kept in a "
+                                   "folder of that name beside the script: move the file away")
+        assert not rm._states  # nothing left running
+    finally:
+        rm.finish()

@@ -68,6 +68,10 @@ class ConnectionLost(AupError):
     """The connection to a node broke (or was refused) while a job needed it."""
 
 
+class _LocalJobsError(AupError):
+    """The local `jobs/` folder beside the script cannot be made."""
+
+
 @dataclass
 class _RemoteState:
     """What the manager knows of one running job on a node."""
@@ -294,14 +298,24 @@ class SSHResourceManager(CPUResourceManager):
         with self._lock:
             self._states[job.jid] = state
         self._update_job_counts()
-        os.makedirs(os.path.join(job.path, "jobs"), exist_ok=True)
+        local_jobs = os.path.join(job.path, "jobs")  # beside the local script (not the node's workingdir)
         try:
+            if os.path.exists(local_jobs) and not os.path.isdir(local_jobs):
+                raise _LocalJobsError(f"{local_jobs} is a file, but the job's config and log are kept in a folder "
+                                      "of that name beside the script: move the file away")
+            try:
+                os.makedirs(local_jobs, exist_ok=True)
+            except OSError as exc:
+                raise _LocalJobsError(f"cannot create {local_jobs} for the job's config and log "
+                                      f"({exc.strerror or exc}): make the script's folder writable") from None
             with open(job.log_path(), "wb") as logf:
                 self._run_with_retries(job, rid, label, state, runtime, logf)
                 if state.kill_started:  # the job ends once the node confirmed nothing of it is left
                     state.killed.wait(self.kill_grace + 20)
                     if state.kill_result and state.kill_result != "gone":
                         _log_line(logf, f"[aup] stopping job {job.jid} on {label}: {state.kill_result}")
+        except _LocalJobsError as exc:
+            job.error = str(exc)
         except OSError as exc:
             job.error = job.error or f"cannot write the log {job.log_path()}: {exc.strerror or exc}"
         finally:
