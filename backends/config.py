@@ -236,6 +236,14 @@ _ARG_TEXT = ("region", "region_name", "profile", "profile_name", "endpoint_url",
 # what the engine itself passes to a manager: the same key in resource_args would collide
 _ARG_ENGINE = ("connector", "n_parallel", "auppath", "eid", "bus", "maximize", "early_stop_policy", "key",
                "monitor", "pool", "username")
+# Auptimizer's own manager arguments (its Experiment passes the last four to every manager)
+_ARG_AUPTIMIZER = ("early_stop", "track_intermediate_results", "multi_res_labels", "save_model",
+                   "script", "workingdir", "runtime_args", "one_shot")
+#: every resource_args key some manager reads — the one list both this load-time check and the
+#: managers' constructors (UnknownArgumentError) use. SSH's `async_run` on a CPU run is not a
+#: mistake: Auptimizer ignores it there too.
+RESOURCE_ARG_KEYS = frozenset(_ARG_NUMBERS + _ARG_WHOLE + _ARG_FLAGS + _ARG_TEXT + _ARG_AUPTIMIZER
+                              + ("address_override", "remote_workingdir"))
 
 
 def _resource_args(data: dict, source: str) -> dict:
@@ -249,6 +257,9 @@ def _resource_args(data: dict, source: str) -> dict:
         if key == "remote_workingdir":
             raise ConfigError(f"{where} is not used: for node and aws experiments workingdir is the folder "
                               "on the node (as in Auptimizer) — move the path there")
+        if key not in RESOURCE_ARG_KEYS:  # refused before the experiment is recorded, not after
+            raise ConfigError(f"{where} is not an argument any resource manager takes — remove it "
+                              "(or check the spelling)")
         if key in _ARG_NUMBERS and not (value is None and key == "async_timeout") and not (
                 _is_number(value) and value >= 0):
             raise ConfigError(f"{where} must be a number of seconds (0 or more), got {_show(value)}")

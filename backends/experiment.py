@@ -61,7 +61,8 @@ class Experiment:
         self._idle = threading.Event()  # set when no job runs and none will be started
         self._mutex = threading.RLock()  # guards the dispatch state below
         self._in_flight: dict[int, Job] = {}
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # no new jobs: stopped, failed, or the loop is over
+        self._over = threading.Event()  # `run` is done with the manager (after save_model's re-run)
         self._stop_status = "STOPPED"
         self.started = threading.Event()
         self._store_down = False  # told the person that the store can't be written
@@ -69,17 +70,17 @@ class Experiment:
     # -- control (any thread) -------------------------------------------------------------
 
     def stop(self, status: str = "STOPPED") -> None:
-        """Stop the experiment: no new jobs, running ones killed; `run` returns soon after."""
-        if self._stop.is_set():
-            return
-        self._stop_status = status
-        self._stop.set()
+        """Stop the experiment: no new jobs, running ones killed; `run` returns soon after.
+
+        Also once the loop is over: the manager may still be running work of the experiment's
+        end (save_model's re-run of the best job), which is killed too."""
         with self._mutex:  # no dispatch is half-way: every job that started is in rm.jobs
+            if not self._stop.is_set():
+                self._stop_status = status
+                self._stop.set()
             rm = self.resource_manager
-            if rm is not None:
-                rm.stopping = True
-                for jid in list(rm.jobs):
-                    rm.stop_job(jid, reason="experiment stopped")
+            if rm is not None and not self._over.is_set():
+                rm.stop_all(reason="experiment stopped")
             if not self._in_flight:
                 self._idle.set()
 
@@ -141,16 +142,23 @@ class Experiment:
             status = self._loop(proposer, rm)
         except BaseException as exc:
             self.stop("FAILED")
-            rm.finish(status="FAILED")
+            try:
+                rm.finish(status="FAILED")
+            finally:
+                self._over.set()
             self.connector.end_experiment(eid, "FAILED", reason=f"the engine stopped: {exc!r}")
             self.status = "FAILED"
             raise
         finally:
-            self._stop.set()
+            self._stop.set()  # no job starts any more (a stop from now on still reaches the manager)
             if gpu_check is not None:
                 gpu_check.join(10)  # its warning comes before the end, whatever the jobs' speed
         self._watch_writes()  # the store came back after the last look: say so
-        best = rm.finish(status=status)  # a FINISHED run with save_model re-runs its best job here
+        try:
+            best = rm.finish(maximize=cfg.maximize, status=status)  # a FINISHED run with save_model re-runs its best job here
+        finally:
+            with self._mutex:
+                self._over.set()  # the watcher ends; stop() has nothing left to kill
         best_jid, best_score = (best if best else (None, None))
         why = {"reason": self._fail_reason} if status == "FAILED" else {}
         try:  # finished jobs' records waiting for room are written first (see _wait_for_store)
@@ -208,6 +216,7 @@ class Experiment:
         with self._mutex:
             self._dispatch()
         while not self._idle.wait(WATCH_INTERVAL):
+            self._check_failures()
             with self._mutex:
                 if not self._in_flight:
                     self._dispatch()  # resources held by another process may be free now
@@ -223,9 +232,25 @@ class Experiment:
         return "FINISHED"
 
     def _wait_for_store(self) -> None:
-        """Every job is done: wait (stoppable) until records that wait for room are written."""
+        """Every job is done: wait (stoppable) until records that wait for room are written —
+        not when the store fails otherwise (`_check_failures` stops the run then)."""
         while self.connector.write_error is not None and not self._stop.wait(WATCH_INTERVAL):
-            pass
+            self._check_failures()
+
+    def _check_failures(self) -> None:
+        """Fail the run, rather than wait for ever, when it can't go on: a job's end could not
+        be recorded (its manager's `failure`), or the store can't be written and the flusher
+        that would write it again fails with something other than a full disk."""
+        why = getattr(self._rm, "failure", None)
+        failure = self.connector.flush_failure
+        if not why and failure is not None and self.connector.write_error is not None:
+            why = f"the store can't be written: {failure}"
+        if why and not self._stop.is_set():
+            with self._mutex:
+                if not self._fail_reason:
+                    self._fail_reason = why
+            self._notice(why, "error")
+            self.stop("FAILED")
 
     def _dispatch(self) -> None:
         """Start jobs while there is room (caller holds `_mutex`); signal when all are done.
@@ -251,15 +276,8 @@ class Experiment:
             self._in_flight[job.jid] = job
             try:
                 rm.run_job(job, rid, cfg, self._job_done)
-            except RuntimeError:  # taken by another process meanwhile
-                self._in_flight.pop(job.jid)
-                self._retry.insert(0, job)
-                break
-            except StoreWriteError:  # the disk filled up meanwhile: undo, wait for room
-                self._in_flight.pop(job.jid)
-                if rm.jobs.pop(job.jid, None) is not None:
-                    job.attempt -= 1
-                    self.connector.free_used_resource(rid)
+            except (RuntimeError, StoreWriteError):  # taken by another process meanwhile, or the
+                self._in_flight.pop(job.jid)  # disk filled up (run_job undid its part): wait, retry
                 self._retry.insert(0, job)
                 break
         if not self._in_flight and (self._stop.is_set() or (self._exhausted and not self._retry)):
@@ -283,7 +301,11 @@ class Experiment:
             self._proposer.update(job.results[-1][0] if job.results else None, job.config)
         elif job.status == "FAILED":
             self._proposer.failed(job.config)
-            if not cfg.job_failure.get("ignore_fail"):
+            if self._rm.failure:  # the store failed, not the job: no point going on
+                self._fail_reason = self._fail_reason or self._rm.failure
+                self._notice(self._rm.failure, "error")
+                self.stop("FAILED")
+            elif not cfg.job_failure.get("ignore_fail"):
                 why = (f"job {job.jid} failed: {job.error} — stopping the experiment "
                        "(set job_failure.ignore_fail to keep going)")
                 if not self._fail_reason:  # the first failure is the reason; later ones follow from it
@@ -314,7 +336,7 @@ class Experiment:
     def _watch_store(self) -> None:
         """Honour stop requests and passive answers written by other processes."""
         seen: set[tuple] = set()
-        while not self._stop.wait(WATCH_INTERVAL):
+        while not self._over.wait(WATCH_INTERVAL):
             self._watch_writes()
             try:
                 for req in self.connector.stop_requests(self.eid):

@@ -18,6 +18,7 @@ from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO, Callable, Iterable
 
+from ..config import _ARG_AUPTIMIZER, RESOURCE_ARG_KEYS
 from ..errors import UnknownArgumentError
 from ..events import (
     EventBus,
@@ -48,24 +49,7 @@ MAX_LINE = 1 << 20  # longer output lines are logged but not parsed
 ENGINE_KWARGS = frozenset({"eid", "bus", "maximize", "early_stop_policy", "monitor", "pool", "username",
                            "auppath", "key"})
 #: Auptimizer's own keyword arguments (its Experiment passes the last four to every manager)
-AUPTIMIZER_KWARGS = frozenset({"early_stop", "track_intermediate_results", "multi_res_labels", "save_model",
-                               "script", "workingdir", "runtime_args", "one_shot"})
-
-
-def _other_managers_kwargs() -> frozenset[str]:
-    """resource_args that some manager reads (SSH's `async_run` on a CPU run is not a mistake:
-    Auptimizer ignores it there too)."""
-    from .. import config
-
-    names: set[str] = set()
-    for group in ("_ARG_NUMBERS", "_ARG_WHOLE", "_ARG_FLAGS", "_ARG_TEXT"):
-        names.update(getattr(config, group, ()))
-    return frozenset(names | {"known_hosts", "accept_new_hosts", "connect_timeout", "remote_workingdir",
-                              "reuse_connections", "kill_grace", "region", "region_name", "profile",
-                              "profile_name", "endpoint_url", "shutdown", "connection_retry",
-                              "connection_wait", "use_private_ip", "waiter_delay", "waiter_max_attempts",
-                              "address_override", "async_run", "async_reconnect", "async_timeout",
-                              "reconn_wait_time", "max_retries"})
+AUPTIMIZER_KWARGS = frozenset(_ARG_AUPTIMIZER)
 
 
 class AbstractResourceManager(ABC):
@@ -106,13 +90,15 @@ class AbstractResourceManager(ABC):
         self.one_shot = bool(kwargs.pop("one_shot", False))
         self.jobs: dict[int, Job] = {}
         self.stopping = False  # the experiment is stopping: no retries
+        #: why this manager can't go on (a job's end could not be recorded): the experiment fails with it
+        self.failure: str | None = None
         self._stop_reasons: dict[int, str] = {}
         self._ended: set[int] = set()  # jobs whose current attempt has been recorded as ended
         self._lock = threading.Lock()
         self._callback_lock = threading.RLock()  # one callback at a time
         self._pool: ThreadPoolExecutor | None = None
         self._names: dict[int, str] = {}
-        unknown = sorted(k for k in kwargs if k not in ENGINE_KWARGS and k not in _other_managers_kwargs())
+        unknown = sorted(k for k in kwargs if k not in ENGINE_KWARGS and k not in RESOURCE_ARG_KEYS)
         if unknown:
             raise UnknownArgumentError(
                 f"{type(self).__name__} got the unknown argument{'s' if len(unknown) > 1 else ''} "
@@ -134,8 +120,11 @@ class AbstractResourceManager(ABC):
         if self.result_labels and self.eid is not None and self._labels_saved != self.eid:
             self.connector.save_labels(self.eid, self.result_labels)
             self._labels_saved = self.eid
-        if not self.connector.take_available_resource(rid, job.jid):
+        if not self.connector.take_available_resource(rid, job.jid):  # raising, nothing to undo
             raise RuntimeError(f"resource {rid} is no longer free")
+        before = (job.rid, job.attempt, job.status, job.error, job.results, job.prescript_status)
+        with self._lock:
+            was = (self.jobs.get(job.jid), self._stop_reasons.get(job.jid), job.jid in self._ended)
         job.rid = rid
         job.attempt += 1
         job.status, job.error, job.results, job.prescript_status = "RUNNING", None, [], None
@@ -143,10 +132,25 @@ class AbstractResourceManager(ABC):
             self.jobs[job.jid] = job
             self._stop_reasons.pop(job.jid, None)
             self._ended.discard(job.jid)
+        try:
+            name = self.resource_name(rid)
+            self.connector.start_job(self.eid, job.jid, job.config, rid, name, job.attempt)
+        except BaseException:  # not started (disk full): undo exactly what this call did, then say so
+            job.rid, job.attempt, job.status, job.error, job.results, job.prescript_status = before
+            with self._lock:
+                held, reason, ended = was
+                if held is None:
+                    self.jobs.pop(job.jid, None)
+                else:
+                    self.jobs[job.jid] = held
+                if reason is not None:
+                    self._stop_reasons[job.jid] = reason
+                if ended:
+                    self._ended.add(job.jid)
+            self.connector.free_used_resource(rid)
+            raise
         if self.interm_job_res is not None:
             self.interm_job_res.setdefault(job.jid, [])
-        name = self.resource_name(rid)
-        self.connector.start_job(self.eid, job.jid, job.config, rid, name, job.attempt)
         self.bus.publish(ResourceTaken(rid=rid, jid=job.jid))
         self.bus.publish(JobStarted(eid=self.eid, jid=job.jid, rid=rid, resource=name, attempt=job.attempt))
         self._executor().submit(self._run_and_finish, job, rid, exp_config, call_back_func, kwargs)
@@ -175,10 +179,13 @@ class AbstractResourceManager(ABC):
         retry = status == "FAILED" and job.retryable and not self.stopping and job.attempt <= job.retries
         job.status = "RETRY" if retry else status
         values = list(job.results[-1]) if job.results else None
-        end = self.connector.end_job(self.eid, jid, score, status, values=values, error=job.error, final=not retry)
-        if job.rid is not None:
-            self.connector.free_used_resource(job.rid)
-            self.bus.publish(ResourceFreed(rid=job.rid))
+        try:  # a record that can't be written (damaged shard, EMFILE) must not keep the resource
+            end = self.connector.end_job(self.eid, jid, score, status, values=values, error=job.error,
+                                         final=not retry)
+        finally:
+            if job.rid is not None:
+                self.connector.free_used_resource(job.rid)
+                self.bus.publish(ResourceFreed(rid=job.rid))
         if status == "FINISHED":
             self.bus.publish(JobFinished(eid=self.eid, jid=jid, score=score, values=tuple(values or ()),
                                          end=end if isinstance(end, float) else None))
@@ -204,6 +211,14 @@ class AbstractResourceManager(ABC):
     def kill(self, job: Job) -> None:
         """End the job's work; managers that run something override this."""
 
+    def stop_all(self, reason: str = "experiment stopped") -> None:
+        """The experiment is stopping: no retries, no new work, every running job stopped
+        (also work of the experiment's end, such as save_model's re-run of the best job)."""
+        with self._lock:
+            self.stopping = True
+        for jid in list(self.jobs):
+            self.stop_job(jid, reason=reason)
+
     def suspend(self) -> None:
         """Stop every running job (Auptimizer's name for it, used on Ctrl-C)."""
         for jid in list(self.jobs):
@@ -219,24 +234,26 @@ class AbstractResourceManager(ABC):
         """The worker threads running jobs (Auptimizer's `executor`: `shutdown(wait=True)` waits for them)."""
         return self._executor()
 
-    def finish(self, status: str = "FINISHED") -> list | None:
-        """Wait for the running jobs to end; returns `[jid, best score]` of the experiment, or None.
+    def finish(self, status: str = "FINISHED", maximize: bool | None = None) -> list | None:
+        """Wait for the running jobs to end; returns `[jid, best score]` of the experiment, or None
+        (best by `maximize`; None: the constructor's).
 
         As in Auptimizer, running jobs are waited for, not killed: to stop them first, stop
         them (`stop_job`, `suspend`, or the experiment's `stop`)."""
         self._wait_for_jobs()
-        return self.best_result()
+        return self.best_result(maximize)
 
     def _wait_for_jobs(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
 
-    def best_result(self) -> list | None:
-        """`[jid, best score]` of this manager's experiment, or None."""
+    def best_result(self, maximize: bool | None = None) -> list | None:
+        """`[jid, best score]` of this manager's experiment (the highest when `maximize`, else the
+        lowest; None: the constructor's `maximize`), or None."""
         if self.eid is None or self.connector is None:
             return None
-        best = self.connector.get_best_result(self.eid, self.maximize)
+        best = self.connector.get_best_result(self.eid, self.maximize if maximize is None else bool(maximize))
         return list(best) if best else None
 
     def ensure_jid(self, job: Job) -> int:
@@ -348,6 +365,11 @@ class AbstractResourceManager(ABC):
             status = "FINISHED"
         try:
             self.finish_job(job.jid, score, status)  # recorded and its resource free before…
+        except Exception as exc:  # its end is not on record: fail it, and the experiment (`failure`)
+            log.exception("recording the end of job %s failed", job.jid)
+            job.status, job.error = "FAILED", f"its end could not be recorded: {exc}"
+            if self.failure is None:
+                self.failure = f"the store failed recording the end of job {job.jid}: {exc}"
         finally:
             with self._callback_lock:  # …the callback, one at a time
                 call_back_func(score, job.jid)

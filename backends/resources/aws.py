@@ -308,7 +308,7 @@ class AWSResourceManager(SSHResourceManager):
 
     def finish(self, maximize: bool = True, status: str = "FINISHED") -> list | None:
         try:
-            return super().finish(status=status)
+            return super().finish(maximize=maximize, status=status)
         finally:
             if self.shutdown and self.started_instances:
                 self.stop_started_instances()

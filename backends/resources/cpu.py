@@ -38,6 +38,7 @@ class CPUResourceManager(AbstractResourceManager):
     def __init__(self, connector, n_parallel: int, *args: Any, **kwargs: Any) -> None:
         super().__init__(connector, n_parallel, *args, **kwargs)
         self._procs: dict[int, subprocess.Popen] = {}
+        self._rerun: Job | None = None  # save_model's re-run of the best job, while it runs
         #: our environment, encoded once: copying and encoding os.environ for every job cost
         #: more than a third of the dispatch overhead
         self._base_env = {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()}
@@ -140,16 +141,24 @@ class CPUResourceManager(AbstractResourceManager):
 
     def finish(self, maximize: bool = True, status: str = "FINISHED") -> list | None:  # type: ignore[override]
         """Wait for the running jobs (as Auptimizer does; stop them first to end them sooner);
-        returns `[jid, best score]` or None. With `save_model`, a FINISHED experiment's best
-        job then runs once more to save its models (`save_best_model`).
-
-        `maximize` is there for Auptimizer's signature; as there, the constructor's `maximize`
-        decides which score is best."""
+        returns `[jid, best score]` or None — the highest score when `maximize`, else the
+        lowest (the engine passes its experiment's target). With `save_model`, a FINISHED experiment's
+        best job then runs once more to save its models (`save_best_model`), unless the experiment is stopping (`stop_all`)."""
         self._wait_for_jobs()
-        best = self.best_result()
-        if self.save_model and best is not None and status == "FINISHED":
+        best = self.best_result(bool(maximize))
+        if self.save_model and best is not None and status == "FINISHED" and not self.stopping:
             self.save_best_model(best)
         return best
+
+    def stop_all(self, reason: str = "experiment stopped") -> None:
+        """Also ends save_model's re-run of the best job (not one of `jobs`: it is not recorded)."""
+        super().stop_all(reason)
+        with self._lock:
+            rerun = self._rerun
+            if rerun is not None:
+                self._stop_reasons.setdefault(rerun.jid, reason)
+        if rerun is not None:
+            self.kill(rerun)
 
     # -- save_model ------------------------------------------------------------------------
 
@@ -178,14 +187,25 @@ class CPUResourceManager(AbstractResourceManager):
                                f"job {jid} on", "error")
             return None
         done = threading.Event()
+        with self._lock:  # `stop_all` either sees it (and kills it) or has set `stopping` before
+            if self.stopping:
+                self.connector.free_used_resource(rid)
+                return None
+            self._rerun = job
+            self._stop_reasons.pop(jid, None)
         try:
             self.run(job, rid, None, lambda score, _jid: done.set(), **self.runtime_args)
+            stopped = self._stop_reasons.get(jid)
+            if stopped is not None:
+                job.error = job.error or f"stopped ({stopped})"
             if not job.error:
                 self.collect_models(job, rid)
         except Exception as exc:  # a manager bug must not lose the experiment's result
             logger.exception("re-running the best job %s failed", jid)
             job.error = job.error or f"{type(exc).__name__}: {exc}"
         finally:
+            with self._lock:
+                self._rerun = None
             self.connector.free_used_resource(rid)
         if job.error or not job.results:
             why = job.error or "it printed no '#Auptimizer:' line"

@@ -762,7 +762,7 @@ class SSHResourceManager(CPUResourceManager):
             if st.chan is not None:
                 _quiet(st.chan.close)
         try:
-            return super().finish(status=status)
+            return super().finish(maximize=maximize, status=status)
         finally:
             for key in list(self._sftp):
                 cached = self._sftp.pop(key, None)

@@ -176,6 +176,9 @@ class TinyDBConnector:
         self._unwritten: dict[tuple[int, int], tuple[str, dict]] = {}
         #: why the store can't be written now (None: it can); cleared by the flusher's retry
         self.write_error: StoreWriteError | None = None
+        #: the flusher's last failure other than a full disk (a damaged file, EACCES), None once
+        #: a round succeeds: a run waiting for the store fails with it rather than wait forever
+        self.flush_failure: Exception | None = None
         #: databases this connector appended to and not yet compacted → when last written
         self._written: dict[str, float] = {}
         self._jid_floor: int | None = None
@@ -250,6 +253,7 @@ class TinyDBConnector:
             fd = storage_of(self._db(relpath)).append(ops)
         except StoreWriteError as exc:
             self.write_error = exc
+            self._start_flusher()  # whatever write failed first (even a sync one), the flusher retries
             raise
         except OSError as exc:
             from .files import is_write_error
@@ -257,6 +261,7 @@ class TinyDBConnector:
             if not is_write_error(exc):
                 raise
             self.write_error = StoreWriteError(path, exc)
+            self._start_flusher()
             raise self.write_error from None
         if relpath not in self._written:
             self._release_fds()
@@ -334,11 +339,7 @@ class TinyDBConnector:
         return first
 
     def _eids_on_disk(self) -> set[int]:
-        try:
-            names = os.listdir(self.root)
-        except FileNotFoundError:
-            return set()
-        return {int(n[1:]) for n in names if re.fullmatch(r"e[0-9]+", n)}
+        return {int(n[1:]) for n in self._listdir(self.root) if re.fullmatch(r"e[0-9]+", n)}
 
     def _id_floor(self, counter: str) -> int:
         """The highest id of `counter` found in the tables themselves."""
@@ -819,7 +820,11 @@ class TinyDBConnector:
             raise
 
     def retry_writes(self) -> bool:
-        """Try everything that waits; True (and `write_error` cleared) once the store takes writes."""
+        """Try everything that waits; True (and `write_error` cleared) once the store takes writes.
+
+        Any other failure (a store file damaged meanwhile, EACCES, EMFILE) is kept in
+        `flush_failure` and returns False: the flusher tries again, and a run waiting for the
+        store fails with it instead of waiting forever."""
         try:
             self.write_pending()
             self.flush()
@@ -829,7 +834,11 @@ class TinyDBConnector:
         except StoreWriteError as exc:
             self.write_error = exc
             return False
+        except Exception as exc:  # noqa: BLE001 — reported through flush_failure
+            self.flush_failure = exc
+            return False
         self.write_error = None
+        self.flush_failure = None
         return True
 
     def _files(self, pattern: str) -> list[str]:
@@ -981,7 +990,7 @@ class TinyDBConnector:
         self._start_flusher()
 
     def _start_flusher(self) -> None:
-        if self._flusher is None:
+        if self._flusher is None and not self._closed.is_set():
             with self._pending_lock:
                 if self._flusher is None:
                     self._flusher = threading.Thread(target=self._flush_loop, name="aup-store-flush", daemon=True)
@@ -1002,20 +1011,24 @@ class TinyDBConnector:
                     del self._written[relpath]
 
     def _flush_loop(self) -> None:
+        """Until close: write what waits. Never dies: a run waits on it (`write_error`)."""
         while not self._closed.wait(FLUSH_INTERVAL):
-            if self.write_error is not None or self._unwritten:
-                self.retry_writes()  # quietly: the experiment tells the person, once
-                continue
-            if self._pending or self._pids or self._released or self._dirty or self._written:
-                try:
+            try:
+                if self.write_error is not None or self._unwritten:
+                    self.retry_writes()  # quietly: the experiment tells the person, once
+                    continue
+                if self._pending or self._pids or self._released or self._dirty or self._written:
                     self.flush()
                     self._write_released()
                     self.sync()
                     self._compact_idle()
-                except StoreWriteError:
-                    pass  # `write_error` is set: retried next round
-                except Exception:  # keep going; the next round retries the batch
+                    self.flush_failure = None
+            except StoreWriteError:
+                pass  # `write_error` is set: retried next round
+            except Exception as exc:  # keep going; the next round retries the batch
+                if self.flush_failure is None or str(self.flush_failure) != str(exc):
                     log.exception("flushing the store failed")
+                self.flush_failure = exc
 
     def flush(self) -> None:
         """Write buffered intermediate results and job pids now."""
@@ -1024,14 +1037,18 @@ class TinyDBConnector:
             if not self._pending:
                 return
             batch, self._pending = self._pending, []
+        written: set[int] = set()
         try:
-            self._write_results(batch)
-        except BaseException:
-            with self._pending_lock:
-                self._pending[:0] = batch
-            raise
+            self._write_results(batch, written)
+        finally:
+            if len(written) < len(batch):  # only what is not in a journal yet waits for the next try
+                with self._pending_lock:
+                    self._pending[:0] = [item for item in batch if id(item[2]) not in written]
 
-    def _write_results(self, batch: list[tuple[int, int, dict]]) -> None:
+    def _write_results(self, batch: list[tuple[int, int, dict]], written: set[int]) -> None:
+        """Append `batch`'s results to their parts; `written` gets the id() of each document as
+        soon as its chunk is in a journal (and `_result_parts` counts it), so a failure later in
+        the batch never makes a retry append it twice."""
         groups: dict[tuple[int, int], list[dict]] = {}
         latest: dict[tuple[int, int], dict] = {}
         for eid, jid, doc in batch:
@@ -1048,6 +1065,7 @@ class TinyDBConnector:
                                 [{"t": "results", "id": str(count + i + 1), "d": d} for i, d in enumerate(chunk)])
                     count += len(chunk)
                     self._result_parts[(eid, shard)] = (part + 1, 0) if count >= RESULTS_PER_PART else (part, count)
+                    written.update(id(d) for d in chunk)
 
     def _write_latest(self, latest: dict[tuple[int, int], dict]) -> None:
         """A running job's record carries its latest intermediate result (`values`), so another
@@ -1099,10 +1117,7 @@ class TinyDBConnector:
 
     def _stop_markers(self, eid: int | None = None) -> list[str]:
         prefix = "stop." if eid is None else f"stop.e{eid}."
-        try:
-            return [os.path.join(self.root, n) for n in os.listdir(self.root) if n.startswith(prefix)]
-        except FileNotFoundError:
-            return []
+        return [os.path.join(self.root, n) for n in self._listdir(self.root) if n.startswith(prefix)]
 
     def _marker_requests(self, eid: int | None = None) -> list[dict]:
         out = []
@@ -1163,20 +1178,27 @@ class TinyDBConnector:
         On a store that can't be written, what waits is named in one warning (the jobs' logs
         keep their output) and the files are left as they are: readable, journals unfolded."""
         self._closed.set()
+        flusher = self._flusher
+        if flusher is not None and flusher is not threading.current_thread():
+            flusher.join()  # mid-round it would write (and flock) on what is closed below
         try:
             self.write_pending()
             self.flush()
             self._write_released()
             with self._locked():
-                storages = [storage_of(self._db(relpath)) for relpath in sorted(self._written)]
-                if len(storages) > 8:  # mostly waiting on the file system: fold a few at a time
-                    from concurrent.futures import ThreadPoolExecutor
+                relpaths = sorted(self._written)
+                # in groups that `_db` keeps open together: opening more results databases than
+                # OPEN_DBS would evict (close) ones already listed, and compacting those reopens fds
+                for start in range(0, len(relpaths), OPEN_DBS):
+                    storages = [storage_of(self._db(relpath)) for relpath in relpaths[start:start + OPEN_DBS]]
+                    if len(storages) > 8:  # mostly waiting on the file system: fold a few at a time
+                        from concurrent.futures import ThreadPoolExecutor
 
-                    with ThreadPoolExecutor(4, thread_name_prefix="aup-store-compact") as pool:
-                        list(pool.map(lambda st: st.compact(), storages))
-                else:
-                    for storage in storages:
-                        storage.compact()
+                        with ThreadPoolExecutor(4, thread_name_prefix="aup-store-compact") as pool:
+                            list(pool.map(lambda st: st.compact(), storages))
+                    else:
+                        for storage in storages:
+                            storage.compact()
                 self._written.clear()
                 for eid in sorted(self._summaries_due):
                     self._write_summary(eid)
