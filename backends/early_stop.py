@@ -16,14 +16,19 @@ the bar does not rise just because weak jobs were removed.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import statistics
 import threading
 import time
+import queue
+from concurrent.futures import Future
 from typing import Any, Callable, ClassVar, Iterable
 
 from .errors import ConfigError
 from .proposers.base import installed
+
+log = logging.getLogger(__name__)
 
 POLICY_NAMES = ("median", "bandit", "truncation", "curve_fitting")
 CURVE_FITTING_MIN_RESULTS = 5  # as Auptimizer: a curve is extrapolated from its 5th result on
@@ -72,11 +77,14 @@ class EarlyStopPolicy:
         self._judged_at: dict[int, int] = {}
         self._stopped: dict[int, str] = {}  # jid → why
         self._ended: set[int] = set()
+        self._attempts: dict[int, int] = {}  # jid → the attempt its curve belongs to
         self._lock = threading.Lock()
 
-    def report(self, jid: int, value: float) -> bool:
-        """Record ``value`` as job ``jid``'s next result; True when the job should be stopped."""
+    def report(self, jid: int, value: float, attempt: int = 1) -> bool:
+        """Record ``value`` as the next result of job ``jid``'s attempt ``attempt``; True when the
+        job should be stopped. A new attempt (a retry) starts a new curve."""
         with self._lock:
+            self._new_attempt(jid, attempt)
             if jid not in self._stopped:
                 self._curves.setdefault(jid, _Curve()).add(float(value), self._better)
                 self._judge_waiting()
@@ -86,6 +94,18 @@ class EarlyStopPolicy:
         """Why job ``jid`` was stopped, in words a person can check against the numbers."""
         with self._lock:
             return self._stopped.get(jid, "")
+
+    def _new_attempt(self, jid: int, attempt: int) -> None:
+        """A retried job's earlier attempt is not part of its curve (caller holds the lock)."""
+        if self._attempts.setdefault(jid, attempt) != attempt:
+            self._attempts[jid] = attempt
+            self._reset(jid)
+
+    def _reset(self, jid: int) -> None:
+        self._curves.pop(jid, None)
+        self._judged_at.pop(jid, None)
+        self._stopped.pop(jid, None)
+        self._ended.discard(jid)
 
     def forget(self, jid: int) -> None:
         """Mark the job ended: it is judged no more, but its results still count for the others,
@@ -189,8 +209,10 @@ class CurveFittingPolicy(EarlyStopPolicy):
     ended (for a negative best, 2 − threshold; for ``target: min`` the same on negated values).
 
     A job is judged at its evaluation steps from its 5th result on, once some job has ended. The
-    fit runs outside the policy's lock and gives up at ``curve_fitting_timeout`` seconds, with each
-    family's least-squares fit capped in evaluations, so one slow fit never holds up other jobs.
+    fit runs in one background worker (never in the job's output pump, which must keep reading a
+    chatty job's pipe) and gives up at ``curve_fitting_timeout`` seconds, with each family's
+    least-squares fit capped in evaluations; its verdict is applied at the job's next report.
+    One fit per job at a time.
     """
 
     name = "curve_fitting"
@@ -202,14 +224,20 @@ class CurveFittingPolicy(EarlyStopPolicy):
         self.max_iters = max_iters
         self.timeout = timeout
         self._values: dict[int, list[float]] = {}
+        self._fits: dict[int, Future] = {}  # jid → the fit of its current attempt under way
+        self._queue: queue.SimpleQueue | None = None  # fits for the worker thread
 
-    def report(self, jid: int, value: float) -> bool:
+    def report(self, jid: int, value: float, attempt: int = 1) -> bool:
         with self._lock:
+            self._new_attempt(jid, attempt)
+            self._apply_fit(jid)
             if jid in self._stopped:
                 return True
             self._curves.setdefault(jid, _Curve()).add(float(value), self._better)
             values = self._values.setdefault(jid, [])
             values.append(float(value))
+            if jid in self._fits:  # judged when the fit under way has said
+                return False
             step = self._evaluation_step(len(values))
             if step is None or step < CURVE_FITTING_MIN_RESULTS or self._judged_at.get(jid) == step:
                 return False
@@ -218,20 +246,75 @@ class CurveFittingPolicy(EarlyStopPolicy):
                 return False
             self._judged_at[jid] = step
             best = self._best(c.best(len(c)) for c in ended)
-            curve = list(values[:step])
+            self._fits[jid] = fit = Future()
+            if self._queue is None:
+                self._queue = queue.SimpleQueue()
+                # a daemon: a fit under way never holds up the process's exit
+                threading.Thread(target=self._fit_worker, args=(self._queue,), name="aup-curve-fit",
+                                 daemon=True).start()
+            self._queue.put((fit, list(values[:step]), step, best))
+            return False
+
+    def _fit_worker(self, fits: queue.SimpleQueue) -> None:
+        while True:
+            fit, curve, step, best = fits.get()
+            if not fit.set_running_or_notify_cancel():
+                continue
+            try:
+                fit.set_result(self._verdict(curve, step, best))
+            except BaseException as exc:  # noqa: BLE001 — handed to `_apply_fit`
+                fit.set_exception(exc)
+
+    def forget(self, jid: int) -> None:
+        super().forget(jid)
+        with self._lock:
+            fit = self._fits.pop(jid, None)
+        if fit is not None:
+            fit.cancel()
+
+    def wait_for_fits(self, timeout: float | None = None) -> None:
+        """Wait until the fits under way are done (their verdicts apply at the jobs' next report)."""
+        with self._lock:
+            fits = list(self._fits.values())
+        for fit in fits:
+            try:
+                fit.result(timeout)
+            except Exception:  # noqa: BLE001 — `_apply_fit` reports it
+                pass
+
+    def _apply_fit(self, jid: int) -> None:
+        """Take the verdict of job ``jid``'s finished fit (caller holds the lock)."""
+        fit = self._fits.get(jid)
+        if fit is None or not fit.done():
+            return
+        del self._fits[jid]
+        try:
+            why = fit.result()
+        except Exception:  # a fit that breaks judges nothing: the job runs on
+            log.exception("curve fitting for job %s failed", jid)
+            return
+        if why:
+            self._stopped[jid] = why
+
+    def _reset(self, jid: int) -> None:
+        super()._reset(jid)
+        self._values.pop(jid, None)
+        fit = self._fits.pop(jid, None)  # the earlier attempt's verdict is dropped
+        if fit is not None:
+            fit.cancel()
+
+    def _verdict(self, curve: list[float], step: int, best: float) -> str | None:
+        """Why a job with these first ``step`` results should stop (in the worker), or None."""
         sign = 1.0 if self.maximize else -1.0
         predicted = predict_final([sign * v for v in curve], self.max_iters, self.timeout)
         if predicted is None:
-            return False
+            return None
         factor = self.threshold if sign * best > 0 else 2 - self.threshold
         if predicted >= factor * sign * best:
-            return False
-        why = (f"curve fitting: its {_results(step)} extrapolate to {sign * predicted:.4g} at result "
-               f"{self.max_iters}, {self._worse()} than {factor * best:.4g} "
-               f"({factor:g} × the best finished result {best:.4g})")
-        with self._lock:
-            self._stopped[jid] = why
-        return True
+            return None
+        return (f"curve fitting: its {_results(step)} extrapolate to {sign * predicted:.4g} at result "
+                f"{self.max_iters}, {self._worse()} than {factor * best:.4g} "
+                f"({factor:g} × the best finished result {best:.4g})")
 
 
 # Learning-curve families (Domhan et al. 2015, as Auptimizer lists them): x is the result's

@@ -156,6 +156,11 @@ class Experiment:
         self._watch_writes()  # the store came back after the last look: say so
         try:
             best = rm.finish(maximize=cfg.maximize, status=status)  # a FINISHED run with save_model re-runs its best job here
+        except Exception as exc:  # the store can't be read (a damaged file): record why, end as FAILED
+            best = None
+            if status != "FAILED" or not self._fail_reason:
+                status, self._fail_reason = "FAILED", f"the run could not finish: {exc}"
+            self._notice(self._fail_reason, "error")
         finally:
             with self._mutex:
                 self._over.set()  # the watcher ends; stop() has nothing left to kill
@@ -169,7 +174,12 @@ class Experiment:
         self.status = status
         self.bus.publish(ExperimentFinished(eid=eid, status=status, best_jid=best_jid, best_score=best_score,
                                             reason=why.get("reason", "")))
-        result = self.result()
+        try:
+            result = self.result()
+        except Exception:  # noqa: BLE001 — a damaged store file: what this run knows
+            result = ExperimentResult(eid=eid, status=status, best_jid=best_jid, best_score=best_score,
+                                      best_config=None, logs=os.path.join(cfg.workingdir, "jobs"),
+                                      reason=why.get("reason", ""))
         result.status = status  # also when the store could not take it (stopped on a full disk)
         return result
 

@@ -209,11 +209,13 @@ def curve_policy(maximize=True, **extra):
                         "curve_fitting_max_iters": 20, **extra}, maximize)
 
 
-def first_stop(p, jid, values):
-    """The result number at which job `jid` is stopped, or None."""
+def first_stop(p, jid, values, attempt=1):
+    """The result number at which job `jid` is stopped, or None. Fits run in the background and
+    their verdict applies at the next report: here each is waited for before that report."""
     for i, value in enumerate(values, start=1):
-        if p.report(jid, value):
+        if p.report(jid, value, attempt):
             return i
+        p.wait_for_fits(60)
     return None
 
 
@@ -221,8 +223,9 @@ def test_curve_fitting_stops_a_job_whose_curve_heads_below_the_best_and_keeps_a_
     p = curve_policy()
     assert first_stop(p, 1, rising(0.9)) is None  # nobody to compare with: runs to the end
     p.forget(1)
-    # 0.5 - 0.4/x looks fine early on (its 5th result 0.42 is not far from 0.78), but levels off
-    assert first_stop(p, 2, rising(0.5, drop=0.4)) == 5
+    # 0.5 - 0.4/x looks fine early on (its 5th result 0.42 is not far from 0.78), but levels off:
+    # judged on its 5 results, stopped at its next report
+    assert first_stop(p, 2, rising(0.5, drop=0.4)) == 6
     assert p.reason(2) == ("curve fitting: its 5 results extrapolate to 0.48 at result 20, lower than "
                            "0.8265 (0.95 × the best finished result 0.87)")
     assert first_stop(p, 3, rising(0.95)) is None
@@ -233,7 +236,7 @@ def test_curve_fitting_with_target_min_stops_a_loss_that_levels_off_high():
     p = curve_policy(maximize=False)
     assert first_stop(p, 1, [1 - v for v in rising(0.9)]) is None
     p.forget(1)
-    assert first_stop(p, 2, [1 - v for v in rising(0.5, drop=0.4)]) == 5
+    assert first_stop(p, 2, [1 - v for v in rising(0.5, drop=0.4)]) == 6
     assert "higher than 0.1365 (1.05 × the best finished result 0.13)" in p.reason(2)
     assert first_stop(p, 3, [1 - v for v in rising(0.95)]) is None
 
@@ -242,7 +245,7 @@ def test_curve_fitting_judges_from_the_5th_result_after_warmup_and_every_steps()
     p = curve_policy(aup_policy_steps=3, warmup=7)
     first_stop(p, 1, rising(0.9))
     p.forget(1)
-    assert first_stop(p, 2, rising(0.5, drop=0.4)) == 7  # first multiple of 3 judged: 6 of 7 results
+    assert first_stop(p, 2, rising(0.5, drop=0.4)) == 8  # first multiple of 3 judged: 6 of 7 results
     assert "its 6 results" in p.reason(2)
     lone = curve_policy()
     assert first_stop(lone, 5, rising(0.1)) is None  # no job has ended: nothing to compare with
@@ -285,11 +288,15 @@ def test_curve_fitting_without_scipy_names_the_extra_to_install(tmp_path):
 def test_curve_fitting_stops_a_real_job_in_an_experiment(workdir):
     """Two real jobs one after the other: the first climbs to 0.9 and finishes; the second,
     levelling off at 0.5, is stopped early with the rule's numbers on its record."""
+    # the weak job reports on (at most ~100 s) until it is stopped: the verdict of the fit on
+    # its first 5 results, made in the background, applies at one of its later reports
     write_script(workdir, "curve.sh", """
         top=$(sed 's/.*"top": *\\([-0-9.e]*\\).*/\\1/' "$1")
+        n=20; [ "$top" = "0.5" ] && n=2000
         i=1
-        while [ $i -le 20 ]; do
-            awk -v t="$top" -v i=$i 'BEGIN { printf "#Auptimizer:%.6f\\n", t - 0.5 * t / i }'
+        while [ $i -le $n ]; do
+            awk -v t="$top" -v i=$i 'BEGIN { printf "#Auptimizer:%.6f\\n", t - 0.5 * t / (i < 20 ? i : 20) }'
+            [ $i -ge 20 ] && sleep 0.05
             i=$((i + 1))
         done
     """)
@@ -304,3 +311,91 @@ def test_curve_fitting_stops_a_real_job_in_an_experiment(workdir):
     assert jobs[0.9]["status"] == "FINISHED"
     assert jobs[0.5]["status"] == "EARLY_STOPPED"
     assert "curve fitting: its 5 results extrapolate to" in json.dumps(jobs[0.5])
+
+
+# -- a retried job starts a new curve; fits never hold up a job's output ----------------------------
+
+def test_a_retried_jobs_curve_starts_again_with_its_new_attempt(workdir):
+    """Job 2's first attempt reports three weak results and fails; its retry reports strong ones.
+    Judged on the retry's own results it is not stopped (the failed attempt's do not count)."""
+    write_script(workdir, "retry.sh", f"""
+        top=$(sed 's/.*"top": *\\([-0-9.e]*\\).*/\\1/' "$1")
+        if [ "$top" = "0.95" ] && [ ! -e "{workdir}/tried" ]; then
+            touch "{workdir}/tried"
+            echo "#Auptimizer:0.1"; echo "#Auptimizer:0.1"; echo "#Auptimizer:0.1"
+            exit 1
+        fi
+        for i in 1 2 3 4; do echo "#Auptimizer:$top"; done
+    """)
+    path = write_experiment(workdir, script="./retry.sh", proposer="sequence", n_parallel=1, n_samples=0,
+                            parameter_config=[{"name": "top", "type": "choice", "range": [0.9, 0.95]}],
+                            job_failure={"job_retries": 1},
+                            resource_args={"early_stop": {"aup_policy": "median", "aup_policy_steps": 4}})
+    exp = Experiment(load_experiment(path), auppath=str(workdir / ".aup"))
+    result = exp.run()
+    assert result.status == "FINISHED"
+    jobs = {j["config"]["top"]: j for j in exp.connector.jobs(result.eid)}
+    assert jobs[0.95]["status"] == "FINISHED", jobs[0.95]
+    assert [a["attempt"] for a in jobs[0.95]["attempts"]] == [1, 2]
+
+
+def test_policy_forgets_an_earlier_attempts_results():
+    for name in ("median", "bandit", "truncation"):
+        p = policy(name, steps=4)
+        run(p, {1: [0.9] * 4})
+        p.forget(1)
+        for value in (0.1, 0.1, 0.1):  # attempt 1, then it failed and is retried
+            assert not p.report(2, value, 1)
+        assert not any(p.report(2, 0.95, 2) for _ in range(4)), name
+    p = curve_policy()
+    first_stop(p, 1, rising(0.9))
+    p.forget(1)
+    first_stop(p, 2, [0.01] * 4, attempt=1)
+    assert first_stop(p, 2, [0.95] * 6, attempt=2) is None  # attempt 1's results are not on its curve
+
+
+def test_a_slow_curve_fit_does_not_stop_the_jobs_output_being_read(workdir, monkeypatch):
+    """While the fit of job 2's curve takes its time, job 2 writes far more than a pipe holds:
+    its output is still read (the job is not blocked), and the verdict stops it afterwards."""
+    import backends.early_stop as early_stop
+
+    gate = threading.Event()
+    fitting = threading.Event()
+
+    def slow_fit(values, at, timeout, max_evals=2000):
+        fitting.set()
+        gate.wait(60)
+        return 0.0  # far below the finished job's 0.9: stop
+
+    monkeypatch.setattr(early_stop, "predict_final", slow_fit)
+    write_script(workdir, "chatty.sh", f"""
+        top=$(sed 's/.*"top": *\\([-0-9.e]*\\).*/\\1/' "$1")
+        for i in 1 2 3 4 5; do echo "#Auptimizer:$top"; done
+        [ "$top" = "0.9" ] && exit 0
+        head -c 2000000 /dev/zero | tr '\\0' 'x' | fold -w 1000
+        touch "{workdir}/wrote_all"
+        i=0
+        while [ $i -lt 2000 ]; do echo "#Auptimizer:$top"; sleep 0.05; i=$((i+1)); done
+    """)
+    path = write_experiment(workdir, script="./chatty.sh", proposer="sequence", n_parallel=1, n_samples=0,
+                            parameter_config=[{"name": "top", "type": "choice", "range": [0.9, 0.5]}],
+                            resource_args={"early_stop": {"aup_policy": "curve_fitting", "aup_policy_steps": 5,
+                                                          "curve_fitting_max_iters": 20}})
+    exp = Experiment(load_experiment(path), auppath=str(workdir / ".aup"))
+    out = []
+    thread = threading.Thread(target=lambda: out.append(exp.run()), daemon=True)
+    thread.start()
+    wrote = workdir / "wrote_all"
+    try:
+        assert fitting.wait(60), "job 2 was never judged"
+        for _ in range(3000):  # bounded: 30 s for 2 MB
+            if wrote.exists():
+                break
+            threading.Event().wait(0.01)
+        assert wrote.exists(), "the job blocked writing its output while its curve was being fitted"
+    finally:
+        gate.set()
+        thread.join(60)
+    assert not thread.is_alive()
+    jobs = {j["config"]["top"]: j for j in exp.connector.jobs(out[0].eid)}
+    assert jobs[0.5]["status"] == "EARLY_STOPPED"

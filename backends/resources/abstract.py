@@ -287,7 +287,7 @@ class AbstractResourceManager(ABC):
             self.connector.save_intermediate_result(self.eid, job.jid, index, list(values), job.attempt)
         if self.bus.wants(JobIntermediate):
             self.bus.publish(JobIntermediate(eid=self.eid, jid=job.jid, index=index, values=values))
-        if self.early_stop is not None and self.early_stop.report(job.jid, values[0]):
+        if self.early_stop is not None and self.early_stop.report(job.jid, values[0], job.attempt):
             why = self.early_stop.reason(job.jid)
             self.stop_job(job.jid, reason=f"early stopped after {index + 1} results" + (f" — {why}" if why else ""))
 

@@ -628,9 +628,14 @@ class TinyDBConnector:
     def end_experiment(self, eid: int, status: str, **fields: Any) -> None:
         """Record how experiment `eid` ended (after its waiting records): raises StoreWriteError
         while the store can't be written."""
-        self.write_pending()
-        self.flush()
-        self._write_released()
+        try:
+            self.write_pending()
+            self.flush()
+            self._write_released()
+        except StoreWriteError:
+            raise
+        except Exception as exc:  # noqa: BLE001 — a damaged job file must not keep the end off record
+            log.warning("aup-tui: %s", exc)
         with self._locked():
             stops = [d.doc_id for d in self._meta("stops").all() if d["eid"] == eid]
             self._delete(self.META, "stops", stops)
