@@ -339,8 +339,8 @@ class Experiment:
         if level != "info":
             try:
                 self.connector.log_error(self.eid, message)
-            except StoreWriteError:
-                pass  # the person still sees it
+            except Exception:  # noqa: BLE001 — a store that can't be written: the person still sees it
+                pass
         self.bus.publish(Notice(message=message, eid=self.eid, level=level))
 
     def _watch_store(self) -> None:

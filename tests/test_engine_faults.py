@@ -285,7 +285,6 @@ def test_a_job_end_that_cannot_be_recorded_fails_the_run_instead_of_spinning(wor
         (workdir / "gate").touch()
     thread.join(30)
     assert not thread.is_alive(), "the run spins re-dispatching with its resources taken"
-    print("OUT", out)
     exp_record = TinyDBConnector(str(workdir / ".aup")).get_experiment(exp.eid)
     assert exp_record["status"] == "FAILED"
     assert "damaged" in exp_record["reason"] and "jobs-" in exp_record["reason"], exp_record["reason"]
@@ -340,3 +339,37 @@ def test_cpu_finish_honours_maximize(workdir):
     finally:
         store.close()
     assert json.loads(json.dumps(jids))  # both ran
+
+
+def test_a_run_waiting_for_the_store_fails_when_the_flusher_cannot_write_it_for_another_reason(workdir,
+                                                                                            monkeypatch):
+    """The store fills up as the job ends (its record waits), then refuses writes with EACCES:
+    the run ends, saying why, instead of waiting for ever for a disk that won't take writes."""
+    from backends.events import Notice
+
+    path = write_experiment(workdir, n_samples=1, n_parallel=1)
+    exp = Experiment(load_experiment(path), auppath=str(workdir / ".aup"))
+    said = threading.Event()
+    exp.bus.subscribe(lambda e: said.set() if isinstance(e, Notice) and "store can't be written" in e.message
+                      and e.level == "error" else None)
+    real = os.write
+    store_root = str(workdir / ".aup" / "store")
+    refusal = [errno.ENOSPC]
+
+    def write(fd, data):
+        where = _fd_path(fd)
+        if where.startswith(store_root) and ("/jobs-" in where or refusal[0] == errno.EACCES):
+            raise OSError(refusal[0], os.strerror(refusal[0]))
+        return real(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    thread, out = _run_in_thread(exp)
+    try:
+        assert _until(lambda: exp.connector.write_error is not None, 30), "the job's end was never refused"
+        refusal[0] = errno.EACCES  # …and now the store refuses for a reason that waiting won't fix
+        thread.join(30)
+        assert not thread.is_alive(), "the run waits for ever for the store"
+        assert said.is_set()
+    finally:
+        monkeypatch.undo()
+        thread.join(10)
