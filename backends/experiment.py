@@ -61,7 +61,8 @@ class Experiment:
         self._idle = threading.Event()  # set when no job runs and none will be started
         self._mutex = threading.RLock()  # guards the dispatch state below
         self._in_flight: dict[int, Job] = {}
-        self._stop = threading.Event()  # no new jobs: stopped, failed, or the loop is over
+        self._stop = threading.Event()  # a stop was asked for (by a person, or a failure)
+        self._loop_over = threading.Event()  # every job is done: none starts any more
         self._over = threading.Event()  # `run` is done with the manager (after save_model's re-run)
         self._stop_status = "STOPPED"
         self.started = threading.Event()
@@ -75,9 +76,10 @@ class Experiment:
         Also once the loop is over: the manager may still be running work of the experiment's
         end (save_model's re-run of the best job), which is killed too."""
         with self._mutex:  # no dispatch is half-way: every job that started is in rm.jobs
-            if not self._stop.is_set():
-                self._stop_status = status
-                self._stop.set()
+            if self._stop.is_set():
+                return  # the first stop reached the manager; from then on it starts nothing
+            self._stop_status = status
+            self._stop.set()
             rm = self.resource_manager
             if rm is not None and not self._over.is_set():
                 rm.stop_all(reason="experiment stopped")
@@ -86,6 +88,8 @@ class Experiment:
 
     @property
     def stopping(self) -> bool:
+        """A stop was asked for. False while save_model's re-run of the best job runs after a
+        finished search: the experiment still runs then, and `stop()` ends it."""
         return self._stop.is_set()
 
     def stop_job(self, jid: int) -> bool:
@@ -150,7 +154,7 @@ class Experiment:
             self.status = "FAILED"
             raise
         finally:
-            self._stop.set()  # no job starts any more (a stop from now on still reaches the manager)
+            self._loop_over.set()  # no job starts any more; a stop from now on still reaches the manager
             if gpu_check is not None:
                 gpu_check.join(10)  # its warning comes before the end, whatever the jobs' speed
         self._watch_writes()  # the store came back after the last look: say so
@@ -266,7 +270,7 @@ class Experiment:
         """Start jobs while there is room (caller holds `_mutex`); signal when all are done.
         No job starts while the store can't be written (disk full): the watcher resumes."""
         cfg, rm = self.config, self._rm
-        while not self._stop.is_set() and len(self._in_flight) < cfg.n_parallel \
+        while not self._stop.is_set() and not self._loop_over.is_set() and len(self._in_flight) < cfg.n_parallel \
                 and self.connector.write_error is None:
             job = self._retry.pop(0) if self._retry else None
             if job is None and not self._exhausted:
@@ -379,7 +383,7 @@ class Experiment:
         elif error is None and was_down:
             self.bus.publish(StoreProblem(message="store can be written again: results saved, carrying on",
                                           eid=self.eid, level="info", ok=True))
-            if not self._stop.is_set():
+            if not self._stop.is_set() and not self._loop_over.is_set():
                 with self._mutex:
                     self._dispatch()
 

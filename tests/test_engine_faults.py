@@ -373,3 +373,33 @@ def test_a_run_waiting_for_the_store_fails_when_the_flusher_cannot_write_it_for_
     finally:
         monkeypatch.undo()
         thread.join(10)
+
+
+def test_headless_ctrl_c_during_the_save_model_rerun_ends_it_and_exits(workdir):
+    """A real `aup-tui run --headless`: Ctrl-C while the best job is being re-run kills the re-run
+    and the process exits (before: it waited for the re-run for ever)."""
+    import subprocess
+
+    from helpers import cli_popen
+
+    write_script(workdir, "saver.py", SLOW_SAVER, shebang="#!/usr/bin/env python3")
+    write_experiment(workdir, script="./saver.py", n_parallel=1, n_samples=2, proposer="sequence",
+                     parameter_config=[{"name": "x", "range": [1, 2], "type": "int", "n": 2}],
+                     resource_args={"save_model": True})
+    proc = cli_popen("run", "--headless", "experiment.json", cwd=workdir,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    pid = None
+    try:
+        assert _until(lambda: (workdir / "rerun.pid").exists() or proc.poll() is not None, 60)
+        assert proc.poll() is None, proc.communicate()[1]
+        pid = int((workdir / "rerun.pid").read_text())
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert "Traceback" not in err, err
+        assert _until(lambda: not pid_alive(pid), 10), "the re-run was left running"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if pid is not None and pid_alive(pid):
+            os.killpg(pid, signal.SIGKILL)
