@@ -11,6 +11,9 @@ Files a job leaves in `<workingdir>/jobs/` on the node (next to Auptimizer's `<j
 - `<jid>.<attempt>.remote.pid`  the job's process-group id (it runs in its own session);
 - `<jid>.<attempt>.remote.rc`   its exit status, written when it ends.
 
+The best job's re-run that saves its models (`save_model`) uses `best_job_<eid>` for `<jid>`
+(`best_job_<eid>.json`, `best_job_<eid>.remote.out`, …), as Auptimizer names it.
+
 The local log stays `jobs/<jid>.<attempt>.out`; the remote one has its own name so that a
 node whose working folder is the local one (loopback, a shared file system) does not have
 two writers on one file.
@@ -86,6 +89,9 @@ class RemoteJobPaths:
     script: str  # absolute path of the script on the node
     jid: int
     attempt: int
+    #: the files' name instead of the job id: `best_job_<eid>` for the best job's re-run that saves
+    #: its models (as Auptimizer names them); its files then carry no attempt number
+    stem: str | None = None
 
     @property
     def jobs_dir(self) -> str:
@@ -93,11 +99,11 @@ class RemoteJobPaths:
 
     @property
     def config(self) -> str:
-        return posixpath.join(self.jobs_dir, f"{self.jid}.json")
+        return posixpath.join(self.jobs_dir, f"{self.stem or self.jid}.json")
 
     @property
     def config_rel(self) -> str:
-        return f"jobs/{self.jid}.json"
+        return f"jobs/{self.stem or self.jid}.json"
 
     @property
     def script_rel(self) -> str:
@@ -105,7 +111,8 @@ class RemoteJobPaths:
         return rel if rel.startswith("/") or rel.startswith("../") else "./" + rel
 
     def _file(self, suffix: str) -> str:
-        return posixpath.join(self.jobs_dir, f"{self.jid}.{self.attempt}.remote.{suffix}")
+        name = self.stem or f"{self.jid}.{self.attempt}"
+        return posixpath.join(self.jobs_dir, f"{name}.remote.{suffix}")
 
     @property
     def log(self) -> str:

@@ -87,7 +87,9 @@ def test_stop_ends_a_node_job_whose_child_holds_its_output(sshd_servers, tmp_pat
 
 
 @pytest.mark.parametrize("async_run", [False, True], ids=["sync", "async"])
-def test_finish_kills_the_running_node_jobs_quickly(sshd_servers, tmp_path, async_run):
+def test_stop_all_then_finish_kills_the_running_node_jobs_quickly(sshd_servers, tmp_path, async_run):
+    """What `Experiment.stop` does at the end of a run (`finish()` alone waits for the jobs, as
+    Auptimizer's does: see test_ssh_save_model.py)."""
     folder = node_folder(tmp_path, [sshd_servers[15]], script=False, slots=2)
     write_script(folder, "long.sh", """
         trap '' TERM
@@ -104,6 +106,7 @@ def test_finish_kills_the_running_node_jobs_quickly(sshd_servers, tmp_path, asyn
         groups = [rm._states[j.jid].pgid for j, _ in jobs]
         children = _children(folder)
         start = time.monotonic()
+        rm.stop_all(reason="experiment stopped")
         rm.finish()
         finished = True
         took = time.monotonic() - start
@@ -113,6 +116,7 @@ def test_finish_kills_the_running_node_jobs_quickly(sshd_servers, tmp_path, asyn
         assert not any(pid_alive(c) for c in children)
     finally:
         if not finished:
+            rm.stop_all(reason="test over")
             rm.finish()
         for pid in _children(folder):
             _kill_quietly(pid)

@@ -467,10 +467,25 @@ def test_experiment_whose_nodes_never_answer_fails_after_the_retries(sshd_factor
     assert exp.connector.get_experiment(exp.eid)["status"] == "FAILED"
 
 
-def test_no_nodes_is_a_clear_error(tmp_path):
+def test_no_nodes_is_a_clear_error_whose_example_init_runs(tmp_path):
+    import re
+    import shlex
+
+    from helpers import cli
+
     init_aup(str(tmp_path / ".aup"), cpu=1)
-    with pytest.raises(ConfigError, match="no nodes in node_mapping .*aup-tui init --node"):
+    with pytest.raises(ConfigError, match=r"no nodes in node_mapping .*`aup-tui init --overwrite --node "
+                                          r"USER@HOST\[:PORT\]`") as caught:
         get_resource_manager("node", TinyDBConnector(str(tmp_path / ".aup")), 1, auppath=str(tmp_path / ".aup"))
+    assert "user@host" not in str(caught.value)  # a placeholder `init` refuses, were it typed as shown
+    example = re.search(r"e\.g\. `aup-tui ([^`]+)`", str(caught.value)).group(1)
+    done = cli(*shlex.split(example), cwd=tmp_path)  # the example, typed as printed, is accepted
+    assert done.returncode == 0, done.stderr
+    rm = get_resource_manager("node", TinyDBConnector(str(tmp_path / ".aup")), 1, auppath=str(tmp_path / ".aup"))
+    try:
+        assert [host for host in rm.load_node_mapping(auppath=str(tmp_path / ".aup")).values()] == ["me@192.0.2.10"]
+    finally:
+        rm.finish()
 
 
 def test_load_node_mapping_reads_every_host_form(tmp_path):

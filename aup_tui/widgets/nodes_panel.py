@@ -30,7 +30,7 @@ from .colors import fmt_since, state_color, theme_colors
 
 __all__ = ["NodesPanel", "EMPTY_TEXT", "brief_error", "node_cells", "nodes_summary"]
 
-EMPTY_TEXT = "Nodes: none configured (aup-tui init --node user@host)"
+EMPTY_TEXT = "Nodes: none configured (aup-tui init --overwrite --node USER@HOST[:PORT])"
 GIB = 1 << 30
 MAX_ROWS = 10  # nodes shown at once (the table scrolls)
 

@@ -92,6 +92,9 @@ class _RemoteState:
     partial: bytes = b""
     last: str = ""
     failures: int = 0
+    sftp: Any = None  # the SFTP client this attempt uses (a shared one another job may close)
+    done: threading.Event = field(default_factory=threading.Event)  # `run` is over for this job
+    released: bool = False  # `finish` stopped waiting for it (stopped, and still not over)
 
 
 class SSHResourceManager(CPUResourceManager):
@@ -122,6 +125,9 @@ class SSHResourceManager(CPUResourceManager):
         self.start_timeout = max(0.1, float(kwargs.pop("start_timeout", START_TIMEOUT)))
         self.reuse_connections = bool(kwargs.pop("reuse_connections", True))
         self.kill_grace = float(kwargs.pop("kill_grace", 2.0))
+        #: the experiment's folder on the node, for save_model's re-run (which has no exp_config):
+        #: given, or the one the experiment's jobs were run with
+        self.remote_workingdir: str | None = kwargs.pop("remote_workingdir", None)
         super().__init__(connector, n_parallel, **kwargs)
         self.key = key
         self.auppath = auppath
@@ -147,14 +153,17 @@ class SSHResourceManager(CPUResourceManager):
         self._all_down_since: float | None = None
         self._down_noticed: set[str] = set()
         self._closing = threading.Event()
+        self._model_paths: dict[int, remote.RemoteJobPaths] = {}  # save_model re-run's files on the node
         self.names: dict[int, str] = {}  # rid → node name in the pool
         self.specs: dict[int, HostSpec] = {}
         mapping = self.load_node_mapping(key, auppath)
         if not mapping:
             env = load_env(auppath)
-            flag = "--aws" if key == "aws_mapping" else "--node"
+            what = "--aws USER@INSTANCE_ID" if key == "aws_mapping" else "--node USER@HOST[:PORT]"
             raise ConfigError(f"no {'instances' if key == 'aws_mapping' else 'nodes'} in {key} of {env.path}: "
-                              f"run `aup-tui init {flag} user@host` first")
+                              f"add some with `aup-tui init --overwrite {what}` (with the flags of the "
+                              "resources to keep), e.g. `aup-tui init --overwrite "
+                              f"{'--aws ubuntu@i-0123456789abcdef0' if key == 'aws_mapping' else '--node me@192.0.2.10'}`")
         for rid, (name, spec) in self._resolve_nodes(mapping).items():
             self.names[rid], self.specs[rid] = name, spec
             self.pool.add_node(name, spec)
@@ -294,6 +303,10 @@ class SSHResourceManager(CPUResourceManager):
         label = self.node_label(rid)
         pool = self.pool if self.reuse_connections else NodePool({name: self.specs[rid]}, **self._pool_options)
         wd = getattr(exp_config, "remote_workingdir", None)
+        if wd and not self.remote_workingdir:
+            self.remote_workingdir = str(wd)
+        elif not wd and job.save_model_flag:  # save_model's re-run: where the experiment's jobs ran
+            wd = self.remote_workingdir
         state = _RemoteState(name=name, pool=pool, workingdir=str(wd) if wd else None)
         with self._lock:
             self._states[job.jid] = state
@@ -319,9 +332,12 @@ class SSHResourceManager(CPUResourceManager):
         except OSError as exc:
             job.error = job.error or f"cannot write the log {job.log_path()}: {exc.strerror or exc}"
         finally:
+            if job.save_model_flag and state.paths is not None:
+                self._model_paths[job.jid] = state.paths  # where collect_models finds its models
             with self._lock:
                 self._states.pop(job.jid, None)
             state.killed.set()  # nothing of it runs any more: whoever waits for its end may go on
+            state.done.set()
             self._update_job_counts()
             if pool is not self.pool:
                 self._drop_sftp(pool, name)
@@ -352,7 +368,7 @@ class SSHResourceManager(CPUResourceManager):
             except ConnectionLost as exc:
                 message = str(exc)
             except TimeoutError:  # an SFTP answer that did not come within start_timeout
-                self._drop_sftp(state.pool, state.name)
+                self._drop_sftp(state.pool, state.name, state.sftp)
                 message = f"no answer from {label} within {self.start_timeout:g} s (start_timeout)"
             except NodeError as exc:  # host key, authentication, missing key file: no point retrying
                 if isinstance(exc, NodeUnreachableError):
@@ -363,12 +379,16 @@ class SSHResourceManager(CPUResourceManager):
             except (AupError, OSError) as exc:
                 if self._connection_broken(state):
                     message = f"lost the connection to {label}: {exc}"
+                elif self._sftp_lost(state):
+                    message = _sftp_lost_text(label, exc)
                 else:
                     job.error = f"on {label}: {exc}" if label not in str(exc) else str(exc)
                     return
             except Exception as exc:  # paramiko's SSHException, EOFError, …
                 if self._connection_broken(state):
                     message = f"lost the connection to {label}: {describe_error(exc)}"
+                elif self._sftp_lost(state):
+                    message = _sftp_lost_text(label, exc)
                 else:
                     raise
             if self._stopped(job):
@@ -393,9 +413,26 @@ class SSHResourceManager(CPUResourceManager):
         except NodeError:
             return True
 
+    def _sftp_lost(self, state: _RemoteState) -> bool:
+        """The shared SFTP client this attempt used was closed under it (another job's request
+        on it timed out, which drops it): the attempt is retried like a lost connection."""
+        sftp = state.sftp
+        if sftp is None:
+            return False
+        cached = self._sftp.get((id(state.pool), state.name))
+        return cached is None or cached[1] is not sftp or bool(getattr(sftp.sock, "closed", False))
+
     # -- files on the node ----------------------------------------------------------------
 
-    def _sftp_client(self, pool: NodePool, name: str):
+    def _sftp_client(self, pool: NodePool, name: str, state: _RemoteState | None = None):
+        """The node's shared SFTP client and the lock to hold while using it (noted on `state`,
+        so that an error from a client another job closed meanwhile is known as such)."""
+        sftp, lock = self._open_sftp(pool, name)
+        if state is not None:
+            state.sftp = sftp
+        return sftp, lock
+
+    def _open_sftp(self, pool: NodePool, name: str):
         import paramiko
 
         key = (id(pool), name)
@@ -425,10 +462,16 @@ class SSHResourceManager(CPUResourceManager):
             self._sftp[key] = (transport, sftp)
             return sftp, lock
 
-    def _drop_sftp(self, pool: NodePool, name: str) -> None:
-        cached = self._sftp.pop((id(pool), name), None)
-        if cached is not None:
-            _quiet(cached[1].close)
+    def _drop_sftp(self, pool: NodePool, name: str, sftp: Any = None) -> None:
+        """Close the node's shared SFTP client (only if it is still `sftp`, when given: one
+        opened since by another job stays)."""
+        key = (id(pool), name)
+        with self._lock:
+            cached = self._sftp.get(key)
+            if cached is None or (sftp is not None and cached[1] is not sftp):
+                return
+            del self._sftp[key]
+        _quiet(cached[1].close)
 
     def _remote_home(self, sftp, name: str) -> str:
         home = self._homes.get(name)
@@ -446,12 +489,13 @@ class SSHResourceManager(CPUResourceManager):
             wd = posixpath.join(self._remote_home(sftp, state.name), wd)
         wd = posixpath.normpath(wd)
         script = posixpath.join(wd, os.path.basename(job.script_path))
-        return remote.RemoteJobPaths(workingdir=wd, script=script, jid=job.jid, attempt=job.attempt)
+        stem = f"best_job_{job.eid}" if job.save_model_flag and job.eid is not None else None
+        return remote.RemoteJobPaths(workingdir=wd, script=script, jid=job.jid, attempt=job.attempt, stem=stem)
 
     def _prepare(self, job: Job, state: _RemoteState, runtime: dict, env_text: str = "") -> remote.RemoteJobPaths:
         """Folders, script, config and environment file on the node; returns where the job's files are."""
         pool, name = state.pool, state.name
-        sftp, lock = self._sftp_client(pool, name)
+        sftp, lock = self._sftp_client(pool, name, state)
         with lock:
             paths = self._remote_paths(job, state, sftp)
             if (name, "dir", paths.jobs_dir) not in self._ready:
@@ -479,7 +523,7 @@ class SSHResourceManager(CPUResourceManager):
         if not body_args.get("env_text"):
             return
         try:
-            sftp, lock = self._sftp_client(state.pool, state.name)
+            sftp, lock = self._sftp_client(state.pool, state.name, state)
             with lock:
                 sftp.remove(paths.env)
         except Exception:  # best effort: the file is the user's own, mode 0600
@@ -627,10 +671,10 @@ class SSHResourceManager(CPUResourceManager):
                 state.failures = 0
             except Exception as exc:
                 if not isinstance(exc, (ConnectionLost, NodeUnreachableError, CommandTimeoutError, TimeoutError)) \
-                        and not self._connection_broken(state):
+                        and not self._connection_broken(state) and not self._sftp_lost(state):
                     raise
                 if isinstance(exc, TimeoutError):  # its SFTP channel's requests are out of step now
-                    self._drop_sftp(state.pool, state.name)
+                    self._drop_sftp(state.pool, state.name, state.sftp)
                 if stopping or self._closing.is_set():
                     return
                 state.failures += 1
@@ -659,7 +703,7 @@ class SSHResourceManager(CPUResourceManager):
 
     def _poll_async(self, job: Job, state: _RemoteState, logf) -> int | None:
         """New output since the last poll, and the exit status once the job has ended."""
-        sftp, lock = self._sftp_client(state.pool, state.name)
+        sftp, lock = self._sftp_client(state.pool, state.name, state)
         paths = state.paths
         with lock:
             try:
@@ -739,37 +783,105 @@ class SSHResourceManager(CPUResourceManager):
                 pass
         state.pgid = None
 
-    def finish(self, maximize: bool = True, status: str = "FINISHED") -> list | None:
-        """Stop every job still running on a node (its process group killed there), within
-        about kill_grace + 10 s whatever the nodes do, then close the connections."""
-        with self._lock:
-            running = list(self._states.items())
-        for jid, st in running:
-            job = self.jobs.get(jid)
-            if job is not None:
-                self._stop_reasons.setdefault(jid, "experiment ended")
-                self.kill(job)
-        # a job that has not told its process group yet kills itself as soon as it does (it sees
-        # the stop); a kill under way reports when the node confirmed it
-        deadline = time.monotonic() + self.kill_grace + 10
-        for _, st in running:
-            st.killed.wait(max(0.0, deadline - time.monotonic()))
-        for _, st in running:  # launched, but its group never came back to us: the node's pid file says
-            if not st.killed.is_set() and not st.kill_started and st.paths is not None:
-                self._kill_leftover(st)
-        self._closing.set()
-        for _, st in running:  # whatever the kill left: stop waiting for it
-            if st.chan is not None:
-                _quiet(st.chan.close)
+    def finish(self, maximize: bool = True, status: str = "FINISHED") -> list | None:  # type: ignore[override]
+        """Wait for the jobs running on nodes (as Auptimizer's SSH manager does; `stop_job`,
+        `stop_all` or the experiment's `stop` end them sooner), then, with `save_model`, re-run
+        the best job on a node and download its models (`collect_models`); then close the
+        connections. Returns `[jid, best score]` or None.
+
+        Bounded where it can be: a job being stopped gets kill_grace + 10 s to end whatever its
+        node does; then its channel is closed and what is left of it on the node killed."""
         try:
+            self._wait_for_nodes()
             return super().finish(maximize=maximize, status=status)
         finally:
+            self._closing.set()
+            with self._lock:
+                left = list(self._states.values())
+            for st in left:  # whatever is still there (a re-run a stop let go): stop waiting for it
+                if st.chan is not None:
+                    _quiet(st.chan.close)
             for key in list(self._sftp):
                 cached = self._sftp.pop(key, None)
                 if cached is not None:
                     _quiet(cached[1].close)
             if self._own_pool:
                 self.pool.close()
+
+    def _wait_for_nodes(self) -> None:
+        """Until no job runs on a node: those not stopped for as long as they run, a stopped one
+        at most kill_grace + 10 s from when its stop was seen."""
+        deadlines: dict[int, float] = {}
+        while True:
+            with self._lock:
+                running = [(jid, st) for jid, st in self._states.items() if not st.released]
+            if not running:
+                return
+            now = time.monotonic()
+            for jid, st in running:
+                if jid not in self._stop_reasons and not st.stop_requested.is_set():
+                    continue
+                if now < deadlines.setdefault(jid, now + self.kill_grace + 10):
+                    continue
+                st.released = True  # its node did not let it end: let it go
+                if st.chan is not None:
+                    _quiet(st.chan.close)
+                if not st.kill_started and st.paths is not None:  # its group never came back to us
+                    self._kill_leftover(st)
+                st.killed.set()  # a job waiting for its kill (or polling, async) ends now
+            waiting = [st for _, st in running if not st.released]
+            if waiting:
+                waiting[0].done.wait(0.05)
+
+    # -- save_model -------------------------------------------------------------------------
+
+    def collect_models(self, job: Job, rid: int) -> None:
+        """Download what the best job's re-run saved on its node, `<workingdir>/aup_models/models_<eid>`
+        there (every file, folders included), into `models_dir(job)` here, as Auptimizer does.
+        Every SFTP request answers within start_timeout; a lost connection is retried
+        `max_retries` times. Sets `job.error` (one sentence) when the models are not brought here."""
+        paths = self._model_paths.pop(job.jid, None)
+        name, label = self.names[rid], self.node_label(rid)
+        local_dir = self.models_dir(job)
+        if paths is None:
+            job.error = f"the best job {job.jid} did not run on {label}; no models to download"
+            return
+        remote_dir = posixpath.join(paths.workingdir, "aup_models", f"models_{job.eid}")
+        failures = 0
+        while True:
+            state = _RemoteState(name=name, pool=self.pool)
+            try:
+                sftp, lock = self._sftp_client(self.pool, name, state)
+                with lock:
+                    try:
+                        st = sftp.stat(remote_dir)
+                    except FileNotFoundError:
+                        job.error = (f"the best job {job.jid} saved no models on {label}: {remote_dir} is not "
+                                     "there (its script saves them when its config has save_model: true, "
+                                     "in aup_models/<folder_name> of its working folder)")
+                        return
+                    if not stat.S_ISDIR(st.st_mode or 0):
+                        job.error = f"{remote_dir} on {label} is not a folder; no models downloaded"
+                        return
+                    _download_tree(sftp, remote_dir, local_dir)
+                return
+            except _LocalWriteError as exc:
+                job.error = (f"cannot write the best job's models to {exc.path} ({exc.reason}): "
+                             "make room there or make it writable")
+                return
+            except Exception as exc:  # noqa: BLE001 -- each kind gets its sentence
+                lost = isinstance(exc, (ConnectionLost, NodeUnreachableError, TimeoutError, EOFError)) \
+                    or self._connection_broken(state) or self._sftp_lost(state)
+                if isinstance(exc, TimeoutError):
+                    self._drop_sftp(self.pool, name, state.sftp)
+                failures += 1
+                why = describe_error(exc) if not isinstance(exc, AupError) else str(exc)
+                if not lost or failures > self.max_retries:
+                    job.error = f"cannot download the models in {remote_dir} from {label}: {why}"
+                    return
+                log.warning("downloading the models from %s: %s; trying again in %g s", label, why,
+                            self.reconn_wait_time)
+                time.sleep(self.reconn_wait_time)
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -822,6 +934,65 @@ def _makedirs(sftp, path: str, label: str) -> None:
             continue
         if not stat.S_ISDIR(st.st_mode):
             raise JobError(f"{current} on {label} is a file, not a folder: fix 'workingdir'")
+
+
+class _LocalWriteError(AupError):
+    """A downloaded file could not be written here."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
+
+
+def _download_tree(sftp, remote_dir: str, local_dir: str, depth: int = 0) -> int:
+    """Copy the node's folder `remote_dir` into `local_dir` (made as needed), recursively;
+    returns how many files. A link to a file is copied as the file; a link to a folder is
+    not followed (no loops). Each file lands whole (written aside, then renamed), so a node
+    whose folder is this very folder (loopback, a shared file system) keeps its files."""
+    entries = sftp.listdir_attr(remote_dir)
+    try:
+        os.makedirs(local_dir, exist_ok=True)
+    except OSError as exc:
+        raise _LocalWriteError(local_dir, exc.strerror or str(exc)) from None
+    count = 0
+    for entry in entries:
+        name = entry.filename
+        if name in (".", "..") or "/" in name or name.endswith(".aup-download"):
+            continue
+        src, dest = posixpath.join(remote_dir, name), os.path.join(local_dir, name)
+        mode = entry.st_mode or 0
+        if stat.S_ISLNK(mode):
+            try:
+                mode = sftp.stat(src).st_mode or 0
+            except FileNotFoundError:  # a dangling link
+                continue
+            if stat.S_ISDIR(mode):
+                continue
+        if stat.S_ISDIR(mode):
+            if depth < 32:
+                count += _download_tree(sftp, src, dest, depth + 1)
+        elif stat.S_ISREG(mode):
+            tmp = os.path.join(local_dir, f".{name}.{uuid.uuid4().hex[:8]}.aup-download")
+            try:
+                try:
+                    sftp.get(src, tmp)
+                    os.replace(tmp, dest)
+                except OSError as exc:
+                    if getattr(exc, "filename", None) in (tmp, dest):  # here, not on the node
+                        raise _LocalWriteError(dest, exc.strerror or str(exc)) from None
+                    raise
+            finally:
+                try:
+                    os.remove(tmp)
+                except OSError:
+                    pass
+            count += 1
+    return count
+
+
+def _sftp_lost_text(label: str, exc: BaseException) -> str:
+    return (f"the SFTP session to {label} was closed under this job (another job's request on it timed "
+            f"out): {describe_error(exc)}")
 
 
 def _replace(sftp, tmp: str, dest: str) -> None:
