@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import threading
 
+import pytest
+
 from backends import Experiment
 from backends.config import load_experiment
 from backends.events import EventBus, Notice
@@ -27,7 +29,8 @@ SAVER = """
 """
 
 
-def test_save_model_reruns_the_best_job_on_the_node_and_downloads_its_models(sshd_server, tmp_path):
+@pytest.mark.parametrize("async_run", [False, True], ids=["sync", "async"])
+def test_save_model_reruns_the_best_job_on_the_node_and_downloads_its_models(sshd_server, tmp_path, async_run):
     folder = node_folder(tmp_path, [sshd_server], script=False)
     write_script(folder, "saver.sh", SAVER)
     node_side = tmp_path / "on the node"  # the experiment's workingdir: a folder on the node
@@ -35,7 +38,8 @@ def test_save_model_reruns_the_best_job_on_the_node_and_downloads_its_models(ssh
         folder, script="./saver.sh", resource="node", workingdir=str(node_side), n_samples=3, n_parallel=1,
         target="max", proposer="sequence",
         parameter_config=[{"name": "x", "range": [1, 3], "type": "int", "n": 3}],
-        resource_args={"known_hosts": str(folder / "known_hosts"), "save_model": True, **FAST})
+        resource_args={"known_hosts": str(folder / "known_hosts"), "save_model": True, "async_run": async_run,
+                       "async_reconnect": 0.1, **FAST})
     bus = EventBus()
     notices: list[Notice] = []
     bus.subscribe(lambda e: notices.append(e) if isinstance(e, Notice) else None)

@@ -863,7 +863,9 @@ class SSHResourceManager(CPUResourceManager):
                     if not stat.S_ISDIR(st.st_mode or 0):
                         job.error = f"{remote_dir} on {label} is not a folder; no models downloaded"
                         return
-                    _download_tree(sftp, remote_dir, local_dir)
+                    count = _download_tree(sftp, remote_dir, local_dir)
+                log.info("downloaded %d files of the best job's models from %s on %s to %s",
+                         count, remote_dir, label, local_dir)
                 return
             except _LocalWriteError as exc:
                 job.error = (f"cannot write the best job's models to {exc.path} ({exc.reason}): "
