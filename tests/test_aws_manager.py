@@ -245,6 +245,8 @@ def test_ssh_not_up_after_start(moto_url, ec2, tmp_path):
 
 def test_no_instances_is_a_clear_error(moto_url, tmp_path):
     init_aup(str(tmp_path / ".aup"), cpu=1)
-    with pytest.raises(Exception, match="no instances in aws_mapping .*aup-tui init --aws"):
+    with pytest.raises(Exception, match=r"no instances in aws_mapping .*`aup-tui init --overwrite --aws "
+                                        r"USER@INSTANCE_ID\[:PORT\]`.* e\.g\. `aup-tui init --overwrite --aws "
+                                        r"ubuntu@i-0123456789abcdef0`"):
         get_resource_manager("aws", TinyDBConnector(str(tmp_path / ".aup")), 1, auppath=str(tmp_path / ".aup"),
                              endpoint_url=moto_url, region=REGION)

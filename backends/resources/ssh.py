@@ -159,7 +159,7 @@ class SSHResourceManager(CPUResourceManager):
         mapping = self.load_node_mapping(key, auppath)
         if not mapping:
             env = load_env(auppath)
-            what = "--aws USER@INSTANCE_ID" if key == "aws_mapping" else "--node USER@HOST[:PORT]"
+            what = "--aws USER@INSTANCE_ID[:PORT]" if key == "aws_mapping" else "--node USER@HOST[:PORT]"
             raise ConfigError(f"no {'instances' if key == 'aws_mapping' else 'nodes'} in {key} of {env.path}: "
                               f"add some with `aup-tui init --overwrite {what}` (with the flags of the "
                               "resources to keep), e.g. `aup-tui init --overwrite "
