@@ -14,9 +14,11 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
+from aup_tui_themes import DEFAULT_THEME, THEMES
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -24,8 +26,6 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
-
-from themes import DEFAULT_THEME, THEMES
 
 from .bridge import EngineBridge, ExperimentState, LiveSource, StoreSource
 from .signals import STOP_WAIT, quiet_on_hangup, signal_name, stop_signals
@@ -85,7 +85,9 @@ class QuitScreen(ModalScreen[str | None]):
                 f"Experiment '{self.exp_name}' is still running ({self.running} job(s) now).\n\n"
                 "y  stop it (running jobs are killed, it ends STOPPED) and quit\n"
                 "n  quit the dashboard, keep it running in this terminal with a progress line\n"
-                "escape  stay here", id="quit-question")
+                "escape  stay here",
+                id="quit-question",
+            )
             with Horizontal(id="quit-buttons"):
                 yield Button("Stop & quit [b](y)[/]", variant="error", id="quit-stop")
                 yield Button("Keep running [b](n)[/]", variant="primary", id="quit-keep")
@@ -161,9 +163,11 @@ def help_rows(app: App, screen) -> list[tuple[str, str, str]]:
                     continue
                 seen.add(key)
                 rows.append((group, key, binding.description))
-    rows += [("Everywhere", "ctrl+p", "Command palette: every action by name"),
-             ("Dialogs", "y / n", "Answer a confirm dialog (escape: no)"),
-             ("Dialogs", "ctrl+s", "Submit the passive-job form (escape leaves the job waiting)")]
+    rows += [
+        ("Everywhere", "ctrl+p", "Command palette: every action by name"),
+        ("Dialogs", "y / n", "Answer a confirm dialog (escape: no)"),
+        ("Dialogs", "ctrl+s", "Submit the passive-job form (escape leaves the job waiting)"),
+    ]
     return rows
 
 
@@ -182,8 +186,9 @@ class AupCommands(Provider):
             ("Next theme", "switch to the next theme (t)", app.action_next_theme),
         ]
         for name in THEME_NAMES:
-            cmds.append((f"Theme: {name.removeprefix('aup-')}", f"use the {name} theme",
-                         partial(app.set_theme, name)))
+            cmds.append(
+                (f"Theme: {name.removeprefix('aup-')}", f"use the {name} theme", partial(app.set_theme, name))
+            )
         from .screens.dashboard import DashboardScreen
         from .widgets.job_table import COLUMNS, STATUS_FILTERS, JobTable
 
@@ -191,26 +196,55 @@ class AupCommands(Provider):
             cmds += [
                 ("Stop selected job", "ask the selected job to stop (s)", screen.action_stop_job),
                 ("Stop experiment", "stop the whole experiment (S)", screen.action_stop_experiment),
-                ("Open selected job", "its parameters, attempts, log and curve (enter)", screen.action_open_job),
+                (
+                    "Open selected job",
+                    "its parameters, attempts, log and curve (enter)",
+                    screen.action_open_job,
+                ),
                 ("Filter jobs", "filter the job table by text (/)", screen.action_filter),
                 ("Clear filter", "show every job (escape)", screen.action_back),
-                ("Answer waiting passive job", "open the form of a job waiting for you (p)",
-                 screen.action_answer_passive),
+                (
+                    "Answer waiting passive job",
+                    "open the form of a job waiting for you (p)",
+                    screen.action_answer_passive,
+                ),
                 ("Experiments", "pick another experiment of this .aup (e)", screen.action_experiments),
-                ("Score plot: order / time", "plot the scores over job order or time since the start (x)",
-                 screen.action_plot_axis),
-                ("Probe nodes now", "probe every SSH node now, ignoring backoff (r in the nodes panel)",
-                 screen.action_probe_nodes),
+                (
+                    "Score plot: order / time",
+                    "plot the scores over job order or time since the start (x)",
+                    screen.action_plot_axis,
+                ),
+                (
+                    "Probe nodes now",
+                    "probe every SSH node now, ignoring backoff (r in the nodes panel)",
+                    screen.action_probe_nodes,
+                ),
             ]
-            cmds += [(f"Node: {name}", "open the node's details (enter in the nodes panel)",
-                      partial(screen.open_node, name)) for name in screen.node_names]
+            cmds += [
+                (
+                    f"Node: {name}",
+                    "open the node's details (enter in the nodes panel)",
+                    partial(screen.open_node, name),
+                )
+                for name in screen.node_names
+            ]
             table = screen.query_one(JobTable)
             for key, label, _ in COLUMNS:
-                cmds.append((f"Sort jobs by {label}", f"sort the job table by {label} (click header / o)",
-                             partial(table.sort_by, key)))
+                cmds.append(
+                    (
+                        f"Sort jobs by {label}",
+                        f"sort the job table by {label} (click header / o)",
+                        partial(table.sort_by, key),
+                    )
+                )
             for status in STATUS_FILTERS:
-                cmds.append((f"Show {'all' if status is None else status.lower()} jobs",
-                             "filter the job table by status (f)", partial(table.set_filter, None, status)))
+                cmds.append(
+                    (
+                        f"Show {'all' if status is None else status.lower()} jobs",
+                        "filter the job table by status (f)",
+                        partial(table.set_filter, None, status),
+                    )
+                )
         return cmds
 
     async def discover(self) -> Hits:
@@ -240,10 +274,20 @@ class AupApp(App[int]):
         Binding("t", "next_theme", "Theme", id="app.theme"),
     ]
 
-    def __init__(self, auppath: str | None = None, *, connector: Any = None, experiment: Any = None,
-                 watch: int | None = None, state: ExperimentState | None = None,
-                 picker_rows: list[dict] | None = None, clock: Callable[[], float] | None = None,
-                 theme: str | None = None, find: bool = True, demo_source: Any = None) -> None:
+    def __init__(
+        self,
+        auppath: str | None = None,
+        *,
+        connector: Any = None,
+        experiment: Any = None,
+        watch: int | None = None,
+        state: ExperimentState | None = None,
+        picker_rows: list[dict] | None = None,
+        clock: Callable[[], float] | None = None,
+        theme: str | None = None,
+        find: bool = True,
+        demo_source: Any = None,
+    ) -> None:
         super().__init__()
         self.auppath = auppath
         self.connector = connector
@@ -263,7 +307,9 @@ class AupApp(App[int]):
         self.watched_status: str | None = None
         self.empty_reason: tuple[bool, str, str] | None = None
         self.initial_experiments: list[dict] = []
-        self.monitoring: Any = None  # aup_tui.monitoring.Monitoring: started by the first dashboard; tests inject one
+        self.monitoring: Any = (
+            None  # aup_tui.monitoring.Monitoring: started by the first dashboard; tests inject one
+        )
         for t in THEMES:
             self.register_theme(t)
         self.prefs = load_prefs(auppath)
@@ -278,8 +324,8 @@ class AupApp(App[int]):
         if self.demo_state is not None or self.picker_rows is not None:
             return
         if self.connector is None and self.find:
-            from backends.config import find_env
-            from backends.errors import ConfigError
+            from aup_tui_backends.config import find_env
+            from aup_tui_backends.errors import ConfigError
 
             try:
                 self.auppath = find_env(self.auppath)
@@ -287,7 +333,7 @@ class AupApp(App[int]):
                 where = os.path.abspath(os.path.expanduser(self.auppath)) if self.auppath else os.getcwd()
                 self.empty_reason = (True, where, "")
                 return
-            from backends.store import TinyDBConnector
+            from aup_tui_backends.store import TinyDBConnector
 
             self.connector = TinyDBConnector(self.auppath)
         if self.connector is not None and self.experiment_config is None and self.watch_eid is None:
@@ -344,25 +390,34 @@ class AupApp(App[int]):
         from .screens.dashboard import DashboardScreen
 
         state = ExperimentState(eid=eid)
-        screen = DashboardScreen(state, self.clock, source=StoreSource(self.connector, eid),
-                                 connector=self.connector, poll=True)
+        screen = DashboardScreen(
+            state, self.clock, source=StoreSource(self.connector, eid), connector=self.connector, poll=True
+        )
         self.push_screen(screen)
 
     def _start_experiment(self) -> None:
-        from backends.events import EventBus
-        from backends.experiment import Experiment
+        from aup_tui_backends.events import EventBus
+        from aup_tui_backends.experiment import Experiment
 
         from .screens.dashboard import DashboardScreen
 
         config = self.experiment_config
         bus = EventBus()
         self.bridge = EngineBridge(bus)
-        self.experiment = exp = Experiment(config, auppath=self.auppath or ".aup", connector=self.connector,
-                                           bus=bus)
+        self.experiment = exp = Experiment(
+            config, auppath=self.auppath or ".aup", connector=self.connector, bus=bus
+        )
         state = ExperimentState(name=config.name, target=config.target)
         state.start = self.clock()
-        self.push_screen(DashboardScreen(state, self.clock, source=LiveSource(exp, self.bridge),
-                                         bridge=self.bridge, connector=self.connector))
+        self.push_screen(
+            DashboardScreen(
+                state,
+                self.clock,
+                source=LiveSource(exp, self.bridge),
+                bridge=self.bridge,
+                connector=self.connector,
+            )
+        )
 
         def work() -> None:
             try:
@@ -389,8 +444,12 @@ class AupApp(App[int]):
 
     @property
     def running_experiment(self) -> bool:
-        return self.exp_thread is not None and self.exp_thread.is_alive() and \
-            self.experiment is not None and not self.experiment.stopping
+        return (
+            self.exp_thread is not None
+            and self.exp_thread.is_alive()
+            and self.experiment is not None
+            and not self.experiment.stopping
+        )
 
     def on_unmount(self) -> None:
         stop_signals.route(None)  # the loop is closing: a later signal is kept for what follows
@@ -485,8 +544,9 @@ class AupApp(App[int]):
 # -- entry point ---------------------------------------------------------------------------
 
 
-def run_app(auppath: str | None = None, *, connector: Any = None, experiment: Any = None,
-            watch: int | None = None) -> int:
+def run_app(
+    auppath: str | None = None, *, connector: Any = None, experiment: Any = None, watch: int | None = None
+) -> int:
     """Run the TUI; returns the exit code (0 finished, 130 stopped, 1 failed)."""
     app = AupApp(auppath, connector=connector, experiment=experiment, watch=watch)
     try:
@@ -512,7 +572,7 @@ def run_app(auppath: str | None = None, *, connector: Any = None, experiment: An
 
 def _finish_experiment(app: AupApp) -> int:
     """After the TUI closed: let the experiment end (stopped, or kept running headless) and report."""
-    from backends.experiment import summarize
+    from aup_tui_backends.experiment import summarize
 
     from .headless import print_summary
 
@@ -528,8 +588,10 @@ def _finish_experiment(app: AupApp) -> int:
             out.write(f"{why}stopping the experiment: killing running jobs…\n")
             thread.join(STOP_WAIT if signalled else None)
             if thread.is_alive():
-                out.write(f"jobs not stopped after {STOP_WAIT:g} s: leaving them; "
-                          "the next start records them INTERRUPTED\n")
+                out.write(
+                    f"jobs not stopped after {STOP_WAIT:g} s: leaving them; "
+                    "the next start records them INTERRUPTED\n"
+                )
                 return EXIT_STOPPED
     if app.bridge is not None:
         app.bridge.close()
@@ -553,7 +615,9 @@ def _continue_headless(app: AupApp) -> TextIO:
     exp = app.experiment
     follower = HeadlessFollower(exp, sys.stderr)
     follower.catch_up()
-    follower.progress.message(f"experiment {exp.eid} '{exp.config.name}' keeps running here — Ctrl-C stops it")
+    follower.progress.message(
+        f"experiment {exp.eid} '{exp.config.name}' keeps running here — Ctrl-C stops it"
+    )
     follower.follow(app.exp_thread)
     if follower.interrupted:
         app.quit_choice = "stop"

@@ -23,12 +23,11 @@ import shlex
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
-from textual.message import Message
-
-from backends.events import (
+from aup_tui_backends.events import (
     Event,
     EventBus,
     ExperimentFinished,
@@ -43,7 +42,8 @@ from backends.events import (
     PassiveResultAccepted,
     PassiveResultWanted,
 )
-from backends.store.connector import better
+from aup_tui_backends.store.connector import better
+from textual.message import Message
 
 LIVE = ("RUNNING", "WAITING")
 #: What counts as "failed" in the header's progress bar.
@@ -103,8 +103,14 @@ class Changes:
 class ExperimentState:
     """The experiment as the dashboard sees it; updated incrementally, O(changes) per update."""
 
-    def __init__(self, eid: int | None = None, name: str = "", status: str = "CONNECTING",
-                 n_samples: int = 0, target: str = "max") -> None:
+    def __init__(
+        self,
+        eid: int | None = None,
+        name: str = "",
+        status: str = "CONNECTING",
+        n_samples: int = 0,
+        target: str = "max",
+    ) -> None:
         self.eid = eid
         self.name = name
         self.status = status
@@ -195,11 +201,18 @@ class ExperimentState:
         self.scores.append((jid, score))
         self.score_values.append(score)
         end = self.jobs[jid].end if jid in self.jobs else None
-        self.score_times.append(end if end is not None else (self.score_times[-1] if self.score_times else 0.0))
+        self.score_times.append(
+            end if end is not None else (self.score_times[-1] if self.score_times else 0.0)
+        )
         prev = self.best_trace[-1] if self.best_trace else None
-        self.best_trace.append(score if prev is None or (score > prev if self.maximize else score < prev) else prev)
-        than = None if self.best_score is None or self.best_jid is None else \
-            (self.best_score, self._best_end, self.best_jid)
+        self.best_trace.append(
+            score if prev is None or (score > prev if self.maximize else score < prev) else prev
+        )
+        than = (
+            None
+            if self.best_score is None or self.best_jid is None
+            else (self.best_score, self._best_end, self.best_jid)
+        )
         if better(score, end, jid, than, self.maximize):  # the store's rule: ties go to the first finished
             self.best_jid, self.best_score, self._best_end = jid, score, end
             return True
@@ -325,10 +338,21 @@ class ExperimentState:
             score = doc.get("score")
             if score is None and doc.get("status") == "RUNNING" and doc.get("values"):
                 score = doc["values"][0]  # its latest intermediate result, as in a live run
-            fields = (doc.get("status"), doc.get("resource") or "", score, doc.get("start"),
-                      doc.get("end"), attempts, doc.get("error"))
-            if row is not None and (row.status, row.resource, row.score, row.start, row.end, row.attempts,
-                                    row.error) == fields and row.config:
+            fields = (
+                doc.get("status"),
+                doc.get("resource") or "",
+                score,
+                doc.get("start"),
+                doc.get("end"),
+                attempts,
+                doc.get("error"),
+            )
+            if (
+                row is not None
+                and (row.status, row.resource, row.score, row.start, row.end, row.attempts, row.error)
+                == fields
+                and row.config
+            ):
                 continue
             row = self._row(jid)
             self._set_status(row, fields[0] or "QUEUED")
@@ -380,8 +404,19 @@ class EngineBridge:
 
     #: what the state model uses; JobOutput lines (the bulk) are not subscribed, so the engine
     #: skips building them (the job detail screen follows the log file instead)
-    KINDS = (ExperimentStarted, ExperimentFinished, JobQueued, JobStarted, JobIntermediate, JobFinished,
-             JobFailed, JobStopped, PassiveResultWanted, PassiveResultAccepted, Notice)
+    KINDS = (
+        ExperimentStarted,
+        ExperimentFinished,
+        JobQueued,
+        JobStarted,
+        JobIntermediate,
+        JobFinished,
+        JobFailed,
+        JobStopped,
+        PassiveResultWanted,
+        PassiveResultAccepted,
+        Notice,
+    )
 
     def __init__(self, bus: EventBus) -> None:
         self.bus = bus
@@ -469,7 +504,7 @@ class StoreSource:
         self.connector.request_stop(self.eid)
 
     def submit(self, jid: int, text: str) -> float:
-        from backends.jobs import parse_pasted_output
+        from aup_tui_backends.jobs import parse_pasted_output
 
         results = parse_pasted_output(text)  # raises ResultParseError: the form shows it
         self.connector.submit_passive(self.eid, jid, text)

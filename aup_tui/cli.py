@@ -10,7 +10,7 @@ import argparse
 import json
 import signal
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 EXIT_OK, EXIT_ERROR, EXIT_STOPPED = 0, 1, 130
 
@@ -22,8 +22,13 @@ def _parser() -> argparse.ArgumentParser:
     # `--aup` is accepted before and after the command. The two land in different attributes:
     # a subparser's default would otherwise overwrite the one given before the command.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--aup", metavar="PATH", dest="aup_after", default=None,
-                        help=AUP_HELP + "; may also come before the command (both: they must agree)")
+    common.add_argument(
+        "--aup",
+        metavar="PATH",
+        dest="aup_after",
+        default=None,
+        help=AUP_HELP + "; may also come before the command (both: they must agree)",
+    )
     p = argparse.ArgumentParser(
         prog="aup-tui",
         description="Run Auptimizer-style hyperparameter experiments and watch them live.",
@@ -35,16 +40,22 @@ def _parser() -> argparse.ArgumentParser:
     init = sub.add_parser("init", parents=[common], help="create .aup/ (env.ini + store) here")
     init.add_argument("--cpu", type=int, default=0, metavar="N", help="N local CPU slots")
     init.add_argument("--gpu", metavar="F|LIST", help="GPU card indices, e.g. 0,0,1 (two slots on card 0)")
-    init.add_argument("--node", metavar="F|LIST", help="SSH nodes: user@host[:port] [key], comma-separated or a file")
+    init.add_argument(
+        "--node", metavar="F|LIST", help="SSH nodes: user@host[:port] [key], comma-separated or a file"
+    )
     init.add_argument("--aws", metavar="F|LIST", help="EC2 hosts: user@<instance-id|host>[:port] [key]")
     init.add_argument("--passive", action="store_true", help="a passive resource: you run each job by hand")
-    init.add_argument("--overwrite", action="store_true", help="replace an existing env.ini and resource list")
+    init.add_argument(
+        "--overwrite", action="store_true", help="replace an existing env.ini and resource list"
+    )
 
     run = sub.add_parser("run", parents=[common], help="run an experiment")
     run.add_argument("experiment", metavar="EXPERIMENT.json")
     run.add_argument("--headless", action="store_true", help="no TUI: a progress bar and a summary")
 
-    watch = sub.add_parser("watch", parents=[common], help="the dashboard of an experiment run by another process")
+    watch = sub.add_parser(
+        "watch", parents=[common], help="the dashboard of an experiment run by another process"
+    )
     watch.add_argument("eid", nargs="?", type=int, metavar="EID")
 
     stop = sub.add_parser("stop", parents=[common], help="ask a running job or experiment to stop")
@@ -52,7 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--job", type=int, metavar="JID")
     group.add_argument("--experiment", type=int, metavar="EID")
 
-    status = sub.add_parser("status", parents=[common], help="an experiment's status, job counts and best job")
+    status = sub.add_parser(
+        "status", parents=[common], help="an experiment's status, job counts and best job"
+    )
     status.add_argument("eid", nargs="?", type=int, metavar="EID")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -60,8 +73,11 @@ def _parser() -> argparse.ArgumentParser:
     res.add_argument("--free", action="store_true", help="free resources left taken by dead processes")
     res.add_argument("--probe", action="store_true", help="check each node over SSH and the local GPUs once")
     res.add_argument("--timeout", type=float, default=5.0, help="probe connect/command timeout in seconds")
-    res.add_argument("--accept-new-hosts", action="store_true",
-                     help="trust and save host keys not yet in ~/.ssh/known_hosts (changed keys are still refused)")
+    res.add_argument(
+        "--accept-new-hosts",
+        action="store_true",
+        help="trust and save host keys not yet in ~/.ssh/known_hosts (changed keys are still refused)",
+    )
     return p
 
 
@@ -69,13 +85,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if hasattr(signal, "SIGPIPE") and argv is None:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `aup-tui status --json | head` ends quietly
     args = _parser().parse_args(argv)
-    from backends.errors import AupError
+    from aup_tui_backends.errors import AupError
 
     try:
         args.aup = _aup_option(args.aup, getattr(args, "aup_after", None))
         handler = {
-            None: cmd_dashboard, "init": cmd_init, "run": cmd_run, "watch": cmd_watch, "stop": cmd_stop,
-            "status": cmd_status, "resources": cmd_resources,
+            None: cmd_dashboard,
+            "init": cmd_init,
+            "run": cmd_run,
+            "watch": cmd_watch,
+            "stop": cmd_stop,
+            "status": cmd_status,
+            "resources": cmd_resources,
         }[args.command]
         return handler(args)
     except AupError as exc:
@@ -92,18 +113,20 @@ def _aup_option(before: str | None, after: str | None) -> str | None:
         return after if before is None else before
     import os
 
-    from backends.errors import AupError
+    from aup_tui_backends.errors import AupError
 
     if os.path.abspath(os.path.expanduser(before)) != os.path.abspath(os.path.expanduser(after)):
-        raise AupError(f"--aup is given twice with different folders ({before} before the command, "
-                       f"{after} after it) — give it once")
+        raise AupError(
+            f"--aup is given twice with different folders ({before} before the command, "
+            f"{after} after it) — give it once"
+        )
     return after
 
 
 def _connector(args):
-    from backends.config import find_env, load_env
-    from backends.setup import sync_resources
-    from backends.store import TinyDBConnector
+    from aup_tui_backends.config import find_env, load_env
+    from aup_tui_backends.setup import sync_resources
+    from aup_tui_backends.store import TinyDBConnector
 
     auppath = find_env(args.aup)
     env = load_env(auppath)  # a damaged env.ini is one message before the store opens
@@ -115,7 +138,7 @@ def _connector(args):
 
 
 def _experiment_id(connector, eid: int | None) -> int:
-    from backends.errors import AupError
+    from aup_tui_backends.errors import AupError
 
     if eid is None:
         latest = connector.latest_experiment()
@@ -131,15 +154,19 @@ def _experiment_id(connector, eid: int | None) -> int:
 
 
 def cmd_init(args) -> int:
-    from backends.setup import init_aup, read_list
+    from aup_tui_backends.setup import init_aup, read_list
 
     auppath = args.aup or ".aup"
     env = init_aup(
-        auppath, cpu=args.cpu, gpu=read_list(args.gpu, "gpu") if args.gpu else None,
+        auppath,
+        cpu=args.cpu,
+        gpu=read_list(args.gpu, "gpu") if args.gpu else None,
         node=read_list(args.node, "node") if args.node else None,
-        aws=read_list(args.aws, "aws") if args.aws else None, passive=args.passive, overwrite=args.overwrite,
+        aws=read_list(args.aws, "aws") if args.aws else None,
+        passive=args.passive,
+        overwrite=args.overwrite,
     )
-    from backends.store import TinyDBConnector
+    from aup_tui_backends.store import TinyDBConnector
 
     connector = TinyDBConnector(env.auppath)
     print(f"{env.path}: {_describe_resources(connector.resources())}")
@@ -151,12 +178,15 @@ def _describe_resources(resources: list[dict]) -> str:
     counts: dict[str, int] = {}
     for r in resources:
         counts[r["type"]] = counts.get(r["type"], 0) + 1
-    return ", ".join(f"{n} {t}" for t, n in counts.items()) or "no resources (add some: `aup-tui init --overwrite --cpu N`, or --gpu 0,1, …)"
+    return (
+        ", ".join(f"{n} {t}" for t, n in counts.items())
+        or "no resources (add some: `aup-tui init --overwrite --cpu N`, or --gpu 0,1, …)"
+    )
 
 
 def cmd_run(args) -> int:
-    from backends.config import load_experiment
-    from backends.setup import require_resources
+    from aup_tui_backends.config import load_experiment
+    from aup_tui_backends.setup import require_resources
 
     config = load_experiment(args.experiment)
     auppath, connector = _connector(args)
@@ -178,8 +208,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_dashboard(args) -> int:
-    from backends.config import find_env
-    from backends.errors import ConfigError
+    from aup_tui_backends.config import find_env
+    from aup_tui_backends.errors import ConfigError
 
     from .app import run_app
     from .signals import stop_signals
@@ -203,7 +233,7 @@ def cmd_watch(args) -> int:
 
 
 def cmd_stop(args) -> int:
-    from backends.errors import AupError
+    from aup_tui_backends.errors import AupError
 
     _, connector = _connector(args)
     if args.job is not None:
@@ -226,7 +256,7 @@ def cmd_stop(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from backends.experiment import summarize
+    from aup_tui_backends.experiment import summarize
 
     _, connector = _connector(args)
     eid = _experiment_id(connector, args.eid)
@@ -235,16 +265,29 @@ def cmd_status(args) -> int:
     result = summarize(connector, eid)
     if args.json:
         out = {
-            "eid": eid, "name": exp["name"], "status": exp["status"], "n_samples": exp.get("n_samples"),
-            "jobs": [{"jid": j["jid"], "status": j["status"], "score": j["score"], "config": j["config"],
-                      "resource": j["resource"]} for j in jobs],
+            "eid": eid,
+            "name": exp["name"],
+            "status": exp["status"],
+            "n_samples": exp.get("n_samples"),
+            "jobs": [
+                {
+                    "jid": j["jid"],
+                    "status": j["status"],
+                    "score": j["score"],
+                    "config": j["config"],
+                    "resource": j["resource"],
+                }
+                for j in jobs
+            ],
             "best": {"jid": result.best_jid, "score": result.best_score},
             "reason": result.reason,
         }
         try:  # the walk below costs more than the rest of the command at 10,000 jobs: only when needed
             text = json.dumps(out, allow_nan=False)
         except ValueError:
-            from backends.jobs import json_safe  # old records may hold inf/nan: strict JSON all the same
+            from aup_tui_backends.jobs import (
+                json_safe,
+            )  # old records may hold inf/nan: strict JSON all the same
 
             text = json.dumps(json_safe(out), allow_nan=False)
         print(text)
@@ -264,8 +307,10 @@ def cmd_resources(args) -> int:
     auppath, connector = _connector(args)
     if args.free:
         freed = connector.recover()["resources"]
-        print(f"freed {len(freed)} resource(s) left taken by dead processes" + (f": {freed}" if freed else ""))
-    from backends.store.process import ProcessId, is_alive
+        print(
+            f"freed {len(freed)} resource(s) left taken by dead processes" + (f": {freed}" if freed else "")
+        )
+    from aup_tui_backends.store.process import ProcessId, is_alive
 
     for r in connector.resources():
         owner = ""
@@ -276,9 +321,11 @@ def cmd_resources(args) -> int:
         job = f" (job {r['jid']})" if r.get("jid") else ""
         print(f"{r['rid']:>4}  {r['type']:<8} {r['name']:<30} {r['status']}{owner}{job}")
     if not connector.resources():
-        print("no resources — add some with `aup-tui init --overwrite --cpu 2` (or --gpu/--node/--aws/--passive)")
+        print(
+            "no resources — add some with `aup-tui init --overwrite --cpu 2` (or --gpu/--node/--aws/--passive)"
+        )
     if args.probe:
-        from backends.monitors.probe import probe_resources
+        from aup_tui_backends.monitors.probe import probe_resources
 
         for line in probe_resources(auppath, timeout=args.timeout, accept_new_hosts=args.accept_new_hosts):
             print(line)

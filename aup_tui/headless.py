@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import TextIO
 
-from backends.events import (
+from aup_tui_backends.events import (
     Event,
     ExperimentStarted,
     JobFailed,
@@ -26,9 +26,9 @@ from backends.events import (
     PassiveResultAccepted,
     PassiveResultWanted,
 )
-from backends.experiment import Experiment, ExperimentResult, summarize
-from backends.jobs import JobError, ResultParseError
-from backends.store.connector import better
+from aup_tui_backends.experiment import Experiment, ExperimentResult, summarize
+from aup_tui_backends.jobs import JobError, ResultParseError
+from aup_tui_backends.store.connector import better
 
 from .cli import EXIT_ERROR, EXIT_OK, EXIT_STOPPED
 from .signals import STOP_WAIT, quiet_on_hangup, signal_name, stop_signals
@@ -103,8 +103,10 @@ class Progress:
         elapsed = int(time.monotonic() - self.start)
         extra = f" failed {self.failed}" if self.failed else ""
         extra += f" stopped {self.stopped}" if self.stopped else ""
-        return (f"{bar} {ended}/{self.total}  running {max(self.running, 0)}{extra}  {best}  "
-                f"{elapsed // 60:02d}:{elapsed % 60:02d}")
+        return (
+            f"{bar} {ended}/{self.total}  running {max(self.running, 0)}{extra}  {best}  "
+            f"{elapsed // 60:02d}:{elapsed % 60:02d}"
+        )
 
     def draw(self, force: bool = False) -> None:
         if not self.total:
@@ -256,8 +258,17 @@ class HeadlessFollower:
         self._stdin_reader: threading.Thread | None = None
         self._unsubscribe = [
             exp.bus.subscribe(self.progress.apply, kinds=_COUNTED),  # counted in engine threads: cheap
-            exp.bus.subscribe(self.events.put, kinds=(Notice, PassiveResultWanted, PassiveResultAccepted,
-                                                      JobFailed, JobStopped, ExperimentStarted)),
+            exp.bus.subscribe(
+                self.events.put,
+                kinds=(
+                    Notice,
+                    PassiveResultWanted,
+                    PassiveResultAccepted,
+                    JobFailed,
+                    JobStopped,
+                    ExperimentStarted,
+                ),
+            ),
         ]
 
     def catch_up(self) -> None:
@@ -271,8 +282,15 @@ class HeadlessFollower:
             progress.count_status(job["jid"], job["status"], job["score"], job.get("end"))
         rm = exp.resource_manager
         for job in rm.waiting() if hasattr(rm, "waiting") else []:
-            self.events.put(PassiveResultWanted(eid=exp.eid, jid=job.jid, command=job.shell_command,
-                                                workingdir=job.path, config_path=job.config_path))
+            self.events.put(
+                PassiveResultWanted(
+                    eid=exp.eid,
+                    jid=job.jid,
+                    command=job.shell_command,
+                    workingdir=job.path,
+                    config_path=job.config_path,
+                )
+            )
 
     def follow(self, thread: threading.Thread) -> None:
         """Show progress and answer prompts until `thread` (running the experiment) ends.
@@ -283,8 +301,10 @@ class HeadlessFollower:
         try:
             while thread.is_alive() or not self.events.empty():
                 if self._deadline is not None and time.monotonic() > self._deadline:
-                    self.progress.message(f"jobs not stopped after {STOP_WAIT:g} s: leaving them; "
-                                          "the next start records them INTERRUPTED")
+                    self.progress.message(
+                        f"jobs not stopped after {STOP_WAIT:g} s: leaving them; "
+                        "the next start records them INTERRUPTED"
+                    )
                     break
                 try:
                     event = self.events.get(timeout=0.1)
@@ -333,15 +353,18 @@ class HeadlessFollower:
         prompt, progress, config = self.prompt, self.progress, self.exp.config
         if isinstance(event, ExperimentStarted):
             progress.total = event.n_samples
-            progress.message(f"experiment {event.eid} '{config.name}' on {config.resource} "
-                             f"({config.n_parallel} at a time) — Ctrl-C stops it")
+            progress.message(
+                f"experiment {event.eid} '{config.name}' on {config.resource} "
+                f"({config.n_parallel} at a time) — Ctrl-C stops it"
+            )
         elif isinstance(event, Notice):
             progress.message(f"{event.level}: {event.message}")
         elif isinstance(event, PassiveResultWanted):
             prompt.start(event)
             if self._stdin_reader is None:
-                self._stdin_reader = threading.Thread(target=_read_stdin, args=(self.events, self.stdin or sys.stdin),
-                                                      daemon=True)
+                self._stdin_reader = threading.Thread(
+                    target=_read_stdin, args=(self.events, self.stdin or sys.stdin), daemon=True
+                )
                 self._stdin_reader.start()
         elif isinstance(event, PassiveResultAccepted):
             prompt.cancel(event.jid, "was answered elsewhere")
@@ -354,7 +377,9 @@ class HeadlessFollower:
             self.exp.stop()
 
 
-def run_headless(config, auppath: str, connector, out: TextIO | None = None, stdin: TextIO | None = None) -> int:
+def run_headless(
+    config, auppath: str, connector, out: TextIO | None = None, stdin: TextIO | None = None
+) -> int:
     """Run `config` to the end on the terminal; returns the exit status."""
     out = out or sys.stderr
     exp = Experiment(config, auppath=auppath, connector=connector)
@@ -400,7 +425,9 @@ def print_summary(result: ExperimentResult, config, out: TextIO) -> None:
     if result.reason:
         out.write(f"why: {result.reason}\n")
     if result.best_jid is not None:
-        out.write(f"best job {result.best_jid}: score {result.best_score:g}  {json.dumps(result.best_config)}\n")
+        out.write(
+            f"best job {result.best_jid}: score {result.best_score:g}  {json.dumps(result.best_config)}\n"
+        )
     else:
         out.write("no job finished with a score\n")
     out.write(f"logs: {os.path.join(result.logs, '<jid>.<attempt>.out')}\n")

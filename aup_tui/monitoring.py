@@ -1,8 +1,8 @@
 """The live monitors for the app: local GPUs (NVML) and SSH nodes, without blocking the UI.
 
-:class:`Monitoring` owns a :class:`~backends.monitors.GPUMonitor` and, when env.ini lists nodes
-(``node_mapping``, ``aws_mapping``), a :class:`~backends.monitors.NodePool` and
-:class:`~backends.monitors.NodeMonitor`.  The monitors sample on their own threads; each result
+:class:`Monitoring` owns a :class:`~aup_tui_backends.monitors.GPUMonitor` and, when env.ini lists nodes
+(``node_mapping``, ``aws_mapping``), a :class:`~aup_tui_backends.monitors.NodePool` and
+:class:`~aup_tui_backends.monitors.NodeMonitor`.  The monitors sample on their own threads; each result
 is posted as a Textual message — :class:`GPUSampled` or :class:`NodesProbed` — to every
 subscribed widget or screen (``post_message`` is thread-safe).  Building the monitors reads
 env.ini, so :meth:`Monitoring.start_async` does it on a thread too.
@@ -25,12 +25,12 @@ import socket
 import threading
 import time
 import weakref
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
+from aup_tui_backends.monitors.gpu import GPUMonitor, GPUSnapshot, JobProcessInfo
+from aup_tui_backends.monitors.nodes import NodeMonitor, NodePool, NodeStatus
 from textual.message import Message
-
-from backends.monitors.gpu import GPUMonitor, GPUSnapshot, JobProcessInfo
-from backends.monitors.nodes import NodeMonitor, NodePool, NodeStatus
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +84,8 @@ def nodes_from_env(auppath: str) -> dict[str, Any]:
 
     Entries that cannot be probed (a bad host, an unresolved EC2 instance id) are left out.
     """
-    from backends.config import load_env, parse_host
-    from backends.errors import AupError
+    from aup_tui_backends.config import load_env, parse_host
+    from aup_tui_backends.errors import AupError
 
     env = load_env(auppath)
     nodes: dict[str, Any] = {}
@@ -135,8 +135,16 @@ def jobs_from_experiment(experiment: Any) -> Callable[[], JobsInfo]:
         kind = getattr(rm, "rtype", "")
         if kind in ("node", "aws"):
             kind = "aws" if getattr(rm, "key", "") == "aws_mapping" else "node"
-        return _jobs_info((job.jid, kind, job.rid, pids.get(job.jid, 0),
-                          mapping.get(job.rid) if job.rid is not None else None) for job in jobs)
+        return _jobs_info(
+            (
+                job.jid,
+                kind,
+                job.rid,
+                pids.get(job.jid, 0),
+                mapping.get(job.rid) if job.rid is not None else None,
+            )
+            for job in jobs
+        )
 
     return source
 
@@ -158,10 +166,12 @@ class StateJobs:
 
     def _gpu_cards(self) -> dict[int, str]:
         if self._cards is None:
-            from backends.config import load_env
+            from aup_tui_backends.config import load_env
 
             try:
-                self._cards = {int(rid): str(card) for rid, card in load_env(self.auppath).gpu_mapping.items()}
+                self._cards = {
+                    int(rid): str(card) for rid, card in load_env(self.auppath).gpu_mapping.items()
+                }
             except Exception:  # a bad env.ini: no cards; the panels say why elsewhere
                 self._cards = {}
         return self._cards
@@ -173,8 +183,15 @@ class StateJobs:
         for row in list(self.state.jobs.values()):  # one C-level copy: safe against the UI thread
             if row.status == "RUNNING" and row.rid is not None:
                 kind = row.resource.partition(":")[0]
-                running.append((row.jid, kind, row.rid, row.pid if local and row.pid else 0,
-                                cards.get(row.rid) if kind == "gpu" else None))
+                running.append(
+                    (
+                        row.jid,
+                        kind,
+                        row.rid,
+                        row.pid if local and row.pid else 0,
+                        cards.get(row.rid) if kind == "gpu" else None,
+                    )
+                )
         return _jobs_info(running)
 
 
@@ -185,11 +202,21 @@ class Monitoring:
     them :meth:`start_async` builds them from ``auppath`` (env.ini) on a thread.
     """
 
-    def __init__(self, gpu: GPUMonitor | None = None, nodes: NodeMonitor | None = None, *,
-                 auppath: str | None = None, nvml: Any = None, gpu_interval: float = 1.0,
-                 node_interval: float = 5.0, jobs_source: Callable[[], JobsInfo] | None = None,
-                 clock: Callable[[], float] = time.time, known_hosts: str | None = None,
-                 accept_new_hosts: bool = False, experiment: Any = None) -> None:
+    def __init__(
+        self,
+        gpu: GPUMonitor | None = None,
+        nodes: NodeMonitor | None = None,
+        *,
+        auppath: str | None = None,
+        nvml: Any = None,
+        gpu_interval: float = 1.0,
+        node_interval: float = 5.0,
+        jobs_source: Callable[[], JobsInfo] | None = None,
+        clock: Callable[[], float] = time.time,
+        known_hosts: str | None = None,
+        accept_new_hosts: bool = False,
+        experiment: Any = None,
+    ) -> None:
         self.gpu = gpu
         self.nodes = nodes
         self.auppath = auppath
@@ -204,7 +231,7 @@ class Monitoring:
         self.error = ""  # why the nodes could not be monitored (a bad env.ini), shown by the panel
         self.last_snapshot: GPUSnapshot | None = None
         self.last_statuses: dict[str, NodeStatus] | None = None
-        self._subscribers: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        self._subscribers: weakref.WeakSet[Any] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._started = False
         self._stopped = False
@@ -263,9 +290,12 @@ class Monitoring:
                 # probe timeouts follow the pool's: the manager's commands may take longer than ours
                 pool = self._shared_pool = self._experiment_pool()
                 if pool is None:
-                    pool = self._own_pool = NodePool(known_hosts=self.known_hosts,
-                                                     accept_new_hosts=self.accept_new_hosts,
-                                                     connect_timeout=5.0, command_timeout=10.0)
+                    pool = self._own_pool = NodePool(
+                        known_hosts=self.known_hosts,
+                        accept_new_hosts=self.accept_new_hosts,
+                        connect_timeout=5.0,
+                        command_timeout=10.0,
+                    )
                 for name, spec in specs.items():
                     pool.add_node(name, spec)  # the same name and spec as the manager's: a no-op there
                 self.nodes = NodeMonitor(pool, interval=self.node_interval, clock=self.clock)
@@ -296,8 +326,9 @@ class Monitoring:
 
     def start_async(self) -> threading.Thread:
         """:meth:`start` on a daemon thread (never blocks the caller)."""
-        thread = self._start_thread = threading.Thread(target=self._start_quietly, name="aup-monitoring-start",
-                                                       daemon=True)
+        thread = self._start_thread = threading.Thread(
+            target=self._start_quietly, name="aup-monitoring-start", daemon=True
+        )
         thread.start()
         return thread
 
@@ -360,8 +391,9 @@ class Monitoring:
 class StaticMonitoring(Monitoring):
     """Fixed data for tests, demos and screenshots: posts ``snapshot`` and ``statuses`` once."""
 
-    def __init__(self, snapshot: GPUSnapshot | None = None,
-                 statuses: dict[str, NodeStatus] | None = None) -> None:
+    def __init__(
+        self, snapshot: GPUSnapshot | None = None, statuses: dict[str, NodeStatus] | None = None
+    ) -> None:
         super().__init__()
         self.last_snapshot = snapshot
         self.last_statuses = statuses
@@ -382,7 +414,9 @@ class StaticMonitoring(Monitoring):
     def retry(self, name: str | None = None) -> None:
         self.retried.append(name)
 
-    def push(self, snapshot: GPUSnapshot | None = None, statuses: dict[str, NodeStatus] | None = None) -> None:
+    def push(
+        self, snapshot: GPUSnapshot | None = None, statuses: dict[str, NodeStatus] | None = None
+    ) -> None:
         """New data, posted as the real monitors would (any thread)."""
         if snapshot is not None:
             self._on_gpu(snapshot)
@@ -406,15 +440,22 @@ def monitoring_for(screen: Any) -> Monitoring | None:
         if getattr(screen, "source", None) is None and getattr(screen, "connector", None) is None:
             return None
         experiment = getattr(app, "experiment", None)
-        mon = Monitoring(auppath=app.auppath, experiment=experiment,
-                         jobs_source=jobs_from_experiment(experiment) if experiment is not None else None)
+        mon = Monitoring(
+            auppath=app.auppath,
+            experiment=experiment,
+            jobs_source=jobs_from_experiment(experiment) if experiment is not None else None,
+        )
         try:
             app.monitoring = mon
         except Exception:
             return None
     state = getattr(screen, "state", None)
-    if getattr(app, "experiment", None) is None and state is not None and getattr(app, "auppath", None) \
-            and (mon.jobs_source is None or isinstance(mon.jobs_source, StateJobs)):
+    if (
+        getattr(app, "experiment", None) is None
+        and state is not None
+        and getattr(app, "auppath", None)
+        and (mon.jobs_source is None or isinstance(mon.jobs_source, StateJobs))
+    ):
         mon.jobs_source = StateJobs(state, app.auppath)  # the experiment of the dashboard opened last
     mon.subscribe(screen)
     if not mon.started:

@@ -17,7 +17,6 @@ from .resources import (
 from .store import TinyDBConnector, get_default_connector
 
 
-
 def __getattr__(name: str):
     """The SSH and AWS managers load paramiko/boto3 only when first asked for."""
     if name in ("SSHResourceManager", "AWSResourceManager"):
@@ -28,7 +27,23 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "AWSResourceManager", "AbstractResourceManager", "AupError", "SSHResourceManager", "CPUResourceManager", "ConfigError", "EventBus", "Experiment",
-    "ExperimentResult", "GPUResourceManager", "Job", "JobError", "PassiveResourceManager", "TinyDBConnector",
-    "get_default_connector", "get_resource_manager", "parse_pasted_output", "parse_result_line", "summarize",
+    "AWSResourceManager",
+    "AbstractResourceManager",
+    "AupError",
+    "SSHResourceManager",
+    "CPUResourceManager",
+    "ConfigError",
+    "EventBus",
+    "Experiment",
+    "ExperimentResult",
+    "GPUResourceManager",
+    "Job",
+    "JobError",
+    "PassiveResourceManager",
+    "TinyDBConnector",
+    "get_default_connector",
+    "get_resource_manager",
+    "parse_pasted_output",
+    "parse_result_line",
+    "summarize",
 ]

@@ -3,6 +3,7 @@
 Every mistake a person can make in these files becomes one :class:`ConfigError` whose message
 names the file and key and says what to do, so the CLI can print it as its only line.
 """
+
 from __future__ import annotations
 
 import configparser
@@ -105,7 +106,9 @@ def _depth(value: Any) -> int:
         if isinstance(item, (dict, list)):
             deepest = max(deepest, level)
             if level <= MAX_DEPTH:
-                stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+                stack.extend(
+                    (child, level + 1) for child in (item.values() if isinstance(item, dict) else item)
+                )
     return deepest
 
 
@@ -113,37 +116,47 @@ def _not_json(name: str) -> None:
     raise ValueError(f"{name}, which is not a JSON number")
 
 
-def validate_experiment(data: dict, source: str = "experiment.json",
-                        base_dir: str | None = None) -> ExperimentConfig:
+def validate_experiment(
+    data: dict, source: str = "experiment.json", base_dir: str | None = None
+) -> ExperimentConfig:
     """Check an already-parsed experiment and fill Auptimizer's defaults.
 
     ``base_dir`` anchors a relative ``workingdir`` (the current directory when None).
     """
     if not isinstance(data, dict):
-        raise ConfigError(f"{source} must hold a JSON object with the experiment's keys, "
-                          f"not {_kind(data)}")
+        raise ConfigError(f"{source} must hold a JSON object with the experiment's keys, not {_kind(data)}")
     if _depth(data) > MAX_DEPTH:
-        raise ConfigError(f"{source} nests values more than {MAX_DEPTH} levels deep — "
-                          "no experiment needs that; check the file")
+        raise ConfigError(
+            f"{source} nests values more than {MAX_DEPTH} levels deep — "
+            "no experiment needs that; check the file"
+        )
     missing = [key for key in REQUIRED_KEYS if key not in data]
     if missing:
-        raise ConfigError(f"{source} is missing required key{'s' if len(missing) > 1 else ''} "
-                          f"{', '.join(missing)} — add {'them' if len(missing) > 1 else 'it'}")
+        raise ConfigError(
+            f"{source} is missing required key{'s' if len(missing) > 1 else ''} "
+            f"{', '.join(missing)} — add {'them' if len(missing) > 1 else 'it'}"
+        )
     for key in ("name", "script"):
         if not isinstance(data[key], str) or not data[key].strip() or "\0" in data[key]:
             raise ConfigError(f"{key} in {source} must be a non-empty string, got {_show(data[key])}")
     if data["resource"] not in RESOURCE_TYPES:
-        raise ConfigError(f"resource {_show(data['resource'])} in {source} is not supported "
-                          f"— use one of {', '.join(RESOURCE_TYPES)}")
+        raise ConfigError(
+            f"resource {_show(data['resource'])} in {source} is not supported "
+            f"— use one of {', '.join(RESOURCE_TYPES)}"
+        )
     if data["target"] not in ("min", "max"):
         raise ConfigError(f'target {_show(data["target"])} in {source} must be "min" or "max"')
     if isinstance(data["proposer"], str) and not data["proposer"].isprintable():
-        raise ConfigError(f"proposer {_show(data['proposer'])} in {source} is not a proposer's name "
-                          "— use one such as random or sequence")
+        raise ConfigError(
+            f"proposer {_show(data['proposer'])} in {source} is not a proposer's name "
+            "— use one such as random or sequence"
+        )
     proposer = proposer_class(data["proposer"], source)
     if proposer.needs_n_samples and "n_samples" not in data:
-        raise ConfigError(f"n_samples in {source} is required by the {proposer.name} proposer "
-                          "— set it to the number of jobs to run")
+        raise ConfigError(
+            f"n_samples in {source} is required by the {proposer.name} proposer "
+            "— set it to the number of jobs to run"
+        )
     n_samples = _whole(data, "n_samples", source, minimum=int(proposer.needs_n_samples), default=0)
     resource_args = _resource_args(data, source)
     make_policy(resource_args.get("early_stop"), data["target"] == "max", source)
@@ -175,8 +188,9 @@ def validate_experiment(data: dict, source: str = "experiment.json",
 def _whole(data: dict, key: str, source: str, minimum: int, default: int) -> int:
     value = data.get(key, default)
     if not _is_int(value) or value < minimum:
-        raise ConfigError(f"{key} in {source} must be a whole number of at least {minimum}, "
-                          f"got {_show(value)}")
+        raise ConfigError(
+            f"{key} in {source} must be a whole number of at least {minimum}, got {_show(value)}"
+        )
     return value
 
 
@@ -195,8 +209,10 @@ def _workingdir(data: dict, source: str, base_dir: str | None, local: bool = Tru
         raise ConfigError(f"workingdir in {source} must be a folder path, got {_show(folder)}")
     folder = os.path.abspath(os.path.join(base_dir or os.getcwd(), os.path.expanduser(folder)))
     if local and os.path.exists(folder) and not os.path.isdir(folder):
-        raise ConfigError(f"workingdir {folder} in {source} is a file, not a folder "
-                          "— point workingdir at the folder the jobs should run in")
+        raise ConfigError(
+            f"workingdir {folder} in {source} is a file, not a folder "
+            "— point workingdir at the folder the jobs should run in"
+        )
     return folder
 
 
@@ -215,35 +231,71 @@ def _remote_layout(data: dict, source: str, base_dir: str | None) -> tuple[str, 
     elif folder == "~" or folder.startswith("~/"):
         remote = folder.rstrip("/") or "~"
     elif folder.startswith("~"):
-        raise ConfigError(f"workingdir {folder} in {source}: only ~ (the node's home) is understood, "
-                          "not ~user — write the folder's full path")
+        raise ConfigError(
+            f"workingdir {folder} in {source}: only ~ (the node's home) is understood, "
+            "not ~user — write the folder's full path"
+        )
     else:
         remote = os.path.normpath(os.path.join(base_dir or os.getcwd(), folder))
     script = os.path.expanduser(data["script"])
     candidates = [os.getcwd()] + [d for d in (base_dir, None if remote.startswith("~") else remote) if d]
-    found = next((os.path.join(d, script) for d in candidates if os.path.isfile(os.path.join(d, script))), None)
+    found = next(
+        (os.path.join(d, script) for d in candidates if os.path.isfile(os.path.join(d, script))), None
+    )
     local = os.path.abspath(found or os.path.join(candidates[0], script))
     return os.path.basename(local), os.path.dirname(local), remote
 
 
 # resource_args the managers read, by the type they need (Auptimizer's names, and our additions)
-_ARG_NUMBERS = ("async_reconnect", "async_timeout", "reconn_wait_time", "connect_timeout", "start_timeout",
-                "kill_grace", "connection_wait", "waiter_delay")
+_ARG_NUMBERS = (
+    "async_reconnect",
+    "async_timeout",
+    "reconn_wait_time",
+    "connect_timeout",
+    "start_timeout",
+    "kill_grace",
+    "connection_wait",
+    "waiter_delay",
+)
 _ARG_WHOLE = ("max_retries", "connection_retry", "waiter_max_attempts")
 _ARG_FLAGS = ("async_run", "shutdown", "accept_new_hosts", "reuse_connections", "use_private_ip")
-_ARG_TEXT = ("region", "region_name", "profile", "profile_name", "endpoint_url",
-             "known_hosts")
+_ARG_TEXT = ("region", "region_name", "profile", "profile_name", "endpoint_url", "known_hosts")
 # what the engine itself passes to a manager: the same key in resource_args would collide
-_ARG_ENGINE = ("connector", "n_parallel", "auppath", "eid", "bus", "maximize", "early_stop_policy", "key",
-               "monitor", "pool", "username")
+_ARG_ENGINE = (
+    "connector",
+    "n_parallel",
+    "auppath",
+    "eid",
+    "bus",
+    "maximize",
+    "early_stop_policy",
+    "key",
+    "monitor",
+    "pool",
+    "username",
+)
 # Auptimizer's own manager arguments (its Experiment passes the last four to every manager)
-_ARG_AUPTIMIZER = ("early_stop", "track_intermediate_results", "multi_res_labels", "save_model",
-                   "script", "workingdir", "runtime_args", "one_shot")
+_ARG_AUPTIMIZER = (
+    "early_stop",
+    "track_intermediate_results",
+    "multi_res_labels",
+    "save_model",
+    "script",
+    "workingdir",
+    "runtime_args",
+    "one_shot",
+)
 #: every resource_args key some manager reads — the one list both this load-time check and the
 #: managers' constructors (UnknownArgumentError) use. SSH's `async_run` on a CPU run is not a
 #: mistake: Auptimizer ignores it there too.
-RESOURCE_ARG_KEYS = frozenset(_ARG_NUMBERS + _ARG_WHOLE + _ARG_FLAGS + _ARG_TEXT + _ARG_AUPTIMIZER
-                              + ("address_override", "remote_workingdir"))
+RESOURCE_ARG_KEYS = frozenset(
+    _ARG_NUMBERS
+    + _ARG_WHOLE
+    + _ARG_FLAGS
+    + _ARG_TEXT
+    + _ARG_AUPTIMIZER
+    + ("address_override", "remote_workingdir")
+)
 
 
 def _resource_args(data: dict, source: str) -> dict:
@@ -255,13 +307,19 @@ def _resource_args(data: dict, source: str) -> dict:
         if key in _ARG_ENGINE:
             raise ConfigError(f"{where} is set by aup-tui itself — remove it")
         if key == "remote_workingdir":
-            raise ConfigError(f"{where} is not used: for node and aws experiments workingdir is the folder "
-                              "on the node (as in Auptimizer) — move the path there")
+            raise ConfigError(
+                f"{where} is not used: for node and aws experiments workingdir is the folder "
+                "on the node (as in Auptimizer) — move the path there"
+            )
         if key not in RESOURCE_ARG_KEYS:  # refused before the experiment is recorded, not after
-            raise ConfigError(f"{where} is not an argument any resource manager takes — remove it "
-                              "(or check the spelling)")
-        if key in _ARG_NUMBERS and not (value is None and key == "async_timeout") and not (
-                _is_number(value) and value >= 0):
+            raise ConfigError(
+                f"{where} is not an argument any resource manager takes — remove it (or check the spelling)"
+            )
+        if (
+            key in _ARG_NUMBERS
+            and not (value is None and key == "async_timeout")
+            and not (_is_number(value) and value >= 0)
+        ):
             raise ConfigError(f"{where} must be a number of seconds (0 or more), got {_show(value)}")
         if key in _ARG_WHOLE and not (_is_int(value) and value >= 0):
             raise ConfigError(f"{where} must be a whole number of at least 0, got {_show(value)}")
@@ -269,9 +327,17 @@ def _resource_args(data: dict, source: str) -> dict:
             raise ConfigError(f"{where} must be true or false, got {_show(value)}")
         if key in _ARG_TEXT and value is not None and (not isinstance(value, str) or "\0" in value):
             raise ConfigError(f"{where} must be a string, got {_show(value)}")
-        if key == "address_override" and value is not None and not (
-                isinstance(value, str) or (isinstance(value, dict) and all(isinstance(v, str) for v in value.values()))):
-            raise ConfigError(f'{where} must be "host[:port]" or {{"i-…": "host[:port]"}}, got {_show(value)}')
+        if (
+            key == "address_override"
+            and value is not None
+            and not (
+                isinstance(value, str)
+                or (isinstance(value, dict) and all(isinstance(v, str) for v in value.values()))
+            )
+        ):
+            raise ConfigError(
+                f'{where} must be "host[:port]" or {{"i-…": "host[:port]"}}, got {_show(value)}'
+            )
     return args
 
 
@@ -284,23 +350,30 @@ def _runtime_args(data: dict, source: str) -> dict:
     env = args.get("env")
     if env is not None:
         if not isinstance(env, dict):
-            raise ConfigError(f"runtime_args.env in {source} must be a JSON object of variable names "
-                              f'to values, like {{"OMP_NUM_THREADS": "1"}}, not {_kind(env)}')
+            raise ConfigError(
+                f"runtime_args.env in {source} must be a JSON object of variable names "
+                f'to values, like {{"OMP_NUM_THREADS": "1"}}, not {_kind(env)}'
+            )
         for name, value in env.items():
             if not _ENV_NAME.fullmatch(name):
-                raise ConfigError(f"runtime_args.env in {source} has the variable name {_show(name)}, "
-                                  "which is not a valid environment variable name: use letters, digits and '_'")
+                raise ConfigError(
+                    f"runtime_args.env in {source} has the variable name {_show(name)}, "
+                    "which is not a valid environment variable name: use letters, digits and '_'"
+                )
             if not isinstance(value, (str, int, float)) or isinstance(value, bool) or "\0" in str(value):
-                raise ConfigError(f"runtime_args.env.{name} in {source} must be a string or a number, "
-                                  f"got {_show(value)}")
+                raise ConfigError(
+                    f"runtime_args.env.{name} in {source} must be a string or a number, got {_show(value)}"
+                )
     for key in ("prescript", "postscript"):
         value = args.get(key)
         if value is not None and (not isinstance(value, str) or "\0" in value):
-            raise ConfigError(f"runtime_args.{key} in {source} must be shell commands as a string, "
-                              f"got {_show(value)}")
+            raise ConfigError(
+                f"runtime_args.{key} in {source} must be shell commands as a string, got {_show(value)}"
+            )
     if not isinstance(args.get("overwrite", False), bool):
-        raise ConfigError(f"runtime_args.overwrite in {source} must be true or false, "
-                          f"got {_show(args['overwrite'])}")
+        raise ConfigError(
+            f"runtime_args.overwrite in {source} must be true or false, got {_show(args['overwrite'])}"
+        )
     return args
 
 
@@ -318,47 +391,55 @@ def _job_failure(data: dict, source: str) -> dict:
     given = _object(data, "job_failure", source)
     ignore_fail = given.get("ignore_fail", False)
     if not isinstance(ignore_fail, bool):
-        raise ConfigError(f"job_failure.ignore_fail in {source} must be true or false, "
-                          f"got {_show(ignore_fail)}")
-    return {"ignore_fail": ignore_fail,
-            "job_retries": _whole(given, "job_retries", f"job_failure in {source}",
-                                  minimum=0, default=3)}
+        raise ConfigError(
+            f"job_failure.ignore_fail in {source} must be true or false, got {_show(ignore_fail)}"
+        )
+    return {
+        "ignore_fail": ignore_fail,
+        "job_retries": _whole(given, "job_retries", f"job_failure in {source}", minimum=0, default=3),
+    }
 
 
 def _labels(data: dict, source: str) -> list[str]:
     labels = data.get("multi_res_labels", [])
     if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
-        raise ConfigError(f"multi_res_labels in {source} must be a list of names, "
-                          f"got {_show(labels)}")
+        raise ConfigError(f"multi_res_labels in {source} must be a list of names, got {_show(labels)}")
     return list(labels)
 
 
 def _parameters(data: dict, source: str) -> list[dict]:
     params = data.get("parameter_config")
     if not isinstance(params, list) or not params:
-        raise ConfigError(f"parameter_config in {source} must be a non-empty list of parameters "
-                          'such as {"name": "lr", "type": "float", "range": [0.001, 0.1]}')
+        raise ConfigError(
+            f"parameter_config in {source} must be a non-empty list of parameters "
+            'such as {"name": "lr", "type": "float", "range": [0.001, 0.1]}'
+        )
     checked: list[dict] = []
     for index, param in enumerate(params):
         checked.append(_parameter(param, index, source))
         if any(other["name"] == checked[-1]["name"] for other in checked[:-1]):
-            raise ConfigError(f"parameter '{checked[-1]['name']}' appears twice in parameter_config "
-                              f"of {source} — give each parameter its own name")
+            raise ConfigError(
+                f"parameter '{checked[-1]['name']}' appears twice in parameter_config "
+                f"of {source} — give each parameter its own name"
+            )
     return checked
 
 
 def _parameter(param: Any, index: int, source: str) -> dict:
     """One parameter_config entry, with Auptimizer's defaults (type int, range [0, 1]) filled in."""
     if not isinstance(param, dict) or not isinstance(param.get("name"), str) or not param["name"]:
-        raise ConfigError(f"parameter_config[{index}] in {source} needs a \"name\" "
-                          "— the key your script reads")
+        raise ConfigError(f'parameter_config[{index}] in {source} needs a "name" — the key your script reads')
     if not param["name"].isprintable():
-        raise ConfigError(f"parameter_config[{index}] in {source} has the name {_show(param['name'])} "
-                          "— use a name without line breaks or control characters")
+        raise ConfigError(
+            f"parameter_config[{index}] in {source} has the name {_show(param['name'])} "
+            "— use a name without line breaks or control characters"
+        )
     where = f"parameter '{param['name']}' in {source}"
     if param["name"] in RESERVED_PARAMETER_NAMES:
-        raise ConfigError(f"{where} uses a reserved name: {RESERVED_PARAMETER_NAMES[param['name']]}, "
-                          "so the value would be overwritten — rename the parameter")
+        raise ConfigError(
+            f"{where} uses a reserved name: {RESERVED_PARAMETER_NAMES[param['name']]}, "
+            "so the value would be overwritten — rename the parameter"
+        )
     kind = param.get("type", "int")
     if not isinstance(kind, str) or kind.lower() not in PARAM_TYPES:
         raise ConfigError(f"{where} has type {_show(kind)} — use float, int or choice")
@@ -375,15 +456,19 @@ def _parameter(param: Any, index: int, source: str) -> dict:
         raise ConfigError(f"{where} has range {_show(span)} with low above high — swap them")
     if kind == "int":
         if not all(float(v).is_integer() for v in span):
-            raise ConfigError(f"{where} is an int parameter but its range {_show(span)} "
-                              "holds fractions — use whole numbers or type float")
+            raise ConfigError(
+                f"{where} is an int parameter but its range {_show(span)} "
+                "holds fractions — use whole numbers or type float"
+            )
         out["range"] = [int(v) for v in span]
     if "interval" in out:
         step = out["interval"]
         whole = kind != "int" or (_is_number(step) and float(step).is_integer())
         if not _is_number(step) or step <= 0 or not whole:
-            raise ConfigError(f"interval of {where} must be a positive "
-                              f"{'whole number' if kind == 'int' else 'number'}, got {_show(step)}")
+            raise ConfigError(
+                f"interval of {where} must be a positive "
+                f"{'whole number' if kind == 'int' else 'number'}, got {_show(step)}"
+            )
     if "n" in out and (not _is_int(out["n"]) or out["n"] < 2):
         raise ConfigError(f"n of {where} must be a whole number of at least 2, got {_show(out['n'])}")
     return out
@@ -433,26 +518,33 @@ def load_env(auppath: str = ".aup") -> EnvConfig:
         raise ConfigError(f"no env.ini in {folder} — {INIT_HINT}") from None
     except (configparser.Error, UnicodeDecodeError) as e:
         reason = " ".join(str(e).split())
-        raise ConfigError(f"{path} is not a valid env.ini ({reason}) "
-                          "— fix it or recreate it with `aup-tui init --overwrite`") from None
+        raise ConfigError(
+            f"{path} is not a valid env.ini ({reason}) "
+            "— fix it or recreate it with `aup-tui init --overwrite`"
+        ) from None
     except OSError as e:
         raise ConfigError(f"cannot read {path} ({e.strerror}) — check its permissions") from None
     if not parser.has_section(ENV_SECTION):
-        raise ConfigError(f"{path} has no [{ENV_SECTION}] section "
-                          "— recreate it with `aup-tui init --overwrite`")
+        raise ConfigError(
+            f"{path} has no [{ENV_SECTION}] section — recreate it with `aup-tui init --overwrite`"
+        )
     values = dict(parser.items(ENV_SECTION))
     mappings = {key: _mapping(values.pop(key, ""), key, path) for key in MAPPING_KEYS}
     seen: dict[str, str] = {}
     for key, mapping in mappings.items():
         for rid in mapping:
             if rid in seen:
-                raise ConfigError(f"resource id {rid} is in both {seen[rid]} and {key} of {path} "
-                                  "— give each resource its own id")
+                raise ConfigError(
+                    f"resource id {rid} is in both {seen[rid]} and {key} of {path} "
+                    "— give each resource its own id"
+                )
             seen[rid] = key
     for key in COUNT_KEYS:
         if key in values and not re.fullmatch(r"\s*\d+\s*", values[key]):
-            raise ConfigError(f"{key} in {path} must be a whole number of at least 0, got {values[key]!r} "
-                              "— fix it or set it with `aup-tui init`")
+            raise ConfigError(
+                f"{key} in {path} must be a whole number of at least 0, got {values[key]!r} "
+                "— fix it or set it with `aup-tui init`"
+            )
     return EnvConfig(
         path=path,
         auppath=folder,
@@ -466,8 +558,11 @@ def load_env(auppath: str = ".aup") -> EnvConfig:
 
 def write_env(env: EnvConfig) -> None:
     """Write env.ini in Auptimizer's format, atomically so a crash never leaves half a file."""
-    section = {"Auptimizer_PATH": env.Auptimizer_PATH, "SQL_ENGINE": env.SQL_ENGINE,
-               "TMP_FOLDER": env.TMP_FOLDER}
+    section = {
+        "Auptimizer_PATH": env.Auptimizer_PATH,
+        "SQL_ENGINE": env.SQL_ENGINE,
+        "TMP_FOLDER": env.TMP_FOLDER,
+    }
     for key in MAPPING_KEYS:
         if getattr(env, key):
             section[key] = json.dumps(getattr(env, key))
@@ -514,8 +609,11 @@ def _parser() -> configparser.ConfigParser:
 # a gpu_mapping value: card indices or GPU/MIG UUIDs, comma-separated (CUDA_VISIBLE_DEVICES' forms)
 _CARD = r"(?:\d+|(?:GPU|MIG)-[A-Za-z0-9/_-]+)"
 _CARDS = re.compile(rf"{_CARD}(?:,{_CARD})*")
-_EXAMPLES = {"gpu_mapping": '{"1": "0", "2": "0"}', "node_mapping": '{"3": "user@host:22 ~/.ssh/id_rsa"}',
-             "aws_mapping": '{"4": "ubuntu@i-0123456789abcdef0"}'}
+_EXAMPLES = {
+    "gpu_mapping": '{"1": "0", "2": "0"}',
+    "node_mapping": '{"3": "user@host:22 ~/.ssh/id_rsa"}',
+    "aws_mapping": '{"4": "ubuntu@i-0123456789abcdef0"}',
+}
 
 
 def _mapping(text: str, key: str, path: str) -> dict[str, str]:
@@ -529,21 +627,27 @@ def _mapping(text: str, key: str, path: str) -> dict[str, str]:
         why = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else "nested too deep"
         raise ConfigError(f"{key} in {path} is not valid JSON ({why}) — write it like {example}") from None
     if not isinstance(value, dict):
-        raise ConfigError(f"{key} in {path} must be a JSON object mapping resource ids to resources, "
-                          f"like {example}, not {_kind(value)}")
+        raise ConfigError(
+            f"{key} in {path} must be a JSON object mapping resource ids to resources, "
+            f"like {example}, not {_kind(value)}"
+        )
     out: dict[str, str] = {}
     for rid, item in value.items():
         if not re.fullmatch(r"[0-9]{1,9}", rid) or int(rid) < 1:
-            raise ConfigError(f"{key} in {path} has the resource id {rid!r} — ids are whole numbers "
-                              f"from 1, like {example}")
+            raise ConfigError(
+                f"{key} in {path} has the resource id {rid!r} — ids are whole numbers from 1, like {example}"
+            )
         if isinstance(item, int) and not isinstance(item, bool) and key == "gpu_mapping" and item >= 0:
             item = str(item)
         if not isinstance(item, str):
-            raise ConfigError(f"{key} in {path} maps resource {rid} to {_show(item)} — "
-                              f"write it like {example}")
+            raise ConfigError(
+                f"{key} in {path} maps resource {rid} to {_show(item)} — write it like {example}"
+            )
         if key == "gpu_mapping" and not _CARDS.fullmatch(item.strip()):
-            raise ConfigError(f"gpu_mapping in {path} maps resource {rid} to {item!r}, which is not a GPU "
-                              f"card number (or GPU UUID) — write it like {example}")
+            raise ConfigError(
+                f"gpu_mapping in {path} maps resource {rid} to {item!r}, which is not a GPU "
+                f"card number (or GPU UUID) — write it like {example}"
+            )
         if key != "gpu_mapping":
             try:
                 parse_host(item)
@@ -576,8 +680,10 @@ def parse_host(spec: str) -> HostSpec:
     match = _HOST.fullmatch(parts[0]) if 1 <= len(parts) <= 2 else None
     port = int(match["port"] or 22) if match else 0
     if not match or not 1 <= port <= 65535:
-        raise ConfigError(f"bad host {spec!r} — write it as user@host, user@host:port or host, "
-                          "optionally followed by a space and a private-key file")
+        raise ConfigError(
+            f"bad host {spec!r} — write it as user@host, user@host:port or host, "
+            "optionally followed by a space and a private-key file"
+        )
     key = os.path.expanduser(parts[1]) if len(parts) == 2 else None
     return HostSpec(user=match["user"], host=match["host"], port=port, key=key)
 
@@ -591,8 +697,15 @@ def _is_number(value: Any) -> bool:
 
 
 def _kind(value: Any) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", bool: "true/false",
-             type(None): "null", int: "a number", float: "a number"}
+    names = {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "true/false",
+        type(None): "null",
+        int: "a number",
+        float: "a number",
+    }
     return names.get(type(value), type(value).__name__)
 
 

@@ -13,17 +13,19 @@ Auptimizer's defaults are kept: ``warmup`` 0, ``bandit_factor`` 0.5, ``truncatio
 Unlike Auptimizer, a job stopped early keeps counting as comparison for the steps it reached, so
 the bar does not rise just because weak jobs were removed.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import math
+import queue
 import statistics
 import threading
 import time
-import queue
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from typing import Any, Callable, ClassVar, Iterable
+from typing import Any, ClassVar
 
 from .errors import ConfigError
 from .proposers.base import installed
@@ -156,8 +158,10 @@ class MedianPolicy(EarlyStopPolicy):
         median = statistics.median(other.mean(step) for other in others)
         if not self._better(median, curve.mean(step)):
             return None
-        return (f"median rule: its mean {curve.mean(step):.4g} over {_results(step)} is {self._worse()} "
-                f"than the median {median:.4g} of {_plural(len(others), 'other job')}")
+        return (
+            f"median rule: its mean {curve.mean(step):.4g} over {_results(step)} is {self._worse()} "
+            f"than the median {median:.4g} of {_plural(len(others), 'other job')}"
+        )
 
 
 class BanditPolicy(EarlyStopPolicy):
@@ -179,8 +183,10 @@ class BanditPolicy(EarlyStopPolicy):
         threshold = leader - slack if self.maximize else leader + slack
         if not self._better(threshold, curve.best(step)):
             return None
-        return (f"bandit rule: its best {curve.best(step):.4g} in {_results(step)} is {self._worse()} than "
-                f"{threshold:.4g} (the leader's {leader:.4g} with bandit_factor {self.factor:g})")
+        return (
+            f"bandit rule: its best {curve.best(step):.4g} in {_results(step)} is {self._worse()} than "
+            f"{threshold:.4g} (the leader's {leader:.4g} with bandit_factor {self.factor:g})"
+        )
 
 
 class TruncationPolicy(EarlyStopPolicy):
@@ -198,8 +204,10 @@ class TruncationPolicy(EarlyStopPolicy):
         rank = 1 + sum(1 for other in others if not self._better(other.best(step), mine))
         if rank / (len(others) + 1) > self.fraction:
             return None
-        return (f"truncation rule: its best {mine:.4g} in {_results(step)} ranks {rank} from the bottom "
-                f"of {len(others) + 1} jobs, inside the worst {self.fraction:.0%}")
+        return (
+            f"truncation rule: its best {mine:.4g} in {_results(step)} ranks {rank} from the bottom "
+            f"of {len(others) + 1} jobs, inside the worst {self.fraction:.0%}"
+        )
 
 
 class CurveFittingPolicy(EarlyStopPolicy):
@@ -217,8 +225,9 @@ class CurveFittingPolicy(EarlyStopPolicy):
 
     name = "curve_fitting"
 
-    def __init__(self, steps: int, warmup: int, maximize: bool, threshold: float, max_iters: int,
-                 timeout: float) -> None:
+    def __init__(
+        self, steps: int, warmup: int, maximize: bool, threshold: float, max_iters: int, timeout: float
+    ) -> None:
         super().__init__(steps, warmup, maximize)
         self.threshold = threshold
         self.max_iters = max_iters
@@ -241,7 +250,11 @@ class CurveFittingPolicy(EarlyStopPolicy):
             step = self._evaluation_step(len(values))
             if step is None or step < CURVE_FITTING_MIN_RESULTS or self._judged_at.get(jid) == step:
                 return False
-            ended = [self._curves[j] for j in self._ended if j not in self._stopped and len(self._curves.get(j, ()))]
+            ended = [
+                self._curves[j]
+                for j in self._ended
+                if j not in self._stopped and len(self._curves.get(j, ()))
+            ]
             if not ended:
                 return False
             self._judged_at[jid] = step
@@ -250,8 +263,9 @@ class CurveFittingPolicy(EarlyStopPolicy):
             if self._queue is None:
                 self._queue = queue.SimpleQueue()
                 # a daemon: a fit under way never holds up the process's exit
-                threading.Thread(target=self._fit_worker, args=(self._queue,), name="aup-curve-fit",
-                                 daemon=True).start()
+                threading.Thread(
+                    target=self._fit_worker, args=(self._queue,), name="aup-curve-fit", daemon=True
+                ).start()
             self._queue.put((fit, list(values[:step]), step, best))
             return False
 
@@ -312,9 +326,11 @@ class CurveFittingPolicy(EarlyStopPolicy):
         factor = self.threshold if sign * best > 0 else 2 - self.threshold
         if predicted >= factor * sign * best:
             return None
-        return (f"curve fitting: its {_results(step)} extrapolate to {sign * predicted:.4g} at result "
-                f"{self.max_iters}, {self._worse()} than {factor * best:.4g} "
-                f"({factor:g} × the best finished result {best:.4g})")
+        return (
+            f"curve fitting: its {_results(step)} extrapolate to {sign * predicted:.4g} at result "
+            f"{self.max_iters}, {self._worse()} than {factor * best:.4g} "
+            f"({factor:g} × the best finished result {best:.4g})"
+        )
 
 
 # Learning-curve families (Domhan et al. 2015, as Auptimizer lists them): x is the result's
@@ -327,14 +343,20 @@ def _curve_families() -> dict[str, tuple[Callable[..., Any], int]]:
         "pow3": (lambda x, c, a, alpha: c - a * x ** (-alpha), 3),
         "linear": (lambda x, a, b: a * x + b, 2),
         "logx_linear": (lambda x, a, b: a * np.log(x) + b, 2),
-        "dr_hill_zero_background": (lambda x, theta, eta, kappa: theta * x ** eta / (kappa ** eta + x ** eta), 3),
+        "dr_hill_zero_background": (lambda x, theta, eta, kappa: theta * x**eta / (kappa**eta + x**eta), 3),
         "log_power": (lambda x, a, b, c: a / (1.0 + (x / np.exp(b)) ** c), 3),
         "pow4": (lambda x, alpha, a, b, c: c - (a * x + b) ** (-alpha), 4),
-        "mmf": (lambda x, alpha, beta, kappa, delta: alpha - (alpha - beta) / (1.0 + (kappa * x) ** delta), 4),
-        "exp4": (lambda x, c, a, b, alpha: c - np.exp(-a * x ** alpha + b), 4),
+        "mmf": (
+            lambda x, alpha, beta, kappa, delta: alpha - (alpha - beta) / (1.0 + (kappa * x) ** delta),
+            4,
+        ),
+        "exp4": (lambda x, c, a, b, alpha: c - np.exp(-a * x**alpha + b), 4),
         "ilog2": (lambda x, c, a: c - a / np.log(x + 1.0), 2),
-        "weibull": (lambda x, alpha, beta, kappa, delta: alpha - (alpha - beta) * np.exp(-(kappa * x) ** delta), 4),
-        "janoschek": (lambda x, a, beta, k, delta: a - (a - beta) * np.exp(-k * x ** delta), 4),
+        "weibull": (
+            lambda x, alpha, beta, kappa, delta: alpha - (alpha - beta) * np.exp(-((kappa * x) ** delta)),
+            4,
+        ),
+        "janoschek": (lambda x, a, beta, k, delta: a - (a - beta) * np.exp(-k * x**delta), 4),
     }
 
 
@@ -366,7 +388,14 @@ def predict_final(values: list[float], at: int, timeout: float, max_evals: int =
                 break
             try:
                 params, _ = curve_fit(func, x, y, p0=np.ones(n_params), maxfev=max_evals)
-            except (RuntimeError, ValueError, TypeError, FloatingPointError, OverflowError, ZeroDivisionError):
+            except (
+                RuntimeError,
+                ValueError,
+                TypeError,
+                FloatingPointError,
+                OverflowError,
+                ZeroDivisionError,
+            ):
                 continue
             fitted = func(x, *params)
             error = float(np.sum((fitted - y) ** 2))
@@ -378,19 +407,20 @@ def predict_final(values: list[float], at: int, timeout: float, max_evals: int =
     return float(np.median(predictions))
 
 
-def make_policy(cfg: dict | None, maximize: bool,
-                source: str = "experiment.json") -> EarlyStopPolicy | None:
+def make_policy(cfg: dict | None, maximize: bool, source: str = "experiment.json") -> EarlyStopPolicy | None:
     """Build the policy ``resource_args.early_stop`` asks for; None when early stopping is off."""
     if not cfg:
         return None
     where = f"resource_args.early_stop in {source}"
     if not isinstance(cfg, dict):
-        raise ConfigError(f"{where} must be an object such as "
-                          '{"aup_policy": "median", "aup_policy_steps": 5}')
+        raise ConfigError(
+            f'{where} must be an object such as {{"aup_policy": "median", "aup_policy_steps": 5}}'
+        )
     policy = cfg.get("aup_policy")
     if policy not in POLICY_NAMES:
-        raise ConfigError(f"unknown aup_policy {_show(policy)} in {where} "
-                          "— use median, bandit, truncation or curve_fitting")
+        raise ConfigError(
+            f"unknown aup_policy {_show(policy)} in {where} — use median, bandit, truncation or curve_fitting"
+        )
     steps = _whole(cfg, "aup_policy_steps", where, minimum=1)
     warmup = _whole(cfg, "warmup", where, minimum=0, default=0)
     if policy == "median":
@@ -406,17 +436,23 @@ def make_policy(cfg: dict | None, maximize: bool,
 
 def _curve_fitting(cfg: dict, where: str, steps: int, warmup: int, maximize: bool) -> CurveFittingPolicy:
     if not installed("scipy"):
-        raise ConfigError(f'aup_policy "curve_fitting" in {where} needs scipy, which is not installed '
-                          "— pip install 'aup-tui[curve-fitting]'")
+        raise ConfigError(
+            f'aup_policy "curve_fitting" in {where} needs scipy, which is not installed '
+            "— pip install 'aup-tui[curve-fitting]'"
+        )
     if cfg.get("curve_fitting_max_iters") is None:
-        raise ConfigError(f"{where} needs curve_fitting_max_iters for aup_policy curve_fitting "
-                          "— the number of results a job reports in all")
+        raise ConfigError(
+            f"{where} needs curve_fitting_max_iters for aup_policy curve_fitting "
+            "— the number of results a job reports in all"
+        )
     max_iters = _whole(cfg, "curve_fitting_max_iters", where, minimum=1)
     threshold = _fraction(cfg, "curve_fitting_threshold", where, default=0.95, closed=True)
     timeout = cfg.get("curve_fitting_timeout", 60)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
-        raise ConfigError(f"curve_fitting_timeout in {where} must be a number of seconds above 0 "
-                          f"such as 60, got {_show(timeout)}")
+        raise ConfigError(
+            f"curve_fitting_timeout in {where} must be a number of seconds above 0 "
+            f"such as 60, got {_show(timeout)}"
+        )
     return CurveFittingPolicy(steps, warmup, maximize, threshold, max_iters, float(timeout))
 
 
@@ -425,8 +461,9 @@ def _whole(cfg: dict, key: str, where: str, minimum: int, default: int | None = 
     if value is None:
         raise ConfigError(f"{where} needs {key} — how many results a job reports between checks")
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{key} in {where} must be a whole number of at least {minimum}, "
-                          f"got {_show(value)}")
+        raise ConfigError(
+            f"{key} in {where} must be a whole number of at least {minimum}, got {_show(value)}"
+        )
     return value
 
 
@@ -435,8 +472,9 @@ def _fraction(cfg: dict, key: str, where: str, default: float, closed: bool) -> 
     number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     inside = number and (0 <= value <= 1 if closed else 0 < value < 1)
     if not inside:
-        raise ConfigError(f"{key} in {where} must be a fraction between 0 and 1 such as {default}, "
-                          f"got {_show(value)}")
+        raise ConfigError(
+            f"{key} in {where} must be a fraction between 0 and 1 such as {default}, got {_show(value)}"
+        )
     return float(value)
 
 

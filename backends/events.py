@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,9 @@ class EventBus:
         self._lock = threading.Lock()
         self._subscribers: tuple[tuple[Subscriber, tuple[type[Event], ...]], ...] = ()
 
-    def subscribe(self, callback: Subscriber, kinds: tuple[type[Event], ...] = (Event,)) -> Callable[[], None]:
+    def subscribe(
+        self, callback: Subscriber, kinds: tuple[type[Event], ...] = (Event,)
+    ) -> Callable[[], None]:
         """Register `callback` for events of `kinds`; returns a function that unsubscribes it."""
         entry = (callback, kinds)
         with self._lock:

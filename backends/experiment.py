@@ -40,9 +40,15 @@ class ExperimentResult:
 class Experiment:
     """Runs one experiment.json on the resources of one `.aup` folder."""
 
-    def __init__(self, config: ExperimentConfig | dict, auppath: str = ".aup",
-                 connector: TinyDBConnector | None = None, bus: EventBus | None = None,
-                 username: str | None = None, manager_kwargs: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        config: ExperimentConfig | dict,
+        auppath: str = ".aup",
+        connector: TinyDBConnector | None = None,
+        bus: EventBus | None = None,
+        username: str | None = None,
+        manager_kwargs: dict[str, Any] | None = None,
+    ) -> None:
         """`config`: a loaded experiment.json, or its content as a dict (as Auptimizer takes it),
         checked as the file is. `manager_kwargs` go to the resource manager on top of
         `resource_args` (e.g. a UI's node `monitor`/`pool`, so the SSH manager shares its
@@ -104,19 +110,37 @@ class Experiment:
         proposer = get_proposer(cfg)
         self.connector.recover()
         self.eid = eid = self.connector.start_experiment(
-            self.username, cfg.name, cfg.raw, n_samples=proposer.n_samples, target=cfg.target,
-            resource=cfg.resource, workingdir=cfg.workingdir, script=cfg.script, path=cfg.path,
+            self.username,
+            cfg.name,
+            cfg.raw,
+            n_samples=proposer.n_samples,
+            target=cfg.target,
+            resource=cfg.resource,
+            workingdir=cfg.workingdir,
+            script=cfg.script,
+            path=cfg.path,
             n_parallel=cfg.n_parallel,
         )
         if cfg.multi_res_labels:
             self.connector.save_labels(eid, cfg.multi_res_labels)
         try:
             # as Auptimizer's Experiment: the script, working folder and runtime_args too (save_model)
-            args = {"script": cfg.script, "workingdir": cfg.workingdir, "runtime_args": cfg.runtime_args,
-                    **{k: v for k, v in cfg.resource_args.items() if k != "early_stop"}, **self.manager_kwargs}
+            args = {
+                "script": cfg.script,
+                "workingdir": cfg.workingdir,
+                "runtime_args": cfg.runtime_args,
+                **{k: v for k, v in cfg.resource_args.items() if k != "early_stop"},
+                **self.manager_kwargs,
+            }
             rm = get_resource_manager(
-                cfg.resource, self.connector, cfg.n_parallel, auppath=self.auppath, eid=eid, bus=self.bus,
-                maximize=cfg.maximize, early_stop_policy=make_policy(cfg.resource_args.get("early_stop"), cfg.maximize),
+                cfg.resource,
+                self.connector,
+                cfg.n_parallel,
+                auppath=self.auppath,
+                eid=eid,
+                bus=self.bus,
+                maximize=cfg.maximize,
+                early_stop_policy=make_policy(cfg.resource_args.get("early_stop"), cfg.maximize),
                 **args,
             )
         except Exception as exc:
@@ -127,14 +151,23 @@ class Experiment:
         self.resource_manager = rm
         self.status = "RUNNING"
         n_free = len(self.connector.get_available_resource(cfg.resource))
-        self.bus.publish(ExperimentStarted(eid=eid, name=cfg.name, n_samples=proposer.n_samples,
-                                           target=cfg.target, resource=cfg.resource))
+        self.bus.publish(
+            ExperimentStarted(
+                eid=eid, name=cfg.name, n_samples=proposer.n_samples, target=cfg.target, resource=cfg.resource
+            )
+        )
         if n_free == 0:
-            self._notice(f"no free '{cfg.resource}' resource: waiting for one "
-                         f"(see `aup-tui resources`; `aup-tui resources --free` frees stuck ones)", "warning")
+            self._notice(
+                f"no free '{cfg.resource}' resource: waiting for one "
+                f"(see `aup-tui resources`; `aup-tui resources --free` frees stuck ones)",
+                "warning",
+            )
         elif n_free < cfg.n_parallel:
-            self._notice(f"n_parallel is {cfg.n_parallel} but only {n_free} '{cfg.resource}' resources are free: "
-                         f"running {n_free} at a time", "warning")
+            self._notice(
+                f"n_parallel is {cfg.n_parallel} but only {n_free} '{cfg.resource}' resources are free: "
+                f"running {n_free} at a time",
+                "warning",
+            )
         gpu_check = None
         if cfg.resource == "gpu":  # NVML may be slow to answer: beside the first jobs, not before them
             gpu_check = threading.Thread(target=self._check_gpus, name="aup-gpu-check", daemon=True)
@@ -159,7 +192,9 @@ class Experiment:
                 gpu_check.join(10)  # its warning comes before the end, whatever the jobs' speed
         self._watch_writes()  # the store came back after the last look: say so
         try:
-            best = rm.finish(maximize=cfg.maximize, status=status)  # a FINISHED run with save_model re-runs its best job here
+            best = rm.finish(
+                maximize=cfg.maximize, status=status
+            )  # a FINISHED run with save_model re-runs its best job here
         except Exception as exc:  # the store can't be read (a damaged file): record why, end as FAILED
             best = None
             if status != "FAILED" or not self._fail_reason:
@@ -168,22 +203,34 @@ class Experiment:
         finally:
             with self._mutex:
                 self._over.set()  # the watcher ends; stop() has nothing left to kill
-        best_jid, best_score = (best if best else (None, None))
+        best_jid, best_score = best if best else (None, None)
         why = {"reason": self._fail_reason} if status == "FAILED" else {}
         try:  # finished jobs' records waiting for room are written first (see _wait_for_store)
             self.connector.end_experiment(eid, status, best_jid=best_jid, best_score=best_score, **why)
         except StoreWriteError as exc:  # stopped while the store is full: say what was not written
-            self._notice(f"{exc}; {self.connector.pending_records} finished jobs' records were not written "
-                         f"(their output is in {os.path.join(self.config.workingdir, 'jobs')})", "error")
+            self._notice(
+                f"{exc}; {self.connector.pending_records} finished jobs' records were not written "
+                f"(their output is in {os.path.join(self.config.workingdir, 'jobs')})",
+                "error",
+            )
         self.status = status
-        self.bus.publish(ExperimentFinished(eid=eid, status=status, best_jid=best_jid, best_score=best_score,
-                                            reason=why.get("reason", "")))
+        self.bus.publish(
+            ExperimentFinished(
+                eid=eid, status=status, best_jid=best_jid, best_score=best_score, reason=why.get("reason", "")
+            )
+        )
         try:
             result = self.result()
         except Exception:  # noqa: BLE001 — a damaged store file: what this run knows
-            result = ExperimentResult(eid=eid, status=status, best_jid=best_jid, best_score=best_score,
-                                      best_config=None, logs=os.path.join(cfg.workingdir, "jobs"),
-                                      reason=why.get("reason", ""))
+            result = ExperimentResult(
+                eid=eid,
+                status=status,
+                best_jid=best_jid,
+                best_score=best_score,
+                best_config=None,
+                logs=os.path.join(cfg.workingdir, "jobs"),
+                reason=why.get("reason", ""),
+            )
         result.status = status  # also when the store could not take it (stopped on a full disk)
         return result
 
@@ -197,9 +244,13 @@ class Experiment:
         cfg = self.config
         n = cfg.n_parallel
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ConfigError(f"n_parallel in {os.path.basename(cfg.path) if cfg.path else 'the experiment config'} "
-                              f"must be a whole number of at least 1, got {n!r}")
-        if not self.connector.resources(cfg.resource) and os.path.isfile(os.path.join(self.auppath, "env.ini")):
+            raise ConfigError(
+                f"n_parallel in {os.path.basename(cfg.path) if cfg.path else 'the experiment config'} "
+                f"must be a whole number of at least 1, got {n!r}"
+            )
+        if not self.connector.resources(cfg.resource) and os.path.isfile(
+            os.path.join(self.auppath, "env.ini")
+        ):
             from .config import load_env
 
             sync_resources(load_env(self.auppath), self.connector)  # an env.ini written by hand, never synced
@@ -240,8 +291,10 @@ class Experiment:
         if self._fail_reason or self._finished == 0:
             if not self._fail_reason:
                 failed = sum(1 for j in rm.jobs.values() if j.status == "FAILED")
-                self._fail_reason = (f"no job finished with a score ({failed} failed; see their logs in "
-                                     f"{os.path.join(self.config.workingdir, 'jobs')})")
+                self._fail_reason = (
+                    f"no job finished with a score ({failed} failed; see their logs in "
+                    f"{os.path.join(self.config.workingdir, 'jobs')})"
+                )
             return "FAILED"
         return "FINISHED"
 
@@ -270,8 +323,12 @@ class Experiment:
         """Start jobs while there is room (caller holds `_mutex`); signal when all are done.
         No job starts while the store can't be written (disk full): the watcher resumes."""
         cfg, rm = self.config, self._rm
-        while not self._stop.is_set() and not self._loop_over.is_set() and len(self._in_flight) < cfg.n_parallel \
-                and self.connector.write_error is None:
+        while (
+            not self._stop.is_set()
+            and not self._loop_over.is_set()
+            and len(self._in_flight) < cfg.n_parallel
+            and self.connector.write_error is None
+        ):
             job = self._retry.pop(0) if self._retry else None
             if job is None and not self._exhausted:
                 params = self._proposer.get()
@@ -282,8 +339,9 @@ class Experiment:
             if job is None:
                 break
             banned = self._blacklist.get(job.jid, set())
-            rid = rm.get_available(self.username, cfg.resource,
-                                   rid_blacklist=banned if banned < self._all_rids else None)
+            rid = rm.get_available(
+                self.username, cfg.resource, rid_blacklist=banned if banned < self._all_rids else None
+            )
             if rid is None:
                 self._retry.insert(0, job)
                 break
@@ -320,8 +378,10 @@ class Experiment:
                 self._notice(self._rm.failure, "error")
                 self.stop("FAILED")
             elif not cfg.job_failure.get("ignore_fail"):
-                why = (f"job {job.jid} failed: {job.error} — stopping the experiment "
-                       "(set job_failure.ignore_fail to keep going)")
+                why = (
+                    f"job {job.jid} failed: {job.error} — stopping the experiment "
+                    "(set job_failure.ignore_fail to keep going)"
+                )
                 if not self._fail_reason:  # the first failure is the reason; later ones follow from it
                     self._fail_reason = why
                 self._notice(why, "error")
@@ -376,13 +436,25 @@ class Experiment:
             self._store_down = error is not None
         if error is not None and not was_down:
             n = self.connector.pending_records
-            self.bus.publish(StoreProblem(
-                message=f"store can't be written: {error.strerror} on {error.path}; {n} results waiting — "
-                        "free space (no job starts until then; nothing is lost)",
-                eid=self.eid, level="error", path=error.path, pending=n))
+            self.bus.publish(
+                StoreProblem(
+                    message=f"store can't be written: {error.strerror} on {error.path}; {n} results waiting — "
+                    "free space (no job starts until then; nothing is lost)",
+                    eid=self.eid,
+                    level="error",
+                    path=error.path,
+                    pending=n,
+                )
+            )
         elif error is None and was_down:
-            self.bus.publish(StoreProblem(message="store can be written again: results saved, carrying on",
-                                          eid=self.eid, level="info", ok=True))
+            self.bus.publish(
+                StoreProblem(
+                    message="store can be written again: results saved, carrying on",
+                    eid=self.eid,
+                    level="info",
+                    ok=True,
+                )
+            )
             if not self._stop.is_set() and not self._loop_over.is_set():
                 with self._mutex:
                     self._dispatch()
@@ -416,8 +488,12 @@ def summarize(connector: TinyDBConnector, eid: int) -> ExperimentResult:
     workingdir = exp.get("workingdir") or "."
     status = exp.get("status", "UNKNOWN")
     return ExperimentResult(
-        eid=eid, status=status, best_jid=best[0] if best else None,
-        best_score=best[1] if best else None, best_config=best_cfg, counts=counts,
-        logs=os.path.join(workingdir, "jobs"), reason=(exp.get("reason") or "") if status == "FAILED" else "",
+        eid=eid,
+        status=status,
+        best_jid=best[0] if best else None,
+        best_score=best[1] if best else None,
+        best_config=best_cfg,
+        counts=counts,
+        logs=os.path.join(workingdir, "jobs"),
+        reason=(exp.get("reason") or "") if status == "FAILED" else "",
     )
-

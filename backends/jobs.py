@@ -57,7 +57,7 @@ def parse_result_line(line: str) -> tuple[float, ...] | None:
     text = line.strip()
     if not text.startswith(RESULT_PREFIX):
         return None
-    body = text[len(RESULT_PREFIX):].strip()
+    body = text[len(RESULT_PREFIX) :].strip()
     try:
         return _finite_values(body, text)
     except NonFiniteResultError:
@@ -82,8 +82,9 @@ def parse_pasted_output(text: str) -> list[tuple[float, ...]]:
     try:
         return [_finite_values(stripped, stripped)]
     except NonFiniteResultError as exc:
-        raise ResultParseError(f"the score {exc.value!r} is not a finite number: type a number "
-                               "like 0.93") from None
+        raise ResultParseError(
+            f"the score {exc.value!r} is not a finite number: type a number like 0.93"
+        ) from None
     except ValueError:
         pass
     results = [r for r in (parse_result_line(line) for line in stripped.splitlines()) if r is not None]
@@ -116,13 +117,17 @@ def env_strings(env: Any, where: str = "runtime_args.env") -> dict[str, str]:
     if env is None:
         return {}
     if not isinstance(env, dict):
-        raise ConfigError(f"{where} must be an object of variable names to values, "
-                          f'like {{"OMP_NUM_THREADS": "1"}}, not {type(env).__name__}')
+        raise ConfigError(
+            f"{where} must be an object of variable names to values, "
+            f'like {{"OMP_NUM_THREADS": "1"}}, not {type(env).__name__}'
+        )
     out: dict[str, str] = {}
     for name, value in env.items():
         if not isinstance(name, str) or not name or "=" in name or "\0" in name:
-            raise ConfigError(f"{where} has the variable name {name!r}, which is not a valid environment "
-                              "variable name: use letters, digits and '_'")
+            raise ConfigError(
+                f"{where} has the variable name {name!r}, which is not a valid environment "
+                "variable name: use letters, digits and '_'"
+            )
         text: str | None = None
         if isinstance(value, bool):
             text = "true" if value else "false"
@@ -131,11 +136,18 @@ def env_strings(env: Any, where: str = "runtime_args.env") -> dict[str, str]:
         elif isinstance(value, str) and "\0" not in value:
             text = value
         if text is None:
-            shown = "null" if value is None else "a text with a NUL byte" if isinstance(value, str) \
-                else f"{_KINDS.get(type(value), 'a ' + type(value).__name__)} " \
-                     f"({_shown(json.dumps(value, default=str))})"
-            raise ConfigError(f"{where}.{name} must be a string or a number, not {shown}: "
-                              f'write it as text, e.g. "{name}": "…"')
+            shown = (
+                "null"
+                if value is None
+                else "a text with a NUL byte"
+                if isinstance(value, str)
+                else f"{_KINDS.get(type(value), 'a ' + type(value).__name__)} "
+                f"({_shown(json.dumps(value, default=str))})"
+            )
+            raise ConfigError(
+                f"{where}.{name} must be a string or a number, not {shown}: "
+                f'write it as text, e.g. "{name}": "…"'
+            )
         out[str(name)] = text
     return out
 
@@ -212,11 +224,15 @@ class Job:
             raise JobError(f"working folder {self.path} does not exist: create it or fix 'workingdir'")
         jobs_dir = os.path.dirname(self.config_path)
         if os.path.exists(jobs_dir) and not os.path.isdir(jobs_dir):
-            raise JobError(f"{jobs_dir} is a file, but jobs keep their configs and logs in that folder: "
-                           "move the file away")
+            raise JobError(
+                f"{jobs_dir} is a file, but jobs keep their configs and logs in that folder: "
+                "move the file away"
+            )
         script = self.script_path
         if not os.path.exists(script):
-            raise JobError(f"job script {script} not found: fix 'script' (relative to 'workingdir' {self.path})")
+            raise JobError(
+                f"job script {script} not found: fix 'script' (relative to 'workingdir' {self.path})"
+            )
         if os.path.isdir(script):
             raise JobError(f"job script {script} is a folder, not a script: fix 'script'")
         if not os.access(script, os.X_OK):

@@ -68,17 +68,22 @@ def _prescript_lines(var: str) -> list[str]:
 
 #: The local job wrapper when there is a prescript or a postscript:
 #: `sh -c LOCAL_WRAPPER aup-job PRESCRIPT POSTSCRIPT SCRIPT CONFIG`.
-LOCAL_WRAPPER = "\n".join([
-    'aup_pre=$1 aup_post=$2',
-    "shift 2",
-    'if [ -n "$aup_pre" ]; then',
-    *("  " + line for line in _prescript_lines("aup_pre")),
-    "fi",
-    '"$@" 9>&-',
-    "rc=$?",
-    'if [ -n "$aup_post" ]; then eval "$aup_post"; fi',
-    "exit $rc",
-]) + "\n"
+LOCAL_WRAPPER = (
+    "\n".join(
+        [
+            "aup_pre=$1 aup_post=$2",
+            "shift 2",
+            'if [ -n "$aup_pre" ]; then',
+            *("  " + line for line in _prescript_lines("aup_pre")),
+            "fi",
+            '"$@" 9>&-',
+            "rc=$?",
+            'if [ -n "$aup_post" ]; then eval "$aup_post"; fi',
+            "exit $rc",
+        ]
+    )
+    + "\n"
+)
 
 
 @dataclass(frozen=True)
@@ -141,8 +146,10 @@ def env_exports(env: dict | None) -> list[str]:
     lines = []
     for name, value in env_strings(env).items():
         if not _ENV_NAME.fullmatch(name):
-            raise ConfigError(f"runtime_args.env has the variable name {name!r}, which is not a valid "
-                              "environment variable name: use letters, digits and '_'")
+            raise ConfigError(
+                f"runtime_args.env has the variable name {name!r}, which is not a valid "
+                "environment variable name: use letters, digits and '_'"
+            )
         lines.append(f"export {name}={q(value)}")
     return lines
 
@@ -153,8 +160,13 @@ def env_file_text(env: dict | None) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
-def job_body(paths: RemoteJobPaths, env: dict | None = None, prescript: str | None = None,
-             postscript: str | None = None, env_file: str | None = None) -> str:
+def job_body(
+    paths: RemoteJobPaths,
+    env: dict | None = None,
+    prescript: str | None = None,
+    postscript: str | None = None,
+    env_file: str | None = None,
+) -> str:
     """`prescript; cd <workingdir>; ./<script> jobs/<jid>.json; postscript`, exiting with the job's status.
 
     `env` is exported inline (it shows in the node's `ps`: only for what is not secret, like
@@ -165,14 +177,18 @@ def job_body(paths: RemoteJobPaths, env: dict | None = None, prescript: str | No
     lines = env_exports(env)
     if env_file:
         f = q(env_file)
-        lines.append(f'[ -r {f} ] || {{ echo "aup: the job\'s environment file "{f}" is missing" >&2; '
-                     f"exit {EXIT_NO_ENV}; }}")
+        lines.append(
+            f'[ -r {f} ] || {{ echo "aup: the job\'s environment file "{f}" is missing" >&2; '
+            f"exit {EXIT_NO_ENV}; }}"
+        )
         lines.append(f". {f}; rm -f -- {f}")
     if prescript:
         lines.append(f"aup_pre={q(str(prescript))}")
         lines.extend(_prescript_lines("aup_pre"))
     wd = q(paths.workingdir)
-    lines.append(f"cd -- {wd} || {{ echo \"aup: cannot enter the working folder \"{wd} >&2; exit {EXIT_NO_WORKDIR}; }}")
+    lines.append(
+        f'cd -- {wd} || {{ echo "aup: cannot enter the working folder "{wd} >&2; exit {EXIT_NO_WORKDIR}; }}'
+    )
     lines.append(f"{q(paths.script_rel)} {q(paths.config_rel)} 9>&-")
     lines.append("rc=$?")
     if postscript:
@@ -182,7 +198,7 @@ def job_body(paths: RemoteJobPaths, env: dict | None = None, prescript: str | No
 
 
 # bash when the node has it (prescripts written for Auptimizer often use `source`), else sh
-_PICK_SHELL = 'S=$(command -v bash 2>/dev/null || echo /bin/sh)'
+_PICK_SHELL = "S=$(command -v bash 2>/dev/null || echo /bin/sh)"
 
 
 def sync_command(paths: RemoteJobPaths, body: str) -> str:
@@ -201,22 +217,27 @@ def sync_command(paths: RemoteJobPaths, body: str) -> str:
     pid, rc = q(paths.pid), q(paths.rc)
     # run by setsid (whose own complaints go to /dev/null): the new group's leader says who it
     # is (on fd 3, around tee), runs the job and exits with its status (128+N for signal N)
-    leader = (f'exec 2>&4 4>&-; echo "{PGID_MARK}$$" >&3; echo $$ > {pid}; '
-              '"$0" -c "$1" </dev/null 3>&-; exit $?')
-    inner = "\n".join([
-        _PICK_SHELL,
-        "exec 3>&1",
-        "if command -v setsid >/dev/null 2>&1; then",
-        # the job has ended: kill what it left in its group, which lets tee see the end of its input
-        (f'  {{ setsid -w /bin/sh -c {q(leader)} "$S" "$1" 4>&2 2>/dev/null; echo $? > {rc}; '
-         f'p=$(cat {pid} 2>/dev/null) && [ "$p" -gt 1 ] && kill -s KILL -- "-$p" 2>/dev/null; }} '
-         f'2>&1 | tee -- {q(paths.log)}'),
-        "else",
-        f'  echo "{PGID_MARK}$$"; echo $$ > {pid}',
-        f'  {{ "$S" -c "$1" </dev/null 3>&-; echo $? > {rc}; }} 2>&1 | tee -- {q(paths.log)}',
-        "fi",
-        f'exit "$(cat {rc} 2>/dev/null || echo 255)"',
-    ])
+    leader = (
+        f'exec 2>&4 4>&-; echo "{PGID_MARK}$$" >&3; echo $$ > {pid}; "$0" -c "$1" </dev/null 3>&-; exit $?'
+    )
+    inner = "\n".join(
+        [
+            _PICK_SHELL,
+            "exec 3>&1",
+            "if command -v setsid >/dev/null 2>&1; then",
+            # the job has ended: kill what it left in its group, which lets tee see the end of its input
+            (
+                f'  {{ setsid -w /bin/sh -c {q(leader)} "$S" "$1" 4>&2 2>/dev/null; echo $? > {rc}; '
+                f'p=$(cat {pid} 2>/dev/null) && [ "$p" -gt 1 ] && kill -s KILL -- "-$p" 2>/dev/null; }} '
+                f"2>&1 | tee -- {q(paths.log)}"
+            ),
+            "else",
+            f'  echo "{PGID_MARK}$$"; echo $$ > {pid}',
+            f'  {{ "$S" -c "$1" </dev/null 3>&-; echo $? > {rc}; }} 2>&1 | tee -- {q(paths.log)}',
+            "fi",
+            f'exit "$(cat {rc} 2>/dev/null || echo 255)"',
+        ]
+    )
     outer = (
         f"rm -f -- {rc} {pid}; "
         'if command -v setsid >/dev/null 2>&1; then exec setsid -w /bin/sh -c "$1" aup-job "$2"; '
@@ -232,25 +253,29 @@ def async_command(paths: RemoteJobPaths, body: str, wait_s: float = 5.0) -> str:
     its script left in its process group is killed; the command prints `@@aup:pgid <pgid>` once
     the job has started, and returns at once.
     """
-    inner = "\n".join([
-        f"echo $$ > {q(paths.pid + '.tmp')} && mv -f -- {q(paths.pid + '.tmp')} {q(paths.pid)}",
-        _PICK_SHELL,
-        f'"$S" -c "$1" > {q(paths.log)} 2>&1 </dev/null',
-        f"echo $? > {q(paths.rc + '.tmp')}; mv -f -- {q(paths.rc + '.tmp')} {q(paths.rc)}",
-        # the job is over: end what it left behind (this shell is in the group too, and goes last)
-        # (without setsid this shell leads no group: no group has its pid, the kill does nothing)
-        'kill -s KILL -- "-$$" 2>/dev/null',
-    ])
+    inner = "\n".join(
+        [
+            f"echo $$ > {q(paths.pid + '.tmp')} && mv -f -- {q(paths.pid + '.tmp')} {q(paths.pid)}",
+            _PICK_SHELL,
+            f'"$S" -c "$1" > {q(paths.log)} 2>&1 </dev/null',
+            f"echo $? > {q(paths.rc + '.tmp')}; mv -f -- {q(paths.rc + '.tmp')} {q(paths.rc)}",
+            # the job is over: end what it left behind (this shell is in the group too, and goes last)
+            # (without setsid this shell leads no group: no group has its pid, the kill does nothing)
+            'kill -s KILL -- "-$$" 2>/dev/null',
+        ]
+    )
     tries = max(1, int(wait_s / 0.02))
-    outer = "\n".join([
-        f"rm -f -- {q(paths.rc)} {q(paths.pid)}",
-        "cd /",
-        'if command -v setsid >/dev/null 2>&1; then nohup setsid /bin/sh -c "$1" aup-job "$2" >/dev/null 2>&1 </dev/null &',
-        'else nohup /bin/sh -c "$1" aup-job "$2" >/dev/null 2>&1 </dev/null & fi',
-        "i=0",
-        f"while [ ! -s {q(paths.pid)} ] && [ $i -lt {tries} ]; do sleep 0.02; i=$((i+1)); done",
-        f'[ -s {q(paths.pid)} ] && echo "{PGID_MARK}$(cat {q(paths.pid)})"',
-    ])
+    outer = "\n".join(
+        [
+            f"rm -f -- {q(paths.rc)} {q(paths.pid)}",
+            "cd /",
+            'if command -v setsid >/dev/null 2>&1; then nohup setsid /bin/sh -c "$1" aup-job "$2" >/dev/null 2>&1 </dev/null &',
+            'else nohup /bin/sh -c "$1" aup-job "$2" >/dev/null 2>&1 </dev/null & fi',
+            "i=0",
+            f"while [ ! -s {q(paths.pid)} ] && [ $i -lt {tries} ]; do sleep 0.02; i=$((i+1)); done",
+            f'[ -s {q(paths.pid)} ] && echo "{PGID_MARK}$(cat {q(paths.pid)})"',
+        ]
+    )
     return f"/bin/sh -c {q(outer)} aup {q(inner)} {q(body)}"
 
 
@@ -259,7 +284,7 @@ def _alive_fn(pgid: int) -> str:
     where `ps` cannot list processes, by `kill -0`, which counts zombies too)."""
     return (
         "alive() { out=$(ps -A -o pgid= -o stat= 2>/dev/null); "
-        "if [ -n \"$out\" ]; then "
+        'if [ -n "$out" ]; then '
         f"[ \"$(printf '%s\\n' \"$out\" | awk -v g={pgid} '$1==g && $2 !~ /^Z/ {{n++}} END {{print n+0}}')\" != 0 ]; "
         f"else kill -s 0 -- -{pgid} 2>/dev/null; fi; }}"
     )
@@ -272,16 +297,18 @@ def kill_command(pgid: int, grace: float = 2.0) -> str:
     if pgid <= 1:
         raise ValueError(f"refusing to signal process group {pgid}")
     tries = max(1, int(grace / 0.05))
-    script = "\n".join([
-        _alive_fn(pgid),
-        f"kill -s TERM -- -{pgid} 2>/dev/null || kill -s TERM {pgid} 2>/dev/null",
-        "i=0",
-        f"while alive && [ $i -lt {tries} ]; do sleep 0.05; i=$((i+1)); done",
-        f"alive && kill -s KILL -- -{pgid} 2>/dev/null",
-        "i=0",
-        "while alive && [ $i -lt 40 ]; do sleep 0.05; i=$((i+1)); done",
-        "if alive; then echo alive; else echo gone; fi",
-    ])
+    script = "\n".join(
+        [
+            _alive_fn(pgid),
+            f"kill -s TERM -- -{pgid} 2>/dev/null || kill -s TERM {pgid} 2>/dev/null",
+            "i=0",
+            f"while alive && [ $i -lt {tries} ]; do sleep 0.05; i=$((i+1)); done",
+            f"alive && kill -s KILL -- -{pgid} 2>/dev/null",
+            "i=0",
+            "while alive && [ $i -lt 40 ]; do sleep 0.05; i=$((i+1)); done",
+            "if alive; then echo alive; else echo gone; fi",
+        ]
+    )
     return "/bin/sh -c " + q(script)
 
 
@@ -294,7 +321,7 @@ def alive_command(pgid: int) -> str:
 def parse_pgid(line: str) -> int | None:
     if line.startswith(PGID_MARK):
         try:
-            return int(line[len(PGID_MARK):].strip())
+            return int(line[len(PGID_MARK) :].strip())
         except ValueError:
             return None
     return None

@@ -22,22 +22,36 @@ def read_list(value: str, what: str) -> list[str]:
             with open(value, encoding="utf-8") as f:
                 items = [line.split("#", 1)[0].strip() for line in f]
         except UnicodeDecodeError:
-            raise ConfigError(f"--{what} file {value} is not UTF-8 text — give a text file "
-                              "with one entry a line") from None
+            raise ConfigError(
+                f"--{what} file {value} is not UTF-8 text — give a text file with one entry a line"
+            ) from None
         except OSError as e:
-            raise ConfigError(f"cannot read --{what} file {value} ({e.strerror}) — check its permissions") from None
+            raise ConfigError(
+                f"cannot read --{what} file {value} ({e.strerror}) — check its permissions"
+            ) from None
         if any("\0" in item for item in items):
-            raise ConfigError(f"--{what} file {value} holds binary data — give a text file with one entry a line")
+            raise ConfigError(
+                f"--{what} file {value} holds binary data — give a text file with one entry a line"
+            )
     else:
         items = [item.strip() for item in value.split(",")]
     items = [item for item in items if item]
     if not items:
-        raise ConfigError(f"--{what} {value!r} lists nothing: give a comma-separated list or a file with one entry a line")
+        raise ConfigError(
+            f"--{what} {value!r} lists nothing: give a comma-separated list or a file with one entry a line"
+        )
     return items
 
 
-def init_aup(auppath: str, cpu: int = 0, gpu: list[str] | None = None, node: list[str] | None = None,
-             aws: list[str] | None = None, passive: bool = False, overwrite: bool = False) -> EnvConfig:
+def init_aup(
+    auppath: str,
+    cpu: int = 0,
+    gpu: list[str] | None = None,
+    node: list[str] | None = None,
+    aws: list[str] | None = None,
+    passive: bool = False,
+    overwrite: bool = False,
+) -> EnvConfig:
     """Create `auppath` with env.ini and the store, registering the resources asked for.
 
     An existing env.ini is replaced (with its resource list) only with `overwrite`, as
@@ -51,11 +65,15 @@ def init_aup(auppath: str, cpu: int = 0, gpu: list[str] | None = None, node: lis
             check_host_entry(spec, flag)
     for card in gpu or []:
         if not _CARDS.fullmatch(card):
-            raise ConfigError(f"--gpu {card!r} is not a GPU card number (or GPU UUID) "
-                              "— give card indices such as --gpu 0,0,1")
+            raise ConfigError(
+                f"--gpu {card!r} is not a GPU card number (or GPU UUID) "
+                "— give card indices such as --gpu 0,0,1"
+            )
     if os.path.isfile(path) and not overwrite:
-        raise ConfigError(f"{path} already exists: nothing changed — add --overwrite to replace it and its "
-                          "resource list (give every resource you want), or edit it")
+        raise ConfigError(
+            f"{path} already exists: nothing changed — add --overwrite to replace it and its "
+            "resource list (give every resource you want), or edit it"
+        )
     env = EnvConfig(path=path, auppath=auppath)
     connector = TinyDBConnector(auppath)
     try:
@@ -78,8 +96,22 @@ def init_aup(auppath: str, cpu: int = 0, gpu: list[str] | None = None, node: lis
 
 
 #: host names that are a documentation's stand-in, never a machine someone means
-_PLACEHOLDER_HOSTS = {"host", "hostname", "yourhost", "your-host", "your_host", "myhost", "remote-host",
-                      "server", "address", "ip", "node", "instance", "instance-id", "example.com"}
+_PLACEHOLDER_HOSTS = {
+    "host",
+    "hostname",
+    "yourhost",
+    "your-host",
+    "your_host",
+    "myhost",
+    "remote-host",
+    "server",
+    "address",
+    "ip",
+    "node",
+    "instance",
+    "instance-id",
+    "example.com",
+}
 
 
 def check_host_entry(spec: str, flag: str = "--node") -> None:
@@ -88,15 +120,17 @@ def check_host_entry(spec: str, flag: str = "--node") -> None:
     example = "--aws ubuntu@i-0123456789abcdef0" if flag == "--aws" else "--node alice@10.0.0.5:22"
     first = spec.split()[0] if isinstance(spec, str) and spec.split() else ""
     if any(c in first for c in "<>{}[]") or "…" in first or "..." in first:
-        raise ConfigError(f"{flag} {spec!r} is a placeholder, not a host — give the real user and address, "
-                          f"e.g. {example}")
+        raise ConfigError(
+            f"{flag} {spec!r} is a placeholder, not a host — give the real user and address, e.g. {example}"
+        )
     try:
         host = parse_host(spec)
     except ConfigError as exc:
         raise ConfigError(f"{flag}: {exc}") from None
     if host.host.lower() in _PLACEHOLDER_HOSTS:
-        raise ConfigError(f"{flag} {spec!r} is a placeholder, not a host — give the real user and address, "
-                          f"e.g. {example}")
+        raise ConfigError(
+            f"{flag} {spec!r} is a placeholder, not a host — give the real user and address, e.g. {example}"
+        )
 
 
 def sync_resources(env: EnvConfig, connector: TinyDBConnector) -> None:
@@ -106,8 +140,16 @@ def sync_resources(env: EnvConfig, connector: TinyDBConnector) -> None:
     syncs, and reading 16,000 cpu slots each time made every command slow."""
     import json
 
-    stamp = json.dumps([env.gpu_mapping, env.node_mapping, env.aws_mapping, env.extra.get("n_cpu"),
-                        env.extra.get("n_passive")], sort_keys=True)
+    stamp = json.dumps(
+        [
+            env.gpu_mapping,
+            env.node_mapping,
+            env.aws_mapping,
+            env.extra.get("n_cpu"),
+            env.extra.get("n_passive"),
+        ],
+        sort_keys=True,
+    )
     if connector.resources_synced(stamp):
         return
     _sync_resources(env, connector)
@@ -132,8 +174,11 @@ def _sync_resources(env: EnvConfig, connector: TinyDBConnector) -> None:
         for i in range(len(existing), count):
             top += 1
             wanted[top] = (f"{rtype}{i}" if rtype == "cpu" else "person", rtype)
-    changed = [(rid, name, rtype) for rid, (name, rtype) in sorted(wanted.items())
-               if have.get(rid) is None or have[rid]["name"] != name or have[rid]["type"] != rtype]
+    changed = [
+        (rid, name, rtype)
+        for rid, (name, rtype) in sorted(wanted.items())
+        if have.get(rid) is None or have[rid]["name"] != name or have[rid]["type"] != rtype
+    ]
     if changed:
         connector.add_resources(changed)  # one store write for all of them
     for rid in set(have) - set(wanted):
@@ -141,8 +186,13 @@ def _sync_resources(env: EnvConfig, connector: TinyDBConnector) -> None:
             connector.remove_resource(rid)
 
 
-INIT_FLAGS = {"cpu": "--cpu 4", "gpu": "--gpu 0", "node": "--node user@host", "aws": "--aws user@i-…",
-              "passive": "--passive"}
+INIT_FLAGS = {
+    "cpu": "--cpu 4",
+    "gpu": "--gpu 0",
+    "node": "--node user@host",
+    "aws": "--aws user@i-…",
+    "passive": "--passive",
+}
 
 
 def require_resources(rtype: str, auppath: str, connector: TinyDBConnector) -> None:
@@ -160,11 +210,15 @@ def require_resources(rtype: str, auppath: str, connector: TinyDBConnector) -> N
     aup = "" if auppath == os.path.abspath(".aup") else f" --aup {shlex.quote(auppath)}"
     keep = _init_flags(connector.resources()) if os.path.isfile(env_ini) else ""
     if keep is None:  # a resource no flag can say again (a multi-card gpu_mapping entry)
-        raise ConfigError(f"no '{rtype}' resource in {env_ini} — add some there, or recreate it with "
-                          f"`aup-tui init{aup} --overwrite … {INIT_FLAGS.get(rtype, '--' + rtype)}`")
+        raise ConfigError(
+            f"no '{rtype}' resource in {env_ini} — add some there, or recreate it with "
+            f"`aup-tui init{aup} --overwrite … {INIT_FLAGS.get(rtype, '--' + rtype)}`"
+        )
     overwrite = " --overwrite" if os.path.isfile(env_ini) else ""
-    raise ConfigError(f"no '{rtype}' resource in {env_ini} — add some with "
-                      f"`aup-tui init{aup}{overwrite}{keep} {INIT_FLAGS.get(rtype, '--' + rtype)}`")
+    raise ConfigError(
+        f"no '{rtype}' resource in {env_ini} — add some with "
+        f"`aup-tui init{aup}{overwrite}{keep} {INIT_FLAGS.get(rtype, '--' + rtype)}`"
+    )
 
 
 def _init_flags(resources: list[dict]) -> str | None:
@@ -210,15 +264,22 @@ def gpu_mapping_warning(cards: list[str], nvml: Any = None) -> str | None:
         monitor.close()
     shown = ",".join(named)
     if not snap.available:
-        return f"NVML: {snap.reason} — cannot check the cards gpu_mapping names ({shown}); jobs on them may fail"
+        return (
+            f"NVML: {snap.reason} — cannot check the cards gpu_mapping names ({shown}); jobs on them may fail"
+        )
     indices = {str(g.index) for g in snap.gpus}
     uuids = [g.uuid for g in snap.gpus if g.uuid]
-    missing = [c for c in named
-               if (c.isdigit() and str(int(c)) not in indices)
-               or (c.startswith("GPU-") and not any(u.startswith(c) for u in uuids))]
+    missing = [
+        c
+        for c in named
+        if (c.isdigit() and str(int(c)) not in indices)
+        or (c.startswith("GPU-") and not any(u.startswith(c) for u in uuids))
+    ]
     if not missing:
         return None
     n = len(snap.gpus)
     models = ", ".join(dict.fromkeys(g.name for g in snap.gpus if g.name)) or "no name"
-    return (f"gpu_mapping names cards {shown} but NVML sees {n} GPU{'s' if n != 1 else ''} ({models}): "
-            f"jobs on card{'s' if len(missing) > 1 else ''} {','.join(missing)} will fail")
+    return (
+        f"gpu_mapping names cards {shown} but NVML sees {n} GPU{'s' if n != 1 else ''} ({models}): "
+        f"jobs on card{'s' if len(missing) > 1 else ''} {','.join(missing)} will fail"
+    )

@@ -26,8 +26,14 @@ def setup(folder: str, n_jobs: int) -> str:
         f.write("#!/bin/sh\necho '#Auptimizer:1'\n")
     os.chmod(script, 0o755)
     exp = {
-        "name": "dispatch-bench", "script": "./trivial.sh", "workingdir": folder, "resource": "cpu",
-        "n_parallel": 2, "n_samples": n_jobs, "target": "max", "proposer": "random",
+        "name": "dispatch-bench",
+        "script": "./trivial.sh",
+        "workingdir": folder,
+        "resource": "cpu",
+        "n_parallel": 2,
+        "n_samples": n_jobs,
+        "target": "max",
+        "proposer": "random",
         "parameter_config": [{"name": "x", "range": [0, 1], "type": "float"}],
     }
     path = os.path.join(folder, "experiment.json")
@@ -45,10 +51,10 @@ def floor(folder: str, n_jobs: int) -> float:
 
 
 def in_process(folder: str, exp_path: str, sync: str = "batch") -> float:
-    from backends.config import load_experiment
-    from backends.experiment import Experiment
-    from backends.setup import init_aup
-    from backends.store import TinyDBConnector
+    from aup_tui_backends.config import load_experiment
+    from aup_tui_backends.experiment import Experiment
+    from aup_tui_backends.setup import init_aup
+    from aup_tui_backends.store import TinyDBConnector
 
     auppath = os.path.join(folder, ".aup")
     init_aup(auppath, cpu=2, overwrite=True)
@@ -62,11 +68,21 @@ def in_process(folder: str, exp_path: str, sync: str = "batch") -> float:
 
 def whole_command(folder: str, exp_path: str) -> float:
     env = dict(os.environ, PYTHONPATH=ROOT)
-    subprocess.run([sys.executable, "-m", "aup_tui.cli", "init", "--cpu", "2", "--overwrite"], cwd=folder,
-                   env=env, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "aup_tui.cli", "init", "--cpu", "2", "--overwrite"],
+        cwd=folder,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "aup_tui.cli", "run", "--headless", exp_path], cwd=folder, env=env,
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "aup_tui.cli", "run", "--headless", exp_path],
+        cwd=folder,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     return time.perf_counter() - start
 
 
@@ -87,8 +103,10 @@ def main() -> None:
             runs["cli"].append(whole_command(folder, exp_path))
         base, ours, each, cli = (min(runs[k]) for k in ("base", "ours", "each", "cli"))
     print(f"floor  xargs -P 2, {args.jobs} jobs:                 {base:.3f} s")
-    print(f"engine Experiment.run (store_sync=batch):        {ours:.3f} s  ratio {ours / base:.2f}x  "
-          f"({(ours - base) / args.jobs * 1000:.2f} ms/job over the floor)")
+    print(
+        f"engine Experiment.run (store_sync=batch):        {ours:.3f} s  ratio {ours / base:.2f}x  "
+        f"({(ours - base) / args.jobs * 1000:.2f} ms/job over the floor)"
+    )
     print(f"engine Experiment.run (store_sync=job, fsync/job): {each:.3f} s  ratio {each / base:.2f}x")
     print(f"cli    aup-tui run --headless (whole command):   {cli:.3f} s  ratio {cli / base:.2f}x")
 

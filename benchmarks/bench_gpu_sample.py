@@ -19,7 +19,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
-from backends.monitors import GPUMonitor, JobProcessInfo  # noqa: E402
+from aup_tui_backends.monitors import GPUMonitor, JobProcessInfo  # noqa: E402
 from fake_nvml import FakeGPU, FakeNVML  # noqa: E402
 
 N_GPUS = 8
@@ -41,20 +41,34 @@ def main() -> None:
     # 8 real jobs, each a session leader with one child: the 16 GPU processes
     leaders = [
         subprocess.Popen(
-            [sys.executable, "-c",
-             "import subprocess, sys, time; c = subprocess.Popen(['sleep', '300']); "
-             "print(c.pid, flush=True); time.sleep(300)"],
-            stdout=subprocess.PIPE, text=True, start_new_session=True)
+            [
+                sys.executable,
+                "-c",
+                "import subprocess, sys, time; c = subprocess.Popen(['sleep', '300']); "
+                "print(c.pid, flush=True); time.sleep(300)",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         for _ in range(N_GPUS)
     ]
     try:
         children = [int(p.stdout.readline()) for p in leaders]
-        nvml = FakeNVML([
-            FakeGPU(util=10 * i, mem_used=i << 30, processes=[(leaders[i].pid, 1 << 30), (children[i], 2 << 30)])
-            for i in range(N_GPUS)
-        ])
+        nvml = FakeNVML(
+            [
+                FakeGPU(
+                    util=10 * i,
+                    mem_used=i << 30,
+                    processes=[(leaders[i].pid, 1 << 30), (children[i], 2 << 30)],
+                )
+                for i in range(N_GPUS)
+            ]
+        )
         monitor = GPUMonitor(nvml=nvml)
-        monitor.set_jobs({i: JobProcessInfo(jid=i, pid=leaders[i].pid, cards=(str(i),)) for i in range(N_GPUS)})
+        monitor.set_jobs(
+            {i: JobProcessInfo(jid=i, pid=leaders[i].pid, cards=(str(i),)) for i in range(N_GPUS)}
+        )
         snap = monitor.sample()
         assert snap.available and len(snap.gpus) == N_GPUS
         assert all(p.jid == g.index for g in snap.gpus for p in g.processes), "processes not matched"
@@ -77,9 +91,13 @@ def main() -> None:
 
         print(f"GPU sample, {N_GPUS} fake GPUs x 2 processes (CPU time, best of 3 x {ROUNDS}):")
         print(f"  floor (the NVML calls alone)        {floor_ms:.3f} ms")
-        print(f"  sample(), processes matched to jobs  {sample_ms:.3f} ms   ratio {sample_ms / floor_ms:.1f}x floor"
-              f"   target <= 5 ms: {'OK' if sample_ms <= 5 else 'MISSED'}")
-        print(f"  sample(), no jobs to match           {nojobs_ms:.3f} ms   ratio {nojobs_ms / floor_ms:.1f}x floor")
+        print(
+            f"  sample(), processes matched to jobs  {sample_ms:.3f} ms   ratio {sample_ms / floor_ms:.1f}x floor"
+            f"   target <= 5 ms: {'OK' if sample_ms <= 5 else 'MISSED'}"
+        )
+        print(
+            f"  sample(), no jobs to match           {nojobs_ms:.3f} ms   ratio {nojobs_ms / floor_ms:.1f}x floor"
+        )
     finally:
         for p in leaders:
             os.killpg(p.pid, signal.SIGKILL)

@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
-from backends.monitors import NodeMonitor, NodePool, NodeState  # noqa: E402
+from aup_tui_backends.monitors import NodeMonitor, NodePool, NodeState  # noqa: E402
 from sshd import SshdFactory, _descendants, slow_command_config  # noqa: E402
 
 N = 16
@@ -66,8 +66,12 @@ def timed(fn) -> float:
 def bench(factory: SshdFactory, workdir: Path, label: str, extra_config=()) -> None:
     servers = factory.start_many(N, extra_config=extra_config)
     known_hosts = factory.write_known_hosts(workdir / f"known_hosts_{label[:5]}", servers)
-    pool = NodePool({f"n{i}": s.spec() for i, s in enumerate(servers)}, known_hosts=known_hosts,
-                    connect_timeout=10, command_timeout=30)
+    pool = NodePool(
+        {f"n{i}": s.spec() for i, s in enumerate(servers)},
+        known_hosts=known_hosts,
+        connect_timeout=10,
+        command_timeout=30,
+    )
     try:
         monitor = NodeMonitor(pool, slow_rtt=100)
         cold = timed(monitor.probe_once)
@@ -84,10 +88,14 @@ def bench(factory: SshdFactory, workdir: Path, label: str, extra_config=()) -> N
         floor = cpu_per_round / (os.cpu_count() or 1)
         print(f"{label}:")
         print(f"  one node          {one * 1000:8.1f} ms")
-        print(f"  16 nodes (round)  {round_ * 1000:8.1f} ms   ratio {round_ / one:5.2f}x one node"
-              f"   (sequential would be ~16x)")
-        print(f"  CPU floor         {floor * 1000:8.1f} ms   ({cpu_per_round * 1000:.0f} ms of CPU per round"
-              f" over {os.cpu_count()} CPUs)   round = {round_ / floor:4.2f}x floor")
+        print(
+            f"  16 nodes (round)  {round_ * 1000:8.1f} ms   ratio {round_ / one:5.2f}x one node"
+            f"   (sequential would be ~16x)"
+        )
+        print(
+            f"  CPU floor         {floor * 1000:8.1f} ms   ({cpu_per_round * 1000:.0f} ms of CPU per round"
+            f" over {os.cpu_count()} CPUs)   round = {round_ / floor:4.2f}x floor"
+        )
         print(f"  16 nodes, cold    {cold * 1000:8.1f} ms   (first round: connect + auth)")
     finally:
         pool.close()

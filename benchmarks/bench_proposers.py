@@ -7,6 +7,7 @@ of those trials; the GP's worst includes its periodic re-tuning of kernel hyperp
 
     python benchmarks/bench_proposers.py [--quick]
 """
+
 from __future__ import annotations
 
 import os
@@ -17,8 +18,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from backends.config import validate_experiment  # noqa: E402
-from backends.proposers import get_proposer  # noqa: E402
+from aup_tui_backends.config import validate_experiment  # noqa: E402
+from aup_tui_backends.proposers import get_proposer  # noqa: E402
 
 PARAMS = [
     {"name": "x", "type": "float", "range": [-5, 5]},
@@ -34,16 +35,32 @@ def score(job: dict) -> float:
 
 def history(n: int) -> list[tuple[dict, float]]:
     rng = random.Random(7)
-    jobs = [{"x": rng.uniform(-5, 5), "y": rng.uniform(-5, 5), "k": rng.randint(1, 8),
-             "opt": rng.choice(["sgd", "adam", "rmsprop"])} for _ in range(n)]
+    jobs = [
+        {
+            "x": rng.uniform(-5, 5),
+            "y": rng.uniform(-5, 5),
+            "k": rng.randint(1, 8),
+            "opt": rng.choice(["sgd", "adam", "rmsprop"]),
+        }
+        for _ in range(n)
+    ]
     return [(job, score(job)) for job in jobs]
 
 
 def per_trial(name: str, done: int, timed: int) -> tuple[float, float]:
     """(median, worst) seconds of one get()+update() after `done` finished trials."""
-    cfg = validate_experiment({"name": "bench", "script": "t.sh", "resource": "cpu", "target": "min",
-                               "proposer": name, "n_samples": done + timed, "random_seed": 1,
-                               "parameter_config": PARAMS})
+    cfg = validate_experiment(
+        {
+            "name": "bench",
+            "script": "t.sh",
+            "resource": "cpu",
+            "target": "min",
+            "proposer": name,
+            "n_samples": done + timed,
+            "random_seed": 1,
+            "parameter_config": PARAMS,
+        }
+    )
     proposer = get_proposer(cfg)
     proposer.replay(history(done))
     if name == "random":  # random ignores the past: draw the same number first, as a resumed run would
@@ -67,8 +84,10 @@ def main() -> None:
         print(f"{done} finished trials ({n} timed):  random {floor * 1e6:.1f} µs/trial (floor)")
         for name in names[1:]:
             median, worst = per_trial(name, done, n)
-            print(f"  {name:9s} median {median * 1000:7.2f} ms  worst {worst * 1000:7.1f} ms  "
-                  f"ratio {median / floor:,.0f}x random")
+            print(
+                f"  {name:9s} median {median * 1000:7.2f} ms  worst {worst * 1000:7.1f} ms  "
+                f"ratio {median / floor:,.0f}x random"
+            )
 
 
 if __name__ == "__main__":

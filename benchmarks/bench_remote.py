@@ -28,9 +28,9 @@ from pathlib import Path
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
-from backends import Experiment  # noqa: E402
-from backends.config import validate_experiment  # noqa: E402
-from backends.setup import init_aup  # noqa: E402
+from aup_tui_backends import Experiment  # noqa: E402
+from aup_tui_backends.config import validate_experiment  # noqa: E402
+from aup_tui_backends.setup import init_aup  # noqa: E402
 from sshd import SshdFactory  # noqa: E402
 
 TARGET_MS = 30.0
@@ -39,8 +39,15 @@ REPEATS = 3
 
 def experiment(folder: Path, resource: str, n: int, **resource_args):
     data = {
-        "name": f"bench-{resource}", "script": "./job.sh", "workingdir": str(folder), "resource": resource,
-        "n_parallel": 1, "n_samples": n, "target": "max", "proposer": "random", "random_seed": 1,
+        "name": f"bench-{resource}",
+        "script": "./job.sh",
+        "workingdir": str(folder),
+        "resource": resource,
+        "n_parallel": 1,
+        "n_samples": n,
+        "target": "max",
+        "proposer": "random",
+        "random_seed": 1,
         "parameter_config": [{"name": "x", "range": [0, 1], "type": "float"}],
         "resource_args": resource_args,
     }
@@ -57,7 +64,9 @@ def per_job(folder: Path, resource: str, n: int, **resource_args) -> float:
         elapsed = time.perf_counter() - start
         exp.connector.close()
         if result.status != "FINISHED" or result.counts.get("FINISHED") != n:
-            raise SystemExit(f"{resource} {resource_args}: the experiment ended {result.status} {result.counts}")
+            raise SystemExit(
+                f"{resource} {resource_args}: the experiment ended {result.status} {result.counts}"
+            )
         times.append(elapsed / n)
     return min(times)
 
@@ -88,10 +97,14 @@ def main() -> int:
     extra, extra_new = (node - cpu) * 1000, (node_new - cpu) * 1000
     print(f"{n} trivial jobs, one at a time, best of {REPEATS} ({os.cpu_count()} CPUs)")
     print(f"  cpu (floor)           {cpu * 1000:8.1f} ms/job")
-    print(f"  node, pooled conn     {node * 1000:8.1f} ms/job   extra {extra:6.1f} ms/job   "
-          f"ratio {node / cpu:5.2f}x the floor")
-    print(f"  node, new conn/job    {node_new * 1000:8.1f} ms/job   extra {extra_new:6.1f} ms/job   "
-          f"ratio {node_new / cpu:5.2f}x the floor")
+    print(
+        f"  node, pooled conn     {node * 1000:8.1f} ms/job   extra {extra:6.1f} ms/job   "
+        f"ratio {node / cpu:5.2f}x the floor"
+    )
+    print(
+        f"  node, new conn/job    {node_new * 1000:8.1f} ms/job   extra {extra_new:6.1f} ms/job   "
+        f"ratio {node_new / cpu:5.2f}x the floor"
+    )
     print(f"  reuse saves           {(node_new - node) * 1000:8.1f} ms/job")
     ok = extra <= TARGET_MS
     print(f"target: at most {TARGET_MS:.0f} ms extra per job with reuse — {'met' if ok else 'MISSED'}")

@@ -30,11 +30,21 @@ def main() -> None:
     floor = timed([sys.executable, "-c", "pass"])
     ours = timed([sys.executable, "-m", "aup_tui.cli", "--help"])
     heavy = subprocess.run(
-        [sys.executable, "-c", "import sys; from aup_tui.cli import main; main(['--help']) if False else None;"
-         "import aup_tui.cli; print(sorted(m for m in ('textual','boto3','paramiko','pynvml','tinydb') if m in sys.modules))"],
-        env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, check=True).stdout.strip()
+        [
+            sys.executable,
+            "-c",
+            "import sys; from aup_tui.cli import main; main(['--help']) if False else None;"
+            "import aup_tui.cli; print(sorted(m for m in ('textual','boto3','paramiko','pynvml','tinydb') if m in sys.modules))",
+        ],
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     print(f"floor  python -c pass:   {floor * 1000:.0f} ms")
-    print(f"aup-tui --help:          {ours * 1000:.0f} ms  ratio {ours / floor:.2f}x  (+{(ours - floor) * 1000:.0f} ms)")
+    print(
+        f"aup-tui --help:          {ours * 1000:.0f} ms  ratio {ours / floor:.2f}x  (+{(ours - floor) * 1000:.0f} ms)"
+    )
     print(f"heavy modules loaded by the CLI module: {heavy}")
 
 

@@ -22,7 +22,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from backends.store import TinyDBConnector
+from aup_tui_backends.store import TinyDBConnector
 
 #: as installed: byte-compiled modules (cached outside the tree), not recompiled on every call
 _ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
@@ -32,7 +32,9 @@ _ENV.update(PYTHONPATH=ROOT, PYTHONPYCACHEPREFIX=os.path.join(tempfile.gettempdi
 def _cli(*args: str, cwd: str) -> float:
     env = _ENV
     start = time.perf_counter()
-    res = subprocess.run([sys.executable, "-m", "aup_tui.cli", *args], cwd=cwd, env=env, capture_output=True, check=False)
+    res = subprocess.run(
+        [sys.executable, "-m", "aup_tui.cli", *args], cwd=cwd, env=env, capture_output=True, check=False
+    )
     took = time.perf_counter() - start
     if res.returncode not in (0, 1):
         raise SystemExit(f"aup-tui {' '.join(args)} failed: {res.stderr.decode()[-500:]}")
@@ -47,8 +49,9 @@ def _fill(auppath: str, n_jobs: int) -> float:
     """A finished experiment of `n_jobs` jobs written as a run writes it; returns the close time."""
     c = TinyDBConnector(auppath)
     rid = c.resources("cpu")[0]["rid"]
-    eid = c.start_experiment("bench", "big", {"name": "big"}, n_samples=n_jobs, target="max",
-                             resource="cpu", workingdir=auppath)
+    eid = c.start_experiment(
+        "bench", "big", {"name": "big"}, n_samples=n_jobs, target="max", resource="cpu", workingdir=auppath
+    )
     for n in range(n_jobs):
         jid = c.new_jid()
         c.take_available_resource(rid, jid)
@@ -66,7 +69,7 @@ def _fill(auppath: str, n_jobs: int) -> float:
 
 
 def _init(folder: str, cpus: int) -> str:
-    from backends.setup import init_aup
+    from aup_tui_backends.setup import init_aup
 
     os.makedirs(folder)
     init_aup(os.path.join(folder, ".aup"), cpu=cpus)
@@ -74,8 +77,11 @@ def _init(folder: str, cpus: int) -> str:
 
 
 def _uncompacted(auppath: str) -> int:
-    return sum(1 for p in glob.glob(os.path.join(auppath, "store", "**", "*.log"), recursive=True)
-               if os.path.getsize(p) > 0)
+    return sum(
+        1
+        for p in glob.glob(os.path.join(auppath, "store", "**", "*.log"), recursive=True)
+        if os.path.getsize(p) > 0
+    )
 
 
 def main() -> None:
@@ -94,10 +100,14 @@ def main() -> None:
         close_s = _fill(aup, args.jobs)
         left = _uncompacted(aup)
         status = best_of(args.repeat, "status", "--json", cwd=big)
-        print(f"status --json at {args.jobs} jobs               {status * 1000:7.0f} ms   "
-              f"{status / floor:4.2f}x the floor (target < 3x)")
-        print(f"closing the store after {args.jobs} jobs        {close_s * 1000:7.0f} ms; "
-              f"journals left uncompacted: {left} (target 0)")
+        print(
+            f"status --json at {args.jobs} jobs               {status * 1000:7.0f} ms   "
+            f"{status / floor:4.2f}x the floor (target < 3x)"
+        )
+        print(
+            f"closing the store after {args.jobs} jobs        {close_s * 1000:7.0f} ms; "
+            f"journals left uncompacted: {left} (target 0)"
+        )
 
         small = os.path.join(tmp, "small")
         many = os.path.join(tmp, "many")
@@ -108,8 +118,10 @@ def main() -> None:
         few_s = best_of(args.repeat, "status", cwd=small)
         many_s = best_of(args.repeat, "status", cwd=many)
         print(f"aup-tui status, 2 cpu resources             {few_s * 1000:7.0f} ms")
-        print(f"aup-tui status, {args.cpus} cpu resources        {many_s * 1000:7.0f} ms   "
-              f"{many_s / few_s:4.2f}x the 2-resource time (target < 1.5x); init of both {init_s:.1f} s")
+        print(
+            f"aup-tui status, {args.cpus} cpu resources        {many_s * 1000:7.0f} ms   "
+            f"{many_s / few_s:4.2f}x the 2-resource time (target < 1.5x); init of both {init_s:.1f} s"
+        )
 
 
 if __name__ == "__main__":

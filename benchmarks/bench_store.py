@@ -18,7 +18,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from backends.store import TinyDBConnector  # noqa: E402
+from aup_tui_backends.store import TinyDBConnector  # noqa: E402
 
 
 def results_benchmark(folder: str) -> tuple[float, float]:
@@ -64,11 +64,15 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         first, last = results_benchmark(folder)
-        print(f"100,000 intermediate results: first 1,000 {first:.4f} ms/result, "
-              f"last 1,000 {last:.4f} ms/result, ratio {last / first:.2f}x (must be < 2x)")
+        print(
+            f"100,000 intermediate results: first 1,000 {first:.4f} ms/result, "
+            f"last 1,000 {last:.4f} ms/result, ratio {last / first:.2f}x (must be < 2x)"
+        )
         first, last = jobs_benchmark(folder, args.jobs)
-        print(f"{args.jobs:,} jobs × 100 results: first jobs {first:.3f} ms/job, last jobs {last:.3f} ms/job, "
-              f"ratio {last / first:.2f}x")
+        print(
+            f"{args.jobs:,} jobs × 100 results: first jobs {first:.3f} ms/job, last jobs {last:.3f} ms/job, "
+            f"ratio {last / first:.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -26,9 +26,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from aup_tui_backends.events import JobFinished, JobIntermediate, JobStarted  # noqa: E402
+
 from aup_tui.app import AupApp  # noqa: E402
 from aup_tui.bridge import ExperimentState, JobRow  # noqa: E402
-from backends.events import JobFinished, JobIntermediate, JobStarted  # noqa: E402
 
 T0 = 1767258000.0
 
@@ -38,8 +39,13 @@ def big_state(n: int) -> ExperimentState:
     st = ExperimentState(eid=1, name="bench", status="RUNNING", n_samples=n + 1000, target="min")
     st.start = T0
     for jid in range(1, n + 1):
-        row = JobRow(jid=jid, config={"x": round(rng.uniform(-5, 5), 4), "y": round(rng.uniform(-5, 5), 4)},
-                     resource=f"cpu:{jid % 8}", start=T0 + jid, attempts=1)
+        row = JobRow(
+            jid=jid,
+            config={"x": round(rng.uniform(-5, 5), 4), "y": round(rng.uniform(-5, 5), 4)},
+            resource=f"cpu:{jid % 8}",
+            start=T0 + jid,
+            attempts=1,
+        )
         st.jobs[jid] = row
         st.counts["QUEUED"] += 1
         st._set_status(row, "FINISHED")
@@ -88,7 +94,7 @@ async def time_events(n_rows: int, n_events: int, batch: int = 10) -> float:
         # CPU time, not wall time: waiting for the next frame is not work
         start = time.process_time()
         for i in range(batch, len(events), batch):
-            screen.apply_changes(screen.state.apply(events[i:i + batch]))
+            screen.apply_changes(screen.state.apply(events[i : i + batch]))
             await pilot.pause()  # let the screen redraw, as between two real batches
         elapsed = time.process_time() - start
         assert rebuilds == 0, "a job event rebuilt the table"
@@ -96,15 +102,24 @@ async def time_events(n_rows: int, n_events: int, batch: int = 10) -> float:
 
 
 def make_slow_experiment(folder: Path) -> Path:
-    from backends.setup import init_aup
+    from aup_tui_backends.setup import init_aup
 
     init_aup(str(folder / ".aup"), cpu=2)
     script = folder / "job.sh"
     script.write_text("#!/bin/sh\necho '#Auptimizer:1'\nsleep 600\n")
     script.chmod(0o755)
-    exp = {"name": "idle", "script": "./job.sh", "workingdir": str(folder), "resource": "cpu",
-           "n_parallel": 2, "n_samples": 4, "target": "max", "proposer": "random", "random_seed": 1,
-           "parameter_config": [{"name": "x", "range": [0, 1], "type": "float"}]}
+    exp = {
+        "name": "idle",
+        "script": "./job.sh",
+        "workingdir": str(folder),
+        "resource": "cpu",
+        "n_parallel": 2,
+        "n_samples": 4,
+        "target": "max",
+        "proposer": "random",
+        "random_seed": 1,
+        "parameter_config": [{"name": "x", "range": [0, 1], "type": "float"}],
+    }
     path = folder / "experiment.json"
     path.write_text(json.dumps(exp))
     return path
@@ -117,8 +132,8 @@ def cpu_seconds() -> float:
 
 async def idle_cpu(seconds: float, watch: bool) -> float:
     """Percent of one core used by this process while two jobs sleep and nothing else happens."""
-    from backends.config import load_experiment
-    from backends.store import TinyDBConnector
+    from aup_tui_backends.config import load_experiment
+    from aup_tui_backends.store import TinyDBConnector
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -129,8 +144,13 @@ async def idle_cpu(seconds: float, watch: bool) -> float:
             import subprocess
 
             env = dict(os.environ, PYTHONPATH=str(ROOT))
-            runner = subprocess.Popen([sys.executable, "-m", "aup_tui.cli", "run", "--headless", str(folder / "experiment.json")],
-                                      cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            runner = subprocess.Popen(
+                [sys.executable, "-m", "aup_tui.cli", "run", "--headless", str(folder / "experiment.json")],
+                cwd=folder,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             conn = TinyDBConnector(auppath)
             while conn.latest_experiment() is None:
                 time.sleep(0.1)

@@ -23,7 +23,11 @@ SCENES = {
     "dashboard-light": (lambda: scenes.dashboard_app("aup-light"), (120, 34), []),
     "dashboard-high-contrast": (lambda: scenes.dashboard_app("aup-high-contrast"), (120, 34), []),
     "dashboard-80x24": (lambda: scenes.dashboard_app("aup-dark"), (80, 24), []),
-    "dashboard-passive-waiting": (lambda: scenes.dashboard_app("aup-dark", waiting=True), (100, 30), ["escape"]),
+    "dashboard-passive-waiting": (
+        lambda: scenes.dashboard_app("aup-dark", waiting=True),
+        (100, 30),
+        ["escape"],
+    ),
     "passive-form": (lambda: scenes.dashboard_app("aup-dark", waiting=True), (100, 30), []),
     "stop-job-confirm": (lambda: scenes.dashboard_app("aup-dark"), (100, 30), ["G", "s"]),
     "dashboard-filter": (lambda: scenes.dashboard_app("aup-dark"), (100, 30), ["slash", *"finished cpu1"]),

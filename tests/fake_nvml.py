@@ -128,9 +128,7 @@ ERROR_CLASSES = {
     if name.startswith("NVMLError_") and isinstance(value, type)
 }
 CONSTANTS = {
-    name: value
-    for name, value in globals().items()
-    if name.startswith("NVML_") and isinstance(value, int)
+    name: value for name, value in globals().items() if name.startswith("NVML_") and isinstance(value, int)
 }
 
 
@@ -285,7 +283,9 @@ class FakeNVML:
     def nvmlDeviceGetComputeRunningProcesses(self, handle):
         gpu = self._gpu("nvmlDeviceGetComputeRunningProcesses", handle)
         return [
-            nvmlFriendlyObject(pid=pid, usedGpuMemory=used, gpuInstanceId=0xFFFFFFFF, computeInstanceId=0xFFFFFFFF)
+            nvmlFriendlyObject(
+                pid=pid, usedGpuMemory=used, gpuInstanceId=0xFFFFFFFF, computeInstanceId=0xFFFFFFFF
+            )
             for pid, used in gpu.processes
         ]
 

@@ -24,8 +24,15 @@ def write_script(folder: Path, name: str, body: str, shebang: str = "#!/bin/sh")
 def write_experiment(folder: Path, filename: str = "experiment.json", **overrides) -> Path:
     """An experiment.json in `folder` (defaults: 4 random jobs of ./job.sh on cpu, 2 at a time)."""
     exp = {
-        "name": "test", "script": "./job.sh", "workingdir": str(folder), "resource": "cpu",
-        "n_parallel": 2, "n_samples": 4, "target": "max", "proposer": "random", "random_seed": 3,
+        "name": "test",
+        "script": "./job.sh",
+        "workingdir": str(folder),
+        "resource": "cpu",
+        "n_parallel": 2,
+        "n_samples": 4,
+        "target": "max",
+        "proposer": "random",
+        "random_seed": 3,
         "parameter_config": [{"name": "x", "range": [0, 1], "type": "float"}],
     }
     exp.update(overrides)
@@ -34,11 +41,21 @@ def write_experiment(folder: Path, filename: str = "experiment.json", **override
     return path
 
 
-def cli(*args: str, cwd: Path, input: str | None = None, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
+def cli(
+    *args: str, cwd: Path, input: str | None = None, timeout: float = 60, **kw
+) -> subprocess.CompletedProcess:
     """Run `aup-tui ARGS` as a user would (a real process), capturing its output."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "aup_tui.cli", *args], cwd=cwd, env=env, input=input,
-                          capture_output=True, text=True, timeout=timeout, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "aup_tui.cli", *args],
+        cwd=cwd,
+        env=env,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kw,
+    )
 
 
 def cli_popen(*args: str, cwd: Path, **kw) -> subprocess.Popen:

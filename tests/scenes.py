@@ -20,8 +20,9 @@ def rosenbrock(x: float, y: float) -> float:
     return (1 - x) ** 2 + 100 * (y - x * x) ** 2
 
 
-def demo_state(n_jobs: int = 24, n_samples: int = 40, running: int = 2, waiting: bool = False,
-               status: str = "RUNNING") -> ExperimentState:
+def demo_state(
+    n_jobs: int = 24, n_samples: int = 40, running: int = 2, waiting: bool = False, status: str = "RUNNING"
+) -> ExperimentState:
     """A rosenbrock experiment part-way through: finished, failed, stopped and running jobs."""
     rng = random.Random(7)
     st = ExperimentState(eid=3, name="rosenbrock", status=status, n_samples=n_samples, target="min")
@@ -31,8 +32,9 @@ def demo_state(n_jobs: int = 24, n_samples: int = 40, running: int = 2, waiting:
     finished_order = []
     for jid in range(1, n_jobs + 1):
         x, y = round(rng.uniform(-2, 2), 4), round(rng.uniform(-1, 3), 4)
-        row = JobRow(jid=jid, config={"x": x, "y": y}, resource=f"cpu:cpu{(jid - 1) % 2}",
-                     start=t, attempts=1)
+        row = JobRow(
+            jid=jid, config={"x": x, "y": y}, resource=f"cpu:cpu{(jid - 1) % 2}", start=t, attempts=1
+        )
         st.jobs[jid] = row
         st.counts["QUEUED"] += 1
         live_from = n_jobs - running - (1 if waiting else 0)
@@ -62,8 +64,13 @@ def demo_state(n_jobs: int = 24, n_samples: int = 40, running: int = 2, waiting:
         st._scored_job(jid, st.jobs[jid].score)
     if waiting:
         jid = n_jobs
-        st.waiting[jid] = PassiveWant(3, jid, f"cd /home/me/rosenbrock && ./rosenbrock.py jobs/{jid}.json",
-                                      "/home/me/rosenbrock", f"/home/me/rosenbrock/jobs/{jid}.json")
+        st.waiting[jid] = PassiveWant(
+            3,
+            jid,
+            f"cd /home/me/rosenbrock && ./rosenbrock.py jobs/{jid}.json",
+            "/home/me/rosenbrock",
+            f"/home/me/rosenbrock/jobs/{jid}.json",
+        )
     if status != "RUNNING":
         st.end = T0 + NOW_OFFSET - 10
     return st
@@ -72,14 +79,39 @@ def demo_state(n_jobs: int = 24, n_samples: int = 40, running: int = 2, waiting:
 def picker_rows() -> list[dict]:
     """Three experiments of one .aup folder."""
     return [
-        {"eid": 1, "name": "rosenbrock", "status": "FINISHED", "n_samples": 20, "start": T0 - 7200,
-         "end": T0 - 7000, "best_jid": 14, "best_score": 0.0421,
-         "counts": {"FINISHED": 19, "FAILED": 1}},
-        {"eid": 2, "name": "mnist-lr", "status": "STOPPED", "n_samples": 50, "start": T0 - 3600,
-         "end": T0 - 2400, "best_jid": 77, "best_score": 0.9812,
-         "counts": {"FINISHED": 30, "STOPPED": 2}},
-        {"eid": 3, "name": "rosenbrock", "status": "RUNNING", "n_samples": 40, "start": T0, "end": None,
-         "best_jid": None, "best_score": None, "counts": {"FINISHED": 18, "RUNNING": 2, "FAILED": 2}},
+        {
+            "eid": 1,
+            "name": "rosenbrock",
+            "status": "FINISHED",
+            "n_samples": 20,
+            "start": T0 - 7200,
+            "end": T0 - 7000,
+            "best_jid": 14,
+            "best_score": 0.0421,
+            "counts": {"FINISHED": 19, "FAILED": 1},
+        },
+        {
+            "eid": 2,
+            "name": "mnist-lr",
+            "status": "STOPPED",
+            "n_samples": 50,
+            "start": T0 - 3600,
+            "end": T0 - 2400,
+            "best_jid": 77,
+            "best_score": 0.9812,
+            "counts": {"FINISHED": 30, "STOPPED": 2},
+        },
+        {
+            "eid": 3,
+            "name": "rosenbrock",
+            "status": "RUNNING",
+            "n_samples": 40,
+            "start": T0,
+            "end": None,
+            "best_jid": None,
+            "best_score": None,
+            "counts": {"FINISHED": 18, "RUNNING": 2, "FAILED": 2},
+        },
     ]
 
 
@@ -110,8 +142,13 @@ def dashboard_app(theme: str = "aup-dark", source: bool = True, **kw):
     """The demo dashboard; with `source`, its stop keys and passive form talk to a RecordingSource."""
     from aup_tui.app import AupApp
 
-    return AupApp(state=demo_state(**kw), clock=CLOCK, theme=theme, find=False,
-                  demo_source=RecordingSource() if source else None)
+    return AupApp(
+        state=demo_state(**kw),
+        clock=CLOCK,
+        theme=theme,
+        find=False,
+        demo_source=RecordingSource() if source else None,
+    )
 
 
 def picker_app(theme: str = "aup-dark"):

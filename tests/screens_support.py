@@ -8,16 +8,16 @@ import stat
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from aup_tui_backends import EventBus, Experiment, TinyDBConnector
+from aup_tui_backends.config import validate_experiment
+from aup_tui_backends.events import PassiveResultWanted
+from aup_tui_backends.setup import init_aup
 from textual.app import App
 from textual.screen import Screen
-
-from backends import EventBus, Experiment, TinyDBConnector
-from backends.config import validate_experiment
-from backends.events import PassiveResultWanted
-from backends.setup import init_aup
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,11 +91,20 @@ class RunningExperiment:
 
 def passive_experiment(tmp_path: Path, n_samples: int = 1) -> RunningExperiment:
     shutil.copy(ROOT / "examples" / "rosenbrock" / "rosenbrock.py", tmp_path / "rosenbrock.py")
-    return RunningExperiment(tmp_path, {
-        "name": "by-hand", "script": "./rosenbrock.py", "resource": "passive", "n_samples": n_samples,
-        "target": "min", "proposer": "random", "random_seed": 7,
-        "parameter_config": [{"name": "x", "range": [-2, 2], "type": "float"}],
-    }, passive=True)
+    return RunningExperiment(
+        tmp_path,
+        {
+            "name": "by-hand",
+            "script": "./rosenbrock.py",
+            "resource": "passive",
+            "n_samples": n_samples,
+            "target": "min",
+            "proposer": "random",
+            "random_seed": 7,
+            "parameter_config": [{"name": "x", "range": [-2, 2], "type": "float"}],
+        },
+        passive=True,
+    )
 
 
 def write_script(path: Path, body: str) -> Path:
@@ -110,17 +119,22 @@ def write_script(path: Path, body: str) -> Path:
 T0 = 1_767_225_600.0  # 2026-01-01 00:00:00 UTC
 
 LOG_ATTEMPT_1 = "epoch 1 loss=2.31\nTraceback (most recent call last):\nRuntimeError: CUDA out of memory\n"
-LOG_ATTEMPT_2 = "".join(
-    f"epoch {i} loss={v:.3f}\n#Auptimizer:{v}\n" for i, v in enumerate((2.4, 1.1, 0.62, 0.31, 0.2, 0.15, 0.12, 0.11), 1)
-) + "rosenbrock(0.9000, 0.8100) = 0.110000\n"
+LOG_ATTEMPT_2 = (
+    "".join(
+        f"epoch {i} loss={v:.3f}\n#Auptimizer:{v}\n"
+        for i, v in enumerate((2.4, 1.1, 0.62, 0.31, 0.2, 0.15, 0.12, 0.11), 1)
+    )
+    + "rosenbrock(0.9000, 0.8100) = 0.110000\n"
+)
 
 
 def seed_finished_job(tmp_path: Path) -> tuple[TinyDBConnector, int, int]:
     """A store holding one job that failed its first attempt and finished on its second."""
     init_aup(str(tmp_path / ".aup"), cpu=2)
     conn = TinyDBConnector(str(tmp_path / ".aup"))
-    eid = conn.start_experiment("me", "rosenbrock", {}, workingdir=str(tmp_path), target="min",
-                                resource="cpu", n_samples=4)
+    eid = conn.start_experiment(
+        "me", "rosenbrock", {}, workingdir=str(tmp_path), target="min", resource="cpu", n_samples=4
+    )
     conn.save_labels(eid, ["loss", "accuracy"])
     jid = conn.new_jid()
     config = {"x": 0.9, "y": 0.81, "lr": 0.001, "optimizer": "adam"}
@@ -132,12 +146,34 @@ def seed_finished_job(tmp_path: Path) -> tuple[TinyDBConnector, int, int]:
         conn.save_intermediate_result(eid, jid, i, [v, 0.5 + i * 0.05])
     conn.flush()
     conn.end_job(eid, jid, 0.11, "FINISHED", values=[0.11, 0.85])
-    conn.update_job(eid, jid, start=T0, end=T0 + 95.5, attempts=[
-        {"attempt": 1, "rid": 1, "resource": "cpu:cpu0", "start": T0, "end": T0 + 4.2, "status": "FAILED",
-         "error": "train.py exited with status 1", "score": None},
-        {"attempt": 2, "rid": 2, "resource": "cpu:cpu1", "start": T0 + 5.0, "end": T0 + 95.5,
-         "status": "FINISHED", "error": None, "score": 0.11},
-    ])
+    conn.update_job(
+        eid,
+        jid,
+        start=T0,
+        end=T0 + 95.5,
+        attempts=[
+            {
+                "attempt": 1,
+                "rid": 1,
+                "resource": "cpu:cpu0",
+                "start": T0,
+                "end": T0 + 4.2,
+                "status": "FAILED",
+                "error": "train.py exited with status 1",
+                "score": None,
+            },
+            {
+                "attempt": 2,
+                "rid": 2,
+                "resource": "cpu:cpu1",
+                "start": T0 + 5.0,
+                "end": T0 + 95.5,
+                "status": "FINISHED",
+                "error": None,
+                "score": 0.11,
+            },
+        ],
+    )
     jobs = tmp_path / "jobs"
     jobs.mkdir(exist_ok=True)
     (jobs / f"{jid}.1.out").write_text(LOG_ATTEMPT_1)

@@ -32,8 +32,8 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import pytest
 
@@ -61,7 +61,9 @@ def keygen(path: Path, kind: str = "ed25519") -> Path:
             p.unlink()
     subprocess.run(
         ["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", "aup-tui-test", "-f", str(path)],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     return path
 
@@ -73,7 +75,7 @@ def keygen(path: Path, kind: str = "ed25519") -> Path:
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _prctl = _libc.prctl
-_launch_queue: "queue.Queue" = queue.Queue()
+_launch_queue: queue.Queue = queue.Queue()
 _launcher_lock = threading.Lock()
 _launcher: threading.Thread | None = None
 
@@ -132,8 +134,13 @@ class SshdServer:
 
     host = "127.0.0.1"
 
-    def __init__(self, factory: "SshdFactory", name: str, extra_config: Iterable[str] = (),
-                 env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        factory: SshdFactory,
+        name: str,
+        extra_config: Iterable[str] = (),
+        env: dict[str, str] | None = None,
+    ):
         self.factory = factory
         self.name = name
         self.dir = factory.dir / name
@@ -178,7 +185,7 @@ class SshdServer:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def start(self, timeout: float = 10.0) -> "SshdServer":
+    def start(self, timeout: float = 10.0) -> SshdServer:
         """Start (or restart) on the same port; returns once the port accepts."""
         if self.running:
             return self
@@ -186,7 +193,10 @@ class SshdServer:
         with open(self.log, "ab") as log:
             self.proc = _popen(
                 [self.factory.sshd, "-D", "-e", "-f", str(self.config)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
             )
         self.wait_listening(timeout)
         return self
@@ -226,7 +236,7 @@ class SshdServer:
 
     stop = kill
 
-    def restart(self) -> "SshdServer":
+    def restart(self) -> SshdServer:
         self.kill()
         return self.start()
 
@@ -240,11 +250,12 @@ class SshdServer:
         return f"[{self.host}]:{self.port} {kind} {key}"
 
     def spec(self, user: str | None = None):
-        """A ``backends.config.HostSpec`` for this server with the client key."""
-        from backends.config import HostSpec
+        """A ``aup_tui_backends.config.HostSpec`` for this server with the client key."""
+        from aup_tui_backends.config import HostSpec
 
-        return HostSpec(user=user or getpass.getuser(), host=self.host, port=self.port,
-                        key=str(self.factory.client_key))
+        return HostSpec(
+            user=user or getpass.getuser(), host=self.host, port=self.port, key=str(self.factory.client_key)
+        )
 
     def mapping_value(self) -> str:
         """The server as an env.ini node_mapping value: ``user@host:port /key``."""
@@ -269,8 +280,9 @@ class SshdFactory:
         self._count = 0
         self._lock = threading.Lock()
 
-    def new(self, start: bool = True, extra_config: Iterable[str] = (),
-            env: dict[str, str] | None = None) -> SshdServer:
+    def new(
+        self, start: bool = True, extra_config: Iterable[str] = (), env: dict[str, str] | None = None
+    ) -> SshdServer:
         with self._lock:
             self._count += 1
             name = f"sshd{self._count}"
@@ -281,8 +293,9 @@ class SshdFactory:
             server.start()
         return server
 
-    def start_many(self, n: int, extra_config: Iterable[str] = (),
-                   env: dict[str, str] | None = None) -> list[SshdServer]:
+    def start_many(
+        self, n: int, extra_config: Iterable[str] = (), env: dict[str, str] | None = None
+    ) -> list[SshdServer]:
         """``n`` servers, started in parallel."""
         servers = [self.new(start=False, extra_config=extra_config, env=env) for _ in range(n)]
         errors: list[BaseException] = []

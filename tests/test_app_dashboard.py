@@ -5,14 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from aup_tui.app import AupApp
-from aup_tui.bridge import ExperimentState
-from aup_tui.screens.dashboard import DashboardScreen
-from aup_tui.widgets.header import ExperimentHeader
-from aup_tui.widgets.job_table import JobTable
-from aup_tui.widgets.score_plot import ScorePlot
-from backends.events import (
+from aup_tui_backends.events import (
     ExperimentFinished,
     ExperimentStarted,
     JobFailed,
@@ -25,6 +18,13 @@ from backends.events import (
     PassiveResultWanted,
 )
 from scenes import CLOCK, T0, dashboard_app, demo_state
+
+from aup_tui.app import AupApp
+from aup_tui.bridge import ExperimentState
+from aup_tui.screens.dashboard import DashboardScreen
+from aup_tui.widgets.header import ExperimentHeader
+from aup_tui.widgets.job_table import JobTable
+from aup_tui.widgets.score_plot import ScorePlot
 
 SIZE = (100, 30)
 
@@ -40,23 +40,36 @@ def test_state_follows_engine_events():
     st = ExperimentState()
     ch = st.apply([ExperimentStarted(eid=1, name="r", n_samples=4, target="min", resource="cpu", time=T0)])
     assert ch.header and st.status == "RUNNING" and st.start == T0
-    ch = st.apply([JobQueued(eid=1, jid=1, config={"x": 1}), JobStarted(eid=1, jid=1, rid=1, resource="cpu:a",
-                                                                       attempt=1, time=T0 + 1),
-                   JobQueued(eid=1, jid=2, config={"x": 2}), JobStarted(eid=1, jid=2, rid=2, resource="cpu:b",
-                                                                      attempt=1, time=T0 + 1)])
+    ch = st.apply(
+        [
+            JobQueued(eid=1, jid=1, config={"x": 1}),
+            JobStarted(eid=1, jid=1, rid=1, resource="cpu:a", attempt=1, time=T0 + 1),
+            JobQueued(eid=1, jid=2, config={"x": 2}),
+            JobStarted(eid=1, jid=2, rid=2, resource="cpu:b", attempt=1, time=T0 + 1),
+        ]
+    )
     assert ch.jids == {1, 2} and st.running == 2
     st.apply([JobIntermediate(eid=1, jid=1, index=0, values=(5.0,))])
     assert st.jobs[1].score == 5.0
-    ch = st.apply([JobFinished(eid=1, jid=1, score=3.0, time=T0 + 5), JobFailed(eid=1, jid=2, error="boom",
-                                                                                 will_retry=True)])
+    ch = st.apply(
+        [
+            JobFinished(eid=1, jid=1, score=3.0, time=T0 + 5),
+            JobFailed(eid=1, jid=2, error="boom", will_retry=True),
+        ]
+    )
     assert ch.plot and st.best_jid == 1 and st.done == 1 and st.jobs[2].status == "RUNNING"
     st.apply([JobFailed(eid=1, jid=2, error="boom")])
     assert st.failed == 1 and st.running == 0
-    st.apply([JobStarted(eid=1, jid=3, rid=1, resource="cpu:a", attempt=1),
-              JobStopped(eid=1, jid=3, reason="stopped by user", score=None)])
+    st.apply(
+        [
+            JobStarted(eid=1, jid=3, rid=1, resource="cpu:a", attempt=1),
+            JobStopped(eid=1, jid=3, reason="stopped by user", score=None),
+        ]
+    )
     assert st.stopped == 1
-    st.apply([JobStarted(eid=1, jid=4, rid=1, resource="cpu:a", attempt=1),
-              JobFinished(eid=1, jid=4, score=1.0)])
+    st.apply(
+        [JobStarted(eid=1, jid=4, rid=1, resource="cpu:a", attempt=1), JobFinished(eid=1, jid=4, score=1.0)]
+    )
     assert (st.best_jid, st.best_score) == (4, 1.0)
     assert st.best_so_far() == [3.0, 1.0]
     ch = st.apply([ExperimentFinished(eid=1, status="FINISHED", best_jid=4, best_score=1.0)])
@@ -65,8 +78,12 @@ def test_state_follows_engine_events():
 
 def test_state_tracks_passive_requests():
     st = ExperimentState(eid=1)
-    ch = st.apply([JobStarted(eid=1, jid=7, rid=1, resource="passive:me", attempt=1),
-                   PassiveResultWanted(eid=1, jid=7, command="cmd", workingdir="/w", config_path="/w/jobs/7.json")])
+    ch = st.apply(
+        [
+            JobStarted(eid=1, jid=7, rid=1, resource="passive:me", attempt=1),
+            PassiveResultWanted(eid=1, jid=7, command="cmd", workingdir="/w", config_path="/w/jobs/7.json"),
+        ]
+    )
     assert [w.jid for w in ch.passive] == [7] and st.jobs[7].status == "WAITING" and 7 in st.waiting
     st.apply([PassiveResultAccepted(eid=1, jid=7), JobFinished(eid=1, jid=7, score=2.0)])
     assert not st.waiting and st.jobs[7].status == "FINISHED"
@@ -74,12 +91,40 @@ def test_state_tracks_passive_requests():
 
 def test_state_merges_store_snapshots_by_diff():
     st = ExperimentState(eid=2)
-    exp = {"eid": 2, "name": "w", "status": "RUNNING", "n_samples": 3, "target": "max", "start": T0,
-           "workingdir": "/w", "script": "job.sh"}
-    jobs = [{"jid": 1, "status": "FINISHED", "config": {"x": 1}, "resource": "cpu:a", "score": 0.5,
-             "start": T0, "end": T0 + 1, "attempts": [{}], "error": None},
-            {"jid": 2, "status": "WAITING", "config": {"x": 2}, "resource": "passive:me", "score": None,
-             "start": T0, "end": None, "attempts": [{}], "error": None}]
+    exp = {
+        "eid": 2,
+        "name": "w",
+        "status": "RUNNING",
+        "n_samples": 3,
+        "target": "max",
+        "start": T0,
+        "workingdir": "/w",
+        "script": "job.sh",
+    }
+    jobs = [
+        {
+            "jid": 1,
+            "status": "FINISHED",
+            "config": {"x": 1},
+            "resource": "cpu:a",
+            "score": 0.5,
+            "start": T0,
+            "end": T0 + 1,
+            "attempts": [{}],
+            "error": None,
+        },
+        {
+            "jid": 2,
+            "status": "WAITING",
+            "config": {"x": 2},
+            "resource": "passive:me",
+            "score": None,
+            "start": T0,
+            "end": None,
+            "attempts": [{}],
+            "error": None,
+        },
+    ]
     ch = st.merge_store(exp, jobs)
     assert ch.jids == {1, 2} and ch.plot and st.best_jid == 1
     assert ch.passive[0].command == "cd /w && ./job.sh jobs/2.json"
@@ -136,7 +181,9 @@ async def test_sorting_by_column_key_and_header_click():
         assert order[0] == 16  # the best (min) job first
         t.sort_by("score")  # same column again: reversed
         await pilot.pause()
-        scored = [app.screen.state.jobs[j].score for j in t.shown_jids if app.screen.state.jobs[j].score is not None]
+        scored = [
+            app.screen.state.jobs[j].score for j in t.shown_jids if app.screen.state.jobs[j].score is not None
+        ]
         assert scored == sorted(scored, reverse=True)
         await pilot.press("o")  # next column: duration
         assert t.sort_column == "duration"
@@ -258,9 +305,18 @@ async def test_palette_commands_cover_the_bindings():
     app = dashboard_app()
     async with app.run_test(size=SIZE):
         names = [name for name, _, _ in AupCommands(app.screen)._commands()]
-    for wanted in ("Quit", "Help: keys", "Next theme", "Stop selected job", "Stop experiment",
-                   "Open selected job", "Filter jobs", "Sort jobs by score", "Show failed jobs",
-                   "Answer waiting passive job"):
+    for wanted in (
+        "Quit",
+        "Help: keys",
+        "Next theme",
+        "Stop selected job",
+        "Stop experiment",
+        "Open selected job",
+        "Filter jobs",
+        "Sort jobs by score",
+        "Show failed jobs",
+        "Answer waiting passive job",
+    ):
         assert wanted in names
 
 
@@ -335,8 +391,12 @@ async def test_x_puts_the_score_plot_over_time_since_the_start(tmp_path):
     st = ExperimentState(eid=1, name="t", status="FINISHED", target="min")
     st.start = T0
     for jid, (score, t) in enumerate([(3.0, 10.0), (2.0, 20.0), (1.0, 100.0)], start=1):
-        st.apply([JobStarted(eid=1, jid=jid, rid=1, resource="cpu:cpu0", attempt=1, time=T0),
-                  JobFinished(eid=1, jid=jid, score=score, values=(score,), time=T0 + t)])
+        st.apply(
+            [
+                JobStarted(eid=1, jid=jid, rid=1, resource="cpu:cpu0", attempt=1, time=T0),
+                JobFinished(eid=1, jid=jid, score=score, values=(score,), time=T0 + t),
+            ]
+        )
     aup = tmp_path / ".aup"
     aup.mkdir()
     app = AupApp(str(aup), state=st, clock=CLOCK, find=False)
@@ -381,8 +441,9 @@ async def test_header_keeps_the_waiting_badge_when_the_name_is_long():
 def test_bridge_wakes_the_app_once_per_batch_from_engine_threads():
     import threading
 
+    from aup_tui_backends.events import EventBus, JobOutput
+
     from aup_tui.bridge import EngineBridge
-    from backends.events import EventBus, JobOutput
 
     bus = EventBus()
     bridge = EngineBridge(bus)
@@ -395,8 +456,14 @@ def test_bridge_wakes_the_app_once_per_batch_from_engine_threads():
     bus.publish(JobQueued(eid=1, jid=1, config={}))  # before the app is there: kept
     bridge.attach(Target())
     assert len(posted) == 1
-    threads = [threading.Thread(target=lambda i=i: [bus.publish(JobIntermediate(eid=1, jid=i, index=k, values=(1.0,)))
-                                                  for k in range(50)]) for i in range(4)]
+    threads = [
+        threading.Thread(
+            target=lambda i=i: [
+                bus.publish(JobIntermediate(eid=1, jid=i, index=k, values=(1.0,))) for k in range(50)
+            ]
+        )
+        for i in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:

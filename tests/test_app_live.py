@@ -8,16 +8,17 @@ import subprocess
 import time
 from pathlib import Path
 
+from aup_tui_backends.config import load_experiment
+from aup_tui_backends.setup import init_aup
+from aup_tui_backends.store import TinyDBConnector
+from helpers import ROOT, cli, cli_popen, pid_alive, write_experiment, write_script
+
 from aup_tui.app import AupApp, QuitScreen, _finish_experiment
 from aup_tui.screens.dashboard import DashboardScreen
 from aup_tui.screens.empty import EmptyScreen
 from aup_tui.screens.picker import PickerScreen
 from aup_tui.widgets.header import ExperimentHeader
 from aup_tui.widgets.job_table import JobTable
-from backends.config import load_experiment
-from backends.setup import init_aup
-from backends.store import TinyDBConnector
-from helpers import ROOT, cli, cli_popen, pid_alive, write_experiment, write_script
 
 SIZE = (100, 30)
 
@@ -234,9 +235,17 @@ async def test_passive_job_opens_the_form_badge_after_escape_and_next_form_follo
 
     init_aup(str(tmp_path / ".aup"), passive=True)
     shutil.copy(ROOT / "examples" / "rosenbrock" / "rosenbrock.py", tmp_path / "rosenbrock.py")
-    config = load_experiment(write_experiment(
-        tmp_path, script="./rosenbrock.py", resource="passive", n_samples=2, n_parallel=1, target="min",
-        parameter_config=[{"name": "x", "range": [-2, 2], "type": "float"}]))
+    config = load_experiment(
+        write_experiment(
+            tmp_path,
+            script="./rosenbrock.py",
+            resource="passive",
+            n_samples=2,
+            n_parallel=1,
+            target="min",
+            parameter_config=[{"name": "x", "range": [-2, 2], "type": "float"}],
+        )
+    )
     auppath = str(tmp_path / ".aup")
     conn = TinyDBConnector(auppath)
     app = AupApp(auppath, connector=conn, experiment=config)
@@ -253,7 +262,9 @@ async def test_passive_job_opens_the_form_badge_after_escape_and_next_form_follo
             await pilot.press("ctrl+s")
             await wait_for(pilot, lambda: conn.get_job(first, app.experiment.eid)["status"] == "FINISHED")
             # the next passive job's form follows by itself
-            await wait_for(pilot, lambda: isinstance(app.screen, PassiveForm) and app.screen.request.jid != first)
+            await wait_for(
+                pilot, lambda: isinstance(app.screen, PassiveForm) and app.screen.request.jid != first
+            )
             await pilot.press(*"2.5")
             await pilot.press("ctrl+s")
             await wait_for(pilot, lambda: dashboard(app).state.status == "FINISHED")
@@ -271,8 +282,14 @@ async def test_watch_a_headless_run_in_another_process_and_stop_it_through_the_s
     assert cli("init", "--cpu", "2", cwd=tmp_path).returncode == 0
     write_script(tmp_path, "job.sh", SLOW_JOB)
     write_experiment(tmp_path, n_samples=6)
-    proc = cli_popen("run", "--headless", "experiment.json", cwd=tmp_path,
-                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = cli_popen(
+        "run",
+        "--headless",
+        "experiment.json",
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     auppath = str(tmp_path / ".aup")
     try:
         conn = TinyDBConnector(auppath)
@@ -311,8 +328,14 @@ async def test_watching_an_experiment_that_fails_says_why(tmp_path):
     gate = tmp_path / "go"  # the job fails only once the watcher has seen it run
     write_script(tmp_path, "job.sh", f"while [ ! -e {gate} ]; do sleep 0.05; done\nexit 3")
     write_experiment(tmp_path, n_samples=2, n_parallel=1)
-    proc = cli_popen("run", "--headless", "experiment.json", cwd=tmp_path,
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = cli_popen(
+        "run",
+        "--headless",
+        "experiment.json",
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     conn = TinyDBConnector(str(tmp_path / ".aup"))
     try:
         deadline = time.monotonic() + 20
@@ -324,14 +347,18 @@ async def test_watching_an_experiment_that_fails_says_why(tmp_path):
             await wait_for(pilot, lambda: dashboard(app).state.running == 1)
             gate.touch()
             await wait_for(pilot, lambda: dashboard(app).state.status == "FAILED")
-            await wait_for(pilot, lambda: any("failed:" in str(t.render()) for t in app.screen.query("Toast")))
+            await wait_for(
+                pilot, lambda: any("failed:" in str(t.render()) for t in app.screen.query("Toast"))
+            )
             toast = next(str(t.render()) for t in app.screen.query("Toast") if "failed:" in str(t.render()))
             assert toast.startswith("experiment ") and "job.sh exited with status 3" in toast
         assert proc.wait(20) == 1
         # opened later, the failed experiment still says why
         later = AupApp(str(tmp_path / ".aup"), connector=conn)
         async with later.run_test(size=SIZE, notifications=True) as pilot:
-            await wait_for(pilot, lambda: any("failed:" in str(t.render()) for t in later.screen.query("Toast")))
+            await wait_for(
+                pilot, lambda: any("failed:" in str(t.render()) for t in later.screen.query("Toast"))
+            )
     finally:
         conn.close()
         if proc.poll() is None:
@@ -406,7 +433,9 @@ async def test_e_on_a_store_dashboard_opens_the_experiments(tmp_path):
     conn = TinyDBConnector(auppath)
     app = AupApp(auppath, connector=conn, watch=2)
     async with app.run_test(size=(80, 24)) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen) and app.screen.state.name == "second")
+        await wait_for(
+            pilot, lambda: isinstance(app.screen, DashboardScreen) and app.screen.state.name == "second"
+        )
         assert app.screen.query_one(JobTable).row_count == 1
         await pilot.press("e")
         await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen))
@@ -428,6 +457,13 @@ async def test_e_on_a_store_dashboard_opens_the_experiments(tmp_path):
 def test_engine_stays_free_of_textual():
     import sys
 
-    out = subprocess.run([sys.executable, "-c", "import backends, backends.experiment, sys; "
-                          "assert 'textual' not in sys.modules"], cwd=ROOT, capture_output=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import aup_tui_backends, aup_tui_backends.experiment, sys; assert 'textual' not in sys.modules",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+    )
     assert out.returncode == 0, out.stderr

@@ -15,8 +15,7 @@ import threading
 from pathlib import Path
 
 import pytest
-
-from backends import (
+from aup_tui_backends import (
     AbstractResourceManager,
     ConfigError,
     CPUResourceManager,
@@ -27,10 +26,10 @@ from backends import (
     PassiveResourceManager,
     get_resource_manager,
 )
-from backends.errors import UnknownArgumentError
-from backends.events import EventBus, Notice
-from backends.setup import init_aup
-from backends.store import TinyDBConnector
+from aup_tui_backends.errors import UnknownArgumentError
+from aup_tui_backends.events import EventBus, Notice
+from aup_tui_backends.setup import init_aup
+from aup_tui_backends.store import TinyDBConnector
 from helpers import write_experiment, write_script
 
 GATED = """
@@ -49,8 +48,9 @@ def store(workdir: Path):
 
 
 def _eid(connector: TinyDBConnector, workdir: Path) -> int:
-    return connector.start_experiment("me", "api", {}, n_samples=1, target="max", resource="cpu",
-                                      workingdir=str(workdir), script="./job.sh")
+    return connector.start_experiment(
+        "me", "api", {}, n_samples=1, target="max", resource="cpu", workingdir=str(workdir), script="./job.sh"
+    )
 
 
 def _wait_for(path: Path, timeout: float = 15) -> bool:
@@ -64,10 +64,11 @@ def _wait_for(path: Path, timeout: float = 15) -> bool:
 
 # -- the class tree -------------------------------------------------------------------------------
 
+
 def test_the_managers_form_the_seeds_class_tree():
-    from backends.resources.aws import AWSResourceManager
-    from backends.resources.local import LocalProcessManager
-    from backends.resources.ssh import SSHResourceManager
+    from aup_tui_backends.resources.aws import AWSResourceManager
+    from aup_tui_backends.resources.local import LocalProcessManager
+    from aup_tui_backends.resources.ssh import SSHResourceManager
 
     assert issubclass(CPUResourceManager, AbstractResourceManager)
     assert issubclass(GPUResourceManager, CPUResourceManager)
@@ -125,6 +126,7 @@ def test_a_subclass_of_the_cpu_manager_runs_jobs_its_way(workdir, store):
 
 # -- Job ------------------------------------------------------------------------------------------
 
+
 def test_a_relative_job_path_is_the_folder_it_named_when_made(workdir, store, monkeypatch):
     monkeypatch.chdir(workdir.parent)
     job = Job("job.sh", {"x": 0.25}, f"./{workdir.name}")  # relative, as Auptimizer's tests write it
@@ -133,7 +135,9 @@ def test_a_relative_job_path_is_the_folder_it_named_when_made(workdir, store, mo
     rm = CPUResourceManager(store, 1, eid=_eid(store, workdir))
     got: list = []
     done = threading.Event()
-    rm.run_job(job, rm.get_available("me", "cpu"), {}, lambda score, jid: (got.append((score, jid)), done.set()))
+    rm.run_job(
+        job, rm.get_available("me", "cpu"), {}, lambda score, jid: (got.append((score, jid)), done.set())
+    )
     assert done.wait(15)
     assert got == [(0.25, job.jid)]
     assert (workdir / "jobs" / f"{job.jid}.json").exists()
@@ -151,6 +155,7 @@ def test_verify_local_is_true_or_the_environment_error_auptimizer_raises(workdir
 
 
 # -- run, run_job and the callback ---------------------------------------------------------------
+
 
 def test_run_called_directly_on_a_failing_script_calls_back(workdir, store):
     """Auptimizer's test_fail_run / test_run: `run` with a job made without a jid, then
@@ -205,8 +210,12 @@ def test_run_job_calls_back_once_the_job_is_recorded_and_its_resource_free(workd
     done = threading.Event()
 
     def callback(score, jid):
-        seen.update(score=score, jid=jid, free=rid in store.get_available_resource("cpu"),
-                    record=store.get_job(jid, eid))
+        seen.update(
+            score=score,
+            jid=jid,
+            free=rid in store.get_available_resource("cpu"),
+            record=store.get_job(jid, eid),
+        )
         done.set()
 
     rm.run_job(job, rid, {}, callback)
@@ -305,8 +314,12 @@ def test_a_second_finish_job_for_the_same_attempt_changes_nothing(workdir, store
     rm = CPUResourceManager(store, 1, eid=eid)
     job = Job("job.sh", {"x": 0.5}, str(workdir))
     done = threading.Event()
-    rm.run_job(job, rm.get_available("me", "cpu"), {},
-               lambda score, jid: (rm.finish_job(jid, None, "FAILED"), done.set()))
+    rm.run_job(
+        job,
+        rm.get_available("me", "cpu"),
+        {},
+        lambda score, jid: (rm.finish_job(jid, None, "FAILED"), done.set()),
+    )
     assert done.wait(15)
     record = store.get_job(job.jid, eid)
     assert (record["status"], record["score"]) == ("FINISHED", 0.5)
@@ -315,27 +328,53 @@ def test_a_second_finish_job_for_the_same_attempt_changes_nothing(workdir, store
 
 # -- Auptimizer's keyword arguments ---------------------------------------------------------------
 
+
 def test_an_unknown_keyword_is_refused_naming_it(store):
     with pytest.raises(UnknownArgumentError) as caught:
         CPUResourceManager(store, 1, early_stopp={"aup_policy": "median"})
     assert isinstance(caught.value, TypeError) and isinstance(caught.value, ConfigError)
-    assert str(caught.value).startswith("CPUResourceManager got the unknown argument 'early_stopp': remove it")
+    assert str(caught.value).startswith(
+        "CPUResourceManager got the unknown argument 'early_stopp': remove it"
+    )
     # what Auptimizer's Experiment and ours pass, and other managers' resource_args, are known
-    CPUResourceManager(store, 1, eid=1, bus=EventBus(), maximize=False, script="job.sh", workingdir=".",
-                       runtime_args={}, save_model=False, one_shot=False, track_intermediate_results=True,
-                       multi_res_labels=["a"], async_run=False, max_retries=1, auppath=".aup")
+    CPUResourceManager(
+        store,
+        1,
+        eid=1,
+        bus=EventBus(),
+        maximize=False,
+        script="job.sh",
+        workingdir=".",
+        runtime_args={},
+        save_model=False,
+        one_shot=False,
+        track_intermediate_results=True,
+        multi_res_labels=["a"],
+        async_run=False,
+        max_retries=1,
+        auppath=".aup",
+    )
 
 
 def test_the_early_stop_keyword_stops_a_worse_job(workdir, store):
     write_script(workdir, "good.sh", 'for i in 1 2 3 4; do echo "#Auptimizer:10"; done')
-    write_script(workdir, "bad.sh", """
+    write_script(
+        workdir,
+        "bad.sh",
+        """
         for i in 1 2 3 4; do echo "#Auptimizer:1"; done
         i=0; while [ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done
         echo "#Auptimizer:1"
-    """)
+    """,
+    )
     eid = _eid(store, workdir)
-    rm = CPUResourceManager(store, 1, eid=eid, track_intermediate_results=True,
-                            early_stop={"aup_policy": "median", "aup_policy_steps": 2})
+    rm = CPUResourceManager(
+        store,
+        1,
+        eid=eid,
+        track_intermediate_results=True,
+        early_stop={"aup_policy": "median", "aup_policy_steps": 2},
+    )
     assert rm.early_stop is not None
     for script in ("good.sh", "bad.sh"):
         job = Job(script, {}, str(workdir))
@@ -394,8 +433,9 @@ def test_save_model_reruns_the_best_job_to_save_its_models(workdir, store):
     bus = EventBus()
     notices: list[Notice] = []
     bus.subscribe(lambda e: notices.append(e) if isinstance(e, Notice) else None)
-    rm = CPUResourceManager(store, 4, eid=eid, maximize=True, save_model=True, script="saver.py",
-                            workingdir=str(workdir), bus=bus)
+    rm = CPUResourceManager(
+        store, 4, eid=eid, maximize=True, save_model=True, script="saver.py", workingdir=str(workdir), bus=bus
+    )
     done = threading.Semaphore(0)
     jids = []
     for x in (5, 15, 2, 1):
@@ -417,11 +457,20 @@ def test_save_model_reruns_the_best_job_to_save_its_models(workdir, store):
 def test_an_experiment_with_save_model_leaves_the_best_models(workdir):
     write_script(workdir, "saver.py", SAVER, shebang="#!/usr/bin/env python3")
     exp = Experiment(
-        {"name": "save", "script": "./saver.py", "workingdir": str(workdir), "resource": "cpu",
-         "n_parallel": 2, "n_samples": 4, "target": "min", "proposer": "sequence",
-         "parameter_config": [{"name": "x", "range": [1, 4], "type": "int", "n": 4}],
-         "resource_args": {"save_model": True}},
-        auppath=str(workdir / ".aup"))
+        {
+            "name": "save",
+            "script": "./saver.py",
+            "workingdir": str(workdir),
+            "resource": "cpu",
+            "n_parallel": 2,
+            "n_samples": 4,
+            "target": "min",
+            "proposer": "sequence",
+            "parameter_config": [{"name": "x", "range": [1, 4], "type": "int", "n": 4}],
+            "resource_args": {"save_model": True},
+        },
+        auppath=str(workdir / ".aup"),
+    )
     result = exp.run()
     assert result.status == "FINISHED" and result.counts == {"FINISHED": 4}
     best_x = result.best_config["x"]
@@ -434,14 +483,19 @@ def test_a_stopped_experiment_does_not_rerun_its_best_job(workdir, store):
     eid = _eid(store, workdir)
     rm = CPUResourceManager(store, 1, eid=eid, save_model=True, script="saver.py", workingdir=str(workdir))
     done = threading.Event()
-    rm.run_job(Job("saver.py", {"x": 3}, str(workdir)), rm.get_available("me", "cpu"), {},
-               lambda score, jid: done.set())
+    rm.run_job(
+        Job("saver.py", {"x": 3}, str(workdir)),
+        rm.get_available("me", "cpu"),
+        {},
+        lambda score, jid: done.set(),
+    )
     assert done.wait(15)
     assert rm.finish(status="STOPPED") is not None
     assert not (workdir / "aup_models").exists()
 
 
 # -- Experiment takes a dict ---------------------------------------------------------------------
+
 
 def test_experiment_takes_the_experiments_dict_checked_as_a_file(workdir):
     data = json.loads(write_experiment(workdir, n_samples=2).read_text())
@@ -453,7 +507,7 @@ def test_experiment_takes_the_experiments_dict_checked_as_a_file(workdir):
 
 
 def test_proposers_take_the_experiments_dict_checked_as_a_file(workdir):
-    from backends.proposers import RandomProposer, SpearmintProposer, get_proposer
+    from aup_tui_backends.proposers import RandomProposer, SpearmintProposer, get_proposer
 
     data = json.loads(write_experiment(workdir, n_samples=2).read_text())
     assert 0 <= RandomProposer(data).get()["x"] <= 1  # as Auptimizer's proposers are built
@@ -461,7 +515,9 @@ def test_proposers_take_the_experiments_dict_checked_as_a_file(workdir):
     assert SpearmintProposer({**data, "proposer": "spearmint"}).n_samples == 2
     with pytest.raises(ConfigError) as caught:
         RandomProposer({**data, "n_samples": -1})
-    assert str(caught.value) == "n_samples in the experiment config must be a whole number of at least 1, got -1"
+    assert (
+        str(caught.value) == "n_samples in the experiment config must be a whole number of at least 1, got -1"
+    )
 
 
 def test_jobs_still_run_after_the_caller_shut_the_executor_down(workdir, store):
@@ -469,8 +525,12 @@ def test_jobs_still_run_after_the_caller_shut_the_executor_down(workdir, store):
     rm = CPUResourceManager(store, 1, eid=_eid(store, workdir))
     scores: list = []
     for x in (1, 2):
-        rm.run_job(Job("job.sh", {"x": x}, str(workdir)), rm.get_available("me", "cpu"), {},
-                   lambda score, jid: scores.append(score))
+        rm.run_job(
+            Job("job.sh", {"x": x}, str(workdir)),
+            rm.get_available("me", "cpu"),
+            {},
+            lambda score, jid: scores.append(score),
+        )
         rm.executor.shutdown(wait=True)
     assert scores == [1.0, 2.0]
     assert rm.finish()[1] == 2.0

@@ -43,8 +43,16 @@ def example(tmp_path: Path) -> Path:
 def aup(folder: Path, *args: str, env: dict | None = None, timeout: float = RUN_TIMEOUT, **kw):
     """`aup-tui ARGS` as a real process in `folder`."""
     full = dict(os.environ, PYTHONPATH=str(ROOT), **(env or {}))
-    return subprocess.run([sys.executable, "-m", "aup_tui.cli", *args], cwd=folder, env=full,
-                          capture_output=True, text=True, timeout=timeout, check=False, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "aup_tui.cli", *args],
+        cwd=folder,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        **kw,
+    )
 
 
 def status(folder: Path, env: dict | None = None) -> dict:
@@ -80,6 +88,7 @@ def assert_local_job_files(folder: Path, jobs: list[dict]) -> None:
 
 
 # -- nodes whose home is their own ---------------------------------------------------------------
+
 
 def own_home_node(factory, home: Path):
     """An sshd node whose sessions start in `home` and whose SFTP sees `home` as the home folder
@@ -128,6 +137,7 @@ def assert_node_files(wd: Path, jobs: list[dict]) -> None:
 
 # -- the experiments -------------------------------------------------------------------------------
 
+
 def test_exp_cpu_runs_unchanged(tmp_path):
     folder = example(tmp_path)
     assert aup(folder, "init", "--cpu", "2").returncode == 0
@@ -148,14 +158,20 @@ def test_exp_gpu_runs_unchanged(tmp_path):
 
 
 def test_exp_passive_runs_unchanged_with_answers_through_the_store(tmp_path):
-    from backends.store import TinyDBConnector
+    from aup_tui_backends.store import TinyDBConnector
 
     folder = example(tmp_path)
     assert aup(folder, "init", "--passive").returncode == 0
     full = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen([sys.executable, "-m", "aup_tui.cli", "run", "--headless", "exp_passive.json"],
-                            cwd=folder, env=full, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aup_tui.cli", "run", "--headless", "exp_passive.json"],
+        cwd=folder,
+        env=full,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     person = TinyDBConnector(str(folder / ".aup"))
     answered: set[int] = set()
     try:
@@ -169,8 +185,14 @@ def test_exp_passive_runs_unchanged_with_answers_through_the_store(tmp_path):
             for j in report["jobs"]:
                 if j["status"] == "WAITING" and j["jid"] not in answered:
                     # the person runs the job as the example's README says, and pastes its output
-                    run = subprocess.run(["./rosenbrock_hpo.py", f"./jobs/{j['jid']}.json"], cwd=folder,
-                                         capture_output=True, text=True, timeout=30, check=False)
+                    run = subprocess.run(
+                        ["./rosenbrock_hpo.py", f"./jobs/{j['jid']}.json"],
+                        cwd=folder,
+                        capture_output=True,
+                        text=True,
+                        timeout=30,
+                        check=False,
+                    )
                     assert run.returncode == 0, run.stderr
                     person.submit_passive(report["eid"], j["jid"], run.stdout)
                     answered.add(j["jid"])
@@ -185,11 +207,17 @@ def test_exp_passive_runs_unchanged_with_answers_through_the_store(tmp_path):
     assert_all_finished(folder, 5)
 
 
-@pytest.mark.parametrize("name, workingdir", [
-    ("exp_node.json", "~/aup_demo"),  # the node's home, not this side's
-    ("exp_node_async.json", None),    # an absolute folder that exists nowhere yet
-], ids=["node", "node_async"])
-def test_exp_node_runs_unchanged_on_nodes_with_a_workingdir_absent_here(sshd_factory, tmp_path, name, workingdir):
+@pytest.mark.parametrize(
+    "name, workingdir",
+    [
+        ("exp_node.json", "~/aup_demo"),  # the node's home, not this side's
+        ("exp_node_async.json", None),  # an absolute folder that exists nowhere yet
+    ],
+    ids=["node", "node_async"],
+)
+def test_exp_node_runs_unchanged_on_nodes_with_a_workingdir_absent_here(
+    sshd_factory, tmp_path, name, workingdir
+):
     folder = example(tmp_path)
     servers = [own_home_node(sshd_factory, tmp_path / f"node{i}-home") for i in (1, 2)]
     try:
@@ -208,8 +236,11 @@ def test_exp_node_runs_unchanged_on_nodes_with_a_workingdir_absent_here(sshd_fac
         for j in jobs:  # prescript `export CUDA_VISIBLE_DEVICES=-1`, postscript `echo $CUDA_VISIBLE_DEVICES`
             assert (folder / "jobs" / f"{j['jid']}.1.out").read_text().splitlines()[-1] == "-1"
         if workingdir:
-            used = [s for s in (tmp_path / "node1-home" / "aup_demo", tmp_path / "node2-home" / "aup_demo")
-                    if s.exists()]
+            used = [
+                s
+                for s in (tmp_path / "node1-home" / "aup_demo", tmp_path / "node2-home" / "aup_demo")
+                if s.exists()
+            ]
             assert used, "nothing arrived in ~/aup_demo on the nodes"
             ran_on = {wd: [j for j in jobs if (wd / "jobs" / f"{j['jid']}.json").exists()] for wd in used}
             assert sum(len(v) for v in ran_on.values()) == len(jobs)
@@ -239,8 +270,12 @@ def test_exp_aws_runs_unchanged_on_moto_instances(sshd_factory, moto_url, tmp_pa
         user = servers[0].mapping_value().split("@")[0]
         fill_placeholders(folder / "aws.txt", [f"{user}@{iid} {key}" for iid in iids])
         # the experiment names no endpoint, region or address: they come from the environment
-        env = {"HOME": str(home), **FAKE_ENV, "AWS_ENDPOINT_URL": moto_url,
-               "AUP_AWS_ADDRESS_OVERRIDE": json.dumps({i: f"127.0.0.1:{s.port}" for i, s in zip(iids, servers)})}
+        env = {
+            "HOME": str(home),
+            **FAKE_ENV,
+            "AWS_ENDPOINT_URL": moto_url,
+            "AUP_AWS_ADDRESS_OVERRIDE": json.dumps({i: f"127.0.0.1:{s.port}" for i, s in zip(iids, servers)}),
+        }
         out = aup(folder, "init", "--aws", "aws.txt", env=env)
         assert out.returncode == 0, out.stderr
         set_workingdir(folder / "exp_aws.json", "~")  # was /home/ubuntu/: the instance's home

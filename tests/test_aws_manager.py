@@ -9,11 +9,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from backends import Experiment
-from backends.config import load_experiment
-from backends.resources import get_resource_manager
-from backends.resources.aws import (
+from aup_tui_backends import Experiment
+from aup_tui_backends.config import load_experiment
+from aup_tui_backends.resources import get_resource_manager
+from aup_tui_backends.resources.aws import (
     AWSCredentialsError,
     AWSPermissionError,
     AWSResourceManager,
@@ -21,8 +20,8 @@ from backends.resources.aws import (
     InstanceStuckError,
     SSHNotUpError,
 )
-from backends.setup import init_aup
-from backends.store import TinyDBConnector
+from aup_tui_backends.setup import init_aup
+from aup_tui_backends.store import TinyDBConnector
 from helpers import ROOT, write_experiment
 from sshd import free_port, sshd_factory, sshd_servers  # noqa: F401  (fixtures)
 
@@ -30,10 +29,22 @@ boto3 = pytest.importorskip("boto3")
 pytest.importorskip("moto.server")
 
 REGION = "us-east-1"
-FAKE_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_SESSION_TOKEN": "testing",
-            "AWS_DEFAULT_REGION": REGION}
-FAST = {"reconn_wait_time": 0.2, "max_retries": 1, "kill_grace": 0.5, "connect_timeout": 5,
-        "waiter_delay": 1, "waiter_max_attempts": 3, "connection_retry": 2, "connection_wait": 0.1}
+FAKE_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+}
+FAST = {
+    "reconn_wait_time": 0.2,
+    "max_retries": 1,
+    "kill_grace": 0.5,
+    "connect_timeout": 5,
+    "waiter_delay": 1,
+    "waiter_max_attempts": 3,
+    "connection_retry": 2,
+    "connection_wait": 0.1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +98,13 @@ def aws_folder(tmp_path: Path, entries: list[str], server=None) -> Path:
 
 
 def make_manager(folder: Path, moto_url: str, **kwargs) -> AWSResourceManager:
-    options = {"endpoint_url": moto_url, "region": REGION, "known_hosts": str(folder / "known_hosts"),
-               **FAST, **kwargs}
+    options = {
+        "endpoint_url": moto_url,
+        "region": REGION,
+        "known_hosts": str(folder / "known_hosts"),
+        **FAST,
+        **kwargs,
+    }
     connector = TinyDBConnector(str(folder / ".aup"))
     return get_resource_manager("aws", connector, 1, auppath=str(folder / ".aup"), eid=1, **options)
 
@@ -101,20 +117,35 @@ def entry(server, iid: str) -> str:
 
 # -- end to end ------------------------------------------------------------------------------------
 
-def test_a_stopped_instance_is_started_runs_the_jobs_and_is_stopped_at_the_end(moto_url, ec2, sshd_servers, tmp_path):
+
+def test_a_stopped_instance_is_started_runs_the_jobs_and_is_stopped_at_the_end(
+    moto_url, ec2, sshd_servers, tmp_path
+):
     server = sshd_servers[10]
     iid = new_instance(ec2)
     folder = aws_folder(tmp_path, [entry(server, iid)], server)
     shutil.copy(ROOT / "examples" / "rosenbrock" / "rosenbrock.py", folder / "rosenbrock.py")
     path = write_experiment(
-        folder, script="./rosenbrock.py", resource="aws", n_samples=4, n_parallel=1, target="min",
-        parameter_config=[{"name": "x", "range": [-2, 2], "type": "float"},
-                          {"name": "y", "range": [-2, 2], "type": "float"},
-                          {"name": "delay", "range": [0.01], "type": "choice"},
-                          {"name": "steps", "range": [2], "type": "choice"}],
-        resource_args={"endpoint_url": moto_url, "region": REGION, "shutdown": True,
-                       "address_override": {iid: f"127.0.0.1:{server.port}"},
-                       "known_hosts": str(folder / "known_hosts"), **FAST},
+        folder,
+        script="./rosenbrock.py",
+        resource="aws",
+        n_samples=4,
+        n_parallel=1,
+        target="min",
+        parameter_config=[
+            {"name": "x", "range": [-2, 2], "type": "float"},
+            {"name": "y", "range": [-2, 2], "type": "float"},
+            {"name": "delay", "range": [0.01], "type": "choice"},
+            {"name": "steps", "range": [2], "type": "choice"},
+        ],
+        resource_args={
+            "endpoint_url": moto_url,
+            "region": REGION,
+            "shutdown": True,
+            "address_override": {iid: f"127.0.0.1:{server.port}"},
+            "known_hosts": str(folder / "known_hosts"),
+            **FAST,
+        },
     )
     exp = Experiment(load_experiment(path), auppath=str(folder / ".aup"))
     result = exp.run()
@@ -125,7 +156,9 @@ def test_a_stopped_instance_is_started_runs_the_jobs_and_is_stopped_at_the_end(m
     assert state_of(ec2, iid) == "stopped"  # shutdown: true stops what this run started
 
 
-def test_a_running_instance_is_used_as_it_is_and_left_running(moto_url, ec2, sshd_servers, tmp_path, monkeypatch):
+def test_a_running_instance_is_used_as_it_is_and_left_running(
+    moto_url, ec2, sshd_servers, tmp_path, monkeypatch
+):
     server = sshd_servers[11]
     iid = new_instance(ec2, stopped=False)
     folder = aws_folder(tmp_path, [entry(server, iid)], server)
@@ -154,10 +187,14 @@ def test_default_address_is_the_public_dns_name(moto_url, ec2):
 
 # -- the errors a user meets -----------------------------------------------------------------------
 
+
 def test_unknown_instance_id(moto_url, tmp_path):
     folder = aws_folder(tmp_path, ["ubuntu@i-0123456789abcdef0"])
-    with pytest.raises(InstanceNotFoundError, match=r"EC2 instance i-0123456789abcdef0 not found in region us-east-1: "
-                                                    r"fix its id in aws_mapping"):
+    with pytest.raises(
+        InstanceNotFoundError,
+        match=r"EC2 instance i-0123456789abcdef0 not found in region us-east-1: "
+        r"fix its id in aws_mapping",
+    ):
         make_manager(folder, moto_url)
 
 
@@ -186,9 +223,16 @@ def test_dry_run_denied(moto_url, ec2, tmp_path):
     iid = new_instance(ec2)
     iam = boto3.client("iam", endpoint_url=moto_url, region_name=REGION)
     iam.create_user(UserName="viewer")
-    iam.put_user_policy(UserName="viewer", PolicyName="describe-only", PolicyDocument=json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": ["ec2:Describe*"], "Resource": "*"}]}))
+    iam.put_user_policy(
+        UserName="viewer",
+        PolicyName="describe-only",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": ["ec2:Describe*"], "Resource": "*"}],
+            }
+        ),
+    )
     key = iam.create_access_key(UserName="viewer")["AccessKey"]
     folder = aws_folder(tmp_path, [f"ubuntu@{iid}"])
     requests.post(f"{moto_url}/moto-api/reset-auth", data=b"0")  # moto checks IAM from now on
@@ -198,8 +242,11 @@ def test_dry_run_denied(moto_url, ec2, tmp_path):
         os.environ.update(env)
         os.environ.pop("AWS_SESSION_TOKEN", None)
         try:
-            with pytest.raises(AWSPermissionError, match=rf"no permission to start EC2 instance {iid} "
-                                                         r"\(the DryRun check was denied\): allow ec2:StartInstances"):
+            with pytest.raises(
+                AWSPermissionError,
+                match=rf"no permission to start EC2 instance {iid} "
+                r"\(the DryRun check was denied\): allow ec2:StartInstances",
+            ):
                 make_manager(folder, moto_url)
         finally:
             for k, v in saved.items():
@@ -220,8 +267,11 @@ def test_instance_stuck_pending(moto_url, ec2, tmp_path):
     instance = ec2_backends[DEFAULT_ACCOUNT_ID][REGION].get_instance(iid)
     instance._state.name, instance._state.code = "pending", 0  # the server's own state: it never boots
     folder = aws_folder(tmp_path, [f"ubuntu@{iid}"])
-    with pytest.raises(InstanceStuckError, match=rf"EC2 instance {iid} is still pending after 3 s: "
-                                                 "check it in the EC2 console"):
+    with pytest.raises(
+        InstanceStuckError,
+        match=rf"EC2 instance {iid} is still pending after 3 s: "
+        "check it in the EC2 console",
+    ):
         make_manager(folder, moto_url)
 
 
@@ -237,16 +287,28 @@ def test_ssh_not_up_after_start(moto_url, ec2, tmp_path):
     iid = new_instance(ec2)
     closed = free_port()  # nothing listens there: the instance's sshd "has not started yet"
     folder = aws_folder(tmp_path, [f"ubuntu@{iid}"])
-    with pytest.raises(SSHNotUpError, match=rf"EC2 instance {iid} is running at ubuntu@127.0.0.1:{closed} but SSH "
-                                            r"is not up after 2 tries \(.*connection refused\)"):
+    with pytest.raises(
+        SSHNotUpError,
+        match=rf"EC2 instance {iid} is running at ubuntu@127.0.0.1:{closed} but SSH "
+        r"is not up after 2 tries \(.*connection refused\)",
+    ):
         make_manager(folder, moto_url, shutdown=True, address_override=f"127.0.0.1:{closed}")
     assert state_of(ec2, iid) == "stopped"  # started for nothing, so stopped again (shutdown)
 
 
 def test_no_instances_is_a_clear_error(moto_url, tmp_path):
     init_aup(str(tmp_path / ".aup"), cpu=1)
-    with pytest.raises(Exception, match=r"no instances in aws_mapping .*`aup-tui init --overwrite --aws "
-                                        r"USER@INSTANCE_ID\[:PORT\]`.* e\.g\. `aup-tui init --overwrite --aws "
-                                        r"ubuntu@i-0123456789abcdef0`"):
-        get_resource_manager("aws", TinyDBConnector(str(tmp_path / ".aup")), 1, auppath=str(tmp_path / ".aup"),
-                             endpoint_url=moto_url, region=REGION)
+    with pytest.raises(
+        Exception,
+        match=r"no instances in aws_mapping .*`aup-tui init --overwrite --aws "
+        r"USER@INSTANCE_ID\[:PORT\]`.* e\.g\. `aup-tui init --overwrite --aws "
+        r"ubuntu@i-0123456789abcdef0`",
+    ):
+        get_resource_manager(
+            "aws",
+            TinyDBConnector(str(tmp_path / ".aup")),
+            1,
+            auppath=str(tmp_path / ".aup"),
+            endpoint_url=moto_url,
+            region=REGION,
+        )

@@ -34,8 +34,15 @@ def test_init_run_status_as_in_the_readme(tmp_path):
     assert init.returncode == 0 and "2 cpu" in init.stdout
     exp = json.loads((example / "experiment.json").read_text())
     exp.update(workingdir=str(example), n_samples=4)
-    (tmp_path / "exp.json").write_text(json.dumps({**exp, "parameter_config": exp["parameter_config"] + [
-        {"name": "delay", "range": [0.01], "type": "choice"}]}))
+    (tmp_path / "exp.json").write_text(
+        json.dumps(
+            {
+                **exp,
+                "parameter_config": exp["parameter_config"]
+                + [{"name": "delay", "range": [0.01], "type": "choice"}],
+            }
+        )
+    )
     run = cli("run", "--headless", "exp.json", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "4/4" in run.stderr and "best job" in run.stderr and "logs:" in run.stderr
@@ -105,13 +112,19 @@ def test_no_aup_folder_says_how_to_make_one(tmp_path, monkeypatch):
 
 
 def _slow_experiment(folder: Path, n: int = 4) -> None:
-    write_script(folder, "slow.sh", """
+    write_script(
+        folder,
+        "slow.sh",
+        """
         echo "pid $$"
         echo "#Auptimizer:0.5"
         sleep 30
         echo "#Auptimizer:1"
-    """)
-    write_experiment(folder, script="./slow.sh", n_samples=n, job_failure={"ignore_fail": True, "job_retries": 0})
+    """,
+    )
+    write_experiment(
+        folder, script="./slow.sh", n_samples=n, job_failure={"ignore_fail": True, "job_retries": 0}
+    )
 
 
 def _jobs_in(folder: Path, state: str) -> list[dict]:
@@ -160,8 +173,10 @@ def test_stop_job_and_experiment_from_another_process(workdir):
         assert cli("stop", "--job", str(first), cwd=workdir).returncode == 0
         wait_for(lambda: not pid_alive(pid), timeout=5, what="job process gone")
         assert time.monotonic() - t0 < 2.0  # request → watcher (≤0.25 s) → kill (≤0.5 s grace)
-        wait_for(lambda: any(j["jid"] == first and j["status"] == "STOPPED" for j in status(workdir)["jobs"]),
-                 what="job recorded STOPPED")
+        wait_for(
+            lambda: any(j["jid"] == first and j["status"] == "STOPPED" for j in status(workdir)["jobs"]),
+            what="job recorded STOPPED",
+        )
         eid = status(workdir)["eid"]
         assert cli("stop", "--experiment", str(eid), cwd=workdir).returncode == 0
         assert proc.wait(10) == 130
@@ -214,11 +229,15 @@ def test_passive_job_answered_at_the_terminal_prompt(tmp_path):
 
 def test_gpu_experiment_through_the_cli_gives_each_job_its_card(tmp_path):
     assert cli("init", "--gpu", "0,0,2", cwd=tmp_path).returncode == 0
-    write_script(tmp_path, "job.sh", """
+    write_script(
+        tmp_path,
+        "job.sh",
+        """
         echo "card=$CUDA_VISIBLE_DEVICES"
         sleep 0.1
         echo "#Auptimizer:1"
-    """)
+    """,
+    )
     write_experiment(tmp_path, resource="gpu", n_parallel=3, n_samples=6)
     out = cli("run", "--headless", "experiment.json", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -236,7 +255,7 @@ def test_n_parallel_above_free_resources_is_said(workdir):
 
 
 def test_passive_job_answered_by_another_process_through_the_store(tmp_path):
-    from backends.store import TinyDBConnector
+    from aup_tui_backends.store import TinyDBConnector
 
     cli("init", "--passive", cwd=tmp_path)
     write_script(tmp_path, "job.sh", "echo '#Auptimizer:1'")
@@ -246,8 +265,10 @@ def test_passive_job_answered_by_another_process_through_the_store(tmp_path):
     try:
         first = wait_for(lambda: _jobs_in(tmp_path, "WAITING"), what="a waiting job")[0]["jid"]
         other.submit_passive(status(tmp_path)["eid"], first, "#Auptimizer:0.3\n#Auptimizer:0.6\n")
-        second = wait_for(lambda: [j for j in _jobs_in(tmp_path, "WAITING") if j["jid"] != first],
-                          what="the next waiting job")[0]["jid"]
+        second = wait_for(
+            lambda: [j for j in _jobs_in(tmp_path, "WAITING") if j["jid"] != first],
+            what="the next waiting job",
+        )[0]["jid"]
         other.submit_passive(status(tmp_path)["eid"], second, "ran out of memory", failed=True)
         assert proc.wait(10) == 0
     finally:
@@ -278,9 +299,10 @@ def test_resources_probe_reports_up_and_down_nodes_and_local_gpus(tmp_path, sshd
 def test_the_dashboard_reclaims_what_a_dead_run_left_behind(workdir, monkeypatch):
     """Plain `aup-tui` after a kill -9: the experiment is INTERRUPTED, not shown as running forever."""
     _kill_9_run(workdir)
+    from aup_tui_backends.store import TinyDBConnector
+
     import aup_tui.app
     from aup_tui.cli import main
-    from backends.store import TinyDBConnector
 
     seen = {}
 

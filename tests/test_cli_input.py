@@ -23,9 +23,17 @@ def aup(*args: str, cwd: Path, **kw) -> subprocess.CompletedProcess:
     """`aup-tui ARGS` in its own session, HOME at `cwd` (no ~/.aup of the machine), no terminal;
     killed (and the test failed) if it does not end by the deadline, as a hung run would."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), HOME=str(cwd))
-    proc = subprocess.Popen([sys.executable, "-m", "aup_tui.cli", *args], cwd=cwd, env=env, text=True,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True, **kw)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aup_tui.cli", *args],
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        **kw,
+    )
     try:
         out, err = proc.communicate(timeout=DEADLINE)
     except subprocess.TimeoutExpired:
@@ -46,6 +54,7 @@ def job_script(folder: Path) -> None:
 
 
 # --- --aup before and after the command ---------------------------------------------------------
+
 
 @pytest.fixture
 def two_folders(tmp_path):
@@ -78,7 +87,9 @@ def test_aup_acts_on_the_folder_given_before_or_after_the_command(two_folders, b
     assert json.loads(run("status", "--json").stdout)["eid"] == 2  # recorded there, not here
     assert one_line_error(aup("status", cwd=here)).endswith("start one with `aup-tui run experiment.json`")
     made = here / "made"
-    argv = ("--aup", str(made), "init", "--cpu", "2") if before else ("init", "--aup", str(made), "--cpu", "2")
+    argv = (
+        ("--aup", str(made), "init", "--cpu", "2") if before else ("init", "--aup", str(made), "--cpu", "2")
+    )
     assert aup(*argv, cwd=here).returncode == 0 and (made / "env.ini").is_file()
     missing = str(here / "missing")  # commands that open the TUI: the folder's error, not ./.aup's app
     for args in (("watch",), ("run", "experiment.json"), ("stop", "--job", "1")):
@@ -90,12 +101,14 @@ def test_aup_in_both_places_must_agree(two_folders):
     here, there = two_folders
     same = aup("--aup", str(there / ".aup"), "status", "--json", "--aup", str(there / ".aup") + "/", cwd=here)
     assert same.returncode == 0 and json.loads(same.stdout)["name"] == "there"
-    error = one_line_error(aup("--aup", str(there / ".aup"), "stop", "--experiment", "1",
-                               "--aup", str(here / ".aup"), cwd=here))
+    error = one_line_error(
+        aup("--aup", str(there / ".aup"), "stop", "--experiment", "1", "--aup", str(here / ".aup"), cwd=here)
+    )
     assert "--aup is given twice with different folders" in error and "give it once" in error
 
 
 # --- no registered resource of the experiment's type ---------------------------------------------
+
 
 def no_resource_error(folder: Path, headless: bool = True) -> str:
     out = aup("run", *(["--headless"] if headless else []), "experiment.json", cwd=folder)
@@ -110,8 +123,10 @@ def test_cpu_experiment_on_gpu_only_init_says_what_to_add(tmp_path, headless):
     job_script(tmp_path)
     write_experiment(tmp_path, n_samples=1)
     error = no_resource_error(tmp_path, headless)
-    assert error == (f"aup-tui: no 'cpu' resource in {tmp_path / '.aup' / 'env.ini'} "
-                     "— add some with `aup-tui init --overwrite --gpu 0 --cpu 4`")
+    assert error == (
+        f"aup-tui: no 'cpu' resource in {tmp_path / '.aup' / 'env.ini'} "
+        "— add some with `aup-tui init --overwrite --gpu 0 --cpu 4`"
+    )
     advice = error.split("`")[1].split()[1:]
     assert aup(*advice, cwd=tmp_path).returncode == 0  # the advice works as typed, GPUs kept
     assert aup("run", "--headless", "experiment.json", cwd=tmp_path).returncode == 0
@@ -130,13 +145,15 @@ def test_auptimizer_env_ini_without_cpus_and_passive_without_a_person(tmp_path):
     aup_dir.mkdir()
     (aup_dir / "env.ini").write_text(
         f"[Auptimizer]\nAuptimizer_PATH = {aup_dir}\nSQL_ENGINE = sqlite\nTMP_FOLDER = /tmp/aup\n"
-        'gpu_mapping = {"1": "0"}\nnode_mapping = {"2": "user@127.0.0.1:2222"}\n')
+        'gpu_mapping = {"1": "0"}\nnode_mapping = {"2": "user@127.0.0.1:2222"}\n'
+    )
     job_script(tmp_path)
     write_experiment(tmp_path, n_samples=1)
     assert "no 'cpu' resource" in no_resource_error(tmp_path)
     write_experiment(tmp_path, n_samples=1, resource="passive", n_parallel=1)
     assert no_resource_error(tmp_path).endswith(
-        "add some with `aup-tui init --overwrite --gpu 0 --node user@127.0.0.1:2222 --passive`")
+        "add some with `aup-tui init --overwrite --gpu 0 --node user@127.0.0.1:2222 --passive`"
+    )
 
 
 def test_another_folder_is_named_in_the_init_advice(tmp_path):
@@ -156,15 +173,21 @@ def test_n_parallel_below_one_is_refused(workdir, n_parallel):
 
 def test_a_resource_taken_by_a_live_process_is_waited_for(workdir):
     """Only none registered is an error: the only cpu slots held by another live process → wait."""
-    from backends.store import TinyDBConnector
+    from aup_tui_backends.store import TinyDBConnector
 
     holder = TinyDBConnector(str(workdir / ".aup"))
     rids = [r["rid"] for r in holder.resources("cpu")]
     assert all(holder.take_available_resource(rid, 999) for rid in rids)
     write_experiment(workdir, n_samples=1, n_parallel=1)
     env = dict(os.environ, PYTHONPATH=str(ROOT), HOME=str(workdir))
-    proc = subprocess.Popen([sys.executable, "-m", "aup_tui.cli", "run", "--headless", "experiment.json"],
-                            cwd=workdir, env=env, text=True, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aup_tui.cli", "run", "--headless", "experiment.json"],
+        cwd=workdir,
+        env=env,
+        text=True,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
     try:
         assert proc.stderr is not None
         seen = ""
@@ -184,34 +207,72 @@ def test_a_resource_taken_by_a_live_process_is_waited_for(workdir):
 
 # --- damaged input ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("content", [b"\x00\xff\xfe\x89binary", b"user@host1\nroot@\x00\x01host2\n"],
-                         ids=["binary", "nul"])
+
+@pytest.mark.parametrize(
+    "content", [b"\x00\xff\xfe\x89binary", b"user@host1\nroot@\x00\x01host2\n"], ids=["binary", "nul"]
+)
 def test_binary_node_file_is_one_line(tmp_path, content):
     (tmp_path / "nodes.txt").write_bytes(content)
     error = one_line_error(aup("init", "--node", "nodes.txt", cwd=tmp_path))
     assert "--node file nodes.txt" in error
 
 
-@pytest.mark.parametrize("content, fragment", [
-    (b"\xff\xd8\xff\xe0binary", "is not UTF-8 text"),
-    (b'{"name": "x", "script": "./job', "fix the JSON syntax"),
-    (b"[1, 2]", "must hold a JSON object"),
-    (b'{"name": 3, "script": "./job.sh", "resource": "cpu", "target": "max", "proposer": "random"}', "name in"),
-    (json.dumps({"name": "x", "script": "./job.sh", "resource": "cpu", "target": "max", "proposer": "random",
-                 "n_samples": 1, "parameter_config": [{"name": "x"}], "runtime_args": {"env": [1]}}).encode(),
-     "runtime_args.env in"),
-    (json.dumps({"name": "x", "script": "./job.sh", "resource": "cpu", "target": "max", "proposer": "random",
-                 "n_samples": 1, "parameter_config": [{"name": "job_id"}]}).encode(), "reserved name"),
-])
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        (b"\xff\xd8\xff\xe0binary", "is not UTF-8 text"),
+        (b'{"name": "x", "script": "./job', "fix the JSON syntax"),
+        (b"[1, 2]", "must hold a JSON object"),
+        (
+            b'{"name": 3, "script": "./job.sh", "resource": "cpu", "target": "max", "proposer": "random"}',
+            "name in",
+        ),
+        (
+            json.dumps(
+                {
+                    "name": "x",
+                    "script": "./job.sh",
+                    "resource": "cpu",
+                    "target": "max",
+                    "proposer": "random",
+                    "n_samples": 1,
+                    "parameter_config": [{"name": "x"}],
+                    "runtime_args": {"env": [1]},
+                }
+            ).encode(),
+            "runtime_args.env in",
+        ),
+        (
+            json.dumps(
+                {
+                    "name": "x",
+                    "script": "./job.sh",
+                    "resource": "cpu",
+                    "target": "max",
+                    "proposer": "random",
+                    "n_samples": 1,
+                    "parameter_config": [{"name": "job_id"}],
+                }
+            ).encode(),
+            "reserved name",
+        ),
+    ],
+)
 def test_damaged_experiment_file_is_one_line(workdir, content, fragment):
     (workdir / "experiment.json").write_bytes(content)
     assert fragment in one_line_error(aup("run", "--headless", "experiment.json", cwd=workdir))
 
 
-@pytest.mark.parametrize("content", [
-    b"\x7fELF\x02\x01\x01\x00\x00\xff", b"[Auptimizer]\nAuptimizer_PATH = /x\ngpu_mapping = {\"1\":",
-    b'[Auptimizer]\ngpu_mapping = ["0"]\n', b'[Auptimizer]\ngpu_mapping = {"1": "card zero"}\n',
-], ids=["binary", "truncated", "list", "not-a-card"])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"\x7fELF\x02\x01\x01\x00\x00\xff",
+        b'[Auptimizer]\nAuptimizer_PATH = /x\ngpu_mapping = {"1":',
+        b'[Auptimizer]\ngpu_mapping = ["0"]\n',
+        b'[Auptimizer]\ngpu_mapping = {"1": "card zero"}\n',
+    ],
+    ids=["binary", "truncated", "list", "not-a-card"],
+)
 @pytest.mark.parametrize("command", [("status",), ("resources",), ("run", "--headless", "experiment.json")])
 def test_damaged_env_ini_is_one_line_for_every_command(workdir, content, command):
     write_experiment(workdir, n_samples=1)
@@ -221,21 +282,28 @@ def test_damaged_env_ini_is_one_line_for_every_command(workdir, content, command
 
 # --- the umask -----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("umask, mode", [(0o077, 0o600), (0o022, 0o644)])
 def test_env_ini_follows_the_umask(tmp_path, umask, mode):
     assert aup("init", "--cpu", "1", cwd=tmp_path, umask=umask).returncode == 0
     assert stat.S_IMODE((tmp_path / ".aup" / "env.ini").stat().st_mode) == mode
-    assert aup("init", "--overwrite", "--passive", cwd=tmp_path, umask=0o022).returncode == 0  # a rewrite keeps it
+    assert (
+        aup("init", "--overwrite", "--passive", cwd=tmp_path, umask=0o022).returncode == 0
+    )  # a rewrite keeps it
     assert stat.S_IMODE((tmp_path / ".aup" / "env.ini").stat().st_mode) == mode
 
 
 # --- one best job on ties ------------------------------------------------------------------------
 
+
 def test_tied_scores_name_the_same_best_job_in_progress_and_summary(tmp_path):
     """The first job (x=1) waits until the second (x=2) is recorded FINISHED, then reports the same
     score: the job that finished first is the best in the progress line, the summary and `status`."""
     assert aup("init", "--cpu", "2", cwd=tmp_path).returncode == 0
-    write_script(tmp_path, "job.py", """
+    write_script(
+        tmp_path,
+        "job.py",
+        """
         import json, subprocess, sys
         x = json.load(open(sys.argv[1]))["x"]
         for _ in range(200):  # bounded: each look is a whole `aup-tui status` process
@@ -248,9 +316,17 @@ def test_tied_scores_name_the_same_best_job_in_progress_and_summary(tmp_path):
         else:
             sys.exit("job 2 never finished")
         print("#Auptimizer:0.5")
-    """, shebang=f"#!{sys.executable}")
-    write_experiment(tmp_path, script="./job.py", proposer="sequence", n_parallel=2, n_samples=2,
-                     parameter_config=[{"name": "x", "type": "int", "range": [1, 2]}])
+    """,
+        shebang=f"#!{sys.executable}",
+    )
+    write_experiment(
+        tmp_path,
+        script="./job.py",
+        proposer="sequence",
+        n_parallel=2,
+        n_samples=2,
+        parameter_config=[{"name": "x", "type": "int", "range": [1, 2]}],
+    )
     out = aup("run", "--headless", "experiment.json", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     st = json.loads(aup("status", "--json", cwd=tmp_path).stdout)
@@ -267,13 +343,24 @@ def test_catching_up_from_the_store_keeps_the_first_finished_of_equal_scores(tmp
     order, yet the best is the one that finished first, as in `summarize`."""
     import io
 
+    from aup_tui_backends.experiment import summarize
+    from aup_tui_backends.store import TinyDBConnector
+
     from aup_tui.headless import Progress
-    from backends.experiment import summarize
-    from backends.store import TinyDBConnector
 
     connector = TinyDBConnector(str(tmp_path / ".aup"))
-    eid = connector.start_experiment("me", "tie", {}, n_samples=2, target="max", resource="cpu",
-                                     workingdir=str(tmp_path), script="job.sh", path=None, n_parallel=2)
+    eid = connector.start_experiment(
+        "me",
+        "tie",
+        {},
+        n_samples=2,
+        target="max",
+        resource="cpu",
+        workingdir=str(tmp_path),
+        script="job.sh",
+        path=None,
+        n_parallel=2,
+    )
     low, high = connector.new_jid(), connector.new_jid()
     for jid in (low, high):
         connector.start_job(eid, jid, {"x": jid}, None, "cpu0", 1)

@@ -1,21 +1,20 @@
 """Early stopping: which jobs a person sees stopped, and when."""
+
 import json
 import subprocess
 import sys
 import threading
 
 import pytest
-
-from backends.config import load_experiment
-from backends.early_stop import make_policy
-from backends.errors import ConfigError
-from backends.experiment import Experiment
+from aup_tui_backends.config import load_experiment
+from aup_tui_backends.early_stop import make_policy
+from aup_tui_backends.errors import ConfigError
+from aup_tui_backends.experiment import Experiment
 from helpers import ROOT, write_experiment, write_script
 
 
 def policy(name, steps=1, warmup=0, maximize=True, **extra):
-    return make_policy({"aup_policy": name, "aup_policy_steps": steps, "warmup": warmup, **extra},
-                       maximize)
+    return make_policy({"aup_policy": name, "aup_policy_steps": steps, "warmup": warmup, **extra}, maximize)
 
 
 def run(p, curves):
@@ -43,16 +42,14 @@ def test_no_early_stop_configured_means_no_policy():
 @pytest.mark.parametrize("name", ["median", "bandit", "truncation"])
 def test_each_policy_stops_a_clearly_bad_job_and_keeps_good_ones(name):
     good = [0.5, 0.6, 0.7, 0.8, 0.85, 0.9]
-    curves = {1: good, 2: list(good), 3: [v + 0.05 for v in good],
-              4: [0.05, 0.06, 0.07, 0.08, 0.09, 0.1]}
+    curves = {1: good, 2: list(good), 3: [v + 0.05 for v in good], 4: [0.05, 0.06, 0.07, 0.08, 0.09, 0.1]}
     assert list(run(policy(name), curves)) == [4]
 
 
 @pytest.mark.parametrize("name", ["median", "bandit", "truncation"])
 def test_target_min_stops_the_job_with_high_loss(name):
     good = [2.0, 1.5, 1.0, 0.8, 0.6]
-    curves = {1: good, 2: list(good), 3: [v * 0.9 for v in good],
-              4: [20.0, 19.0, 18.0, 17.0, 16.0]}
+    curves = {1: good, 2: list(good), 3: [v * 0.9 for v in good], 4: [20.0, 19.0, 18.0, 17.0, 16.0]}
     assert list(run(policy(name, maximize=False), curves)) == [4]
     # the same numbers read as scores to maximise: the job with the highest values survives
     assert 4 not in run(policy(name, maximize=True), curves)
@@ -69,7 +66,10 @@ def test_each_rule_says_why_in_numbers_a_person_can_check():
     median = policy("median")
     finished_jobs(median, [0.9, 0.8, 0.7])
     assert median.report(11, 0.79) is True
-    assert median.reason(11) == "median rule: its mean 0.79 over 1 result is lower than the median 0.8 of 3 other jobs"
+    assert (
+        median.reason(11)
+        == "median rule: its mean 0.79 over 1 result is lower than the median 0.8 of 3 other jobs"
+    )
     assert median.reason(1) == ""  # not stopped
     lone = policy("median")
     finished_jobs(lone, [0.9])
@@ -79,14 +79,16 @@ def test_each_rule_says_why_in_numbers_a_person_can_check():
     bandit = policy("bandit", maximize=False)
     finished_jobs(bandit, [1.0])
     assert bandit.report(2, 1.6) is True
-    assert bandit.reason(2) == ("bandit rule: its best 1.6 in 1 result is higher than 1.5 "
-                                "(the leader's 1 with bandit_factor 0.5)")
+    assert bandit.reason(2) == (
+        "bandit rule: its best 1.6 in 1 result is higher than 1.5 (the leader's 1 with bandit_factor 0.5)"
+    )
 
     truncation = policy("truncation")
     finished_jobs(truncation, [0.1 * i for i in range(1, 10)])
     assert truncation.report(101, 0.05) is True
-    assert truncation.reason(101) == ("truncation rule: its best 0.05 in 1 result ranks 1 from the bottom "
-                                      "of 10 jobs, inside the worst 30%")
+    assert truncation.reason(101) == (
+        "truncation rule: its best 0.05 in 1 result ranks 1 from the bottom of 10 jobs, inside the worst 30%"
+    )
 
 
 def test_no_decision_before_warmup():
@@ -174,22 +176,43 @@ def test_reports_from_many_threads_are_safe():
     assert results == {0: True, **{jid: False for jid in range(1, n_jobs)}}
 
 
-@pytest.mark.parametrize("cfg, fragment", [
-    ({"aup_policy": "magic", "aup_policy_steps": 1}, "unknown aup_policy \"magic\""),
-    ({"aup_policy": "curve_fitting", "aup_policy_steps": 1}, "needs curve_fitting_max_iters"),
-    ({"aup_policy": "curve_fitting", "aup_policy_steps": 1, "curve_fitting_max_iters": 0},
-     "curve_fitting_max_iters in"),
-    ({"aup_policy": "curve_fitting", "aup_policy_steps": 1, "curve_fitting_max_iters": 9,
-      "curve_fitting_threshold": 2}, "curve_fitting_threshold in"),
-    ({"aup_policy": "curve_fitting", "aup_policy_steps": 1, "curve_fitting_max_iters": 9,
-      "curve_fitting_timeout": 0}, "curve_fitting_timeout in"),
-    ({"aup_policy": "median"}, "needs aup_policy_steps"),
-    ({"aup_policy": "median", "aup_policy_steps": 0}, "aup_policy_steps in"),
-    ({"aup_policy": "median", "aup_policy_steps": 1, "warmup": -1}, "warmup in"),
-    ({"aup_policy": "truncation", "aup_policy_steps": 1, "truncation_percentage": 30},
-     "truncation_percentage in"),
-    ({"aup_policy": "bandit", "aup_policy_steps": 1, "bandit_factor": 1.5}, "bandit_factor in"),
-])
+@pytest.mark.parametrize(
+    "cfg, fragment",
+    [
+        ({"aup_policy": "magic", "aup_policy_steps": 1}, 'unknown aup_policy "magic"'),
+        ({"aup_policy": "curve_fitting", "aup_policy_steps": 1}, "needs curve_fitting_max_iters"),
+        (
+            {"aup_policy": "curve_fitting", "aup_policy_steps": 1, "curve_fitting_max_iters": 0},
+            "curve_fitting_max_iters in",
+        ),
+        (
+            {
+                "aup_policy": "curve_fitting",
+                "aup_policy_steps": 1,
+                "curve_fitting_max_iters": 9,
+                "curve_fitting_threshold": 2,
+            },
+            "curve_fitting_threshold in",
+        ),
+        (
+            {
+                "aup_policy": "curve_fitting",
+                "aup_policy_steps": 1,
+                "curve_fitting_max_iters": 9,
+                "curve_fitting_timeout": 0,
+            },
+            "curve_fitting_timeout in",
+        ),
+        ({"aup_policy": "median"}, "needs aup_policy_steps"),
+        ({"aup_policy": "median", "aup_policy_steps": 0}, "aup_policy_steps in"),
+        ({"aup_policy": "median", "aup_policy_steps": 1, "warmup": -1}, "warmup in"),
+        (
+            {"aup_policy": "truncation", "aup_policy_steps": 1, "truncation_percentage": 30},
+            "truncation_percentage in",
+        ),
+        ({"aup_policy": "bandit", "aup_policy_steps": 1, "bandit_factor": 1.5}, "bandit_factor in"),
+    ],
+)
 def test_bad_early_stop_settings_are_explained(cfg, fragment):
     with pytest.raises(ConfigError) as info:
         make_policy(cfg, True)
@@ -199,14 +222,17 @@ def test_bad_early_stop_settings_are_explained(cfg, fragment):
 
 # -- curve fitting: learning-curve extrapolation -----------------------------------------------
 
+
 def rising(top, drop=0.6, n=20):
     """A learning curve climbing towards `top`: top - drop/x for results 1..n."""
     return [top - drop / x for x in range(1, n + 1)]
 
 
 def curve_policy(maximize=True, **extra):
-    return make_policy({"aup_policy": "curve_fitting", "aup_policy_steps": 1,
-                        "curve_fitting_max_iters": 20, **extra}, maximize)
+    return make_policy(
+        {"aup_policy": "curve_fitting", "aup_policy_steps": 1, "curve_fitting_max_iters": 20, **extra},
+        maximize,
+    )
 
 
 def first_stop(p, jid, values, attempt=1):
@@ -226,8 +252,10 @@ def test_curve_fitting_stops_a_job_whose_curve_heads_below_the_best_and_keeps_a_
     # 0.5 - 0.4/x looks fine early on (its 5th result 0.42 is not far from 0.78), but levels off:
     # judged on its 5 results, stopped at its next report
     assert first_stop(p, 2, rising(0.5, drop=0.4)) == 6
-    assert p.reason(2) == ("curve fitting: its 5 results extrapolate to 0.48 at result 20, lower than "
-                           "0.8265 (0.95 × the best finished result 0.87)")
+    assert p.reason(2) == (
+        "curve fitting: its 5 results extrapolate to 0.48 at result 20, lower than "
+        "0.8265 (0.95 × the best finished result 0.87)"
+    )
     assert first_stop(p, 3, rising(0.95)) is None
     assert first_stop(p, 4, rising(0.88)) is None  # below the best but within the threshold: 0.85 ≥ 0.8265
 
@@ -271,18 +299,21 @@ def test_curve_fitting_without_scipy_names_the_extra_to_install(tmp_path):
     blocker = (
         "import sys\n"
         "sys.modules['scipy'] = None  # as if it were not installed\n"
-        "from backends.early_stop import make_policy\n"
-        "from backends.errors import ConfigError\n"
+        "from aup_tui_backends.early_stop import make_policy\n"
+        "from aup_tui_backends.errors import ConfigError\n"
         "try:\n"
         "    make_policy({'aup_policy': 'curve_fitting', 'aup_policy_steps': 1,"
         " 'curve_fitting_max_iters': 5}, True)\n"
         "except ConfigError as e:\n"
         "    print(e)\n"
     )
-    out = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True, cwd=ROOT,
-                         timeout=60)
-    assert out.stdout.strip() == ('aup_policy "curve_fitting" in resource_args.early_stop in experiment.json '
-                                  "needs scipy, which is not installed — pip install 'aup-tui[curve-fitting]'")
+    out = subprocess.run(
+        [sys.executable, "-c", blocker], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert out.stdout.strip() == (
+        'aup_policy "curve_fitting" in resource_args.early_stop in experiment.json '
+        "needs scipy, which is not installed — pip install 'aup-tui[curve-fitting]'"
+    )
 
 
 def test_curve_fitting_stops_a_real_job_in_an_experiment(workdir):
@@ -290,7 +321,10 @@ def test_curve_fitting_stops_a_real_job_in_an_experiment(workdir):
     levelling off at 0.5, is stopped early with the rule's numbers on its record."""
     # the weak job reports on (at most ~100 s) until it is stopped: the verdict of the fit on
     # its first 5 results, made in the background, applies at one of its later reports
-    write_script(workdir, "curve.sh", """
+    write_script(
+        workdir,
+        "curve.sh",
+        """
         top=$(sed 's/.*"top": *\\([-0-9.e]*\\).*/\\1/' "$1")
         n=20; [ "$top" = "0.5" ] && n=2000
         i=1
@@ -299,11 +333,23 @@ def test_curve_fitting_stops_a_real_job_in_an_experiment(workdir):
             [ $i -ge 20 ] && sleep 0.05
             i=$((i + 1))
         done
-    """)
-    path = write_experiment(workdir, script="./curve.sh", proposer="sequence", n_parallel=1, n_samples=0,
-                            parameter_config=[{"name": "top", "type": "choice", "range": [0.9, 0.5]}],
-                            resource_args={"early_stop": {"aup_policy": "curve_fitting", "aup_policy_steps": 1,
-                                                          "curve_fitting_max_iters": 20}})
+    """,
+    )
+    path = write_experiment(
+        workdir,
+        script="./curve.sh",
+        proposer="sequence",
+        n_parallel=1,
+        n_samples=0,
+        parameter_config=[{"name": "top", "type": "choice", "range": [0.9, 0.5]}],
+        resource_args={
+            "early_stop": {
+                "aup_policy": "curve_fitting",
+                "aup_policy_steps": 1,
+                "curve_fitting_max_iters": 20,
+            }
+        },
+    )
     exp = Experiment(load_experiment(path), auppath=str(workdir / ".aup"))
     result = exp.run()
     assert result.status == "FINISHED"
@@ -315,10 +361,14 @@ def test_curve_fitting_stops_a_real_job_in_an_experiment(workdir):
 
 # -- a retried job starts a new curve; fits never hold up a job's output ----------------------------
 
+
 def test_a_retried_jobs_curve_starts_again_with_its_new_attempt(workdir):
     """Job 2's first attempt reports three weak results and fails; its retry reports strong ones.
     Judged on the retry's own results it is not stopped (the failed attempt's do not count)."""
-    write_script(workdir, "retry.sh", f"""
+    write_script(
+        workdir,
+        "retry.sh",
+        f"""
         top=$(sed 's/.*"top": *\\([-0-9.e]*\\).*/\\1/' "$1")
         if [ "$top" = "0.95" ] && [ ! -e "{workdir}/tried" ]; then
             touch "{workdir}/tried"
@@ -326,11 +376,18 @@ def test_a_retried_jobs_curve_starts_again_with_its_new_attempt(workdir):
             exit 1
         fi
         for i in 1 2 3 4; do echo "#Auptimizer:$top"; done
-    """)
-    path = write_experiment(workdir, script="./retry.sh", proposer="sequence", n_parallel=1, n_samples=0,
-                            parameter_config=[{"name": "top", "type": "choice", "range": [0.9, 0.95]}],
-                            job_failure={"job_retries": 1},
-                            resource_args={"early_stop": {"aup_policy": "median", "aup_policy_steps": 4}})
+    """,
+    )
+    path = write_experiment(
+        workdir,
+        script="./retry.sh",
+        proposer="sequence",
+        n_parallel=1,
+        n_samples=0,
+        parameter_config=[{"name": "top", "type": "choice", "range": [0.9, 0.95]}],
+        job_failure={"job_retries": 1},
+        resource_args={"early_stop": {"aup_policy": "median", "aup_policy_steps": 4}},
+    )
     exp = Experiment(load_experiment(path), auppath=str(workdir / ".aup"))
     result = exp.run()
     assert result.status == "FINISHED"
@@ -357,7 +414,7 @@ def test_policy_forgets_an_earlier_attempts_results():
 def test_a_slow_curve_fit_does_not_stop_the_jobs_output_being_read(workdir, monkeypatch):
     """While the fit of job 2's curve takes its time, job 2 writes far more than a pipe holds:
     its output is still read (the job is not blocked), and the verdict stops it afterwards."""
-    import backends.early_stop as early_stop
+    import aup_tui_backends.early_stop as early_stop
 
     gate = threading.Event()
     fitting = threading.Event()
@@ -368,7 +425,10 @@ def test_a_slow_curve_fit_does_not_stop_the_jobs_output_being_read(workdir, monk
         return 0.0  # far below the finished job's 0.9: stop
 
     monkeypatch.setattr(early_stop, "predict_final", slow_fit)
-    write_script(workdir, "chatty.sh", f"""
+    write_script(
+        workdir,
+        "chatty.sh",
+        f"""
         top=$(sed 's/.*"top": *\\([-0-9.e]*\\).*/\\1/' "$1")
         for i in 1 2 3 4 5; do echo "#Auptimizer:$top"; done
         [ "$top" = "0.9" ] && exit 0
@@ -376,11 +436,23 @@ def test_a_slow_curve_fit_does_not_stop_the_jobs_output_being_read(workdir, monk
         touch "{workdir}/wrote_all"
         i=0
         while [ $i -lt 2000 ]; do echo "#Auptimizer:$top"; sleep 0.05; i=$((i+1)); done
-    """)
-    path = write_experiment(workdir, script="./chatty.sh", proposer="sequence", n_parallel=1, n_samples=0,
-                            parameter_config=[{"name": "top", "type": "choice", "range": [0.9, 0.5]}],
-                            resource_args={"early_stop": {"aup_policy": "curve_fitting", "aup_policy_steps": 5,
-                                                          "curve_fitting_max_iters": 20}})
+    """,
+    )
+    path = write_experiment(
+        workdir,
+        script="./chatty.sh",
+        proposer="sequence",
+        n_parallel=1,
+        n_samples=0,
+        parameter_config=[{"name": "top", "type": "choice", "range": [0.9, 0.5]}],
+        resource_args={
+            "early_stop": {
+                "aup_policy": "curve_fitting",
+                "aup_policy_steps": 5,
+                "curve_fitting_max_iters": 20,
+            }
+        },
+    )
     exp = Experiment(load_experiment(path), auppath=str(workdir / ".aup"))
     out = []
     thread = threading.Thread(target=lambda: out.append(exp.run()), daemon=True)

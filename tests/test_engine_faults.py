@@ -12,16 +12,15 @@ import time
 from pathlib import Path
 
 import pytest
+from aup_tui_backends.config import load_experiment
+from aup_tui_backends.errors import ConfigError
+from aup_tui_backends.experiment import Experiment
+from aup_tui_backends.jobs import Job
+from aup_tui_backends.resources.cpu import CPUResourceManager
+from aup_tui_backends.store import TinyDBConnector
+from aup_tui_backends.store import connector as connector_module
+from aup_tui_backends.store.files import JournaledStorage, StoreWriteError
 from helpers import pid_alive, write_experiment, write_script
-
-from backends.config import load_experiment
-from backends.errors import ConfigError
-from backends.experiment import Experiment
-from backends.jobs import Job
-from backends.resources.cpu import CPUResourceManager
-from backends.store import TinyDBConnector
-from backends.store import connector as connector_module
-from backends.store.files import JournaledStorage, StoreWriteError
 
 
 def _until(predicate, timeout: float = 20.0) -> bool:
@@ -84,11 +83,20 @@ SLOW_SAVER = """
 def test_stop_during_the_save_model_rerun_kills_it_and_run_returns(workdir):
     write_script(workdir, "saver.py", SLOW_SAVER, shebang="#!/usr/bin/env python3")
     exp = Experiment(
-        {"name": "save", "script": "./saver.py", "workingdir": str(workdir), "resource": "cpu",
-         "n_parallel": 1, "n_samples": 2, "target": "max", "proposer": "sequence",
-         "parameter_config": [{"name": "x", "range": [1, 2], "type": "int", "n": 2}],
-         "resource_args": {"save_model": True}},
-        auppath=str(workdir / ".aup"))
+        {
+            "name": "save",
+            "script": "./saver.py",
+            "workingdir": str(workdir),
+            "resource": "cpu",
+            "n_parallel": 1,
+            "n_samples": 2,
+            "target": "max",
+            "proposer": "sequence",
+            "parameter_config": [{"name": "x", "range": [1, 2], "type": "int", "n": 2}],
+            "resource_args": {"save_model": True},
+        },
+        auppath=str(workdir / ".aup"),
+    )
     thread, out = _run_in_thread(exp)
     pidfile = workdir / "rerun.pid"
     pid = None
@@ -108,6 +116,7 @@ def test_stop_during_the_save_model_rerun_kills_it_and_run_returns(workdir):
 
 
 # -- 2. a batch of intermediate results refused half-way is not written twice ---------------------
+
 
 def test_results_written_before_a_failed_write_are_not_written_again(workdir, monkeypatch):
     auppath = str(workdir / ".aup")
@@ -131,6 +140,7 @@ def test_results_written_before_a_failed_write_are_not_written_again(workdir, mo
 
 # -- 3. compaction: the snapshot is on disk before the journal is cut -------------------------------
 
+
 def _record_syncs(monkeypatch) -> list[tuple[str, str]]:
     calls: list[tuple[str, str]] = []
     real_fsync, real_truncate = os.fsync, os.ftruncate
@@ -152,7 +162,11 @@ def _snapshot_synced_before_cut(calls: list[tuple[str, str]], snapshot: str) -> 
     cut = next(i for i, (what, path) in enumerate(calls) if what == "truncate" and path == snapshot + ".log")
     # the snapshot is written under a temporary name, fsynced, renamed; then its folder is fsynced
     synced = [i for i, (what, path) in enumerate(calls[:cut]) if what == "fsync" and ".tmp" in path]
-    folder = [i for i, (what, path) in enumerate(calls[:cut]) if what == "fsync" and path == os.path.dirname(snapshot)]
+    folder = [
+        i
+        for i, (what, path) in enumerate(calls[:cut])
+        if what == "fsync" and path == os.path.dirname(snapshot)
+    ]
     return bool(synced) and bool(folder) and synced[0] < folder[0]
 
 
@@ -169,8 +183,9 @@ def test_background_compaction_fsyncs_the_snapshot_before_cutting_the_journal(tm
 
 def test_close_compacts_durably(workdir, monkeypatch):
     store = TinyDBConnector(str(workdir / ".aup"))
-    eid = store.start_experiment("me", "x", {}, n_samples=1, target="max", resource="cpu",
-                                 workingdir=str(workdir), script="./job.sh")
+    eid = store.start_experiment(
+        "me", "x", {}, n_samples=1, target="max", resource="cpu", workingdir=str(workdir), script="./job.sh"
+    )
     calls = _record_syncs(monkeypatch)
     store.close()
     monkeypatch.undo()
@@ -180,6 +195,7 @@ def test_close_compacts_durably(workdir, monkeypatch):
 
 
 # -- 4. the flusher: started by any failed write, never killed by an unexpected error --------------
+
 
 def _store_with_resource(workdir: Path) -> int:
     """A store with its resources on disk (written and closed by another connector)."""
@@ -234,13 +250,19 @@ def test_the_flusher_survives_an_unexpected_error_while_retrying(workdir, monkey
 
 # -- 5. attempt numbers after a refused take ---------------------------------------------------------
 
+
 def test_a_retry_whose_take_is_refused_keeps_its_attempt_number(workdir):
-    write_script(workdir, "flaky.sh", f"""
+    write_script(
+        workdir,
+        "flaky.sh",
+        f"""
         if [ ! -e "{workdir}/tried.$AUP_JOB_ID" ]; then touch "{workdir}/tried.$AUP_JOB_ID"; exit 1; fi
         echo "#Auptimizer:1"
-    """)
-    path = write_experiment(workdir, script="./flaky.sh", n_samples=1, n_parallel=1,
-                            job_failure={"job_retries": 1})
+    """,
+    )
+    path = write_experiment(
+        workdir, script="./flaky.sh", n_samples=1, n_parallel=1, job_failure={"job_retries": 1}
+    )
     exp = Experiment(load_experiment(path), auppath=str(workdir / ".aup"))
     store = exp.connector
     real_take = store.take_available_resource
@@ -265,13 +287,18 @@ def test_a_retry_whose_take_is_refused_keeps_its_attempt_number(workdir):
 
 # -- 6. a job end that can't be recorded frees its resource and fails the run ------------------------
 
+
 def test_a_job_end_that_cannot_be_recorded_fails_the_run_instead_of_spinning(workdir):
-    write_script(workdir, "gated.sh", f"""
+    write_script(
+        workdir,
+        "gated.sh",
+        f"""
         touch "{workdir}/started.$AUP_JOB_ID"
         i=0
         while [ ! -e "{workdir}/gate" ] && [ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done
         echo "#Auptimizer:1"
-    """)
+    """,
+    )
     path = write_experiment(workdir, script="./gated.sh", n_samples=4, n_parallel=1)
     exp = Experiment(load_experiment(path), auppath=str(workdir / ".aup"))
     thread, out = _run_in_thread(exp)
@@ -293,6 +320,7 @@ def test_a_job_end_that_cannot_be_recorded_fails_the_run_instead_of_spinning(wor
 
 # -- 7. close() --------------------------------------------------------------------------------------
 
+
 def test_close_stops_the_flusher_and_leaves_no_store_fd_open(workdir):
     store = TinyDBConnector(str(workdir / ".aup"))
     shards = connector_module.OPEN_DBS + 8  # more results databases than stay open
@@ -302,18 +330,23 @@ def test_close_stops_the_flusher_and_leaves_no_store_fd_open(workdir):
     flusher = store._flusher
     store.close()
     assert flusher is not None and not flusher.is_alive()
-    leaked = [p for p in (_fd_path(int(fd)) for fd in os.listdir("/proc/self/fd")) if p.startswith(store.root)]
+    leaked = [
+        p for p in (_fd_path(int(fd)) for fd in os.listdir("/proc/self/fd")) if p.startswith(store.root)
+    ]
     assert leaked == []
 
 
 # -- 9. resource_args and finish(maximize) ---------------------------------------------------------
 
+
 def test_an_unknown_resource_args_key_is_refused_at_load_before_anything_is_recorded(workdir):
     path = write_experiment(workdir, resource_args={"early_stopp": {"aup_policy": "median"}})
     with pytest.raises(ConfigError) as info:
         Experiment(load_experiment(path), auppath=str(workdir / ".aup"))
-    assert str(info.value) == (f"resource_args.early_stopp in {path} is not an argument any resource manager "
-                               "takes — remove it (or check the spelling)")
+    assert str(info.value) == (
+        f"resource_args.early_stopp in {path} is not an argument any resource manager "
+        "takes — remove it (or check the spelling)"
+    )
     store = TinyDBConnector(str(workdir / ".aup"))
     try:
         assert store.experiments() == []
@@ -323,8 +356,9 @@ def test_an_unknown_resource_args_key_is_refused_at_load_before_anything_is_reco
 
 def test_cpu_finish_honours_maximize(workdir):
     store = TinyDBConnector(str(workdir / ".aup"))
-    eid = store.start_experiment("me", "api", {}, n_samples=2, target="max", resource="cpu",
-                                 workingdir=str(workdir), script="./job.sh")
+    eid = store.start_experiment(
+        "me", "api", {}, n_samples=2, target="max", resource="cpu", workingdir=str(workdir), script="./job.sh"
+    )
     rm = CPUResourceManager(store, 1, eid=eid, maximize=True)
     done = threading.Semaphore(0)
     jids = {}
@@ -341,17 +375,23 @@ def test_cpu_finish_honours_maximize(workdir):
     assert json.loads(json.dumps(jids))  # both ran
 
 
-def test_a_run_waiting_for_the_store_fails_when_the_flusher_cannot_write_it_for_another_reason(workdir,
-                                                                                            monkeypatch):
+def test_a_run_waiting_for_the_store_fails_when_the_flusher_cannot_write_it_for_another_reason(
+    workdir, monkeypatch
+):
     """The store fills up as the job ends (its record waits), then refuses writes with EACCES:
     the run ends, saying why, instead of waiting for ever for a disk that won't take writes."""
-    from backends.events import Notice
+    from aup_tui_backends.events import Notice
 
     path = write_experiment(workdir, n_samples=1, n_parallel=1)
     exp = Experiment(load_experiment(path), auppath=str(workdir / ".aup"))
     said = threading.Event()
-    exp.bus.subscribe(lambda e: said.set() if isinstance(e, Notice) and "store can't be written" in e.message
-                      and e.level == "error" else None)
+    exp.bus.subscribe(
+        lambda e: (
+            said.set()
+            if isinstance(e, Notice) and "store can't be written" in e.message and e.level == "error"
+            else None
+        )
+    )
     real = os.write
     store_root = str(workdir / ".aup" / "store")
     refusal = [errno.ENOSPC]
@@ -383,11 +423,18 @@ def test_headless_ctrl_c_during_the_save_model_rerun_ends_it_and_exits(workdir):
     from helpers import cli_popen
 
     write_script(workdir, "saver.py", SLOW_SAVER, shebang="#!/usr/bin/env python3")
-    write_experiment(workdir, script="./saver.py", n_parallel=1, n_samples=2, proposer="sequence",
-                     parameter_config=[{"name": "x", "range": [1, 2], "type": "int", "n": 2}],
-                     resource_args={"save_model": True})
-    proc = cli_popen("run", "--headless", "experiment.json", cwd=workdir,
-                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    write_experiment(
+        workdir,
+        script="./saver.py",
+        n_parallel=1,
+        n_samples=2,
+        proposer="sequence",
+        parameter_config=[{"name": "x", "range": [1, 2], "type": "int", "n": 2}],
+        resource_args={"save_model": True},
+    )
+    proc = cli_popen(
+        "run", "--headless", "experiment.json", cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     pid = None
     try:
         assert _until(lambda: (workdir / "rerun.pid").exists() or proc.poll() is not None, 60)

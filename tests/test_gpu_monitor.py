@@ -11,8 +11,7 @@ import threading
 import time
 
 import pytest
-
-from backends.monitors import GPUMonitor, GPUSnapshot, JobProcessInfo
+from aup_tui_backends.monitors import GPUMonitor, GPUSnapshot, JobProcessInfo
 from fake_nvml import CONSTANTS, ERROR_CLASSES, FUNCTIONS, FakeGPU, FakeNVML
 
 GIB = 1 << 30
@@ -27,11 +26,20 @@ class Clock:
 
 
 def test_sample_reports_every_gpu_with_units_and_history():
-    nvml = FakeNVML([
-        FakeGPU(name="NVIDIA A100", util=10, mem_used=4 * GIB, mem_total=40 * GIB, temp=51,
-                power_mw=123_400, power_limit_mw=400_000),
-        FakeGPU(name="NVIDIA T4", util=0, mem_total=16 * GIB),
-    ])
+    nvml = FakeNVML(
+        [
+            FakeGPU(
+                name="NVIDIA A100",
+                util=10,
+                mem_used=4 * GIB,
+                mem_total=40 * GIB,
+                temp=51,
+                power_mw=123_400,
+                power_limit_mw=400_000,
+            ),
+            FakeGPU(name="NVIDIA T4", util=0, mem_total=16 * GIB),
+        ]
+    )
     clock = Clock()
     monitor = GPUMonitor(nvml=nvml, history=3, clock=clock)
 
@@ -170,7 +178,9 @@ def test_a_gpu_broken_from_the_start_does_not_hide_the_others():
     snap = monitor.sample()
     assert snap.available
     assert [(g.index, g.lost, g.reason, g.utilization) for g in snap.gpus] == [
-        (0, True, "GPU is lost", None), (1, False, "", 20.0)]
+        (0, True, "GPU is lost", None),
+        (1, False, "", 20.0),
+    ]
     nvml.gpus[0].fail = None
     assert monitor.sample().gpus[0].utilization == 10.0
 
@@ -190,7 +200,10 @@ def test_a_driver_too_old_to_list_processes_loses_only_the_process_list():
     monitor = GPUMonitor(nvml=nvml)
     for _ in range(2):
         snap = monitor.sample()
-        assert [(g.lost, g.utilization, g.processes) for g in snap.gpus] == [(False, 3.0, ()), (False, 4.0, ())]
+        assert [(g.lost, g.utilization, g.processes) for g in snap.gpus] == [
+            (False, 3.0, ()),
+            (False, 4.0, ()),
+        ]
     assert nvml.calls["nvmlDeviceGetComputeRunningProcesses"] == 1  # not retried every sample
 
 
@@ -212,14 +225,20 @@ time.sleep(120)
 @pytest.fixture
 def job_tree():
     """A real job: a session leader with a child, an escaped descendant and an orphan."""
-    leader = subprocess.Popen([sys.executable, "-c", LEADER], stdout=subprocess.PIPE, text=True,
-                              start_new_session=True)
+    leader = subprocess.Popen(
+        [sys.executable, "-c", LEADER], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
     line = leader.stdout.readline()
     child, escaped, orphan = (int(x) for x in line.split())
     unrelated = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
-        yield {"leader": leader.pid, "child": child, "escaped": escaped, "orphan": orphan,
-               "unrelated": unrelated.pid}
+        yield {
+            "leader": leader.pid,
+            "child": child,
+            "escaped": escaped,
+            "orphan": orphan,
+            "unrelated": unrelated.pid,
+        }
     finally:
         for pid in (escaped, unrelated.pid):
             try:
@@ -239,16 +258,23 @@ def test_gpu_processes_are_matched_to_our_jobs(job_tree):
     nvml.gpus[1].processes = [(p["escaped"], 3 * GIB), (p["orphan"], None), (p["unrelated"], 5 * GIB)]
     nvml.gpus[2].processes = [(999_999_999, 1)]  # a pid that does not exist (here)
     monitor = GPUMonitor(nvml=nvml)
-    monitor.set_jobs({
-        7: JobProcessInfo(jid=7, pid=p["leader"], cards=("0",)),
-        8: JobProcessInfo(jid=8, pid=os.getpid() + 10**8, cards=(nvml.gpus[2].uuid,)),  # no processes
-    })
+    monitor.set_jobs(
+        {
+            7: JobProcessInfo(jid=7, pid=p["leader"], cards=("0",)),
+            8: JobProcessInfo(jid=8, pid=os.getpid() + 10**8, cards=(nvml.gpus[2].uuid,)),  # no processes
+        }
+    )
     g0, g1, g2 = monitor.sample().gpus
 
     assert [(q.pid, q.used_memory, q.jid) for q in g0.processes] == [
-        (p["leader"], 1 * GIB, 7), (p["child"], 2 * GIB, 7)]
+        (p["leader"], 1 * GIB, 7),
+        (p["child"], 2 * GIB, 7),
+    ]
     assert [(q.pid, q.used_memory, q.jid) for q in g1.processes] == [
-        (p["escaped"], 3 * GIB, 7), (p["orphan"], None, 7), (p["unrelated"], 5 * GIB, None)]
+        (p["escaped"], 3 * GIB, 7),
+        (p["orphan"], None, 7),
+        (p["unrelated"], 5 * GIB, None),
+    ]
     assert [q.jid for q in g2.processes] == [None]
     # which of our jobs run on each GPU: by the card it was given, and by its processes
     assert (g0.jobs, g1.jobs, g2.jobs) == ((7,), (7,), (8,))

@@ -22,23 +22,48 @@ CASES = int(os.environ.get("AUP_FUZZ_CASES", "150"))
 SEED = int(os.environ.get("AUP_FUZZ_SEED", "20261203"))
 RUN_TIMEOUT = 20.0  # a run of one or two instant jobs; longer means it hangs
 
-WRONG_TYPES = [None, True, False, 0, -1, 2.5, "", "text", "\u0000", "a\nb", [], [1, "a"], {}, {"a": {}}, "0,x"]
+WRONG_TYPES = [
+    None,
+    True,
+    False,
+    0,
+    -1,
+    2.5,
+    "",
+    "text",
+    "\u0000",
+    "a\nb",
+    [],
+    [1, "a"],
+    {},
+    {"a": {}},
+    "0,x",
+]
 
 
 def _aup(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """The CLI as a user runs it, in its own session so a hung run is killed with its jobs."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), HOME=str(cwd))  # no ~/.aup of the machine
-    proc = subprocess.Popen([sys.executable, "-m", "aup_tui.cli", *args], cwd=cwd, env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aup_tui.cli", *args],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=RUN_TIMEOUT)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
-        raise AssertionError(f"`aup-tui {' '.join(args)}` did not end in {RUN_TIMEOUT}s:\n{err.decode(errors='replace')}")
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out.decode(errors="replace"),
-                                       err.decode(errors="replace"))
+        raise AssertionError(
+            f"`aup-tui {' '.join(args)}` did not end in {RUN_TIMEOUT}s:\n{err.decode(errors='replace')}"
+        )
+    return subprocess.CompletedProcess(
+        proc.args, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+    )
 
 
 def _json_paths(value, path=()):
@@ -72,8 +97,19 @@ def _retype_ini(text: str, rng: random.Random) -> str:
     keyed = [i for i, line in enumerate(lines) if "=" in line]
     i = rng.choice(keyed)
     key = lines[i].split("=", 1)[0].strip()
-    value = rng.choice([json.dumps(rng.choice(WRONG_TYPES)), '{"1": "0", "x": 1}', '{"1": "zero"}',
-                        '{"0": "0"}', '{"1": [0]}', '{"9": "user@"}', "-3", "1e3", "[[[[[[[["])
+    value = rng.choice(
+        [
+            json.dumps(rng.choice(WRONG_TYPES)),
+            '{"1": "0", "x": 1}',
+            '{"1": "zero"}',
+            '{"0": "0"}',
+            '{"1": [0]}',
+            '{"9": "user@"}',
+            "-3",
+            "1e3",
+            "[[[[[[[[",
+        ]
+    )
     lines[i] = f"{key} = {value}"
     if rng.random() < 0.5:  # a mapping that was not there
         lines.append(f"{rng.choice(['gpu_mapping', 'node_mapping', 'aws_mapping'])} = {value}")
@@ -116,13 +152,24 @@ def test_damaged_input_files_give_one_line_never_a_traceback(tmp_path: Path):
     baseline = _aup("status", "1", "--json", cwd=folder)
     assert baseline.returncode == 0 and json.loads(baseline.stdout)["status"] == "FINISHED"
 
-    inputs = {name: folder / path for name, path in (
-        ("experiment.json", "experiment.json"), ("env.ini", ".aup/env.ini"),
-        ("nodes.txt", "nodes.txt"), ("job.sh", "job.sh"))}
+    inputs = {
+        name: folder / path
+        for name, path in (
+            ("experiment.json", "experiment.json"),
+            ("env.ini", ".aup/env.ini"),
+            ("nodes.txt", "nodes.txt"),
+            ("job.sh", "job.sh"),
+        )
+    }
     pristine = {name: (path.read_bytes(), path.stat().st_mode) for name, path in inputs.items()}
     commands = {
         "experiment.json": [("run", "--headless", "experiment.json")],
-        "env.ini": [("status",), ("resources",), ("run", "--headless", "experiment.json"), ("stop", "--experiment", "1")],
+        "env.ini": [
+            ("status",),
+            ("resources",),
+            ("run", "--headless", "experiment.json"),
+            ("stop", "--experiment", "1"),
+        ],
         "nodes.txt": [("init", "--node", "nodes.txt"), ("init", "--aws", "nodes.txt")],
         "job.sh": [("run", "--headless", "experiment.json")],
     }

@@ -16,13 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
+from aup_tui_backends import Experiment
+from aup_tui_backends.config import load_experiment
+from aup_tui_backends.jobs import Job
+from aup_tui_backends.resources import get_resource_manager
+from aup_tui_backends.store import TinyDBConnector
 from helpers import cli, cli_popen, pid_alive, write_experiment, write_script
-
-from backends import Experiment
-from backends.config import load_experiment
-from backends.jobs import Job
-from backends.resources import get_resource_manager
-from backends.store import TinyDBConnector
 
 
 def _kill_quietly(pid: int) -> None:
@@ -41,8 +40,9 @@ def wait_for(predicate, timeout: float, step: float = 0.02) -> bool:
     return bool(predicate())
 
 
-def run_one(folder: Path, script: str, runtime_args: dict | None = None, path: Path | None = None,
-            timeout: float = 20) -> dict:
+def run_one(
+    folder: Path, script: str, runtime_args: dict | None = None, path: Path | None = None, timeout: float = 20
+) -> dict:
     """Run one job through the CPU manager's API; its store record once it ended."""
     connector = TinyDBConnector(str(folder / ".aup"))
     rm = get_resource_manager("cpu", connector, 1, auppath=str(folder / ".aup"), eid=1)
@@ -61,14 +61,21 @@ def run_one(folder: Path, script: str, runtime_args: dict | None = None, path: P
 
 # -- a job ends when its script exits ------------------------------------------------------------
 
+
 def test_a_background_child_holding_stdout_does_not_keep_the_job_running(workdir):
     # the child keeps the job's stdout open for 600 s after the script has exited
-    write_script(workdir, "bg.sh", """
+    write_script(
+        workdir,
+        "bg.sh",
+        """
         (sleep 600 & echo $! > "$1.child")
         echo "#Auptimizer:0.5"
-    """)
-    exp = Experiment(load_experiment(write_experiment(workdir, script="./bg.sh", n_samples=1, n_parallel=1)),
-                     auppath=str(workdir / ".aup"))
+    """,
+    )
+    exp = Experiment(
+        load_experiment(write_experiment(workdir, script="./bg.sh", n_samples=1, n_parallel=1)),
+        auppath=str(workdir / ".aup"),
+    )
     runner = threading.Thread(target=exp.run, daemon=True)
     runner.start()
     child = None
@@ -88,13 +95,17 @@ def test_a_background_child_holding_stdout_does_not_keep_the_job_running(workdir
 
 def test_output_written_just_before_the_script_exits_is_kept(workdir):
     # many lines and no newline at the end, while a child still holds the pipe
-    write_script(workdir, "burst.sh", """
+    write_script(
+        workdir,
+        "burst.sh",
+        """
         (sleep 600 & echo $! > "$1.child")
         i=0
         while [ $i -lt 2000 ]; do echo "line $i"; i=$((i+1)); done
         echo "#Auptimizer:0.25"
         printf 'no newline at the end'
-    """)
+    """,
+    )
     try:
         record = run_one(workdir, "./burst.sh")
         assert record["status"] == "FINISHED" and record["score"] == 0.25
@@ -107,18 +118,23 @@ def test_output_written_just_before_the_script_exits_is_kept(workdir):
 
 def test_stop_of_a_job_with_a_background_child_ends_it_and_the_child(workdir):
     """`aup-tui stop --job` (through the store) ends a job whose child holds its stdout."""
-    write_script(workdir, "bgwait.sh", """
+    write_script(
+        workdir,
+        "bgwait.sh",
+        """
         (sleep 600 & echo $! > "$1.child")
         echo "#Auptimizer:0.5"
         sleep 600
-    """)
+    """,
+    )
     path = write_experiment(workdir, script="./bgwait.sh", n_samples=1, n_parallel=1)
     with open(workdir / "run.out", "w") as out, open(workdir / "run.err", "w") as err:
         proc = cli_popen("run", "--headless", str(path), cwd=workdir, stdout=out, stderr=err)
     child = None
     try:
-        assert wait_for(lambda: list((workdir / "jobs").glob("*.child")) if (workdir / "jobs").exists() else [],
-                        20)
+        assert wait_for(
+            lambda: list((workdir / "jobs").glob("*.child")) if (workdir / "jobs").exists() else [], 20
+        )
         childfile = next((workdir / "jobs").glob("*.child"))
         assert wait_for(lambda: childfile.read_text().strip(), 5)
         child = int(childfile.read_text())
@@ -141,12 +157,17 @@ def test_stop_of_a_job_with_a_background_child_ends_it_and_the_child(workdir):
 
 # -- the prescript --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("prescript, status", [("exit 3", 3), ("false", 1), ("echo set up; exec >/dev/null; exit 4", 4)])
+
+@pytest.mark.parametrize(
+    "prescript, status", [("exit 3", 3), ("false", 1), ("echo set up; exec >/dev/null; exit 4", 4)]
+)
 def test_a_failing_prescript_is_reported_as_such_and_the_script_does_not_run(workdir, prescript, status):
     write_script(workdir, "mark.sh", 'touch "$1.ran"\necho "#Auptimizer:1"\n')
     record = run_one(workdir, "./mark.sh", {"prescript": prescript, "postscript": "echo post"})
     assert record["status"] == "FAILED"
-    assert record["error"].startswith(f"prescript exited with status {status}; mark.sh did not run"), record["error"]
+    assert record["error"].startswith(f"prescript exited with status {status}; mark.sh did not run"), record[
+        "error"
+    ]
     assert not (workdir / "jobs" / f"{record['jid']}.json.ran").exists()
 
 
@@ -160,6 +181,7 @@ def test_a_prescript_that_works_sets_up_the_script(workdir):
 
 # -- results that are not finite numbers ----------------------------------------------------------
 
+
 @pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e309", "0.5,inf"])
 def test_a_non_finite_result_fails_the_job_with_the_reason(workdir, value):
     write_script(workdir, "odd.sh", f'echo "#Auptimizer:0.1"\necho "#Auptimizer:{value}"\n')
@@ -168,20 +190,23 @@ def test_a_non_finite_result_fails_the_job_with_the_reason(workdir, value):
     shown = value.split(",")[-1]
     what = "score" if "," not in value else "value 2"
     assert record["error"].startswith(
-        f"job {record['jid']} reported a non-finite {what} '{shown}' in '#Auptimizer:{value}'"), record["error"]
+        f"job {record['jid']} reported a non-finite {what} '{shown}' in '#Auptimizer:{value}'"
+    ), record["error"]
     assert record["score"] == 0.1  # the last finite result is kept
 
 
 def _strict_json(text: str):
     def refuse(name):
         raise ValueError(f"not JSON: {name}")
+
     return json.loads(text, parse_constant=refuse)
 
 
 def test_status_json_is_strict_json_even_for_old_non_finite_records(workdir):
     write_script(workdir, "inf.sh", 'echo "#Auptimizer:inf"\n')
-    path = write_experiment(workdir, script="./inf.sh", n_samples=2, job_failure={"ignore_fail": True,
-                                                                                  "job_retries": 0})
+    path = write_experiment(
+        workdir, script="./inf.sh", n_samples=2, job_failure={"ignore_fail": True, "job_retries": 0}
+    )
     run = cli("run", "--headless", str(path), cwd=workdir)
     assert run.returncode == 1
     status = _strict_json(cli("status", "--json", cwd=workdir).stdout)
@@ -201,6 +226,7 @@ def test_status_json_is_strict_json_even_for_old_non_finite_records(workdir):
 
 
 # -- the job's environment ------------------------------------------------------------------------
+
 
 def test_env_numbers_and_booleans_become_strings(workdir):
     write_script(workdir, "env.sh", 'echo "n=$N f=$F b=$B s=$S"\necho "#Auptimizer:1"\n')
@@ -225,6 +251,7 @@ def test_an_env_name_the_system_refuses_fails_the_job_naming_it(workdir):
 
 # -- jobs that cannot start ----------------------------------------------------------------------
 
+
 def test_a_workingdir_that_is_a_file_fails_the_job_with_one_message(workdir):
     (workdir / "afile").write_text("not a folder")
     record = run_one(workdir, "./job.sh", path=workdir / "afile")
@@ -239,10 +266,16 @@ def test_a_jobs_folder_that_is_a_file_fails_the_job_with_one_message(workdir):
     assert record["error"].startswith(f"{workdir / 'jobs'} is a file, but jobs keep their configs and logs")
 
 
-@pytest.mark.parametrize("body, message", [
-    ("#!/no/such/interpreter\necho hi\n", "its interpreter '/no/such/interpreter' (from the #! line) was not found"),
-    ("echo no shebang\n", "it is not a program: start it with a #! line (e.g. #!/bin/sh)"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (
+            "#!/no/such/interpreter\necho hi\n",
+            "its interpreter '/no/such/interpreter' (from the #! line) was not found",
+        ),
+        ("echo no shebang\n", "it is not a program: start it with a #! line (e.g. #!/bin/sh)"),
+    ],
+)
 def test_a_script_that_cannot_be_executed_says_why(workdir, body, message):
     script = workdir / "broken.sh"
     script.write_text(body)
@@ -267,12 +300,20 @@ def test_a_script_that_is_not_executable_fails_the_experiment_with_one_line(work
 def test_engine_log_has_no_traceback_for_jobs_that_fail_to_start(workdir):
     """A job that cannot start is a person's mistake: one line, never a logged traceback."""
     (workdir / "jobs").write_text("in the way")
-    code = ("import sys; sys.path.insert(0, 'tests'); "
-            "from test_job_lifecycle import run_one; from pathlib import Path; "
-            f"print(run_one(Path({str(workdir)!r}), './job.sh')['error'])")
+    code = (
+        "import sys; sys.path.insert(0, 'tests'); "
+        "from test_job_lifecycle import run_one; from pathlib import Path; "
+        f"print(run_one(Path({str(workdir)!r}), './job.sh')['error'])"
+    )
     import subprocess
 
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                         cwd=Path(__file__).parent.parent, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parent.parent,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     assert "Traceback" not in out.stderr and "is a file" in out.stdout

@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from helpers import write_script
-
-from backends.jobs import (
+from aup_tui_backends.jobs import (
     Job,
     JobError,
     NonFiniteResultError,
@@ -16,6 +14,7 @@ from backends.jobs import (
     parse_pasted_output,
     parse_result_line,
 )
+from helpers import write_script
 
 
 def test_result_lines():
@@ -35,11 +34,14 @@ def test_pasted_output_multi_line_and_bare_number():
     assert parse_pasted_output(" 0.93 \n") == [(0.93,)]
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("", "nothing pasted"),
-    ("hello world", "no result found"),
-    ("#Auptimizer:oops", "bad result line"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("", "nothing pasted"),
+        ("hello world", "no result found"),
+        ("#Auptimizer:oops", "bad result line"),
+    ],
+)
 def test_pasted_garbage_says_what_was_expected(text, expected):
     with pytest.raises(ResultParseError, match=expected):
         parse_pasted_output(text)
@@ -68,15 +70,23 @@ def test_config_and_log_files_follow_auptimizer_layout(tmp_path):
     assert job.shell_command.endswith("./job.sh jobs/12.json")
 
 
-@pytest.mark.parametrize("line, shown, what", [
-    ("#Auptimizer:inf", "inf", "score"), ("#Auptimizer:-inf", "-inf", "score"), ("#Auptimizer:nan", "nan", "score"),
-    ("#Auptimizer:1e309", "1e309", "score"), ("#Auptimizer:0.5, Infinity", "Infinity", "value 2"),
-])
+@pytest.mark.parametrize(
+    "line, shown, what",
+    [
+        ("#Auptimizer:inf", "inf", "score"),
+        ("#Auptimizer:-inf", "-inf", "score"),
+        ("#Auptimizer:nan", "nan", "score"),
+        ("#Auptimizer:1e309", "1e309", "score"),
+        ("#Auptimizer:0.5, Infinity", "Infinity", "value 2"),
+    ],
+)
 def test_non_finite_results_are_refused_with_the_job_named(line, shown, what):
     with pytest.raises(NonFiniteResultError) as info:
         parse_result_line(line)
-    assert info.value.for_job(3) == f"job 3 reported a non-finite {what} '{shown}' in '{line}'; " \
-                                    "a result must be a finite number"
+    assert (
+        info.value.for_job(3) == f"job 3 reported a non-finite {what} '{shown}' in '{line}'; "
+        "a result must be a finite number"
+    )
 
 
 @pytest.mark.parametrize("text", ["inf", "nan", "1e309", "#Auptimizer:inf"])
@@ -89,5 +99,7 @@ def test_json_safe_turns_non_finite_floats_into_null():
     import json
 
     value = {"score": float("inf"), "jobs": [{"score": float("nan"), "values": (1.0, float("-inf"))}], "n": 2}
-    assert json.dumps(json_safe(value), allow_nan=False) == \
-        '{"score": null, "jobs": [{"score": null, "values": [1.0, null]}], "n": 2}'
+    assert (
+        json.dumps(json_safe(value), allow_nan=False)
+        == '{"score": null, "jobs": [{"score": null, "values": [1.0, null]}], "n": 2}'
+    )

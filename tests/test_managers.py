@@ -8,18 +8,26 @@ import time
 from pathlib import Path
 
 import pytest
-
-from backends import Experiment
-from backends.config import load_experiment
-from backends.errors import ConfigError
-from backends.events import EventBus, JobFailed, JobIntermediate, JobStarted, Notice, PassiveResultWanted
-from backends.jobs import ResultParseError
-from backends.setup import init_aup
+from aup_tui_backends import Experiment
+from aup_tui_backends.config import load_experiment
+from aup_tui_backends.errors import ConfigError
+from aup_tui_backends.events import (
+    EventBus,
+    JobFailed,
+    JobIntermediate,
+    JobStarted,
+    Notice,
+    PassiveResultWanted,
+)
+from aup_tui_backends.jobs import ResultParseError
+from aup_tui_backends.setup import init_aup
 from helpers import pid_alive, write_experiment, write_script
 
 
 def run(folder: Path, bus: EventBus | None = None, **overrides):
-    exp = Experiment(load_experiment(write_experiment(folder, **overrides)), auppath=str(folder / ".aup"), bus=bus)
+    exp = Experiment(
+        load_experiment(write_experiment(folder, **overrides)), auppath=str(folder / ".aup"), bus=bus
+    )
     return exp, exp.run()
 
 
@@ -36,10 +44,14 @@ def test_cpu_jobs_finish_with_their_scores_and_best(workdir):
 
 
 def test_each_cpu_job_gets_its_own_environment(workdir):
-    write_script(workdir, "env.sh", """
+    write_script(
+        workdir,
+        "env.sh",
+        """
         echo "cuda=[$CUDA_VISIBLE_DEVICES] extra=[$EXTRA]"
         echo "#Auptimizer:1"
-    """)
+    """,
+    )
     os.environ["CUDA_VISIBLE_DEVICES"] = "7"
     try:
         exp, result = run(workdir, script="./env.sh", runtime_args={"env": {"EXTRA": "yes"}})
@@ -52,11 +64,15 @@ def test_each_cpu_job_gets_its_own_environment(workdir):
 
 def test_gpu_jobs_see_only_their_card(tmp_path):
     init_aup(str(tmp_path / ".aup"), gpu=["0", "0", "3"])
-    write_script(tmp_path, "gpu.sh", """
+    write_script(
+        tmp_path,
+        "gpu.sh",
+        """
         echo "card=$CUDA_VISIBLE_DEVICES"
         sleep 0.2
         echo "#Auptimizer:1"
-    """)
+    """,
+    )
     exp, result = run(tmp_path, script="./gpu.sh", resource="gpu", n_parallel=3, n_samples=6)
     assert result.status == "FINISHED"
     cards = {}
@@ -69,12 +85,18 @@ def test_gpu_jobs_see_only_their_card(tmp_path):
 
 
 def test_nonzero_exit_fails_the_job_but_keeps_its_results(workdir):
-    write_script(workdir, "bad.sh", """
+    write_script(
+        workdir,
+        "bad.sh",
+        """
         echo "#Auptimizer:0.5"
         echo "boom" >&2
         exit 3
-    """)
-    exp, result = run(workdir, script="./bad.sh", n_samples=2, job_failure={"ignore_fail": True, "job_retries": 0})
+    """,
+    )
+    exp, result = run(
+        workdir, script="./bad.sh", n_samples=2, job_failure={"ignore_fail": True, "job_retries": 0}
+    )
     assert result.status == "FAILED"  # no job finished
     assert result.reason.startswith("no job finished with a score (2 failed; see their logs in ")
     for job in exp.connector.jobs(result.eid):
@@ -84,10 +106,13 @@ def test_nonzero_exit_fails_the_job_but_keeps_its_results(workdir):
         assert [r["values"] for r in exp.connector.intermediate_results(result.eid, job["jid"])] == [[0.5]]
 
 
-@pytest.mark.parametrize("body, message", [
-    ("echo no result here", "printed no '#Auptimizer:<score>' line"),
-    ("echo '#Auptimizer:NaNx'", "bad result line '#Auptimizer:NaNx'"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ("echo no result here", "printed no '#Auptimizer:<score>' line"),
+        ("echo '#Auptimizer:NaNx'", "bad result line '#Auptimizer:NaNx'"),
+    ],
+)
 def test_protocol_mistakes_fail_the_job_with_a_message(workdir, body, message):
     write_script(workdir, "odd.sh", body)
     exp, result = run(workdir, script="./odd.sh", n_samples=1)
@@ -108,26 +133,42 @@ def test_a_failed_job_without_ignore_fail_stops_the_experiment(workdir):
 
 def test_failed_job_is_retried_on_another_resource(workdir):
     # fails on its first attempt only
-    write_script(workdir, "flaky.sh", """
+    write_script(
+        workdir,
+        "flaky.sh",
+        """
         if [ ! -e "$1.seen" ]; then touch "$1.seen"; exit 1; fi
         echo "#Auptimizer:2"
-    """)
-    exp, result = run(workdir, script="./flaky.sh", n_samples=1, n_parallel=1,
-                      job_failure={"ignore_fail": False, "job_retries": 2})
+    """,
+    )
+    exp, result = run(
+        workdir,
+        script="./flaky.sh",
+        n_samples=1,
+        n_parallel=1,
+        job_failure={"ignore_fail": False, "job_retries": 2},
+    )
     [job] = exp.connector.jobs(result.eid)
     assert job["status"] == "FINISHED" and job["score"] == 2
     first, second = job["attempts"]
     assert first["status"] == "FAILED" and second["status"] == "FINISHED"
     assert first["rid"] != second["rid"]
-    assert (workdir / "jobs" / f"{job['jid']}.1.out").exists() and (workdir / "jobs" / f"{job['jid']}.2.out").exists()
+    assert (workdir / "jobs" / f"{job['jid']}.1.out").exists() and (
+        workdir / "jobs" / f"{job['jid']}.2.out"
+    ).exists()
 
 
 def test_flooding_output_is_logged_not_parsed(workdir):
-    write_script(workdir, "flood.py", """
+    write_script(
+        workdir,
+        "flood.py",
+        """
         import sys
         sys.stdout.write("x" * (3 << 20) + "\\n")
         print("#Auptimizer:4")
-    """, shebang="#!/usr/bin/env python3")
+    """,
+        shebang="#!/usr/bin/env python3",
+    )
     exp, result = run(workdir, script="./flood.py", n_samples=1)
     [job] = exp.connector.jobs(result.eid)
     assert job["status"] == "FINISHED" and job["score"] == 4
@@ -135,17 +176,24 @@ def test_flooding_output_is_logged_not_parsed(workdir):
 
 
 def test_stop_job_kills_the_whole_process_group_within_a_second(workdir):
-    write_script(workdir, "tree.sh", """
+    write_script(
+        workdir,
+        "tree.sh",
+        """
         sleep 300 &
         echo "child $!" > "$1.pids"
         echo "#Auptimizer:1"
         wait
-    """)
+    """,
+    )
     bus = EventBus()
     started = threading.Event()
     bus.subscribe(lambda e: started.set() if isinstance(e, JobIntermediate) else None)
-    exp = Experiment(load_experiment(write_experiment(workdir, script="./tree.sh", n_samples=1)),
-                     auppath=str(workdir / ".aup"), bus=bus)
+    exp = Experiment(
+        load_experiment(write_experiment(workdir, script="./tree.sh", n_samples=1)),
+        auppath=str(workdir / ".aup"),
+        bus=bus,
+    )
     runner = threading.Thread(target=exp.run)
     runner.start()
     assert started.wait(10)
@@ -162,15 +210,24 @@ def test_stop_job_kills_the_whole_process_group_within_a_second(workdir):
 
 
 def test_early_stopping_stops_a_bad_job(workdir):
-    write_script(workdir, "curve.py", """
+    write_script(
+        workdir,
+        "curve.py",
+        """
         import json, sys, time
         x = json.load(open(sys.argv[1]))["x"]
         for step in range(6):
             print(f"#Auptimizer:{x}", flush=True)
             time.sleep(0.05)
-    """, shebang="#!/usr/bin/env python3")
+    """,
+        shebang="#!/usr/bin/env python3",
+    )
     exp, result = run(
-        workdir, script="./curve.py", n_samples=6, n_parallel=2, proposer="sequence",
+        workdir,
+        script="./curve.py",
+        n_samples=6,
+        n_parallel=2,
+        proposer="sequence",
         parameter_config=[{"name": "x", "range": [1, 6], "type": "int"}],
         resource_args={"early_stop": {"aup_policy": "median", "aup_policy_steps": 2, "warmup": 2}},
     )
@@ -179,7 +236,9 @@ def test_early_stopping_stops_a_bad_job(workdir):
     assert statuses[6] == "FINISHED"  # the best is never cut
     # the job's record says which rule cut it and with what numbers
     errors = [j["error"] for j in exp.connector.jobs(result.eid) if j["status"] == "EARLY_STOPPED"]
-    assert all(e.startswith("early stopped after ") and " — median rule: its mean " in e for e in errors), errors
+    assert all(e.startswith("early stopped after ") and " — median rule: its mean " in e for e in errors), (
+        errors
+    )
 
 
 def test_passive_job_is_answered_through_the_api(tmp_path):
@@ -196,8 +255,11 @@ def test_passive_job_is_answered_through_the_api(tmp_path):
                 cond.notify_all()
 
     bus.subscribe(on_event)
-    exp = Experiment(load_experiment(write_experiment(tmp_path, resource="passive", n_samples=3)),
-                     auppath=str(tmp_path / ".aup"), bus=bus)
+    exp = Experiment(
+        load_experiment(write_experiment(tmp_path, resource="passive", n_samples=3)),
+        auppath=str(tmp_path / ".aup"),
+        bus=bus,
+    )
     runner = threading.Thread(target=exp.run)
     runner.start()
     rm = None
@@ -252,6 +314,8 @@ def test_backends_never_imports_textual():
     import subprocess
     import sys
 
-    code = "import backends, backends.experiment, sys; assert 'textual' not in sys.modules; " \
-           "assert not {'paramiko', 'boto3', 'pynvml'} & set(sys.modules), sorted(sys.modules)"
+    code = (
+        "import aup_tui_backends, aup_tui_backends.experiment, sys; assert 'textual' not in sys.modules; "
+        "assert not {'paramiko', 'boto3', 'pynvml'} & set(sys.modules), sorted(sys.modules)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)

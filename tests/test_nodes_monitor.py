@@ -12,9 +12,8 @@ import threading
 import time
 
 import pytest
-
-from backends.config import HostSpec
-from backends.monitors import (
+from aup_tui_backends.config import HostSpec
+from aup_tui_backends.monitors import (
     CommandTimeoutError,
     HostKeyChangedError,
     NodeMonitor,
@@ -36,8 +35,9 @@ def make_pool(servers, tmp_path, known=None, **kwargs):
     servers[0].factory.write_known_hosts(known_hosts, servers if known is None else known)
     kwargs.setdefault("connect_timeout", 5)
     kwargs.setdefault("command_timeout", 10)
-    return NodePool({f"n{i}": s.spec() for i, s in enumerate(servers)},
-                    known_hosts=str(known_hosts), **kwargs)
+    return NodePool(
+        {f"n{i}": s.spec() for i, s in enumerate(servers)}, known_hosts=str(known_hosts), **kwargs
+    )
 
 
 def wait_for(predicate, timeout, step=0.01):
@@ -59,9 +59,11 @@ def meminfo():
 
 
 def test_engine_imports_no_paramiko_pynvml_or_textual():
-    code = ("import backends.monitors, sys; "
-            "bad = [m for m in ('paramiko', 'pynvml', 'textual') if m in sys.modules]; "
-            "assert not bad, bad")
+    code = (
+        "import aup_tui_backends.monitors, sys; "
+        "bad = [m for m in ('paramiko', 'pynvml', 'textual') if m in sys.modules]; "
+        "assert not bad, bad"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.getcwd())
 
 
@@ -114,7 +116,8 @@ def test_remote_gpus_from_nvidia_smi(sshd_factory, tmp_path):
     smi.chmod(0o755)
     (bin_dir / "smi.out").write_text(
         "0, NVIDIA A100-SXM4-40GB, 35, 10240, 40960, 45, 120.50\n"
-        "1, NVIDIA A100-SXM4-40GB, 0, 0, 40960, 31, [N/A]\n")
+        "1, NVIDIA A100-SXM4-40GB, 0, 0, 40960, 31, [N/A]\n"
+    )
     (bin_dir / "smi.rc").write_text("0")
     server = sshd_factory.new(env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
     try:
@@ -134,8 +137,10 @@ def test_remote_gpus_from_nvidia_smi(sshd_factory, tmp_path):
             assert len(status.gpus) == 1 and status.gpus[0].history == (35.0, 90.0)
 
             # nvidia-smi present but failing: no GPUs, the reason shown, the node still UP
-            message = ("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. "
-                       "Make sure that the latest NVIDIA driver is installed and running.")
+            message = (
+                "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. "
+                "Make sure that the latest NVIDIA driver is installed and running."
+            )
             (bin_dir / "smi.out").write_text(message + "\n")
             (bin_dir / "smi.rc").write_text("9")
             status = monitor.probe_once()["n0"]
@@ -237,8 +242,11 @@ def test_a_change_in_job_counts_is_reported_without_waiting_for_a_probe(sshd_ser
 
 def test_down_node_backoff_is_exponential_and_capped(tmp_path):
     clock = [100.0]
-    pool = NodePool({"dead": HostSpec(user="nobody", host="127.0.0.1", port=free_port())},
-                    known_hosts=str(tmp_path / "kh"), connect_timeout=1)
+    pool = NodePool(
+        {"dead": HostSpec(user="nobody", host="127.0.0.1", port=free_port())},
+        known_hosts=str(tmp_path / "kh"),
+        connect_timeout=1,
+    )
     monitor = NodeMonitor(pool, interval=1.0, max_backoff=5.0, clock=lambda: clock[0])
     delays = []
     for _ in range(6):
@@ -262,14 +270,16 @@ def test_changed_host_key_is_refused_clearly(sshd_server, tmp_path):
         assert status.state is NodeState.DOWN
         assert status.error.startswith(
             f"host key for 127.0.0.1:{sshd_server.port} changed — remove the old key from {known_hosts} "
-            "if this is expected")
+            "if this is expected"
+        )
         with pytest.raises(HostKeyChangedError):
             pool.get_client("n0")
     # accepting new hosts never accepts a changed key
     with make_pool([sshd_server], tmp_path, known=[], accept_new_hosts=True) as pool:
         (tmp_path / "known_hosts").write_text(
             f"[127.0.0.1]:{sshd_server.port} ssh-ed25519 "
-            "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n")
+            "AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n"
+        )
         with pytest.raises(HostKeyChangedError, match="changed"):
             pool.get_client("n0")
 
@@ -321,14 +331,20 @@ def test_connection_is_reused_and_can_be_borrowed(sshd_server, tmp_path):
 
 def test_run_quotes_separates_streams_and_times_out(sshd_server, tmp_path):
     with make_pool([sshd_server], tmp_path) as pool:
-        tricky = "a b'c $HOME `x` \"q\""
+        tricky = 'a b\'c $HOME `x` "q"'
         assert pool.run("n0", "printf %s " + shlex.quote(tricky)) == (0, tricky, "")
-        assert pool.run("n0", "sh -c " + shlex.quote("echo out; echo err >&2; exit 3")) == (3, "out\n", "err\n")
+        assert pool.run("n0", "sh -c " + shlex.quote("echo out; echo err >&2; exit 3")) == (
+            3,
+            "out\n",
+            "err\n",
+        )
         big = pool.run("n0", "head -c 3000000 /dev/zero | tr '\\0' x; head -c 500000 /dev/zero >&2")
         assert (big[0], len(big[1]), len(big[2])) == (0, 3_000_000, 500_000)
 
         started = time.monotonic()
-        with pytest.raises(CommandTimeoutError, match=f"timed out after 0.3 s on .*127.0.0.1:{sshd_server.port}"):
+        with pytest.raises(
+            CommandTimeoutError, match=f"timed out after 0.3 s on .*127.0.0.1:{sshd_server.port}"
+        ):
             pool.run("n0", "sleep 30", timeout=0.3)
         assert time.monotonic() - started < 3
         assert pool.run("n0", "echo still usable") == (0, "still usable\n", "")
@@ -337,8 +353,11 @@ def test_run_quotes_separates_streams_and_times_out(sshd_server, tmp_path):
 
 def test_nothing_listening_is_down_at_once(tmp_path):
     port = free_port()
-    with NodePool({"gone": HostSpec(user="root", host="127.0.0.1", port=port)},
-                  known_hosts=str(tmp_path / "kh"), connect_timeout=5) as pool:
+    with NodePool(
+        {"gone": HostSpec(user="root", host="127.0.0.1", port=port)},
+        known_hosts=str(tmp_path / "kh"),
+        connect_timeout=5,
+    ) as pool:
         started = time.monotonic()
         status = NodeMonitor(pool).probe_once()["gone"]
     assert time.monotonic() - started < 2
@@ -353,8 +372,12 @@ def test_silent_host_never_hangs(tmp_path):
     silent.listen(16)
     port = silent.getsockname()[1]
     try:
-        with NodePool({"mute": HostSpec(user="root", host="127.0.0.1", port=port)},
-                      known_hosts=str(tmp_path / "kh"), connect_timeout=0.5, command_timeout=0.5) as pool:
+        with NodePool(
+            {"mute": HostSpec(user="root", host="127.0.0.1", port=port)},
+            known_hosts=str(tmp_path / "kh"),
+            connect_timeout=0.5,
+            command_timeout=0.5,
+        ) as pool:
             started = time.monotonic()
             status = NodeMonitor(pool).probe_once()["mute"]
             elapsed = time.monotonic() - started
@@ -408,10 +431,22 @@ def test_probe_resources_lines(sshd_server, tmp_path):
         f"Auptimizer_PATH = {aup}\n"
         "SQL_ENGINE = tinydb\n"
         f'node_mapping = {{"1": "{sshd_server.mapping_value()}", "2": "root@127.0.0.1:{dead} {key}"}}\n'
-        f'aws_mapping = {{"3": "ubuntu@i-0123456789abcdef0 {key}"}}\n')
+        f'aws_mapping = {{"3": "ubuntu@i-0123456789abcdef0 {key}"}}\n'
+    )
     known_hosts = sshd_server.factory.write_known_hosts(tmp_path / "known_hosts", [sshd_server])
-    nvml = FakeNVML([FakeGPU(name="NVIDIA A100", util=35, mem_used=10 * GIB, mem_total=40 * GIB, temp=45,
-                             power_mw=120_000, power_limit_mw=400_000)])
+    nvml = FakeNVML(
+        [
+            FakeGPU(
+                name="NVIDIA A100",
+                util=35,
+                mem_used=10 * GIB,
+                mem_total=40 * GIB,
+                temp=45,
+                power_mw=120_000,
+                power_limit_mw=400_000,
+            )
+        ]
+    )
     nvml.gpus[0].uuid = "GPU-1"
     started = time.monotonic()
     lines = probe_resources(str(aup), timeout=2, nvml=nvml, known_hosts=known_hosts)
@@ -419,7 +454,10 @@ def test_probe_resources_lines(sshd_server, tmp_path):
     assert len(lines) == 4, lines
     assert lines[0].startswith(f"node 1  {sshd_server.spec()}  UP  rtt ")
     assert " load " in lines[0] and " mem " in lines[0] and "jobs 0" in lines[0]
-    assert lines[1] == f"node 2  root@127.0.0.1:{dead}  DOWN  cannot connect to root@127.0.0.1:{dead}: connection refused"
+    assert (
+        lines[1]
+        == f"node 2  root@127.0.0.1:{dead}  DOWN  cannot connect to root@127.0.0.1:{dead}: connection refused"
+    )
     assert lines[2] == "aws 3  ubuntu@i-0123456789abcdef0:22  not resolved (EC2 instance id)"
     assert lines[3] == "local GPU 0 NVIDIA A100 35% 10.0/40.0 GiB 45°C 120/400 W"
 

@@ -11,6 +11,12 @@ import time
 from dataclasses import replace
 
 import pytest
+from aup_tui_backends.monitors.gpu import GPUMonitor, JobProcessInfo
+from aup_tui_backends.monitors.nodes import NodeState, StateChange
+from fake_nvml import FakeGPU, FakeNVML
+from panel_scenes import NOW, gpu_snapshot, node_statuses
+from scenes import CLOCK, demo_state
+from sshd import sshd_factory, sshd_server  # noqa: F401  (fixtures)
 
 from aup_tui.app import AupApp
 from aup_tui.monitoring import GPUSampled, Monitoring, NodesProbed, StaticMonitoring
@@ -18,12 +24,6 @@ from aup_tui.screens.dashboard import DashboardScreen
 from aup_tui.screens.node_detail import NodeDetailScreen
 from aup_tui.widgets.gpu_panel import GPUPanel
 from aup_tui.widgets.nodes_panel import EMPTY_TEXT, NodesPanel
-from backends.monitors.gpu import GPUMonitor, JobProcessInfo
-from backends.monitors.nodes import NodeState, StateChange
-from fake_nvml import FakeGPU, FakeNVML
-from panel_scenes import NOW, gpu_snapshot, node_statuses
-from scenes import CLOCK, demo_state
-from sshd import sshd_factory, sshd_server  # noqa: F401  (fixtures)
 
 WIDE = (200, 50)
 SMALL = (80, 24)
@@ -85,9 +85,18 @@ async def test_gpu_panel_follows_samples_posted_from_another_thread():
 
 
 async def test_gpu_panel_from_the_real_monitor_thread_jobs_and_a_lost_gpu():
-    nvml = FakeNVML([FakeGPU(name="NVIDIA H100 80GB HBM3", util=55, mem_used=20 * GIB, mem_total=80 * GIB,
-                             processes=[(4242, 20 * GIB)]),
-                     FakeGPU(name="NVIDIA H100 80GB HBM3", util=3)])
+    nvml = FakeNVML(
+        [
+            FakeGPU(
+                name="NVIDIA H100 80GB HBM3",
+                util=55,
+                mem_used=20 * GIB,
+                mem_total=80 * GIB,
+                processes=[(4242, 20 * GIB)],
+            ),
+            FakeGPU(name="NVIDIA H100 80GB HBM3", util=3),
+        ]
+    )
     gpu = GPUMonitor(nvml=nvml, interval=0.05, proc_root="/nonexistent")
     mon = Monitoring(gpu=gpu, jobs_source=lambda: ([JobProcessInfo(7, 4242, ("0",))], {}))
     app = make_app(mon)
@@ -139,8 +148,16 @@ async def test_nodes_panel_rows_and_states_in_theme_colours():
         assert rows["node 1"] == ["node 1", "UP", "4 ms", "0.42", "24.4/63G", "1", "12m22s", ""]
         assert rows["node 2"] == ["node 2", "SLOW", "734 ms", "3.91", "13.0/16G", "2", "1m35s", ""]
         # down a minute ago, and why
-        assert rows["node 3"] == ["node 3", "DOWN", "—", "—", "—", "·", "1m01s",
-                                  "connection refused — is sshd running there?"]
+        assert rows["node 3"] == [
+            "node 3",
+            "DOWN",
+            "—",
+            "—",
+            "—",
+            "·",
+            "1m01s",
+            "connection refused — is sshd running there?",
+        ]
         from textual.widgets import DataTable
 
         table = app.screen.query_one(NodesPanel).query_one(DataTable)
@@ -176,11 +193,20 @@ async def test_enter_opens_the_node_detail_and_escape_returns():
 
         # a new round arrives while it is open: node 3 is back
         statuses = node_statuses()
-        back = replace(statuses["node 3"], state=NodeState.UP, since=NOW, error="", rtt=0.002,
-                       output="0.01 0.02 0.03 1/100 42\n@@mem\n@@gpu\n@@nosmi\n",
-                       history=statuses["node 3"].history + (StateChange(NOW, NodeState.UP, "reachable, round trip 2 ms"),))
+        back = replace(
+            statuses["node 3"],
+            state=NodeState.UP,
+            since=NOW,
+            error="",
+            rtt=0.002,
+            output="0.01 0.02 0.03 1/100 42\n@@mem\n@@gpu\n@@nosmi\n",
+            history=statuses["node 3"].history
+            + (StateChange(NOW, NodeState.UP, "reachable, round trip 2 ms"),),
+        )
         mon.push(statuses={**statuses, "node 3": back})
-        assert await wait_until(pilot, lambda: "0.01 0.02 0.03" in str(screen.query_one("#node-output").render()))
+        assert await wait_until(
+            pilot, lambda: "0.01 0.02 0.03" in str(screen.query_one("#node-output").render())
+        )
         assert "recovered from: cannot connect" in str(screen.query_one("#node-error").render())
         assert str(screen.query_one("#node-history").render()).startswith("09:12:34 UP")
 
@@ -221,8 +247,10 @@ def test_a_down_nodes_problem_is_told_without_its_address():
     from aup_tui.widgets.nodes_panel import brief_error
 
     assert brief_error("cannot connect to me@cpu3.lab:22: timed out after 5 s") == "timed out after 5 s"
-    assert brief_error("host key for 127.0.0.1:2222 changed — remove the old key from ~/.ssh/known_hosts") \
+    assert (
+        brief_error("host key for 127.0.0.1:2222 changed — remove the old key from ~/.ssh/known_hosts")
         == "host key changed — remove the old key from ~/.ssh/known_hosts"
+    )
     assert brief_error("command timed out after 10 s on me@gpu1.lab:22") == "command timed out after 10 s"
 
 
@@ -236,7 +264,7 @@ def test_messages_carry_the_monitors_data():
 
 
 async def test_killed_sshd_shows_down_within_two_intervals_then_up(sshd_server, tmp_path):  # noqa: F811
-    from backends.setup import init_aup
+    from aup_tui_backends.setup import init_aup
 
     aup = tmp_path / ".aup"
     init_aup(str(aup), node=[sshd_server.mapping_value()])
@@ -262,8 +290,11 @@ async def test_killed_sshd_shows_down_within_two_intervals_then_up(sshd_server, 
 
         sshd_server.start()  # it comes back by itself (the next probe is due within the backoff)
         assert await wait_until(pilot, lambda: state() == "UP", timeout=15), node_rows(app)
-        assert [c.state for c in app.screen.query_one(NodesPanel).statuses["node 1"].history] == \
-            [NodeState.UP, NodeState.DOWN, NodeState.UP]
+        assert [c.state for c in app.screen.query_one(NodesPanel).statuses["node 1"].history] == [
+            NodeState.UP,
+            NodeState.DOWN,
+            NodeState.UP,
+        ]
     assert not mon.nodes.running and not mon.gpu.running  # the app stopped its monitors on exit
 
 
@@ -286,18 +317,23 @@ def first_child(pid: int, deadline: float) -> int:
 
 def test_a_running_jobs_gpu_process_is_matched_to_the_job(tmp_path):
     """A real local job on card 0: its card and its grandchild's GPU process both name its jid."""
-    from backends.config import load_experiment
-    from backends.experiment import Experiment
-    from backends.setup import init_aup
+    from aup_tui_backends.config import load_experiment
+    from aup_tui_backends.experiment import Experiment
+    from aup_tui_backends.setup import init_aup
     from helpers import write_experiment, write_script
+
     from aup_tui.monitoring import jobs_from_experiment
 
     init_aup(str(tmp_path / ".aup"), gpu=["0"])
-    write_script(tmp_path, "job.sh", """
+    write_script(
+        tmp_path,
+        "job.sh",
+        """
         sleep 30 &
         wait
         echo "#Auptimizer:1"
-    """)
+    """,
+    )
     config = load_experiment(write_experiment(tmp_path, resource="gpu", n_parallel=1, n_samples=1))
     exp = Experiment(config, auppath=str(tmp_path / ".aup"))
     runner = threading.Thread(target=exp.run, daemon=True)
@@ -310,7 +346,7 @@ def test_a_running_jobs_gpu_process_is_matched_to_the_job(tmp_path):
             pids = rm.job_pids() if rm is not None else {}
             time.sleep(0.02)
         assert pids, "the job did not start"
-        (jid, leader), = pids.items()
+        ((jid, leader),) = pids.items()
         child = first_child(leader, deadline)
 
         source = jobs_from_experiment(exp)
@@ -331,7 +367,8 @@ def test_a_running_jobs_gpu_process_is_matched_to_the_job(tmp_path):
         try:
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and not any(
-                    isinstance(m, GPUSampled) and m.snapshot.gpus[0].processes for m in got):
+                isinstance(m, GPUSampled) and m.snapshot.gpus[0].processes for m in got
+            ):
                 time.sleep(0.02)
         finally:
             mon.stop()
@@ -351,18 +388,28 @@ async def test_watching_a_headless_gpu_run_names_the_job_on_each_gpu_it_uses(tmp
     and so does another GPU one of the job's processes uses (matched by the pid the run recorded)."""
     import subprocess
 
-    from backends.store import TinyDBConnector
+    from aup_tui_backends.store import TinyDBConnector
     from helpers import cli, cli_popen, write_experiment, write_script
 
     assert cli("init", "--gpu", "0", cwd=tmp_path).returncode == 0
-    write_script(tmp_path, "job.sh", """
+    write_script(
+        tmp_path,
+        "job.sh",
+        """
         sleep 30 &
         wait
         echo "#Auptimizer:1"
-    """)
+    """,
+    )
     write_experiment(tmp_path, resource="gpu", n_parallel=1, n_samples=1)
-    proc = cli_popen("run", "--headless", "experiment.json", cwd=tmp_path,
-                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = cli_popen(
+        "run",
+        "--headless",
+        "experiment.json",
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     auppath = str(tmp_path / ".aup")
     conn = TinyDBConnector(auppath)
     try:
@@ -383,7 +430,11 @@ async def test_watching_a_headless_gpu_run_names_the_job_on_each_gpu_it_uses(tmp
         async with app.run_test(size=(120, 40)) as pilot:
             assert await wait_until(pilot, lambda: gpu_text(app).count(f"job {jid}") == 2), gpu_text(app)
             lines = gpu_text(app).splitlines()
-            assert [f"job {jid}" in line for line in lines[1:4]] == [True, True, False]  # after the summary line
+            assert [f"job {jid}" in line for line in lines[1:4]] == [
+                True,
+                True,
+                False,
+            ]  # after the summary line
             await pilot.press("S", "y")
             assert await wait_until(pilot, lambda: proc.poll() is not None, timeout=20)
             await pilot.press("q")
@@ -400,9 +451,10 @@ def test_watch_mode_counts_jobs_per_node_and_trusts_pids_only_from_this_host(tmp
     only when the experiment runs on this machine (a store shared over NFS from another host)."""
     import socket
 
+    from aup_tui_backends.setup import init_aup
+
     from aup_tui.bridge import ExperimentState
     from aup_tui.monitoring import StateJobs
-    from backends.setup import init_aup
 
     init_aup(str(tmp_path / ".aup"), gpu=["1"])  # resource 1 is card "1"
     jobs = [
@@ -424,28 +476,44 @@ def test_watch_mode_counts_jobs_per_node_and_trusts_pids_only_from_this_host(tmp
 async def test_an_ssh_experiment_in_the_app_shares_its_node_connections_with_the_panel(sshd_server, tmp_path):  # noqa: F811
     """The nodes panel probes over the experiment's own connections: one connection to the node,
     checked against the experiment's known_hosts (not ~/.ssh/known_hosts, where this node is not)."""
-    from backends.config import load_experiment
-    from backends.setup import init_aup
-    from backends.store import TinyDBConnector
+    from aup_tui_backends.config import load_experiment
+    from aup_tui_backends.setup import init_aup
+    from aup_tui_backends.store import TinyDBConnector
     from helpers import write_experiment, write_script
 
     auppath = str(tmp_path / ".aup")
     init_aup(auppath, node=[sshd_server.mapping_value()])
     known_hosts = sshd_server.factory.write_known_hosts(tmp_path / "known_hosts", [sshd_server])
     gate = tmp_path / "go"  # the job ends once the test has seen it on the node
-    write_script(tmp_path, "job.sh", f"""
+    write_script(
+        tmp_path,
+        "job.sh",
+        f"""
         while [ ! -e {gate} ]; do sleep 0.05; done
         echo "#Auptimizer:1"
-    """)
-    config = load_experiment(write_experiment(
-        tmp_path, resource="node", n_parallel=1, n_samples=1,
-        resource_args={"known_hosts": known_hosts, "connect_timeout": 5}))
+    """,
+    )
+    config = load_experiment(
+        write_experiment(
+            tmp_path,
+            resource="node",
+            n_parallel=1,
+            n_samples=1,
+            resource_args={"known_hosts": known_hosts, "connect_timeout": 5},
+        )
+    )
     conn = TinyDBConnector(auppath)
     app = AupApp(auppath, connector=conn, experiment=config)
     try:
         async with app.run_test(size=WIDE) as pilot:
-            assert await wait_until(pilot, lambda: (node_rows(app).get("node 1") or [""])[1:2] == ["UP"]
-                                    and node_rows(app)["node 1"][5] == "1", timeout=20), node_rows(app)
+            assert await wait_until(
+                pilot,
+                lambda: (
+                    (node_rows(app).get("node 1") or [""])[1:2] == ["UP"]
+                    and node_rows(app)["node 1"][5] == "1"
+                ),
+                timeout=20,
+            ), node_rows(app)
             pool = app.experiment.resource_manager.pool
             assert app.monitoring.nodes.pool is pool
             assert pool.connect_count("node 1") == 1

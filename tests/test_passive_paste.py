@@ -73,6 +73,7 @@ async def test_paste_keys_and_ctrl_s_in_one_burst_record_the_last_line(run) -> N
 
 async def test_submit_button_waits_for_a_paste_still_queued(run) -> None:
     """The button (and the palette) submit only once the text area applied what it had queued."""
+
     def send(app, form) -> None:
         burst(app, PASTED, TYPED, submit=None)
         app.call_later(form.action_submit)  # behind the paste and keys in the app's queue, as a click is
@@ -89,6 +90,7 @@ def test_submit_key_is_not_a_priority_binding() -> None:
 
 
 # -- the headless prompt: lines arrive as fast as a pipe or a terminal paste gives them ---------
+
 
 def passive_cli_setup(tmp_path, n_samples: int = 2) -> None:
     assert cli("init", "--passive", cwd=tmp_path).returncode == 0
@@ -112,7 +114,9 @@ def test_headless_answer_uses_every_line_before_the_empty_line(tmp_path) -> None
 def test_headless_end_of_input_submits_the_lines_before_it(tmp_path) -> None:
     """No empty line after the last answer (a file or paste that ends there): end of input submits."""
     passive_cli_setup(tmp_path, n_samples=2)
-    out = cli("run", "--headless", "experiment.json", cwd=tmp_path, input=PASTED + TYPED + "\n\n" + PASTED + TYPED)
+    out = cli(
+        "run", "--headless", "experiment.json", cwd=tmp_path, input=PASTED + TYPED + "\n\n" + PASTED + TYPED
+    )
     assert out.returncode == 0, out.stderr
     assert scores(tmp_path) == [0.125, 0.125]
 
@@ -120,7 +124,9 @@ def test_headless_end_of_input_submits_the_lines_before_it(tmp_path) -> None:
 def test_headless_a_log_line_starting_with_fail_is_output_not_a_verdict(tmp_path) -> None:
     passive_cli_setup(tmp_path, n_samples=2)
     answers = "Failed to load the cache, recomputing\n" + TYPED + "\n\nfail: out of memory\n"
-    write_experiment(tmp_path, resource="passive", n_samples=2, target="min", job_failure={"ignore_fail": True})
+    write_experiment(
+        tmp_path, resource="passive", n_samples=2, target="min", job_failure={"ignore_fail": True}
+    )
     out = cli("run", "--headless", "experiment.json", cwd=tmp_path, input=answers)
     assert out.returncode == 0, out.stderr
     jobs = json.loads(cli("status", "--json", cwd=tmp_path).stdout)["jobs"]
@@ -131,8 +137,15 @@ def test_headless_paste_into_a_terminal_in_one_write(tmp_path) -> None:
     """A terminal (pty) that receives the whole paste and the empty line in one write."""
     passive_cli_setup(tmp_path, n_samples=1)
     master, slave = pty.openpty()
-    proc = cli_popen("run", "--headless", "experiment.json", cwd=tmp_path, stdin=slave,
-                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = cli_popen(
+        "run",
+        "--headless",
+        "experiment.json",
+        cwd=tmp_path,
+        stdin=slave,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     os.close(slave)
     try:
         deadline = time.monotonic() + 20

@@ -1,11 +1,11 @@
 """Proposers: the parameters each job gets, as a person running random or grid search expects."""
+
 import json
 
 import pytest
-
-from backends.config import validate_experiment
-from backends.errors import ConfigError
-from backends.proposers import PROPOSERS, RandomProposer, SequenceProposer, get_proposer
+from aup_tui_backends.config import validate_experiment
+from aup_tui_backends.errors import ConfigError
+from aup_tui_backends.proposers import PROPOSERS, RandomProposer, SequenceProposer, get_proposer
 
 PARAMS = [
     {"name": "lr", "type": "float", "range": [0.001, 0.1]},
@@ -15,8 +15,15 @@ PARAMS = [
 
 
 def config(proposer="random", params=PARAMS, **extra):
-    data = {"name": "t", "script": "t.py", "resource": "cpu", "target": "max",
-            "proposer": proposer, "parameter_config": params, **extra}
+    data = {
+        "name": "t",
+        "script": "t.py",
+        "resource": "cpu",
+        "target": "max",
+        "proposer": proposer,
+        "parameter_config": params,
+        **extra,
+    }
     return validate_experiment(data)
 
 
@@ -28,8 +35,18 @@ def drain(proposer):
 
 
 def test_registry_lists_auptimizers_proposers_and_ours():
-    assert list(PROPOSERS) == ["random", "sequence", "spearmint", "hyperband", "hyperopt", "bohb",
-                               "tpe", "gp", "cmaes", "qmc"]
+    assert list(PROPOSERS) == [
+        "random",
+        "sequence",
+        "spearmint",
+        "hyperband",
+        "hyperopt",
+        "bohb",
+        "tpe",
+        "gp",
+        "cmaes",
+        "qmc",
+    ]
     assert PROPOSERS["random"] is RandomProposer and PROPOSERS["sequence"] is SequenceProposer
 
 
@@ -57,6 +74,7 @@ def test_same_seed_same_jobs_other_seed_other_jobs():
 
 def test_random_does_not_touch_global_random_state():
     import random
+
     random.seed(1)
     expected = random.random()
     random.seed(1)
@@ -72,21 +90,28 @@ def test_sequence_walks_the_grid_first_parameter_fastest():
     proposer = get_proposer(config("sequence", params))
     assert proposer.n_samples == 6
     assert drain(proposer) == [
-        {"a": 1, "b": "x"}, {"a": 2, "b": "x"}, {"a": 3, "b": "x"},
-        {"a": 1, "b": "y"}, {"a": 2, "b": "y"}, {"a": 3, "b": "y"},
+        {"a": 1, "b": "x"},
+        {"a": 2, "b": "x"},
+        {"a": 3, "b": "x"},
+        {"a": 1, "b": "y"},
+        {"a": 2, "b": "y"},
+        {"a": 3, "b": "y"},
     ]
     assert proposer.finished
 
 
-@pytest.mark.parametrize("param, values", [
-    ({"type": "float", "range": [0, 1], "n": 5}, [0.0, 0.25, 0.5, 0.75, 1.0]),
-    ({"type": "float", "range": [0, 0.3], "interval": 0.1}, [0.0, 0.1, 0.2, 0.3]),
-    ({"type": "float", "range": [0, 2]}, [0.0, 1.0, 2.0]),  # Auptimizer's default interval is 1
-    ({"type": "int", "range": [0, 10], "interval": 5}, [0, 5, 10]),
-    ({"type": "int", "range": [1, 10], "n": 4}, [1, 4, 7, 10]),
-    ({"type": "int", "range": [2, 4]}, [2, 3, 4]),
-    ({"type": "float", "range": [0, 1], "n": 3, "interval": 0.5}, [0.0, 0.5, 1.0]),  # interval wins
-])
+@pytest.mark.parametrize(
+    "param, values",
+    [
+        ({"type": "float", "range": [0, 1], "n": 5}, [0.0, 0.25, 0.5, 0.75, 1.0]),
+        ({"type": "float", "range": [0, 0.3], "interval": 0.1}, [0.0, 0.1, 0.2, 0.3]),
+        ({"type": "float", "range": [0, 2]}, [0.0, 1.0, 2.0]),  # Auptimizer's default interval is 1
+        ({"type": "int", "range": [0, 10], "interval": 5}, [0, 5, 10]),
+        ({"type": "int", "range": [1, 10], "n": 4}, [1, 4, 7, 10]),
+        ({"type": "int", "range": [2, 4]}, [2, 3, 4]),
+        ({"type": "float", "range": [0, 1], "n": 3, "interval": 0.5}, [0.0, 0.5, 1.0]),  # interval wins
+    ],
+)
 def test_sequence_grid_values(param, values):
     got = [job["p"] for job in drain(get_proposer(config("sequence", [{"name": "p", **param}])))]
     assert got == values
@@ -94,8 +119,7 @@ def test_sequence_grid_values(param, values):
 
 
 def test_sequence_stops_at_n_samples_when_smaller_than_the_grid():
-    proposer = get_proposer(config("sequence", [{"name": "k", "type": "int", "range": [1, 10]}],
-                                   n_samples=3))
+    proposer = get_proposer(config("sequence", [{"name": "k", "type": "int", "range": [1, 10]}], n_samples=3))
     assert proposer.n_samples == 3
     assert [job["k"] for job in drain(proposer)] == [1, 2, 3]
 
@@ -120,8 +144,10 @@ def test_unknown_proposer_lists_the_available_ones():
     cfg.proposer = "foo"
     with pytest.raises(ConfigError) as info:
         get_proposer(cfg)
-    assert str(info.value) == ("unknown proposer 'foo' in experiment.json — available: random, sequence, "
-                                "spearmint, hyperband, hyperopt, bohb, tpe, gp, cmaes, qmc")
+    assert str(info.value) == (
+        "unknown proposer 'foo' in experiment.json — available: random, sequence, "
+        "spearmint, hyperband, hyperopt, bohb, tpe, gp, cmaes, qmc"
+    )
 
 
 # -- the model-based and multi-fidelity proposers ----------------------------------------------
@@ -130,8 +156,8 @@ import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
-from backends.proposers import added_keys  # noqa: E402
-from backends.proposers.reserved import RESERVED_PARAMETER_NAMES  # noqa: E402
+from aup_tui_backends.proposers import added_keys  # noqa: E402
+from aup_tui_backends.proposers.reserved import RESERVED_PARAMETER_NAMES  # noqa: E402
 from helpers import ROOT  # noqa: E402
 
 PLANE = [{"name": "x", "type": "float", "range": [-5, 5]}, {"name": "y", "type": "float", "range": [-5, 5]}]
@@ -154,8 +180,9 @@ def run_loop(proposer, score=quadratic):
 
 
 def minimise(name, n_samples=30, seed=0, params=PLANE):
-    return get_proposer(config(name, params, n_samples=n_samples, random_seed=seed, target="min",
-                               **BUDGETED.get(name, {})))
+    return get_proposer(
+        config(name, params, n_samples=n_samples, random_seed=seed, target="min", **BUDGETED.get(name, {}))
+    )
 
 
 @pytest.mark.parametrize("name", LEARNING)
@@ -176,9 +203,12 @@ def test_each_proposer_respects_types_and_ranges_and_adds_its_keys(name):
 def test_model_based_proposers_beat_random_search_on_a_quadratic(name, factor):
     """Median best score over 5 seeds at the same budget (CMA-ES needs more than 40 jobs to shine)."""
     budget, seeds = 40, range(5)
-    best = {which: statistics.median(min(quadratic(j) for j in run_loop(minimise(which, budget, seed)))
-                                     for seed in seeds)
-            for which in ("random", name)}
+    best = {
+        which: statistics.median(
+            min(quadratic(j) for j in run_loop(minimise(which, budget, seed))) for seed in seeds
+        )
+        for which in ("random", name)
+    }
     assert best[name] < factor * best["random"], best
 
 
@@ -214,11 +244,13 @@ def test_hyperband_schedule_is_auptimizers_for_max_iter_9_eta_3():
 
 
 def test_hyperband_skip_last_and_target_max():
-    jobs = run_loop(get_proposer(config("hyperband", PLANE, max_iter=9, skip_last=1)),
-                    score=lambda job: -quadratic(job))
+    jobs = run_loop(
+        get_proposer(config("hyperband", PLANE, max_iter=9, skip_last=1)), score=lambda job: -quadratic(job)
+    )
     assert [job["n_iterations"] for job in jobs] == [1] * 9 + [3] * 3 + [3] * 5
-    assert [{k: j[k] for k in "xy"} for j in jobs[9:12]] == \
-        [{k: j[k] for k in "xy"} for j in sorted(jobs[:9], key=quadratic)[:3]]
+    assert [{k: j[k] for k in "xy"} for j in jobs[9:12]] == [
+        {k: j[k] for k in "xy"} for j in sorted(jobs[:9], key=quadratic)[:3]
+    ]
 
 
 def test_hyperband_waits_for_its_rung_instead_of_finishing():
@@ -235,11 +267,15 @@ def test_hyperband_waits_for_its_rung_instead_of_finishing():
 def test_hyperband_keys_are_checked():
     with pytest.raises(ConfigError, match="eta in experiment.json must be a whole number of at least 2"):
         get_proposer(config("hyperband", PLANE, eta=1))
-    with pytest.raises(ConfigError, match='engine "tpe" in experiment.json is not supported by the '
-                                          "hyperband proposer — use random or sequence"):
+    with pytest.raises(
+        ConfigError,
+        match='engine "tpe" in experiment.json is not supported by the '
+        "hyperband proposer — use random or sequence",
+    ):
         get_proposer(config("hyperband", PLANE, engine="tpe"))
-    grid = get_proposer(config("hyperband", [{"name": "k", "type": "int", "range": [1, 20]}],
-                               max_iter=9, engine="sequence"))
+    grid = get_proposer(
+        config("hyperband", [{"name": "k", "type": "int", "range": [1, 20]}], max_iter=9, engine="sequence")
+    )
     assert [job["k"] for job in run_loop(grid, score=lambda j: j["k"])][:9] == list(range(1, 10))
 
 
@@ -257,8 +293,9 @@ def test_bohb_runs_hpbandsters_iterations_and_opens_new_ones_while_waiting():
 
 
 def test_bohb_draws_from_its_model_once_a_budget_has_enough_results():
-    proposer = get_proposer(config("bohb", PLANE, target="min", min_budget=9, max_budget=9,
-                                   n_iterations=40, random_fraction=0))
+    proposer = get_proposer(
+        config("bohb", PLANE, target="min", min_budget=9, max_budget=9, n_iterations=40, random_fraction=0)
+    )
     jobs = run_loop(proposer)
     late = statistics.median(quadratic(job) for job in jobs[-10:])
     early = statistics.median(quadratic(job) for job in jobs[:4])  # min_points_in_model 3 + 2: random
@@ -268,59 +305,78 @@ def test_bohb_draws_from_its_model_once_a_budget_has_enough_results():
 def test_eas_is_refused_with_one_message():
     with pytest.raises(ConfigError) as info:
         config("eas", n_samples=1)
-    assert str(info.value) == ("proposer 'eas' in experiment.json needs TensorFlow and a DenseNet to grow, "
-                               "which aup-tui does not ship — use hyperband, bohb or hyperopt to tune a "
-                               "network's size instead")
+    assert str(info.value) == (
+        "proposer 'eas' in experiment.json needs TensorFlow and a DenseNet to grow, "
+        "which aup-tui does not ship — use hyperband, bohb or hyperopt to tune a "
+        "network's size instead"
+    )
 
 
-@pytest.mark.parametrize("name, module, extra", [("gp", "sklearn", "gp"), ("spearmint", "sklearn", "gp"),
-                                                 ("cmaes", "cmaes", "cmaes"), ("qmc", "scipy", "qmc"),
-                                                 ("tpe", "optuna", "optuna")])
+@pytest.mark.parametrize(
+    "name, module, extra",
+    [
+        ("gp", "sklearn", "gp"),
+        ("spearmint", "sklearn", "gp"),
+        ("cmaes", "cmaes", "cmaes"),
+        ("qmc", "scipy", "qmc"),
+        ("tpe", "optuna", "optuna"),
+    ],
+)
 def test_a_missing_library_is_named_with_its_extra(name, module, extra):
-    code = (f"import sys; sys.modules[{module!r}] = None\n"
-            "from backends.config import validate_experiment\n"
-            "from backends.errors import ConfigError\n"
-            "try:\n"
-            f"    validate_experiment({{'name': 't', 'script': 't.sh', 'resource': 'cpu', 'target': 'min',"
-            f" 'proposer': {name!r}, 'n_samples': 2, 'parameter_config': [{{'name': 'x'}}]}})\n"
-            "except ConfigError as e:\n"
-            "    print(e)\n")
+    code = (
+        f"import sys; sys.modules[{module!r}] = None\n"
+        "from aup_tui_backends.config import validate_experiment\n"
+        "from aup_tui_backends.errors import ConfigError\n"
+        "try:\n"
+        f"    validate_experiment({{'name': 't', 'script': 't.sh', 'resource': 'cpu', 'target': 'min',"
+        f" 'proposer': {name!r}, 'n_samples': 2, 'parameter_config': [{{'name': 'x'}}]}})\n"
+        "except ConfigError as e:\n"
+        "    print(e)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
-    assert out.stdout.strip() == (f"proposer '{name}' in experiment.json needs {module}, which is not installed "
-                                  f"— pip install 'aup-tui[{extra}]'"), out.stderr
+    assert out.stdout.strip() == (
+        f"proposer '{name}' in experiment.json needs {module}, which is not installed "
+        f"— pip install 'aup-tui[{extra}]'"
+    ), out.stderr
 
 
 def test_random_search_and_the_cli_help_never_import_the_heavy_libraries():
     heavy = "{'optuna', 'sklearn', 'scipy', 'numpy', 'cmaes'}"
-    code = ("import sys\n"
-            "from backends.config import validate_experiment\n"
-            "from backends.proposers import get_proposer\n"
-            "cfg = validate_experiment({'name': 't', 'script': 't.sh', 'resource': 'cpu', 'target': 'min',"
-            " 'proposer': 'random', 'n_samples': 3, 'parameter_config': [{'name': 'x'}],"
-            " 'resource_args': {'early_stop': {'aup_policy': 'curve_fitting', 'aup_policy_steps': 1,"
-            " 'curve_fitting_max_iters': 9}}})\n"
-            "p = get_proposer(cfg)\n"
-            "while (job := p.get()) is not None: p.update(1.0, job)\n"
-            f"assert not {heavy} & set(sys.modules), sorted({heavy} & set(sys.modules))\n"
-            "import aup_tui.cli\n"
-            "try:\n"
-            "    aup_tui.cli.main(['--help'])\n"
-            "except SystemExit:\n"
-            "    pass\n"
-            f"assert not {heavy} & set(sys.modules), sorted({heavy} & set(sys.modules))\n")
+    code = (
+        "import sys\n"
+        "from aup_tui_backends.config import validate_experiment\n"
+        "from aup_tui_backends.proposers import get_proposer\n"
+        "cfg = validate_experiment({'name': 't', 'script': 't.sh', 'resource': 'cpu', 'target': 'min',"
+        " 'proposer': 'random', 'n_samples': 3, 'parameter_config': [{'name': 'x'}],"
+        " 'resource_args': {'early_stop': {'aup_policy': 'curve_fitting', 'aup_policy_steps': 1,"
+        " 'curve_fitting_max_iters': 9}}})\n"
+        "p = get_proposer(cfg)\n"
+        "while (job := p.get()) is not None: p.update(1.0, job)\n"
+        f"assert not {heavy} & set(sys.modules), sorted({heavy} & set(sys.modules))\n"
+        "import aup_tui.cli\n"
+        "try:\n"
+        "    aup_tui.cli.main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"assert not {heavy} & set(sys.modules), sorted({heavy} & set(sys.modules))\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.returncode == 0, out.stderr
 
 
 def test_reserved_parameter_names_cover_every_key_a_proposer_adds():
-    assert added_keys() == {"job_id": ("spearmint",), "n_iterations": ("hyperband", "bohb"),
-                            "tid": ("hyperband", "hyperopt", "bohb")}
+    assert added_keys() == {
+        "job_id": ("spearmint",),
+        "n_iterations": ("hyperband", "bohb"),
+        "tid": ("hyperband", "hyperopt", "bohb"),
+    }
     assert set(added_keys()) <= set(RESERVED_PARAMETER_NAMES)
     with pytest.raises(ConfigError, match="reserved name"):
         config("hyperband", [{"name": "n_iterations", "type": "int", "range": [1, 3]}])
 
 
 # -- replay: a resumed experiment's proposer rebuilt from the finished jobs --------------------
+
 
 def interrupted(name, stop_at, lost=(), n_samples=12, **extra):
     """An uninterrupted run's jobs, and the (config, score) history of the same run stopped after
@@ -332,8 +388,11 @@ def interrupted(name, stop_at, lost=(), n_samples=12, **extra):
 
 @pytest.mark.parametrize("name, extra", [("random", {}), ("sequence", {}), ("hyperband", {"max_iter": 9})])
 def test_replay_continues_a_deterministic_proposer_exactly_where_it_stopped(name, extra):
-    params = PLANE if name != "sequence" else [{"name": "x", "type": "int", "range": [0, 3]},
-                                               {"name": "y", "type": "int", "range": [0, 2]}]
+    params = (
+        PLANE
+        if name != "sequence"
+        else [{"name": "x", "type": "int", "range": [0, 3]}, {"name": "y", "type": "int", "range": [0, 2]}]
+    )
     full = run_loop(get_proposer(config(name, params, n_samples=12, target="min", **extra)))
     history = [(job, quadratic(job)) for i, job in enumerate(full[:10]) if i != 7]
     resumed = get_proposer(config(name, params, n_samples=12, target="min", **extra))

@@ -30,8 +30,11 @@ def test_readme_first_command_leaves_the_shell_where_the_second_works(tmp_path):
     first, second = readme_commands()[:2]
     assert second.startswith("pip install -e "), second
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    shutil.copytree(ROOT / "examples" / "rosenbrock", tmp_path / "examples" / "rosenbrock",
-                    ignore=shutil.ignore_patterns("jobs", ".aup"))
+    shutil.copytree(
+        ROOT / "examples" / "rosenbrock",
+        tmp_path / "examples" / "rosenbrock",
+        ignore=shutil.ignore_patterns("jobs", ".aup"),
+    )
     script = f"""
         set -e
         pip() {{ echo "pip $*" >> "$LOG"; }}
@@ -43,10 +46,23 @@ def test_readme_first_command_leaves_the_shell_where_the_second_works(tmp_path):
         {first}
         test -f pyproject.toml
     """
-    env = dict(os.environ, PYTHONPATH=str(ROOT), HOME=str(tmp_path), PY=sys.executable,
-               LOG=str(tmp_path / "pip.log"), WHERE=str(tmp_path / "where"))
-    out = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, text=True, capture_output=True,
-                         timeout=240, check=False)
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        HOME=str(tmp_path),
+        PY=sys.executable,
+        LOG=str(tmp_path / "pip.log"),
+        WHERE=str(tmp_path / "where"),
+    )
+    out = subprocess.run(
+        ["bash", "-c", script],
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=240,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert (tmp_path / "where").read_text().strip() == str(tmp_path)  # back where it was typed
     assert out.stderr.count("20/20") >= 2 and out.stderr.count("FINISHED") >= 2, out.stderr[-2000:]

@@ -38,13 +38,20 @@ def _children(folder: Path) -> list[int]:
 
 # -- a job ends when its script exits ------------------------------------------------------------
 
+
 @pytest.mark.parametrize("async_run", [False, True], ids=["sync", "async"])
-def test_a_background_child_holding_stdout_does_not_keep_a_node_job_running(sshd_servers, tmp_path, async_run):
+def test_a_background_child_holding_stdout_does_not_keep_a_node_job_running(
+    sshd_servers, tmp_path, async_run
+):
     folder = node_folder(tmp_path, [sshd_servers[15]], script=False)
-    write_script(folder, "bg.sh", """
+    write_script(
+        folder,
+        "bg.sh",
+        """
         (sleep 600 & echo $! > "$1.child")
         echo "#Auptimizer:0.5"
-    """)
+    """,
+    )
     rm = make_manager(folder, async_run=async_run, async_reconnect=0.1)
     try:
         job, done = start_job(rm, folder, "./bg.sh", {"x": 1})
@@ -52,7 +59,9 @@ def test_a_background_child_holding_stdout_does_not_keep_a_node_job_running(sshd
         record = rm.connector.get_job(job.jid)
         assert record["status"] == "FINISHED" and record["score"] == 0.5, record
         [child] = _children(folder)
-        assert wait_for(lambda: not pid_alive(child), 5), "what the job left behind on the node was not killed"
+        assert wait_for(lambda: not pid_alive(child), 5), (
+            "what the job left behind on the node was not killed"
+        )
     finally:
         rm.finish()
         for pid in _children(folder):
@@ -61,11 +70,15 @@ def test_a_background_child_holding_stdout_does_not_keep_a_node_job_running(sshd
 
 def test_stop_ends_a_node_job_whose_child_holds_its_output(sshd_servers, tmp_path):
     folder = node_folder(tmp_path, [sshd_servers[15]], script=False)
-    write_script(folder, "bgwait.sh", """
+    write_script(
+        folder,
+        "bgwait.sh",
+        """
         (sleep 600 & echo $! > "$1.child")
         echo "#Auptimizer:1"
         sleep 600
-    """)
+    """,
+    )
     rm = make_manager(folder)
     try:
         job, done = start_job(rm, folder, "./bgwait.sh", {"x": 1})
@@ -91,18 +104,27 @@ def test_stop_all_then_finish_kills_the_running_node_jobs_quickly(sshd_servers, 
     """What `Experiment.stop` does at the end of a run (`finish()` alone waits for the jobs, as
     Auptimizer's does: see test_ssh_save_model.py)."""
     folder = node_folder(tmp_path, [sshd_servers[15]], script=False, slots=2)
-    write_script(folder, "long.sh", """
+    write_script(
+        folder,
+        "long.sh",
+        """
         trap '' TERM
         (sleep 600 & echo $! > "$1.child")
         echo "#Auptimizer:1"
         sleep 600
-    """)  # ignores SIGTERM: only the SIGKILL after kill_grace ends it
+    """,
+    )  # ignores SIGTERM: only the SIGKILL after kill_grace ends it
     rm = make_manager(folder, n_parallel=2, async_run=async_run, async_reconnect=0.1)
     finished = False
     try:
         jobs = [start_job(rm, folder, "./long.sh", {"x": i}) for i in range(2)]
-        assert wait_for(lambda: len(_children(folder)) == 2
-                        and all(rm._states.get(j.jid) and rm._states[j.jid].pgid for j, _ in jobs), 20)
+        assert wait_for(
+            lambda: (
+                len(_children(folder)) == 2
+                and all(rm._states.get(j.jid) and rm._states[j.jid].pgid for j, _ in jobs)
+            ),
+            20,
+        )
         groups = [rm._states[j.jid].pgid for j, _ in jobs]
         children = _children(folder)
         start = time.monotonic()
@@ -124,21 +146,29 @@ def test_stop_all_then_finish_kills_the_running_node_jobs_quickly(sshd_servers, 
 
 # -- what other users of the node can see ------------------------------------------------------------
 
+
 @pytest.mark.parametrize("async_run", [False, True], ids=["sync", "async"])
-def test_env_values_are_not_on_the_nodes_command_lines_and_the_job_sees_them(sshd_servers, tmp_path, async_run):
+def test_env_values_are_not_on_the_nodes_command_lines_and_the_job_sees_them(
+    sshd_servers, tmp_path, async_run
+):
     folder = node_folder(tmp_path, [sshd_servers[15]], script=False)
     secret = "s3cr3t-" + "x" * 12 + "-token"
     gate = folder / "gate"
-    write_script(folder, "secret.sh", f"""
+    write_script(
+        folder,
+        "secret.sh",
+        f"""
         printf '%s' "$API_TOKEN" > "$1.seen"
         i=0
         while [ ! -e {gate} ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done
         echo "#Auptimizer:1"
-    """)
+    """,
+    )
     rm = make_manager(folder, async_run=async_run, async_reconnect=0.1)
     try:
-        job, done = start_job(rm, folder, "./secret.sh", {"x": 1},
-                              runtime_args={"env": {"API_TOKEN": secret, "N": 3}})
+        job, done = start_job(
+            rm, folder, "./secret.sh", {"x": 1}, runtime_args={"env": {"API_TOKEN": secret, "N": 3}}
+        )
         seen = folder / "jobs" / f"{job.jid}.json.seen"
         assert wait_for(lambda: seen.exists() and seen.read_text(), 20)
         ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
@@ -159,7 +189,9 @@ def test_env_numbers_become_strings_and_other_values_fail_naming_the_key_on_a_no
     write_script(folder, "env.sh", 'echo "n=$N f=$F b=$B"\necho "#Auptimizer:1"\n')
     rm = make_manager(folder)
     try:
-        job, done = start_job(rm, folder, "./env.sh", {}, runtime_args={"env": {"N": 3, "F": 0.5, "B": False}})
+        job, done = start_job(
+            rm, folder, "./env.sh", {}, runtime_args={"env": {"N": 3, "F": 0.5, "B": False}}
+        )
         assert done.wait(20)
         assert rm.connector.get_job(job.jid)["status"] == "FINISHED"
         assert "n=3 f=0.5 b=false" in (folder / "jobs" / f"{job.jid}.1.out").read_text()
@@ -168,12 +200,15 @@ def test_env_numbers_become_strings_and_other_values_fail_naming_the_key_on_a_no
             assert done.wait(20)
             record = rm.connector.get_job(job.jid)
             assert record["status"] == "FAILED"
-            assert record["error"].startswith(f"runtime_args.env.DEEP must be a string or a number, not {shown}")
+            assert record["error"].startswith(
+                f"runtime_args.env.DEEP must be a string or a number, not {shown}"
+            )
     finally:
         rm.finish()
 
 
 # -- what a person is told ------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("prescript, status", [("exit 3", 3), ("false", 1), (". ./no-such-setup.sh", None)])
 def test_a_failing_prescript_on_a_node_is_reported_as_such(sshd_servers, tmp_path, prescript, status):
@@ -186,7 +221,9 @@ def test_a_failing_prescript_on_a_node_is_reported_as_such(sshd_servers, tmp_pat
         record = rm.connector.get_job(job.jid)
         assert record["status"] == "FAILED"
         expected = "prescript exited with status " + (str(status) if status is not None else "")
-        assert record["error"].startswith(expected) and "mark.sh did not run" in record["error"], record["error"]
+        assert record["error"].startswith(expected) and "mark.sh did not run" in record["error"], record[
+            "error"
+        ]
         assert not (folder / "jobs" / f"{job.jid}.json.ran").exists()
     finally:
         rm.finish()
@@ -219,7 +256,10 @@ def test_a_remote_workingdir_that_is_a_file_fails_the_job_with_one_message(sshd_
         assert done.wait(20)
         record = rm.connector.get_job(job.jid)
         assert record["status"] == "FAILED"
-        assert f"{afile} on " in record["error"] and "is a file, not a folder: fix 'workingdir'" in record["error"]
+        assert (
+            f"{afile} on " in record["error"]
+            and "is a file, not a folder: fix 'workingdir'" in record["error"]
+        )
     finally:
         rm.finish()
 
@@ -256,20 +296,33 @@ class NotSSH:
 
 @pytest.mark.parametrize("reply", [b"HTTP/1.1 400 Bad Request\r\n\r\n", b""], ids=["garbage", "closes"])
 def test_a_port_that_is_not_ssh_gives_one_clear_message(tmp_path, reply):
-    from backends.setup import init_aup
+    from aup_tui_backends.setup import init_aup
 
     listener = NotSSH(reply)
     try:
         init_aup(str(tmp_path / ".aup"), node=[f"me@127.0.0.1:{listener.port}"])
         write_script(tmp_path, "job.sh", 'echo "#Auptimizer:1"\n')
-        path = write_experiment(tmp_path, script="./job.sh", resource="node", n_samples=1, n_parallel=1,
-                                resource_args={"accept_new_hosts": True, "known_hosts": str(tmp_path / "kh"),
-                                               "reconn_wait_time": 0.1, "max_retries": 0, "connect_timeout": 3})
+        path = write_experiment(
+            tmp_path,
+            script="./job.sh",
+            resource="node",
+            n_samples=1,
+            n_parallel=1,
+            resource_args={
+                "accept_new_hosts": True,
+                "known_hosts": str(tmp_path / "kh"),
+                "reconn_wait_time": 0.1,
+                "max_retries": 0,
+                "connect_timeout": 3,
+            },
+        )
         out = cli("run", "--headless", str(path), cwd=tmp_path)
         assert out.returncode == 1
         assert "Traceback" not in out.stderr + out.stdout, out.stderr
-        assert (f"job 1 failed: cannot connect to me@127.0.0.1:{listener.port}: it closed the connection without "
-                "an SSH greeting (is it an SSH server? check the host and port in env.ini)") in out.stderr, out.stderr
+        assert (
+            f"job 1 failed: cannot connect to me@127.0.0.1:{listener.port}: it closed the connection without "
+            "an SSH greeting (is it an SSH server? check the host and port in env.ini)"
+        ) in out.stderr, out.stderr
     finally:
         listener.close()
 
@@ -290,8 +343,8 @@ class SilentPort(NotSSH):
 
 
 def test_a_port_that_never_greets_gives_one_clear_message_and_no_traceback(tmp_path, capfd):
-    from backends.config import HostSpec
-    from backends.monitors import NodePool, NodeUnreachableError
+    from aup_tui_backends.config import HostSpec
+    from aup_tui_backends.monitors import NodePool, NodeUnreachableError
 
     listener = SilentPort(b"")
     pool = NodePool(known_hosts=str(tmp_path / "kh"), accept_new_hosts=True, connect_timeout=1)
@@ -299,8 +352,10 @@ def test_a_port_that_never_greets_gives_one_clear_message_and_no_traceback(tmp_p
         pool.add_node("n", HostSpec(user="me", host="127.0.0.1", port=listener.port, key=None))
         with pytest.raises(NodeUnreachableError) as info:
             pool.get_client("n")
-        assert str(info.value) == (f"cannot connect to me@127.0.0.1:{listener.port}: no SSH greeting within 1 s "
-                                   "(is it an SSH server? check the host and port in env.ini)")
+        assert str(info.value) == (
+            f"cannot connect to me@127.0.0.1:{listener.port}: no SSH greeting within 1 s "
+            "(is it an SSH server? check the host and port in env.ini)"
+        )
         for t in threading.enumerate():
             if t is not threading.current_thread() and type(t).__name__ == "Transport":
                 t.join(5)
@@ -312,6 +367,7 @@ def test_a_port_that_never_greets_gives_one_clear_message_and_no_traceback(tmp_p
 
 
 # -- a channel whose command never starts --------------------------------------------------------
+
 
 def _hang_first_config(tmp_path: Path, what: str) -> list[str]:
     """sshd_config lines for a node that accepts the first job's command (`what` = "job") or the
@@ -363,8 +419,10 @@ def test_a_file_where_the_local_jobs_folder_goes_fails_the_job_with_one_message(
         assert done.wait(20)
         record = rm.connector.get_job(job.jid)
         assert record["status"] == "FAILED"
-        assert record["error"] == (f"{folder / 'jobs'} is a file, but the job's config and log are kept in a "
-                                   "folder of that name beside the script: move the file away")
+        assert record["error"] == (
+            f"{folder / 'jobs'} is a file, but the job's config and log are kept in a "
+            "folder of that name beside the script: move the file away"
+        )
         assert not rm._states  # nothing left running
     finally:
         rm.finish()

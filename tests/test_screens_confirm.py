@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from screens_support import Host
 
 from aup_tui.screens.confirm import ConfirmScreen
-from screens_support import Host
 
 
 @pytest.mark.parametrize(("key", "answer"), [("y", True), ("n", False), ("escape", False)])

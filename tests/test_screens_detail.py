@@ -5,11 +5,18 @@ from __future__ import annotations
 import time
 
 import pytest
+from screens_support import (
+    LOG_ATTEMPT_2,
+    Host,
+    RunningExperiment,
+    seed_finished_job,
+    wait_until,
+    write_script,
+)
 
 from aup_tui.screens.job_detail import JobDetailScreen, format_duration
 from aup_tui.widgets.log_view import FileTail, LogView
 from aup_tui.widgets.result_curve import ResultCurve, braille_rows
-from screens_support import LOG_ATTEMPT_2, Host, RunningExperiment, seed_finished_job, wait_until, write_script
 
 STEPS = 6
 SCRIPT = f"""
@@ -30,11 +37,21 @@ def log_lines(screen: JobDetailScreen) -> list[str]:
 
 def cpu_experiment(tmp_path, script: str, **extra) -> RunningExperiment:
     write_script(tmp_path / "train.py", script)
-    return RunningExperiment(tmp_path, {
-        "name": "live", "script": "./train.py", "resource": "cpu", "n_samples": 1, "target": "min",
-        "proposer": "random", "random_seed": 1,
-        "parameter_config": [{"name": "x", "range": [-2, 2], "type": "float"}], **extra,
-    }, cpu=1)
+    return RunningExperiment(
+        tmp_path,
+        {
+            "name": "live",
+            "script": "./train.py",
+            "resource": "cpu",
+            "n_samples": 1,
+            "target": "min",
+            "proposer": "random",
+            "random_seed": 1,
+            "parameter_config": [{"name": "x", "range": [-2, 2], "type": "float"}],
+            **extra,
+        },
+        cpu=1,
+    )
 
 
 def first_jid(run: RunningExperiment) -> int:
@@ -61,8 +78,11 @@ async def test_live_log_follows_a_running_job(tmp_path) -> None:
             assert "RUNNING" in str(screen.query_one("#detail-title").render())
             assert screen.query_one("#detail-log").border_subtitle == "following"
             seen_counts = {len(screen.query_one("#detail-curve", ResultCurve).results)}
-            await wait_until(pilot, lambda: (seen_counts.add(len(screen.query_one("#detail-curve").results))
-                                             or screen.ended), timeout=15)
+            await wait_until(
+                pilot,
+                lambda: seen_counts.add(len(screen.query_one("#detail-curve").results)) or screen.ended,
+                timeout=15,
+            )
             lines = log_lines(screen)
             assert lines[:3] == ["starting", "step 1", f"#Auptimizer:{10.0}"]
             assert "done" in lines and f"step {STEPS}" in lines
@@ -102,7 +122,9 @@ print("#Auptimizer:0.5", flush=True)
             screen = app.screen
             table = screen.query_one("#detail-attempts")
             assert table.row_count == 2
-            assert "FAILED" in str(table.get_row_at(0)[4]) and "exited with status 3" in str(table.get_row_at(0)[5])
+            assert "FAILED" in str(table.get_row_at(0)[4]) and "exited with status 3" in str(
+                table.get_row_at(0)[5]
+            )
             assert "FINISHED" in str(table.get_row_at(1)[4])
             # the current attempt's log is shown; the failed one's is not mixed in
             assert "second try works" in log_lines(screen)
@@ -131,15 +153,17 @@ async def test_failed_job_shows_its_error(tmp_path) -> None:
 
 
 async def test_an_early_stopped_job_says_why_as_a_decision_not_a_failure(tmp_path) -> None:
-    from backends.setup import init_aup
-    from backends.store import TinyDBConnector
+    from aup_tui_backends.setup import init_aup
+    from aup_tui_backends.store import TinyDBConnector
 
     init_aup(str(tmp_path / ".aup"), cpu=1)
     conn = TinyDBConnector(str(tmp_path / ".aup"))
     eid = conn.start_experiment("me", "exp", {}, workingdir=str(tmp_path), target="min", resource="cpu")
     jid = conn.new_jid()
     conn.start_job(eid, jid, {"x": 1}, 1, "cpu:cpu0", 1)
-    why = "early stopped after 2 results — median rule: its mean 14 over 2 results is higher than the median 3"
+    why = (
+        "early stopped after 2 results — median rule: its mean 14 over 2 results is higher than the median 3"
+    )
     conn.end_job(eid, jid, 14.0, "EARLY_STOPPED", error=why)
     try:
         app = Host(lambda: JobDetailScreen(conn, eid, jid, poll_interval=0.05))
@@ -173,6 +197,7 @@ async def test_seeded_job_shows_parameters_labels_and_durations(tmp_path) -> Non
 
 
 # -- the parts --------------------------------------------------------------------------------
+
 
 def test_file_tail_reads_only_what_was_added(tmp_path) -> None:
     path = tmp_path / "job.out"
@@ -236,7 +261,9 @@ async def test_waiting_passive_job_says_so(tmp_path) -> None:
         jid = run.next_request().jid
         app = Host(lambda: JobDetailScreen(run.connector, run.eid, jid, poll_interval=0.05))
         async with app.run_test(size=(80, 24)) as pilot:
-            await wait_until(pilot, lambda: isinstance(app.screen, JobDetailScreen) and app.screen.job is not None)
+            await wait_until(
+                pilot, lambda: isinstance(app.screen, JobDetailScreen) and app.screen.job is not None
+            )
             await pilot.pause(0.2)
             assert "WAITING" in str(app.screen.query_one("#detail-title").render())
             assert log_lines(app.screen) == ["waiting for the person running this job…"]

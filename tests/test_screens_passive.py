@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from screens_support import Host, passive_experiment, wait_until
 from textual import events
 from textual.widgets import Input, TextArea
 
 from aup_tui.screens.passive_form import PassiveForm, PassiveRequest
-from screens_support import Host, passive_experiment, wait_until
 
 
 @pytest.fixture
@@ -41,8 +41,10 @@ async def test_shows_folder_config_and_command(run) -> None:
     app, request = form_app(run)
     async with app.run_test(size=(80, 24)) as pilot:
         form = await open_form(pilot)
-        shown = " ".join(str(form.query_one(w).render()) for w in
-                         ("#passive-workingdir", "#passive-config", "#passive-command"))
+        shown = " ".join(
+            str(form.query_one(w).render())
+            for w in ("#passive-workingdir", "#passive-config", "#passive-command")
+        )
         assert request.workingdir in shown and request.config_path in shown
         assert str(form.query_one("#passive-command").render()) == request.command
         assert request.command.endswith(f"jobs/{request.jid}.json")
@@ -50,11 +52,7 @@ async def test_shows_folder_config_and_command(run) -> None:
 
 async def test_multiline_output_records_every_result_and_the_last_is_the_score(run) -> None:
     app, request = form_app(run)
-    output = ("rosenbrock(0.1, 0.2) = 0.83\n"
-              "#Auptimizer:2.5\n"
-              "epoch 2\n"
-              "#Auptimizer:1.25\n"
-              "#Auptimizer:0.83\n")
+    output = "rosenbrock(0.1, 0.2) = 0.83\n#Auptimizer:2.5\nepoch 2\n#Auptimizer:1.25\n#Auptimizer:0.83\n"
     async with app.run_test(size=(80, 24)) as pilot:
         form = await open_form(pilot)
         await paste(pilot, form, output)

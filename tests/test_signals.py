@@ -41,8 +41,10 @@ def wait_until(predicate, timeout: float = 20.0, what: str = "condition", proc=N
     deadline = time.monotonic() + timeout
     while not (value := predicate()):
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"aup-tui exited ({proc.returncode}) before {what}: "
-                                 f"{proc.stderr.read() if proc.stderr else ''}")
+            raise AssertionError(
+                f"aup-tui exited ({proc.returncode}) before {what}: "
+                f"{proc.stderr.read() if proc.stderr else ''}"
+            )
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.05)
     return value
@@ -93,8 +95,9 @@ class Terminal:
         self._reader = threading.Thread(target=self._read, daemon=True)
 
     def start(self, *args: str, cwd: Path) -> subprocess.Popen:
-        proc = cli_popen(*args, cwd=cwd, stdin=self.slave, stdout=self.slave, stderr=self.slave,
-                         start_new_session=True)
+        proc = cli_popen(
+            *args, cwd=cwd, stdin=self.slave, stdout=self.slave, stderr=self.slave, start_new_session=True
+        )
         os.close(self.slave)
         self._reader.start()
         return proc
@@ -131,8 +134,14 @@ def stop_with(proc: subprocess.Popen, sig: int) -> int:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_headless_run_stops_on_signal(tmp_path, sig):
     setup_run(tmp_path)
-    proc = cli_popen("run", "--headless", "experiment.json", cwd=tmp_path,
-                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = cli_popen(
+        "run",
+        "--headless",
+        "experiment.json",
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     pids: list[int] = []
     try:
         pids = wait_until(lambda: job_pids(tmp_path), what="two running jobs", proc=proc)
@@ -148,8 +157,11 @@ def test_headless_run_stops_on_signal(tmp_path, sig):
         kill_leftovers(pids)
 
 
-@pytest.mark.parametrize("sig, hang_up", [(signal.SIGTERM, False), (signal.SIGHUP, True)],
-                         ids=["SIGTERM", "SIGHUP-terminal-closed"])
+@pytest.mark.parametrize(
+    "sig, hang_up",
+    [(signal.SIGTERM, False), (signal.SIGHUP, True)],
+    ids=["SIGTERM", "SIGHUP-terminal-closed"],
+)
 def test_tui_run_under_a_terminal_stops_on_signal(tmp_path, sig, hang_up):
     setup_run(tmp_path)
     term = Terminal()
@@ -198,8 +210,14 @@ def test_tui_quit_keep_running_then_sigterm_stops_it(tmp_path):
 
 def test_watch_leaves_on_sigterm_and_the_watched_run_goes_on(tmp_path):
     setup_run(tmp_path)
-    runner = cli_popen("run", "--headless", "experiment.json", cwd=tmp_path,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runner = cli_popen(
+        "run",
+        "--headless",
+        "experiment.json",
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     term = Terminal()
     pids: list[int] = []
     watcher = None
@@ -230,10 +248,22 @@ def test_headless_run_on_ssh_nodes_stops_the_remote_jobs_on_sigterm(tmp_path, ss
     sshd_server.factory.write_known_hosts(tmp_path / "known_hosts", [sshd_server])
     remote.mkdir()
     write_script(remote, "job.sh", JOB)  # the script is looked for relative to the workingdir
-    write_experiment(tmp_path, n_samples=6, n_parallel=2, resource="node", workingdir=str(remote),
-                     resource_args={"known_hosts": str(tmp_path / "known_hosts"), "kill_grace": 0.5})
-    proc = cli_popen("run", "--headless", "experiment.json", cwd=tmp_path,
-                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    write_experiment(
+        tmp_path,
+        n_samples=6,
+        n_parallel=2,
+        resource="node",
+        workingdir=str(remote),
+        resource_args={"known_hosts": str(tmp_path / "known_hosts"), "kill_grace": 0.5},
+    )
+    proc = cli_popen(
+        "run",
+        "--headless",
+        "experiment.json",
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     pids: list[int] = []
     try:
         pids = wait_until(lambda: job_pids(remote), what="two running remote jobs", proc=proc)

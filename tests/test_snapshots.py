@@ -7,7 +7,6 @@ Regenerate after an intended change with `pytest tests/test_snapshots.py --snaps
 from __future__ import annotations
 
 import pytest
-
 from scenes import dashboard_app, empty_app, picker_app
 
 SMALL = (80, 24)

@@ -7,9 +7,7 @@ Regenerate after an intended change with `pytest tests/test_snapshots_panels.py 
 
 from __future__ import annotations
 
-
 import pytest
-
 from panel_scenes import open_node, panels_app
 
 SMALL = (80, 24)

@@ -2,31 +2,43 @@
 
 from __future__ import annotations
 
-
+from aup_tui_backends.jobs import parse_pasted_output
+from screens_support import Host, seed_finished_job, wait_until
 from textual import events
 from textual.widgets import TextArea
 
 from aup_tui.screens.confirm import ConfirmScreen
 from aup_tui.screens.job_detail import JobDetailScreen
 from aup_tui.screens.passive_form import PassiveForm, PassiveRequest
-from backends.jobs import parse_pasted_output
-from screens_support import Host, seed_finished_job, wait_until
 
-REQUEST = PassiveRequest(eid=1, jid=7, command="cd /home/me/rosenbrock && ./rosenbrock.py jobs/7.json",
-                         workingdir="/home/me/rosenbrock", config_path="/home/me/rosenbrock/jobs/7.json")
-
-
+REQUEST = PassiveRequest(
+    eid=1,
+    jid=7,
+    command="cd /home/me/rosenbrock && ./rosenbrock.py jobs/7.json",
+    workingdir="/home/me/rosenbrock",
+    config_path="/home/me/rosenbrock/jobs/7.json",
+)
 
 
 def test_confirm_dialog(snap_compare) -> None:
-    app = Host(lambda: ConfirmScreen("Stop job 12 (running on cpu:cpu0)? Its process is killed.",
-                                     yes_label="Stop job", no_label="Keep running"))
+    app = Host(
+        lambda: ConfirmScreen(
+            "Stop job 12 (running on cpu:cpu0)? Its process is killed.",
+            yes_label="Stop job",
+            no_label="Keep running",
+        )
+    )
     assert snap_compare(app, terminal_size=(80, 24))
 
 
 def test_passive_form_with_error(snap_compare) -> None:
-    app = Host(lambda: PassiveForm(REQUEST, submit=lambda jid, text: parse_pasted_output(text)[-1][0],
-                                   mark_failed=lambda jid, reason: None))
+    app = Host(
+        lambda: PassiveForm(
+            REQUEST,
+            submit=lambda jid, text: parse_pasted_output(text)[-1][0],
+            mark_failed=lambda jid, reason: None,
+        )
+    )
 
     async def paste_garbage(pilot) -> None:
         await wait_until(pilot, lambda: isinstance(pilot.app.screen, PassiveForm))
@@ -46,7 +58,9 @@ def test_job_detail(snap_compare, tmp_path, utc) -> None:
     app = Host(lambda: JobDetailScreen(conn, eid, jid, poll_interval=0.05, clock=lambda: 1_767_225_700.0))
 
     async def loaded(pilot) -> None:
-        await wait_until(pilot, lambda: isinstance(pilot.app.screen, JobDetailScreen) and pilot.app.screen.ended)
+        await wait_until(
+            pilot, lambda: isinstance(pilot.app.screen, JobDetailScreen) and pilot.app.screen.ended
+        )
         await pilot.pause()
 
     try:

@@ -10,17 +10,16 @@ import time
 from pathlib import Path
 
 import pytest
-
-from backends import Experiment
-from backends.config import load_experiment
-from backends.errors import ConfigError
-from backends.events import EventBus, JobIntermediate, JobStarted
-from backends.jobs import Job
-from backends.monitors import NodeError, NodeMonitor, NodePool
-from backends.resources import get_resource_manager
-from backends.resources.ssh import SSHResourceManager
-from backends.setup import init_aup
-from backends.store import TinyDBConnector
+from aup_tui_backends import Experiment
+from aup_tui_backends.config import load_experiment
+from aup_tui_backends.errors import ConfigError
+from aup_tui_backends.events import EventBus, JobIntermediate, JobStarted
+from aup_tui_backends.jobs import Job
+from aup_tui_backends.monitors import NodeError, NodeMonitor, NodePool
+from aup_tui_backends.resources import get_resource_manager
+from aup_tui_backends.resources.ssh import SSHResourceManager
+from aup_tui_backends.setup import init_aup
+from aup_tui_backends.store import TinyDBConnector
 from helpers import ROOT, pid_alive, write_experiment, write_script
 from sshd import sshd_factory, sshd_server, sshd_servers  # noqa: F401  (fixtures)
 
@@ -52,14 +51,19 @@ def node_folder(tmp_path: Path, servers, script: bool = True, slots: int = 1) ->
 def rosenbrock_experiment(folder: Path, n: int, delay: float = 0.02, steps: int = 3, **overrides) -> Path:
     resource_args = {"known_hosts": str(folder / "known_hosts"), **FAST, **overrides.pop("resource_args", {})}
     return write_experiment(
-        folder, script="./rosenbrock.py", resource="node", n_samples=n, target="min",
+        folder,
+        script="./rosenbrock.py",
+        resource="node",
+        n_samples=n,
+        target="min",
         parameter_config=[
             {"name": "x", "range": [-2, 2], "type": "float"},
             {"name": "y", "range": [-2, 2], "type": "float"},
             {"name": "delay", "range": [delay], "type": "choice"},
             {"name": "steps", "range": [steps], "type": "choice"},
         ],
-        resource_args=resource_args, **overrides,
+        resource_args=resource_args,
+        **overrides,
     )
 
 
@@ -90,13 +94,21 @@ def group_processes(pgid: int) -> list[int]:
 
 # -- end to end --------------------------------------------------------------------------------
 
+
 def test_twenty_rosenbrock_jobs_over_two_nodes_all_recorded(sshd_servers, tmp_path):
     servers = sshd_servers[:2]
     folder = node_folder(tmp_path, servers)
     bus = EventBus()
     started, intermediate = [], []
-    bus.subscribe(lambda e: started.append(e) if isinstance(e, JobStarted) else
-                  intermediate.append(e) if isinstance(e, JobIntermediate) else None)
+    bus.subscribe(
+        lambda e: (
+            started.append(e)
+            if isinstance(e, JobStarted)
+            else intermediate.append(e)
+            if isinstance(e, JobIntermediate)
+            else None
+        )
+    )
     exp, result = run_experiment(rosenbrock_experiment(folder, 20, n_parallel=4), folder, bus)
     assert result.status == "FINISHED", exp.connector.errors(result.eid)
     jobs = exp.connector.jobs(result.eid)
@@ -117,12 +129,21 @@ def test_a_node_killed_mid_run_has_its_jobs_retried_on_the_other(sshd_factory, s
     victim = sshd_factory.new()
     try:
         folder = node_folder(tmp_path, [victim, sshd_servers[2]])
-        path = rosenbrock_experiment(folder, 12, delay=0.15, steps=4, n_parallel=4,
-                                     job_failure={"ignore_fail": False, "job_retries": 2})
+        path = rosenbrock_experiment(
+            folder,
+            12,
+            delay=0.15,
+            steps=4,
+            n_parallel=4,
+            job_failure={"ignore_fail": False, "job_retries": 2},
+        )
         bus = EventBus()
         on_victim = threading.Event()
-        bus.subscribe(lambda e: on_victim.set() if isinstance(e, JobStarted)
-                      and str(victim.port) in e.resource else None)
+        bus.subscribe(
+            lambda e: (
+                on_victim.set() if isinstance(e, JobStarted) and str(victim.port) in e.resource else None
+            )
+        )
         exp = Experiment(load_experiment(path), auppath=str(folder / ".aup"), bus=bus)
         thread = threading.Thread(target=exp.run)
         thread.start()
@@ -146,9 +167,20 @@ def test_a_node_killed_mid_run_has_its_jobs_retried_on_the_other(sshd_factory, s
 
 def test_async_job_survives_the_connection_cut_and_restored(sshd_server, tmp_path):
     folder = node_folder(tmp_path, [sshd_server], slots=2)
-    path = rosenbrock_experiment(folder, 2, delay=0.5, steps=4, n_parallel=2, resource_args={
-        "async_run": True, "async_reconnect": 0.2, "async_timeout": 60, "reconn_wait_time": 0.5,
-        "max_retries": 10})
+    path = rosenbrock_experiment(
+        folder,
+        2,
+        delay=0.5,
+        steps=4,
+        n_parallel=2,
+        resource_args={
+            "async_run": True,
+            "async_reconnect": 0.2,
+            "async_timeout": 60,
+            "reconn_wait_time": 0.5,
+            "max_retries": 10,
+        },
+    )
     bus = EventBus()
     first = threading.Event()
     bus.subscribe(lambda e: first.set() if isinstance(e, JobIntermediate) else None)
@@ -175,8 +207,14 @@ def test_async_job_survives_the_connection_cut_and_restored(sshd_server, tmp_pat
 
 def test_early_stopping_kills_lagging_jobs_on_the_node(sshd_servers, tmp_path):
     folder = node_folder(tmp_path, [sshd_servers[14]], slots=2)
-    path = rosenbrock_experiment(folder, 8, delay=0.15, steps=8, n_parallel=2, resource_args={
-        "early_stop": {"aup_policy": "median", "aup_policy_steps": 2, "warmup": 2}})
+    path = rosenbrock_experiment(
+        folder,
+        8,
+        delay=0.15,
+        steps=8,
+        n_parallel=2,
+        resource_args={"early_stop": {"aup_policy": "median", "aup_policy_steps": 2, "warmup": 2}},
+    )
     exp, result = run_experiment(path, folder)
     jobs = exp.connector.jobs(result.eid)
     assert result.status == "FINISHED", exp.connector.errors(result.eid)
@@ -190,6 +228,7 @@ def test_early_stopping_kills_lagging_jobs_on_the_node(sshd_servers, tmp_path):
 
 # -- managers on their own -------------------------------------------------------------------------
 
+
 def make_manager(folder: Path, n_parallel: int = 1, **kwargs) -> SSHResourceManager:
     connector = TinyDBConnector(str(folder / ".aup"))
     options = {"known_hosts": str(folder / "known_hosts"), **FAST, **kwargs}
@@ -198,8 +237,14 @@ def make_manager(folder: Path, n_parallel: int = 1, **kwargs) -> SSHResourceMana
     return rm
 
 
-def start_job(rm: SSHResourceManager, folder: Path, script: str, config: dict, runtime_args=None,
-              workingdir: str | None = None):
+def start_job(
+    rm: SSHResourceManager,
+    folder: Path,
+    script: str,
+    config: dict,
+    runtime_args=None,
+    workingdir: str | None = None,
+):
     """Run `script` (in `folder` here) as a job; `workingdir`: the experiment's folder on the node
     (None: the same path as `folder`)."""
     done = threading.Event()
@@ -215,12 +260,16 @@ def start_job(rm: SSHResourceManager, folder: Path, script: str, config: dict, r
 @pytest.mark.parametrize("async_run", [False, True], ids=["sync", "async"])
 def test_stop_kills_the_whole_process_group_on_the_node(sshd_servers, tmp_path, async_run):
     folder = node_folder(tmp_path, [sshd_servers[3]], script=False)
-    write_script(folder, "spawn.sh", """
+    write_script(
+        folder,
+        "spawn.sh",
+        """
         sleep 300 &
         echo "child $!"
         echo "#Auptimizer:1"
         sleep 300
-    """)
+    """,
+    )
     rm = make_manager(folder, async_run=async_run, async_reconnect=0.1)
     try:
         job, done = start_job(rm, folder, "./spawn.sh", {"x": 1})
@@ -235,7 +284,8 @@ def test_stop_kills_the_whole_process_group_on_the_node(sshd_servers, tmp_path, 
         assert wait_for(lambda: not group_processes(pgid), 5), group_processes(pgid)
         assert not pid_alive(child)
         assert state.kill_result == "gone"  # the manager checked on the node too
-        from backends.remote import alive_command
+        from aup_tui_backends.remote import alive_command
+
         assert rm.pool.run(state.name, alive_command(pgid))[1].strip() == "gone"  # and so do we, over SSH
         record = rm.connector.get_job(job.jid)
         assert record["status"] == "STOPPED" and record["score"] == 1
@@ -245,18 +295,28 @@ def test_stop_kills_the_whole_process_group_on_the_node(sshd_servers, tmp_path, 
 
 def test_parameter_with_quotes_and_semicolons_arrives_intact_and_runs_nothing(sshd_servers, tmp_path):
     folder = node_folder(tmp_path, [sshd_servers[4]], script=False)
-    write_script(folder, "echo config.sh", """
+    write_script(
+        folder,
+        "echo config.sh",
+        """
         cat "$1"; echo
         echo "env=[$TRICKY]"
         echo "#Auptimizer:2"
-    """)
+    """,
+    )
     marker = tmp_path / "pwned"
     evil = f"""a'b"c; touch {marker}; $(touch {marker}) `touch {marker}` && echo x"""
-    odd_dir = tmp_path / "it's a \"dir\"; $(touch pwned)"
+    odd_dir = tmp_path / 'it\'s a "dir"; $(touch pwned)'
     rm = make_manager(folder)
     try:
-        job, done = start_job(rm, folder, "./echo config.sh", {"name": evil},
-                              runtime_args={"env": {"TRICKY": evil}}, workingdir=str(odd_dir))
+        job, done = start_job(
+            rm,
+            folder,
+            "./echo config.sh",
+            {"name": evil},
+            runtime_args={"env": {"TRICKY": evil}},
+            workingdir=str(odd_dir),
+        )
         assert done.wait(20)
         record = rm.connector.get_job(job.jid)
         assert record["status"] == "FINISHED", record
@@ -272,16 +332,25 @@ def test_parameter_with_quotes_and_semicolons_arrives_intact_and_runs_nothing(ss
 
 def test_script_is_uploaded_to_a_remote_working_folder_and_kept_executable(sshd_servers, tmp_path):
     folder = node_folder(tmp_path, [sshd_servers[5]], script=False)
-    write_script(folder, "job.sh", """
+    write_script(
+        folder,
+        "job.sh",
+        """
         echo "cwd=$(pwd) pre=$PRE"
         echo "#Auptimizer:3"
-    """)
+    """,
+    )
     remote_wd = tmp_path / "remote side"
     rm = make_manager(folder)
     try:
-        job, done = start_job(rm, folder, "./job.sh", {"x": 1},
-                              runtime_args={"prescript": "export PRE=yes", "postscript": "touch post.done"},
-                              workingdir=str(remote_wd))
+        job, done = start_job(
+            rm,
+            folder,
+            "./job.sh",
+            {"x": 1},
+            runtime_args={"prescript": "export PRE=yes", "postscript": "touch post.done"},
+            workingdir=str(remote_wd),
+        )
         assert done.wait(20)
         assert rm.connector.get_job(job.jid)["status"] == "FINISHED"
         assert os.access(remote_wd / "job.sh", os.X_OK)
@@ -298,8 +367,9 @@ def test_script_is_uploaded_to_a_remote_working_folder_and_kept_executable(sshd_
         rm.connector.close()
     rm = make_manager(folder)
     try:
-        job3, done3 = start_job(rm, folder, "./job.sh", {"x": 3}, runtime_args={"overwrite": True},
-                                workingdir=str(remote_wd))
+        job3, done3 = start_job(
+            rm, folder, "./job.sh", {"x": 3}, runtime_args={"overwrite": True}, workingdir=str(remote_wd)
+        )
         assert done3.wait(20) and rm.connector.get_job(job3.jid)["score"] == 4
     finally:
         rm.finish()
@@ -408,7 +478,9 @@ def test_experiment_with_only_unusable_nodes_fails_with_the_reason_instead_of_wa
     path = rosenbrock_experiment(folder, 3, job_failure={"ignore_fail": True, "job_retries": 2})
     exp = Experiment(load_experiment(path), auppath=str(folder / ".aup"))
     start = time.monotonic()
-    with pytest.raises(NodeError, match=r"host key for 127.0.0.1:\d+ is unknown .*\"accept_new_hosts\": true"):
+    with pytest.raises(
+        NodeError, match=r"host key for 127.0.0.1:\d+ is unknown .*\"accept_new_hosts\": true"
+    ):
         exp.run()
     assert time.monotonic() - start < 10
     assert exp.connector.get_experiment(exp.eid)["status"] == "FAILED"
@@ -474,16 +546,25 @@ def test_no_nodes_is_a_clear_error_whose_example_init_runs(tmp_path):
     from helpers import cli
 
     init_aup(str(tmp_path / ".aup"), cpu=1)
-    with pytest.raises(ConfigError, match=r"no nodes in node_mapping .*`aup-tui init --overwrite --node "
-                                          r"USER@HOST\[:PORT\]`") as caught:
-        get_resource_manager("node", TinyDBConnector(str(tmp_path / ".aup")), 1, auppath=str(tmp_path / ".aup"))
+    with pytest.raises(
+        ConfigError,
+        match=r"no nodes in node_mapping .*`aup-tui init --overwrite --node "
+        r"USER@HOST\[:PORT\]`",
+    ) as caught:
+        get_resource_manager(
+            "node", TinyDBConnector(str(tmp_path / ".aup")), 1, auppath=str(tmp_path / ".aup")
+        )
     assert "user@host" not in str(caught.value)  # a placeholder `init` refuses, were it typed as shown
     example = re.search(r"e\.g\. `aup-tui ([^`]+)`", str(caught.value)).group(1)
     done = cli(*shlex.split(example), cwd=tmp_path)  # the example, typed as printed, is accepted
     assert done.returncode == 0, done.stderr
-    rm = get_resource_manager("node", TinyDBConnector(str(tmp_path / ".aup")), 1, auppath=str(tmp_path / ".aup"))
+    rm = get_resource_manager(
+        "node", TinyDBConnector(str(tmp_path / ".aup")), 1, auppath=str(tmp_path / ".aup")
+    )
     try:
-        assert [host for host in rm.load_node_mapping(auppath=str(tmp_path / ".aup")).values()] == ["me@192.0.2.10"]
+        assert [host for host in rm.load_node_mapping(auppath=str(tmp_path / ".aup")).values()] == [
+            "me@192.0.2.10"
+        ]
     finally:
         rm.finish()
 
@@ -497,8 +578,9 @@ def test_load_node_mapping_reads_every_host_form(tmp_path):
 
 # -- the commands themselves (run here with /bin/sh; no node needed) ----------------------------------
 
+
 def test_kill_command_never_signals_init_or_everything():
-    from backends.remote import kill_command
+    from aup_tui_backends.remote import kill_command
 
     for pgid in (0, 1, -1):
         with pytest.raises(ValueError):
@@ -508,7 +590,7 @@ def test_kill_command_never_signals_init_or_everything():
 def test_job_commands_quote_every_path_and_value(tmp_path):
     import subprocess
 
-    from backends.remote import RemoteJobPaths, job_body, parse_pgid, sync_command
+    from aup_tui_backends.remote import RemoteJobPaths, job_body, parse_pgid, sync_command
 
     wd = tmp_path / "a 'b' \"c\"; $(touch x) `touch y`"
     (wd / "jobs").mkdir(parents=True)
@@ -516,8 +598,13 @@ def test_job_commands_quote_every_path_and_value(tmp_path):
     (wd / "jobs" / "7.json").write_text("{}")
     paths = RemoteJobPaths(workingdir=str(wd), script=str(wd / "my job;.sh"), jid=7, attempt=1)
     value = "'; touch z; echo '"
-    out = subprocess.run(sync_command(paths, job_body(paths, {"V": value})), shell=True,
-                         capture_output=True, text=True, timeout=20)
+    out = subprocess.run(
+        sync_command(paths, job_body(paths, {"V": value})),
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     lines = out.stdout.splitlines()
     assert out.returncode == 0 and parse_pgid(lines[0])
     assert lines[1:] == [f"arg=jobs/7.json v={value}", "#Auptimizer:1"]
@@ -543,7 +630,10 @@ def test_an_experiment_shares_the_pool_it_is_given(sshd_servers, tmp_path):
 
 # -- where a node experiment's files are (Auptimizer's layout) ----------------------------------
 
-def test_node_experiment_script_is_local_to_the_launch_folder_and_workingdir_is_the_nodes(tmp_path, monkeypatch):
+
+def test_node_experiment_script_is_local_to_the_launch_folder_and_workingdir_is_the_nodes(
+    tmp_path, monkeypatch
+):
     launch = tmp_path / "launch"
     (launch / "sub").mkdir(parents=True)
     write_script(launch / "sub", "job.sh", "echo\n")
@@ -562,5 +652,7 @@ def test_node_experiment_script_is_local_to_the_launch_folder_and_workingdir_is_
 
 def test_resource_args_remote_workingdir_is_refused_with_where_the_path_goes(tmp_path):
     path = write_experiment(tmp_path, resource="node", resource_args={"remote_workingdir": "/srv/x"})
-    with pytest.raises(ConfigError, match=r"resource_args\.remote_workingdir .* workingdir is the folder on the node"):
+    with pytest.raises(
+        ConfigError, match=r"resource_args\.remote_workingdir .* workingdir is the folder on the node"
+    ):
         load_experiment(path)

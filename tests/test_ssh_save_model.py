@@ -8,10 +8,9 @@ import json
 import threading
 
 import pytest
-
-from backends import Experiment
-from backends.config import load_experiment
-from backends.events import EventBus, Notice
+from aup_tui_backends import Experiment
+from aup_tui_backends.config import load_experiment
+from aup_tui_backends.events import EventBus, Notice
 from helpers import write_experiment, write_script
 from sshd import sshd_factory, sshd_server  # noqa: F401  (fixtures)
 from test_ssh_manager import FAST, make_manager, node_folder, start_job, wait_for
@@ -30,16 +29,30 @@ SAVER = """
 
 
 @pytest.mark.parametrize("async_run", [False, True], ids=["sync", "async"])
-def test_save_model_reruns_the_best_job_on_the_node_and_downloads_its_models(sshd_server, tmp_path, async_run):
+def test_save_model_reruns_the_best_job_on_the_node_and_downloads_its_models(
+    sshd_server, tmp_path, async_run
+):
     folder = node_folder(tmp_path, [sshd_server], script=False)
     write_script(folder, "saver.sh", SAVER)
     node_side = tmp_path / "on the node"  # the experiment's workingdir: a folder on the node
     path = write_experiment(
-        folder, script="./saver.sh", resource="node", workingdir=str(node_side), n_samples=3, n_parallel=1,
-        target="max", proposer="sequence",
+        folder,
+        script="./saver.sh",
+        resource="node",
+        workingdir=str(node_side),
+        n_samples=3,
+        n_parallel=1,
+        target="max",
+        proposer="sequence",
         parameter_config=[{"name": "x", "range": [1, 3], "type": "int", "n": 3}],
-        resource_args={"known_hosts": str(folder / "known_hosts"), "save_model": True, "async_run": async_run,
-                       "async_reconnect": 0.1, **FAST})
+        resource_args={
+            "known_hosts": str(folder / "known_hosts"),
+            "save_model": True,
+            "async_run": async_run,
+            "async_reconnect": 0.1,
+            **FAST,
+        },
+    )
     bus = EventBus()
     notices: list[Notice] = []
     bus.subscribe(lambda e: notices.append(e) if isinstance(e, Notice) else None)
@@ -56,8 +69,10 @@ def test_save_model_reruns_the_best_job_on_the_node_and_downloads_its_models(ssh
     assert config["save_model"] is True and config["folder_name"] == f"models_{eid}" and config["x"] == 3
     assert "#Auptimizer:3" in (node_side / "jobs" / f"best_job_{eid}.remote.out").read_text()
     assert "#Auptimizer:3" in (folder / "jobs" / f"best_job_{eid}.out").read_text()
-    assert any(n.level == "info" and n.message == f"the best job {result.best_jid} saved its models in {models}"
-               for n in notices), [n.message for n in notices]
+    assert any(
+        n.level == "info" and n.message == f"the best job {result.best_jid} saved its models in {models}"
+        for n in notices
+    ), [n.message for n in notices]
     jobs = exp.connector.jobs(eid)  # the re-run adds no job and changes no record
     assert len(jobs) == 3 and all(j["status"] == "FINISHED" and len(j["attempts"]) == 1 for j in jobs)
 
@@ -67,9 +82,16 @@ def test_a_best_job_that_saves_nothing_on_the_node_is_reported(sshd_server, tmp_
     write_script(folder, "plain.sh", 'echo "#Auptimizer:1"\n')
     node_side = tmp_path / "node"
     path = write_experiment(
-        folder, script="./plain.sh", resource="node", workingdir=str(node_side), n_samples=1, n_parallel=1,
-        proposer="sequence", parameter_config=[{"name": "x", "range": [1], "type": "choice"}],
-        resource_args={"known_hosts": str(folder / "known_hosts"), "save_model": True, **FAST})
+        folder,
+        script="./plain.sh",
+        resource="node",
+        workingdir=str(node_side),
+        n_samples=1,
+        n_parallel=1,
+        proposer="sequence",
+        parameter_config=[{"name": "x", "range": [1], "type": "choice"}],
+        resource_args={"known_hosts": str(folder / "known_hosts"), "save_model": True, **FAST},
+    )
     bus = EventBus()
     notices: list[Notice] = []
     bus.subscribe(lambda e: notices.append(e) if isinstance(e, Notice) else None)
@@ -86,11 +108,15 @@ def test_finish_waits_for_the_jobs_running_on_nodes(sshd_server, tmp_path):
     """As Auptimizer's SSH manager (and our CPU manager): `finish()` lets running jobs end."""
     folder = node_folder(tmp_path, [sshd_server], script=False)
     gate = tmp_path / "gate"
-    write_script(folder, "gated.sh", f"""
+    write_script(
+        folder,
+        "gated.sh",
+        f"""
         echo started
         while [ ! -e '{gate}' ]; do sleep 0.02; done
         echo "#Auptimizer:2"
-    """)
+    """,
+    )
     rm = make_manager(folder)
     job, done = start_job(rm, folder, "./gated.sh", {"x": 1})
     log = folder / "jobs" / f"{job.jid}.1.out"

@@ -9,11 +9,10 @@ import sys
 import textwrap
 import threading
 
+from aup_tui_backends.store import TinyDBConnector
+from aup_tui_backends.store.connector import JOBS_PER_SHARD, RESULTS_PER_PART
 from helpers import ROOT
 from tinydb import TinyDB
-
-from backends.store import TinyDBConnector
-from backends.store.connector import JOBS_PER_SHARD, RESULTS_PER_PART
 
 
 def _finish_jobs(c: TinyDBConnector, eid: int, n: int, score0: float = 0.0) -> list[int]:
@@ -39,7 +38,11 @@ def test_jobs_results_and_best_survive_reopening(tmp_path):
     assert [j["jid"] for j in again.jobs(eid)] == jids
     assert again.get_best_result(eid, maximize=False) == (jids[0], 0.0)
     assert again.get_best_result(eid, maximize=True) == (jids[-1], float(len(jids) - 1))
-    assert [r["values"] for r in again.intermediate_results(eid, jids[0])] == [[0.0, 0.0], [1.0, 2.0], [2.0, 4.0]]
+    assert [r["values"] for r in again.intermediate_results(eid, jids[0])] == [
+        [0.0, 0.0],
+        [1.0, 2.0],
+        [2.0, 4.0],
+    ]
     assert again.get_labels(eid) == ["acc", "loss"]
 
 
@@ -73,7 +76,7 @@ def test_threads_of_one_process_lose_no_write(tmp_path):
 WRITER = textwrap.dedent("""
     import sys
     sys.path.insert(0, sys.argv[1])
-    from backends.store import TinyDBConnector
+    from aup_tui_backends.store import TinyDBConnector
     c = TinyDBConnector(sys.argv[2])
     eid = int(sys.argv[3])
     for i in range(int(sys.argv[4])):
@@ -90,8 +93,9 @@ def test_two_processes_write_and_see_each_other(tmp_path):
     eid = c.start_experiment("me", "exp", {})
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
-    child = subprocess.Popen([sys.executable, str(script), str(ROOT), aup, str(eid), "150"],
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(ROOT), aup, str(eid), "150"], stdout=subprocess.PIPE, text=True
+    )
     mine = _finish_jobs(c, eid, 150)
     theirs = [int(line) for line in child.communicate(timeout=60)[0].split()]
     assert child.returncode == 0
@@ -107,8 +111,9 @@ def test_kill_9_mid_write_keeps_every_finished_job(tmp_path):
     c.close()
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
-    child = subprocess.Popen([sys.executable, str(script), str(ROOT), aup, str(eid), "100000"],
-                             stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(ROOT), aup, str(eid), "100000"], stdout=subprocess.PIPE, text=True
+    )
     reported: list[int] = []
     assert child.stdout is not None
     while len(reported) < 300:  # let it get well into compactions
@@ -141,10 +146,11 @@ def test_torn_journal_tail_is_ignored_then_cut(tmp_path):
 def test_recover_frees_resources_and_marks_jobs_of_a_dead_process(tmp_path):
     aup = str(tmp_path / ".aup")
     script = tmp_path / "crasher.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import os, sys
         sys.path.insert(0, sys.argv[1])
-        from backends.store import TinyDBConnector
+        from aup_tui_backends.store import TinyDBConnector
         c = TinyDBConnector(sys.argv[2])
         rid = c.add_resource("cpu0", "cpu")
         eid = c.start_experiment("me", "exp", {})
@@ -153,7 +159,8 @@ def test_recover_frees_resources_and_marks_jobs_of_a_dead_process(tmp_path):
         c.start_job(eid, jid, {}, rid, "cpu:cpu0", 1)
         c.flush()
         os.kill(os.getpid(), 9)
-    """))
+    """)
+    )
     subprocess.run([sys.executable, str(script), str(ROOT), aup])
     c = TinyDBConnector(aup)
     assert c.resources()[0]["status"] == "taken"
@@ -225,7 +232,10 @@ def test_a_running_jobs_latest_result_is_on_its_record_for_other_processes(tmp_p
     c.end_job(eid, ended, 1.5, "FINISHED", values=[1.5, 15.0])
     c.flush()
     reader = TinyDBConnector(str(tmp_path / ".aup"))
-    assert reader.get_job(running, eid)["values"] == [1.5, 15.0] and reader.get_job(running, eid)["score"] is None
+    assert (
+        reader.get_job(running, eid)["values"] == [1.5, 15.0]
+        and reader.get_job(running, eid)["score"] is None
+    )
     assert reader.get_job(ended, eid)["status"] == "FINISHED"  # its final record is left as it is
     c.start_job(eid, running, {}, 2, "cpu:1", 2)  # a retry starts with no result of its own
     assert reader.get_job(running, eid)["values"] is None
@@ -261,7 +271,7 @@ def test_a_running_attempts_pid_reaches_other_processes_and_no_other_attempt(tmp
 
 def test_best_job_on_a_tie_is_the_one_that_finished_first(tmp_path):
     """Equal scores: the job that FINISHED first wins (not the lower jid), for max and for min."""
-    from backends.store import better
+    from aup_tui_backends.store import better
 
     c = TinyDBConnector(str(tmp_path / ".aup"))
     eid = c.start_experiment("me", "exp", {})

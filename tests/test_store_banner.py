@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from aup_tui_backends.events import ExperimentStarted, StoreProblem
 from scenes import CLOCK, T0
 
 from aup_tui.app import AupApp
 from aup_tui.bridge import ExperimentState
-from backends.events import ExperimentStarted, StoreProblem
 
 
 async def test_store_full_banner_stays_until_writes_succeed_again(tmp_path):
@@ -15,8 +15,14 @@ async def test_store_full_banner_stays_until_writes_succeed_again(tmp_path):
     aup = tmp_path / ".aup"
     aup.mkdir()
     app = AupApp(str(aup), state=st, clock=CLOCK, find=False)
-    down = StoreProblem(message="store can't be written: No space left on device on /x/jobs-0.json.log; "
-                                "2 results waiting — free space", eid=1, level="error", path="/x", pending=2)
+    down = StoreProblem(
+        message="store can't be written: No space left on device on /x/jobs-0.json.log; "
+        "2 results waiting — free space",
+        eid=1,
+        level="error",
+        path="/x",
+        pending=2,
+    )
     async with app.run_test(size=(100, 30), notifications=True) as pilot:
         screen = app.screen
         screen.apply_changes(screen.state.apply([down]))

@@ -16,10 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
+from aup_tui_backends.store import TinyDBConnector
+from aup_tui_backends.store.files import JournaledStorage, StoreWriteError
 from helpers import cli, cli_popen, write_experiment, write_script
-
-from backends.store import TinyDBConnector
-from backends.store.files import JournaledStorage, StoreWriteError
 
 PAD = "p" * 3000  # a job record bigger than the slack in a journal's last page: the append needs a page
 
@@ -30,8 +29,12 @@ def _mount_tmpfs(store: Path) -> None:
         pytest.skip("needs root and mount(8) to put the store on a small tmpfs")
     keep = store.parent / "store.keep"
     shutil.copytree(store, keep)
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(store)],
-                         capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(store)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if res.returncode != 0:
         shutil.rmtree(keep)
         pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
@@ -62,17 +65,26 @@ def full_store(workdir: Path):
     """A workdir whose `.aup/store` is a 2 MiB tmpfs; jobs wait for `gate`, then print x."""
     store = workdir / ".aup" / "store"
     _mount_tmpfs(store)
-    write_script(workdir, "job.sh", f"""
+    write_script(
+        workdir,
+        "job.sh",
+        f"""
         touch "{workdir}/started.$AUP_JOB_ID"
         i=0
         while [ ! -e "{workdir}/gate" ] && [ $i -lt 3000 ]; do sleep 0.01; i=$((i+1)); done
         x=$(sed 's/.*"x": *\\([-0-9.e]*\\).*/\\1/' "$1")
         echo "#Auptimizer:$x"
-    """)
-    write_experiment(workdir, n_samples=6, n_parallel=2, parameter_config=[
-        {"name": "x", "range": [0, 1], "type": "float"},
-        {"name": "pad", "range": [PAD], "type": "choice"},
-    ])
+    """,
+    )
+    write_experiment(
+        workdir,
+        n_samples=6,
+        n_parallel=2,
+        parameter_config=[
+            {"name": "x", "range": [0, 1], "type": "float"},
+            {"name": "pad", "range": [PAD], "type": "choice"},
+        ],
+    )
     yield workdir
     subprocess.run(["umount", "-l", str(store)], capture_output=True, check=False)
 
@@ -93,13 +105,17 @@ def _start_and_fill(workdir: Path):
     returns (process, stderr file, filler) once the run has said the store is full."""
     err_path = workdir / "run.err"
     err = open(err_path, "w")  # noqa: SIM115 - the run writes to it until it ends
-    proc = cli_popen("run", "--headless", "experiment.json", cwd=workdir, stdout=subprocess.DEVNULL, stderr=err)
+    proc = cli_popen(
+        "run", "--headless", "experiment.json", cwd=workdir, stdout=subprocess.DEVNULL, stderr=err
+    )
     _wait_for(lambda: _started(workdir) == 2 or proc.poll() is not None, "the first two jobs to start")
     assert proc.poll() is None, err_path.read_text()
     filler = _fill(workdir / ".aup" / "store")
     (workdir / "gate").touch()
-    _wait_for(lambda: "store can't be written" in err_path.read_text() or proc.poll() is not None,
-              "the run to say the store is full")
+    _wait_for(
+        lambda: "store can't be written" in err_path.read_text() or proc.poll() is not None,
+        "the run to say the store is full",
+    )
     assert proc.poll() is None, err_path.read_text()
     return proc, err_path, filler
 
@@ -177,16 +193,20 @@ def test_short_writes_are_completed(tmp_path, monkeypatch):
 
 def test_files_follow_the_umask(tmp_path):
     """Everything under .aup/ is created 0o666/0o777 less the umask (077 here: private)."""
-    script = (
-        "import os, sys; os.umask(0o077); "
-        "from aup_tui.cli import main; sys.exit(main(sys.argv[1:]))"
-    )
+    script = "import os, sys; os.umask(0o077); from aup_tui.cli import main; sys.exit(main(sys.argv[1:]))"
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
     write_script(tmp_path, "job.sh", 'echo "#Auptimizer:1"')
     write_experiment(tmp_path, n_samples=2)
     for args in (["init", "--cpu", "2"], ["run", "--headless", "experiment.json"], ["status"]):
-        res = subprocess.run(["python", "-c", script, *args], cwd=tmp_path, env=env, capture_output=True,
-                             text=True, timeout=60, check=False)
+        res = subprocess.run(
+            ["python", "-c", script, *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert res.returncode == 0, res.stderr
     modes = {str(p.relative_to(tmp_path)): p.stat().st_mode & 0o777 for p in (tmp_path / ".aup").rglob("*")}
     assert any(name.endswith(".json.log") for name in modes) and ".aup/store.lock" in modes

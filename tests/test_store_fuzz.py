@@ -17,9 +17,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from aup_tui_backends.store.files import JournaledStorage
 from helpers import cli, write_experiment, write_script
-
-from backends.store.files import JournaledStorage
 
 CASES = int(os.environ.get("AUP_FUZZ_CASES", "10"))
 SEED = int(os.environ.get("AUP_FUZZ_SEED", "20261203"))
@@ -32,15 +31,19 @@ VOLATILE = {("meta.json", "counters"), ("meta.json", "taken"), ("meta.json", "sy
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     """A folder after two real small runs (so there are two experiments and several shards)."""
-    from backends.setup import init_aup
+    from aup_tui_backends.setup import init_aup
 
     folder = tmp_path_factory.mktemp("fuzz-origin")
     init_aup(str(folder / ".aup"), cpu=2)
-    write_script(folder, "job.sh", """
+    write_script(
+        folder,
+        "job.sh",
+        """
         x=$(sed 's/.*"x": *\\([-0-9.e]*\\).*/\\1/' "$1")
         echo "#Auptimizer:$x"
         echo "#Auptimizer:$x"
-    """)
+    """,
+    )
     write_experiment(folder, n_samples=40, workingdir=".")
     for _ in range(2):
         res = cli("run", "--headless", "experiment.json", cwd=folder)
@@ -49,8 +52,11 @@ def finished_run(tmp_path_factory) -> Path:
 
 
 def _databases(store: Path) -> list[str]:
-    names = {str(p.relative_to(store)).removesuffix(".log") for p in store.rglob("*.json*")
-             if p.name.endswith((".json", ".json.log")) and p.name != "summary.json"}  # (a cache, not a database)
+    names = {
+        str(p.relative_to(store)).removesuffix(".log")
+        for p in store.rglob("*.json*")
+        if p.name.endswith((".json", ".json.log")) and p.name != "summary.json"
+    }  # (a cache, not a database)
     return sorted(names)
 
 
@@ -96,7 +102,9 @@ def test_a_damaged_store_file_never_gives_a_traceback(finished_run, tmp_path, ca
     shutil.copytree(finished_run, folder)
     store = folder / ".aup" / "store"
     files = sorted(p for p in store.rglob("*") if p.is_file() and p.stat().st_size or p.name == "meta.json")
-    target = files[case % len(files)] if case < len(files) else rng.choice(files)  # every file once, then random
+    target = (
+        files[case % len(files)] if case < len(files) else rng.choice(files)
+    )  # every file once, then random
     damaged = str(target.relative_to(store)).removesuffix(".log")
     before = _records(store, damaged)
     configs = {p.name: p.read_bytes() for p in (folder / "jobs").glob("*.json")}

@@ -16,13 +16,31 @@ from textual.theme import Theme
 STATES = ("RUNNING", "WAITING", "FINISHED", "FAILED", "STOPPED", "EARLY_STOPPED", "INTERRUPTED", "QUEUED")
 
 
-def _status(running: str, waiting: str, finished: str, failed: str, stopped: str, early: str,
-            interrupted: str, queued: str, point: str, best: str, axis: str) -> dict[str, str]:
+def _status(
+    running: str,
+    waiting: str,
+    finished: str,
+    failed: str,
+    stopped: str,
+    early: str,
+    interrupted: str,
+    queued: str,
+    point: str,
+    best: str,
+    axis: str,
+) -> dict[str, str]:
     return {
-        "status-running": running, "status-waiting": waiting, "status-finished": finished,
-        "status-failed": failed, "status-stopped": stopped, "status-early-stopped": early,
-        "status-interrupted": interrupted, "status-queued": queued,
-        "plot-point": point, "plot-best": best, "plot-axis": axis,
+        "status-running": running,
+        "status-waiting": waiting,
+        "status-finished": finished,
+        "status-failed": failed,
+        "status-stopped": stopped,
+        "status-early-stopped": early,
+        "status-interrupted": interrupted,
+        "status-queued": queued,
+        "plot-point": point,
+        "plot-best": best,
+        "plot-axis": axis,
     }
 
 
@@ -40,10 +58,19 @@ AUP_DARK = Theme(
     panel="#232A36",
     dark=True,
     variables=_status(
-        running="#5FA8D3", waiting="#F2B134", finished="#6BCB77", failed="#EF6461", stopped="#B48EAD",
-        early="#C9A66B", interrupted="#E08E45", queued="#7A8494",
-        point="#5FA8D3", best="#F2B134", axis="#7A8494",
-    ) | {"footer-key-foreground": "#F2B134"},
+        running="#5FA8D3",
+        waiting="#F2B134",
+        finished="#6BCB77",
+        failed="#EF6461",
+        stopped="#B48EAD",
+        early="#C9A66B",
+        interrupted="#E08E45",
+        queued="#7A8494",
+        point="#5FA8D3",
+        best="#F2B134",
+        axis="#7A8494",
+    )
+    | {"footer-key-foreground": "#F2B134"},
 )
 
 AUP_LIGHT = Theme(
@@ -60,10 +87,19 @@ AUP_LIGHT = Theme(
     panel="#E6EAEF",
     dark=False,
     variables=_status(
-        running="#0B62A4", waiting="#9A6700", finished="#1A7F37", failed="#B3261E", stopped="#6A4C93",
-        early="#7D5A00", interrupted="#A04100", queued="#57606A",
-        point="#0B62A4", best="#B35C00", axis="#57606A",
-    ) | {"footer-key-foreground": "#B35C00"},
+        running="#0B62A4",
+        waiting="#9A6700",
+        finished="#1A7F37",
+        failed="#B3261E",
+        stopped="#6A4C93",
+        early="#7D5A00",
+        interrupted="#A04100",
+        queued="#57606A",
+        point="#0B62A4",
+        best="#B35C00",
+        axis="#57606A",
+    )
+    | {"footer-key-foreground": "#B35C00"},
 )
 
 AUP_HIGH_CONTRAST = Theme(
@@ -82,11 +118,23 @@ AUP_HIGH_CONTRAST = Theme(
     luminosity_spread=0.25,
     text_alpha=1.0,
     variables=_status(
-        running="#00FFFF", waiting="#FFFF00", finished="#00FF00", failed="#FF5555", stopped="#FF00FF",
-        early="#FFAF00", interrupted="#FF8700", queued="#C0C0C0",
-        point="#00FFFF", best="#FFFF00", axis="#FFFFFF",
-    ) | {"footer-key-foreground": "#FFFF00", "block-cursor-background": "#FFFF00",
-         "block-cursor-foreground": "#000000"},
+        running="#00FFFF",
+        waiting="#FFFF00",
+        finished="#00FF00",
+        failed="#FF5555",
+        stopped="#FF00FF",
+        early="#FFAF00",
+        interrupted="#FF8700",
+        queued="#C0C0C0",
+        point="#00FFFF",
+        best="#FFFF00",
+        axis="#FFFFFF",
+    )
+    | {
+        "footer-key-foreground": "#FFFF00",
+        "block-cursor-background": "#FFFF00",
+        "block-cursor-foreground": "#000000",
+    },
 )
 
 THEMES: tuple[Theme, ...] = (AUP_DARK, AUP_LIGHT, AUP_HIGH_CONTRAST)
@@ -101,5 +149,13 @@ def status_variable(status: str) -> str:
     return "status-" + status.lower().replace("_", "-")
 
 
-__all__ = ["AUP_DARK", "AUP_LIGHT", "AUP_HIGH_CONTRAST", "THEMES", "DEFAULT_THEME", "FALLBACK", "STATES",
-           "status_variable"]
+__all__ = [
+    "AUP_DARK",
+    "AUP_LIGHT",
+    "AUP_HIGH_CONTRAST",
+    "THEMES",
+    "DEFAULT_THEME",
+    "FALLBACK",
+    "STATES",
+    "status_variable",
+]

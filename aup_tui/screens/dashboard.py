@@ -12,13 +12,14 @@ It owns one `ExperimentState` and hands it to its widgets. The state changes fro
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.message import Message
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input
 
@@ -32,19 +33,19 @@ from ..bridge import (
     StoreSnapshot,
     StoreSource,
 )
-from ..widgets.header import ExperimentHeader
-from ..widgets.job_table import JobTable, format_params
-from ..widgets.score_plot import ScorePlot
 from ..monitoring import GPUSampled, NodesProbed, monitoring_for
 from ..widgets.gpu_panel import GPUPanel
+from ..widgets.header import ExperimentHeader
+from ..widgets.job_table import JobTable, format_params
 from ..widgets.nodes_panel import NodesPanel
+from ..widgets.score_plot import ScorePlot
 
 POLL_INTERVAL = 0.5  # seconds between store reads in watch mode (after the previous one ended)
 MIN_BATCH_INTERVAL = 0.05  # at most ~20 state updates a second
 NARROW = 140  # below this width the plot and panels go under the job table
 
 
-#: the engine's StoreProblem notices (backends.experiment): shown as a banner until resolved
+#: the engine's StoreProblem notices (aup_tui_backends.experiment): shown as a banner until resolved
 STORE_DOWN, STORE_UP = "store can't be written", "store can be written again"
 
 
@@ -63,9 +64,17 @@ class DashboardScreen(Screen):
         Binding("x", "plot_axis", "Plot x axis", show=False, id="dashboard.plot_axis"),
     ]
 
-    def __init__(self, state: ExperimentState, clock: Callable[[], float] = time.time, *,
-                 source: LiveSource | StoreSource | None = None, bridge: EngineBridge | None = None,
-                 connector: Any = None, poll: bool = False, name: str | None = None) -> None:
+    def __init__(
+        self,
+        state: ExperimentState,
+        clock: Callable[[], float] = time.time,
+        *,
+        source: LiveSource | StoreSource | None = None,
+        bridge: EngineBridge | None = None,
+        connector: Any = None,
+        poll: bool = False,
+        name: str | None = None,
+    ) -> None:
         super().__init__(name=name)
         self.state = state
         self.clock = clock
@@ -89,8 +98,10 @@ class DashboardScreen(Screen):
         with Horizontal(id="main"):
             with Vertical(id="left"):
                 yield JobTable(self.state, self.clock, id="jobs")
-                yield Input(placeholder="/ filter: words, e.g. 'failed cpu1' — enter keeps, escape clears",
-                            id="filter")
+                yield Input(
+                    placeholder="/ filter: words, e.g. 'failed cpu1' — enter keeps, escape clears",
+                    id="filter",
+                )
             with Vertical(id="right"):
                 yield ScorePlot(id="plot")
                 with Horizontal(id="panels"):
@@ -131,8 +142,9 @@ class DashboardScreen(Screen):
 
     def on_job_table_sorted(self, message: JobTable.Sorted) -> None:
         default = message.column == "id" and not message.reverse
-        self.query_one(JobTable).border_subtitle = "" if default else \
-            f"sorted by {message.column} {'▼' if message.reverse else '▲'}"
+        self.query_one(JobTable).border_subtitle = (
+            "" if default else f"sorted by {message.column} {'▼' if message.reverse else '▲'}"
+        )
 
     def on_resize(self) -> None:
         self.set_class(self.size.width < NARROW, "-narrow")
@@ -172,8 +184,11 @@ class DashboardScreen(Screen):
                 timeout = 24 * 3600
             elif message.startswith(STORE_UP):
                 self.app.clear_notifications()
-            self.notify(message, severity="error" if level == "error" else
-                        "warning" if level == "warning" else "information", timeout=timeout)
+            self.notify(
+                message,
+                severity="error" if level == "error" else "warning" if level == "warning" else "information",
+                timeout=timeout,
+            )
         if self.state.is_live:
             self._ticker.resume()
         else:
@@ -191,8 +206,9 @@ class DashboardScreen(Screen):
 
     def _update_plot(self) -> None:
         st = self.state
-        self.query_one(ScorePlot).set_data(st.score_values, st.best_trace, st.maximize,
-                                           times=st.score_times, start=st.start)
+        self.query_one(ScorePlot).set_data(
+            st.score_values, st.best_trace, st.maximize, times=st.score_times, start=st.start
+        )
 
     def _tell_end(self) -> None:
         """How the experiment ended; for a FAILED one why, shown long enough to read."""
@@ -200,7 +216,9 @@ class DashboardScreen(Screen):
         message, timeout = f"experiment {st.eid} {st.status.lower()}", 6
         if st.status == "FAILED" and st.reason:
             message, timeout = f"{message}: {st.reason}", 30
-        self.notify(message, timeout=timeout, severity="information" if st.status == "FINISHED" else "warning")
+        self.notify(
+            message, timeout=timeout, severity="information" if st.status == "FINISHED" else "warning"
+        )
 
     def action_plot_axis(self) -> None:
         """The score plot over job order or over time since the start (remembered in .aup)."""
@@ -281,7 +299,9 @@ class DashboardScreen(Screen):
         from .confirm import ConfirmScreen
 
         params = format_params(row.config)
-        question = f"Stop job {jid}" + (f" ({params})" if params else "") + f" on {row.resource or 'its resource'}?"
+        question = (
+            f"Stop job {jid}" + (f" ({params})" if params else "") + f" on {row.resource or 'its resource'}?"
+        )
 
         def answered(yes: bool | None) -> None:
             if yes:
@@ -296,16 +316,19 @@ class DashboardScreen(Screen):
         from .confirm import ConfirmScreen
 
         st = self.state
-        question = (f"Stop experiment '{st.name}' #{st.eid}? Its {st.running} running job(s) are killed "
-                    "and it ends STOPPED.")
+        question = (
+            f"Stop experiment '{st.name}' #{st.eid}? Its {st.running} running job(s) are killed "
+            "and it ends STOPPED."
+        )
 
         def answered(yes: bool | None) -> None:
             if yes:
                 self.notify("stopping the experiment: killing running jobs…", timeout=4)
                 self._request_stop(None)
 
-        self.app.push_screen(ConfirmScreen(question, yes_label="Stop experiment", no_label="Keep running"),
-                             answered)
+        self.app.push_screen(
+            ConfirmScreen(question, yes_label="Stop experiment", no_label="Keep running"), answered
+        )
 
     @work(thread=True, group="requests")
     def _request_stop(self, jid: int | None) -> None:
@@ -418,8 +441,9 @@ class DashboardScreen(Screen):
                 self.query_one(ExperimentHeader).update_state()
 
         source = self.source
-        self.app.push_screen(PassiveForm(PassiveRequest.from_event(want), source.submit, source.mark_failed),
-                             closed)
+        self.app.push_screen(
+            PassiveForm(PassiveRequest.from_event(want), source.submit, source.mark_failed), closed
+        )
 
     # -- the live GPU and node panels (aup_tui/monitoring.py) --------------------------------
 
@@ -450,7 +474,9 @@ class DashboardScreen(Screen):
         if status is not None:
             from .node_detail import NodeDetailScreen
 
-            self.app.push_screen(NodeDetailScreen(status, getattr(self, "monitoring", None), clock=self.clock))
+            self.app.push_screen(
+                NodeDetailScreen(status, getattr(self, "monitoring", None), clock=self.clock)
+            )
 
     def probe_nodes(self, name: str | None = None) -> None:
         monitoring = getattr(self, "monitoring", None)

@@ -21,15 +21,20 @@ class EmptyScreen(Screen):
     def compose(self) -> ComposeResult:
         if self.no_aup:
             title = "No .aup folder here yet"
-            lead = ("aup-tui keeps its resources and results in a .aup folder"
-                    + (f" — none in {self.folder} or ~/.aup." if self.folder else "."))
-            steps = [("Create one with 2 local CPU slots:", "aup-tui init --cpu 2"),
-                     ("Then run an experiment:", "aup-tui run experiment.json")]
+            lead = "aup-tui keeps its resources and results in a .aup folder" + (
+                f" — none in {self.folder} or ~/.aup." if self.folder else "."
+            )
+            steps = [
+                ("Create one with 2 local CPU slots:", "aup-tui init --cpu 2"),
+                ("Then run an experiment:", "aup-tui run experiment.json"),
+            ]
         else:
             title = "No experiment yet"
             lead = f"The .aup folder{' ' + self.folder if self.folder else ''} has no experiment yet."
-            steps = [("Run one here, live:", "aup-tui run experiment.json"),
-                     ("or in the background, then watch it:", "aup-tui run --headless experiment.json")]
+            steps = [
+                ("Run one here, live:", "aup-tui run experiment.json"),
+                ("or in the background, then watch it:", "aup-tui run --headless experiment.json"),
+            ]
         body = Text()
         body.append(title + "\n\n", style="bold")
         body.append(lead + "\n")

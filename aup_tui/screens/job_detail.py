@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from rich.cells import cell_len
 from rich.style import Style
@@ -99,9 +100,17 @@ class JobDetailScreen(Screen[None]):
             super().__init__()
             self.message = message
 
-    def __init__(self, connector, eid: int, jid: int, *, poll_interval: float = 0.5,
-                 clock: Callable[[], float] = time.time, name: str | None = None,
-                 id: str | None = None) -> None:
+    def __init__(
+        self,
+        connector,
+        eid: int,
+        jid: int,
+        *,
+        poll_interval: float = 0.5,
+        clock: Callable[[], float] = time.time,
+        name: str | None = None,
+        id: str | None = None,
+    ) -> None:
         super().__init__(name=name, id=id)
         self.connector = connector
         self.eid = eid
@@ -185,8 +194,14 @@ class JobDetailScreen(Screen[None]):
                 current = attempts[-1]
                 relpath = os.path.join("jobs", f"{jid}.{current.get('attempt')}.out")
                 tail = FileTail(os.path.join(workingdir, relpath))
-                self.post_message(self.LogAttempt(current.get("attempt") or 0, current.get("resource") or "",
-                                                  relpath, first=attempt is None))
+                self.post_message(
+                    self.LogAttempt(
+                        current.get("attempt") or 0,
+                        current.get("resource") or "",
+                        relpath,
+                        first=attempt is None,
+                    )
+                )
                 attempt = current.get("attempt")
             if tail is not None:
                 text = tail.read() or ""
@@ -220,8 +235,9 @@ class JobDetailScreen(Screen[None]):
         self._last_snapshot = message
         colors = theme_colors(self.app)
         status = job.get("status", "?")
-        title = Text.assemble((f"Job {self.jid}", "bold"), " · ",
-                              (status, Style(bold=True, color=status_color(colors, status))))
+        title = Text.assemble(
+            (f"Job {self.jid}", "bold"), " · ", (status, Style(bold=True, color=status_color(colors, status)))
+        )
         if job.get("score") is not None:
             title.append(" · score ")
             title.append(format_value(job["score"]), style="bold")
@@ -238,10 +254,13 @@ class JobDetailScreen(Screen[None]):
                 params.append("\n")
             params.append(str(key).ljust(width), style="bold")
             params.append(f"  {format_value(value)}")
-        self.query_one("#detail-params-text", Static).update(params if config else Text("no parameters", style="dim"))
+        self.query_one("#detail-params-text", Static).update(
+            params if config else Text("no parameters", style="dim")
+        )
 
         self.query_one("#detail-curve", ResultCurve).set_results(
-            [r.get("values") or () for r in message.results], message.labels)
+            [r.get("values") or () for r in message.results], message.labels
+        )
 
         rows = [self._attempt_row(a, message.now) for a in job.get("attempts") or []]
         if rows != self._attempt_rows or force:
@@ -271,15 +290,23 @@ class JobDetailScreen(Screen[None]):
         table = self.query_one("#detail-attempts", DataTable)
         table.clear(columns=True)
         for i, label in enumerate(ATTEMPT_COLUMNS):
-            table.add_column(label, key=label, width=max([cell_len(label), *(cell_len(row[i]) for row in rows)]))
+            table.add_column(
+                label, key=label, width=max([cell_len(label), *(cell_len(row[i]) for row in rows)])
+            )
         return table
 
     @staticmethod
     def _attempt_row(attempt: dict, now: float) -> tuple[str, ...]:
         start, end = attempt.get("start"), attempt.get("end")
         duration = (end if end else now) - start if start else None
-        return (str(attempt.get("attempt", "")), str(attempt.get("resource") or ""), format_time(start),
-                format_duration(duration), str(attempt.get("status") or ""), str(attempt.get("error") or ""))
+        return (
+            str(attempt.get("attempt", "")),
+            str(attempt.get("resource") or ""),
+            format_time(start),
+            format_duration(duration),
+            str(attempt.get("status") or ""),
+            str(attempt.get("error") or ""),
+        )
 
     @on(LogAttempt)
     def _show_attempt(self, message: LogAttempt) -> None:

@@ -9,16 +9,16 @@ status it was given and can be updated with `update_status`.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
+from aup_tui_backends.monitors.nodes import NodeState, NodeStatus
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
-
-from backends.monitors.nodes import NodeState, NodeStatus
 
 from ..monitoring import NodesProbed
 from ..widgets.colors import fmt_since, state_color, theme_colors
@@ -41,8 +41,14 @@ class NodeDetailScreen(Screen):
         Binding("k", "scroll(-1)", "Scroll up", show=False, id="node_detail.up"),
     ]
 
-    def __init__(self, status: NodeStatus, monitor: Any = None, clock: Callable[[], float] = time.time,
-                 *, name: str | None = None) -> None:
+    def __init__(
+        self,
+        status: NodeStatus,
+        monitor: Any = None,
+        clock: Callable[[], float] = time.time,
+        *,
+        name: str | None = None,
+    ) -> None:
         super().__init__(name=name)
         self.status = status
         self.monitor = monitor
@@ -100,8 +106,10 @@ class NodeDetailScreen(Screen):
         title = Text(no_wrap=True, overflow="ellipsis")
         title.append(st.name, style="bold")
         title.append(f"  {st.host}  ", style=muted)
-        title.append(" — " if st.state is NodeState.UNKNOWN else str(st.state),
-                     style=f"bold {state_color(colors, st.state)}")
+        title.append(
+            " — " if st.state is NodeState.UNKNOWN else str(st.state),
+            style=f"bold {state_color(colors, st.state)}",
+        )
         if st.state is not NodeState.UNKNOWN:
             title.append(f" for {fmt_since(now - st.since)}", style=muted)
         figures = []

@@ -7,9 +7,11 @@ job's log and the store.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
+from aup_tui_backends.errors import AupError
+from aup_tui_backends.jobs import RESULT_PREFIX, ResultParseError
 from textual import events, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -18,9 +20,6 @@ from textual.markup import escape
 from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static, TextArea
-
-from backends.errors import AupError
-from backends.jobs import RESULT_PREFIX, ResultParseError
 
 
 @dataclass(frozen=True)
@@ -34,9 +33,14 @@ class PassiveRequest:
     config_path: str
 
     @classmethod
-    def from_event(cls, event) -> "PassiveRequest":
-        return cls(eid=event.eid, jid=event.jid, command=event.command,
-                   workingdir=event.workingdir, config_path=event.config_path)
+    def from_event(cls, event) -> PassiveRequest:
+        return cls(
+            eid=event.eid,
+            jid=event.jid,
+            command=event.command,
+            workingdir=event.workingdir,
+            config_path=event.config_path,
+        )
 
 
 class PasteArea(TextArea):
@@ -84,8 +88,12 @@ class PassiveForm(ModalScreen[str | None]):
         Binding("escape", "close", "Close", id="passive.close"),
     ]
 
-    def __init__(self, request: PassiveRequest, submit: Callable[[int, str], float],
-                 mark_failed: Callable[[int, str], None]) -> None:
+    def __init__(
+        self,
+        request: PassiveRequest,
+        submit: Callable[[int, str], float],
+        mark_failed: Callable[[int, str], None],
+    ) -> None:
         super().__init__()
         self.request = request
         self._submit = submit
@@ -102,12 +110,17 @@ class PassiveForm(ModalScreen[str | None]):
                 yield Static(self._field("Config file", req.config_path), id="passive-config")
                 yield Label("Run this command, then paste its whole output below:", classes="passive-label")
                 yield Static(req.command, id="passive-command", markup=False)
-            yield PasteArea(id="passive-output", soft_wrap=True, show_line_numbers=False,
-                           placeholder=f"Paste the output ({RESULT_PREFIX}<score> lines) or type the score")
+            yield PasteArea(
+                id="passive-output",
+                soft_wrap=True,
+                show_line_numbers=False,
+                placeholder=f"Paste the output ({RESULT_PREFIX}<score> lines) or type the score",
+            )
             yield Static("", id="passive-error", markup=False)
             with Horizontal(id="passive-reason-row"):
-                yield Input(placeholder="Why did it fail? (enter to mark failed, esc to go back)",
-                            id="passive-reason")
+                yield Input(
+                    placeholder="Why did it fail? (enter to mark failed, esc to go back)", id="passive-reason"
+                )
             with Horizontal(id="passive-buttons"):
                 yield Button("Submit", variant="primary", id="passive-submit")
                 yield Button("Copy command", id="passive-copy")

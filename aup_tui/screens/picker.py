@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from rich.text import Text
 from textual import on, work
@@ -27,8 +28,14 @@ def ago(seconds: float) -> str:
     return f"{s // 86400}d ago"
 
 
-COLUMNS = (("eid", "id", 3), ("name", "name", 18), ("status", "status", 10), ("best", "best (job)", 16),
-           ("jobs", "ok/fail/all", 11), ("started", "started", 8))
+COLUMNS = (
+    ("eid", "id", 3),
+    ("name", "name", 18),
+    ("status", "status", 10),
+    ("best", "best (job)", 16),
+    ("jobs", "ok/fail/all", 11),
+    ("started", "started", 8),
+)
 
 
 class PickerScreen(Screen):
@@ -48,8 +55,9 @@ class PickerScreen(Screen):
             super().__init__()
             self.rows = rows
 
-    def __init__(self, connector: Any = None, rows: list[dict] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, connector: Any = None, rows: list[dict] | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
         super().__init__()
         self.connector = connector
         self.rows = rows
@@ -107,13 +115,18 @@ class PickerScreen(Screen):
             done = counts.get("FINISHED", 0)
             failed = counts.get("FAILED", 0) + counts.get("INTERRUPTED", 0)
             total = max(int(exp.get("n_samples") or 0), sum(counts.values()))
-            best = (f"{fmt_score(exp['best_score'])} ({exp['best_jid']})" if exp.get("best_jid") is not None
-                    else "—")
+            best = (
+                f"{fmt_score(exp['best_score'])} ({exp['best_jid']})"
+                if exp.get("best_jid") is not None
+                else "—"
+            )
             start = exp.get("start")
             table.add_row(
-                Text(str(exp["eid"]), justify="right"), exp.get("name", ""),
+                Text(str(exp["eid"]), justify="right"),
+                exp.get("name", ""),
                 Text(exp["status"].lower(), style=status_color(c, exp["status"])),
-                best, f"{done}/{failed}/{total}",
+                best,
+                f"{done}/{failed}/{total}",
                 ago(now - start) if start else "",
                 key=str(exp["eid"]),
             )

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
-from backends.monitors.nodes import NodeState
-from themes import FALLBACK, status_variable
+from aup_tui_backends.monitors.nodes import NodeState
+from aup_tui_themes import FALLBACK, status_variable
 
 
 def theme_colors(app) -> dict[str, str]:

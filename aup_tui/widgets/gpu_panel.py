@@ -9,14 +9,13 @@ one-line slot (the dashboard below 140 columns) it shows a one-line summary.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
+from aup_tui_backends.monitors.gpu import GPUSnapshot, GPUStatus
+from aup_tui_backends.monitors.nodes import NodeStatus
 from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
-
-from backends.monitors.gpu import GPUSnapshot, GPUStatus
-from backends.monitors.nodes import NodeStatus
 
 from .colors import state_color, theme_colors
 
@@ -49,7 +48,7 @@ def sparkline(values: Iterable[float], width: int) -> str:
 def short_gpu_name(name: str) -> str:
     for prefix in ("NVIDIA ", "GeForce ", "Tesla "):
         if name.startswith(prefix):
-            name = name[len(prefix):]
+            name = name[len(prefix) :]
     return name
 
 
@@ -98,8 +97,14 @@ def choose_columns(width: int, gpus: list[GPUStatus]) -> dict[str, int]:
     name_w = min(18, max([len(short_gpu_name(g.name)) for g in gpus] + [4]))
     jobs_w = max([len(_jobs_text(g)) for g in gpus] + [0])
     wanted = {
-        "idx": 2, "name": name_w, "util": 13, "mem": 18, "spark": 12, "temp": 4,
-        "power": 8, "jobs": jobs_w,
+        "idx": 2,
+        "name": name_w,
+        "util": 13,
+        "mem": 18,
+        "spark": 12,
+        "temp": 4,
+        "power": 8,
+        "jobs": jobs_w,
     }
     chosen: dict[str, int] = {}
     used = 0
@@ -163,8 +168,15 @@ def gpu_row(gpu: GPUStatus, cols: Mapping[str, int], colors: Mapping[str, str], 
             text.append(sparkline(gpu.history, w), style=colors.get("primary", "cyan"))
         elif key == "temp":
             t = gpu.temperature
-            color = muted if t is None else colors.get("status-failed") if t >= 85 else \
-                colors.get("status-waiting") if t >= 75 else None
+            color = (
+                muted
+                if t is None
+                else colors.get("status-failed")
+                if t >= 85
+                else colors.get("status-waiting")
+                if t >= 75
+                else None
+            )
             text.append(f"{'?' if t is None else f'{t:.0f}':>{w - 2}}°C", style=color or "")
         elif key == "power":
             d, lim = gpu.power_draw, gpu.power_limit
@@ -187,8 +199,14 @@ def _remote_groups(nodes: Mapping[str, NodeStatus] | None) -> list[NodeStatus]:
     return [s for s in (nodes or {}).values() if s.gpus or s.gpu_error]
 
 
-def gpu_rows(snapshot: GPUSnapshot | None, nodes: Mapping[str, NodeStatus] | None,
-             colors: Mapping[str, str], width: int, *, local: bool = True) -> list[Text]:
+def gpu_rows(
+    snapshot: GPUSnapshot | None,
+    nodes: Mapping[str, NodeStatus] | None,
+    colors: Mapping[str, str],
+    width: int,
+    *,
+    local: bool = True,
+) -> list[Text]:
     """The panel's lines (full mode): local GPUs, then each node's GPUs under its name."""
     muted = colors.get("status-queued", "grey50")
     remote = _remote_groups(nodes)
@@ -213,7 +231,9 @@ def gpu_rows(snapshot: GPUSnapshot | None, nodes: Mapping[str, NodeStatus] | Non
     elif not snapshot.available:
         lines.append(header(f"local: {snapshot.summary}" if remote else snapshot.summary, style=muted))
     else:
-        detail = snapshot.summary + (f" · driver {snapshot.driver_version}" if snapshot.driver_version else "")
+        detail = snapshot.summary + (
+            f" · driver {snapshot.driver_version}" if snapshot.driver_version else ""
+        )
         lines.append(header("local", detail) if remote else header(detail, style=muted))
         for gpu in snapshot.gpus:
             lines.append(gpu_row(gpu, cols, colors, width))
@@ -264,8 +284,6 @@ def gpu_summary(snapshot: GPUSnapshot | None, nodes: Mapping[str, NodeStatus] | 
     return line + tail
 
 
-
-
 class GPUPanel(Widget):
     """Local GPUs from a `GPUSnapshot` and remote ones from node statuses; renders what it is given."""
 
@@ -276,9 +294,16 @@ class GPUPanel(Widget):
     snapshot: reactive[GPUSnapshot | None] = reactive(None, layout=True)
     nodes: reactive[dict[str, NodeStatus] | None] = reactive(None, layout=True)
 
-    def __init__(self, snapshot: GPUSnapshot | None = None, nodes: Mapping[str, NodeStatus] | None = None, *,
-                 local: bool = True, name: str | None = None, id: str | None = None,
-                 classes: str | None = None) -> None:
+    def __init__(
+        self,
+        snapshot: GPUSnapshot | None = None,
+        nodes: Mapping[str, NodeStatus] | None = None,
+        *,
+        local: bool = True,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.local = local  # False: only the nodes' GPUs (the node detail screen)
         self.set_reactive(GPUPanel.snapshot, snapshot)

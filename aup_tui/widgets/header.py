@@ -6,7 +6,7 @@ redraws itself once a second only while the experiment runs.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from rich.text import Text
 from textual.reactive import reactive
@@ -56,7 +56,10 @@ class ExperimentHeader(Widget):
             line.append(f" #{st.eid}", style=c.get("plot-axis", ""))
         status = "connecting…" if st.status == "CONNECTING" else st.status
         line.append(" " if compact else "  ")
-        line.append(f" {status} ", style=f"bold reverse {status_color(c, 'RUNNING' if st.status == 'CONNECTING' else st.status)}")
+        line.append(
+            f" {status} ",
+            style=f"bold reverse {status_color(c, 'RUNNING' if st.status == 'CONNECTING' else st.status)}",
+        )
         sep = " " if compact else "  "
         line.append(f"{sep}{fmt_duration(st.elapsed(now))}{'' if compact else ' elapsed'}")
         goal = "" if compact else f" ({'max' if st.maximize else 'min'})"
@@ -78,8 +81,10 @@ class ExperimentHeader(Widget):
         if st.waiting:
             n = len(st.waiting)
             jid = min(st.waiting)
-            badge = Text(f" ⚑ {'job ' + str(jid) if n == 1 else str(n) + ' jobs'} waiting for you · p ",
-                         style=f"bold reverse {c['status-waiting']}")
+            badge = Text(
+                f" ⚑ {'job ' + str(jid) if n == 1 else str(n) + ' jobs'} waiting for you · p ",
+                style=f"bold reverse {c['status-waiting']}",
+            )
         room = width - (badge.cell_len + 1 if badge is not None else 0)
         line1 = self._line1(c, now, compact=False)
         if line1.cell_len > room:
@@ -106,8 +111,12 @@ class ExperimentHeader(Widget):
             counts.append(f" ■{st.stopped}", style=c["status-stopped"])
         bar_width = max(10, width - counts.cell_len)
         bar = Text(no_wrap=True)
-        segments = [(st.done, "status-finished"), (st.failed, "status-failed"),
-                    (st.stopped, "status-stopped"), (st.running, "status-running")]
+        segments = [
+            (st.done, "status-finished"),
+            (st.failed, "status-failed"),
+            (st.stopped, "status-stopped"),
+            (st.running, "status-running"),
+        ]
         used = 0
         if total:
             acc = 0

@@ -10,7 +10,7 @@ actions, not per-event work.
 from __future__ import annotations
 
 import json
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from rich.text import Text
 from textual.binding import Binding
@@ -112,8 +112,9 @@ class JobTable(DataTable):
     def _cells(self, row: JobRow, now: float) -> tuple:
         c = self._colors
         status = Text(STATUS_LABELS.get(row.status, row.status.lower()), style=status_color(c, row.status))
-        score = Text(fmt_score(row.score), justify="right",
-                     style="bold" if row.jid == self.state.best_jid else "")
+        score = Text(
+            fmt_score(row.score), justify="right", style="bold" if row.jid == self.state.best_jid else ""
+        )
         return (
             Text(str(row.jid), justify="right"),
             status,
@@ -127,7 +128,7 @@ class JobTable(DataTable):
     def _resource_name(self, resource: str) -> str:
         """'cpu:cpu0' → 'cpu0' when the experiment runs on cpu anyway (the column is narrow)."""
         prefix = f"{self.state.resource}:" if self.state.resource else ""
-        return resource[len(prefix):] if prefix and resource.startswith(prefix) else resource
+        return resource[len(prefix) :] if prefix and resource.startswith(prefix) else resource
 
     def _matches(self, row: JobRow) -> bool:
         if self.filter_status and _status_group(row.status) != self.filter_status:
@@ -152,8 +153,9 @@ class JobTable(DataTable):
         self._apply_sort()
         if selected is not None and selected in self._shown:
             self.move_cursor(row=self.get_row_index(str(selected)))
-        self.post_message(self.FilterChanged(self.filter_text, self.filter_status, len(self._shown),
-                                             len(self.state.jobs)))
+        self.post_message(
+            self.FilterChanged(self.filter_text, self.filter_status, len(self._shown), len(self.state.jobs))
+        )
 
     def update_jobs(self, jids: Iterable[int]) -> None:
         """Apply a batch of changed jobs: new rows added, changed cells updated, one sort at most."""
@@ -190,8 +192,11 @@ class JobTable(DataTable):
         if resort:
             self._apply_sort()
         if added:
-            self.post_message(self.FilterChanged(self.filter_text, self.filter_status, len(self._shown),
-                                                 len(self.state.jobs)))
+            self.post_message(
+                self.FilterChanged(
+                    self.filter_text, self.filter_status, len(self._shown), len(self.state.jobs)
+                )
+            )
 
     # DataTable.update_cell bumps the table's update counter, which makes the next redraw
     # rebuild its row-order and row-offset lists and re-render every visible cell: O(rows) per
@@ -289,8 +294,11 @@ class JobTable(DataTable):
         if column not in SORTABLE:
             raise ValueError(f"unknown column {column!r}")
         if reverse is None:
-            reverse = (not self.sort_reverse) if column == self.sort_column else column == "score" and \
-                self.state.maximize
+            reverse = (
+                (not self.sort_reverse)
+                if column == self.sort_column
+                else column == "score" and self.state.maximize
+            )
         self.sort_column, self.sort_reverse = column, reverse
         self._apply_sort()
         self._update_labels()
@@ -301,8 +309,11 @@ class JobTable(DataTable):
             col = self.columns.get(key)  # type: ignore[call-overload]
             if col is None:
                 continue
-            arrow = (" ▼" if self.sort_reverse else " ▲") if key == self.sort_column and \
-                (key != "id" or self.sort_reverse) else ""
+            arrow = (
+                (" ▼" if self.sort_reverse else " ▲")
+                if key == self.sort_column and (key != "id" or self.sort_reverse)
+                else ""
+            )
             col.label = Text(label + arrow)
         self.refresh()
 

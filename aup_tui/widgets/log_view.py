@@ -72,7 +72,7 @@ class FileTail:
         self.offset += len(data)
         if skip_to_line:
             newline = data.find(b"\n")
-            data = data[newline + 1:] if newline >= 0 else b""
+            data = data[newline + 1 :] if newline >= 0 else b""
         return prefix + self._decoder.decode(data)
 
     def flush(self) -> str:
@@ -87,8 +87,15 @@ def _size(n: int) -> str:
 class LogView(Log):
     """A job's output as it grows; keeps the last `max_lines` lines and follows the end."""
 
-    def __init__(self, *, max_lines: int = 5000, placeholder: str = "", name: str | None = None,
-                 id: str | None = None, classes: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        max_lines: int = 5000,
+        placeholder: str = "",
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
         super().__init__(max_lines=max_lines, auto_scroll=True, name=name, id=id, classes=classes)
         self.placeholder = placeholder
         self._has_text = False

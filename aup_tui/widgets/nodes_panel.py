@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
+from aup_tui_backends.monitors.nodes import NodeState, NodeStatus
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -23,8 +24,6 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
-
-from backends.monitors.nodes import NodeState, NodeStatus
 
 from .colors import fmt_since, state_color, theme_colors
 
@@ -81,12 +80,18 @@ def node_cells(status: NodeStatus, now: float, colors: Mapping[str, str]) -> dic
         "mem": Text(mem, justify="right"),
         "jobs": Text(str(status.jobs) if status.jobs else "·", justify="right"),
         "since": Text(since, justify="right", style=muted),
-        "error": Text(brief_error(status.error), style=state_color(colors, NodeState.DOWN), no_wrap=True, overflow="ellipsis"),
+        "error": Text(
+            brief_error(status.error),
+            style=state_color(colors, NodeState.DOWN),
+            no_wrap=True,
+            overflow="ellipsis",
+        ),
     }
 
 
-def nodes_summary(statuses: Mapping[str, NodeStatus] | None, colors: Mapping[str, str] | None = None,
-                  width: int = 200) -> Text:
+def nodes_summary(
+    statuses: Mapping[str, NodeStatus] | None, colors: Mapping[str, str] | None = None, width: int = 200
+) -> Text:
     """One line: how many nodes are in each state (coloured), and which are down when it fits."""
     colors = colors or {}
     text = Text(no_wrap=True, overflow="ellipsis")
@@ -101,7 +106,9 @@ def nodes_summary(statuses: Mapping[str, NodeStatus] | None, colors: Mapping[str
     for st in (NodeState.UP, NodeState.SLOW, NodeState.DOWN, NodeState.UNKNOWN):
         if counts.get(st):
             text.append(f" {counts[st]} ")
-            text.append("probing" if st is NodeState.UNKNOWN else str(st), style=f"bold {state_color(colors, st)}")
+            text.append(
+                "probing" if st is NodeState.UNKNOWN else str(st), style=f"bold {state_color(colors, st)}"
+            )
     down = sorted(s.name for s in statuses.values() if s.state is NodeState.DOWN)
     tail = f" ({', '.join(down)})" if down else ""
     if len(text.plain) + len(tail) <= width:
@@ -144,13 +151,13 @@ class NodesPanel(Widget):
     class NodeSelected(Message):
         """The person asked for a node's details."""
 
-        def __init__(self, panel: "NodesPanel", node: str) -> None:
+        def __init__(self, panel: NodesPanel, node: str) -> None:
             super().__init__()
             self.panel = panel
             self.node = node
 
         @property
-        def control(self) -> "NodesPanel":
+        def control(self) -> NodesPanel:
             return self.panel
 
     class RetryRequested(Message):
@@ -162,9 +169,15 @@ class NodesPanel(Widget):
 
     statuses: reactive[dict[str, NodeStatus] | None] = reactive(None, init=False, always_update=True)
 
-    def __init__(self, statuses: Mapping[str, NodeStatus] | None = None,
-                 clock: Callable[[], float] = time.time, *, name: str | None = None,
-                 id: str | None = None, classes: str | None = None) -> None:
+    def __init__(
+        self,
+        statuses: Mapping[str, NodeStatus] | None = None,
+        clock: Callable[[], float] = time.time,
+        *,
+        name: str | None = None,
+        id: str | None = None,
+        classes: str | None = None,
+    ) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.clock = clock
         self.set_reactive(NodesPanel.statuses, dict(statuses) if statuses is not None else None)
@@ -172,8 +185,9 @@ class NodesPanel(Widget):
         self._cells: dict[str, dict[str, object]] = {}
 
     def compose(self) -> ComposeResult:
-        table: DataTable = DataTable(cursor_type="row", zebra_stripes=False, show_cursor=True,
-                                     id="nodes-table")
+        table: DataTable = DataTable(
+            cursor_type="row", zebra_stripes=False, show_cursor=True, id="nodes-table"
+        )
         table.display = False
         yield table
         yield NodeSummary(EMPTY_TEXT, id="nodes-summary", markup=False)
@@ -246,7 +260,9 @@ class NodesPanel(Widget):
                     table.update_cell(name, key, cells[key])
             self._cells[name] = cells
 
-    def _rebuild_table(self, table: DataTable, columns: dict[str, int], statuses: Mapping[str, NodeStatus]) -> None:
+    def _rebuild_table(
+        self, table: DataTable, columns: dict[str, int], statuses: Mapping[str, NodeStatus]
+    ) -> None:
         selected = self.selected
         table.clear(columns=True)
         self._columns = columns

@@ -68,8 +68,12 @@ class ResultCurve(Widget):
     Given state through `set_results`; reads nothing itself.
     """
 
-    COMPONENT_CLASSES = {"result-curve--line", "result-curve--axis", "result-curve--legend",
-                         "result-curve--empty"}
+    COMPONENT_CLASSES = {
+        "result-curve--line",
+        "result-curve--axis",
+        "result-curve--legend",
+        "result-curve--empty",
+    }
 
     def __init__(self, *, name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(name=name, id=id, classes=classes)
@@ -90,12 +94,18 @@ class ResultCurve(Widget):
         self.refresh()
 
     def _label(self, i: int) -> str:
-        return self._labels[i] if i < len(self._labels) and self._labels[i] else ("score" if i == 0 else f"value {i + 1}")
+        return (
+            self._labels[i]
+            if i < len(self._labels) and self._labels[i]
+            else ("score" if i == 0 else f"value {i + 1}")
+        )
 
     def render(self) -> RenderableType:
         width, height = self.content_size
         if not self._results:
-            return Text("no intermediate results yet", style=self.get_component_rich_style("result-curve--empty"))
+            return Text(
+                "no intermediate results yet", style=self.get_component_rich_style("result-curve--empty")
+            )
         values = [r[0] for r in self._results]
         legend_style = self.get_component_rich_style("result-curve--legend")
         last = self._results[-1]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from rich.text import Text
 from textual.reactive import reactive
@@ -82,8 +82,14 @@ class ScorePlot(Widget):
         self._last_draw = 0.0
         self._pending = None
 
-    def set_data(self, scores: Sequence[float], best: Sequence[float], maximize: bool,
-                 times: Sequence[float] = (), start: float | None = None) -> None:
+    def set_data(
+        self,
+        scores: Sequence[float],
+        best: Sequence[float],
+        maximize: bool,
+        times: Sequence[float] = (),
+        start: float | None = None,
+    ) -> None:
         """Show these scores; the sequences are read at the next redraw, not copied."""
         self.scores, self.best, self.maximize = scores, best, maximize
         self.times, self.start = times, start
@@ -110,8 +116,9 @@ class ScorePlot(Widget):
         pairs = sorted(zip(self.times, self.scores))  # store reads come in job order, not end order
         xs, scores, best = [], [], []
         for t, v in pairs:
-            if math.isfinite(v) and (not best or not math.isfinite(best[-1])
-                                     or (v > best[-1] if self.maximize else v < best[-1])):
+            if math.isfinite(v) and (
+                not best or not math.isfinite(best[-1]) or (v > best[-1] if self.maximize else v < best[-1])
+            ):
                 best.append(v)
             else:
                 best.append(best[-1] if best else v)

@@ -16,8 +16,9 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -368,8 +369,15 @@ class GPUMonitor:
         for dev in self._devices:  # type: ignore[union-attr]
             if dev.handle is None and not self._open_device(dev):
                 statuses.append(
-                    GPUStatus(index=dev.index, uuid=dev.uuid, name=dev.name, jobs=_card_jobs(cards, dev),
-                              history=tuple(dev.history), lost=True, reason=dev.error)
+                    GPUStatus(
+                        index=dev.index,
+                        uuid=dev.uuid,
+                        name=dev.name,
+                        jobs=_card_jobs(cards, dev),
+                        history=tuple(dev.history),
+                        lost=True,
+                        reason=dev.error,
+                    )
                 )
                 continue
             h = dev.handle
@@ -498,7 +506,7 @@ class GPUMonitor:
             self._devices = None
             self._init_tried_at = None
 
-    def __enter__(self) -> "GPUMonitor":
+    def __enter__(self) -> GPUMonitor:
         return self
 
     def __exit__(self, *exc) -> None:

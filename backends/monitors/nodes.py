@@ -24,12 +24,13 @@ import shlex
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
-from backends.errors import AupError
-from backends.monitors.gpu import GPUStatus
+from aup_tui_backends.errors import AupError
+from aup_tui_backends.monitors.gpu import GPUStatus
 
 if TYPE_CHECKING:  # pragma: no cover
     import paramiko
@@ -61,6 +62,7 @@ NVIDIA_SMI_QUERY = (
     "temperature.gpu,power.draw --format=csv,noheader,nounits"
 )
 
+
 def probe_script(smi_timeout: float = 10.0) -> str:
     """The one remote command of a probe (run with ``sh -c``, whatever the login shell).
 
@@ -70,14 +72,14 @@ def probe_script(smi_timeout: float = 10.0) -> str:
     """
     limit = max(1, int(smi_timeout))
     return (
-        "if [ -r /proc/loadavg ]; then read -r l < /proc/loadavg; echo \"$l\"; else uptime; fi; "
+        'if [ -r /proc/loadavg ]; then read -r l < /proc/loadavg; echo "$l"; else uptime; fi; '
         "echo @@mem; "
         "if [ -r /proc/meminfo ]; then while read -r k v u; do case $k in "
-        "MemTotal:|MemAvailable:) echo \"$k $v $u\";; esac; done < /proc/meminfo; fi; "
+        'MemTotal:|MemAvailable:) echo "$k $v $u";; esac; done < /proc/meminfo; fi; '
         "echo @@gpu; "
         "if command -v nvidia-smi >/dev/null 2>&1; then "
         f"if command -v timeout >/dev/null 2>&1; then timeout {limit} {NVIDIA_SMI_QUERY} 2>&1; "
-        f"else {NVIDIA_SMI_QUERY} 2>&1; fi; echo \"@@rc $?\"; "
+        f'else {NVIDIA_SMI_QUERY} 2>&1; fi; echo "@@rc $?"; '
         "else echo @@nosmi; fi"
     )
 
@@ -122,7 +124,7 @@ class CommandTimeoutError(NodeError):
 def _spec_fields(spec: Any) -> tuple[str | None, str, int, str | None]:
     """(user, host, port, key) of a HostSpec-like object (duck-typed)."""
     user = getattr(spec, "user", None) or None
-    host = getattr(spec, "host")
+    host = spec.host
     port = getattr(spec, "port", None) or 22
     key = getattr(spec, "key", None) or None
     return user, str(host), int(port), key
@@ -197,8 +199,9 @@ class _AcceptNewHost:
                 with os.fdopen(fd, "a") as f:
                     f.write(("\n" if needs_newline else "") + line)
         except OSError as exc:
-            log.warning("accepted the host key of %s but could not save it to %s: %s",
-                        hostname, self.known_hosts, exc)
+            log.warning(
+                "accepted the host key of %s but could not save it to %s: %s", hostname, self.known_hosts, exc
+            )
         else:
             log.info("added the host key of %s to %s", hostname, self.known_hosts)
 
@@ -216,7 +219,7 @@ class _Conn:
     def __init__(self, spec: Any):
         self.spec = spec
         self.lock = threading.Lock()
-        self.client: "paramiko.SSHClient | None" = None
+        self.client: paramiko.SSHClient | None = None
         self.connects = 0
         self.down = False
         self.error = ""
@@ -288,7 +291,9 @@ class NodePool:
         try:
             return self._conns[str(name)]
         except KeyError:
-            raise NodeError(f"unknown node {name!r}: it is not in node_mapping or aws_mapping", str(name)) from None
+            raise NodeError(
+                f"unknown node {name!r}: it is not in node_mapping or aws_mapping", str(name)
+            ) from None
 
     # -- state ------------------------------------------------------------------
     def is_down(self, name: str) -> bool:
@@ -318,7 +323,7 @@ class NodePool:
         return self._conn(name).connects
 
     # -- connections --------------------------------------------------------------
-    def get_client(self, name: str) -> "paramiko.SSHClient":
+    def get_client(self, name: str) -> paramiko.SSHClient:
         """The node's connected SSHClient (connects, or reconnects, if needed).
 
         Raises a :class:`NodeError` subclass with a one-line message.
@@ -342,10 +347,10 @@ class NodePool:
             conn.down, conn.error = False, ""
             return client
 
-    def get_transport(self, name: str) -> "paramiko.Transport":
+    def get_transport(self, name: str) -> paramiko.Transport:
         return self.get_client(name).get_transport()
 
-    def open_channel(self, name: str, timeout: float | None = None) -> "paramiko.Channel":
+    def open_channel(self, name: str, timeout: float | None = None) -> paramiko.Channel:
         """A new session channel on the node's pooled connection (caller closes it).
 
         The node may refuse a channel while the connection is fine (OpenSSH
@@ -377,7 +382,7 @@ class NodePool:
         for conn in conns:
             self._close_conn(conn)
 
-    def __enter__(self) -> "NodePool":
+    def __enter__(self) -> NodePool:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -397,7 +402,7 @@ class NodePool:
         self.mark_down(name, message)
         return NodeUnreachableError(message, str(name))
 
-    def _connect(self, name: str, spec: Any) -> "paramiko.SSHClient":
+    def _connect(self, name: str, spec: Any) -> paramiko.SSHClient:
         import socket
 
         import paramiko
@@ -455,8 +460,10 @@ class NodePool:
             ) from None
         except socket.gaierror as exc:
             _quiet_close(client)
-            raise NodeUnreachableError(f"cannot resolve host {host!r} ({exc.strerror or exc})", name) from None
-        except (socket.timeout, TimeoutError):
+            raise NodeUnreachableError(
+                f"cannot resolve host {host!r} ({exc.strerror or exc})", name
+            ) from None
+        except TimeoutError:
             _quiet_close(client)
             raise NodeUnreachableError(
                 f"cannot connect to {label}: timed out after {timeout:g} s", name
@@ -479,7 +486,9 @@ class NodePool:
             if not_ssh:
                 raise NodeUnreachableError(
                     f"cannot connect to {label}: {not_ssh} (is it an SSH server? check the host and port "
-                    "in env.ini)", name) from None
+                    "in env.ini)",
+                    name,
+                ) from None
             raise NodeUnreachableError(f"cannot connect to {label}: {describe_error(cause)}", name) from None
         transport = client.get_transport()
         if transport is not None:
@@ -556,7 +565,9 @@ class NodePool:
         )
 
 
-def exec_within(chan: Any, command: str, timeout: float, label: str = "the node", subsystem: bool = False) -> None:
+def exec_within(
+    chan: Any, command: str, timeout: float, label: str = "the node", subsystem: bool = False
+) -> None:
     """``chan.exec_command(command)`` (``chan.invoke_subsystem(command)`` with ``subsystem``),
     giving up after ``timeout`` s: paramiko waits for the server's answer to the request without
     a deadline, so a wedged channel would hang its caller forever. At the deadline the channel
@@ -578,7 +589,9 @@ def exec_within(chan: Any, command: str, timeout: float, label: str = "the node"
         (chan.invoke_subsystem if subsystem else chan.exec_command)(command)
     except Exception:
         if fired.is_set():
-            raise CommandTimeoutError(f"{label} did not answer a request {what} within {timeout:g} s", label) from None
+            raise CommandTimeoutError(
+                f"{label} did not answer a request {what} within {timeout:g} s", label
+            ) from None
         raise
     finally:
         timer.cancel()
@@ -786,8 +799,20 @@ def parse_probe_output(output: str) -> ProbeResult:
 # --------------------------------------------------------------------------
 class _Node:
     __slots__ = (
-        "name", "state", "since", "checked", "error", "last_error", "failures",
-        "next_due", "history", "gpu_history", "in_flight", "token", "status", "started",
+        "name",
+        "state",
+        "since",
+        "checked",
+        "error",
+        "last_error",
+        "failures",
+        "next_due",
+        "history",
+        "gpu_history",
+        "in_flight",
+        "token",
+        "status",
+        "started",
     )
 
     def __init__(self, name: str, now: float, history: int):
@@ -926,8 +951,10 @@ class NodeMonitor:
                 node.started = time.monotonic()
                 node.token += 1
                 thread = threading.Thread(
-                    target=self._probe_node, args=(name, node.token),
-                    name=f"aup-probe-{name}", daemon=True,
+                    target=self._probe_node,
+                    args=(name, node.token),
+                    name=f"aup-probe-{name}",
+                    daemon=True,
                 )
                 threads.append((name, node.token, thread))
         for _, _, thread in threads:
@@ -1108,7 +1135,8 @@ class NodeMonitor:
             with self._lock:
                 due = [n.name for n in self._nodes.values() if not n.in_flight and n.next_due <= now]
                 hung = [
-                    (n.name, n.token) for n in self._nodes.values()
+                    (n.name, n.token)
+                    for n in self._nodes.values()
                     if n.in_flight and n.started is not None and mono - n.started > limit
                 ]
                 for n in self._nodes.values():
@@ -1129,7 +1157,8 @@ class NodeMonitor:
             with self._lock:
                 waits = [n.next_due - now for n in self._nodes.values() if not n.in_flight]
                 waits += [
-                    n.started + limit - mono for n in self._nodes.values()
+                    n.started + limit - mono
+                    for n in self._nodes.values()
                     if n.in_flight and n.started is not None
                 ]
             wait = min(waits) if waits else self.interval

@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from backends.monitors.gpu import GPUMonitor, GPUSnapshot, GPUStatus
-from backends.monitors.nodes import NodeMonitor, NodePool, NodeState, NodeStatus, host_label
+from aup_tui_backends.monitors.gpu import GPUMonitor, GPUSnapshot, GPUStatus
+from aup_tui_backends.monitors.nodes import NodeMonitor, NodePool, NodeState, NodeStatus, host_label
 
 __all__ = ["format_gpu_lines", "format_node_line", "probe_resources"]
 
@@ -32,11 +32,11 @@ def probe_resources(
 
     ``timeout`` bounds the connection and each remote command (a node that has
     not answered within about ``3 × timeout`` is DOWN).  Raises
-    :class:`~backends.errors.AupError` (a ConfigError) when env.ini cannot be
+    :class:`~aup_tui_backends.errors.AupError` (a ConfigError) when env.ini cannot be
     read; a bad host entry is reported on its own line.
     """
-    from backends.config import load_env, parse_host
-    from backends.errors import AupError
+    from aup_tui_backends.config import load_env, parse_host
+    from aup_tui_backends.errors import AupError
 
     env = load_env(auppath)
     order: list[str] = []

@@ -7,6 +7,7 @@ over a candidate set, on scikit-learn), :mod:`.hyperband`, :mod:`.bohb`. Heavy l
 imported when a proposer is built, never by importing this package, so ``aup-tui --help`` and a
 random search do not pay for them.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -22,19 +23,44 @@ from .optuna import CMAESProposer, HyperoptProposer, QMCProposer, TPEProposer
 if TYPE_CHECKING:
     from ..config import ExperimentConfig
 
-__all__ = ["PROPOSERS", "Proposer", "RandomProposer", "SequenceProposer", "HyperoptProposer",
-           "SpearmintProposer", "HyperbandProposer", "BOHBProposer", "TPEProposer", "GPProposer",
-           "CMAESProposer", "QMCProposer", "added_keys", "config_key", "get_proposer", "proposer_class"]
+__all__ = [
+    "PROPOSERS",
+    "Proposer",
+    "RandomProposer",
+    "SequenceProposer",
+    "HyperoptProposer",
+    "SpearmintProposer",
+    "HyperbandProposer",
+    "BOHBProposer",
+    "TPEProposer",
+    "GPProposer",
+    "CMAESProposer",
+    "QMCProposer",
+    "added_keys",
+    "config_key",
+    "get_proposer",
+    "proposer_class",
+]
 
 PROPOSERS: dict[str, type[Proposer]] = {
-    cls.name: cls for cls in (RandomProposer, SequenceProposer, SpearmintProposer, HyperbandProposer,
-                              HyperoptProposer, BOHBProposer, TPEProposer, GPProposer, CMAESProposer,
-                              QMCProposer)
+    cls.name: cls
+    for cls in (
+        RandomProposer,
+        SequenceProposer,
+        SpearmintProposer,
+        HyperbandProposer,
+        HyperoptProposer,
+        BOHBProposer,
+        TPEProposer,
+        GPProposer,
+        CMAESProposer,
+        QMCProposer,
+    )
 }
 
 REFUSED = {
     "eas": "needs TensorFlow and a DenseNet to grow, which aup-tui does not ship "
-           "— use hyperband, bohb or hyperopt to tune a network's size instead",
+    "— use hyperband, bohb or hyperopt to tune a network's size instead",
 }
 
 
@@ -58,8 +84,10 @@ def proposer_class(name: Any, source: str = "experiment.json") -> type[Proposer]
     cls = PROPOSERS[name]
     missing = [module for module in cls.requires if not installed(module)]
     if missing:
-        raise ConfigError(f"proposer '{name}' in {source} needs {', '.join(missing)}, which is not "
-                          f"installed — pip install 'aup-tui[{cls.extra}]'")
+        raise ConfigError(
+            f"proposer '{name}' in {source} needs {', '.join(missing)}, which is not "
+            f"installed — pip install 'aup-tui[{cls.extra}]'"
+        )
     return cls
 
 

@@ -9,6 +9,7 @@ budget is spent (``finished`` True), or the proposer waits for running jobs' sco
 propose more (hyperband and bohb between rungs; ``finished`` False). The loop asks again when a
 job ends.
 """
+
 from __future__ import annotations
 
 import functools
@@ -16,7 +17,8 @@ import importlib.util
 import json
 import math
 import threading
-from typing import TYPE_CHECKING, Any, ClassVar, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import ConfigError
 
@@ -55,6 +57,7 @@ class Proposer:
         super().__init_subclass__(**kwargs)
         init = cls.__dict__.get("__init__")
         if init is not None:
+
             @functools.wraps(init)
             def __init__(self, config: Any, *args: Any, **kw: Any) -> None:
                 init(self, as_experiment_config(config), *args, **kw)
@@ -135,8 +138,9 @@ class Proposer:
 def config_key(config: dict) -> str:
     """A job's parameters and budget as a comparable string (the ids job_id and tid left out:
     they number jobs, they do not describe them)."""
-    return json.dumps({k: v for k, v in config.items() if k not in ("job_id", "tid")},
-                      sort_keys=True, default=str)
+    return json.dumps(
+        {k: v for k, v in config.items() if k not in ("job_id", "tid")}, sort_keys=True, default=str
+    )
 
 
 def installed(module: str) -> bool:
@@ -158,30 +162,43 @@ def _finite(score: Any) -> float | None:
 
 # -- key checks shared by the proposers: experiment.json's top-level keys, one clear error each --
 
+
 def key_int(config: ExperimentConfig, key: str, default: int, minimum: int) -> int:
     value = config.raw.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{key} in {config.path or 'experiment.json'} must be a whole number of at "
-                          f"least {minimum} (default {default}), got {json.dumps(value, default=str)}")
+        raise ConfigError(
+            f"{key} in {config.path or 'experiment.json'} must be a whole number of at "
+            f"least {minimum} (default {default}), got {json.dumps(value, default=str)}"
+        )
     return value
 
 
-def key_number(config: ExperimentConfig, key: str, default: float | None, low: float,
-               high: float = math.inf, low_open: bool = True) -> float:
+def key_number(
+    config: ExperimentConfig,
+    key: str,
+    default: float | None,
+    low: float,
+    high: float = math.inf,
+    low_open: bool = True,
+) -> float:
     value: Any = config.raw.get(key, default)
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or not (value > low if low_open else value >= low) or value > high:
         bound = f"above {low:g}" if low_open else f"at least {low:g}"
         bound += f" and at most {high:g}" if math.isfinite(high) else ""
         hint = f" (default {default:g})" if default is not None else ""
-        raise ConfigError(f"{key} in {config.path or 'experiment.json'} must be a number {bound}{hint}, "
-                          f"got {json.dumps(value, default=str)}")
+        raise ConfigError(
+            f"{key} in {config.path or 'experiment.json'} must be a number {bound}{hint}, "
+            f"got {json.dumps(value, default=str)}"
+        )
     return float(value)
 
 
 def key_choice(config: ExperimentConfig, key: str, default: str, options: tuple[str, ...]) -> str:
     value = config.raw.get(key, default)
     if value not in options:
-        raise ConfigError(f"{key} {json.dumps(value, default=str)} in {config.path or 'experiment.json'} "
-                          f"is not supported by the {config.proposer} proposer — use {' or '.join(options)}")
+        raise ConfigError(
+            f"{key} {json.dumps(value, default=str)} in {config.path or 'experiment.json'} "
+            f"is not supported by the {config.proposer} proposer — use {' or '.join(options)}"
+        )
     return value

@@ -1,9 +1,10 @@
 """Random and grid search (Auptimizer's ``random`` and ``sequence``).
 
 Both read ``parameter_config`` entries ``{name, type: float|int|choice, range, interval?, n?}``
-as validated by :mod:`backends.config`, and hand out plain JSON values (ints for int parameters,
+as validated by :mod:`aup_tui_backends.config`, and hand out plain JSON values (ints for int parameters,
 floats for float ones) because the dict is written to the job's config file as is.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -56,8 +57,7 @@ class SequenceProposer(Proposer):
         size = math.prod(len(axis) for axis in axes)
         self.n_samples = min(config.n_samples, size) if config.n_samples > 0 else size
         names = [p["name"] for p in config.parameter_config]
-        self._grid = (dict(zip(names, reversed(point)))
-                      for point in itertools.product(*reversed(axes)))
+        self._grid = (dict(zip(names, reversed(point))) for point in itertools.product(*reversed(axes)))
 
     def _propose(self) -> dict:
         return next(self._grid)

@@ -21,6 +21,7 @@ compared by expected improvement; Optuna chooses the kernels' bandwidths itself,
 ``bandwidth_factor`` and ``min_bandwidth`` are checked but have no effect. Unlike Auptimizer (which
 raises), a failed or stopped job counts as the worst of its rung.
 """
+
 from __future__ import annotations
 
 import math
@@ -105,7 +106,9 @@ class BOHBProposer(Proposer):
         key_number(config, "bandwidth_factor", 3, low=0)
         key_number(config, "min_bandwidth", 0.001, low=0, low_open=False)
         self.max_sh_iter = -int(math.log(self.min_budget / self.max_budget) / math.log(self.eta)) + 1
-        self.budgets = [self.max_budget * self.eta ** -(self.max_sh_iter - 1 - k) for k in range(self.max_sh_iter)]
+        self.budgets = [
+            self.max_budget * self.eta ** -(self.max_sh_iter - 1 - k) for k in range(self.max_sh_iter)
+        ]
         self.n_samples = sum(sum(self._sizes(i)) for i in range(self.n_iterations))
         self._dists = distributions(config.parameter_config)
         self._rng = random.Random(self.seed)
@@ -116,7 +119,7 @@ class BOHBProposer(Proposer):
 
     def _sizes(self, iteration: int) -> list[int]:
         s = self.max_sh_iter - 1 - (iteration % self.max_sh_iter)
-        n0 = int(math.floor(self.max_sh_iter / (s + 1)) * self.eta ** s)
+        n0 = int(math.floor(self.max_sh_iter / (s + 1)) * self.eta**s)
         return [max(int(n0 * self.eta ** (-i)), 1) for i in range(s + 1)]
 
     def _propose(self) -> dict | None:
@@ -132,16 +135,19 @@ class BOHBProposer(Proposer):
                 return None  # waiting for scores (or done)
             i = len(self._iterations)
             s = self.max_sh_iter - 1 - (i % self.max_sh_iter)
-            self._iterations.append(_Iteration(self._sizes(i), self.budgets[-s - 1:]))
+            self._iterations.append(_Iteration(self._sizes(i), self.budgets[-s - 1 :]))
 
     def _sample(self, budget: float) -> dict:
         import optuna
 
         from .optuna import to_job
 
-        ready = [b for b, study in self._models.items()
-                 if len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
-                 >= self.min_points + 2]
+        ready = [
+            b
+            for b, study in self._models.items()
+            if len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+            >= self.min_points + 2
+        ]
         if not ready or self._rng.random() < self.random_fraction:
             return {p["name"]: draw(p, self._rng) for p in self.config.parameter_config}
         study = self._models[max(ready)]
@@ -158,8 +164,12 @@ class BOHBProposer(Proposer):
                 warnings.simplefilter("ignore", FutureWarning)
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 sampler = optuna.samplers.TPESampler(
-                    seed=self._rng.randint(0, 2 ** 31), multivariate=True, n_startup_trials=0,
-                    n_ei_candidates=self.num_samples, gamma=lambda n: max(1, math.ceil(n * top / 100)))
+                    seed=self._rng.randint(0, 2**31),
+                    multivariate=True,
+                    n_startup_trials=0,
+                    n_ei_candidates=self.num_samples,
+                    gamma=lambda n: max(1, math.ceil(n * top / 100)),
+                )
             self._models[budget] = optuna.create_study(direction="minimize", sampler=sampler)
         return self._models[budget]
 
@@ -177,8 +187,9 @@ class BOHBProposer(Proposer):
         it.register(cid, loss)
         params = to_optuna(self.config.parameter_config, it.configs[cid])
         if score is not None and params is not None:
-            self._model(budget).add_trial(optuna.trial.create_trial(
-                params=params, distributions=self._dists, value=loss))
+            self._model(budget).add_trial(
+                optuna.trial.create_trial(params=params, distributions=self._dists, value=loss)
+            )
 
     def replay(self, history: History) -> None:
         """Past jobs fill the schedule in proposal order: a past job takes the slot of the same
@@ -198,8 +209,11 @@ class BOHBProposer(Proposer):
                 it, cid, budget = self._running[params["tid"]]
                 fresh = it.stage == 0 and cid not in it.losses
                 same = config_key(params) == config_key(past)
-                fits = (fresh and past.get("n_iterations") == params["n_iterations"]
-                        and to_optuna(self.config.parameter_config, past) is not None)
+                fits = (
+                    fresh
+                    and past.get("n_iterations") == params["n_iterations"]
+                    and to_optuna(self.config.parameter_config, past) is not None
+                )
                 if same or fits:
                     if not same:
                         it.configs[cid] = {p["name"]: past[p["name"]] for p in self.config.parameter_config}

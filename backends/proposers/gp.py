@@ -18,6 +18,7 @@ cube of the count (bench_proposers.py: ~50 ms median, ~0.7 s when re-tuning, at 
 Spearmint's ``engine``, ``engine_config`` and ``spearmint_dir`` are accepted for
 compatibility; ``spearmint`` adds ``job_id`` (written by the engine into every job's config).
 """
+
 from __future__ import annotations
 
 import math
@@ -126,8 +127,9 @@ class GPProposer(Proposer):
         if len(self._y) < self.n_startup:
             params = self._decode(self._grid[self._rs.integers(len(self._grid))])
         else:
-            idx = self._rs.choice(len(self._grid), size=min(self.n_candidates, len(self._grid)),
-                                  replace=False)
+            idx = self._rs.choice(
+                len(self._grid), size=min(self.n_candidates, len(self._grid)), replace=False
+            )
             ei = self._expected_improvement(self._encode_grid(self._grid[idx]))
             params = self._decode(self._grid[idx[int(self._np.argmax(ei))]])
         self._pending.setdefault(config_key(params), []).append(self._encode(params))
@@ -157,8 +159,8 @@ class GPProposer(Proposer):
         """Rows of the ``size // 2`` best results and a random draw of the others."""
         np = self._np
         order = np.argsort(y)
-        rest = self._rs.choice(order[size // 2:], size - size // 2, replace=False)
-        return np.concatenate([order[:size // 2], rest])
+        rest = self._rs.choice(order[size // 2 :], size - size // 2, replace=False)
+        return np.concatenate([order[: size // 2], rest])
 
     def _fit(self, X: Any, y: Any) -> Any:
         """The GP on (X, y). Kernel hyperparameters are re-optimised now and then, on at most
@@ -173,10 +175,12 @@ class GPProposer(Proposer):
             kernel = self._kernel or (
                 ConstantKernel(1.0, (1e-3, 1e3))
                 * Matern(length_scale=[0.5] * X.shape[1], length_scale_bounds=(1e-3, 1e2), nu=2.5)
-                + WhiteKernel(1e-4, (1e-8, 1e-1)))
+                + WhiteKernel(1e-4, (1e-8, 1e-1))
+            )
             rows = self._subset(y, REFIT_MAX) if len(y) > REFIT_MAX else np.arange(len(y))
-            tuner = GaussianProcessRegressor(kernel=kernel, normalize_y=True, n_restarts_optimizer=0,
-                                             random_state=self.seed)
+            tuner = GaussianProcessRegressor(
+                kernel=kernel, normalize_y=True, n_restarts_optimizer=0, random_state=self.seed
+            )
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # convergence chatter from the kernel optimiser
                 tuner.fit(X[rows], y[rows])
@@ -227,6 +231,8 @@ class SpearmintProposer(GPProposer):
 
         engine = config.raw.get("engine", "GPEIOptChooser")
         if engine not in ("GPEIOptChooser", "GPEIChooser"):
-            raise ConfigError(f"engine {engine!r} in {config.path or 'experiment.json'} is not a "
-                              "spearmint chooser aup-tui has — use GPEIOptChooser or GPEIChooser")
+            raise ConfigError(
+                f"engine {engine!r} in {config.path or 'experiment.json'} is not a "
+                "spearmint chooser aup-tui has — use GPEIOptChooser or GPEIChooser"
+            )
         super().__init__(config)

@@ -17,6 +17,7 @@ Auptimizer writes 1.0) and ``tid`` (its place in the rung, as in Auptimizer). Un
 job that fails or is stopped counts as the worst of its rung instead of stalling the bracket, and
 every bracket runs (Auptimizer stops after as many jobs as the brackets' first rungs hold).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,11 +46,11 @@ def schedule(max_iter: int, eta: int, skip_last: int = 0) -> list[list[tuple[int
     total = (s_max + 1) * max_iter
     brackets = []
     for s in range(s_max, -1, -1):
-        n = int(math.ceil(total / max_iter / (s + 1) * eta ** s))
+        n = int(math.ceil(total / max_iter / (s + 1) * eta**s))
         r = max_iter * eta ** (-s)
         rungs, size = [], n
         for i in range(s + 1 - int(skip_last)):
-            rungs.append((size, r * eta ** i))
+            rungs.append((size, r * eta**i))
             size = int(n * eta ** (-i) / eta)
         if rungs:
             brackets.append(rungs)
@@ -89,8 +90,9 @@ class HyperbandProposer(Proposer):
             self._configs = []
             return
         size = self.brackets[index][0][0]
-        sub = dataclasses.replace(self.config, proposer=self.engine, n_samples=size,
-                                  random_seed=self._rng.randint(0, 100))
+        sub = dataclasses.replace(
+            self.config, proposer=self.engine, n_samples=size, random_seed=self._rng.randint(0, 100)
+        )
         engine = proposer_class(self.engine, self.source)(sub)
         configs: list[dict] = []
         for _ in range(size):  # a grid smaller than the bracket repeats from its start

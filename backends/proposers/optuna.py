@@ -7,6 +7,7 @@ ends without a score is told FAIL, which the samplers skip, so a failed job neve
 proposer. Choice parameters are categorical over their positions, so any JSON value can be a
 choice; int parameters are drawn from [low, high] inclusive like random search.
 """
+
 from __future__ import annotations
 
 import math
@@ -138,11 +139,13 @@ class OptunaProposer(Proposer):
                     continue
                 value = None if score is None else float(score)
                 if value is None or not math.isfinite(value):
-                    trial = optuna.trial.create_trial(params=params, distributions=self._dists,
-                                                      state=optuna.trial.TrialState.FAIL)
+                    trial = optuna.trial.create_trial(
+                        params=params, distributions=self._dists, state=optuna.trial.TrialState.FAIL
+                    )
                 else:
-                    trial = optuna.trial.create_trial(params=params, distributions=self._dists,
-                                                      value=self._loss(value))
+                    trial = optuna.trial.create_trial(
+                        params=params, distributions=self._dists, value=self._loss(value)
+                    )
                 self.study.add_trial(trial)
 
 
@@ -167,8 +170,9 @@ class HyperoptProposer(OptunaProposer):
             return optuna.samplers.RandomSampler(seed=self.seed)
         with warnings.catch_warnings():  # gamma is deprecated in Optuna 4.9, kept until 6
             warnings.simplefilter("ignore", FutureWarning)
-            return optuna.samplers.TPESampler(seed=self.seed, n_startup_trials=20, n_ei_candidates=24,
-                                              gamma=_hyperopt_gamma)
+            return optuna.samplers.TPESampler(
+                seed=self.seed, n_startup_trials=20, n_ei_candidates=24, gamma=_hyperopt_gamma
+            )
 
 
 class TPEProposer(OptunaProposer):
@@ -207,5 +211,9 @@ class QMCProposer(OptunaProposer):
 
         with warnings.catch_warnings():  # "experimental" since Optuna 3.0
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.QMCSampler(seed=self.seed, scramble=True, warn_independent_sampling=False,
-                                              warn_asynchronous_seeding=False)
+            return optuna.samplers.QMCSampler(
+                seed=self.seed,
+                scramble=True,
+                warn_independent_sampling=False,
+                warn_asynchronous_seeding=False,
+            )

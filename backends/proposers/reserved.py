@@ -4,6 +4,7 @@ A parameter with one of these names would be overwritten silently in the job's c
 the experiment loader refuses it. The list is derived from the proposer classes' ``adds``:
 that is the one place a proposer's keys are declared.
 """
+
 from __future__ import annotations
 
 JOB_ID_KEY = "job_id"  # each job's config carries its id under this key, as Auptimizer writes it

@@ -13,8 +13,9 @@ from .passive import PassiveResourceManager
 RESOURCE_TYPES = ("cpu", "gpu", "node", "aws", "passive")
 
 
-def get_resource_manager(resource: str, connector, n_parallel: int, auppath: str = ".aup",
-                         **kwargs: Any) -> AbstractResourceManager:
+def get_resource_manager(
+    resource: str, connector, n_parallel: int, auppath: str = ".aup", **kwargs: Any
+) -> AbstractResourceManager:
     """The manager for `resource` (cpu, gpu, node, aws, passive), as Auptimizer's factory; an
     unknown type is an UnknownResourceError (a ConfigError, and the KeyError Auptimizer raises)."""
     if resource == "cpu":
@@ -48,6 +49,12 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "AWSResourceManager", "AbstractResourceManager", "CPUResourceManager", "GPUResourceManager",
-    "PassiveResourceManager", "RESOURCE_TYPES", "SSHResourceManager", "get_resource_manager",
+    "AWSResourceManager",
+    "AbstractResourceManager",
+    "CPUResourceManager",
+    "GPUResourceManager",
+    "PassiveResourceManager",
+    "RESOURCE_TYPES",
+    "SSHResourceManager",
+    "get_resource_manager",
 ]

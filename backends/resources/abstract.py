@@ -15,8 +15,9 @@ import logging
 import random
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, BinaryIO, Callable, Iterable
+from typing import Any, BinaryIO
 
 from ..config import _ARG_AUPTIMIZER, RESOURCE_ARG_KEYS
 from ..errors import UnknownArgumentError
@@ -46,8 +47,9 @@ Callback = Callable[[Any, int], Any]
 MAX_LINE = 1 << 20  # longer output lines are logged but not parsed
 
 #: keyword arguments the engine passes to every manager (one manager may ignore some of them)
-ENGINE_KWARGS = frozenset({"eid", "bus", "maximize", "early_stop_policy", "monitor", "pool", "username",
-                           "auppath", "key"})
+ENGINE_KWARGS = frozenset(
+    {"eid", "bus", "maximize", "early_stop_policy", "monitor", "pool", "username", "auppath", "key"}
+)
 #: Auptimizer's own keyword arguments (its Experiment passes the last four to every manager)
 AUPTIMIZER_KWARGS = frozenset(_ARG_AUPTIMIZER)
 
@@ -73,8 +75,9 @@ class AbstractResourceManager(ABC):
         early_stop = kwargs.pop("early_stop", None)
         self.early_stop = kwargs.pop("early_stop_policy", None)
         if self.early_stop is None and early_stop:
-            self.early_stop = make_policy(early_stop, self.maximize,
-                                          source=f"the early_stop argument of {type(self).__name__}")
+            self.early_stop = make_policy(
+                early_stop, self.maximize, source=f"the early_stop argument of {type(self).__name__}"
+            )
         track = bool(kwargs.pop("track_intermediate_results", False)) or self.early_stop is not None
         #: jid → the scores each job reported, in order (Auptimizer's `interm_job_res`); None when
         #: not tracked
@@ -103,7 +106,8 @@ class AbstractResourceManager(ABC):
             raise UnknownArgumentError(
                 f"{type(self).__name__} got the unknown argument{'s' if len(unknown) > 1 else ''} "
                 f"{', '.join(repr(k) for k in unknown)}: remove {'them' if len(unknown) > 1 else 'it'} "
-                "from resource_args in experiment.json (or check the spelling)")
+                "from resource_args in experiment.json (or check the spelling)"
+            )
         self.resource_args = kwargs
 
     # -- seed API -------------------------------------------------------------------------
@@ -180,20 +184,31 @@ class AbstractResourceManager(ABC):
         job.status = "RETRY" if retry else status
         values = list(job.results[-1]) if job.results else None
         try:  # a record that can't be written (damaged shard, EMFILE) must not keep the resource
-            end = self.connector.end_job(self.eid, jid, score, status, values=values, error=job.error,
-                                         final=not retry)
+            end = self.connector.end_job(
+                self.eid, jid, score, status, values=values, error=job.error, final=not retry
+            )
         finally:
             if job.rid is not None:
                 self.connector.free_used_resource(job.rid)
                 self.bus.publish(ResourceFreed(rid=job.rid))
         if status == "FINISHED":
-            self.bus.publish(JobFinished(eid=self.eid, jid=jid, score=score, values=tuple(values or ()),
-                                         end=end if isinstance(end, float) else None))
+            self.bus.publish(
+                JobFinished(
+                    eid=self.eid,
+                    jid=jid,
+                    score=score,
+                    values=tuple(values or ()),
+                    end=end if isinstance(end, float) else None,
+                )
+            )
         elif status in ("STOPPED", "EARLY_STOPPED"):
-            self.bus.publish(JobStopped(eid=self.eid, jid=jid, reason=job.error or status.lower(), score=score))
+            self.bus.publish(
+                JobStopped(eid=self.eid, jid=jid, reason=job.error or status.lower(), score=score)
+            )
         else:
-            self.bus.publish(JobFailed(eid=self.eid, jid=jid, error=job.error or "failed", score=score,
-                                       will_retry=retry))
+            self.bus.publish(
+                JobFailed(eid=self.eid, jid=jid, error=job.error or "failed", score=score, will_retry=retry)
+            )
 
     def is_job_stopped(self, jid: int) -> bool:
         return jid in self._stop_reasons or self.connector.is_job_stopped(jid, self.eid)
@@ -289,10 +304,13 @@ class AbstractResourceManager(ABC):
             self.bus.publish(JobIntermediate(eid=self.eid, jid=job.jid, index=index, values=values))
         if self.early_stop is not None and self.early_stop.report(job.jid, values[0], job.attempt):
             why = self.early_stop.reason(job.jid)
-            self.stop_job(job.jid, reason=f"early stopped after {index + 1} results" + (f" — {why}" if why else ""))
+            self.stop_job(
+                job.jid, reason=f"early stopped after {index + 1} results" + (f" — {why}" if why else "")
+            )
 
-    def pump_output(self, job: Job, chunks: Iterable[bytes], log: BinaryIO,
-                    keep: Callable[[str], bool] | None = None) -> str:
+    def pump_output(
+        self, job: Job, chunks: Iterable[bytes], log: BinaryIO, keep: Callable[[str], bool] | None = None
+    ) -> str:
         """Copy a job's output to its log, line by line, publishing lines and recording
         `#Auptimizer:` results; returns the last line seen (for error messages).
 
@@ -336,10 +354,14 @@ class AbstractResourceManager(ABC):
     def _executor(self) -> ThreadPoolExecutor:
         # a pool shut down by a caller (`executor.shutdown(wait=True)`, as Auptimizer's tests do) is replaced
         if self._pool is None or getattr(self._pool, "_shutdown", False):
-            self._pool = ThreadPoolExecutor(max_workers=self.n_parallel, thread_name_prefix=f"aup-{self.rtype}")
+            self._pool = ThreadPoolExecutor(
+                max_workers=self.n_parallel, thread_name_prefix=f"aup-{self.rtype}"
+            )
         return self._pool
 
-    def _run_and_finish(self, job: Job, rid: int, exp_config: Any, call_back_func: Callback, kwargs: dict) -> None:
+    def _run_and_finish(
+        self, job: Job, rid: int, exp_config: Any, call_back_func: Callback, kwargs: dict
+    ) -> None:
         reported: list[Any] = []
 
         def callback(score: Any, jid: int) -> None:

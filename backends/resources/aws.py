@@ -14,7 +14,7 @@ times SSH is tried on an instance before giving up, `connection_wait` s apart), 
 reports (also read from the environment variable `AUP_AWS_ADDRESS_OVERRIDE`, same forms, the
 mapping as JSON); subclasses may override :meth:`AWSResourceManager.instance_address` instead.
 
-Jobs run as on a node (see `backends.resources.ssh`): `workingdir` is a folder on the instance
+Jobs run as on a node (see `aup_tui_backends.resources.ssh`): `workingdir` is a folder on the instance
 (`~` = its home), `script` a file here, copied in before the instance's first job.
 
 boto3 is imported only here, when an AWS manager is made.
@@ -112,10 +112,13 @@ class AWSResourceManager(SSHResourceManager):
             except botocore.exceptions.ProfileNotFound:
                 raise AWSCredentialsError(
                     f"AWS profile {self.profile!r} not found: add it with `aws configure --profile {self.profile}` "
-                    "or fix resource_args.profile") from None
+                    "or fix resource_args.profile"
+                ) from None
             if not session.region_name:
-                raise ConfigError("no AWS region set: add resource_args.region (e.g. \"us-east-1\"), "
-                                  "or set AWS_DEFAULT_REGION or a region in ~/.aws/config")
+                raise ConfigError(
+                    'no AWS region set: add resource_args.region (e.g. "us-east-1"), '
+                    "or set AWS_DEFAULT_REGION or a region in ~/.aws/config"
+                )
             config = botocore.config.Config(connect_timeout=10, read_timeout=30, retries={"max_attempts": 3})
             self._ec2_client = session.client("ec2", endpoint_url=self.endpoint_url, config=config)
         return self._ec2_client
@@ -129,7 +132,8 @@ class AWSResourceManager(SSHResourceManager):
         except botocore.exceptions.NoCredentialsError:
             raise AWSCredentialsError(
                 "no AWS credentials found: run `aws configure`, set AWS_ACCESS_KEY_ID and "
-                "AWS_SECRET_ACCESS_KEY, or name a profile in resource_args.profile") from None
+                "AWS_SECRET_ACCESS_KEY, or name a profile in resource_args.profile"
+            ) from None
         except botocore.exceptions.ClientError as exc:
             err = exc.response.get("Error", {})
             code, message = err.get("Code", ""), err.get("Message", str(exc))
@@ -138,31 +142,48 @@ class AWSResourceManager(SSHResourceManager):
             if code in ("InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"):
                 raise InstanceNotFoundError(
                     f"EC2 instance {instance_id} not found in region {self.ec2.meta.region_name}: "
-                    "fix its id in aws_mapping of env.ini, or set resource_args.region") from None
-            if code in ("AuthFailure", "InvalidClientTokenId", "SignatureDoesNotMatch", "UnrecognizedClientException"):
+                    "fix its id in aws_mapping of env.ini, or set resource_args.region"
+                ) from None
+            if code in (
+                "AuthFailure",
+                "InvalidClientTokenId",
+                "SignatureDoesNotMatch",
+                "UnrecognizedClientException",
+            ):
                 raise AWSCredentialsError(
-                    f"AWS rejected the credentials ({code}): check them with `aws sts get-caller-identity`") from None
+                    f"AWS rejected the credentials ({code}): check them with `aws sts get-caller-identity`"
+                ) from None
             if code in ("UnauthorizedOperation", "AccessDenied", "AccessDeniedException"):
                 raise AWSPermissionError(
-                    f"no permission to {what}" + (f" {instance_id}" if instance_id else "")
-                    + f" ({code}: {_first_sentence(message)}): grant it to these credentials in IAM") from None
-            raise AWSError(f"EC2 could not {what}" + (f" {instance_id}" if instance_id else "")
-                           + f": {code or 'error'}: {_first_sentence(message)}") from None
+                    f"no permission to {what}"
+                    + (f" {instance_id}" if instance_id else "")
+                    + f" ({code}: {_first_sentence(message)}): grant it to these credentials in IAM"
+                ) from None
+            raise AWSError(
+                f"EC2 could not {what}"
+                + (f" {instance_id}" if instance_id else "")
+                + f": {code or 'error'}: {_first_sentence(message)}"
+            ) from None
         except botocore.exceptions.EndpointConnectionError as exc:
-            raise AWSError(f"cannot reach EC2 at {exc.kwargs.get('endpoint_url', 'its endpoint')}: "
-                           "check the network, resource_args.region and endpoint_url") from None
+            raise AWSError(
+                f"cannot reach EC2 at {exc.kwargs.get('endpoint_url', 'its endpoint')}: "
+                "check the network, resource_args.region and endpoint_url"
+            ) from None
         except botocore.exceptions.BotoCoreError as exc:
             raise AWSError(f"EC2 could not {what}: {exc}") from None
 
     def describe(self, instance_id: str) -> dict:
-        answer = self._call("describe instance", self.ec2.describe_instances, instance_id,
-                            InstanceIds=[instance_id])
+        answer = self._call(
+            "describe instance", self.ec2.describe_instances, instance_id, InstanceIds=[instance_id]
+        )
         for reservation in answer.get("Reservations", []):
             for instance in reservation.get("Instances", []):
                 if instance.get("InstanceId") == instance_id:
                     return instance
-        raise InstanceNotFoundError(f"EC2 instance {instance_id} not found in region {self.ec2.meta.region_name}: "
-                                    "fix its id in aws_mapping of env.ini, or set resource_args.region")
+        raise InstanceNotFoundError(
+            f"EC2 instance {instance_id} not found in region {self.ec2.meta.region_name}: "
+            "fix its id in aws_mapping of env.ini, or set resource_args.region"
+        )
 
     def _dry_run(self, what: str, fn, instance_id: str) -> None:
         """Check permission for `fn` on the instance: EC2 answers DryRunOperation when allowed."""
@@ -175,31 +196,39 @@ class AWSResourceManager(SSHResourceManager):
                 return
             raise
         except AWSPermissionError as exc:
-            raise AWSPermissionError(f"no permission to {what} EC2 instance {instance_id} (the DryRun check was "
-                                     f"denied): allow ec2:{_action(what)} for these credentials in IAM") from exc
+            raise AWSPermissionError(
+                f"no permission to {what} EC2 instance {instance_id} (the DryRun check was "
+                f"denied): allow ec2:{_action(what)} for these credentials in IAM"
+            ) from exc
 
     def _wait(self, waiter_name: str, instance_id: str, goal: str) -> dict:
         import botocore.exceptions
 
         waiter = self.ec2.get_waiter(waiter_name)
         try:
-            waiter.wait(InstanceIds=[instance_id],
-                        WaiterConfig={"Delay": self.waiter_delay, "MaxAttempts": self.waiter_max_attempts})
+            waiter.wait(
+                InstanceIds=[instance_id],
+                WaiterConfig={"Delay": self.waiter_delay, "MaxAttempts": self.waiter_max_attempts},
+            )
         except botocore.exceptions.WaiterError as exc:
             last = (exc.last_response or {}).get("Reservations") or [{}]
             state = ((last[0].get("Instances") or [{}])[0].get("State") or {}).get("Name")
             error = (exc.last_response or {}).get("Error", {}).get("Code")
             if error in ("UnauthorizedOperation", "AccessDenied", "AuthFailure"):
-                raise AWSPermissionError(f"no permission to describe EC2 instance {instance_id} while waiting "
-                                         f"for it: allow ec2:DescribeInstances in IAM") from None
+                raise AWSPermissionError(
+                    f"no permission to describe EC2 instance {instance_id} while waiting "
+                    f"for it: allow ec2:DescribeInstances in IAM"
+                ) from None
             waited = self.waiter_delay * self.waiter_max_attempts
             if "Max attempts exceeded" in str(exc):
                 raise InstanceStuckError(
                     f"EC2 instance {instance_id} is still {state or 'not ' + goal} after {waited} s: "
-                    "check it in the EC2 console, or allow more time with resource_args.waiter_max_attempts") from None
+                    "check it in the EC2 console, or allow more time with resource_args.waiter_max_attempts"
+                ) from None
             raise InstanceStuckError(
                 f"EC2 instance {instance_id} went to state '{state}' instead of {goal}: "
-                "check it in the EC2 console") from None
+                "check it in the EC2 console"
+            ) from None
         return self.describe(instance_id)
 
     def ensure_running(self, instance_id: str) -> dict:
@@ -207,8 +236,10 @@ class AWSResourceManager(SSHResourceManager):
         instance = self.describe(instance_id)
         state = instance.get("State", {}).get("Name")
         if state in ("shutting-down", "terminated"):
-            raise InstanceStuckError(f"EC2 instance {instance_id} is {state} and cannot be started: "
-                                     "replace it in aws_mapping of env.ini")
+            raise InstanceStuckError(
+                f"EC2 instance {instance_id} is {state} and cannot be started: "
+                "replace it in aws_mapping of env.ini"
+            )
         if state == "running":
             return instance
         if state == "stopping":
@@ -231,15 +262,20 @@ class AWSResourceManager(SSHResourceManager):
             if not host:
                 host, port = override, ""
             return host, int(port) if port else None
-        keys = ("PrivateIpAddress", "PrivateDnsName") if self.use_private_ip else \
-            ("PublicDnsName", "PublicIpAddress")
+        keys = (
+            ("PrivateIpAddress", "PrivateDnsName")
+            if self.use_private_ip
+            else ("PublicDnsName", "PublicIpAddress")
+        )
         for key in keys:
             value = instance.get(key)
             if value:
                 return value, None
-        raise AWSError(f"EC2 instance {instance_id} has no {'private' if self.use_private_ip else 'public'} "
-                       "address: give it a public IP, or set resource_args.use_private_ip when running "
-                       "from inside its VPC")
+        raise AWSError(
+            f"EC2 instance {instance_id} has no {'private' if self.use_private_ip else 'public'} "
+            "address: give it a public IP, or set resource_args.use_private_ip when running "
+            "from inside its VPC"
+        )
 
     def _override_for(self, instance_id: str) -> str | None:
         override = self.address_override
@@ -248,8 +284,9 @@ class AWSResourceManager(SSHResourceManager):
             try:
                 override = json.loads(text) if text.startswith("{") else text
             except json.JSONDecodeError:
-                raise ConfigError(f"{ADDRESS_ENV} is not valid JSON: write it as host[:port] or "
-                                  '{"i-…": "host[:port]"}') from None
+                raise ConfigError(
+                    f'{ADDRESS_ENV} is not valid JSON: write it as host[:port] or {{"i-…": "host[:port]"}}'
+                ) from None
         if isinstance(override, dict):
             value = override.get(instance_id)
             return str(value) if value else None
@@ -298,9 +335,11 @@ class AWSResourceManager(SSHResourceManager):
         messages = []
         for rid, error in failures.items():
             iid = self.instances[rid]
-            messages.append(f"EC2 instance {iid} is running at {self.node_label(rid)} but SSH is not up after "
-                            f"{self.connection_retry} {'try' if self.connection_retry == 1 else 'tries'} "
-                            f"({error}): wait for it to boot or allow more with resource_args.connection_retry")
+            messages.append(
+                f"EC2 instance {iid} is running at {self.node_label(rid)} but SSH is not up after "
+                f"{self.connection_retry} {'try' if self.connection_retry == 1 else 'tries'} "
+                f"({error}): wait for it to boot or allow more with resource_args.connection_retry"
+            )
         if len(failures) == len(self.instances) and len(self.instances) == len(self.names):
             raise SSHNotUpError(messages[0] if len(messages) == 1 else "; ".join(messages))
         for message in messages:

@@ -79,8 +79,14 @@ class CPUResourceManager(AbstractResourceManager):
         with log:
             try:
                 proc = subprocess.Popen(
-                    argv, cwd=job.path, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+                    argv,
+                    cwd=job.path,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    close_fds=True,
                 )
             except OSError as exc:
                 job.error = _start_error(job, argv, exc)
@@ -110,11 +116,15 @@ class CPUResourceManager(AbstractResourceManager):
                 proc.stdout.close()
         if job.jid not in self._stop_reasons and not job.error:
             if job.prescript_status is not None:
-                job.error = f"prescript exited with status {job.prescript_status}; " \
-                            f"{os.path.basename(job.script_path)} did not run; see {job.log_path()}"
+                job.error = (
+                    f"prescript exited with status {job.prescript_status}; "
+                    f"{os.path.basename(job.script_path)} did not run; see {job.log_path()}"
+                )
             elif code != 0:
                 tail = f" (last output: {last_line!r})" if last_line else ""
-                job.error = f"{os.path.basename(job.script_path)} {_describe_exit(code)}{tail}; see {job.log_path()}"
+                job.error = (
+                    f"{os.path.basename(job.script_path)} {_describe_exit(code)}{tail}; see {job.log_path()}"
+                )
         call_back_func(job.results[-1][0] if job.results else None, job.jid)
 
     def _argv(self, job: Job, runtime: dict) -> list[str]:
@@ -175,16 +185,20 @@ class CPUResourceManager(AbstractResourceManager):
         script = self.script or exp.get("script")
         workingdir = self.workingdir or exp.get("workingdir") or "."
         if not script or record.get("config") is None:
-            self._model_notice(f"cannot save the best job's models: job {jid} or the experiment's script is "
-                               "not on record", "error")
+            self._model_notice(
+                f"cannot save the best job's models: job {jid} or the experiment's script is not on record",
+                "error",
+            )
             return None
         config = {k: v for k, v in record["config"].items() if k != "job_id"}
         job = Job(script, {**config, "save_model": True, "folder_name": f"models_{eid}"}, path=workingdir)
         job.jid, job.eid = jid, eid
         rid = self._take_any(jid)
         if rid is None:
-            self._model_notice(f"cannot save the best job's models: no free '{self.rtype}' resource to re-run "
-                               f"job {jid} on", "error")
+            self._model_notice(
+                f"cannot save the best job's models: no free '{self.rtype}' resource to re-run job {jid} on",
+                "error",
+            )
             return None
         done = threading.Event()
         with self._lock:  # `stop_all` either sees it (and kills it) or has set `stopping` before
@@ -209,8 +223,9 @@ class CPUResourceManager(AbstractResourceManager):
             self.connector.free_used_resource(rid)
         if job.error or not job.results:
             why = job.error or "it printed no '#Auptimizer:' line"
-            self._model_notice(f"the best job {jid} re-run to save its models failed: {why}; "
-                               f"see {job.log_path()}", "error")
+            self._model_notice(
+                f"the best job {jid} re-run to save its models failed: {why}; see {job.log_path()}", "error"
+            )
         else:
             self._model_notice(f"the best job {jid} saved its models in {self.models_dir(job)}", "info")
         return job

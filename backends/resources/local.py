@@ -121,10 +121,10 @@ def _output_until_exit(proc: subprocess.Popen) -> Iterator[bytes]:
                 while True:
                     nl = buf.find(b"\n", start, start + MAX_LINE)
                     if nl != -1:
-                        yield buf[start:nl + 1]
+                        yield buf[start : nl + 1]
                         start = nl + 1
                     elif len(buf) - start >= MAX_LINE:
-                        yield buf[start:start + MAX_LINE]
+                        yield buf[start : start + MAX_LINE]
                         start += MAX_LINE
                     else:
                         break

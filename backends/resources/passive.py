@@ -24,7 +24,9 @@ class PassiveResourceManager(AbstractResourceManager):
         super().__init__(connector, 1, **kwargs)
         self._answered: dict[int, threading.Event] = {}
 
-    def get_available(self, username: str | None, rtype: str = "passive", rid_blacklist: Any = None) -> int | None:
+    def get_available(
+        self, username: str | None, rtype: str = "passive", rid_blacklist: Any = None
+    ) -> int | None:
         with self._lock:
             if any(j.status in ("RUNNING", "WAITING") for j in self.jobs.values()):
                 return None
@@ -50,8 +52,15 @@ class PassiveResourceManager(AbstractResourceManager):
             self._answered[job.jid] = answered
             job.status = "WAITING"
         self.connector.update_job(self.eid, job.jid, status="WAITING")
-        self.bus.publish(PassiveResultWanted(eid=self.eid, jid=job.jid, command=job.shell_command,
-                                             workingdir=job.path, config_path=job.config_path))
+        self.bus.publish(
+            PassiveResultWanted(
+                eid=self.eid,
+                jid=job.jid,
+                command=job.shell_command,
+                workingdir=job.path,
+                config_path=job.config_path,
+            )
+        )
         answered.wait()
         with self._lock:
             self._answered.pop(job.jid, None)

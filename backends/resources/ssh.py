@@ -2,7 +2,7 @@
 
 As in Auptimizer 2.0, `workingdir` is a folder on the node (`~` = the node's home) and
 `script` a file here (the experiment's `remote_workingdir` and the job's `script_path`; see
-`backends.config`). Before a node's first job its `workingdir` and `workingdir/jobs` are made
+`aup_tui_backends.config`). Before a node's first job its `workingdir` and `workingdir/jobs` are made
 there over SFTP and the local script is copied in as `workingdir/<script's name>` when it is
 missing there (or `runtime_args.overwrite` is set and it differs), and made executable. Each
 job uploads its config to `workingdir/jobs/<jid>.json` and runs `prescript; cd <workingdir>;
@@ -23,7 +23,7 @@ and gives up after `async_timeout` s.
 A lost or refused connection is retried `max_retries` times, `reconn_wait_time` s apart; then the
 job fails and the experiment retries it on another node. A node the monitor (or the pool)
 reports DOWN gets no new jobs. Stopping a job kills its whole process group on the node and
-checks that nothing of it is left. Every command is built with `shlex.quote` (`backends.remote`).
+checks that nothing of it is left. Every command is built with `shlex.quote` (`aup_tui_backends.remote`).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import remote
 from ..config import HostSpec, load_env, parse_host
 from ..errors import AupError, ConfigError
 from ..events import Notice
@@ -54,7 +55,6 @@ from ..monitors.nodes import (
     exec_within,
     host_label,
 )
-from .. import remote
 from .abstract import MAX_LINE, Callback
 from .cpu import CPUResourceManager
 
@@ -114,9 +114,19 @@ class SSHResourceManager(CPUResourceManager):
 
     rtype = "node"
 
-    def __init__(self, connector, n_parallel: int, key: str = "node_mapping", auppath: str = ".aup",
-                 async_reconnect: float = 30, async_timeout: float | None = None, async_run: bool = False,
-                 reconn_wait_time: float = 30, max_retries: int = 3, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        connector,
+        n_parallel: int,
+        key: str = "node_mapping",
+        auppath: str = ".aup",
+        async_reconnect: float = 30,
+        async_timeout: float | None = None,
+        async_run: bool = False,
+        reconn_wait_time: float = 30,
+        max_retries: int = 3,
+        **kwargs: Any,
+    ) -> None:
         monitor = kwargs.pop("monitor", None)
         pool = kwargs.pop("pool", None) or (monitor.pool if monitor is not None else None)
         known_hosts = kwargs.pop("known_hosts", None)
@@ -138,10 +148,14 @@ class SSHResourceManager(CPUResourceManager):
         self.max_retries = max(0, int(max_retries))
         self.monitor = monitor
         self._own_pool = pool is None
-        self.pool: NodePool = pool or NodePool(known_hosts=known_hosts, accept_new_hosts=accept_new_hosts,
-                                               connect_timeout=connect_timeout)
-        self._pool_options = dict(known_hosts=self.pool.known_hosts, accept_new_hosts=self.pool.accept_new_hosts,
-                                  connect_timeout=self.pool.connect_timeout)
+        self.pool: NodePool = pool or NodePool(
+            known_hosts=known_hosts, accept_new_hosts=accept_new_hosts, connect_timeout=connect_timeout
+        )
+        self._pool_options = dict(
+            known_hosts=self.pool.known_hosts,
+            accept_new_hosts=self.pool.accept_new_hosts,
+            connect_timeout=self.pool.connect_timeout,
+        )
         self._states: dict[int, _RemoteState] = {}
         self._sftp: dict[tuple[int, str], tuple[Any, Any]] = {}  # (id(pool), name) → (transport, SFTPClient)
         self._sftp_locks: dict[tuple[int, str], threading.Lock] = {}
@@ -160,10 +174,12 @@ class SSHResourceManager(CPUResourceManager):
         if not mapping:
             env = load_env(auppath)
             what = "--aws USER@INSTANCE_ID[:PORT]" if key == "aws_mapping" else "--node USER@HOST[:PORT]"
-            raise ConfigError(f"no {'instances' if key == 'aws_mapping' else 'nodes'} in {key} of {env.path}: "
-                              f"add some with `aup-tui init --overwrite {what}` (with the flags of the "
-                              "resources to keep), e.g. `aup-tui init --overwrite "
-                              f"{'--aws ubuntu@i-0123456789abcdef0' if key == 'aws_mapping' else '--node me@192.0.2.10'}`")
+            raise ConfigError(
+                f"no {'instances' if key == 'aws_mapping' else 'nodes'} in {key} of {env.path}: "
+                f"add some with `aup-tui init --overwrite {what}` (with the flags of the "
+                "resources to keep), e.g. `aup-tui init --overwrite "
+                f"{'--aws ubuntu@i-0123456789abcdef0' if key == 'aws_mapping' else '--node me@192.0.2.10'}`"
+            )
         for rid, (name, spec) in self._resolve_nodes(mapping).items():
             self.names[rid], self.specs[rid] = name, spec
             self.pool.add_node(name, spec)
@@ -187,7 +203,9 @@ class SSHResourceManager(CPUResourceManager):
             try:
                 result[int(rid)] = str(value)
             except ValueError:
-                raise ConfigError(f"{key} in {env.path} has the resource id {rid!r}: ids must be whole numbers") from None
+                raise ConfigError(
+                    f"{key} in {env.path} has the resource id {rid!r}: ids must be whole numbers"
+                ) from None
         return result
 
     def pool_name(self, rid: int) -> str:
@@ -219,7 +237,9 @@ class SSHResourceManager(CPUResourceManager):
         now = time.monotonic()
         with self._lock:
             last = self._rechecks.get(name)
-            if name in self._rechecking or (last is not None and now - last < max(self.reconn_wait_time, 0.05)):
+            if name in self._rechecking or (
+                last is not None and now - last < max(self.reconn_wait_time, 0.05)
+            ):
                 return
             self._rechecks[name] = now
             self._rechecking.add(name)
@@ -238,6 +258,7 @@ class SSHResourceManager(CPUResourceManager):
                 with self._lock:
                     self._rechecking.discard(name)
                     self._rechecks[name] = time.monotonic()
+
         threading.Thread(target=probe, name=f"aup-recheck-{name}", daemon=True).start()
 
     def get_available(self, username: str | None, rtype: str, rid_blacklist: Any = None) -> int | None:
@@ -252,8 +273,11 @@ class SSHResourceManager(CPUResourceManager):
                 if name not in self._down_noticed:
                     self._down_noticed.add(name)
                     reason = self.pool.last_error(name) if not self.monitor else ""
-                    self._notice(f"node {self.node_label(rid)} is down; it gets no new jobs until it is back"
-                                 + (f" ({reason})" if reason else ""), "warning")
+                    self._notice(
+                        f"node {self.node_label(rid)} is down; it gets no new jobs until it is back"
+                        + (f" ({reason})" if reason else ""),
+                        "warning",
+                    )
                 continue
             self._down_noticed.discard(name)
             ok.append(rid)
@@ -269,13 +293,16 @@ class SSHResourceManager(CPUResourceManager):
                 reason = self.pool.last_error(name) or "down"
                 raise NodeUnreachableError(
                     f"no node can be reached ({reason}); tried for {now - self._all_down_since:.0f} s "
-                    "(max_retries × reconn_wait_time): check the nodes and node_mapping/aws_mapping in env.ini")
+                    "(max_retries × reconn_wait_time): check the nodes and node_mapping/aws_mapping in env.ini"
+                )
         if not ok and self._broken and all(name in self._broken for name in self.names.values()):
             # every node needs a person to fix something: say so rather than wait forever
             first = next(iter(self._broken.values()))
             more = len(set(self.names.values())) - 1
-            raise NodeError(first + (f" (and {more} more {'node' if more == 1 else 'nodes'} cannot be used)"
-                                     if more else ""))
+            raise NodeError(
+                first
+                + (f" (and {more} more {'node' if more == 1 else 'nodes'} cannot be used)" if more else "")
+            )
         return random.choice(ok) if ok else None
 
     def _notice(self, message: str, level: str = "info") -> None:
@@ -301,7 +328,9 @@ class SSHResourceManager(CPUResourceManager):
         runtime.update(kwargs)
         name = self.names[rid]
         label = self.node_label(rid)
-        pool = self.pool if self.reuse_connections else NodePool({name: self.specs[rid]}, **self._pool_options)
+        pool = (
+            self.pool if self.reuse_connections else NodePool({name: self.specs[rid]}, **self._pool_options)
+        )
         wd = getattr(exp_config, "remote_workingdir", None)
         if wd and not self.remote_workingdir:
             self.remote_workingdir = str(wd)
@@ -314,13 +343,17 @@ class SSHResourceManager(CPUResourceManager):
         local_jobs = os.path.join(job.path, "jobs")  # beside the local script (not the node's workingdir)
         try:
             if os.path.exists(local_jobs) and not os.path.isdir(local_jobs):
-                raise _LocalJobsError(f"{local_jobs} is a file, but the job's config and log are kept in a folder "
-                                      "of that name beside the script: move the file away")
+                raise _LocalJobsError(
+                    f"{local_jobs} is a file, but the job's config and log are kept in a folder "
+                    "of that name beside the script: move the file away"
+                )
             try:
                 os.makedirs(local_jobs, exist_ok=True)
             except OSError as exc:
-                raise _LocalJobsError(f"cannot create {local_jobs} for the job's config and log "
-                                      f"({exc.strerror or exc}): make the script's folder writable") from None
+                raise _LocalJobsError(
+                    f"cannot create {local_jobs} for the job's config and log "
+                    f"({exc.strerror or exc}): make the script's folder writable"
+                ) from None
             with open(job.log_path(), "wb") as logf:
                 self._run_with_retries(job, rid, label, state, runtime, logf)
                 if state.kill_started:  # the job ends once the node confirmed nothing of it is left
@@ -347,13 +380,19 @@ class SSHResourceManager(CPUResourceManager):
     def _stopped(self, job: Job) -> bool:
         return job.jid in self._stop_reasons or self._closing.is_set()
 
-    def _run_with_retries(self, job: Job, rid: int, label: str, state: _RemoteState, runtime: dict, logf) -> None:
+    def _run_with_retries(
+        self, job: Job, rid: int, label: str, state: _RemoteState, runtime: dict, logf
+    ) -> None:
         try:
             job.write_config()  # the local record of the parameters
             # runtime_args.env goes to the node in a 0600 file, never on a command line (`ps`)
             env_text = remote.env_file_text(runtime.get("env"))  # a bad name or value fails here, once
-            body_args = dict(env={"AUP_JOB_ID": job.jid}, env_text=env_text,
-                             prescript=runtime.get("prescript"), postscript=runtime.get("postscript"))
+            body_args = dict(
+                env={"AUP_JOB_ID": job.jid},
+                env_text=env_text,
+                prescript=runtime.get("prescript"),
+                postscript=runtime.get("postscript"),
+            )
         except (AupError, OSError) as exc:
             job.error = str(exc)
             return
@@ -395,13 +434,21 @@ class SSHResourceManager(CPUResourceManager):
                 return
             failures += 1
             if failures > self.max_retries:
-                job.error = message if not self.max_retries else (
-                    f"{message} — gave up after {self.max_retries} "
-                    f"{'retry' if self.max_retries == 1 else 'retries'} {self.reconn_wait_time:g} s apart")
+                job.error = (
+                    message
+                    if not self.max_retries
+                    else (
+                        f"{message} — gave up after {self.max_retries} "
+                        f"{'retry' if self.max_retries == 1 else 'retries'} {self.reconn_wait_time:g} s apart"
+                    )
+                )
                 _log_line(logf, f"[aup] {job.error}")
                 return
-            _log_line(logf, f"[aup] {message}; retrying in {self.reconn_wait_time:g} s "
-                            f"({failures} of {self.max_retries})")
+            _log_line(
+                logf,
+                f"[aup] {message}; retrying in {self.reconn_wait_time:g} s "
+                f"({failures} of {self.max_retries})",
+            )
             if state.stop_requested.wait(self.reconn_wait_time):
                 return
             if not self.async_run:
@@ -449,14 +496,21 @@ class SSHResourceManager(CPUResourceManager):
                 exec_within(chan, "sftp", self.start_timeout, pool.label(name), subsystem=True)
                 sftp = paramiko.SFTPClient(chan)
             except (CommandTimeoutError, TimeoutError) as exc:
-                raise ConnectionLost(f"{pool.label(name)} did not start SFTP within {self.start_timeout:g} s "
-                                     f"(start_timeout): {describe_error(exc)}") from None
+                raise ConnectionLost(
+                    f"{pool.label(name)} did not start SFTP within {self.start_timeout:g} s "
+                    f"(start_timeout): {describe_error(exc)}"
+                ) from None
             except Exception as exc:
                 if not transport.is_active():
                     pool.mark_down(name, f"lost the connection to {pool.label(name)}: {describe_error(exc)}")
-                    raise ConnectionLost(f"lost the connection to {pool.label(name)}: {describe_error(exc)}") from None
-                raise NodeError(f"cannot open SFTP on {pool.label(name)} ({describe_error(exc)}) — "
-                                "enable the sftp subsystem in its sshd_config", name) from None
+                    raise ConnectionLost(
+                        f"lost the connection to {pool.label(name)}: {describe_error(exc)}"
+                    ) from None
+                raise NodeError(
+                    f"cannot open SFTP on {pool.label(name)} ({describe_error(exc)}) — "
+                    "enable the sftp subsystem in its sshd_config",
+                    name,
+                ) from None
             if cached is not None:
                 _quiet(cached[1].close)
             self._sftp[key] = (transport, sftp)
@@ -490,9 +544,13 @@ class SSHResourceManager(CPUResourceManager):
         wd = posixpath.normpath(wd)
         script = posixpath.join(wd, os.path.basename(job.script_path))
         stem = f"best_job_{job.eid}" if job.save_model_flag and job.eid is not None else None
-        return remote.RemoteJobPaths(workingdir=wd, script=script, jid=job.jid, attempt=job.attempt, stem=stem)
+        return remote.RemoteJobPaths(
+            workingdir=wd, script=script, jid=job.jid, attempt=job.attempt, stem=stem
+        )
 
-    def _prepare(self, job: Job, state: _RemoteState, runtime: dict, env_text: str = "") -> remote.RemoteJobPaths:
+    def _prepare(
+        self, job: Job, state: _RemoteState, runtime: dict, env_text: str = ""
+    ) -> remote.RemoteJobPaths:
         """Folders, script, config and environment file on the node; returns where the job's files are."""
         pool, name = state.pool, state.name
         sftp, lock = self._sftp_client(pool, name, state)
@@ -529,7 +587,9 @@ class SSHResourceManager(CPUResourceManager):
         except Exception:  # best effort: the file is the user's own, mode 0600
             log.debug("could not remove %s on %s", paths.env, state.name, exc_info=True)
 
-    def _ensure_script(self, job: Job, sftp, paths: remote.RemoteJobPaths, label: str, overwrite: bool) -> None:
+    def _ensure_script(
+        self, job: Job, sftp, paths: remote.RemoteJobPaths, label: str, overwrite: bool
+    ) -> None:
         local = job.script_path
         try:
             remote_st = sftp.stat(paths.script)
@@ -546,13 +606,20 @@ class SSHResourceManager(CPUResourceManager):
         if local_st is None:
             if remote_st is not None:
                 return
-            raise JobError(f"job script {local} not found here nor as {paths.script} on {label}: "
-                           "fix 'script' (a file on this machine, relative to the folder you launch from)")
-        if remote_st is not None and remote_st.st_size == local_st.st_size \
-                and int(remote_st.st_mtime or 0) == int(local_st.st_mtime):
+            raise JobError(
+                f"job script {local} not found here nor as {paths.script} on {label}: "
+                "fix 'script' (a file on this machine, relative to the folder you launch from)"
+            )
+        if (
+            remote_st is not None
+            and remote_st.st_size == local_st.st_size
+            and int(remote_st.st_mtime or 0) == int(local_st.st_mtime)
+        ):
             return  # the same file (or an identical copy): nothing to upload
-        tmp = posixpath.join(posixpath.dirname(paths.script),
-                             f".{posixpath.basename(paths.script)}.{uuid.uuid4().hex[:8]}.upload")
+        tmp = posixpath.join(
+            posixpath.dirname(paths.script),
+            f".{posixpath.basename(paths.script)}.{uuid.uuid4().hex[:8]}.upload",
+        )
         _makedirs(sftp, posixpath.dirname(paths.script), label)
         sftp.put(local, tmp)
         sftp.chmod(tmp, stat.S_IMODE(local_st.st_mode) | stat.S_IXUSR | stat.S_IRUSR)
@@ -585,8 +652,10 @@ class SSHResourceManager(CPUResourceManager):
             try:
                 head = stream.readline(MAX_LINE)
             except TimeoutError:  # socket.timeout
-                raise ConnectionLost(f"job {job.jid} did not start on {label}: no answer on its channel "
-                                     f"within {self.start_timeout:g} s (start_timeout)") from None
+                raise ConnectionLost(
+                    f"job {job.jid} did not start on {label}: no answer on its channel "
+                    f"within {self.start_timeout:g} s (start_timeout)"
+                ) from None
             chan.settimeout(None)
             pgid = remote.parse_pgid(head.decode("utf-8", "replace"))
             if pgid is not None:
@@ -612,17 +681,23 @@ class SSHResourceManager(CPUResourceManager):
             return
         script = posixpath.basename(paths.script)
         if job.prescript_status is not None:
-            job.error = (f"prescript exited with status {job.prescript_status} on {label}; "
-                         f"{script} did not run; see {job.log_path()}")
+            job.error = (
+                f"prescript exited with status {job.prescript_status} on {label}; "
+                f"{script} did not run; see {job.log_path()}"
+            )
             return
         if code == 0:
             return
         tail = f" (last output: {last!r})" if last else ""
         if code == remote.EXIT_NO_ENV:
-            job.error = f"the job's environment file {paths.env} vanished on {label} before the job started{tail}"
+            job.error = (
+                f"the job's environment file {paths.env} vanished on {label} before the job started{tail}"
+            )
         elif code == 126:
-            job.error = (f"{script} could not be run on {label} (is {paths.script} executable there? "
-                         f"set runtime_args.overwrite to copy it again){tail}; see {job.log_path()}")
+            job.error = (
+                f"{script} could not be run on {label} (is {paths.script} executable there? "
+                f"set runtime_args.overwrite to copy it again){tail}; see {job.log_path()}"
+            )
         elif code == remote.EXIT_NO_WORKDIR:
             job.error = f"cannot enter the working folder {paths.workingdir} on {label}{tail}"
         elif code == -1:
@@ -653,8 +728,10 @@ class SSHResourceManager(CPUResourceManager):
                 raise ConnectionLost(str(exc)) from None
             pgid = next((p for p in map(remote.parse_pgid, out.splitlines()) if p is not None), None)
             if pgid is None:
-                raise JobError(f"could not start job {job.jid} on {label}: "
-                               f"{(err or out).strip().splitlines()[-1] if (err or out).strip() else 'no answer'}")
+                raise JobError(
+                    f"could not start job {job.jid} on {label}: "
+                    f"{(err or out).strip().splitlines()[-1] if (err or out).strip() else 'no answer'}"
+                )
             state.pgid = pgid
             state.started = time.monotonic()
             state.offset, state.partial, state.last, state.failures = 0, b"", "", 0
@@ -670,8 +747,13 @@ class SSHResourceManager(CPUResourceManager):
                 code = self._poll_async(job, state, logf)
                 state.failures = 0
             except Exception as exc:
-                if not isinstance(exc, (ConnectionLost, NodeUnreachableError, CommandTimeoutError, TimeoutError)) \
-                        and not self._connection_broken(state) and not self._sftp_lost(state):
+                if (
+                    not isinstance(
+                        exc, (ConnectionLost, NodeUnreachableError, CommandTimeoutError, TimeoutError)
+                    )
+                    and not self._connection_broken(state)
+                    and not self._sftp_lost(state)
+                ):
                     raise
                 if isinstance(exc, TimeoutError):  # its SFTP channel's requests are out of step now
                     self._drop_sftp(state.pool, state.name, state.sftp)
@@ -680,12 +762,17 @@ class SSHResourceManager(CPUResourceManager):
                 state.failures += 1
                 message = f"lost the connection to {label}: {describe_error(exc)}"
                 if state.failures > self.max_retries:
-                    job.error = (f"{message} — gave up after {self.max_retries} retries "
-                                 f"{self.reconn_wait_time:g} s apart; job {job.jid} may still run there")
+                    job.error = (
+                        f"{message} — gave up after {self.max_retries} retries "
+                        f"{self.reconn_wait_time:g} s apart; job {job.jid} may still run there"
+                    )
                     _log_line(logf, f"[aup] {job.error}")
                     return
-                _log_line(logf, f"[aup] {message}; trying again in {self.reconn_wait_time:g} s "
-                                f"({state.failures} of {self.max_retries}); the job keeps running there")
+                _log_line(
+                    logf,
+                    f"[aup] {message}; trying again in {self.reconn_wait_time:g} s "
+                    f"({state.failures} of {self.max_retries}); the job keeps running there",
+                )
                 if state.killed.wait(self.reconn_wait_time):
                     continue
                 continue
@@ -695,8 +782,10 @@ class SSHResourceManager(CPUResourceManager):
             if stopping:
                 return
             if self.async_timeout is not None and time.monotonic() - state.started > self.async_timeout:
-                job.error = (f"job {job.jid} on {label} had not ended after async_timeout "
-                             f"{self.async_timeout:g} s; it was stopped")
+                job.error = (
+                    f"job {job.jid} on {label} had not ended after async_timeout "
+                    f"{self.async_timeout:g} s; it was stopped"
+                )
                 _log_line(logf, f"[aup] {job.error}")
                 self._kill_remote(job, state)
                 return
@@ -743,21 +832,28 @@ class SSHResourceManager(CPUResourceManager):
             if state.pgid is None or state.kill_started:
                 return  # not started on the node yet: it checks for the stop before it starts
             state.kill_started = True
-        threading.Thread(target=self._kill_remote, args=(job, state), name=f"aup-kill-{job.jid}",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._kill_remote, args=(job, state), name=f"aup-kill-{job.jid}", daemon=True
+        ).start()
 
     def _kill_remote(self, job: Job, state: _RemoteState) -> None:
         try:
-            code, out, err = state.pool.run(state.name, remote.kill_command(state.pgid, self.kill_grace),
-                                            timeout=self.kill_grace + 15)
+            code, out, err = state.pool.run(
+                state.name, remote.kill_command(state.pgid, self.kill_grace), timeout=self.kill_grace + 15
+            )
             state.kill_result = "alive" if "alive" in out else "gone"
             if state.kill_result == "alive":
-                self._notice(f"job {job.jid}: processes of group {state.pgid} survived SIGKILL on "
-                             f"{state.pool.label(state.name)}", "warning")
+                self._notice(
+                    f"job {job.jid}: processes of group {state.pgid} survived SIGKILL on "
+                    f"{state.pool.label(state.name)}",
+                    "warning",
+                )
         except Exception as exc:
             state.kill_result = f"error: {describe_error(exc)}"
-            self._notice(f"could not stop job {job.jid} on {state.pool.label(state.name)}: {describe_error(exc)}",
-                         "warning")
+            self._notice(
+                f"could not stop job {job.jid} on {state.pool.label(state.name)}: {describe_error(exc)}",
+                "warning",
+            )
         finally:
             state.killed.set()
 
@@ -856,24 +952,36 @@ class SSHResourceManager(CPUResourceManager):
                     try:
                         st = sftp.stat(remote_dir)
                     except FileNotFoundError:
-                        job.error = (f"the best job {job.jid} saved no models on {label}: {remote_dir} is not "
-                                     "there (its script saves them when its config has save_model: true, "
-                                     "in aup_models/<folder_name> of its working folder)")
+                        job.error = (
+                            f"the best job {job.jid} saved no models on {label}: {remote_dir} is not "
+                            "there (its script saves them when its config has save_model: true, "
+                            "in aup_models/<folder_name> of its working folder)"
+                        )
                         return
                     if not stat.S_ISDIR(st.st_mode or 0):
                         job.error = f"{remote_dir} on {label} is not a folder; no models downloaded"
                         return
                     count = _download_tree(sftp, remote_dir, local_dir)
-                log.info("downloaded %d files of the best job's models from %s on %s to %s",
-                         count, remote_dir, label, local_dir)
+                log.info(
+                    "downloaded %d files of the best job's models from %s on %s to %s",
+                    count,
+                    remote_dir,
+                    label,
+                    local_dir,
+                )
                 return
             except _LocalWriteError as exc:
-                job.error = (f"cannot write the best job's models to {exc.path} ({exc.reason}): "
-                             "make room there or make it writable")
+                job.error = (
+                    f"cannot write the best job's models to {exc.path} ({exc.reason}): "
+                    "make room there or make it writable"
+                )
                 return
             except Exception as exc:  # noqa: BLE001 -- each kind gets its sentence
-                lost = isinstance(exc, (ConnectionLost, NodeUnreachableError, TimeoutError, EOFError)) \
-                    or self._connection_broken(state) or self._sftp_lost(state)
+                lost = (
+                    isinstance(exc, (ConnectionLost, NodeUnreachableError, TimeoutError, EOFError))
+                    or self._connection_broken(state)
+                    or self._sftp_lost(state)
+                )
                 if isinstance(exc, TimeoutError):
                     self._drop_sftp(self.pool, name, state.sftp)
                 failures += 1
@@ -881,12 +989,17 @@ class SSHResourceManager(CPUResourceManager):
                 if not lost or failures > self.max_retries:
                     job.error = f"cannot download the models in {remote_dir} from {label}: {why}"
                     return
-                log.warning("downloading the models from %s: %s; trying again in %g s", label, why,
-                            self.reconn_wait_time)
+                log.warning(
+                    "downloading the models from %s: %s; trying again in %g s",
+                    label,
+                    why,
+                    self.reconn_wait_time,
+                )
                 time.sleep(self.reconn_wait_time)
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
 
 def _job_body(paths: remote.RemoteJobPaths, body_args: dict) -> str:
     args = dict(body_args)
@@ -929,8 +1042,10 @@ def _makedirs(sftp, path: str, label: str) -> None:
                 try:
                     st = sftp.stat(current)  # made meanwhile by another job
                 except FileNotFoundError:
-                    raise JobError(f"cannot create the folder {current} on {label}: check the permissions "
-                                   "there or fix 'workingdir' (a folder on the node)") from None
+                    raise JobError(
+                        f"cannot create the folder {current} on {label}: check the permissions "
+                        "there or fix 'workingdir' (a folder on the node)"
+                    ) from None
                 if not stat.S_ISDIR(st.st_mode):
                     raise JobError(f"{current} on {label} is not a folder") from None
             continue
@@ -993,8 +1108,10 @@ def _download_tree(sftp, remote_dir: str, local_dir: str, depth: int = 0) -> int
 
 
 def _sftp_lost_text(label: str, exc: BaseException) -> str:
-    return (f"the SFTP session to {label} was closed under this job (another job's request on it timed "
-            f"out): {describe_error(exc)}")
+    return (
+        f"the SFTP session to {label} was closed under this job (another job's request on it timed "
+        f"out): {describe_error(exc)}"
+    )
 
 
 def _replace(sftp, tmp: str, dest: str) -> None:

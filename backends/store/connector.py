@@ -49,7 +49,7 @@ from tinydb import Query
 from .files import StoreCorruptError, StoreWriteError, open_db, storage_of, table
 from .process import ProcessId, current_process, is_alive
 
-log = logging.getLogger("backends.store")
+log = logging.getLogger("aup_tui_backends.store")
 
 JOBS_PER_SHARD = 32
 RESULTS_PER_PART = 4096
@@ -80,8 +80,9 @@ def _owner_alive(owner: list | None) -> bool:
     return bool(owner) and is_alive(ProcessId(*owner))
 
 
-def better(score: float, end: float | None, jid: int, than: tuple[float, float | None, int] | None,
-           maximize: bool) -> bool:
+def better(
+    score: float, end: float | None, jid: int, than: tuple[float, float | None, int] | None, maximize: bool
+) -> bool:
     """The one rule for "best job": the higher (lower when minimizing) score wins; on a tie the
     job that FINISHED first (earliest end time) wins, then the lower jid. `than` is the current
     best as `(score, end, jid)` (None: anything is better)."""
@@ -89,7 +90,10 @@ def better(score: float, end: float | None, jid: int, than: tuple[float, float |
         return True
     if score != than[0]:
         return score > than[0] if maximize else score < than[0]
-    mine, theirs = (end if end is not None else float("inf")), (than[1] if than[1] is not None else float("inf"))
+    mine, theirs = (
+        (end if end is not None else float("inf")),
+        (than[1] if than[1] is not None else float("inf")),
+    )
     return (mine, jid) < (theirs, than[2])
 
 
@@ -106,14 +110,23 @@ _SPEC: dict[str, dict[str, frozenset]] = {
     "experiment": {"eid": _INT, "name": _STR, "status": _STR, "owner": _OWNER},
     "stops": {"eid": _INT, "time": _NUM},
     "passive": {"eid": _INT, "jid": _INT, "text": _STR, "time": _NUM},
-    "jobs": {"jid": _INT, "eid": _INT, "status": _STR, "config": frozenset({dict}), "attempts": frozenset({list}),
-             "score": frozenset({int, float, _NONE}), "resource": frozenset({str, _NONE})},
+    "jobs": {
+        "jid": _INT,
+        "eid": _INT,
+        "status": _STR,
+        "config": frozenset({dict}),
+        "attempts": frozenset({list}),
+        "score": frozenset({int, float, _NONE}),
+        "resource": frozenset({str, _NONE}),
+    },
     "results": {"jid": _INT, "index": _INT, "values": frozenset({list})},
     "config": {"config": frozenset({dict})},
     "labels": {"labels": frozenset({list})},
     "errors": {"message": _STR},
 }
-_SCHEMA: dict[str, tuple[tuple[str, frozenset], ...]] = {tbl: tuple(spec.items()) for tbl, spec in _SPEC.items()}
+_SCHEMA: dict[str, tuple[tuple[str, frozenset], ...]] = {
+    tbl: tuple(spec.items()) for tbl, spec in _SPEC.items()
+}
 _ID_KEYS = {"resources": "rid", "taken": "rid", "experiments": "eid", "jobs": "jid"}
 _STATUS = re.compile(r"[A-Za-z_]{1,32}")
 
@@ -158,7 +171,9 @@ class TinyDBConnector:
         self.root = os.path.join(self.auppath, "store")
         os.makedirs(self.root, exist_ok=True)
         self._lock = threading.RLock()
-        self._lockfd = os.open(os.path.join(self.auppath, "store.lock"), os.O_RDWR | os.O_CREAT, 0o666)  # umask
+        self._lockfd = os.open(
+            os.path.join(self.auppath, "store.lock"), os.O_RDWR | os.O_CREAT, 0o666
+        )  # umask
         self._flock_depth = 0
         self._released: set[int] = set()  # rids freed by us but still marked taken on disk
         self._to_sync: list[int] = []  # journal fds (dups) to fdatasync when the lock is released
@@ -209,7 +224,7 @@ class TinyDBConnector:
 
     def _release_fds(self) -> None:
         holding = [db for db in self._dbs.values() if storage_of(db).holds_fd]
-        for db in holding[:max(0, len(holding) - OPEN_DBS)]:
+        for db in holding[: max(0, len(holding) - OPEN_DBS)]:
             storage_of(db).release_fd()
 
     @contextmanager
@@ -266,7 +281,7 @@ class TinyDBConnector:
         if relpath not in self._written:
             self._release_fds()
             if "/jobs-" in relpath:
-                self._summaries_due.add(int(relpath[1:relpath.index("/")]))
+                self._summaries_due.add(int(relpath[1 : relpath.index("/")]))
         self._written[relpath] = time.monotonic()
         if sync and self.sync_each_job:
             self._to_sync.append(os.dup(fd))
@@ -347,8 +362,11 @@ class TinyDBConnector:
             return max(self._eids_on_disk() | set(map(int, self._raw(self.META, "experiments"))), default=0)
         if counter == "jid":
             if self._jid_floor is None:  # jobs-<n>.json holds jids n*32 … n*32+31: names suffice
-                shards = [int(m.group(1)) for p in glob.glob(os.path.join(self.root, "e*", "jobs-*.json*"))
-                          if (m := re.search(r"jobs-([0-9]+)\.json", os.path.basename(p)))]
+                shards = [
+                    int(m.group(1))
+                    for p in glob.glob(os.path.join(self.root, "e*", "jobs-*.json*"))
+                    if (m := re.search(r"jobs-([0-9]+)\.json", os.path.basename(p)))
+                ]
                 self._jid_floor = max(((n + 1) * JOBS_PER_SHARD - 1 for n in shards), default=0)
             return self._jid_floor
         if counter == "rid":
@@ -379,7 +397,9 @@ class TinyDBConnector:
             with self._locked():
                 old = self._raw(self.META, "resources")
                 if old:
-                    self.add_resources([(d["rid"], d.get("name", ""), d.get("type", "cpu")) for d in old.values()])
+                    self.add_resources(
+                        [(d["rid"], d.get("name", ""), d.get("type", "cpu")) for d in old.values()]
+                    )
                     self._write(self.META, [{"t": "resources", "clear": 1}])
                 self._rebuild_experiments()
         except (StoreWriteError, KeyError, TypeError):
@@ -393,23 +413,42 @@ class TinyDBConnector:
         except OSError:
             raise exc from None
         what = "env.ini" if self.RESOURCES in exc.path else "the experiment folders"
-        log.warning("aup-tui: %s was damaged (%s); moved it to %s and rebuilt what it held from %s",
-                    exc.path, str(exc).split("(", 1)[1].split(")")[0], aside, what)
+        log.warning(
+            "aup-tui: %s was damaged (%s); moved it to %s and rebuilt what it held from %s",
+            exc.path,
+            str(exc).split("(", 1)[1].split(")")[0],
+            aside,
+            what,
+        )
 
     def _rebuild_experiments(self) -> None:
         """Put back into meta.json the experiments only their folders remember (caller holds `_locked`)."""
         known = self._raw(self.META, "experiments")
         for eid in sorted(self._eids_on_disk()):
             mirror = self._read_or_none(self._exp_file(eid), "experiment").get("1")
-            if str(eid) in known and not (mirror and known[str(eid)].get("status") == "RUNNING"
-                                          and mirror.get("status") != "RUNNING"):
+            if str(eid) in known and not (
+                mirror and known[str(eid)].get("status") == "RUNNING" and mirror.get("status") != "RUNNING"
+            ):
                 continue
             if mirror is None:
-                config = (self._read_or_none(self._exp_file(eid), "config").get("1") or {}).get("config") or {}
-                mirror = {"eid": eid, "user": None, "name": str(config.get("name", f"experiment {eid}")),
-                          "status": "INTERRUPTED", "start": None, "end": None, "owner": None, "host": None,
-                          "best_jid": None, "best_score": None, "n_samples": config.get("n_samples"),
-                          "target": config.get("target", "max"), "resource": config.get("resource")}
+                config = (self._read_or_none(self._exp_file(eid), "config").get("1") or {}).get(
+                    "config"
+                ) or {}
+                mirror = {
+                    "eid": eid,
+                    "user": None,
+                    "name": str(config.get("name", f"experiment {eid}")),
+                    "status": "INTERRUPTED",
+                    "start": None,
+                    "end": None,
+                    "owner": None,
+                    "host": None,
+                    "best_jid": None,
+                    "best_score": None,
+                    "n_samples": config.get("n_samples"),
+                    "target": config.get("target", "max"),
+                    "resource": config.get("resource"),
+                }
             self._put(self.META, "experiments", eid, {**mirror, "eid": eid})
         counters = self._raw(self.META, "counters").get("1") or {}
         floors = {c: max(int(counters.get(c, 0)), self._id_floor(c)) for c in ("eid", "jid")}
@@ -464,7 +503,9 @@ class TinyDBConnector:
         with self._locked():
             ops, top = [], 0
             for rid, name, rtype in resources:
-                ops.append({"t": "resources", "id": str(rid), "d": {"rid": rid, "name": str(name), "type": rtype}})
+                ops.append(
+                    {"t": "resources", "id": str(rid), "d": {"rid": rid, "name": str(name), "type": rtype}}
+                )
                 top = max(top, rid)
             if ops:
                 self._write(self.RESOURCES, ops)
@@ -525,7 +566,9 @@ class TinyDBConnector:
     def resources(self, rtype: str | None = None) -> list[dict]:
         with self._lock:
             taken = self._taken()
-            docs = [self._merged(d, taken) for d in self._defs().values() if rtype is None or d["type"] == rtype]
+            docs = [
+                self._merged(d, taken) for d in self._defs().values() if rtype is None or d["type"] == rtype
+            ]
         docs.sort(key=lambda d: d["rid"])
         return docs
 
@@ -538,9 +581,13 @@ class TinyDBConnector:
         blacklist = set(rid_blacklist or ())
         with self._lock:
             released, taken = self._released, self._taken()
-            return sorted(d["rid"] for key, d in self._defs().items()
-                          if d["type"] == rtype and (key not in taken or d["rid"] in released)
-                          and d["rid"] not in blacklist)
+            return sorted(
+                d["rid"]
+                for key, d in self._defs().items()
+                if d["type"] == rtype
+                and (key not in taken or d["rid"] in released)
+                and d["rid"] not in blacklist
+            )
 
     def take_available_resource(self, rid: int, jid: int | None = None) -> bool:
         """Atomically mark `rid` taken by this process; False if someone else has it."""
@@ -569,7 +616,9 @@ class TinyDBConnector:
         with self._locked():
             if self._released:
                 rids = sorted(self._released)
-                mine = [rid for rid in rids if (self._taken().get(str(rid)) or {}).get("owner") == list(self.me)]
+                mine = [
+                    rid for rid in rids if (self._taken().get(str(rid)) or {}).get("owner") == list(self.me)
+                ]
                 self._delete(self.META, "taken", mine)  # on failure they stay to write
                 self._released.difference_update(rids)
 
@@ -587,8 +636,11 @@ class TinyDBConnector:
         with self._locked():
             freed = [d["rid"] for d in self._taken().values() if not _owner_alive(d.get("owner"))]
             self._delete(self.META, "taken", freed)
-            experiments = [d["eid"] for d in self._raw(self.META, "experiments").values()
-                           if d["status"] == "RUNNING" and not _owner_alive(d.get("owner"))]
+            experiments = [
+                d["eid"]
+                for d in self._raw(self.META, "experiments").values()
+                if d["status"] == "RUNNING" and not _owner_alive(d.get("owner"))
+            ]
             self._patch(self.META, "experiments", experiments, {"status": "INTERRUPTED", "end": now})
             jobs: list[int] = []
             for eid in experiments:
@@ -603,10 +655,18 @@ class TinyDBConnector:
                         attempts = [dict(a) for a in doc.get("attempts", [])]
                         if attempts and attempts[-1].get("status") in LIVE_STATES:
                             attempts[-1].update(status="INTERRUPTED", end=now)
-                        self._put(relpath, "jobs", doc.doc_id, {
-                            **doc, "status": "INTERRUPTED", "end": now, "attempts": attempts,
-                            "error": "interrupted: the process running this job died",
-                        })
+                        self._put(
+                            relpath,
+                            "jobs",
+                            doc.doc_id,
+                            {
+                                **doc,
+                                "status": "INTERRUPTED",
+                                "end": now,
+                                "attempts": attempts,
+                                "error": "interrupted: the process running this job died",
+                            },
+                        )
                         jobs.append(doc.doc_id)
         return {"resources": freed, "experiments": experiments, "jobs": jobs}
 
@@ -616,9 +676,17 @@ class TinyDBConnector:
         with self._locked():
             eid = self._next_id("eid")
             doc = {
-                "eid": eid, "user": user or getpass.getuser(), "name": name, "status": "RUNNING",
-                "start": time.time(), "end": None, "owner": list(self.me), "host": socket.gethostname(),
-                "best_jid": None, "best_score": None, **info,
+                "eid": eid,
+                "user": user or getpass.getuser(),
+                "name": name,
+                "status": "RUNNING",
+                "start": time.time(),
+                "end": None,
+                "owner": list(self.me),
+                "host": socket.gethostname(),
+                "best_jid": None,
+                "best_score": None,
+                **info,
             }
             self._put(self._exp_file(eid), "config", 1, {"config": config})
             self._put(self._exp_file(eid), "experiment", 1, doc)  # the copy meta.json is rebuilt from
@@ -676,7 +744,9 @@ class TinyDBConnector:
     def log_error(self, eid: int, message: str, jid: int | None = None) -> None:
         with self._locked():
             n = len(self._exp(eid, "errors"))
-            self._put(self._exp_file(eid), "errors", n + 1, {"jid": jid, "time": time.time(), "message": message})
+            self._put(
+                self._exp_file(eid), "errors", n + 1, {"jid": jid, "time": time.time(), "message": message}
+            )
 
     def errors(self, eid: int) -> list[dict]:
         with self._lock:
@@ -695,8 +765,16 @@ class TinyDBConnector:
                 self._jid_pool = list(range(first + JID_BLOCK - 1, first - 1, -1))
             return self._jid_pool.pop()
 
-    def start_job(self, eid: int, jid: int, config: dict, rid: int | None, resource: str,
-                  attempt: int, status: str = "RUNNING") -> None:
+    def start_job(
+        self,
+        eid: int,
+        jid: int,
+        config: dict,
+        rid: int | None,
+        resource: str,
+        attempt: int,
+        status: str = "RUNNING",
+    ) -> None:
         """Record that attempt `attempt` of job `jid` started on resource `rid`; refused
         (StoreWriteError) while earlier records wait for room."""
         now = time.time()
@@ -705,13 +783,36 @@ class TinyDBConnector:
                 raise self.write_error
             doc = self._raw(self._jobs_file(eid, jid), "jobs").get(str(jid))
             attempts = [dict(a) for a in doc["attempts"]] if doc else []
-            attempts.append({"attempt": attempt, "rid": rid, "resource": resource, "start": now,
-                             "end": None, "status": status, "error": None})
-            self._put(self._jobs_file(eid, jid), "jobs", jid, {
-                "jid": jid, "eid": eid, "config": config, "status": status, "rid": rid,
-                "resource": resource, "score": None, "values": None, "error": None,
-                "start": doc["start"] if doc else now, "end": None, "attempts": attempts,
-            })
+            attempts.append(
+                {
+                    "attempt": attempt,
+                    "rid": rid,
+                    "resource": resource,
+                    "start": now,
+                    "end": None,
+                    "status": status,
+                    "error": None,
+                }
+            )
+            self._put(
+                self._jobs_file(eid, jid),
+                "jobs",
+                jid,
+                {
+                    "jid": jid,
+                    "eid": eid,
+                    "config": config,
+                    "status": status,
+                    "rid": rid,
+                    "resource": resource,
+                    "score": None,
+                    "values": None,
+                    "error": None,
+                    "start": doc["start"] if doc else now,
+                    "end": None,
+                    "attempts": attempts,
+                },
+            )
 
     def set_job_pid(self, eid: int, jid: int, attempt: int, pid: int) -> None:
         """Note the process-group leader of a local job's running attempt, so that a monitor in
@@ -744,8 +845,13 @@ class TinyDBConnector:
         relpath = self._jobs_file(eid, jid)
         doc = self._raw(relpath, "jobs").get(str(jid))
         current = (doc or {}).get("attempts") or [{}]
-        if doc and doc.get("status") == "RUNNING" and current[-1].get("attempt") == attempt \
-                and current[-1].get("end") is None and any(doc.get(k) != v for k, v in fields.items()):
+        if (
+            doc
+            and doc.get("status") == "RUNNING"
+            and current[-1].get("attempt") == attempt
+            and current[-1].get("end") is None
+            and any(doc.get(k) != v for k, v in fields.items())
+        ):
             self._write(relpath, [{"t": "jobs", "id": str(jid), "d": {**doc, **fields}}])
 
     def update_job(self, eid: int, jid: int, **fields: Any) -> None:
@@ -759,8 +865,16 @@ class TinyDBConnector:
                 fields["attempts"] = attempts
             self._put(self._jobs_file(eid, jid), "jobs", jid, {**doc, **fields})
 
-    def end_job(self, eid: int, jid: int, score: float | None, status: str,
-                values: list[float] | None = None, error: str | None = None, final: bool = True) -> float | None:
+    def end_job(
+        self,
+        eid: int,
+        jid: int,
+        score: float | None,
+        status: str,
+        values: list[float] | None = None,
+        error: str | None = None,
+        final: bool = True,
+    ) -> float | None:
         """Record the end of the job's current attempt; on disk (fdatasync) before it returns.
         Returns the end time recorded (None when there is no such job), for events to carry.
 
@@ -850,8 +964,11 @@ class TinyDBConnector:
         """Databases matching `pattern` (`dir/name`, relative to the store), whether snapshot or
         journal exists; a listdir per folder (no glob, no relpath: this runs on every refresh)."""
         folder, name = pattern.split("/", 1)
-        folders = ([folder] if not glob.has_magic(folder) else
-                   [f for f in fnmatch.filter(self._listdir(self.root), folder)])
+        folders = (
+            [folder]
+            if not glob.has_magic(folder)
+            else [f for f in fnmatch.filter(self._listdir(self.root), folder)]
+        )
         found: set[str] = set()
         for f in folders:
             names = {n.removesuffix(".log") for n in self._listdir(os.path.join(self.root, f))}
@@ -899,8 +1016,10 @@ class TinyDBConnector:
             if memo is not None and memo[0] == stamp:
                 docs = memo[1]
             else:
-                docs = sorted((doc for relpath, _ in stamp for doc in self._raw(relpath, "jobs").values()),
-                              key=lambda d: d["jid"])
+                docs = sorted(
+                    (doc for relpath, _ in stamp for doc in self._raw(relpath, "jobs").values()),
+                    key=lambda d: d["jid"],
+                )
                 self._jobs_memo[eid] = (stamp, docs)
             if not self._unwritten:
                 return [dict(d) for d in docs]
@@ -937,7 +1056,10 @@ class TinyDBConnector:
         stamp = self._shard_stamp(eid)
         if stamp is None or any(e == eid for e, _ in self._unwritten):
             return
-        rows = [[j["jid"], j["status"], j["score"], j["config"], j["resource"], j.get("end")] for j in self.jobs(eid)]
+        rows = [
+            [j["jid"], j["status"], j["score"], j["config"], j["resource"], j.get("end")]
+            for j in self.jobs(eid)
+        ]
         body = json.dumps(rows, separators=(",", ":")).encode()
         head = json.dumps({"crc": zlib.crc32(body), "shards": stamp}).encode()
         path = os.path.join(self.root, f"e{eid}", "summary.json")
@@ -966,28 +1088,43 @@ class TinyDBConnector:
                     head, _, body = f.read().partition(b"\n")
                 meta = json.loads(head)
                 if meta["crc"] == zlib.crc32(body) and meta["shards"] == stamp:
-                    rows = [{"jid": r[0], "status": r[1], "score": r[2], "config": r[3], "resource": r[4],
-                             "end": r[5]} for r in json.loads(body)]
+                    rows = [
+                        {
+                            "jid": r[0],
+                            "status": r[1],
+                            "score": r[2],
+                            "config": r[3],
+                            "resource": r[4],
+                            "end": r[5],
+                        }
+                        for r in json.loads(body)
+                    ]
                     self._rows_memo[eid] = (stamp, rows)  # the summary and the listing share one read
                     return list(rows)
             except (OSError, ValueError, KeyError, TypeError, IndexError):
                 pass  # missing, stale or damaged: it is only a shortcut
         return self.jobs(eid)
 
-    def get_best_result(self, eid: int, maximize: bool,
-                        jobs: Iterable[dict] | None = None) -> tuple[int, float] | None:
+    def get_best_result(
+        self, eid: int, maximize: bool, jobs: Iterable[dict] | None = None
+    ) -> tuple[int, float] | None:
         """`(jid, score)` of the best FINISHED job; on a tie the one that finished first wins
         (see `better`). `jobs`: the experiment's jobs when the caller has read them already."""
         best: tuple[float, float | None, int] | None = None
         for j in self.jobs(eid) if jobs is None else jobs:
-            if j["status"] == "FINISHED" and j["score"] is not None \
-                    and better(j["score"], j.get("end"), j["jid"], best, maximize):
+            if (
+                j["status"] == "FINISHED"
+                and j["score"] is not None
+                and better(j["score"], j.get("end"), j["jid"], best, maximize)
+            ):
                 best = (j["score"], j.get("end"), j["jid"])
         return (best[2], best[0]) if best else None
 
     # -- intermediate results -------------------------------------------------------------
 
-    def save_intermediate_result(self, eid: int, jid: int, index: int, values: list[float], attempt: int = 1) -> None:
+    def save_intermediate_result(
+        self, eid: int, jid: int, index: int, values: list[float], attempt: int = 1
+    ) -> None:
         """Buffer one intermediate result; it reaches the disk within `FLUSH_INTERVAL`."""
         doc = {"jid": jid, "attempt": attempt, "index": index, "values": list(values), "time": time.time()}
         with self._pending_lock:
@@ -998,7 +1135,9 @@ class TinyDBConnector:
         if self._flusher is None and not self._closed.is_set():
             with self._pending_lock:
                 if self._flusher is None:
-                    self._flusher = threading.Thread(target=self._flush_loop, name="aup-store-flush", daemon=True)
+                    self._flusher = threading.Thread(
+                        target=self._flush_loop, name="aup-store-flush", daemon=True
+                    )
                     self._flusher.start()
 
     def _compact_idle(self) -> None:
@@ -1066,10 +1205,14 @@ class TinyDBConnector:
                     part, count = self._result_part(eid, shard)
                     room = RESULTS_PER_PART - count
                     chunk, docs = docs[:room], docs[room:]
-                    self._write(f"e{eid}/results-{shard}-{part}.json",
-                                [{"t": "results", "id": str(count + i + 1), "d": d} for i, d in enumerate(chunk)])
+                    self._write(
+                        f"e{eid}/results-{shard}-{part}.json",
+                        [{"t": "results", "id": str(count + i + 1), "d": d} for i, d in enumerate(chunk)],
+                    )
                     count += len(chunk)
-                    self._result_parts[(eid, shard)] = (part + 1, 0) if count >= RESULTS_PER_PART else (part, count)
+                    self._result_parts[(eid, shard)] = (
+                        (part + 1, 0) if count >= RESULTS_PER_PART else (part, count)
+                    )
                     written.update(id(d) for d in chunk)
 
     def _write_latest(self, latest: dict[tuple[int, int], dict]) -> None:
@@ -1114,8 +1257,13 @@ class TinyDBConnector:
         data block), so a stop always gets through."""
         try:
             with self._locked():
-                self._put(self.META, "stops", self._next_id("stop"), {"eid": eid, "jid": jid, "time": time.time()},
-                          sync=True)
+                self._put(
+                    self.META,
+                    "stops",
+                    self._next_id("stop"),
+                    {"eid": eid, "jid": jid, "time": time.time()},
+                    sync=True,
+                )
         except StoreWriteError:
             path = os.path.join(self.root, f"stop.e{eid}.{'all' if jid is None else jid}.{time.time_ns()}")
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
@@ -1129,8 +1277,13 @@ class TinyDBConnector:
         for path in self._stop_markers(eid):
             m = re.fullmatch(r"stop\.e([0-9]+)\.(all|[0-9]+)\.([0-9]+)", os.path.basename(path))
             if m:
-                out.append({"eid": int(m.group(1)), "jid": None if m.group(2) == "all" else int(m.group(2)),
-                            "time": int(m.group(3)) / 1e9})
+                out.append(
+                    {
+                        "eid": int(m.group(1)),
+                        "jid": None if m.group(2) == "all" else int(m.group(2)),
+                        "time": int(m.group(3)) / 1e9,
+                    }
+                )
         return out
 
     def stop_requests(self, eid: int) -> list[dict]:
@@ -1150,8 +1303,13 @@ class TinyDBConnector:
     def submit_passive(self, eid: int, jid: int, text: str, failed: bool = False) -> None:
         """Hand a passive job's pasted output (or a failure reason) to the process running it."""
         with self._locked():
-            self._put(self.META, "passive", self._next_id("passive"),
-                      {"eid": eid, "jid": jid, "text": text, "failed": failed, "time": time.time()}, sync=True)
+            self._put(
+                self.META,
+                "passive",
+                self._next_id("passive"),
+                {"eid": eid, "jid": jid, "text": text, "failed": failed, "time": time.time()},
+                sync=True,
+            )
 
     def take_passive_answers(self, eid: int) -> list[dict]:
         """Remove and return the answers other processes left for experiment `eid`."""
@@ -1195,7 +1353,9 @@ class TinyDBConnector:
                 # in groups that `_db` keeps open together: opening more results databases than
                 # OPEN_DBS would evict (close) ones already listed, and compacting those reopens fds
                 for start in range(0, len(relpaths), OPEN_DBS):
-                    storages = [storage_of(self._db(relpath)) for relpath in relpaths[start:start + OPEN_DBS]]
+                    storages = [
+                        storage_of(self._db(relpath)) for relpath in relpaths[start : start + OPEN_DBS]
+                    ]
                     if len(storages) > 8:  # mostly waiting on the file system: fold a few at a time
                         from concurrent.futures import ThreadPoolExecutor
 
@@ -1210,8 +1370,13 @@ class TinyDBConnector:
         except StoreWriteError as exc:
             lost = len(self._unwritten)
             if lost or self._pending:
-                log.warning("aup-tui: %s; %d finished jobs' records and %d intermediate results were not "
-                            "written (the jobs' output is in their logs)", exc, lost, len(self._pending))
+                log.warning(
+                    "aup-tui: %s; %d finished jobs' records and %d intermediate results were not "
+                    "written (the jobs' output is in their logs)",
+                    exc,
+                    lost,
+                    len(self._pending),
+                )
         finally:
             with self._lock:
                 for db in self._dbs.values():

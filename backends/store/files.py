@@ -32,8 +32,11 @@ from ..errors import AupError
 COMPACT_MIN_BYTES = 64 * 1024
 
 #: errors that mean "no room or a failing disk": writes wait and are retried, nothing is dropped
-WRITE_ERRNOS = frozenset(e for e in (errno.ENOSPC, errno.EIO, getattr(errno, "EDQUOT", None),
-                                     errno.EROFS, errno.EFBIG) if e is not None)
+WRITE_ERRNOS = frozenset(
+    e
+    for e in (errno.ENOSPC, errno.EIO, getattr(errno, "EDQUOT", None), errno.EROFS, errno.EFBIG)
+    if e is not None
+)
 
 
 class StoreWriteError(AupError):
@@ -51,9 +54,11 @@ class StoreCorruptError(AupError):
 
     def __init__(self, path: str, what: str) -> None:
         self.path = path
-        super().__init__(f"store file {path} is damaged ({what}): move it aside "
-                         f"(mv {path} {path}.damaged) and run the command again — "
-                         "the rest of the store is kept")
+        super().__init__(
+            f"store file {path} is damaged ({what}): move it aside "
+            f"(mv {path} {path}.damaged) and run the command again — "
+            "the rest of the store is kept"
+        )
 
 
 def is_write_error(exc: BaseException) -> bool:
@@ -71,15 +76,21 @@ def write_all(fd: int, data: bytes) -> None:
 
 
 def _check_op(op: Any) -> dict[str, Any]:
-    if not (isinstance(op, dict) and isinstance(op.get("t"), str) and isinstance(op.get("id", ""), str)
-            and ("id" in op or op.get("clear")) and ("d" not in op or isinstance(op["d"], dict))):
+    if not (
+        isinstance(op, dict)
+        and isinstance(op.get("t"), str)
+        and isinstance(op.get("id", ""), str)
+        and ("id" in op or op.get("clear"))
+        and ("d" not in op or isinstance(op["d"], dict))
+    ):
         raise ValueError("a journal line is not an operation")
     return op
 
 
 def _check_snapshot(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict) or not all(
-            isinstance(t, dict) and all(isinstance(d, dict) for d in t.values()) for t in data.values()):
+        isinstance(t, dict) and all(isinstance(d, dict) for d in t.values()) for t in data.values()
+    ):
         raise ValueError("not a TinyDB database")
     return data
 
@@ -129,8 +140,12 @@ class JournaledStorage(Storage):
                 log_ino, log_size = st.st_ino, st.st_size
             except FileNotFoundError:
                 log_ino, log_size = None, 0
-            if (self._data is None or snap != self._snap or log_ino != self._log_ino
-                    or log_size < self._log_off):
+            if (
+                self._data is None
+                or snap != self._snap
+                or log_ino != self._log_ino
+                or log_size < self._log_off
+            ):
                 self._data = self._load_snapshot() if snap else {}
                 self._snap, self._log_ino, self._log_off = snap, log_ino, 0
             if log_size > self._log_off:
@@ -264,7 +279,9 @@ class JournaledStorage(Storage):
     def _journal_fd(self) -> int:
         if self._fd is None:
             try:
-                self._fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # umask applies
+                self._fd = os.open(
+                    self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666
+                )  # umask applies
             except OSError as exc:
                 if is_write_error(exc):
                     raise StoreWriteError(self.log_path, exc) from None
