@@ -28,15 +28,11 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
 from .bridge import EngineBridge, ExperimentState, LiveSource, StoreSource
+from .exit_codes import EXIT_ERROR, EXIT_OK, EXIT_STOPPED, for_status
 from .signals import STOP_WAIT, quiet_on_hangup, signal_name, stop_signals
 
-EXIT_OK, EXIT_ERROR, EXIT_STOPPED = 0, 1, 130
 PREFS_FILE = "tui.json"
 THEME_NAMES = tuple(t.name for t in THEMES)
-
-
-def status_exit_code(status: str | None) -> int:
-    return {"FINISHED": EXIT_OK, "STOPPED": EXIT_STOPPED}.get(status or "", EXIT_ERROR)
 
 
 # -- preferences in .aup/tui.json ---------------------------------------------------------
@@ -487,14 +483,14 @@ class AupApp(App[int]):
             if "error" in self.exp_outcome:
                 return EXIT_ERROR
             status = self.experiment.status  # set before ExperimentFinished is published
-            return status_exit_code(status) if status not in ("PENDING", "RUNNING") else EXIT_OK
+            return for_status(status) if status not in ("PENDING", "RUNNING") else EXIT_OK
         if self.watch_eid is not None:
             from .screens.dashboard import DashboardScreen
 
             for screen in self.screen_stack:
                 if isinstance(screen, DashboardScreen) and screen.state.eid == self.watch_eid:
                     if not screen.state.is_live:
-                        return status_exit_code(screen.state.status)
+                        return for_status(screen.state.status)
         return EXIT_OK
 
     def get_system_commands(self, screen):
@@ -604,7 +600,7 @@ def _finish_experiment(app: AupApp) -> int:
     exp.connector.close()
     if result.status == "STOPPED" or app.quit_choice == "stop" or signalled or stop_signals.received:
         return EXIT_STOPPED
-    return status_exit_code(result.status)
+    return for_status(result.status)
 
 
 def _continue_headless(app: AupApp) -> TextIO:

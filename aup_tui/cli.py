@@ -12,8 +12,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-EXIT_OK, EXIT_ERROR, EXIT_STOPPED = 0, 1, 130
-
+from .exit_codes import EXIT_ERROR, EXIT_OK, EXIT_STOPPED
 
 AUP_HELP = "the .aup folder to use (default: ./.aup, then ~/.aup)"
 

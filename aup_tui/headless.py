@@ -30,7 +30,7 @@ from aup_tui_backends.experiment import Experiment, ExperimentResult, summarize
 from aup_tui_backends.jobs import JobError, ResultParseError
 from aup_tui_backends.store.connector import better
 
-from .cli import EXIT_ERROR, EXIT_OK, EXIT_STOPPED
+from .exit_codes import for_status
 from .signals import STOP_WAIT, quiet_on_hangup, signal_name, stop_signals
 
 
@@ -403,14 +403,7 @@ def run_headless(
     print_summary(result, config, follower.out)  # dropped if the terminal hung up
     if not thread.is_alive():  # else it gave up waiting after a signal: the thread still writes
         connector.close()
-    return exit_code(result.status, follower.interrupted)
-
-
-def exit_code(status: str, interrupted: bool = False) -> int:
-    """The CLI's exit status for an experiment that ended in `status`."""
-    if status == "STOPPED" or interrupted:
-        return EXIT_STOPPED
-    return EXIT_OK if status == "FINISHED" else EXIT_ERROR
+    return for_status(result.status, follower.interrupted)
 
 
 _COUNTED = (JobStarted, JobFinished, JobFailed, JobStopped)
