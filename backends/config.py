@@ -18,8 +18,7 @@ from typing import Any
 
 from .early_stop import make_policy
 from .errors import ConfigError
-from .proposers import proposer_class
-from .proposers.reserved import RESERVED_PARAMETER_NAMES
+from .proposer_catalog import RESERVED_PARAMETER_NAMES, proposer_spec
 
 REQUIRED_KEYS = ("script", "resource", "name", "target", "proposer")
 RESOURCE_TYPES = ("cpu", "gpu", "node", "aws", "passive")
@@ -151,7 +150,7 @@ def validate_experiment(
             f"proposer {_show(data['proposer'])} in {source} is not a proposer's name "
             "— use one such as random or sequence"
         )
-    proposer = proposer_class(data["proposer"], source)
+    proposer = proposer_spec(data["proposer"], source)
     if proposer.needs_n_samples and "n_samples" not in data:
         raise ConfigError(
             f"n_samples in {source} is required by the {proposer.name} proposer "

@@ -28,7 +28,7 @@ from concurrent.futures import Future
 from typing import Any, ClassVar
 
 from .errors import ConfigError
-from .proposers.base import installed
+from .optional import installed
 
 log = logging.getLogger(__name__)
 

@@ -352,7 +352,7 @@ def test_reserved_parameter_names_are_refused_with_the_reason(tmp_path, name):
 def test_the_reserved_list_is_the_one_the_job_config_uses(tmp_path):
     """job_id is what each job's config carries; tid and n_iterations are the proposers' keys."""
     from aup_tui_backends.jobs import Job
-    from aup_tui_backends.proposers.reserved import JOB_ID_KEY, RESERVED_PARAMETER_NAMES
+    from aup_tui_backends.proposer_catalog import JOB_ID_KEY, RESERVED_PARAMETER_NAMES
 
     assert set(RESERVED_PARAMETER_NAMES) >= {"job_id", "tid", "n_iterations"}
     job = Job("job.sh", {"x": 1}, path=str(tmp_path))

@@ -5,6 +5,7 @@ import json
 import pytest
 from aup_tui_backends.config import validate_experiment
 from aup_tui_backends.errors import ConfigError
+from aup_tui_backends.proposer_catalog import PROPOSER_SPECS
 from aup_tui_backends.proposers import PROPOSERS, RandomProposer, SequenceProposer, get_proposer
 
 PARAMS = [
@@ -48,6 +49,7 @@ def test_registry_lists_auptimizers_proposers_and_ours():
         "qmc",
     ]
     assert PROPOSERS["random"] is RandomProposer and PROPOSERS["sequence"] is SequenceProposer
+    assert list(PROPOSERS) == list(PROPOSER_SPECS)  # one class per catalogue entry, in its order
 
 
 def test_random_gives_n_samples_jobs_in_range_with_json_types():
@@ -156,8 +158,8 @@ import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
+from aup_tui_backends.proposer_catalog import RESERVED_PARAMETER_NAMES  # noqa: E402
 from aup_tui_backends.proposers import added_keys  # noqa: E402
-from aup_tui_backends.proposers.reserved import RESERVED_PARAMETER_NAMES  # noqa: E402
 from helpers import ROOT  # noqa: E402
 
 PLANE = [{"name": "x", "type": "float", "range": [-5, 5]}, {"name": "y", "type": "float", "range": [-5, 5]}]

@@ -13,26 +13,25 @@ job ends.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import math
 import threading
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
 
+from ..config import ExperimentConfig, validate_experiment
 from ..errors import ConfigError
+from ..proposer_catalog import PROPOSER_SPECS
 
-if TYPE_CHECKING:
-    from ..config import ExperimentConfig
+#: a job's parameters (and the keys its proposer adds), JSON values as its config file holds them
+Params = dict[str, Any]
+#: finished jobs of an earlier run: (parameters, score or None)
+History = Iterable[tuple[Params, "float | None"]]
 
-History = Iterable[tuple[dict, "float | None"]]
 
-
-def as_experiment_config(config: Any) -> ExperimentConfig:
+def as_experiment_config(config: ExperimentConfig | dict[str, Any]) -> ExperimentConfig:
     """`config`, or the experiment's dict (as Auptimizer passes it) checked as the file is."""
     if isinstance(config, dict):
-        from ..config import validate_experiment
-
         return validate_experiment(config, source="the experiment config")
     return config
 
@@ -44,27 +43,25 @@ class Proposer:
     one proposer. Subclasses implement ``_propose`` (None = waiting) and, when they learn, ``_tell``.
     """
 
+    #: its entry in :data:`~aup_tui_backends.proposer_catalog.PROPOSER_SPECS`, which holds its facts
     name: ClassVar[str]
-    needs_n_samples: ClassVar[bool] = True
-    #: keys this proposer writes into each job's config next to the parameters (reserved names)
-    adds: ClassVar[tuple[str, ...]] = ()
-    #: importable modules it needs and the pip extra that brings them
-    requires: ClassVar[tuple[str, ...]] = ()
-    extra: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Each proposer also takes the experiment's dict, as Auptimizer's do (checked as a file is)."""
         super().__init_subclass__(**kwargs)
-        init = cls.__dict__.get("__init__")
+        init: Callable[..., None] | None = cls.__dict__.get("__init__")
         if init is not None:
+            checked = init
 
-            @functools.wraps(init)
-            def __init__(self, config: Any, *args: Any, **kw: Any) -> None:
-                init(self, as_experiment_config(config), *args, **kw)
+            @functools.wraps(checked)
+            def __init__(
+                self: Proposer, config: ExperimentConfig | dict[str, Any], *args: Any, **kw: Any
+            ) -> None:
+                checked(self, as_experiment_config(config), *args, **kw)
 
-            cls.__init__ = __init__  # type: ignore[method-assign]
+            setattr(cls, "__init__", __init__)  # noqa: B010 — mypy refuses assigning a method
 
-    def __init__(self, config: ExperimentConfig | dict) -> None:
+    def __init__(self, config: ExperimentConfig | dict[str, Any]) -> None:
         config = as_experiment_config(config)
         self.config = config
         self.n_samples: int = config.n_samples
@@ -72,11 +69,16 @@ class Proposer:
         self.maximize = config.target == "max"
         self.seed = 0 if config.random_seed is None else config.random_seed
         self._given = 0
-        self._requeue: list[dict] = []  # proposed before a resume but never finished
+        self._requeue: list[Params] = []  # proposed before a resume but never finished
         self._past: dict[str, list[float | None]] = {}  # replayed jobs not yet met again
         self._lock = threading.RLock()
 
-    def get(self) -> dict | None:
+    @property
+    def adds(self) -> tuple[str, ...]:
+        """Keys this proposer writes into each job's config next to the parameters."""
+        return PROPOSER_SPECS[self.name].adds
+
+    def get(self) -> Params | None:
         """The next parameter dict; None when the budget is spent or while waiting for scores."""
         with self._lock:
             while True:
@@ -93,12 +95,12 @@ class Proposer:
                     return params
                 self._tell(params, _finite(past.pop(0)))  # ran before the resume: its score is known
 
-    def update(self, score: float | None, config: dict) -> None:
+    def update(self, score: float | None, config: Params) -> None:
         """Feedback from a finished job (``config`` as ``get`` gave it; ``score`` its final result)."""
         with self._lock:
             self._tell(config, _finite(score))
 
-    def failed(self, config: dict) -> None:
+    def failed(self, config: Params) -> None:
         """A job with ``config`` ended without a score (failed or stopped): never an exception,
         whatever the proposer; model-based ones count it as a bad trial."""
         with self._lock:
@@ -124,10 +126,10 @@ class Proposer:
         with self._lock:
             return self._given >= self.n_samples and not self._requeue
 
-    def _propose(self) -> dict | None:
+    def _propose(self) -> Params | None:
         raise NotImplementedError
 
-    def _tell(self, config: dict, score: float | None) -> None:
+    def _tell(self, config: Params, score: float | None) -> None:
         """Learn from one ended job; random and grid search do not."""
 
     def _loss(self, score: float) -> float:
@@ -135,21 +137,12 @@ class Proposer:
         return -score if self.maximize else score
 
 
-def config_key(config: dict) -> str:
+def config_key(config: Params) -> str:
     """A job's parameters and budget as a comparable string (the ids job_id and tid left out:
     they number jobs, they do not describe them)."""
     return json.dumps(
         {k: v for k, v in config.items() if k not in ("job_id", "tid")}, sort_keys=True, default=str
     )
-
-
-def installed(module: str) -> bool:
-    """Whether ``module`` can be imported, found without importing it (a module set to None in
-    ``sys.modules``, as tests do to hide one, counts as missing)."""
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 def _finite(score: Any) -> float | None:
@@ -196,7 +189,7 @@ def key_number(
 
 def key_choice(config: ExperimentConfig, key: str, default: str, options: tuple[str, ...]) -> str:
     value = config.raw.get(key, default)
-    if value not in options:
+    if not isinstance(value, str) or value not in options:
         raise ConfigError(
             f"{key} {json.dumps(value, default=str)} in {config.path or 'experiment.json'} "
             f"is not supported by the {config.proposer} proposer — use {' or '.join(options)}"

@@ -10,12 +10,10 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .base import Proposer
-
-if TYPE_CHECKING:
-    from ..config import ExperimentConfig
+from ..config import ExperimentConfig
+from .base import Params, Proposer
 
 
 class RandomProposer(Proposer):
@@ -30,11 +28,11 @@ class RandomProposer(Proposer):
         super().__init__(config)
         self._rng = random.Random(0 if config.random_seed is None else config.random_seed)
 
-    def _propose(self) -> dict:
+    def _propose(self) -> Params:
         return {p["name"]: draw(p, self._rng) for p in self.config.parameter_config}
 
 
-def draw(param: dict, rng: random.Random) -> Any:
+def draw(param: dict[str, Any], rng: random.Random) -> Any:
     """One uniform value of a parameter: floats in [low, high], ints in [low, high] inclusive."""
     if param["type"] == "choice":
         return rng.choice(param["range"])
@@ -49,7 +47,6 @@ class SequenceProposer(Proposer):
     fastest. ``n_samples`` (when above 0) caps how many grid points run."""
 
     name = "sequence"
-    needs_n_samples = False
 
     def __init__(self, config: ExperimentConfig) -> None:
         super().__init__(config)
@@ -59,11 +56,11 @@ class SequenceProposer(Proposer):
         names = [p["name"] for p in config.parameter_config]
         self._grid = (dict(zip(names, reversed(point))) for point in itertools.product(*reversed(axes)))
 
-    def _propose(self) -> dict:
+    def _propose(self) -> Params:
         return next(self._grid)
 
 
-def _grid_axis(param: dict) -> list:
+def _grid_axis(param: dict[str, Any]) -> list[Any]:
     """The values a parameter takes in the grid.
 
     As in Auptimizer: ``interval`` wins over ``n``; without either the step is 1; ``n`` points

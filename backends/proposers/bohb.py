@@ -27,15 +27,14 @@ from __future__ import annotations
 import math
 import random
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .base import History, Proposer, _finite, config_key, key_int, key_number
+from ..config import ExperimentConfig
+from .base import History, Params, Proposer, _finite, config_key, key_int, key_number
 from .basic import draw
 from .hyperband import budget_value
-
-if TYPE_CHECKING:
-    from ..config import ExperimentConfig
 
 
 @dataclass
@@ -45,13 +44,13 @@ class _Iteration:
     sizes: list[int]
     budgets: list[float]
     stage: int = 0
-    configs: dict[int, dict] = field(default_factory=dict)  # cid → params
+    configs: dict[int, Params] = field(default_factory=dict)  # cid → params
     queued: list[int] = field(default_factory=list)
     running: set[int] = field(default_factory=set)
     losses: dict[int, float] = field(default_factory=dict)  # this stage's results
     done: bool = False
 
-    def next_run(self, sample) -> tuple[int, dict, float, bool] | None:
+    def next_run(self, sample: Callable[[float], Params]) -> tuple[int, Params, float, bool] | None:
         """(cid, params, budget, freshly sampled) of the next job, or None while it waits."""
         if self.done:
             return None
@@ -83,10 +82,6 @@ class BOHBProposer(Proposer):
     """Model-based successive halving; waits between rungs, opening new iterations meanwhile."""
 
     name = "bohb"
-    needs_n_samples = False
-    adds = ("n_iterations", "tid")
-    requires = ("optuna",)
-    extra = "optuna"
 
     def __init__(self, config: ExperimentConfig) -> None:
         super().__init__(config)
@@ -122,7 +117,7 @@ class BOHBProposer(Proposer):
         n0 = int(math.floor(self.max_sh_iter / (s + 1)) * self.eta**s)
         return [max(int(n0 * self.eta ** (-i)), 1) for i in range(s + 1)]
 
-    def _propose(self) -> dict | None:
+    def _propose(self) -> Params | None:
         while True:
             for it in self._iterations:
                 run = it.next_run(self._sample)
@@ -137,7 +132,7 @@ class BOHBProposer(Proposer):
             s = self.max_sh_iter - 1 - (i % self.max_sh_iter)
             self._iterations.append(_Iteration(self._sizes(i), self.budgets[-s - 1 :]))
 
-    def _sample(self, budget: float) -> dict:
+    def _sample(self, budget: float) -> Params:
         import optuna
 
         from .optuna import to_job
@@ -173,7 +168,7 @@ class BOHBProposer(Proposer):
             self._models[budget] = optuna.create_study(direction="minimize", sampler=sampler)
         return self._models[budget]
 
-    def _tell(self, config: dict, score: float | None) -> None:
+    def _tell(self, config: Params, score: float | None) -> None:
         import optuna
 
         from .optuna import to_optuna
@@ -199,7 +194,7 @@ class BOHBProposer(Proposer):
 
         items = list(history)
         with self._lock:
-            skipped: list[dict] = []
+            skipped: list[Params] = []
             index = 0
             while index < len(items):
                 params = self.get()

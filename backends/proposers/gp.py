@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any
 
-from .base import History, Proposer, config_key, key_int
+from ..config import ExperimentConfig
+from ..errors import ConfigError
+from .base import History, Params, Proposer, config_key, key_int
 from .optuna import to_optuna
-
-if TYPE_CHECKING:
-    from ..config import ExperimentConfig
 
 REFIT_BELOW = 10  # refit the kernel's hyperparameters after every result up to this many
 REFIT_GROWTH = 1.25  # …and then whenever the results grew by a quarter
@@ -41,8 +40,6 @@ class GPProposer(Proposer):
     """GP + expected improvement over a Sobol candidate grid."""
 
     name = "gp"
-    requires: ClassVar[tuple[str, ...]] = ("sklearn", "scipy", "threadpoolctl")
-    extra: ClassVar[str] = "gp"
 
     def __init__(self, config: ExperimentConfig) -> None:
         super().__init__(config)
@@ -68,7 +65,7 @@ class GPProposer(Proposer):
 
     # -- encoding ------------------------------------------------------------------------
 
-    def _decode(self, u: Any) -> dict:
+    def _decode(self, u: Any) -> Params:
         """A grid point in [0, 1)^n (one coordinate a parameter) → the job's values."""
         out: dict[str, Any] = {}
         for p, x in zip(self._params, u):
@@ -82,7 +79,7 @@ class GPProposer(Proposer):
                 out[p["name"]] = float(low + x * (high - low))
         return out
 
-    def _encode(self, config: dict) -> Any:
+    def _encode(self, config: Params) -> Any:
         """The job's values → the GP's inputs (numbers scaled to [0, 1], choices one-hot)."""
         row: list[float] = []
         for p in self._params:
@@ -117,13 +114,13 @@ class GPProposer(Proposer):
                 cols.append(u[:, None])
         return np.hstack(cols)
 
-    def _propose(self) -> dict:
+    def _propose(self) -> Params:
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(1):  # BLAS threads fighting over small matrices cost 5x here
             return self._propose_one()
 
-    def _propose_one(self) -> dict:
+    def _propose_one(self) -> Params:
         if len(self._y) < self.n_startup:
             params = self._decode(self._grid[self._rs.integers(len(self._grid))])
         else:
@@ -193,7 +190,7 @@ class GPProposer(Proposer):
 
     # -- learning ------------------------------------------------------------------------
 
-    def _tell(self, config: dict, score: float | None) -> None:
+    def _tell(self, config: Params, score: float | None) -> None:
         key = config_key(config)
         points = self._pending.get(key)
         if points:
@@ -224,11 +221,8 @@ class SpearmintProposer(GPProposer):
     20000, ``engine_config``, ``spearmint_dir``, ``random_seed`` 0; adds ``job_id``."""
 
     name = "spearmint"
-    adds = ("job_id",)
 
     def __init__(self, config: ExperimentConfig) -> None:
-        from ..errors import ConfigError
-
         engine = config.raw.get("engine", "GPEIOptChooser")
         if engine not in ("GPEIOptChooser", "GPEIChooser"):
             raise ConfigError(

@@ -23,14 +23,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from typing import TYPE_CHECKING
 
+from ..config import ExperimentConfig
 from ..errors import ConfigError
-from .base import Proposer, key_choice, key_int
-from .basic import _tidy
-
-if TYPE_CHECKING:
-    from ..config import ExperimentConfig
+from .base import Params, Proposer, key_choice, key_int
+from .basic import RandomProposer, SequenceProposer, _tidy
 
 
 def budget_value(budget: float) -> int | float:
@@ -61,8 +58,6 @@ class HyperbandProposer(Proposer):
     """Successive halving over brackets; waits between rungs for the scores it ranks."""
 
     name = "hyperband"
-    needs_n_samples = False
-    adds = ("n_iterations", "tid")
 
     def __init__(self, config: ExperimentConfig) -> None:
         super().__init__(config)
@@ -77,14 +72,12 @@ class HyperbandProposer(Proposer):
         self._rng = random.Random(self.seed)
         self._bracket = -1
         self._rung = 0
-        self._configs: list[dict] = []  # this rung's configurations, in tid order
+        self._configs: list[Params] = []  # this rung's configurations, in tid order
         self._next = 0  # next tid to hand out
         self._scores: dict[int, float] = {}  # tid → loss of the jobs of this rung that ended
         self._open_bracket(0)
 
     def _open_bracket(self, index: int) -> None:
-        from . import proposer_class
-
         self._bracket, self._rung, self._next, self._scores = index, 0, 0, {}
         if index >= len(self.brackets):
             self._configs = []
@@ -93,18 +86,19 @@ class HyperbandProposer(Proposer):
         sub = dataclasses.replace(
             self.config, proposer=self.engine, n_samples=size, random_seed=self._rng.randint(0, 100)
         )
-        engine = proposer_class(self.engine, self.source)(sub)
-        configs: list[dict] = []
+        draws = RandomProposer if self.engine == "random" else SequenceProposer
+        engine: Proposer = draws(sub)
+        configs: list[Params] = []
         for _ in range(size):  # a grid smaller than the bracket repeats from its start
             params = engine.get()
             if params is None:
-                engine = proposer_class(self.engine, self.source)(sub)
+                engine = draws(sub)
                 params = engine.get()
             assert params is not None  # a fresh random or sequence proposer always has one
             configs.append(params)
         self._configs = configs
 
-    def _propose(self) -> dict | None:
+    def _propose(self) -> Params | None:
         if self._bracket >= len(self.brackets):
             return None
         if self._next == len(self._configs):
@@ -131,7 +125,7 @@ class HyperbandProposer(Proposer):
         self._next = 0
         self._scores = {}
 
-    def _tell(self, config: dict, score: float | None) -> None:
+    def _tell(self, config: Params, score: float | None) -> None:
         tid = config.get("tid")
         if not isinstance(tid, int) or not 0 <= tid < self._next or tid in self._scores:
             return

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any
 
-from .base import History, Proposer, config_key, key_choice
-
-if TYPE_CHECKING:
-    from ..config import ExperimentConfig
+from ..config import ExperimentConfig
+from .base import History, Params, Proposer, config_key, key_choice
 
 
-def distributions(parameter_config: list[dict]) -> dict[str, Any]:
+def distributions(parameter_config: list[dict[str, Any]]) -> dict[str, Any]:
     """Optuna distributions for ``parameter_config`` (a choice is its index into ``range``)."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
@@ -35,7 +33,7 @@ def distributions(parameter_config: list[dict]) -> dict[str, Any]:
     return out
 
 
-def to_job(parameter_config: list[dict], params: dict) -> dict:
+def to_job(parameter_config: list[dict[str, Any]], params: dict[str, Any]) -> Params:
     """Optuna's params → the job's JSON values (choices looked up, ints as int, floats as float)."""
     out: dict[str, Any] = {}
     for p in parameter_config:
@@ -49,7 +47,7 @@ def to_job(parameter_config: list[dict], params: dict) -> dict:
     return out
 
 
-def to_optuna(parameter_config: list[dict], config: dict) -> dict | None:
+def to_optuna(parameter_config: list[dict[str, Any]], config: Params) -> dict[str, Any] | None:
     """A job's config → Optuna's params; None when it is outside the space (an edited file)."""
     out: dict[str, Any] = {}
     for p in parameter_config:
@@ -80,9 +78,6 @@ def quiet_optuna() -> None:
 class OptunaProposer(Proposer):
     """One Optuna study; ``get`` asks a trial, ``update``/``failed`` tell it."""
 
-    requires: ClassVar[tuple[str, ...]] = ("optuna",)
-    extra: ClassVar[str] = "optuna"
-
     def __init__(self, config: ExperimentConfig) -> None:
         super().__init__(config)
         import optuna
@@ -96,7 +91,7 @@ class OptunaProposer(Proposer):
     def _sampler(self) -> Any:
         raise NotImplementedError
 
-    def _propose(self) -> dict:
+    def _propose(self) -> Params:
         trial = self.study.ask(self._dists)
         params = to_job(self._params, trial.params)
         self._open.setdefault(config_key(params), []).append(trial)
@@ -104,7 +99,7 @@ class OptunaProposer(Proposer):
             params["tid"] = trial.number
         return params
 
-    def _tell(self, config: dict, score: float | None) -> None:
+    def _tell(self, config: Params, score: float | None) -> None:
         import optuna
 
         trial = self._take(config)
@@ -115,7 +110,7 @@ class OptunaProposer(Proposer):
         else:
             self.study.tell(trial, self._loss(score))
 
-    def _take(self, config: dict) -> Any:
+    def _take(self, config: Params) -> Any:
         trials = self._open.get(config_key(config))
         if not trials:
             return None
@@ -160,7 +155,6 @@ class HyperoptProposer(OptunaProposer):
     24 candidates, the best ceil(0.25·√n) trials modelled as good."""
 
     name = "hyperopt"
-    adds = ("tid",)
 
     def _sampler(self) -> Any:
         import optuna
@@ -190,8 +184,6 @@ class CMAESProposer(OptunaProposer):
     """CMA-ES (Optuna's CmaEsSampler on the ``cmaes`` package); choices are drawn at random."""
 
     name = "cmaes"
-    requires = ("optuna", "cmaes")
-    extra = "cmaes"
 
     def _sampler(self) -> Any:
         import optuna
@@ -203,8 +195,6 @@ class QMCProposer(OptunaProposer):
     """Quasi-random (scrambled Sobol) search: covers the space more evenly than random."""
 
     name = "qmc"
-    requires = ("optuna", "scipy")
-    extra = "qmc"
 
     def _sampler(self) -> Any:
         import optuna
