@@ -3,10 +3,12 @@
 This package never imports Textual; heavy modules (boto3, paramiko, pynvml) load where used.
 """
 
-from .errors import AupError, ConfigError
+from typing import Any
+
+from .errors import AupError, ConfigError, JobError
 from .events import EventBus
 from .experiment import Experiment, ExperimentResult, summarize
-from .jobs import Job, JobError, parse_pasted_output, parse_result_line
+from .jobs import Job, parse_pasted_output, parse_result_line
 from .resources import (
     AbstractResourceManager,
     CPUResourceManager,
@@ -17,7 +19,7 @@ from .resources import (
 from .store import TinyDBConnector, get_default_connector
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     """The SSH and AWS managers load paramiko/boto3 only when first asked for."""
     if name in ("SSHResourceManager", "AWSResourceManager"):
         from . import resources

@@ -14,7 +14,7 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, TypeGuard
 
 from .early_stop import make_policy
 from .errors import ConfigError
@@ -29,7 +29,18 @@ COUNT_KEYS = ("n_cpu", "n_passive")  # our extra keys: how many cpu and passive 
 INIT_HINT = "run `aup-tui init --cpu 2` first"
 
 
-def _default_job_failure() -> dict:
+#: a JSON object as experiment.json holds it (keys are strings, values any JSON)
+JSONObject = dict[str, Any]
+
+
+class JobFailure(TypedDict):
+    """``job_failure`` with Auptimizer's defaults filled in."""
+
+    ignore_fail: bool
+    job_retries: int
+
+
+def _default_job_failure() -> JobFailure:
     return {"ignore_fail": False, "job_retries": 0}
 
 
@@ -50,13 +61,13 @@ class ExperimentConfig:
     n_parallel: int = 1
     workingdir: str = field(default_factory=os.getcwd)
     random_seed: int | None = None
-    parameter_config: list[dict] = field(default_factory=list)
-    resource_args: dict = field(default_factory=dict)
-    runtime_args: dict = field(default_factory=dict)
-    job_failure: dict = field(default_factory=_default_job_failure)
+    parameter_config: list[JSONObject] = field(default_factory=list)
+    resource_args: JSONObject = field(default_factory=dict)
+    runtime_args: JSONObject = field(default_factory=dict)
+    job_failure: JobFailure = field(default_factory=_default_job_failure)
     multi_res_labels: list[str] = field(default_factory=list)
     path: str | None = None
-    raw: dict = field(default_factory=dict)
+    raw: JSONObject = field(default_factory=dict)
     #: node and aws: `workingdir` as written, a path on the node (`~` = the node's home);
     #: `workingdir` is then the local folder beside the script, where `jobs/` keeps local copies
     remote_workingdir: str | None = None
@@ -66,7 +77,7 @@ class ExperimentConfig:
         return self.target == "max"
 
 
-def load_experiment(path: str | os.PathLike) -> ExperimentConfig:
+def load_experiment(path: str | os.PathLike[str]) -> ExperimentConfig:
     """Read and validate an experiment file; a relative workingdir is taken from its folder."""
     path = os.fspath(path)
     try:
@@ -116,7 +127,7 @@ def _not_json(name: str) -> None:
 
 
 def validate_experiment(
-    data: dict, source: str = "experiment.json", base_dir: str | None = None
+    data: JSONObject, source: str = "experiment.json", base_dir: str | None = None
 ) -> ExperimentConfig:
     """Check an already-parsed experiment and fill Auptimizer's defaults.
 
@@ -184,7 +195,7 @@ def validate_experiment(
     )
 
 
-def _whole(data: dict, key: str, source: str, minimum: int, default: int) -> int:
+def _whole(data: JSONObject, key: str, source: str, minimum: int, default: int) -> int:
     value = data.get(key, default)
     if not _is_int(value) or value < minimum:
         raise ConfigError(
@@ -193,14 +204,14 @@ def _whole(data: dict, key: str, source: str, minimum: int, default: int) -> int
     return value
 
 
-def _seed(data: dict, source: str) -> int | None:
+def _seed(data: JSONObject, source: str) -> int | None:
     seed = data.get("random_seed")
     if seed is not None and not _is_int(seed):
         raise ConfigError(f"random_seed in {source} must be a whole number, got {_show(seed)}")
     return seed
 
 
-def _workingdir(data: dict, source: str, base_dir: str | None, local: bool = True) -> str:
+def _workingdir(data: JSONObject, source: str, base_dir: str | None, local: bool = True) -> str:
     """The absolute working folder; for local resources it must not be a file (checked now, not
     when the first job tries to write its config there)."""
     folder = data.get("workingdir", os.getcwd())
@@ -215,7 +226,7 @@ def _workingdir(data: dict, source: str, base_dir: str | None, local: bool = Tru
     return folder
 
 
-def _remote_layout(data: dict, source: str, base_dir: str | None) -> tuple[str, str, str]:
+def _remote_layout(data: JSONObject, source: str, base_dir: str | None) -> tuple[str, str, str]:
     """Node and aws experiments, as Auptimizer runs them: `workingdir` is a folder on the node
     (`~` = the node's home; a relative one is taken like a local one, the same path on the node),
     `script` a file here, relative to the folder you launch from. Returns (the script's name,
@@ -297,7 +308,7 @@ RESOURCE_ARG_KEYS = frozenset(
 )
 
 
-def _resource_args(data: dict, source: str) -> dict:
+def _resource_args(data: JSONObject, source: str) -> JSONObject:
     """`resource_args` with the types its managers need, checked now rather than when the
     manager is built (a traceback then, after the experiment was recorded)."""
     args = _object(data, "resource_args", source)
@@ -343,7 +354,7 @@ def _resource_args(data: dict, source: str) -> dict:
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _runtime_args(data: dict, source: str) -> dict:
+def _runtime_args(data: JSONObject, source: str) -> JSONObject:
     """`runtime_args`: `env` an object of variable names to plain values, scripts as text."""
     args = _object(data, "runtime_args", source)
     env = args.get("env")
@@ -376,14 +387,14 @@ def _runtime_args(data: dict, source: str) -> dict:
     return args
 
 
-def _object(data: dict, key: str, source: str) -> dict:
+def _object(data: JSONObject, key: str, source: str) -> JSONObject:
     value = data.get(key, {})
     if not isinstance(value, dict):
         raise ConfigError(f"{key} in {source} must be a JSON object {{...}}, not {_kind(value)}")
     return copy.deepcopy(value)
 
 
-def _job_failure(data: dict, source: str) -> dict:
+def _job_failure(data: JSONObject, source: str) -> JobFailure:
     """Auptimizer's rule: no job_failure means no retries; job_failure without job_retries means 3."""
     if "job_failure" not in data:
         return _default_job_failure()
@@ -399,21 +410,21 @@ def _job_failure(data: dict, source: str) -> dict:
     }
 
 
-def _labels(data: dict, source: str) -> list[str]:
+def _labels(data: JSONObject, source: str) -> list[str]:
     labels = data.get("multi_res_labels", [])
     if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
         raise ConfigError(f"multi_res_labels in {source} must be a list of names, got {_show(labels)}")
     return list(labels)
 
 
-def _parameters(data: dict, source: str) -> list[dict]:
+def _parameters(data: JSONObject, source: str) -> list[JSONObject]:
     params = data.get("parameter_config")
     if not isinstance(params, list) or not params:
         raise ConfigError(
             f"parameter_config in {source} must be a non-empty list of parameters "
             'such as {"name": "lr", "type": "float", "range": [0.001, 0.1]}'
         )
-    checked: list[dict] = []
+    checked: list[JSONObject] = []
     for index, param in enumerate(params):
         checked.append(_parameter(param, index, source))
         if any(other["name"] == checked[-1]["name"] for other in checked[:-1]):
@@ -424,7 +435,7 @@ def _parameters(data: dict, source: str) -> list[dict]:
     return checked
 
 
-def _parameter(param: Any, index: int, source: str) -> dict:
+def _parameter(param: Any, index: int, source: str) -> JSONObject:
     """One parameter_config entry, with Auptimizer's defaults (type int, range [0, 1]) filled in."""
     if not isinstance(param, dict) or not isinstance(param.get("name"), str) or not param["name"]:
         raise ConfigError(f'parameter_config[{index}] in {source} needs a "name" — the key your script reads')
@@ -599,10 +610,15 @@ def current_umask() -> int:
     return mask
 
 
+class _CaseSensitiveParser(configparser.ConfigParser):
+    """env.ini's parser: Auptimizer's keys are case-sensitive (Auptimizer_PATH)."""
+
+    def optionxform(self, optionstr: str) -> str:
+        return optionstr
+
+
 def _parser() -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(interpolation=None)
-    parser.optionxform = str  # Auptimizer's keys are case-sensitive (Auptimizer_PATH)
-    return parser
+    return _CaseSensitiveParser(interpolation=None)
 
 
 # a gpu_mapping value: card indices or GPU/MIG UUIDs, comma-separated (CUDA_VISIBLE_DEVICES' forms)
@@ -687,7 +703,7 @@ def parse_host(spec: str) -> HostSpec:
     return HostSpec(user=match["user"], host=match["host"], port=port, key=key)
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

@@ -36,6 +36,10 @@ POLICY_NAMES = ("median", "bandit", "truncation", "curve_fitting")
 CURVE_FITTING_MIN_RESULTS = 5  # as Auptimizer: a curve is extrapolated from its 5th result on
 CURVE_FITTING_MIN_FAMILIES = 4  # …and only when at least 4 curve families fit it
 
+#: what the curve-fitting worker is handed: (the verdict to fill, the job's first results, the
+#: step they reach, the best finished job's result)
+_FitRequest = tuple[Future[str | None], list[float], int, float]
+
 
 class _Curve:
     """One job's results as running sums and running bests, so any prefix is judged in O(1)."""
@@ -233,8 +237,8 @@ class CurveFittingPolicy(EarlyStopPolicy):
         self.max_iters = max_iters
         self.timeout = timeout
         self._values: dict[int, list[float]] = {}
-        self._fits: dict[int, Future] = {}  # jid → the fit of its current attempt under way
-        self._queue: queue.SimpleQueue | None = None  # fits for the worker thread
+        self._fits: dict[int, Future[str | None]] = {}  # jid → the fit of its current attempt under way
+        self._queue: queue.SimpleQueue[_FitRequest] | None = None  # fits for the worker thread
 
     def report(self, jid: int, value: float, attempt: int = 1) -> bool:
         with self._lock:
@@ -259,7 +263,7 @@ class CurveFittingPolicy(EarlyStopPolicy):
                 return False
             self._judged_at[jid] = step
             best = self._best(c.best(len(c)) for c in ended)
-            self._fits[jid] = fit = Future()
+            self._fits[jid] = fit = Future[str | None]()
             if self._queue is None:
                 self._queue = queue.SimpleQueue()
                 # a daemon: a fit under way never holds up the process's exit
@@ -269,7 +273,7 @@ class CurveFittingPolicy(EarlyStopPolicy):
             self._queue.put((fit, list(values[:step]), step, best))
             return False
 
-    def _fit_worker(self, fits: queue.SimpleQueue) -> None:
+    def _fit_worker(self, fits: queue.SimpleQueue[_FitRequest]) -> None:
         while True:
             fit, curve, step, best = fits.get()
             if not fit.set_running_or_notify_cancel():
@@ -407,7 +411,9 @@ def predict_final(values: list[float], at: int, timeout: float, max_evals: int =
     return float(np.median(predictions))
 
 
-def make_policy(cfg: dict | None, maximize: bool, source: str = "experiment.json") -> EarlyStopPolicy | None:
+def make_policy(
+    cfg: dict[str, Any] | None, maximize: bool, source: str = "experiment.json"
+) -> EarlyStopPolicy | None:
     """Build the policy ``resource_args.early_stop`` asks for; None when early stopping is off."""
     if not cfg:
         return None
@@ -434,7 +440,9 @@ def make_policy(cfg: dict | None, maximize: bool, source: str = "experiment.json
     return TruncationPolicy(steps, warmup, maximize, fraction)
 
 
-def _curve_fitting(cfg: dict, where: str, steps: int, warmup: int, maximize: bool) -> CurveFittingPolicy:
+def _curve_fitting(
+    cfg: dict[str, Any], where: str, steps: int, warmup: int, maximize: bool
+) -> CurveFittingPolicy:
     if not installed("scipy"):
         raise ConfigError(
             f'aup_policy "curve_fitting" in {where} needs scipy, which is not installed '
@@ -456,7 +464,7 @@ def _curve_fitting(cfg: dict, where: str, steps: int, warmup: int, maximize: boo
     return CurveFittingPolicy(steps, warmup, maximize, threshold, max_iters, float(timeout))
 
 
-def _whole(cfg: dict, key: str, where: str, minimum: int, default: int | None = None) -> int:
+def _whole(cfg: dict[str, Any], key: str, where: str, minimum: int, default: int | None = None) -> int:
     value = cfg.get(key, default)
     if value is None:
         raise ConfigError(f"{where} needs {key} — how many results a job reports between checks")
@@ -467,7 +475,7 @@ def _whole(cfg: dict, key: str, where: str, minimum: int, default: int | None = 
     return value
 
 
-def _fraction(cfg: dict, key: str, where: str, default: float, closed: bool) -> float:
+def _fraction(cfg: dict[str, Any], key: str, where: str, default: float, closed: bool) -> float:
     value = cfg.get(key, default)
     number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     inside = number and (0 <= value <= 1 if closed else 0 < value < 1)

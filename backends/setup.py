@@ -221,7 +221,7 @@ def require_resources(rtype: str, auppath: str, connector: TinyDBConnector) -> N
     )
 
 
-def _init_flags(resources: list[dict]) -> str | None:
+def _init_flags(resources: list[dict[str, Any]]) -> str | None:
     """The `init` flags that register `resources` again (None when one cannot be said as a flag)."""
     import shlex
 

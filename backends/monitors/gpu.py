@@ -246,7 +246,7 @@ class GPUMonitor:
         self._init_reason = ""
         self._init_tried_at: float | None = None
         self._driver_version = ""
-        self._procs_fn: Callable | None = None
+        self._procs_fn: Callable[[Any], Any] | None = None  # handle → its compute processes
         self._last: GPUSnapshot | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -266,7 +266,8 @@ class GPUMonitor:
         return self._last
 
     # -- NVML setup -----------------------------------------------------------
-    def _module(self):
+    def _module(self) -> Any:
+        """The NVML binding (pynvml, untyped, or the fake the tests pass)."""
         if self._nvml is None:
             import pynvml  # lazily: keeps `aup-tui --help` fast
 
@@ -404,7 +405,7 @@ class GPUMonitor:
             utilization = None if util is None else float(util.gpu)
             if utilization is not None:
                 dev.history.append(utilization)
-            processes = ()
+            processes: tuple[GPUProcess, ...] = ()
             job_ids = list(_card_jobs(cards, dev))
             if procs:
                 plist = []
@@ -509,7 +510,7 @@ class GPUMonitor:
     def __enter__(self) -> GPUMonitor:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -517,7 +518,7 @@ def _text(value: Any) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
-def _optional(nvml: Any, fn: Callable, handle: Any, default: Any) -> Any:
+def _optional(nvml: Any, fn: Callable[[Any], Any], handle: Any, default: Any) -> Any:
     try:
         return fn(handle)
     except nvml.NVMLError as exc:
@@ -526,7 +527,7 @@ def _optional(nvml: Any, fn: Callable, handle: Any, default: Any) -> Any:
         raise
 
 
-def _field(error: type, fn: Callable, *args: Any) -> Any:
+def _field(error: type[BaseException], fn: Callable[..., Any], *args: Any) -> Any:
     """``fn(*args)``; None when NVML says the value is not available here.
 
     Any other NVML error propagates: the GPU is then reported lost.

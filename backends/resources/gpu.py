@@ -6,6 +6,7 @@ from typing import Any
 
 from ..config import load_env
 from ..errors import ConfigError
+from ..store import TinyDBConnector
 from .cpu import CPUResourceManager
 
 
@@ -18,7 +19,9 @@ class GPUResourceManager(CPUResourceManager):
 
     rtype = "gpu"
 
-    def __init__(self, connector, n_parallel: int, auppath: str = ".aup", *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, connector: TinyDBConnector, n_parallel: int, auppath: str = ".aup", *args: Any, **kwargs: Any
+    ) -> None:
         super().__init__(connector, n_parallel, *args, **kwargs)
         env = load_env(auppath)
         self.mapping = {int(rid): str(card) for rid, card in env.gpu_mapping.items()}
