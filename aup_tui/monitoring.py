@@ -20,7 +20,6 @@ which posts fixed data.
 from __future__ import annotations
 
 import logging
-import re
 import socket
 import threading
 import time
@@ -29,7 +28,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from aup_tui_backends.monitors.gpu import GPUMonitor, GPUSnapshot, JobProcessInfo
-from aup_tui_backends.monitors.nodes import NodeMonitor, NodePool, NodeStatus
+from aup_tui_backends.monitors.nodes import NodeMonitor, NodeStatus
+from aup_tui_backends.ssh import NodePool, node_key
 from textual.message import Message
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,6 @@ __all__ = [
 
 #: how long the monitors wait for an SSH/AWS experiment's manager, to share its node pool
 MANAGER_WAIT = 30.0
-
-_INSTANCE_ID = re.compile(r"i-[0-9a-fA-F]+")
 
 #: (running jobs for the GPU monitor, node name → number of our jobs on it)
 JobsInfo = tuple[Iterable[JobProcessInfo], Mapping[str, int]]
@@ -74,31 +72,14 @@ class NodesProbed(Message):
         self.statuses = statuses
 
 
-def node_name(kind: str, rid: Any) -> str:
-    """The monitor's name of resource ``rid`` of ``node_mapping`` (kind ``node``) or ``aws_mapping``."""
-    return f"{kind} {rid}"
-
-
 def nodes_from_env(auppath: str) -> dict[str, Any]:
-    """name ("node 4", "aws 5") → HostSpec for every probe-able host of env.ini (does file I/O).
+    """key ("node 4", "aws 5") → HostSpec for every probe-able host of env.ini (does file I/O):
+    the engine's one reading of env.ini (:func:`~aup_tui_backends.ssh.hosts.env_host_specs`),
+    as ``aup-tui resources --probe`` reads it. An unresolved EC2 instance id is left out."""
+    from aup_tui_backends.config import load_env
+    from aup_tui_backends.ssh.hosts import env_host_specs
 
-    Entries that cannot be probed (a bad host, an unresolved EC2 instance id) are left out.
-    """
-    from aup_tui_backends.config import load_env, parse_host
-    from aup_tui_backends.errors import AupError
-
-    env = load_env(auppath)
-    nodes: dict[str, Any] = {}
-    for kind, mapping in (("node", env.node_mapping), ("aws", env.aws_mapping)):
-        for rid, value in mapping.items():
-            try:
-                spec = parse_host(value)
-            except AupError:
-                continue
-            if kind == "aws" and _INSTANCE_ID.fullmatch(spec.host):
-                continue
-            nodes[node_name(kind, rid)] = spec
-    return nodes
+    return env_host_specs(load_env(auppath))
 
 
 def _jobs_info(running: Iterable[tuple[int, str, int | None, int, str | None]]) -> JobsInfo:
@@ -108,7 +89,7 @@ def _jobs_info(running: Iterable[tuple[int, str, int | None, int, str | None]]) 
     counts: dict[str, int] = {}
     for jid, kind, rid, pid, card in running:
         if kind in ("node", "aws") and rid is not None:
-            name = node_name(kind, rid)
+            name = node_key(kind, rid)
             counts[name] = counts.get(name, 0) + 1
         elif pid or card is not None:
             infos.append(JobProcessInfo(jid, pid, (card,) if card is not None else ()))
@@ -151,7 +132,7 @@ def jobs_from_experiment(experiment: Any) -> Callable[[], JobsInfo]:
 
 class StateJobs:
     """A ``jobs_source`` for an experiment another process runs (watch mode): the dashboard's
-    :class:`~aup_tui.bridge.ExperimentState`, which the store polls keep current.
+    :class:`~aup_tui.state.ExperimentState`, which the store polls keep current.
 
     A job's card is its resource's ``gpu_mapping`` value (env.ini, read once on the monitor's
     thread); its pid the one the store recorded, trusted only when the experiment runs on this

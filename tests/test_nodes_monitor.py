@@ -13,16 +13,8 @@ import time
 
 import pytest
 from aup_tui_backends.config import HostSpec
-from aup_tui_backends.monitors import (
-    CommandTimeoutError,
-    HostKeyChangedError,
-    NodeMonitor,
-    NodePool,
-    NodeState,
-    UnknownHostKeyError,
-    parse_probe_output,
-    probe_resources,
-)
+from aup_tui_backends.monitors import NodeMonitor, NodeState, parse_probe_output, probe_resources
+from aup_tui_backends.ssh import CommandTimeoutError, HostKeyChangedError, NodePool, UnknownHostKeyError
 from fake_nvml import FakeGPU, FakeNVML
 from sshd import free_port, slow_command_config, sshd_factory, sshd_server, sshd_servers  # noqa: F401
 
@@ -60,7 +52,7 @@ def meminfo():
 
 def test_engine_imports_no_paramiko_pynvml_or_textual():
     code = (
-        "import aup_tui_backends.monitors, sys; "
+        "import aup_tui_backends.monitors, aup_tui_backends.ssh, aup_tui_backends.ssh.sftp, sys; "
         "bad = [m for m in ('paramiko', 'pynvml', 'textual') if m in sys.modules]; "
         "assert not bad, bad"
     )

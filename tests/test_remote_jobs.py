@@ -344,7 +344,7 @@ class SilentPort(NotSSH):
 
 def test_a_port_that_never_greets_gives_one_clear_message_and_no_traceback(tmp_path, capfd):
     from aup_tui_backends.config import HostSpec
-    from aup_tui_backends.monitors import NodePool, NodeUnreachableError
+    from aup_tui_backends.ssh import NodePool, NodeUnreachableError
 
     listener = SilentPort(b"")
     pool = NodePool(known_hosts=str(tmp_path / "kh"), accept_new_hosts=True, connect_timeout=1)

@@ -15,10 +15,11 @@ from aup_tui_backends.config import load_experiment
 from aup_tui_backends.errors import ConfigError
 from aup_tui_backends.events import EventBus, JobIntermediate, JobStarted
 from aup_tui_backends.jobs import Job
-from aup_tui_backends.monitors import NodeError, NodeMonitor, NodePool
+from aup_tui_backends.monitors import NodeMonitor
 from aup_tui_backends.resources import get_resource_manager
 from aup_tui_backends.resources.ssh import SSHResourceManager
 from aup_tui_backends.setup import init_aup
+from aup_tui_backends.ssh import NodeError, NodePool
 from aup_tui_backends.store import TinyDBConnector
 from helpers import ROOT, pid_alive, write_experiment, write_script
 from sshd import sshd_factory, sshd_server, sshd_servers  # noqa: F401  (fixtures)
@@ -120,7 +121,7 @@ def test_twenty_rosenbrock_jobs_over_two_nodes_all_recorded(sshd_servers, tmp_pa
         remote_log = (folder / "jobs" / f"{j['jid']}.1.remote.out").read_text()  # the node's copy
         assert remote_log == local_log
         assert exp.connector.intermediate_results(result.eid, j["jid"])
-    assert {e.resource for e in started} == {f"node:{s.mapping_value()}" for s in servers}
+    assert {e.resource for e in started} == {f"node:127.0.0.1:{s.port}" for s in servers}  # host:port
     assert len(intermediate) == 60
     assert result.best_score == min(j["score"] for j in jobs)
 
@@ -656,3 +657,69 @@ def test_resource_args_remote_workingdir_is_refused_with_where_the_path_goes(tmp
         ConfigError, match=r"resource_args\.remote_workingdir .* workingdir is the folder on the node"
     ):
         load_experiment(path)
+
+
+# -- one naming of nodes -------------------------------------------------------------------------
+
+
+async def test_two_nodes_on_one_host_have_their_own_names_in_records_status_table_and_panel(
+    sshd_servers, tmp_path
+):
+    """Two sshd's on 127.0.0.1 (different ports) are two nodes: `host:port` in the job records
+    (so in `status`), and told apart in the job table's narrow column and the nodes panel's rows
+    (the Auptimizer-style `user@host:port /key` entry used to show as `root@127` for both)."""
+    from aup_tui_backends.ssh import short_node_name
+    from fake_nvml import FakeNVML
+    from helpers import cli
+    from textual.widgets import DataTable
+
+    from aup_tui.app import AupApp
+    from aup_tui.monitoring import Monitoring
+    from aup_tui.widgets.job_table import JobTable
+    from aup_tui.widgets.nodes_panel import NodesPanel
+
+    servers = sshd_servers[:2]
+    folder = node_folder(tmp_path, servers)
+    exp, result = run_experiment(rosenbrock_experiment(folder, 4, n_parallel=2), folder)
+    assert result.status == "FINISHED", exp.connector.errors(result.eid)
+    names = {f"127.0.0.1:{s.port}" for s in servers}
+    jobs = exp.connector.jobs(result.eid)
+    assert {j["resource"] for j in jobs} == {f"node:{name}" for name in names}  # both ran jobs at once
+    exp.connector.close()
+
+    status = cli("status", "--json", cwd=folder)
+    assert status.returncode == 0, status.stderr
+    assert {j["resource"] for j in json.loads(status.stdout)["jobs"]} == {f"node:{name}" for name in names}
+
+    auppath = str(folder / ".aup")
+    conn = TinyDBConnector(auppath)
+    app = AupApp(auppath, connector=conn, watch=result.eid)
+    app.monitoring = Monitoring(auppath=auppath, nvml=FakeNVML([]), known_hosts=str(folder / "known_hosts"))
+    try:
+        async with app.run_test(size=(200, 50)) as pilot:
+            jobs_table = app.screen.query_one(JobTable)
+            nodes_table = app.screen.query_one(NodesPanel).query_one(DataTable)
+
+            def shown() -> tuple[set[str], set[str]]:
+                resources = {str(jobs_table.get_cell(str(j["jid"]), "resource")) for j in jobs}
+                rows = {
+                    str(getattr(row[0], "plain", row[0]))
+                    for row in map(nodes_table.get_row, nodes_table.rows)
+                }
+                return resources, rows
+
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                try:
+                    if len(shown()[1]) == 2 and len(shown()[0]) == 2:
+                        break
+                except Exception:  # rows not there yet
+                    pass
+                await pilot.pause(0.05)
+            resources, rows = shown()
+            assert resources == {short_node_name(name, 8) for name in names}, resources
+            assert rows == {short_node_name(name, 10) for name in names}, rows
+            assert len(resources) == len(rows) == 2, (resources, rows)
+            await pilot.press("q")
+    finally:
+        conn.close()

@@ -1,141 +1,128 @@
-"""One-shot probe of every resource, for ``aup-tui resources --probe``.
+"""What one probe of a node runs there, and what its output says.
 
-Probes every node of env.ini's ``node_mapping`` and ``aws_mapping`` once,
-concurrently, with bounded timeouts (it never hangs on a dead host), and the
-local GPUs through NVML; returns the lines to print.
+:func:`probe_script` is one ``sh -c`` command: load, memory and GPUs (``nvidia-smi`` when
+present, bounded by ``timeout``); :func:`parse_probe_output` reads its output.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from dataclasses import dataclass
 
-from aup_tui_backends.monitors.gpu import GPUMonitor, GPUSnapshot, GPUStatus
-from aup_tui_backends.monitors.nodes import NodeMonitor, NodePool, NodeState, NodeStatus, host_label
+from aup_tui_backends.monitors.gpu import GPUStatus
 
-__all__ = ["format_gpu_lines", "format_node_line", "probe_resources"]
+__all__ = ["PROBE_SCRIPT", "ProbeResult", "parse_probe_output", "probe_script"]
 
-_INSTANCE_ID = re.compile(r"i-[0-9a-fA-F]+")
-_GIB = 1 << 30
+NVIDIA_SMI_QUERY = (
+    "nvidia-smi --query-gpu=index,name,utilization.gpu,memory.used,memory.total,"
+    "temperature.gpu,power.draw --format=csv,noheader,nounits"
+)
 
 
-def probe_resources(
-    auppath: str = ".aup",
-    timeout: float = 5.0,
-    accept_new_hosts: bool = False,
-    nvml: Any = None,
-    *,
-    known_hosts: str | None = None,
-    slow_rtt: float = 0.5,
-) -> list[str]:
-    """Probe every node once (concurrently) and the local GPUs; lines to print.
+def probe_script(smi_timeout: float = 10.0) -> str:
+    """The one remote command of a probe (run with ``sh -c``, whatever the login shell).
 
-    ``timeout`` bounds the connection and each remote command (a node that has
-    not answered within about ``3 × timeout`` is DOWN).  Raises
-    :class:`~aup_tui_backends.errors.AupError` (a ConfigError) when env.ini cannot be
-    read; a bad host entry is reported on its own line.
+    Shell builtins only, except nvidia-smi (bounded by ``timeout`` where the
+    node has it: a wedged GPU can hang nvidia-smi) and uptime where there is
+    no /proc.
     """
-    from aup_tui_backends.config import load_env, parse_host
-    from aup_tui_backends.errors import AupError
+    limit = max(1, int(smi_timeout))
+    return (
+        'if [ -r /proc/loadavg ]; then read -r l < /proc/loadavg; echo "$l"; else uptime; fi; '
+        "echo @@mem; "
+        "if [ -r /proc/meminfo ]; then while read -r k v u; do case $k in "
+        'MemTotal:|MemAvailable:) echo "$k $v $u";; esac; done < /proc/meminfo; fi; '
+        "echo @@gpu; "
+        "if command -v nvidia-smi >/dev/null 2>&1; then "
+        f"if command -v timeout >/dev/null 2>&1; then timeout {limit} {NVIDIA_SMI_QUERY} 2>&1; "
+        f'else {NVIDIA_SMI_QUERY} 2>&1; fi; echo "@@rc $?"; '
+        "else echo @@nosmi; fi"
+    )
 
-    env = load_env(auppath)
-    order: list[str] = []
-    fixed: dict[str, str] = {}  # lines for entries that are not probed
-    nodes: dict[str, Any] = {}
-    for kind, mapping in (("node", env.node_mapping), ("aws", env.aws_mapping)):
-        for rid, value in mapping.items():
-            name = f"{kind} {rid}"
-            order.append(name)
-            try:
-                spec = parse_host(value)
-            except AupError as exc:
-                fixed[name] = f"{name}  {value}  error: {exc}"
-                continue
-            if kind == "aws" and _INSTANCE_ID.fullmatch(spec.host):
-                fixed[name] = f"{name}  {host_label(spec)}  not resolved (EC2 instance id)"
-                continue
-            nodes[name] = spec
 
-    lines: list[str] = []
-    statuses: dict[str, NodeStatus] = {}
-    if nodes:
-        pool = NodePool(
-            nodes,
-            known_hosts=known_hosts,
-            accept_new_hosts=accept_new_hosts,
-            connect_timeout=timeout,
-            command_timeout=timeout,
-        )
-        monitor = NodeMonitor(pool, slow_rtt=slow_rtt, probe_timeout=3 * timeout + 1)
-        try:
-            statuses = monitor.probe_once()
-        finally:
-            pool.close()
-    if not order:
-        lines.append("no SSH nodes in env.ini (node_mapping, aws_mapping)")
-    for name in order:
-        lines.append(fixed[name] if name in fixed else format_node_line(statuses[name]))
+PROBE_SCRIPT = probe_script()
 
-    gpus = GPUMonitor(nvml=nvml)
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What one probe of one node found (parsed from :data:`PROBE_SCRIPT`)."""
+
+    load: tuple[float, float, float] | None = None
+    mem_total: int | None = None
+    mem_available: int | None = None
+    gpus: tuple[GPUStatus, ...] = ()
+    gpu_error: str = ""
+
+
+_LOAD_RE = re.compile(r"load averages?:\s*([\d.]+),?\s+([\d.]+),?\s+([\d.]+)")
+
+
+def _num(text: str) -> float | None:
+    text = text.strip()
     try:
-        snapshot = gpus.sample()
-    finally:
-        gpus.close()
-    lines.extend(format_gpu_lines(snapshot))
-    return lines
+        return float(text)
+    except ValueError:
+        return None  # "[N/A]", "[Not Supported]", …
 
 
-def _gib(value: int | None) -> str:
-    return "?" if value is None else f"{value / _GIB:.1f}"
+def parse_probe_output(output: str) -> ProbeResult:
+    """Parse the output of :data:`PROBE_SCRIPT`."""
+    head, _, rest = output.partition("@@mem")
+    mem_part, _, gpu_part = rest.partition("@@gpu")
 
-
-def _gpu_brief(gpu: GPUStatus) -> str:
-    parts = [f"{gpu.index} {gpu.name}".strip()]
-    if gpu.lost:
-        parts.append(f"LOST ({gpu.reason})")
-        return " ".join(parts)
-    if gpu.utilization is not None:
-        parts.append(f"{gpu.utilization:.0f}%")
-    if gpu.memory_total is not None:
-        parts.append(f"{_gib(gpu.memory_used)}/{_gib(gpu.memory_total)} GiB")
-    if gpu.temperature is not None:
-        parts.append(f"{gpu.temperature:.0f}°C")
-    if gpu.power_draw is not None:
-        limit = f"/{gpu.power_limit:.0f}" if gpu.power_limit is not None else ""
-        parts.append(f"{gpu.power_draw:.0f}{limit} W")
-    return " ".join(parts)
-
-
-def format_node_line(status: NodeStatus) -> str:
-    """``node 4  user@host:22  UP  rtt 3 ms  load 0.10 0.20 0.30  mem 1.2/15.6 GiB  jobs 1  GPUs: …``"""
-    head = f"{status.name}  {status.host}  {status.state.value}"
-    if status.state is NodeState.DOWN or status.state is NodeState.UNKNOWN:
-        return f"{head}  {status.error or 'not probed'}"
-    parts = [head]
-    if status.rtt is not None:
-        parts.append(f"rtt {status.rtt * 1000:.0f} ms")
-    if status.load is not None:
-        parts.append("load " + " ".join(f"{x:.2f}" for x in status.load))
-    if status.mem_total is not None:
-        parts.append(f"mem {_gib(status.mem_used)}/{_gib(status.mem_total)} GiB")
-    parts.append(f"jobs {status.jobs}")
-    if status.gpus:
-        parts.append("GPUs: " + "; ".join(_gpu_brief(g) for g in status.gpus))
-    elif status.gpu_error:
-        parts.append(f"GPUs: nvidia-smi failed ({status.gpu_error})")
+    load = None
+    first = head.strip().splitlines()[0] if head.strip() else ""
+    parts = first.split()
+    if len(parts) >= 3 and all(_num(p) is not None for p in parts[:3]):
+        load = (float(parts[0]), float(parts[1]), float(parts[2]))
     else:
-        parts.append("GPUs: none")
-    return "  ".join(parts)
+        m = _LOAD_RE.search(head)
+        if m:
+            load = (float(m.group(1)), float(m.group(2)), float(m.group(3)))
 
+    mem: dict[str, int] = {}
+    for line in mem_part.splitlines():
+        key, _, value = line.partition(":")
+        fields = value.split()
+        if fields and fields[0].isdigit():
+            factor = 1024 if len(fields) > 1 and fields[1].lower() == "kb" else 1
+            mem[key.strip()] = int(fields[0]) * factor
 
-def format_gpu_lines(snapshot: GPUSnapshot) -> list[str]:
-    """The local GPUs, one line each, or one line saying why there are none."""
-    if not snapshot.available:
-        return [f"local GPUs: none — {snapshot.reason}"]
-    lines = []
-    for gpu in snapshot.gpus:
-        text = f"local GPU {_gpu_brief(gpu)}"
-        if gpu.jobs:
-            text += "  jobs " + ",".join(str(j) for j in gpu.jobs)
-        lines.append(text)
-    return lines
+    gpus: list[GPUStatus] = []
+    gpu_error = ""
+    lines = [line.strip() for line in gpu_part.strip().splitlines() if line.strip()]
+    if lines and lines[-1].startswith("@@rc"):
+        rc = lines[-1].split()[-1]
+        body = lines[:-1]
+        if rc == "124" and not body:
+            gpu_error = "nvidia-smi did not answer in time"
+        elif rc != "0":
+            gpu_error = next((ln for ln in body), f"nvidia-smi exited with status {rc}")
+        else:
+            for line in body:
+                fields = [f.strip() for f in line.split(",")]
+                if len(fields) < 7:
+                    continue
+                # the name may itself contain commas: take fields from both ends
+                index = _num(fields[0])
+                if index is None:
+                    continue
+                util, used, total, temp, power = (_num(f) for f in fields[-5:])
+                gpus.append(
+                    GPUStatus(
+                        index=int(index),
+                        name=", ".join(fields[1:-5]),
+                        utilization=util,
+                        memory_used=None if used is None else int(used * 1024 * 1024),
+                        memory_total=None if total is None else int(total * 1024 * 1024),
+                        temperature=temp,
+                        power_draw=power,
+                    )
+                )
+    return ProbeResult(
+        load=load,
+        mem_total=mem.get("MemTotal"),
+        mem_available=mem.get("MemAvailable"),
+        gpus=tuple(gpus),
+        gpu_error=gpu_error,
+    )

@@ -25,18 +25,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
 from typing import Any
 
 from ..config import HostSpec, parse_host
 from ..errors import AupError, ConfigError
-from ..monitors.nodes import NodeError
+from ..ssh import NodeError, NodeUnreachableError, is_instance_id
 from .ssh import SSHResourceManager
 
 log = logging.getLogger(__name__)
 
-INSTANCE_ID = re.compile(r"i-[0-9a-fA-F]{8,17}")
 ADDRESS_ENV = "AUP_AWS_ADDRESS_OVERRIDE"
 
 
@@ -299,7 +297,7 @@ class AWSResourceManager(SSHResourceManager):
         resolved: dict[str, tuple[str, int | None]] = {}
         for rid, value in sorted(mapping.items()):
             spec = parse_host(value)
-            if INSTANCE_ID.fullmatch(spec.host):
+            if is_instance_id(spec.host):
                 iid = spec.host
                 if iid not in resolved:
                     instance = self.ensure_running(iid)
@@ -363,8 +361,6 @@ class AWSResourceManager(SSHResourceManager):
 
 
 def _retryable(exc: NodeError) -> bool:
-    from ..monitors.nodes import NodeUnreachableError
-
     return isinstance(exc, NodeUnreachableError) or "Error reading SSH protocol banner" in str(exc)
 
 
