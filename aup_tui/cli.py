@@ -324,7 +324,7 @@ def cmd_resources(args) -> int:
             "no resources — add some with `aup-tui init --overwrite --cpu 2` (or --gpu/--node/--aws/--passive)"
         )
     if args.probe:
-        from aup_tui_backends.monitors.probe import probe_resources
+        from aup_tui_backends.monitors.report import probe_resources
 
         for line in probe_resources(auppath, timeout=args.timeout, accept_new_hosts=args.accept_new_hosts):
             print(line)

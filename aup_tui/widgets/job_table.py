@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 
+from aup_tui_backends.ssh.hosts import short_node_name
 from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
@@ -126,9 +127,11 @@ class JobTable(DataTable):
         )
 
     def _resource_name(self, resource: str) -> str:
-        """'cpu:cpu0' → 'cpu0' when the experiment runs on cpu anyway (the column is narrow)."""
+        """'cpu:cpu0' → 'cpu0' when the experiment runs on cpu anyway; cut to the narrow column
+        keeping its end (a node's port: two nodes on one host stay apart)."""
         prefix = f"{self.state.resource}:" if self.state.resource else ""
-        return resource[len(prefix) :] if prefix and resource.startswith(prefix) else resource
+        name = resource[len(prefix) :] if prefix and resource.startswith(prefix) else resource
+        return short_node_name(name, next(width for key, _, width in COLUMNS if key == "resource"))
 
     def _matches(self, row: JobRow) -> bool:
         if self.filter_status and _status_group(row.status) != self.filter_status:

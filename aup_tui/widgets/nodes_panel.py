@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from aup_tui_backends.monitors.nodes import NodeState, NodeStatus
+from aup_tui_backends.ssh.hosts import short_node_name
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -72,7 +73,7 @@ def node_cells(status: NodeStatus, now: float, colors: Mapping[str, str]) -> dic
         mem = "—"
     since = "" if state is NodeState.UNKNOWN else fmt_since(now - status.since)
     return {
-        "node": Text(status.name, style="bold"),
+        "node": Text(short_node_name(status.display_name, COLUMNS["node"][1]), style="bold"),
         "host": Text(status.host, style=muted),
         "state": Text(label, style=f"bold {state_color(colors, state)}"),
         "rtt": Text(rtt, justify="right"),
