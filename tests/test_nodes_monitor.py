@@ -50,10 +50,12 @@ def meminfo():
     return values
 
 
-def test_engine_imports_no_paramiko_pynvml_or_textual():
+def test_importing_the_monitors_loads_no_paramiko_or_pynvml():
+    """Loaded when a node is probed or a GPU sampled, not at import: a run-time check, as
+    import-linter counts lazy imports too (that the engine never imports Textual is its contract)."""
     code = (
         "import aup_tui_backends.monitors, aup_tui_backends.ssh, aup_tui_backends.ssh.sftp, sys; "
-        "bad = [m for m in ('paramiko', 'pynvml', 'textual') if m in sys.modules]; "
+        "bad = [m for m in ('paramiko', 'pynvml') if m in sys.modules]; "
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.getcwd())
@@ -456,3 +458,48 @@ def test_probe_resources_lines(sshd_server, tmp_path):
     nvml.init_error = nvml.NVMLError_DriverNotLoaded()
     lines = probe_resources(str(aup), timeout=2, nvml=nvml, known_hosts=known_hosts)
     assert lines[-1] == "local GPUs: none — Driver Not Loaded"
+
+
+def test_the_tui_monitor_and_resources_probe_read_the_same_hosts_from_env_ini(tmp_path):
+    """env.ini is read into host specs in one place: the TUI's node monitor and
+    `aup-tui resources --probe` probe the same hosts under the same keys."""
+    from aup_tui_backends.config import load_env
+    from aup_tui_backends.ssh import env_hosts, host_label
+
+    from aup_tui.monitoring import nodes_from_env
+
+    aup = tmp_path / ".aup"
+    aup.mkdir()
+    dead = [free_port() for _ in range(3)]
+    (aup / "env.ini").write_text(
+        "[Auptimizer]\n"
+        f"Auptimizer_PATH = {aup}\n"
+        "SQL_ENGINE = tinydb\n"
+        f'node_mapping = {{"1": "me@127.0.0.1:{dead[0]}", "2": "127.0.0.1:{dead[1]} ~/k", "5": "me@127.0.0.1"}}\n'
+        f'aws_mapping = {{"3": "ubuntu@i-0123456789abcdef0", "4": "ubuntu@127.0.0.1:{dead[2]} /k"}}\n'
+    )
+    specs = nodes_from_env(str(aup))
+    assert specs == {
+        "node 1": HostSpec("me", "127.0.0.1", dead[0]),
+        "node 2": HostSpec(None, "127.0.0.1", dead[1], os.path.expanduser("~/k")),
+        "node 5": HostSpec("me", "127.0.0.1", 22),
+        "aws 4": HostSpec("ubuntu", "127.0.0.1", dead[2], "/k"),
+    }
+    hosts = env_hosts(load_env(str(aup)))
+    assert [(h.key, h.name) for h in hosts] == [
+        ("node 1", f"127.0.0.1:{dead[0]}"),
+        ("node 2", f"127.0.0.1:{dead[1]}"),
+        ("node 5", "127.0.0.1"),  # port 22 is not named
+        ("aws 3", "i-0123456789abcdef0"),
+        ("aws 4", f"127.0.0.1:{dead[2]}"),
+    ]
+    # the probe: port 22 may answer on this machine; only the dead ports' lines are checked whole
+    lines = probe_resources(str(aup), timeout=1, nvml=FakeNVML([]), known_hosts=str(tmp_path / "kh"))
+    probed = {line.split("  ")[0]: line.split("  ")[1] for line in lines[:5]}
+    assert probed == {key: host_label(spec) for key, spec in specs.items()} | {
+        "aws 3": "ubuntu@i-0123456789abcdef0:22"
+    }
+    for key in ("node 1", "node 2", "aws 4"):  # a closed port, a missing key file
+        assert next(line for line in lines if line.startswith(key + "  ")).startswith(
+            f"{key}  {probed[key]}  DOWN  "
+        )
