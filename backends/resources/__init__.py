@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import UnknownResourceError
+from ..store import TinyDBConnector
 from .abstract import AbstractResourceManager
 from .cpu import CPUResourceManager
 from .gpu import GPUResourceManager
@@ -14,7 +15,7 @@ RESOURCE_TYPES = ("cpu", "gpu", "node", "aws", "passive")
 
 
 def get_resource_manager(
-    resource: str, connector, n_parallel: int, auppath: str = ".aup", **kwargs: Any
+    resource: str, connector: TinyDBConnector, n_parallel: int, auppath: str = ".aup", **kwargs: Any
 ) -> AbstractResourceManager:
     """The manager for `resource` (cpu, gpu, node, aws, passive), as Auptimizer's factory; an
     unknown type is an UnknownResourceError (a ConfigError, and the KeyError Auptimizer raises)."""
