@@ -51,7 +51,7 @@ class Proposer:
         super().__init_subclass__(**kwargs)
         init: Callable[..., None] | None = cls.__dict__.get("__init__")
         if init is not None:
-            checked = init
+            checked = init  # narrowed to not-None for the closure
 
             @functools.wraps(checked)
             def __init__(
@@ -75,8 +75,10 @@ class Proposer:
 
     @property
     def adds(self) -> tuple[str, ...]:
-        """Keys this proposer writes into each job's config next to the parameters."""
-        return PROPOSER_SPECS[self.name].adds
+        """Keys this proposer writes into each job's config next to the parameters (none for a
+        proposer of your own that the catalogue does not list)."""
+        spec = PROPOSER_SPECS.get(self.name)
+        return spec.adds if spec else ()
 
     def get(self) -> Params | None:
         """The next parameter dict; None when the budget is spent or while waiting for scores."""
