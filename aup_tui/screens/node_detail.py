@@ -104,7 +104,7 @@ class NodeDetailScreen(Screen):
         now = self.clock()
 
         title = Text(no_wrap=True, overflow="ellipsis")
-        title.append(st.name, style="bold")
+        title.append(st.display_name, style="bold")
         title.append(f"  {st.host}  ", style=muted)
         title.append(
             " — " if st.state is NodeState.UNKNOWN else str(st.state),

@@ -240,7 +240,7 @@ def gpu_rows(
     for status in remote:
         node_color = state_color(colors, status.state)
         text = Text(no_wrap=True, overflow="ellipsis")
-        text.append(status.name, style="bold")
+        text.append(status.display_name, style="bold")
         text.append(f" · {status.host} · ", style=muted)
         text.append(str(status.state), style=node_color)
         if status.gpu_error:

@@ -110,7 +110,7 @@ def nodes_summary(
             text.append(
                 "probing" if st is NodeState.UNKNOWN else str(st), style=f"bold {state_color(colors, st)}"
             )
-    down = sorted(s.name for s in statuses.values() if s.state is NodeState.DOWN)
+    down = sorted(s.display_name for s in statuses.values() if s.state is NodeState.DOWN)
     tail = f" ({', '.join(down)})" if down else ""
     if len(text.plain) + len(tail) <= width:
         text.append(tail, style=colors.get("status-failed", ""))
