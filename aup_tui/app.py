@@ -27,9 +27,10 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
-from .bridge import EngineBridge, ExperimentState, LiveSource, StoreSource
 from .exit_codes import EXIT_ERROR, EXIT_OK, EXIT_STOPPED, for_status
 from .signals import STOP_WAIT, quiet_on_hangup, signal_name, stop_signals
+from .sources import EngineBridge, LiveSource, StoreSource
+from .state import ExperimentState
 
 PREFS_FILE = "tui.json"
 THEME_NAMES = tuple(t.name for t in THEMES)

@@ -239,7 +239,9 @@ def cmd_stop(args) -> int:
         job = connector.get_job(args.job)
         if job is None:
             raise AupError(f"no job {args.job} in this .aup — `aup-tui status` lists the jobs")
-        if job["status"] not in ("RUNNING", "WAITING"):
+        from aup_tui_backends.status import JobStatus
+
+        if not JobStatus(job["status"]).is_live:
             raise AupError(f"job {args.job} is not running (it is {job['status']})")
         connector.request_stop(job["eid"], args.job)
         print(f"asked experiment {job['eid']} to stop job {args.job}")

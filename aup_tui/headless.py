@@ -19,92 +19,75 @@ from aup_tui_backends.events import (
     Event,
     ExperimentStarted,
     JobFailed,
-    JobFinished,
-    JobStarted,
+    JobIntermediate,
     JobStopped,
     Notice,
     PassiveResultAccepted,
     PassiveResultWanted,
 )
 from aup_tui_backends.experiment import Experiment, ExperimentResult, summarize
-from aup_tui_backends.jobs import JobError, ResultParseError
-from aup_tui_backends.store.connector import better
+from aup_tui_backends.jobs import JobError, ResultParseError, log_relpath
 
 from .exit_codes import for_status
 from .signals import STOP_WAIT, quiet_on_hangup, signal_name, stop_signals
+from .state import FOLDED_EVENTS, ExperimentState
 
 
 class Progress:
-    """Jobs done / total, best score so far and elapsed time, as one redrawn line."""
+    """Jobs done / total, best score so far and elapsed time, as one redrawn line.
+
+    The counts and the best job are those of an `ExperimentState`, the model the dashboard folds
+    the same events into: the terminal and the TUI never disagree about a run."""
 
     def __init__(self, total: int, maximize: bool, out: TextIO) -> None:
-        self.total, self.maximize, self.out = total, maximize, out
-        self.done = self.failed = self.stopped = self.running = 0
-        self.best: tuple[float, int] | None = None
-        self._best_end: float | None = None  # when the best job finished, where known
+        self.state = ExperimentState(n_samples=total, target="max" if maximize else "min")
+        self.out = out
         self.start = time.monotonic()
         self.tty = out.isatty()
         self._last_line = 0.0
         self._lock = threading.RLock()
 
+    @property
+    def total(self) -> int:
+        return self.state.total
+
+    @total.setter
+    def total(self, n_samples: int) -> None:
+        self.state.n_samples = n_samples
+
+    @property
+    def best(self) -> tuple[float, int] | None:
+        """(score, jid) of the best job so far."""
+        st = self.state
+        return None if st.best_jid is None or st.best_score is None else (st.best_score, st.best_jid)
+
     def apply(self, event: Event) -> None:
-        """Count one job event (called from engine threads)."""
+        """Fold one engine event (called from engine threads); say when a job failed."""
         with self._lock:
-            self._apply(event)
+            self.state.apply([event])
+        if isinstance(event, JobFailed):
+            retrying = ", retrying" if event.will_retry else ""
+            self.message(f"job {event.jid} failed{retrying}: {event.error}")
 
-    def count_status(self, jid: int, status: str, score: float | None, end: float | None = None) -> None:
-        """Count a job already in `status` (catching up with a running experiment); `end` is
-        when it finished, so jobs counted in any order keep the tie rule of `_finished`."""
+    def catch_up(self, exp: dict | None, jobs: list[dict]) -> None:
+        """Fold what the store says (an experiment that ran a while before we followed it)."""
         with self._lock:
-            if status == "FINISHED":
-                self._finished(jid, score, end)
-            elif status in ("RUNNING", "WAITING"):
-                self.running += 1
-            elif status in ("STOPPED", "EARLY_STOPPED"):
-                self.stopped += 1
-            else:
-                self.failed += 1
-
-    def _finished(self, jid: int, score: float | None, end: float | None = None) -> None:
-        """The store's one rule for the best job (`better`: the best score, then the job that
-        finished first): events and catch-up both carry the end time the store recorded, so jobs
-        counted in any order name the job the summary names."""
-        self.done += 1
-        if score is None:
-            return
-        than = None if self.best is None else (self.best[0], self._best_end, self.best[1])
-        if better(score, end, jid, than, self.maximize):
-            self.best = (score, jid)
-            self._best_end = end
-
-    def _apply(self, event: Event) -> None:
-        if isinstance(event, JobStarted):
-            self.running += 1
-        elif isinstance(event, JobFinished):
-            self.running -= 1
-            self._finished(event.jid, event.score, event.end if event.end is not None else event.time)
-        elif isinstance(event, JobFailed):
-            self.running -= 1
-            if not event.will_retry:
-                self.failed += 1
-                self.message(f"job {event.jid} failed: {event.error}")
-            else:
-                self.message(f"job {event.jid} failed, retrying: {event.error}")
-        elif isinstance(event, JobStopped):
-            self.running -= 1
-            self.stopped += 1
+            self.state.merge_store(exp, jobs)
 
     def line(self) -> str:
-        ended = self.done + self.failed + self.stopped
+        with self._lock:
+            st = self.state
+            ended, total, running, failed, stopped = st.ended, st.total, st.running, st.failed, st.stopped
+            best = self.best
         width = 24
-        filled = int(width * ended / self.total) if self.total else width
+        filled = int(width * ended / total) if total else width
         bar = "█" * filled + "░" * (width - filled)
-        best = f"best {self.best[0]:.6g} (job {self.best[1]})" if self.best else "best —"
+        best_text = f"best {best[0]:.6g} (job {best[1]})" if best else "best —"
         elapsed = int(time.monotonic() - self.start)
-        extra = f" failed {self.failed}" if self.failed else ""
-        extra += f" stopped {self.stopped}" if self.stopped else ""
+        extra = f" failed {failed}" if failed else ""
+        extra += f" stopped {stopped}" if stopped else ""
         return (
-            f"{bar} {ended}/{self.total}  running {max(self.running, 0)}{extra}  {best}  "
+            f"{bar} {ended}/{total}  running {running}{extra}  {best_text}  "
             f"{elapsed // 60:02d}:{elapsed % 60:02d}"
         )
 
@@ -257,7 +240,7 @@ class HeadlessFollower:
         self._deadline: float | None = None  # after a signal: stop waiting for the jobs then
         self._stdin_reader: threading.Thread | None = None
         self._unsubscribe = [
-            exp.bus.subscribe(self.progress.apply, kinds=_COUNTED),  # counted in engine threads: cheap
+            exp.bus.subscribe(self.progress.apply, kinds=_FOLDED),  # in engine threads: cheap
             exp.bus.subscribe(
                 self.events.put,
                 kinds=(
@@ -275,11 +258,9 @@ class HeadlessFollower:
         """Count the jobs that ended before we subscribed, and re-ask for waiting passive jobs."""
         exp, progress = self.exp, self.progress
         doc = exp.connector.get_experiment(exp.eid) or {}
-        progress.total = int(doc.get("n_samples") or 0)
         if doc.get("start"):
             progress.start = time.monotonic() - max(0.0, time.time() - doc["start"])
-        for job in exp.connector.jobs(exp.eid):
-            progress.count_status(job["jid"], job["status"], job["score"], job.get("end"))
+        progress.catch_up(doc or None, exp.connector.jobs(exp.eid))
         rm = exp.resource_manager
         for job in rm.waiting() if hasattr(rm, "waiting") else []:
             self.events.put(
@@ -406,8 +387,10 @@ def run_headless(
     return for_status(result.status, follower.interrupted)
 
 
-_COUNTED = (JobStarted, JobFinished, JobFailed, JobStopped)
 _WAKE = object()  # a no-op item that wakes the follower's queue
+#: what the progress line folds: the dashboard's events but intermediate results, which the
+#: line does not show (unsubscribed, the engine skips building them)
+_FOLDED = tuple(kind for kind in FOLDED_EVENTS if kind is not JobIntermediate)
 
 
 def print_summary(result: ExperimentResult, config, out: TextIO) -> None:
@@ -423,4 +406,4 @@ def print_summary(result: ExperimentResult, config, out: TextIO) -> None:
         )
     else:
         out.write("no job finished with a score\n")
-    out.write(f"logs: {os.path.join(result.logs, '<jid>.<attempt>.out')}\n")
+    out.write(f"logs: {os.path.join(os.path.dirname(result.logs), log_relpath('<jid>', '<attempt>'))}\n")

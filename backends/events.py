@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .status import ExperimentStatus, JobStatus
+
 
 @dataclass(frozen=True)
 class Event:
@@ -33,69 +35,79 @@ class ExperimentStarted(Event):
 @dataclass(frozen=True)
 class ExperimentFinished(Event):
     eid: int
-    status: str
+    status: ExperimentStatus
     best_jid: int | None
     best_score: float | None
     reason: str = ""  # why, when FAILED
 
 
 @dataclass(frozen=True)
-class JobQueued(Event):
+class JobEvent(Event):
+    """Something happened to job `jid` of experiment `eid`. `status` is the job's status after
+    it, as the engine decided it: a view shows it as is and never works it out from other fields."""
+
     eid: int
     jid: int
-    config: dict
+    status: JobStatus = field(default=JobStatus.RUNNING, kw_only=True)
 
 
 @dataclass(frozen=True)
-class JobStarted(Event):
-    eid: int
-    jid: int
+class JobQueued(JobEvent):
+    config: dict
+    status: JobStatus = field(default=JobStatus.QUEUED, kw_only=True)
+
+
+@dataclass(frozen=True)
+class JobStarted(JobEvent):
     rid: int
     resource: str
     attempt: int
 
 
 @dataclass(frozen=True)
-class JobOutput(Event):
-    eid: int
-    jid: int
+class JobOutput(JobEvent):
     line: str
 
 
 @dataclass(frozen=True)
-class JobIntermediate(Event):
-    eid: int
-    jid: int
+class JobIntermediate(JobEvent):
     index: int
     values: tuple[float, ...]
 
 
 @dataclass(frozen=True)
-class JobFinished(Event):
-    eid: int
-    jid: int
+class JobFinished(JobEvent):
     score: float | None
     values: tuple[float, ...] = ()
     #: the end time the store recorded (None: not recorded); the best job's tie rule uses it,
     #: not `time`, so every view names the job the store names
     end: float | None = None
+    status: JobStatus = field(default=JobStatus.FINISHED, kw_only=True)
 
 
 @dataclass(frozen=True)
-class JobFailed(Event):
-    eid: int
-    jid: int
+class JobFailed(JobEvent):
+    """An attempt failed: the job is FAILED, or RUNNING when it will be retried (`will_retry`;
+    the store keeps it RUNNING until its last attempt ends)."""
+
     error: str
     score: float | None = None
     will_retry: bool = False
+    status: JobStatus = field(default=JobStatus.FAILED, kw_only=True)
+
+    def __post_init__(self) -> None:
+        if self.will_retry and self.status is JobStatus.FAILED:
+            object.__setattr__(self, "status", JobStatus.RUNNING)
 
 
 @dataclass(frozen=True)
-class JobStopped(Event):
-    eid: int
-    jid: int
+class JobStopped(JobEvent):
+    """Stopped by a person (STOPPED) or by the early-stopping policy (EARLY_STOPPED); `reason`
+    is for people to read."""
+
     reason: str
     score: float | None = None
+    status: JobStatus = field(default=JobStatus.STOPPED, kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -110,20 +122,18 @@ class ResourceFreed(Event):
 
 
 @dataclass(frozen=True)
-class PassiveResultWanted(Event):
+class PassiveResultWanted(JobEvent):
     """A passive job waits for a person to run `command` and hand back its output."""
 
-    eid: int
-    jid: int
     command: str
     workingdir: str
     config_path: str
+    status: JobStatus = field(default=JobStatus.WAITING, kw_only=True)
 
 
 @dataclass(frozen=True)
-class PassiveResultAccepted(Event):
-    eid: int
-    jid: int
+class PassiveResultAccepted(JobEvent):
+    """A person answered a waiting passive job: it runs on (its result is being recorded)."""
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from .events import EventBus, ExperimentFinished, ExperimentStarted, JobQueued, 
 from .jobs import Job, JobError
 from .proposers import get_proposer
 from .resources import get_resource_manager
+from .status import ExperimentStatus, JobStatus, advance
 from .store import TinyDBConnector
 from .store.files import StoreWriteError
 
@@ -28,7 +29,7 @@ WATCH_INTERVAL = 0.25  # how often stop requests from other processes are looked
 @dataclass
 class ExperimentResult:
     eid: int
-    status: str
+    status: str  # an ExperimentStatus; "UNKNOWN" for an experiment the store does not have
     best_jid: int | None
     best_score: float | None
     best_config: dict | None
@@ -63,20 +64,20 @@ class Experiment:
         self.username = username or getpass.getuser()
         self.eid: int | None = None
         self.resource_manager = None
-        self.status = "PENDING"
+        self.status = ExperimentStatus.PENDING  # changed only through `_become`
         self._idle = threading.Event()  # set when no job runs and none will be started
         self._mutex = threading.RLock()  # guards the dispatch state below
         self._in_flight: dict[int, Job] = {}
         self._stop = threading.Event()  # a stop was asked for (by a person, or a failure)
         self._loop_over = threading.Event()  # every job is done: none starts any more
         self._over = threading.Event()  # `run` is done with the manager (after save_model's re-run)
-        self._stop_status = "STOPPED"
+        self._stop_status = ExperimentStatus.STOPPED
         self.started = threading.Event()
         self._store_down = False  # told the person that the store can't be written
 
     # -- control (any thread) -------------------------------------------------------------
 
-    def stop(self, status: str = "STOPPED") -> None:
+    def stop(self, status: ExperimentStatus = ExperimentStatus.STOPPED) -> None:
         """Stop the experiment: no new jobs, running ones killed; `run` returns soon after.
 
         Also once the loop is over: the manager may still be running work of the experiment's
@@ -101,6 +102,10 @@ class Experiment:
     def stop_job(self, jid: int) -> bool:
         rm = self.resource_manager
         return bool(rm and rm.stop_job(jid))
+
+    def _become(self, status: ExperimentStatus) -> None:
+        """Move to `status`; IllegalTransition for a move `ExperimentStatus` does not allow."""
+        self.status = advance(self.status, status)
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -145,11 +150,11 @@ class Experiment:
             )
         except Exception as exc:
             self.connector.log_error(eid, str(exc))
-            self.connector.end_experiment(eid, "FAILED", reason=str(exc))
-            self.status = "FAILED"
+            self.connector.end_experiment(eid, ExperimentStatus.FAILED, reason=str(exc))
+            self._become(ExperimentStatus.FAILED)
             raise
         self.resource_manager = rm
-        self.status = "RUNNING"
+        self._become(ExperimentStatus.RUNNING)
         n_free = len(self.connector.get_available_resource(cfg.resource))
         self.bus.publish(
             ExperimentStarted(
@@ -178,13 +183,13 @@ class Experiment:
         try:
             status = self._loop(proposer, rm)
         except BaseException as exc:
-            self.stop("FAILED")
+            self.stop(ExperimentStatus.FAILED)
             try:
-                rm.finish(status="FAILED")
+                rm.finish(status=ExperimentStatus.FAILED)
             finally:
                 self._over.set()
-            self.connector.end_experiment(eid, "FAILED", reason=f"the engine stopped: {exc!r}")
-            self.status = "FAILED"
+            self.connector.end_experiment(eid, ExperimentStatus.FAILED, reason=f"the engine stopped: {exc!r}")
+            self._become(ExperimentStatus.FAILED)
             raise
         finally:
             self._loop_over.set()  # no job starts any more; a stop from now on still reaches the manager
@@ -197,14 +202,14 @@ class Experiment:
             )  # a FINISHED run with save_model re-runs its best job here
         except Exception as exc:  # the store can't be read (a damaged file): record why, end as FAILED
             best = None
-            if status != "FAILED" or not self._fail_reason:
-                status, self._fail_reason = "FAILED", f"the run could not finish: {exc}"
+            if status != ExperimentStatus.FAILED or not self._fail_reason:
+                status, self._fail_reason = ExperimentStatus.FAILED, f"the run could not finish: {exc}"
             self._notice(self._fail_reason, "error")
         finally:
             with self._mutex:
                 self._over.set()  # the watcher ends; stop() has nothing left to kill
         best_jid, best_score = best if best else (None, None)
-        why = {"reason": self._fail_reason} if status == "FAILED" else {}
+        why = {"reason": self._fail_reason} if status == ExperimentStatus.FAILED else {}
         try:  # finished jobs' records waiting for room are written first (see _wait_for_store)
             self.connector.end_experiment(eid, status, best_jid=best_jid, best_score=best_score, **why)
         except StoreWriteError as exc:  # stopped while the store is full: say what was not written
@@ -213,7 +218,7 @@ class Experiment:
                 f"(their output is in {os.path.join(self.config.workingdir, 'jobs')})",
                 "error",
             )
-        self.status = status
+        self._become(status)
         self.bus.publish(
             ExperimentFinished(
                 eid=eid, status=status, best_jid=best_jid, best_score=best_score, reason=why.get("reason", "")
@@ -267,7 +272,7 @@ class Experiment:
         if warning:
             self._notice(warning, "warning")
 
-    def _loop(self, proposer, rm) -> str:
+    def _loop(self, proposer, rm) -> ExperimentStatus:
         """Dispatch until every job is done. Completions dispatch the next job right in the
         worker thread that finished (no hand-off to this thread); this thread only waits, and
         looks again now and then when every resource was busy elsewhere."""
@@ -286,17 +291,17 @@ class Experiment:
                 if not self._in_flight:
                     self._dispatch()  # resources held by another process may be free now
         self._wait_for_store()
-        if self._stop.is_set() and self._stop_status == "STOPPED":
-            return "STOPPED"
+        if self._stop.is_set() and self._stop_status == ExperimentStatus.STOPPED:
+            return ExperimentStatus.STOPPED
         if self._fail_reason or self._finished == 0:
             if not self._fail_reason:
-                failed = sum(1 for j in rm.jobs.values() if j.status == "FAILED")
+                failed = sum(1 for j in rm.jobs.values() if j.status == JobStatus.FAILED)
                 self._fail_reason = (
                     f"no job finished with a score ({failed} failed; see their logs in "
                     f"{os.path.join(self.config.workingdir, 'jobs')})"
                 )
-            return "FAILED"
-        return "FINISHED"
+            return ExperimentStatus.FAILED
+        return ExperimentStatus.FINISHED
 
     def _wait_for_store(self) -> None:
         """Every job is done: wait (stoppable) until records that wait for room are written —
@@ -317,7 +322,7 @@ class Experiment:
                 if not self._fail_reason:
                     self._fail_reason = why
             self._notice(why, "error")
-            self.stop("FAILED")
+            self.stop(ExperimentStatus.FAILED)
 
     def _dispatch(self) -> None:
         """Start jobs while there is room (caller holds `_mutex`); signal when all are done.
@@ -365,18 +370,18 @@ class Experiment:
 
     def _account(self, job: Job) -> None:
         cfg = self.config
-        if job.status == "RETRY":
+        if job.status == JobStatus.RETRY:
             self._blacklist.setdefault(job.jid, set()).add(job.rid)
             self._retry.append(job)
-        elif job.status == "FINISHED":
+        elif job.status == JobStatus.FINISHED:
             self._finished += 1
             self._proposer.update(job.results[-1][0] if job.results else None, job.config)
-        elif job.status == "FAILED":
+        elif job.status == JobStatus.FAILED:
             self._proposer.failed(job.config)
             if self._rm.failure:  # the store failed, not the job: no point going on
                 self._fail_reason = self._fail_reason or self._rm.failure
                 self._notice(self._rm.failure, "error")
-                self.stop("FAILED")
+                self.stop(ExperimentStatus.FAILED)
             elif not cfg.job_failure.get("ignore_fail"):
                 why = (
                     f"job {job.jid} failed: {job.error} — stopping the experiment "
@@ -385,10 +390,10 @@ class Experiment:
                 if not self._fail_reason:  # the first failure is the reason; later ones follow from it
                     self._fail_reason = why
                 self._notice(why, "error")
-                self.stop("FAILED")
+                self.stop(ExperimentStatus.FAILED)
         else:  # stopped (early or by hand): no score, but a proposer waiting on its rung must hear of it
             self._proposer.failed(job.config)
-        if self._rm.early_stop is not None and job.status != "RETRY":
+        if self._rm.early_stop is not None and job.status != JobStatus.RETRY:
             self._rm.early_stop.forget(job.jid)
 
     def _new_job(self, params: dict) -> Job:
@@ -495,5 +500,5 @@ def summarize(connector: TinyDBConnector, eid: int) -> ExperimentResult:
         best_config=best_cfg,
         counts=counts,
         logs=os.path.join(workingdir, "jobs"),
-        reason=(exp.get("reason") or "") if status == "FAILED" else "",
+        reason=(exp.get("reason") or "") if status == ExperimentStatus.FAILED else "",
     )

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError, JobError
+from .status import JobStatus, advance
 
 RESULT_PREFIX = "#Auptimizer:"
 
@@ -96,6 +97,23 @@ def parse_pasted_output(text: str) -> list[tuple[float, ...]]:
     return results
 
 
+def log_relpath(jid: int | str, attempt: int | str) -> str:
+    """Where attempt `attempt` of job `jid` writes its combined output, relative to the working
+    folder: `jobs/<jid>.<attempt>.out` (the one place this name is made)."""
+    return os.path.join("jobs", f"{jid}.{attempt}.out")
+
+
+def passive_command(workingdir: str, script: str, jid: int) -> str:
+    """The command a person runs by hand for passive job `jid`: from the working folder, the
+    script (relative to it unless absolute) with the job's config as its argument."""
+    script = os.path.expanduser(script)
+    script_path = os.path.normpath(os.path.join(workingdir, script))
+    shown = script_path if os.path.isabs(script) else os.path.relpath(script_path, workingdir)
+    if not shown.startswith((".", "/")):
+        shown = "./" + shown
+    return f"cd {shlex.quote(workingdir)} && {shlex.quote(shown)} jobs/{jid}.json"
+
+
 def json_safe(value: Any) -> Any:
     """`value` with every non-finite float (from records written before results had to be
     finite) replaced by None, so that `json.dumps(..., allow_nan=False)` gives strict JSON."""
@@ -177,10 +195,15 @@ class Job:
     prescript_status: int | None = None
     #: why the current attempt failed (None while it has not)
     error: str | None = None
-    status: str = "PENDING"
+    #: changed only through `move_to`, which refuses a move the status model does not allow
+    status: JobStatus = JobStatus.QUEUED
 
     def __post_init__(self) -> None:
         self.path = os.path.abspath(os.path.expanduser(self.path))
+
+    def move_to(self, status: JobStatus) -> None:
+        """Change the status; IllegalTransition for a move `JobStatus` does not allow."""
+        self.status = advance(JobStatus(self.status), JobStatus(status))
 
     @property
     def save_model_flag(self) -> bool:
@@ -201,7 +224,7 @@ class Job:
     def log_path(self, attempt: int | None = None) -> str:
         if self.save_model_flag and self.eid is not None:
             return os.path.join(self.path, "jobs", f"best_job_{self.eid}.out")
-        return os.path.join(self.path, "jobs", f"{self.jid}.{attempt or self.attempt}.out")
+        return os.path.join(self.path, log_relpath(self.jid, attempt or self.attempt))
 
     @property
     def command(self) -> list[str]:
@@ -210,10 +233,7 @@ class Job:
     @property
     def shell_command(self) -> str:
         """The command a person runs by hand (passive jobs), from the working folder."""
-        rel_script = os.path.relpath(self.script_path, self.path)
-        if not rel_script.startswith((".", "/")):
-            rel_script = "./" + rel_script
-        return f"cd {shlex.quote(self.path)} && {shlex.quote(rel_script)} jobs/{self.jid}.json"
+        return passive_command(self.path, self.script, self.jid)
 
     def verify_local(self) -> bool:
         """Check the job can run here: True, or JobError (an EnvironmentError, as Auptimizer

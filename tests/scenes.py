@@ -8,12 +8,16 @@ from __future__ import annotations
 import math
 import random
 
-from aup_tui.bridge import ExperimentState, JobRow, PassiveWant, fixed_clock
+from aup_tui.state import ExperimentState, JobRow, PassiveWant
 
 #: 2026-01-01 09:00:00 UTC — the scenes' "now" is T0 + NOW_OFFSET.
 T0 = 1767258000.0
 NOW_OFFSET = 754.0
-CLOCK = fixed_clock(T0 + NOW_OFFSET)
+
+
+def CLOCK() -> float:
+    """The scenes' fixed clock."""
+    return T0 + NOW_OFFSET
 
 
 def rosenbrock(x: float, y: float) -> float:

@@ -20,7 +20,7 @@ from aup_tui_backends.events import (
 from scenes import CLOCK, T0, dashboard_app, demo_state
 
 from aup_tui.app import AupApp
-from aup_tui.bridge import ExperimentState
+from aup_tui.state import ExperimentState
 from aup_tui.screens.dashboard import DashboardScreen
 from aup_tui.widgets.header import ExperimentHeader
 from aup_tui.widgets.job_table import JobTable
@@ -443,7 +443,7 @@ def test_bridge_wakes_the_app_once_per_batch_from_engine_threads():
 
     from aup_tui_backends.events import EventBus, JobOutput
 
-    from aup_tui.bridge import EngineBridge
+    from aup_tui.sources import EngineBridge
 
     bus = EventBus()
     bridge = EngineBridge(bus)

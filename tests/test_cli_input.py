@@ -367,8 +367,7 @@ def test_catching_up_from_the_store_keeps_the_first_finished_of_equal_scores(tmp
     connector.end_job(eid, high, 0.5, "FINISHED")  # the higher jid ends first
     connector.end_job(eid, low, 0.5, "FINISHED")
     progress = Progress(2, True, io.StringIO())
-    for job in connector.jobs(eid):  # in jid order
-        progress.count_status(job["jid"], job["status"], job["score"], job.get("end"))
+    progress.catch_up(None, connector.jobs(eid))  # in jid order
     summary = summarize(connector, eid)
     assert progress.best == (0.5, high) == (summary.best_score, summary.best_jid)
     connector.close()

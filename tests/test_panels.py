@@ -453,8 +453,8 @@ def test_watch_mode_counts_jobs_per_node_and_trusts_pids_only_from_this_host(tmp
 
     from aup_tui_backends.setup import init_aup
 
-    from aup_tui.bridge import ExperimentState
     from aup_tui.monitoring import StateJobs
+    from aup_tui.state import ExperimentState
 
     init_aup(str(tmp_path / ".aup"), gpu=["1"])  # resource 1 is card "1"
     jobs = [

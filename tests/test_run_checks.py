@@ -367,7 +367,7 @@ def test_tied_jobs_whose_events_cross_name_the_stores_best_in_progress_and_summa
 
 
 def test_tui_best_job_on_a_tie_is_the_first_recorded_not_the_first_event(tmp_path):
-    from aup_tui.bridge import ExperimentState
+    from aup_tui.state import ExperimentState
     from aup_tui.widgets.header import ExperimentHeader  # noqa: F401 — the header reads best_jid
 
     state = ExperimentState(eid=1, name="tie", status="RUNNING", n_samples=2, target="min")

@@ -6,7 +6,7 @@ from aup_tui_backends.events import ExperimentStarted, StoreProblem
 from scenes import CLOCK, T0
 
 from aup_tui.app import AupApp
-from aup_tui.bridge import ExperimentState
+from aup_tui.state import ExperimentState
 
 
 async def test_store_full_banner_stays_until_writes_succeed_again(tmp_path):

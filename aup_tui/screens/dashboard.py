@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from aup_tui_backends.status import JobStatus
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -23,17 +24,10 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input
 
-from ..bridge import (
-    Changes,
-    EngineBridge,
-    EngineEvents,
-    ExperimentState,
-    LiveSource,
-    PassiveWant,
-    StoreSnapshot,
-    StoreSource,
-)
+from ..messages import EngineEvents, StoreSnapshot
 from ..monitoring import GPUSampled, NodesProbed, monitoring_for
+from ..sources import EngineBridge, LiveSource, StoreSource
+from ..state import Changes, ExperimentState, PassiveWant
 from ..widgets.gpu_panel import GPUPanel
 from ..widgets.header import ExperimentHeader
 from ..widgets.job_table import JobTable, format_params
@@ -293,7 +287,7 @@ class DashboardScreen(Screen):
             self.notify("no job selected", severity="warning")
             return
         row = self.state.jobs[jid]
-        if row.status not in ("RUNNING", "WAITING"):
+        if not JobStatus(row.status).is_live:
             self.notify(f"job {jid} is not running (it is {row.status.lower()})", severity="warning")
             return
         from .confirm import ConfirmScreen

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from aup_tui_backends.jobs import log_relpath
+from aup_tui_backends.status import JobStatus
 from rich.cells import cell_len
 from rich.style import Style
 from rich.text import Text
@@ -25,12 +27,10 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
-from ..bridge import STOPPED_STATES
 from ..widgets.colors import status_color, theme_colors
 from ..widgets.log_view import FileTail, LogView
 from ..widgets.result_curve import ResultCurve
 
-FINAL_STATES = ("FINISHED", "FAILED", "STOPPED", "EARLY_STOPPED", "INTERRUPTED")
 ATTEMPT_COLUMNS = ("#", "resource", "start", "duration", "status", "error")
 
 
@@ -179,7 +179,7 @@ class JobDetailScreen(Screen[None]):
                 stop_reading.wait(self.poll_interval)
                 continue
             now = self.clock()
-            final = job.get("status") in FINAL_STATES
+            final = JobStatus(job["status"]).is_final
             key = (repr(job), len(results))
             if key != last_key or (not final and now - last_post >= 1.0):
                 self.post_message(self.Snapshot(job, results, labels, now))
@@ -192,7 +192,7 @@ class JobDetailScreen(Screen[None]):
                     if rest:
                         self.post_message(self.LogText(rest))
                 current = attempts[-1]
-                relpath = os.path.join("jobs", f"{jid}.{current.get('attempt')}.out")
+                relpath = log_relpath(jid, current.get("attempt"))
                 tail = FileTail(os.path.join(workingdir, relpath))
                 self.post_message(
                     self.LogAttempt(
@@ -272,7 +272,7 @@ class JobDetailScreen(Screen[None]):
             self._attempt_rows = rows
 
         error = self.query_one("#detail-error", Static)
-        stopped = job.get("status") in STOPPED_STATES  # a decision, not a failure
+        stopped = JobStatus(job["status"]).is_stopped  # a decision, not a failure
         if job.get("error"):
             error.update(f"{'■' if stopped else '✗'} {job['error']}")
             error.add_class("-visible")
@@ -333,7 +333,7 @@ class JobDetailScreen(Screen[None]):
 
     def _update_log_subtitle(self) -> None:
         log = self.query_one("#detail-log", LogView)
-        if self.ended or (self.job and self.job.get("status") in FINAL_STATES):
+        if self.ended or (self.job and JobStatus(self.job["status"]).is_final):
             log.border_subtitle = "ended"
         else:
             log.border_subtitle = "following" if log.auto_scroll else "paused (f follows)"

@@ -12,7 +12,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from ..bridge import ExperimentState
+from ..state import ExperimentState
 from .colors import fmt_duration, fmt_score, status_color, theme_colors
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"

@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 
+from aup_tui_backends.status import JobStatus
 from aup_tui_backends.ssh.hosts import short_node_name
 from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable
 
-from ..bridge import ExperimentState, JobRow
+from ..state import ExperimentState, JobRow
 from .colors import fmt_duration, fmt_score, status_color, theme_colors
 
 #: (key, label, width); params takes what is left.
@@ -33,10 +34,17 @@ COLUMNS = (
 )
 SORTABLE = tuple(key for key, _, _ in COLUMNS)
 
-STATUS_LABELS = {"EARLY_STOPPED": "early stop", "INTERRUPTED": "interrupted"}
+STATUS_LABELS = {JobStatus.EARLY_STOPPED: "early stop", JobStatus.INTERRUPTED: "interrupted"}
 
 #: Status filter values, in the order `f` cycles through them.
-STATUS_FILTERS = (None, "RUNNING", "FINISHED", "FAILED", "STOPPED", "WAITING")
+STATUS_FILTERS = (
+    None,
+    JobStatus.RUNNING,
+    JobStatus.FINISHED,
+    JobStatus.FAILED,
+    JobStatus.STOPPED,
+    JobStatus.WAITING,
+)
 
 
 def format_params(config: dict) -> str:
@@ -53,7 +61,9 @@ def format_params(config: dict) -> str:
 
 
 def _status_group(status: str) -> str:
-    return {"EARLY_STOPPED": "STOPPED", "INTERRUPTED": "FAILED"}.get(status, status)
+    """The filter a status falls under: stopped early counts as stopped, interrupted as failed."""
+    st = JobStatus(status)
+    return JobStatus.STOPPED if st.is_stopped else JobStatus.FAILED if st.is_failed else st
 
 
 class JobTable(DataTable):
@@ -242,7 +252,7 @@ class JobTable(DataTable):
 
     def tick(self) -> None:
         """Once a second while jobs run: their durations."""
-        live = [jid for jid, row in self.state.jobs.items() if row.status in ("RUNNING", "WAITING")]
+        live = [jid for jid, row in self.state.jobs.items() if JobStatus(row.status).is_live]
         if live:
             self.update_jobs(live)
 

@@ -40,6 +40,7 @@ from ..jobs import (
     parse_result_line,
 )
 from ..remote import PRESCRIPT_FAILED, parse_prescript_failure
+from ..status import JobStatus, advance
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ class AbstractResourceManager(ABC):
         #: why this manager can't go on (a job's end could not be recorded): the experiment fails with it
         self.failure: str | None = None
         self._stop_reasons: dict[int, str] = {}
+        self._stop_statuses: dict[int, JobStatus] = {}  # STOPPED or EARLY_STOPPED, beside the reason
         self._ended: set[int] = set()  # jobs whose current attempt has been recorded as ended
         self._lock = threading.Lock()
         self._callback_lock = threading.RLock()  # one callback at a time
@@ -121,6 +123,7 @@ class AbstractResourceManager(ABC):
         """Take `rid` and run `job` on it in the background; `call_back_func(score, jid)` at the end,
         once the job's outcome is recorded and `rid` is free again."""
         self.ensure_jid(job)
+        advance(JobStatus(job.status), JobStatus.RUNNING)  # a running job is refused before anything is taken
         if self.result_labels and self.eid is not None and self._labels_saved != self.eid:
             self.connector.save_labels(self.eid, self.result_labels)
             self._labels_saved = self.eid
@@ -129,12 +132,14 @@ class AbstractResourceManager(ABC):
         before = (job.rid, job.attempt, job.status, job.error, job.results, job.prescript_status)
         with self._lock:
             was = (self.jobs.get(job.jid), self._stop_reasons.get(job.jid), job.jid in self._ended)
+            was_stop_status = self._stop_statuses.get(job.jid)
         job.rid = rid
         job.attempt += 1
-        job.status, job.error, job.results, job.prescript_status = "RUNNING", None, [], None
+        job.status, job.error, job.results, job.prescript_status = JobStatus.RUNNING, None, [], None
         with self._lock:
             self.jobs[job.jid] = job
             self._stop_reasons.pop(job.jid, None)
+            self._stop_statuses.pop(job.jid, None)
             self._ended.discard(job.jid)
         try:
             name = self.resource_name(rid)
@@ -149,6 +154,8 @@ class AbstractResourceManager(ABC):
                     self.jobs[job.jid] = held
                 if reason is not None:
                     self._stop_reasons[job.jid] = reason
+                if was_stop_status is not None:
+                    self._stop_statuses[job.jid] = was_stop_status
                 if ended:
                     self._ended.add(job.jid)
             self.connector.free_used_resource(rid)
@@ -156,7 +163,11 @@ class AbstractResourceManager(ABC):
         if self.interm_job_res is not None:
             self.interm_job_res.setdefault(job.jid, [])
         self.bus.publish(ResourceTaken(rid=rid, jid=job.jid))
-        self.bus.publish(JobStarted(eid=self.eid, jid=job.jid, rid=rid, resource=name, attempt=job.attempt))
+        self.bus.publish(
+            JobStarted(
+                eid=self.eid, jid=job.jid, rid=rid, resource=name, attempt=job.attempt, status=job.status
+            )
+        )
         self._executor().submit(self._run_and_finish, job, rid, exp_config, call_back_func, kwargs)
 
     @abstractmethod
@@ -179,9 +190,11 @@ class AbstractResourceManager(ABC):
                     log.warning("finish_job(%s): no such job in this manager", jid)
                 return
             self._ended.add(jid)
-        status = status or ("FAILED" if job.error else "FINISHED")
-        retry = status == "FAILED" and job.retryable and not self.stopping and job.attempt <= job.retries
-        job.status = "RETRY" if retry else status
+        status = JobStatus(status) if status else JobStatus.FAILED if job.error else JobStatus.FINISHED
+        retry = (
+            status is JobStatus.FAILED and job.retryable and not self.stopping and job.attempt <= job.retries
+        )
+        job.move_to(JobStatus.RETRY if retry else status)
         values = list(job.results[-1]) if job.results else None
         try:  # a record that can't be written (damaged shard, EMFILE) must not keep the resource
             end = self.connector.end_job(
@@ -191,7 +204,7 @@ class AbstractResourceManager(ABC):
             if job.rid is not None:
                 self.connector.free_used_resource(job.rid)
                 self.bus.publish(ResourceFreed(rid=job.rid))
-        if status == "FINISHED":
+        if status is JobStatus.FINISHED:
             self.bus.publish(
                 JobFinished(
                     eid=self.eid,
@@ -201,25 +214,39 @@ class AbstractResourceManager(ABC):
                     end=end if isinstance(end, float) else None,
                 )
             )
-        elif status in ("STOPPED", "EARLY_STOPPED"):
+        elif status.is_stopped:
             self.bus.publish(
-                JobStopped(eid=self.eid, jid=jid, reason=job.error or status.lower(), score=score)
+                JobStopped(
+                    eid=self.eid, jid=jid, reason=job.error or status.lower(), score=score, status=status
+                )
             )
-        else:
+        else:  # a job to be retried stays RUNNING on record
             self.bus.publish(
-                JobFailed(eid=self.eid, jid=jid, error=job.error or "failed", score=score, will_retry=retry)
+                JobFailed(
+                    eid=self.eid,
+                    jid=jid,
+                    error=job.error or "failed",
+                    score=score,
+                    will_retry=retry,
+                    status=JobStatus.RUNNING if retry else status,
+                )
             )
 
     def is_job_stopped(self, jid: int) -> bool:
         return jid in self._stop_reasons or self.connector.is_job_stopped(jid, self.eid)
 
-    def stop_job(self, jid: int, reason: str = "stopped by user") -> bool:
-        """Stop a running job; False when it is not running here."""
+    def stop_job(
+        self, jid: int, reason: str = "stopped by user", status: JobStatus = JobStatus.STOPPED
+    ) -> bool:
+        """Stop a running job; False when it is not running here. It ends as `status` (STOPPED, or
+        EARLY_STOPPED from the early-stopping policy); the first stop's reason and status stay."""
         with self._lock:
             job = self.jobs.get(jid)
-            if job is None or job.status not in ("RUNNING", "WAITING"):
+            if job is None or not JobStatus(job.status).is_live:
                 return False
-            self._stop_reasons.setdefault(jid, reason)
+            if jid not in self._stop_reasons:
+                self._stop_reasons[jid] = reason
+                self._stop_statuses[jid] = status
         self.kill(job)
         return True
 
@@ -305,7 +332,9 @@ class AbstractResourceManager(ABC):
         if self.early_stop is not None and self.early_stop.report(job.jid, values[0], job.attempt):
             why = self.early_stop.reason(job.jid)
             self.stop_job(
-                job.jid, reason=f"early stopped after {index + 1} results" + (f" — {why}" if why else "")
+                job.jid,
+                reason=f"early stopped after {index + 1} results" + (f" — {why}" if why else ""),
+                status=JobStatus.EARLY_STOPPED,
             )
 
     def pump_output(
@@ -375,21 +404,22 @@ class AbstractResourceManager(ABC):
         score = reported[-1] if reported else None
         reason = self._stop_reasons.get(job.jid)
         if reason is not None:
-            status = "EARLY_STOPPED" if reason.startswith("early stopped") else "STOPPED"
+            status = self._stop_statuses.get(job.jid, JobStatus.STOPPED)
             job.error = reason
             if score is None and job.results:
                 score = job.results[-1][0]
         elif job.error:
-            status = "FAILED"
+            status = JobStatus.FAILED
         elif score is None:
-            status, job.error = "FAILED", "the job printed no '#Auptimizer:<score>' line"
+            status, job.error = JobStatus.FAILED, "the job printed no '#Auptimizer:<score>' line"
         else:
-            status = "FINISHED"
+            status = JobStatus.FINISHED
         try:
             self.finish_job(job.jid, score, status)  # recorded and its resource free before…
         except Exception as exc:  # its end is not on record: fail it, and the experiment (`failure`)
             log.exception("recording the end of job %s failed", job.jid)
-            job.status, job.error = "FAILED", f"its end could not be recorded: {exc}"
+            # not a move: the status finish_job set never reached the record
+            job.status, job.error = JobStatus.FAILED, f"its end could not be recorded: {exc}"
             if self.failure is None:
                 self.failure = f"the store failed recording the end of job {job.jid}: {exc}"
         finally:

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..events import PassiveResultAccepted, PassiveResultWanted
 from ..jobs import Job, JobError, ResultParseError, parse_pasted_output
+from ..status import JobStatus
 from .abstract import AbstractResourceManager, Callback
 
 
@@ -28,14 +29,14 @@ class PassiveResourceManager(AbstractResourceManager):
         self, username: str | None, rtype: str = "passive", rid_blacklist: Any = None
     ) -> int | None:
         with self._lock:
-            if any(j.status in ("RUNNING", "WAITING") for j in self.jobs.values()):
+            if any(JobStatus(j.status).is_live for j in self.jobs.values()):
                 return None
         return super().get_available(username, rtype, rid_blacklist)
 
     def waiting(self) -> list[Job]:
         """Jobs waiting for a person's answer."""
         with self._lock:
-            return [j for j in self.jobs.values() if j.status == "WAITING"]
+            return [j for j in self.jobs.values() if j.status == JobStatus.WAITING]
 
     def run(self, job: Job, rid: int, exp_config: Any, call_back_func: Callback, **kwargs: Any) -> None:
         self.ensure_jid(job)
@@ -50,8 +51,8 @@ class PassiveResourceManager(AbstractResourceManager):
         answered = threading.Event()
         with self._lock:
             self._answered[job.jid] = answered
-            job.status = "WAITING"
-        self.connector.update_job(self.eid, job.jid, status="WAITING")
+            job.move_to(JobStatus.WAITING)
+        self.connector.update_job(self.eid, job.jid, status=JobStatus.WAITING)
         self.bus.publish(
             PassiveResultWanted(
                 eid=self.eid,
@@ -59,6 +60,7 @@ class PassiveResourceManager(AbstractResourceManager):
                 command=job.shell_command,
                 workingdir=job.path,
                 config_path=job.config_path,
+                status=JobStatus.WAITING,
             )
         )
         answered.wait()
@@ -78,7 +80,7 @@ class PassiveResourceManager(AbstractResourceManager):
         for values in results:
             self.record_result(job, values)
         self._answer(job)
-        self.bus.publish(PassiveResultAccepted(eid=self.eid, jid=jid))
+        self.bus.publish(PassiveResultAccepted(eid=self.eid, jid=jid, status=JobStatus.RUNNING))
         return results[-1][0]
 
     def mark_failed(self, jid: int, reason: str = "marked failed by the user") -> None:
@@ -93,14 +95,15 @@ class PassiveResourceManager(AbstractResourceManager):
     def _waiting_job(self, jid: int) -> Job:
         with self._lock:
             job = self.jobs.get(jid)
-        if job is None or job.status != "WAITING":
+        if job is None or job.status != JobStatus.WAITING:
             raise JobError(f"job {jid} is not waiting for a result")
         return job
 
     def _answer(self, job: Job) -> None:
         with self._lock:
             event = self._answered.get(job.jid)
-            job.status = "RUNNING"
+            if job.status == JobStatus.WAITING:  # a job stopped before it waited runs on to its end
+                job.move_to(JobStatus.RUNNING)
         if event is not None:
             event.set()
 

@@ -1,40 +1,34 @@
-"""From the engine to the app: engine events and store snapshots → one experiment state.
+"""The experiment as every view sees it: one plain model that engine events and store snapshots
+fold into.
 
-`ExperimentState` is the model every dashboard widget renders. It changes in two ways, both on
-the app's event loop:
+`ExperimentState` changes in two ways:
 
-- `apply(events)`: engine events of an experiment this process runs (`EngineBridge` collects
-  them from engine threads and wakes the app with one `EngineEvents` message per batch);
-- `merge_store(experiment_doc, job_docs)`: a snapshot read from the store by a worker thread
-  (watch mode: the experiment runs in another process).
+- `apply(events)`: engine events of an experiment this process runs;
+- `merge_store(experiment_doc, job_docs)`: a snapshot read from the store (watch mode: the
+  experiment runs in another process; or catching up with one that already ran a while).
 
-Either returns a `Changes` naming the jobs whose rows changed, so the job table touches only
-those rows. A *source* (`LiveSource` / `StoreSource`) carries user requests the other way:
-stop a job, stop the experiment, answer a passive job.
-
-Nothing here imports Textual except the message classes, and nothing here does I/O on the
-event loop: the store is read by the dashboard's worker thread.
+Either returns a `Changes` naming the jobs whose rows changed, so a view redraws only those. The
+dashboard and the headless progress line fold the same model, so both count and rank the same way.
+A job's status is the one its event or record carries (`JobStatus`); nothing here works one out
+from other fields. No Textual, no I/O: callers read the store and pass what they read.
 """
 
 from __future__ import annotations
 
 import os
-import shlex
-import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from aup_tui_backends.events import (
     Event,
-    EventBus,
     ExperimentFinished,
     ExperimentStarted,
+    JobEvent,
     JobFailed,
     JobFinished,
     JobIntermediate,
+    JobOutput,
     JobQueued,
     JobStarted,
     JobStopped,
@@ -42,13 +36,29 @@ from aup_tui_backends.events import (
     PassiveResultAccepted,
     PassiveResultWanted,
 )
+from aup_tui_backends.jobs import passive_command
+from aup_tui_backends.status import ExperimentStatus, JobStatus
 from aup_tui_backends.store.connector import better
-from textual.message import Message
 
-LIVE = ("RUNNING", "WAITING")
-#: What counts as "failed" in the header's progress bar.
-FAILED_STATES = ("FAILED", "INTERRUPTED")
-STOPPED_STATES = ("STOPPED", "EARLY_STOPPED")
+#: the experiment's status before a view has heard from it (a view's, not the engine's)
+CONNECTING = "CONNECTING"
+
+#: the engine events `ExperimentState.apply` folds. JobOutput lines (the bulk) are not among them,
+#: so an engine whose only subscriber folds these skips building them (the job detail screen
+#: follows the log file instead).
+FOLDED_EVENTS: tuple[type[Event], ...] = (
+    ExperimentStarted,
+    ExperimentFinished,
+    JobQueued,
+    JobStarted,
+    JobIntermediate,
+    JobFinished,
+    JobFailed,
+    JobStopped,
+    PassiveResultWanted,
+    PassiveResultAccepted,
+    Notice,
+)
 
 
 @dataclass
@@ -56,7 +66,7 @@ class JobRow:
     """One job as the dashboard shows it."""
 
     jid: int
-    status: str = "QUEUED"
+    status: str = JobStatus.QUEUED  # a JobStatus; str: a record may hold a value this version does not know
     config: dict = field(default_factory=dict)
     resource: str = ""
     score: float | None = None
@@ -107,7 +117,7 @@ class ExperimentState:
         self,
         eid: int | None = None,
         name: str = "",
-        status: str = "CONNECTING",
+        status: str = CONNECTING,
         n_samples: int = 0,
         target: str = "max",
     ) -> None:
@@ -151,23 +161,31 @@ class ExperimentState:
 
     @property
     def done(self) -> int:
-        return self.counts["FINISHED"]
+        return self.counts[JobStatus.FINISHED]
 
     @property
     def running(self) -> int:
-        return self.counts["RUNNING"] + self.counts["WAITING"]
+        """Running or waiting for a person."""
+        return sum(self.counts[s] for s in JobStatus if s.is_live)
 
     @property
     def failed(self) -> int:
-        return sum(self.counts[s] for s in FAILED_STATES)
+        """Failed or interrupted (what the header's progress bar counts as failed)."""
+        return sum(self.counts[s] for s in JobStatus if s.is_failed)
 
     @property
     def stopped(self) -> int:
-        return sum(self.counts[s] for s in STOPPED_STATES)
+        """Stopped by a person or by the early-stopping policy."""
+        return sum(self.counts[s] for s in JobStatus if s.is_stopped)
+
+    @property
+    def ended(self) -> int:
+        """Jobs that are over: finished, failed or stopped."""
+        return self.done + self.failed + self.stopped
 
     @property
     def is_live(self) -> bool:
-        return self.status in ("RUNNING", "CONNECTING")
+        return self.status in (ExperimentStatus.RUNNING, CONNECTING)
 
     def elapsed(self, now: float) -> float:
         if self.start is None:
@@ -234,7 +252,7 @@ class ExperimentState:
     def _apply_one(self, ev: Event, ch: Changes) -> None:
         if isinstance(ev, ExperimentStarted):
             self.eid, self.name, self.n_samples, self.target = ev.eid, ev.name, ev.n_samples, ev.target
-            self.resource, self.status = ev.resource, "RUNNING"
+            self.resource, self.status = ev.resource, ExperimentStatus.RUNNING
             self.start = self.start or ev.time
             ch.header = True
             return
@@ -249,60 +267,45 @@ class ExperimentState:
             self.last_notice = (ev.level, ev.message)
             ch.notices.append((ev.level, ev.message))
             return
-        jid = getattr(ev, "jid", None)
-        if jid is None:
+        if not isinstance(ev, JobEvent) or isinstance(ev, JobOutput):
             return
+        jid = ev.jid
+        row = self._row(jid)
         if isinstance(ev, JobQueued):
-            row = self._row(jid)
             row.config = dict(ev.config)
-        elif isinstance(ev, JobStarted):
-            row = self._row(jid)
-            self._set_status(row, "RUNNING")
+        elif isinstance(ev, JobIntermediate):  # a result while it runs: its status is unchanged
+            row.results = max(row.results, ev.index + 1)
+            if row.status == JobStatus.RUNNING:
+                row.score = ev.values[0] if ev.values else row.score
+        else:
+            self._set_status(row, ev.status)
+            self._fold_job_event(ev, row, ch)
+        ch.jids.add(jid)
+        ch.header = True
+
+    def _fold_job_event(self, ev: JobEvent, row: JobRow, ch: Changes) -> None:
+        """What a job event says besides its status (already set): times, score, error, the wait."""
+        if isinstance(ev, JobStarted):
             row.resource, row.attempts, row.rid = ev.resource, ev.attempt, ev.rid
             row.start = row.start or ev.time
             row.end, row.error = None, None
-        elif isinstance(ev, JobIntermediate):
-            row = self._row(jid)
-            row.results = max(row.results, ev.index + 1)
-            if row.status == "RUNNING":
-                row.score = ev.values[0] if ev.values else row.score
         elif isinstance(ev, JobFinished):
-            row = self._row(jid)
-            self._set_status(row, "FINISHED")
             row.score, row.end = ev.score, ev.end if ev.end is not None else ev.time  # the store's end
-            new = jid not in self._scored and ev.score is not None
-            ch.header |= self._scored_job(jid, ev.score)
+            new = ev.jid not in self._scored and ev.score is not None
+            ch.header |= self._scored_job(ev.jid, ev.score)
             ch.plot |= new
         elif isinstance(ev, JobFailed):
-            row = self._row(jid)
             row.error, row.score = ev.error, ev.score
-            if ev.will_retry:
-                self._set_status(row, "RUNNING")
-            else:
-                self._set_status(row, "FAILED")
+            if JobStatus(ev.status).is_final:
                 row.end = ev.time
         elif isinstance(ev, JobStopped):
-            row = self._row(jid)
-            self._set_status(row, "EARLY_STOPPED" if ev.reason.startswith("early stopped") else "STOPPED")
             row.score, row.end, row.error = ev.score, ev.time, ev.reason
-            if self.waiting.pop(jid, None) is not None:
-                ch.header = True
         elif isinstance(ev, PassiveResultWanted):
-            row = self._row(jid)
-            self._set_status(row, "WAITING")
-            want = PassiveWant(ev.eid, jid, ev.command, ev.workingdir, ev.config_path)
-            self.waiting[jid] = want
+            want = PassiveWant(ev.eid, ev.jid, ev.command, ev.workingdir, ev.config_path)
+            self.waiting[ev.jid] = want
             ch.passive.append(want)
-        elif isinstance(ev, PassiveResultAccepted):
-            row = self._row(jid)
-            self._set_status(row, "RUNNING")
-            self.waiting.pop(jid, None)
-        else:
-            return
-        if isinstance(ev, (JobFinished, JobFailed)):
-            self.waiting.pop(jid, None)
-        ch.jids.add(jid)
-        ch.header = True
+        if ev.status != JobStatus.WAITING:
+            self.waiting.pop(ev.jid, None)
 
     # -- store snapshots ------------------------------------------------------------------
 
@@ -319,7 +322,7 @@ class ExperimentState:
             self.host = exp.get("host") or self.host
             self.start = exp.get("start") or self.start
             self.end = exp.get("end")
-            was_running = self.status == "RUNNING"
+            was_running = self.status == ExperimentStatus.RUNNING
             self.status = exp.get("status") or self.status
             if (self.status, self.name, self.n_samples, self.best_jid, self.best_score, self.end) != before:
                 ch.header = True
@@ -336,7 +339,7 @@ class ExperimentState:
                 row.rid, row.pid = doc.get("rid"), doc.get("pid")
             attempts = len(doc.get("attempts") or ())
             score = doc.get("score")
-            if score is None and doc.get("status") == "RUNNING" and doc.get("values"):
+            if score is None and doc.get("status") == JobStatus.RUNNING and doc.get("values"):
                 score = doc["values"][0]  # its latest intermediate result, as in a live run
             fields = (
                 doc.get("status"),
@@ -355,22 +358,21 @@ class ExperimentState:
             ):
                 continue
             row = self._row(jid)
-            self._set_status(row, fields[0] or "QUEUED")
+            self._set_status(row, fields[0] or JobStatus.QUEUED)
             row.config = dict(doc.get("config") or {})
             row.rid, row.pid = doc.get("rid"), doc.get("pid")
             (row.resource, row.score, row.start, row.end, row.attempts, row.error) = fields[1:]
             ch.jids.add(jid)
-            if row.status == "FINISHED":
+            if row.status == JobStatus.FINISHED:
                 new_scores |= jid not in self._scored
                 self._scored_job(jid, row.score)
-            if row.status == "WAITING" and jid not in self.waiting and self.eid is not None:
+            if row.status == JobStatus.WAITING and jid not in self.waiting and self.eid is not None:
                 config_path = os.path.join(workingdir, "jobs", f"{jid}.json")
-                rel = script if script.startswith((".", "/")) else "./" + script
-                command = f"cd {shlex.quote(workingdir)} && {shlex.quote(rel)} jobs/{jid}.json"
+                command = passive_command(workingdir, script, jid)
                 want = PassiveWant(self.eid, jid, command, workingdir, config_path)
                 self.waiting[jid] = want
                 ch.passive.append(want)
-            elif row.status != "WAITING":
+            elif row.status != JobStatus.WAITING:
                 self.waiting.pop(jid, None)
         if exp and exp.get("best_jid") is not None:
             self._set_best(exp["best_jid"], exp.get("best_score"))
@@ -378,145 +380,3 @@ class ExperimentState:
             ch.header = True
         ch.plot = new_scores
         return ch
-
-
-# -- Textual messages ---------------------------------------------------------------------
-
-
-class EngineEvents(Message):
-    """Engine events are waiting in the bridge: drain them (one message per batch)."""
-
-
-class StoreSnapshot(Message):
-    """A store read finished (watch mode); `exp` is None when the experiment is gone."""
-
-    def __init__(self, exp: dict | None, jobs: list[dict] | None, error: str | None = None) -> None:
-        super().__init__()
-        self.exp, self.jobs, self.error = exp, jobs, error
-
-
-class EngineBridge:
-    """Collects engine events from engine threads and wakes `target` once per batch.
-
-    The bus callback never blocks: it appends to a list and posts at most one `EngineEvents`
-    message until the app drains the batch.
-    """
-
-    #: what the state model uses; JobOutput lines (the bulk) are not subscribed, so the engine
-    #: skips building them (the job detail screen follows the log file instead)
-    KINDS = (
-        ExperimentStarted,
-        ExperimentFinished,
-        JobQueued,
-        JobStarted,
-        JobIntermediate,
-        JobFinished,
-        JobFailed,
-        JobStopped,
-        PassiveResultWanted,
-        PassiveResultAccepted,
-        Notice,
-    )
-
-    def __init__(self, bus: EventBus) -> None:
-        self.bus = bus
-        self._lock = threading.Lock()
-        self._pending: list[Event] = []
-        self._posted = False
-        self._target: Any = None
-        self._unsubscribe: Callable[[], None] | None = bus.subscribe(self._on_event, kinds=self.KINDS)
-
-    def attach(self, target: Any) -> None:
-        """Wake `target` (a Textual MessagePump) from now on; wakes it now if events wait."""
-        with self._lock:
-            self._target = target
-            wake = bool(self._pending) and not self._posted
-            self._posted = self._posted or wake
-        if wake:
-            target.post_message(EngineEvents())
-
-    def _on_event(self, event: Event) -> None:
-        with self._lock:
-            self._pending.append(event)
-            if self._posted or self._target is None:
-                return
-            self._posted = True
-            target = self._target
-        target.post_message(EngineEvents())
-
-    def drain(self) -> list[Event]:
-        with self._lock:
-            events, self._pending = self._pending, []
-            self._posted = False
-        return events
-
-    def close(self) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
-        with self._lock:
-            self._target = None
-
-
-# -- sources: where user requests go ------------------------------------------------------
-
-
-class LiveSource:
-    """An experiment this process runs: requests go straight to the engine."""
-
-    live = True
-
-    def __init__(self, experiment: Any, bridge: EngineBridge) -> None:
-        self.experiment = experiment
-        self.bridge = bridge
-
-    @property
-    def eid(self) -> int | None:
-        return self.experiment.eid
-
-    def stop_job(self, jid: int) -> bool:
-        return self.experiment.stop_job(jid)
-
-    def stop_experiment(self) -> None:
-        self.experiment.stop()
-
-    def submit(self, jid: int, text: str) -> float:
-        return self.experiment.resource_manager.submit_result(jid, text)
-
-    def mark_failed(self, jid: int, reason: str) -> None:
-        self.experiment.resource_manager.mark_failed(jid, reason)
-
-
-class StoreSource:
-    """An experiment in the store (run by another process, or over): requests go through the store."""
-
-    live = False
-
-    def __init__(self, connector: Any, eid: int) -> None:
-        self.connector = connector
-        self.eid = eid
-
-    def stop_job(self, jid: int) -> bool:
-        self.connector.request_stop(self.eid, jid)
-        return True
-
-    def stop_experiment(self) -> None:
-        self.connector.request_stop(self.eid)
-
-    def submit(self, jid: int, text: str) -> float:
-        from aup_tui_backends.jobs import parse_pasted_output
-
-        results = parse_pasted_output(text)  # raises ResultParseError: the form shows it
-        self.connector.submit_passive(self.eid, jid, text)
-        return results[-1][0]
-
-    def mark_failed(self, jid: int, reason: str) -> None:
-        self.connector.submit_passive(self.eid, jid, reason, failed=True)
-
-
-def fixed_clock(t: float) -> Callable[[], float]:
-    """A clock that always says `t` (tests and screenshots)."""
-    return lambda: t
-
-
-wall_clock: Callable[[], float] = time.time
