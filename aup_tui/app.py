@@ -14,18 +14,15 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any, TextIO
 
 from aup_tui_themes import DEFAULT_THEME, THEMES
 from textual import work
-from textual.app import App, ComposeResult
+from textual.app import App, SystemCommand
 from textual.binding import Binding
-from textual.command import DiscoveryHit, Hit, Hits, Provider
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
-from textual.widgets import Button, Static
+from textual.screen import Screen
 
 from .exit_codes import EXIT_ERROR, EXIT_OK, EXIT_STOPPED, for_status
 from .signals import STOP_WAIT, quiet_on_hangup, signal_name, stop_signals
@@ -60,202 +57,6 @@ def save_prefs(auppath: str | None, prefs: dict) -> None:
     os.replace(tmp, path)
 
 
-# -- the quit question when this process runs the experiment ------------------------------
-
-
-class QuitScreen(ModalScreen[str | None]):
-    """y: stop the experiment and quit; n: quit and keep it running here headless; escape: stay."""
-
-    BINDINGS = [
-        Binding("y", "answer('stop')", "Stop it", id="quit.stop"),
-        Binding("n", "answer('keep')", "Keep running", id="quit.keep"),
-        Binding("escape", "answer(None)", "Cancel", id="quit.cancel"),
-    ]
-
-    def __init__(self, name: str, running: int) -> None:
-        super().__init__()
-        self.exp_name, self.running = name, running
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="quit-dialog"):
-            yield Static(
-                f"Experiment '{self.exp_name}' is still running ({self.running} job(s) now).\n\n"
-                "y  stop it (running jobs are killed, it ends STOPPED) and quit\n"
-                "n  quit the dashboard, keep it running in this terminal with a progress line\n"
-                "escape  stay here",
-                id="quit-question",
-            )
-            with Horizontal(id="quit-buttons"):
-                yield Button("Stop & quit [b](y)[/]", variant="error", id="quit-stop")
-                yield Button("Keep running [b](n)[/]", variant="primary", id="quit-keep")
-                yield Button("Cancel", id="quit-cancel")
-
-    def on_mount(self) -> None:
-        self.query_one("#quit-cancel", Button).focus()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        self.dismiss({"quit-stop": "stop", "quit-keep": "keep"}.get(event.button.id or ""))
-
-    def action_answer(self, answer: str | None) -> None:
-        self.dismiss(answer)
-
-
-# -- help: the keys of the screen underneath ---------------------------------------------
-
-
-class HelpScreen(ModalScreen[None]):
-    """The keys that work on the screen underneath (from the bindings themselves), and the contract's."""
-
-    BINDINGS = [
-        Binding("escape", "close", "Close", id="help.close"),
-        Binding("question_mark", "close", "Close", show=False),
-        Binding("q", "close", "Close", show=False),
-    ]
-
-    def __init__(self, rows: list[tuple[str, str, str]]) -> None:
-        super().__init__()
-        self.rows = rows
-
-    def compose(self) -> ComposeResult:
-        from rich.table import Table
-
-        table = Table.grid(padding=(0, 2))
-        table.add_column(justify="right", style="bold")
-        table.add_column()
-        group = None
-        for grp, key, description in self.rows:
-            if grp != group:
-                if group is not None:
-                    table.add_row("", "")
-                table.add_row("", f"[b u]{grp}[/]")
-                group = grp
-            table.add_row(key, description)
-        with Vertical(id="help-dialog"):
-            yield Static(table, id="help-keys")
-            yield Static("escape or ? closes · ctrl+p finds any action by name", id="help-hint")
-
-    def action_close(self) -> None:
-        self.dismiss(None)
-
-
-def help_rows(app: App, screen) -> list[tuple[str, str, str]]:
-    """(group, key, description) of every described binding of the focused widget, screen and app."""
-    rows: list[tuple[str, str, str]] = []
-    seen: set[str] = set()
-    nodes = []
-    focused = screen.focused
-    if focused is not None:
-        nodes.append(("This table" if "Table" in type(focused).__name__ else "This field", focused))
-    nodes += [("This screen", screen), ("Everywhere", app)]
-    for group, node in nodes:
-        for cls in type(node).__mro__:
-            for binding in cls.__dict__.get("BINDINGS", ()):
-                if not isinstance(binding, Binding) or not binding.description:
-                    continue
-                if cls.__module__.startswith("textual.") and cls is not type(node):
-                    continue  # Textual's own generic keys (arrows, page up…) are not worth listing
-                key = app.get_key_display(binding)
-                if key in seen:
-                    continue
-                seen.add(key)
-                rows.append((group, key, binding.description))
-    rows += [
-        ("Everywhere", "ctrl+p", "Command palette: every action by name"),
-        ("Dialogs", "y / n", "Answer a confirm dialog (escape: no)"),
-        ("Dialogs", "ctrl+s", "Submit the passive-job form (escape leaves the job waiting)"),
-    ]
-    return rows
-
-
-# -- the command palette -------------------------------------------------------------------
-
-
-class AupCommands(Provider):
-    """Every action of the app and of the current screen, by name."""
-
-    def _commands(self) -> list[tuple[str, str, Callable[[], Any]]]:
-        app: AupApp = self.app  # type: ignore[assignment]
-        screen = self.screen  # the screen the palette was opened on
-        cmds: list[tuple[str, str, Callable[[], Any]]] = [
-            ("Quit", "leave aup-tui (q)", app.action_quit),
-            ("Help: keys", "show or hide the keys of this screen (?)", app.action_help),
-            ("Next theme", "switch to the next theme (t)", app.action_next_theme),
-        ]
-        for name in THEME_NAMES:
-            cmds.append(
-                (f"Theme: {name.removeprefix('aup-')}", f"use the {name} theme", partial(app.set_theme, name))
-            )
-        from .screens.dashboard import DashboardScreen
-        from .widgets.job_table import COLUMNS, STATUS_FILTERS, JobTable
-
-        if isinstance(screen, DashboardScreen):
-            cmds += [
-                ("Stop selected job", "ask the selected job to stop (s)", screen.action_stop_job),
-                ("Stop experiment", "stop the whole experiment (S)", screen.action_stop_experiment),
-                (
-                    "Open selected job",
-                    "its parameters, attempts, log and curve (enter)",
-                    screen.action_open_job,
-                ),
-                ("Filter jobs", "filter the job table by text (/)", screen.action_filter),
-                ("Clear filter", "show every job (escape)", screen.action_back),
-                (
-                    "Answer waiting passive job",
-                    "open the form of a job waiting for you (p)",
-                    screen.action_answer_passive,
-                ),
-                ("Experiments", "pick another experiment of this .aup (e)", screen.action_experiments),
-                (
-                    "Score plot: order / time",
-                    "plot the scores over job order or time since the start (x)",
-                    screen.action_plot_axis,
-                ),
-                (
-                    "Probe nodes now",
-                    "probe every SSH node now, ignoring backoff (r in the nodes panel)",
-                    screen.action_probe_nodes,
-                ),
-            ]
-            cmds += [
-                (
-                    f"Node: {name}",
-                    "open the node's details (enter in the nodes panel)",
-                    partial(screen.open_node, name),
-                )
-                for name in screen.node_names
-            ]
-            table = screen.query_one(JobTable)
-            for key, label, _ in COLUMNS:
-                cmds.append(
-                    (
-                        f"Sort jobs by {label}",
-                        f"sort the job table by {label} (click header / o)",
-                        partial(table.sort_by, key),
-                    )
-                )
-            for status in STATUS_FILTERS:
-                cmds.append(
-                    (
-                        f"Show {'all' if status is None else status.lower()} jobs",
-                        "filter the job table by status (f)",
-                        partial(table.set_filter, None, status),
-                    )
-                )
-        return cmds
-
-    async def discover(self) -> Hits:
-        for name, help_text, callback in self._commands():
-            yield DiscoveryHit(name, callback, help=help_text)
-
-    async def search(self, query: str) -> Hits:
-        matcher = self.matcher(query)
-        for name, help_text, callback in self._commands():
-            score = matcher.match(name)
-            if score > 0:
-                yield Hit(score, matcher.highlight(name), callback, help=help_text)
-
-
 # -- the app -------------------------------------------------------------------------------
 
 
@@ -264,7 +65,6 @@ class AupApp(App[int]):
 
     CSS_PATH = "app.tcss"
     TITLE = "aup-tui"
-    COMMANDS = App.COMMANDS | {AupCommands}
     BINDINGS = [
         Binding("q", "quit", "Quit", id="app.quit"),
         Binding("question_mark", "help", "Help", id="app.help"),
@@ -309,10 +109,10 @@ class AupApp(App[int]):
         )
         for t in THEMES:
             self.register_theme(t)
-        self.prefs = load_prefs(auppath)
+        self._resolve()
+        self.prefs = load_prefs(self.auppath)  # once the .aup folder is known
         wanted = theme or self.prefs.get("theme")
         self.theme = wanted if wanted in self.available_themes else DEFAULT_THEME
-        self._resolve()
 
     # -- what to show ---------------------------------------------------------------------
 
@@ -335,11 +135,6 @@ class AupApp(App[int]):
             self.connector = TinyDBConnector(self.auppath)
         if self.connector is not None and self.experiment_config is None and self.watch_eid is None:
             self.initial_experiments = self.connector.experiments()  # before the event loop runs
-        if self.connector is not None and self.find:
-            if not self.prefs:
-                self.prefs = load_prefs(self.auppath)
-                if self.prefs.get("theme") in self.available_themes:
-                    self.theme = self.prefs["theme"]
 
     def on_mount(self) -> None:
         from .screens.dashboard import DashboardScreen
@@ -477,7 +272,18 @@ class AupApp(App[int]):
                 self.experiment.stop()
             self.exit(EXIT_STOPPED if choice == "stop" else EXIT_OK)
 
-        self.push_screen(QuitScreen(self.experiment_config.name, running), answered)
+        from .screens.confirm import ConfirmScreen
+
+        question = (
+            f"Experiment '{self.experiment_config.name}' is still running ({running} job(s) now).\n\n"
+            "y  stop it (running jobs are killed, it ends STOPPED) and quit\n"
+            "n  quit the dashboard, keep it running in this terminal with a progress line\n"
+            "escape  stay here"
+        )
+        quit_question = ConfirmScreen(
+            question, "Stop & quit", "Keep running", yes="stop", no="keep", cancel=None, cancel_label="Cancel"
+        )
+        self.push_screen(quit_question, answered)
 
     def _exit_code(self) -> int:
         if self.experiment is not None:
@@ -494,13 +300,28 @@ class AupApp(App[int]):
                         return for_status(screen.state.status)
         return EXIT_OK
 
-    def get_system_commands(self, screen):
-        # ours cover quitting (with the running-experiment question) and help
+    def get_system_commands(self, screen: Screen) -> Iterator[SystemCommand]:
+        """The palette's app-wide commands; each screen adds its own through its `COMMANDS`.
+
+        Textual's, with our help (`?`) for its key panel, and the themes by name."""
         for command in super().get_system_commands(screen):
-            if command.title not in ("Quit", "Keys"):
-                yield command
+            if command.title == "Keys":
+                continue
+            if command.title == "Quit":  # our action_quit: it asks while an experiment runs here
+                command = command._replace(help="leave aup-tui; asks first while an experiment runs here (q)")
+            yield command
+        yield SystemCommand("Help: keys", "show or hide the keys of this screen (?)", self.action_help)
+        yield SystemCommand("Next theme", "switch to the next theme (t)", self.action_next_theme)
+        for name in THEME_NAMES:
+            yield SystemCommand(
+                f"Theme: {name.removeprefix('aup-')}",
+                f"use the {name} theme",
+                partial(setattr, self, "theme", name),
+            )
 
     def action_help(self) -> None:
+        from .screens.help import HelpScreen, help_rows
+
         if isinstance(self.screen, HelpScreen):
             self.screen.dismiss(None)
             return
@@ -509,11 +330,7 @@ class AupApp(App[int]):
     def action_next_theme(self) -> None:
         names = THEME_NAMES
         i = names.index(self.theme) if self.theme in names else -1
-        self.set_theme(names[(i + 1) % len(names)])
-
-    def set_theme(self, name: str) -> None:
-        self.theme = name
-        self.notify(f"theme: {name}", timeout=2)
+        self.theme = names[(i + 1) % len(names)]
 
     @work(thread=True, group="prefs")
     def _save_prefs(self, prefs: dict) -> None:
@@ -529,13 +346,12 @@ class AupApp(App[int]):
             self._save_prefs(dict(self.prefs))
 
     def watch_theme(self, theme: str) -> None:
-        """Any theme change (t, the palette's commands, Textual's theme picker) is remembered."""
+        """Where every theme change lands, however it was made (t, the palette, Textual's theme
+        picker): remembered in .aup/tui.json and announced. The views that paint with theme
+        colours repaint themselves (`widgets.colors.on_theme_change`)."""
         if self.is_running:
             self.remember("theme", theme)
-        for screen in self.screen_stack:
-            restyle = getattr(screen, "restyle", None)
-            if restyle is not None and screen.is_mounted:
-                restyle()
+            self.notify(f"theme: {theme}", timeout=2)
 
 
 # -- entry point ---------------------------------------------------------------------------

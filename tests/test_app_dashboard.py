@@ -20,8 +20,8 @@ from aup_tui_backends.events import (
 from scenes import CLOCK, T0, dashboard_app, demo_state
 
 from aup_tui.app import AupApp
-from aup_tui.state import ExperimentState
 from aup_tui.screens.dashboard import DashboardScreen
+from aup_tui.state import ExperimentState
 from aup_tui.widgets.header import ExperimentHeader
 from aup_tui.widgets.job_table import JobTable
 from aup_tui.widgets.score_plot import ScorePlot
@@ -278,7 +278,7 @@ async def test_each_theme_defines_readable_status_colours(name):
 async def test_question_mark_toggles_help_and_ctrl_p_lists_every_action():
     app = dashboard_app()
     async with app.run_test(size=SIZE) as pilot:
-        from aup_tui.app import HelpScreen
+        from aup_tui.screens.help import HelpScreen
 
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
@@ -299,12 +299,37 @@ async def test_question_mark_toggles_help_and_ctrl_p_lists_every_action():
         assert app.theme == "aup-light"
 
 
-async def test_palette_commands_cover_the_bindings():
-    from aup_tui.app import AupCommands
+def palette_titles(app) -> list[str]:
+    """What the palette would offer on the current screen: the app's commands and the screen's."""
+    names = [command.title for command in app.get_system_commands(app.screen)]
+    for provider in app.screen.COMMANDS:
+        names += [command.name for command in provider(app.screen).commands()]
+    return names
 
-    app = dashboard_app()
-    async with app.run_test(size=SIZE):
-        names = [name for name, _, _ in AupCommands(app.screen)._commands()]
+
+async def shown_in_palette(pilot, query: str) -> list[str]:
+    """Open the palette, type `query`, and read the commands it lists (then close it)."""
+    from textual.command import CommandList, CommandPalette
+
+    await pilot.press("ctrl+p")
+    await pilot.pause()
+    assert isinstance(pilot.app.screen, CommandPalette)
+    await pilot.press(*query)
+    await pilot.pause(0.4)
+    options = pilot.app.screen.query_one(CommandList)
+    shown = [str(options.get_option_at_index(i).prompt).split("\n")[0] for i in range(options.option_count)]
+    await pilot.press("escape")
+    await pilot.pause()
+    return [getattr(name, "plain", name) for name in shown]
+
+
+async def test_palette_commands_cover_the_bindings():
+    app = dashboard_app(waiting=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("escape")  # the waiting job's form: the dashboard under it
+        assert isinstance(app.screen, DashboardScreen)
+        names = palette_titles(app)
     for wanted in (
         "Quit",
         "Help: keys",
@@ -318,6 +343,103 @@ async def test_palette_commands_cover_the_bindings():
         "Answer waiting passive job",
     ):
         assert wanted in names
+
+
+async def test_the_palette_of_a_finished_experiment_offers_no_stop():
+    app = dashboard_app(status="FINISHED", running=0)
+    async with app.run_test(size=SIZE) as pilot:
+        shown = await shown_in_palette(pilot, "stop")
+        assert not any(name.startswith("Stop") for name in shown), shown
+        assert "Show stopped jobs" in shown  # the palette does search: only stopping is gone
+        assert "Answer waiting passive job" not in palette_titles(app)  # nothing waits
+    running = dashboard_app()
+    async with running.run_test(size=SIZE) as pilot:
+        shown = await shown_in_palette(pilot, "stop")
+        assert "Stop experiment" in shown and "Stop selected job" in shown
+
+
+async def test_the_pickers_palette_offers_its_own_actions():
+    from scenes import picker_app
+
+    app = picker_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        shown = await shown_in_palette(pilot, "exp")
+        assert "Open selected experiment" in shown
+        assert any(name.startswith("Experiment 3:") for name in shown), shown
+        names = palette_titles(app)
+        assert "Quit" in names and "Next theme" in names  # the app's commands everywhere
+        assert "Filter jobs" not in names and "Stop experiment" not in names  # not the dashboard's
+        assert "Reload experiments" not in names  # rows given: no store to reload from
+
+
+@pytest.mark.parametrize("how", ["key", "palette", "textual theme picker"])
+async def test_a_theme_change_persists_however_it_is_made(tmp_path, how):
+    aup = tmp_path / ".aup"
+    aup.mkdir()
+    app = AupApp(str(aup), state=demo_state(), clock=CLOCK, find=False)
+    async with app.run_test(size=SIZE) as pilot:
+        if how == "key":
+            await pilot.press("t", "t")
+        elif how == "palette":
+            await pilot.press("ctrl+p", *"theme: high")
+            await pilot.pause(0.4)
+            await pilot.press("enter")
+        else:
+            await pilot.press("ctrl+p", *"theme")
+            await pilot.pause(0.4)
+            await pilot.press("enter")  # Textual's "Theme": its own list of every theme
+            await pilot.pause(0.3)
+            await pilot.press(*"aup-high")
+            await pilot.pause(0.4)
+            await pilot.press("enter")
+        await pilot.pause()
+        assert app.theme == "aup-high-contrast"
+        await app.workers.wait_for_complete()
+        # the table repaints its status cells in the new theme's colours
+        assert table(app).get_row("24")[1].style == app.theme_variables["status-running"]
+    assert json.loads((aup / "tui.json").read_text())["theme"] == "aup-high-contrast"
+
+
+class _RunningHere:
+    """Just enough of an Experiment this process runs, for the quit question."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self.status = "RUNNING"
+
+    def stop(self) -> None:
+        self.stopping = True
+
+
+@pytest.mark.parametrize(("keys", "choice", "code"), [(("q", "y"), "stop", 130), (("q", "n"), "keep", 0)])
+async def test_q_while_an_experiment_runs_here_asks_and_y_or_n_answers(keys, choice, code):
+    import threading
+    from types import SimpleNamespace
+
+    from aup_tui.screens.confirm import ConfirmScreen
+
+    app = dashboard_app()
+    app.experiment, app.experiment_config = _RunningHere(), SimpleNamespace(name="rosenbrock")
+    done = threading.Event()
+    app.exp_thread = threading.Thread(target=done.wait, daemon=True)
+    app.exp_thread.start()
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("q")
+            assert isinstance(app.screen, ConfirmScreen)
+            assert "Experiment 'rosenbrock' is still running (2 job(s) now)" in app.screen.question
+            buttons = [str(b.label) for b in app.screen.query("Button")]
+            assert buttons == ["Stop & quit (y)", "Keep running (n)", "Cancel"]
+            await pilot.press("enter")  # focus starts on Cancel: a stray enter stays
+            assert isinstance(app.screen, DashboardScreen) and app.quit_choice is None
+            await pilot.press("q", "escape")
+            assert isinstance(app.screen, DashboardScreen)
+            await pilot.press(*keys)
+        assert app.quit_choice == choice and app.return_value == code
+        assert app.experiment.stopping is (choice == "stop")
+    finally:
+        done.set()
 
 
 async def test_stop_keys_are_off_without_a_running_source_and_q_quits():

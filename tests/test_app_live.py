@@ -13,7 +13,8 @@ from aup_tui_backends.setup import init_aup
 from aup_tui_backends.store import TinyDBConnector
 from helpers import ROOT, cli, cli_popen, pid_alive, write_experiment, write_script
 
-from aup_tui.app import AupApp, QuitScreen, _finish_experiment
+from aup_tui.app import AupApp, _finish_experiment
+from aup_tui.screens.confirm import ConfirmScreen
 from aup_tui.screens.dashboard import DashboardScreen
 from aup_tui.screens.empty import EmptyScreen
 from aup_tui.screens.picker import PickerScreen
@@ -166,7 +167,7 @@ async def test_q_asks_then_y_stops_the_experiment_cleanly(tmp_path, capsys):
         async with app.run_test(size=SIZE) as pilot:
             await wait_for(pilot, lambda: dashboard(app).state.running == 2)
             await pilot.press("q")
-            assert isinstance(app.screen, QuitScreen)
+            assert isinstance(app.screen, ConfirmScreen)
             await pilot.press("escape")  # stay
             assert isinstance(app.screen, DashboardScreen)
             await pilot.press("q", "y")
@@ -444,7 +445,7 @@ async def test_e_on_a_store_dashboard_opens_the_experiments(tmp_path):
         await pilot.press("escape")
         assert isinstance(app.screen, PickerScreen)
         await pilot.press("question_mark")
-        from aup_tui.app import HelpScreen
+        from aup_tui.screens.help import HelpScreen
 
         assert isinstance(app.screen, HelpScreen)
         assert any(key == "r" for _, key, _ in app.screen.rows)
@@ -452,18 +453,3 @@ async def test_e_on_a_store_dashboard_opens_the_experiments(tmp_path):
         assert isinstance(app.screen, PickerScreen)
         await pilot.press("q")
     assert app.return_value == 0  # a finished experiment that is only looked at
-
-
-def test_engine_stays_free_of_textual():
-    import sys
-
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "import aup_tui_backends, aup_tui_backends.experiment, sys; assert 'textual' not in sys.modules",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-    )
-    assert out.returncode == 0, out.stderr

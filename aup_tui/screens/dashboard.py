@@ -33,6 +33,7 @@ from ..widgets.header import ExperimentHeader
 from ..widgets.job_table import JobTable, format_params
 from ..widgets.nodes_panel import NodesPanel
 from ..widgets.score_plot import ScorePlot
+from .dashboard_commands import DashboardCommands
 
 POLL_INTERVAL = 0.5  # seconds between store reads in watch mode (after the previous one ended)
 MIN_BATCH_INTERVAL = 0.05  # at most ~20 state updates a second
@@ -46,7 +47,8 @@ STORE_DOWN, STORE_UP = "store can't be written", "store can be written again"
 class DashboardScreen(Screen):
     """One experiment, live. `source` carries stop requests and passive answers (None: read-only)."""
 
-    CSS_PATH = "../widgets/panels.tcss"  # the GPU and nodes panels
+    CSS_PATH = "dashboard.tcss"
+    COMMANDS = {DashboardCommands}
     BINDINGS = [
         Binding("s", "stop_job", "Stop job", id="dashboard.stop_job"),
         Binding("S", "stop_experiment", "Stop exp.", id="dashboard.stop_experiment"),
@@ -228,10 +230,6 @@ class DashboardScreen(Screen):
         self.state.end = self.clock()
         self.query_one(ExperimentHeader).update_state()
         self._ticker.pause()
-
-    def restyle(self) -> None:
-        self.query_one(JobTable).restyle()
-        self.refresh(repaint=True)
 
     def _tick(self) -> None:
         self.query_one(JobTable).tick()

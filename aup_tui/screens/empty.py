@@ -12,6 +12,8 @@ from textual.widgets import Footer, Static
 class EmptyScreen(Screen):
     """A friendly explanation and the commands that get a person started."""
 
+    CSS_PATH = "empty.tcss"
+
     def __init__(self, no_aup: bool = True, folder: str = "", detail: str = "") -> None:
         super().__init__()
         self.no_aup = no_aup

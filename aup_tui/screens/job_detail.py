@@ -27,9 +27,10 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 from textual.worker import get_current_worker
 
-from ..widgets.colors import status_color, theme_colors
+from ..widgets.colors import on_theme_change, status_color, theme_colors
 from ..widgets.log_view import FileTail, LogView
 from ..widgets.result_curve import ResultCurve
+from ..widgets.vim import vim_bindings
 
 ATTEMPT_COLUMNS = ("#", "resource", "start", "duration", "status", "error")
 
@@ -65,8 +66,7 @@ class JobDetailScreen(Screen[None]):
     BINDINGS = [
         Binding("escape", "back", "Back", id="detail.back"),
         Binding("f", "toggle_follow", "Follow log", id="detail.follow"),
-        Binding("G", "log_end", "Log end", show=False, id="detail.log_end"),
-        Binding("g", "log_start", "Log start", show=False, id="detail.log_start"),
+        *vim_bindings({"top": "log_start", "bottom": "log_end"}, "Log"),
     ]
 
     class Snapshot(Message):
@@ -144,7 +144,7 @@ class JobDetailScreen(Screen[None]):
     def on_mount(self) -> None:
         self._set_attempt_columns([])
         self.query_one("#detail-log", LogView).focus()
-        self.app.theme_changed_signal.subscribe(self, self._on_theme_changed)
+        on_theme_change(self, self._repaint_status)
         self._follow()
 
     def on_unmount(self) -> None:
@@ -224,7 +224,7 @@ class JobDetailScreen(Screen[None]):
     def _on_snapshot(self, message: Snapshot) -> None:
         self._show_snapshot(message)
 
-    def _on_theme_changed(self, theme) -> None:
+    def _repaint_status(self) -> None:
         """Status colours come from the theme: repaint them when it changes."""
         if self._last_snapshot is not None:
             self._show_snapshot(self._last_snapshot, force=True)

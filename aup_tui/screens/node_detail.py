@@ -21,9 +21,10 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from ..monitoring import NodesProbed
-from ..widgets.colors import fmt_since, state_color, theme_colors
+from ..widgets.colors import fmt_since, on_theme_change, state_color, theme_colors
 from ..widgets.gpu_panel import GPUPanel
 from ..widgets.nodes_panel import GIB
+from ..widgets.vim import vim_bindings
 
 
 def fmt_time(stamp: float | None) -> str:
@@ -37,8 +38,7 @@ class NodeDetailScreen(Screen):
     BINDINGS = [
         Binding("escape", "back", "Back", id="node_detail.back"),
         Binding("r", "retry", "Probe now", id="node_detail.retry"),
-        Binding("j", "scroll(1)", "Scroll down", show=False, id="node_detail.down"),
-        Binding("k", "scroll(-1)", "Scroll up", show=False, id="node_detail.up"),
+        *vim_bindings({"down": "scroll(1)", "up": "scroll(-1)"}, "Scroll"),
     ]
 
     def __init__(
@@ -73,7 +73,7 @@ class NodeDetailScreen(Screen):
         self.query_one("#node-error").border_title = "Last error"
         self.query_one("#node-gpus").border_title = "GPUs"
         self.query_one("#node-output-box").border_title = "Last probe output"
-        self.watch(self.app, "theme", lambda _: self._show(), init=False)
+        on_theme_change(self, self._show)
         self._show()
         self.set_interval(1.0, self._show)  # "for 12s" moves on between probes
         if self.monitor is not None and hasattr(self.monitor, "subscribe"):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 from rich.text import Text
@@ -14,7 +15,9 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from ..widgets.colors import fmt_score, status_color, theme_colors
+from ..widgets.colors import fmt_score, on_theme_change, status_color, theme_colors
+from ..widgets.vim import TABLE_MOVES, vim_bindings
+from .palette import PaletteCommand, ScreenCommands
 
 
 def ago(seconds: float) -> str:
@@ -38,15 +41,39 @@ COLUMNS = (
 )
 
 
+class ExperimentTable(DataTable):
+    """The experiments, one row each (keyed by eid), moved through with the vim keys too."""
+
+    BINDINGS = vim_bindings(TABLE_MOVES)
+
+
+class PickerCommands(ScreenCommands):
+    """The picker's actions, and each experiment it lists by name."""
+
+    def commands(self) -> Iterator[PaletteCommand]:
+        screen: PickerScreen = self.screen  # type: ignore[assignment]
+        if screen.rows:
+            yield PaletteCommand("Open selected experiment", "its dashboard (enter)", screen.action_open)
+        if screen.connector is not None:
+            yield PaletteCommand(
+                "Reload experiments", "read the list again from the store (r)", screen.action_reload
+            )
+        for exp in sorted(screen.rows or (), key=lambda e: e["eid"], reverse=True):
+            eid = exp["eid"]
+            yield PaletteCommand(
+                f"Experiment {eid}: {exp.get('name', '')}",
+                f"open experiment {eid} ({exp['status'].lower()})",
+                partial(screen.app.open_experiment, eid),  # type: ignore[attr-defined]
+            )
+
+
 class PickerScreen(Screen):
     """Pick an experiment. Rows come from the store (a worker) or are given (`rows`, for tests)."""
 
+    CSS_PATH = "picker.tcss"
+    COMMANDS = {PickerCommands}
     BINDINGS = [
         Binding("enter", "open", "Open", id="picker.open"),
-        Binding("j", "cursor_down", "Down", show=False),
-        Binding("k", "cursor_up", "Up", show=False),
-        Binding("g", "top", "Top", show=False),
-        Binding("G", "bottom", "Bottom", show=False),
         Binding("r", "reload", "Reload", id="picker.reload"),
     ]
 
@@ -65,7 +92,7 @@ class PickerScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Static("Experiments — newest first; enter opens one", id="picker-title")
-        yield DataTable(id="experiments", cursor_type="row")
+        yield ExperimentTable(id="experiments", cursor_type="row")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -74,6 +101,7 @@ class PickerScreen(Screen):
         for key, label, width in COLUMNS:
             table.add_column(label, key=key, width=width)
         table.focus()
+        on_theme_change(self, self.restyle)
         if self.rows is not None:
             self._show(self.rows)
         else:
@@ -146,19 +174,6 @@ class PickerScreen(Screen):
     def _selected(self, event: DataTable.RowSelected) -> None:
         event.stop()
         self.action_open()
-
-    def action_cursor_down(self) -> None:
-        self.query_one(DataTable).action_cursor_down()
-
-    def action_cursor_up(self) -> None:
-        self.query_one(DataTable).action_cursor_up()
-
-    def action_top(self) -> None:
-        self.query_one(DataTable).move_cursor(row=0)
-
-    def action_bottom(self) -> None:
-        t = self.query_one(DataTable)
-        t.move_cursor(row=max(0, t.row_count - 1))
 
     def action_reload(self) -> None:
         if self.connector is not None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from aup_tui_backends.monitors.nodes import NodeState
 from aup_tui_themes import FALLBACK, status_variable
+from textual.dom import DOMNode
 
 
 def theme_colors(app) -> dict[str, str]:
@@ -17,6 +18,16 @@ def theme_colors(app) -> dict[str, str]:
     out = dict(FALLBACK)
     out.update({k: v for k, v in variables.items() if isinstance(v, str)})
     return out
+
+
+def on_theme_change(node: DOMNode, repaint: Callable[[], object]) -> None:
+    """Call `repaint` after every theme change, once the new theme's colours can be read.
+
+    The one way a view that paints with theme colours follows the theme: Textual's
+    `theme_changed_signal` comes after the CSS variables are rebuilt (a watcher of `App.theme`
+    runs before, when `theme_colors` still reads the old theme). Call it from `on_mount`.
+    """
+    node.app.theme_changed_signal.subscribe(node, lambda _theme: repaint())
 
 
 def status_color(colors: dict[str, str], status: str) -> str:

@@ -17,7 +17,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from .colors import state_color, theme_colors
+from .colors import on_theme_change, state_color, theme_colors
 
 __all__ = ["GPUPanel", "bar", "sparkline", "short_gpu_name", "gpu_rows", "gpu_summary"]
 
@@ -288,7 +288,10 @@ class GPUPanel(Widget):
     """Local GPUs from a `GPUSnapshot` and remote ones from node statuses; renders what it is given."""
 
     DEFAULT_CSS = """
-    GPUPanel { height: auto; }
+    GPUPanel {
+        height: auto;
+        max-height: 16;
+    }
     """
 
     snapshot: reactive[GPUSnapshot | None] = reactive(None, layout=True)
@@ -338,4 +341,4 @@ class GPUPanel(Widget):
         return Text("\n").join(self.lines(width))
 
     def on_mount(self) -> None:
-        self.watch(self.app, "theme", lambda _: self.refresh(), init=False)
+        on_theme_change(self, self.refresh)

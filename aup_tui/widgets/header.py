@@ -13,7 +13,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from ..state import ExperimentState
-from .colors import fmt_duration, fmt_score, status_color, theme_colors
+from .colors import fmt_duration, fmt_score, on_theme_change, status_color, theme_colors
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
@@ -32,6 +32,7 @@ class ExperimentHeader(Widget):
 
     def on_mount(self) -> None:
         self._timer = self.set_interval(1.0, self._tick, pause=not self.state.is_live)
+        on_theme_change(self, self.refresh)
 
     def _tick(self) -> None:
         self._ticks += 1

@@ -12,15 +12,16 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 
-from aup_tui_backends.status import JobStatus
 from aup_tui_backends.ssh.hosts import short_node_name
+from aup_tui_backends.status import JobStatus
 from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable
 
 from ..state import ExperimentState, JobRow
-from .colors import fmt_duration, fmt_score, status_color, theme_colors
+from .colors import fmt_duration, fmt_score, on_theme_change, status_color, theme_colors
+from .vim import TABLE_MOVES, vim_bindings
 
 #: (key, label, width); params takes what is left.
 COLUMNS = (
@@ -71,10 +72,7 @@ class JobTable(DataTable):
 
     BINDINGS = [
         Binding("enter", "select_cursor", "Open", id="jobs.open"),
-        Binding("j", "cursor_down", "Down", show=False),
-        Binding("k", "cursor_up", "Up", show=False),
-        Binding("g", "scroll_top", "Top", show=False),
-        Binding("G", "scroll_bottom", "Bottom", show=False),
+        *vim_bindings(TABLE_MOVES),
         Binding("o", "cycle_sort", "Sort", show=False, id="jobs.sort"),
         Binding("f", "cycle_status", "Status filter", show=False, id="jobs.status_filter"),
     ]
@@ -107,6 +105,7 @@ class JobTable(DataTable):
         for key, label, width in COLUMNS:
             self.add_column(label, key=key, width=width)
         self.rebuild()
+        on_theme_change(self, self.restyle)
 
     def on_resize(self) -> None:
         # the params column takes the width the other columns leave

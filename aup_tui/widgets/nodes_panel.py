@@ -26,7 +26,7 @@ from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
-from .colors import fmt_since, state_color, theme_colors
+from .colors import fmt_since, on_theme_change, state_color, theme_colors
 
 __all__ = ["NodesPanel", "EMPTY_TEXT", "brief_error", "node_cells", "nodes_summary"]
 
@@ -147,6 +147,23 @@ class NodeSummary(Static, can_focus=True):
 class NodesPanel(Widget):
     """Node health, one row per node (a DataTable keyed by node name)."""
 
+    DEFAULT_CSS = """
+    NodesPanel {
+        height: auto;
+        max-height: 14;
+
+        & > DataTable {
+            height: auto;
+            background: transparent;
+            scrollbar-size-vertical: 1;
+        }
+
+        & > NodeSummary {
+            height: auto;
+            background: transparent;
+        }
+    }
+    """
     BINDINGS = [Binding("r", "retry", "Probe now", id="nodes.retry")]
 
     class NodeSelected(Message):
@@ -194,7 +211,7 @@ class NodesPanel(Widget):
         yield NodeSummary(EMPTY_TEXT, id="nodes-summary", markup=False)
 
     def on_mount(self) -> None:
-        self.watch(self.app, "theme", lambda _: self._rebuild(), init=False)
+        on_theme_change(self, self._rebuild)
         self._render_statuses()
         self.set_interval(1.0, self._render_statuses)  # "since" moves on between probes (changed cells only)
 

@@ -16,7 +16,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from .colors import fmt_score, fmt_since, theme_colors
+from .colors import fmt_score, fmt_since, on_theme_change, theme_colors
 
 # braille dot bits by (x, y) inside a cell
 _BITS = ((0x01, 0x02, 0x04, 0x40), (0x08, 0x10, 0x20, 0x80))
@@ -46,13 +46,13 @@ class BrailleCanvas:
             t = Text(no_wrap=True)
             run: list[str] = []
             run_style = ""
-            for p, l in zip(self.points[r], self.line[r]):
-                style = line_style if l else point_style if p else ""
+            for dots, trace in zip(self.points[r], self.line[r]):
+                style = line_style if trace else point_style if dots else ""
                 if style != run_style and run:
                     t.append("".join(run), style=run_style)
                     run = []
                 run_style = style
-                run.append(chr(0x2800 | p | l) if p or l else " ")
+                run.append(chr(0x2800 | dots | trace) if dots or trace else " ")
             if run:
                 t.append("".join(run), style=run_style)
             out.append(t)
@@ -81,6 +81,9 @@ class ScorePlot(Widget):
         self.maximize = True
         self._last_draw = 0.0
         self._pending = None
+
+    def on_mount(self) -> None:
+        on_theme_change(self, self.refresh)
 
     def set_data(
         self,
