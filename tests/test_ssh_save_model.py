@@ -163,7 +163,7 @@ def test_a_job_whose_shared_sftp_client_is_closed_under_it_is_retried(sshd_serve
         sftp, lock = real(pool, name, state)
         if not closed:  # the first time: the other job's timeout drops the client this job just got
             closed.append(sftp)
-            rm._drop_sftp(pool, name, sftp)
+            rm._sftp.drop(pool, name, sftp)
         return sftp, lock
 
     rm._sftp_client = closed_under_it

@@ -17,8 +17,9 @@ import stat
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .. import remote
 from ..jobs import Job, JobError
@@ -30,7 +31,7 @@ from ..ssh import (
     describe_error,
     exec_within,
 )
-from ..ssh.sftp import replace
+from ..ssh.sftp import SFTPSessions, replace
 from .abstract import MAX_LINE
 
 __all__ = ["ASYNC_FIRST_POLL", "LAUNCH_TIMEOUT", "NodeJobRunner", "NodeJobState", "log_line"]
@@ -67,6 +68,31 @@ class NodeJobState:
 
 class NodeJobRunner:
     """Running one job on a node (a base of SSHResourceManager)."""
+
+    # what this part uses of the manager (set in SSHResourceManager.__init__ and its bases)
+    pool: NodePool
+    start_timeout: float
+    async_reconnect: float
+    async_timeout: float | None
+    max_retries: int
+    reconn_wait_time: float
+    _sftp: SFTPSessions
+    _ready: set[tuple[str, str, str]]
+    _homes: dict[str, str]
+    _stop_reasons: dict[int, str]
+    _closing: threading.Event
+
+    if TYPE_CHECKING:  # the manager's methods this part calls
+
+        def kill(self, job: Job) -> None: ...
+        def pump_output(
+            self, job: Job, chunks: Iterable[bytes], log: BinaryIO, keep: Callable[[str], bool] | None = None
+        ) -> str: ...
+        def _stopped(self, job: Job) -> bool: ...
+        def _connection_broken(self, state: NodeJobState) -> bool: ...
+        def _sftp_lost(self, state: NodeJobState) -> bool: ...
+        def _kill_remote(self, job: Job, state: NodeJobState) -> None: ...
+        def _read_remote_int(self, state: NodeJobState, path: str) -> int | None: ...
 
     # -- files on the node ----------------------------------------------------------------
 

@@ -11,11 +11,13 @@ import logging
 import posixpath
 import stat
 import time
+from typing import TYPE_CHECKING, Any
 
 from ..errors import AupError
 from ..jobs import Job
-from ..ssh import ConnectionLost, NodeUnreachableError, describe_error
-from ..ssh.sftp import LocalWriteError, download_tree
+from ..remote import RemoteJobPaths
+from ..ssh import ConnectionLost, NodePool, NodeUnreachableError, describe_error
+from ..ssh.sftp import LocalWriteError, SFTPSessions, download_tree
 from .node_jobs import NodeJobState
 
 __all__ = ["NodeModelDownload"]
@@ -25,6 +27,24 @@ log = logging.getLogger(__name__)
 
 class NodeModelDownload:
     """Downloading the best job's models from its node (a base of SSHResourceManager)."""
+
+    # what this part uses of the manager (set in SSHResourceManager.__init__ and its bases)
+    pool: NodePool
+    names: dict[int, str]
+    max_retries: int
+    reconn_wait_time: float
+    _sftp: SFTPSessions
+    _model_paths: dict[int, RemoteJobPaths]
+
+    if TYPE_CHECKING:  # the manager's methods this part calls
+
+        def display_name(self, rid: int) -> str: ...
+        def models_dir(self, job: Job) -> str: ...
+        def _sftp_client(
+            self, pool: NodePool, name: str, state: NodeJobState | None = None
+        ) -> tuple[Any, Any]: ...
+        def _connection_broken(self, state: NodeJobState) -> bool: ...
+        def _sftp_lost(self, state: NodeJobState) -> bool: ...
 
     def collect_models(self, job: Job, rid: int) -> None:
         """Download what the best job's re-run saved on its node, `<workingdir>/aup_models/models_<eid>`

@@ -70,7 +70,7 @@ class _LocalJobsError(AupError):
     """The local `jobs/` folder beside the script cannot be made."""
 
 
-class SSHResourceManager(CPUResourceManager, NodeJobRunner, NodeModelDownload):
+class SSHResourceManager(NodeJobRunner, NodeModelDownload, CPUResourceManager):  # parts first: they override
     """`SSHResourceManager(connector, n_parallel, key='node_mapping', auppath='.aup', async_reconnect=30,
     async_timeout=None, async_run=False, reconn_wait_time=30, max_retries=3, **kwargs)`.
 
