@@ -8,32 +8,71 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from .exit_codes import EXIT_ERROR, EXIT_OK, EXIT_STOPPED
 
+if TYPE_CHECKING:  # the store loads only for commands that use it
+    from aup_tui_backends.store import TinyDBConnector
+
 AUP_HELP = "the .aup folder to use (default: ./.aup, then ~/.aup)"
+
+#: Options every command takes, before or after the command (`aup-tui --aup X status` =
+#: `aup-tui status --aup X`): (flags, argparse keywords). Given in both places, `_merge_global`
+#: decides; each lands in its own attribute, since a subparser's default would otherwise
+#: overwrite the value given before the command.
+GLOBAL_OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
+    (
+        ("--aup",),
+        {"metavar": "PATH", "help": AUP_HELP + "; before or after the command (both: they must agree)"},
+    ),
+    (
+        ("--no-color",),
+        {
+            "action": "store_true",
+            "help": "no colour in any output, as with the NO_COLOR environment variable",
+        },
+    ),
+)
+
+
+class _VersionAction(argparse.Action):
+    """`--version`: `aup-tui X.Y.Z`, read from the installed distribution only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kw: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kw)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kw: Any) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            text = version("aup-tui")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            text = "(not installed: version unknown)"
+        print(f"aup-tui {text}")
+        parser.exit()
+
+
+def _add_global_options(parser: argparse.ArgumentParser, suffix: str) -> None:
+    for flags, kw in GLOBAL_OPTIONS:
+        dest = flags[0].lstrip("-").replace("-", "_") + suffix
+        parser.add_argument(*flags, dest=dest, default=None, **kw)
+    parser.add_argument("--version", action=_VersionAction, help="print aup-tui's version and exit")
 
 
 def _parser() -> argparse.ArgumentParser:
-    # `--aup` is accepted before and after the command. The two land in different attributes:
-    # a subparser's default would otherwise overwrite the one given before the command.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--aup",
-        metavar="PATH",
-        dest="aup_after",
-        default=None,
-        help=AUP_HELP + "; may also come before the command (both: they must agree)",
-    )
+    _add_global_options(common, "_after")
     p = argparse.ArgumentParser(
         prog="aup-tui",
         description="Run Auptimizer-style hyperparameter experiments and watch them live.",
         epilog="Without a command: the dashboard of the latest experiment in ./.aup.",
     )
-    p.add_argument("--aup", metavar="PATH", default=None, help=AUP_HELP)
+    _add_global_options(p, "")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     init = sub.add_parser("init", parents=[common], help="create .aup/ (env.ini + store) here")
@@ -49,29 +88,41 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     run = sub.add_parser("run", parents=[common], help="run an experiment")
-    run.add_argument("experiment", metavar="EXPERIMENT.json")
-    run.add_argument("--headless", action="store_true", help="no TUI: a progress bar and a summary")
+    run.add_argument(
+        "experiment", metavar="EXPERIMENT.json", help="the experiment file (Auptimizer's format)"
+    )
+    run.add_argument(
+        "--headless",
+        action="store_true",
+        help="no TUI: a progress bar and a summary (also what a run without a terminal does)",
+    )
 
     watch = sub.add_parser(
         "watch", parents=[common], help="the dashboard of an experiment run by another process"
     )
-    watch.add_argument("eid", nargs="?", type=int, metavar="EID")
+    watch.add_argument("eid", nargs="?", type=int, metavar="EID", help="the experiment (default: the latest)")
 
     stop = sub.add_parser("stop", parents=[common], help="ask a running job or experiment to stop")
     group = stop.add_mutually_exclusive_group(required=True)
-    group.add_argument("--job", type=int, metavar="JID")
-    group.add_argument("--experiment", type=int, metavar="EID")
+    group.add_argument("--job", type=int, metavar="JID", help="the job to stop")
+    group.add_argument(
+        "--experiment", type=int, metavar="EID", help="the experiment to stop, with its running jobs"
+    )
 
     status = sub.add_parser(
         "status", parents=[common], help="an experiment's status, job counts and best job"
     )
-    status.add_argument("eid", nargs="?", type=int, metavar="EID")
+    status.add_argument(
+        "eid", nargs="?", type=int, metavar="EID", help="the experiment (default: the latest)"
+    )
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
     res = sub.add_parser("resources", parents=[common], help="list resources and their status")
     res.add_argument("--free", action="store_true", help="free resources left taken by dead processes")
     res.add_argument("--probe", action="store_true", help="check each node over SSH and the local GPUs once")
-    res.add_argument("--timeout", type=float, default=5.0, help="probe connect/command timeout in seconds")
+    res.add_argument(
+        "--timeout", type=float, default=5.0, metavar="S", help="probe connect/command timeout in seconds"
+    )
     res.add_argument(
         "--accept-new-hosts",
         action="store_true",
@@ -87,7 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from aup_tui_backends.errors import AupError
 
     try:
-        args.aup = _aup_option(args.aup, getattr(args, "aup_after", None))
+        _merge_global(args)
+        if args.no_color:
+            os.environ["NO_COLOR"] = "1"  # Textual reads it when the app starts
         handler = {
             None: cmd_dashboard,
             "init": cmd_init,
@@ -105,13 +158,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_STOPPED
 
 
+def _merge_global(args: argparse.Namespace) -> None:
+    """Each global option from its two places (before and after the command) into one attribute."""
+    args.aup = _aup_option(args.aup, getattr(args, "aup_after", None))
+    args.no_color = bool(args.no_color or getattr(args, "no_color_after", None))
+
+
 def _aup_option(before: str | None, after: str | None) -> str | None:
     """One `--aup` from its two places (before and after the command); different folders in the
     two are refused rather than guessed between, since a stop sent to the wrong one does harm."""
     if before is None or after is None:
         return after if before is None else before
-    import os
-
     from aup_tui_backends.errors import AupError
 
     if os.path.abspath(os.path.expanduser(before)) != os.path.abspath(os.path.expanduser(after)):
@@ -122,7 +179,24 @@ def _aup_option(before: str | None, after: str | None) -> str | None:
     return after
 
 
-def _connector(args):
+def _has_terminal() -> bool:
+    """Whether the TUI can run here: it reads keys from stdin and draws on stderr (Textual's
+    output stream), so both must be a terminal; elsewhere it would write escape codes to a file."""
+    err = sys.__stderr__
+    return sys.stdin is not None and sys.stdin.isatty() and err is not None and err.isatty()
+
+
+def _require_terminal(what: str) -> None:
+    from aup_tui_backends.errors import AupError
+
+    if not _has_terminal():
+        raise AupError(
+            f"{what} needs a terminal (stdin and stderr are not both one) — `aup-tui status` "
+            "prints an experiment's state as text"
+        )
+
+
+def _connector(args: argparse.Namespace) -> tuple[str, TinyDBConnector]:
     from aup_tui_backends.config import find_env, load_env
     from aup_tui_backends.setup import sync_resources
     from aup_tui_backends.store import TinyDBConnector
@@ -136,23 +210,25 @@ def _connector(args):
     return auppath, connector
 
 
-def _experiment_id(connector, eid: int | None) -> int:
+def _experiment(connector: TinyDBConnector, eid: int | None) -> dict[str, Any]:
+    """Experiment `eid`'s record (the latest without one); a missing one is the person's error."""
     from aup_tui_backends.errors import AupError
 
     if eid is None:
         latest = connector.latest_experiment()
         if latest is None:
             raise AupError("no experiment in this .aup yet — start one with `aup-tui run experiment.json`")
-        return latest["eid"]
-    if connector.get_experiment(eid) is None:
+        return latest
+    exp = connector.get_experiment(eid)
+    if exp is None:
         raise AupError(f"no experiment {eid} in this .aup — `aup-tui status` shows the latest")
-    return eid
+    return exp
 
 
 # -- commands -----------------------------------------------------------------------------
 
 
-def cmd_init(args) -> int:
+def cmd_init(args: argparse.Namespace) -> int:
     from aup_tui_backends.setup import init_aup, read_list
 
     auppath = args.aup or ".aup"
@@ -173,7 +249,7 @@ def cmd_init(args) -> int:
     return EXIT_OK
 
 
-def _describe_resources(resources: list[dict]) -> str:
+def _describe_resources(resources: list[dict[str, Any]]) -> str:
     counts: dict[str, int] = {}
     for r in resources:
         counts[r["type"]] = counts.get(r["type"], 0) + 1
@@ -183,7 +259,7 @@ def _describe_resources(resources: list[dict]) -> str:
     )
 
 
-def cmd_run(args) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
     from aup_tui_backends.config import load_experiment
     from aup_tui_backends.setup import require_resources
 
@@ -197,7 +273,9 @@ def cmd_run(args) -> int:
     from .signals import stop_signals
 
     stop_signals.install()  # SIGTERM/SIGHUP stop the experiment like Ctrl-C: jobs killed, exit 130
-    if not args.headless:
+    if not args.headless and not _has_terminal():
+        print("aup-tui: no terminal for the dashboard: running headless", file=sys.stderr)
+    elif not args.headless:
         from .app import run_app
 
         return run_app(auppath, connector=connector, experiment=config)
@@ -206,32 +284,37 @@ def cmd_run(args) -> int:
     return run_headless(config, auppath, connector)
 
 
-def cmd_dashboard(args) -> int:
+def cmd_dashboard(args: argparse.Namespace) -> int:
     from aup_tui_backends.config import find_env
     from aup_tui_backends.errors import ConfigError
 
     from .app import run_app
     from .signals import stop_signals
 
-    stop_signals.install()  # SIGTERM/SIGHUP close the app cleanly (terminal restored), exit 130
     try:
         find_env(args.aup)
     except ConfigError:
+        _require_terminal("the dashboard")
+        stop_signals.install()  # SIGTERM/SIGHUP close the app cleanly (terminal restored), exit 130
         return run_app(args.aup)  # no .aup yet: the app says how to make one
     auppath, connector = _connector(args)  # also reclaims what dead processes left behind
+    _require_terminal("the dashboard")
+    stop_signals.install()
     return run_app(auppath, connector=connector)
 
 
-def cmd_watch(args) -> int:
+def cmd_watch(args: argparse.Namespace) -> int:
     from .app import run_app
     from .signals import stop_signals
 
-    stop_signals.install()  # SIGTERM/SIGHUP close the app cleanly; the watched run goes on, exit 130
     auppath, connector = _connector(args)
-    return run_app(auppath, connector=connector, watch=_experiment_id(connector, args.eid))
+    eid = _experiment(connector, args.eid)["eid"]
+    _require_terminal("`aup-tui watch`")
+    stop_signals.install()  # SIGTERM/SIGHUP close the app cleanly; the watched run goes on, exit 130
+    return run_app(auppath, connector=connector, watch=eid)
 
 
-def cmd_stop(args) -> int:
+def cmd_stop(args: argparse.Namespace) -> int:
     from aup_tui_backends.errors import AupError
 
     _, connector = _connector(args)
@@ -246,8 +329,8 @@ def cmd_stop(args) -> int:
         connector.request_stop(job["eid"], args.job)
         print(f"asked experiment {job['eid']} to stop job {args.job}")
     else:
-        eid = _experiment_id(connector, args.experiment)
-        exp = connector.get_experiment(eid)
+        exp = _experiment(connector, args.experiment)
+        eid = exp["eid"]
         if exp["status"] != "RUNNING":
             raise AupError(f"experiment {eid} is not running (it is {exp['status']})")
         connector.request_stop(eid)
@@ -256,12 +339,12 @@ def cmd_stop(args) -> int:
     return EXIT_OK
 
 
-def cmd_status(args) -> int:
+def cmd_status(args: argparse.Namespace) -> int:
     from aup_tui_backends.experiment import summarize
 
     _, connector = _connector(args)
-    eid = _experiment_id(connector, args.eid)
-    exp = connector.get_experiment(eid)
+    exp = _experiment(connector, args.eid)
+    eid = exp["eid"]
     jobs = connector.job_rows(eid)  # the shown columns only (e<eid>/summary.json when current)
     result = summarize(connector, eid)
     if args.json:
@@ -304,7 +387,7 @@ def cmd_status(args) -> int:
     return EXIT_OK
 
 
-def cmd_resources(args) -> int:
+def cmd_resources(args: argparse.Namespace) -> int:
     auppath, connector = _connector(args)
     if args.free:
         freed = connector.recover()["resources"]

@@ -312,6 +312,7 @@ def test_the_dashboard_reclaims_what_a_dead_run_left_behind(workdir, monkeypatch
         return 0
 
     monkeypatch.setattr(aup_tui.app, "run_app", what_the_app_is_given)
+    monkeypatch.setattr("aup_tui.cli._has_terminal", lambda: True)  # pytest's stdin is none
     assert main(["--aup", str(workdir / ".aup")]) == 0
     assert seen == {"status": "INTERRUPTED", "free": ["free", "free"]}
     assert TinyDBConnector(str(workdir / ".aup")).jobs(1)[0]["status"] == "INTERRUPTED"

@@ -1,6 +1,7 @@
 """The README's first two commands, typed one after the other in one shell, as a newcomer does:
 the first runs the example and leaves the shell where the second (the tests) works, and it
-works again when typed a second time. CI runs the same test command as the README."""
+works again when typed a second time. CI runs the same test command as the README, and that
+command installs what the tests need and passes pytest's arguments and exit status through."""
 
 from __future__ import annotations
 
@@ -26,10 +27,11 @@ def readme_commands() -> list[str]:
 def test_readme_first_command_leaves_the_shell_where_the_second_works(tmp_path):
     """The first command in a copy of the checkout, `pip` a no-op (the package is installed) and
     `aup-tui run` headless (no terminal here): the example runs, and afterwards the shell is in
-    the folder holding pyproject.toml, so `pip install -e ".[test]"` finds the project."""
+    the checkout, where `scripts/test` is."""
     first, second = readme_commands()[:2]
-    assert second.startswith("pip install -e "), second
+    assert second == "scripts/test", second
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    shutil.copytree(ROOT / "scripts", tmp_path / "scripts")
     shutil.copytree(
         ROOT / "examples" / "rosenbrock",
         tmp_path / "examples" / "rosenbrock",
@@ -44,7 +46,7 @@ def test_readme_first_command_leaves_the_shell_where_the_second_works(tmp_path):
         {first}
         pwd > "$WHERE"
         {first}
-        test -f pyproject.toml
+        test -x {second}
     """
     env = dict(
         os.environ,
@@ -70,11 +72,42 @@ def test_readme_first_command_leaves_the_shell_where_the_second_works(tmp_path):
     assert not (tmp_path / ".aup").exists()  # the example's .aup is the example's
 
 
-def test_ci_runs_the_readme_test_command():
+def test_ci_runs_the_readme_test_command_and_the_checks():
     second = readme_commands()[1]
-    test_command = second.split("&&")[-1].strip()
-    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
-    assert test_command == "python -m pytest -q"
-    assert test_command in [line.strip() for line in ci], ".ci/run must run the README's test command"
-    assert second.split("&&")[0].strip() == 'pip install -e ".[test]"'
-    assert any(line.strip().endswith('-e ".[test]"') for line in ci if "pip install" in line)
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()]
+    assert second in ci, ".ci/run must run the README's test command as it stands"
+    assert "scripts/check" in ci
+
+
+def _shims(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A PATH where `python -m pip` and `apt-get` only log what they were asked (the package is
+    installed here) and everything else is the real thing."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls.log"
+    (bin_dir / "python").write_text(
+        f'#!/bin/sh\nif [ "$1 $2" = "-m pip" ]; then echo "pip $*" >> {log}; exit 0; fi\n'
+        f'exec {sys.executable} "$@"\n'
+    )
+    (bin_dir / "apt-get").write_text(f'#!/bin/sh\necho "apt-get $*" >> {log}\n')
+    for shim in bin_dir.iterdir():
+        shim.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", PYTHONPATH=str(ROOT))
+    return log, env
+
+
+def test_the_test_command_passes_pytest_arguments_and_exit_status_through(tmp_path):
+    """With sshd here: no apt-get, the test extra installed, then pytest with the arguments given;
+    its exit status is the command's (5, no tests collected, fails CI like any failure)."""
+    log, env = _shims(tmp_path)
+    command = [str(ROOT / "scripts" / "test"), "-p", "no:cacheprovider", "tests/test_readme.py"]
+    run = subprocess.run(
+        [*command, "-k", "no_test_is_called_this"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 5, run.stdout + run.stderr
+    calls = log.read_text()
+    assert "apt-get" not in calls and "-e .[test]" in calls, calls
+    one = subprocess.run(
+        [*command, "-k", "ci_runs_the_readme"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert one.returncode == 0 and "1 passed" in one.stdout, one.stdout + one.stderr
