@@ -41,6 +41,7 @@ from ..jobs import (
 )
 from ..remote import PRESCRIPT_FAILED, parse_prescript_failure
 from ..status import JobStatus, advance
+from ..store import TinyDBConnector
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class AbstractResourceManager(ABC):
 
     rtype = "abstract"
 
-    def __init__(self, connector, n_parallel: int, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, connector: TinyDBConnector, n_parallel: int, *args: Any, **kwargs: Any) -> None:
         """Keyword arguments: the engine's (`eid`, `bus`, `maximize`, `early_stop_policy`, …) and
         Auptimizer's: `early_stop` (a policy as in resource_args), `track_intermediate_results`
         (keep each job's scores in `interm_job_res`), `multi_res_labels`, `save_model` with
@@ -90,7 +91,7 @@ class AbstractResourceManager(ABC):
         self.save_model = kwargs.pop("save_model", False) is True
         self.script: str | None = kwargs.pop("script", None)
         self.workingdir: str | None = kwargs.pop("workingdir", None)
-        self.runtime_args: dict = dict(kwargs.pop("runtime_args", None) or {})
+        self.runtime_args: dict[str, Any] = dict(kwargs.pop("runtime_args", None) or {})
         self.one_shot = bool(kwargs.pop("one_shot", False))
         self.jobs: dict[int, Job] = {}
         self.stopping = False  # the experiment is stopping: no retries
@@ -122,51 +123,49 @@ class AbstractResourceManager(ABC):
     def run_job(self, job: Job, rid: int, exp_config: Any, call_back_func: Callback, **kwargs: Any) -> None:
         """Take `rid` and run `job` on it in the background; `call_back_func(score, jid)` at the end,
         once the job's outcome is recorded and `rid` is free again."""
-        self.ensure_jid(job)
+        jid = self.ensure_jid(job)
         advance(JobStatus(job.status), JobStatus.RUNNING)  # a running job is refused before anything is taken
         if self.result_labels and self.eid is not None and self._labels_saved != self.eid:
             self.connector.save_labels(self.eid, self.result_labels)
             self._labels_saved = self.eid
-        if not self.connector.take_available_resource(rid, job.jid):  # raising, nothing to undo
+        if not self.connector.take_available_resource(rid, jid):  # raising, nothing to undo
             raise RuntimeError(f"resource {rid} is no longer free")
         before = (job.rid, job.attempt, job.status, job.error, job.results, job.prescript_status)
         with self._lock:
-            was = (self.jobs.get(job.jid), self._stop_reasons.get(job.jid), job.jid in self._ended)
-            was_stop_status = self._stop_statuses.get(job.jid)
+            was = (self.jobs.get(jid), self._stop_reasons.get(jid), jid in self._ended)
+            was_stop_status = self._stop_statuses.get(jid)
         job.rid = rid
         job.attempt += 1
         job.status, job.error, job.results, job.prescript_status = JobStatus.RUNNING, None, [], None
         with self._lock:
-            self.jobs[job.jid] = job
-            self._stop_reasons.pop(job.jid, None)
-            self._stop_statuses.pop(job.jid, None)
-            self._ended.discard(job.jid)
+            self.jobs[jid] = job
+            self._stop_reasons.pop(jid, None)
+            self._stop_statuses.pop(jid, None)
+            self._ended.discard(jid)
         try:
             name = self.resource_name(rid)
-            self.connector.start_job(self.eid, job.jid, job.config, rid, name, job.attempt)
+            self.connector.start_job(self.eid, jid, job.config, rid, name, job.attempt)
         except BaseException:  # not started (disk full): undo exactly what this call did, then say so
             job.rid, job.attempt, job.status, job.error, job.results, job.prescript_status = before
             with self._lock:
                 held, reason, ended = was
                 if held is None:
-                    self.jobs.pop(job.jid, None)
+                    self.jobs.pop(jid, None)
                 else:
-                    self.jobs[job.jid] = held
+                    self.jobs[jid] = held
                 if reason is not None:
-                    self._stop_reasons[job.jid] = reason
+                    self._stop_reasons[jid] = reason
                 if was_stop_status is not None:
-                    self._stop_statuses[job.jid] = was_stop_status
+                    self._stop_statuses[jid] = was_stop_status
                 if ended:
-                    self._ended.add(job.jid)
+                    self._ended.add(jid)
             self.connector.free_used_resource(rid)
             raise
         if self.interm_job_res is not None:
-            self.interm_job_res.setdefault(job.jid, [])
-        self.bus.publish(ResourceTaken(rid=rid, jid=job.jid))
+            self.interm_job_res.setdefault(jid, [])
+        self.bus.publish(ResourceTaken(rid=rid, jid=jid))
         self.bus.publish(
-            JobStarted(
-                eid=self.eid, jid=job.jid, rid=rid, resource=name, attempt=job.attempt, status=job.status
-            )
+            JobStarted(eid=self.eid, jid=jid, rid=rid, resource=name, attempt=job.attempt, status=job.status)
         )
         self._executor().submit(self._run_and_finish, job, rid, exp_config, call_back_func, kwargs)
 
@@ -250,7 +249,7 @@ class AbstractResourceManager(ABC):
         self.kill(job)
         return True
 
-    def kill(self, job: Job) -> None:
+    def kill(self, job: Job) -> None:  # noqa: B027 — a hook: nothing to end unless a manager runs something
         """End the job's work; managers that run something override this."""
 
     def stop_all(self, reason: str = "experiment stopped") -> None:
@@ -276,7 +275,7 @@ class AbstractResourceManager(ABC):
         """The worker threads running jobs (Auptimizer's `executor`: `shutdown(wait=True)` waits for them)."""
         return self._executor()
 
-    def finish(self, status: str = "FINISHED", maximize: bool | None = None) -> list | None:
+    def finish(self, status: str = "FINISHED", maximize: bool | None = None) -> list[int | float] | None:
         """Wait for the running jobs to end; returns `[jid, best score]` of the experiment, or None
         (best by `maximize`; None: the constructor's).
 
@@ -290,7 +289,7 @@ class AbstractResourceManager(ABC):
             self._pool.shutdown(wait=True)
             self._pool = None
 
-    def best_result(self, maximize: bool | None = None) -> list | None:
+    def best_result(self, maximize: bool | None = None) -> list[int | float] | None:
         """`[jid, best score]` of this manager's experiment (the highest when `maximize`, else the
         lowest; None: the constructor's `maximize`), or None."""
         if self.eid is None or self.connector is None:
@@ -319,20 +318,21 @@ class AbstractResourceManager(ABC):
 
     def record_result(self, job: Job, values: tuple[float, ...]) -> None:
         """Keep an intermediate result (store, event) and apply early stopping to it."""
+        jid = self.ensure_jid(job)
         index = len(job.results)
         job.results.append(values)
         if job.save_model_flag:  # the best job's re-run: its results are on record already
             return
         if self.interm_job_res is not None:
-            self.interm_job_res.setdefault(job.jid, []).append(values[0])
+            self.interm_job_res.setdefault(jid, []).append(values[0])
         if self.eid is not None:  # a job run outside an experiment has no record to add to
-            self.connector.save_intermediate_result(self.eid, job.jid, index, list(values), job.attempt)
+            self.connector.save_intermediate_result(self.eid, jid, index, list(values), job.attempt)
         if self.bus.wants(JobIntermediate):
-            self.bus.publish(JobIntermediate(eid=self.eid, jid=job.jid, index=index, values=values))
-        if self.early_stop is not None and self.early_stop.report(job.jid, values[0], job.attempt):
-            why = self.early_stop.reason(job.jid)
+            self.bus.publish(JobIntermediate(eid=self.eid, jid=jid, index=index, values=values))
+        if self.early_stop is not None and self.early_stop.report(jid, values[0], job.attempt):
+            why = self.early_stop.reason(jid)
             self.stop_job(
-                job.jid,
+                jid,
                 reason=f"early stopped after {index + 1} results" + (f" — {why}" if why else ""),
                 status=JobStatus.EARLY_STOPPED,
             )
@@ -347,6 +347,7 @@ class AbstractResourceManager(ABC):
         a longer line is logged, not parsed. `keep(line)` False drops a line of the manager's
         own protocol from the log.
         """
+        jid = self.ensure_jid(job)
         publish = self.bus.wants(JobOutput) and not job.save_model_flag
         last = ""
         partial = False  # inside a line longer than MAX_LINE
@@ -364,12 +365,12 @@ class AbstractResourceManager(ABC):
             if line:
                 last = line if len(line) <= 200 else line[:200] + "…"
             if publish:
-                self.bus.publish(JobOutput(eid=self.eid, jid=job.jid, line=line[:2000]))
+                self.bus.publish(JobOutput(eid=self.eid, jid=jid, line=line[:2000]))
             if RESULT_PREFIX in line:
                 try:
                     values = parse_result_line(line)
                 except NonFiniteResultError as exc:
-                    job.error = job.error or exc.for_job(job.jid)
+                    job.error = job.error or exc.for_job(jid)
                     continue
                 except ResultParseError as exc:
                     job.error = job.error or str(exc)
@@ -389,22 +390,23 @@ class AbstractResourceManager(ABC):
         return self._pool
 
     def _run_and_finish(
-        self, job: Job, rid: int, exp_config: Any, call_back_func: Callback, kwargs: dict
+        self, job: Job, rid: int, exp_config: Any, call_back_func: Callback, kwargs: dict[str, Any]
     ) -> None:
+        jid = self.ensure_jid(job)  # given by run_job
         reported: list[Any] = []
 
-        def callback(score: Any, jid: int) -> None:
+        def callback(score: Any, _jid: int) -> None:
             reported.append(score)
 
         try:
             self.run(job, rid, exp_config, callback, **kwargs)
         except Exception as exc:  # a manager bug must fail the job, not hang the experiment
-            log.exception("job %s crashed in %s", job.jid, type(self).__name__)
+            log.exception("job %s crashed in %s", jid, type(self).__name__)
             job.error = job.error or f"{type(exc).__name__}: {exc}"
         score = reported[-1] if reported else None
-        reason = self._stop_reasons.get(job.jid)
+        reason = self._stop_reasons.get(jid)
         if reason is not None:
-            status = self._stop_statuses.get(job.jid, JobStatus.STOPPED)
+            status = self._stop_statuses.get(jid, JobStatus.STOPPED)
             job.error = reason
             if score is None and job.results:
                 score = job.results[-1][0]
@@ -415,13 +417,13 @@ class AbstractResourceManager(ABC):
         else:
             status = JobStatus.FINISHED
         try:
-            self.finish_job(job.jid, score, status)  # recorded and its resource free before…
+            self.finish_job(jid, score, status)  # recorded and its resource free before…
         except Exception as exc:  # its end is not on record: fail it, and the experiment (`failure`)
-            log.exception("recording the end of job %s failed", job.jid)
+            log.exception("recording the end of job %s failed", jid)
             # not a move: the status finish_job set never reached the record
             job.status, job.error = JobStatus.FAILED, f"its end could not be recorded: {exc}"
             if self.failure is None:
-                self.failure = f"the store failed recording the end of job {job.jid}: {exc}"
+                self.failure = f"the store failed recording the end of job {jid}: {exc}"
         finally:
             with self._callback_lock:  # …the callback, one at a time
-                call_back_func(score, job.jid)
+                call_back_func(score, jid)

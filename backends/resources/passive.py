@@ -10,9 +10,11 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from ..errors import JobError
 from ..events import PassiveResultAccepted, PassiveResultWanted
-from ..jobs import Job, JobError, ResultParseError, parse_pasted_output
+from ..jobs import Job, ResultParseError, parse_pasted_output
 from ..status import JobStatus
+from ..store import TinyDBConnector
 from .abstract import AbstractResourceManager, Callback
 
 
@@ -21,7 +23,7 @@ class PassiveResourceManager(AbstractResourceManager):
 
     rtype = "passive"
 
-    def __init__(self, connector, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, connector: TinyDBConnector, *args: Any, **kwargs: Any) -> None:
         super().__init__(connector, 1, **kwargs)
         self._answered: dict[int, threading.Event] = {}
 
@@ -39,24 +41,24 @@ class PassiveResourceManager(AbstractResourceManager):
             return [j for j in self.jobs.values() if j.status == JobStatus.WAITING]
 
     def run(self, job: Job, rid: int, exp_config: Any, call_back_func: Callback, **kwargs: Any) -> None:
-        self.ensure_jid(job)
+        jid = self.ensure_jid(job)
         try:
             if not job.script_path or not job.path:
                 raise JobError("passive job without a script")
             job.write_config()
         except (JobError, OSError) as exc:
             job.error = str(exc)
-            call_back_func(None, job.jid)
+            call_back_func(None, jid)
             return
         answered = threading.Event()
         with self._lock:
-            self._answered[job.jid] = answered
+            self._answered[jid] = answered
             job.move_to(JobStatus.WAITING)
-        self.connector.update_job(self.eid, job.jid, status=JobStatus.WAITING)
+        self.connector.update_job(self.eid, jid, status=JobStatus.WAITING)
         self.bus.publish(
             PassiveResultWanted(
                 eid=self.eid,
-                jid=job.jid,
+                jid=jid,
                 command=job.shell_command,
                 workingdir=job.path,
                 config_path=job.config_path,
@@ -65,8 +67,8 @@ class PassiveResourceManager(AbstractResourceManager):
         )
         answered.wait()
         with self._lock:
-            self._answered.pop(job.jid, None)
-        call_back_func(job.results[-1][0] if job.results else None, job.jid)
+            self._answered.pop(jid, None)
+        call_back_func(job.results[-1][0] if job.results else None, jid)
 
     def submit_result(self, jid: int, text: str) -> float:
         """Answer waiting job `jid` with the pasted output or a bare number; returns its score.
@@ -100,6 +102,8 @@ class PassiveResourceManager(AbstractResourceManager):
         return job
 
     def _answer(self, job: Job) -> None:
+        if job.jid is None:  # never run here: nobody waits for its answer
+            return
         with self._lock:
             event = self._answered.get(job.jid)
             if job.status == JobStatus.WAITING:  # a job stopped before it waited runs on to its end
