@@ -34,6 +34,22 @@ class Host(App):
         self.push_screen(self.make_screen(), callback=self.dismissed.append)
 
 
+async def shown_in_palette(pilot, query: str) -> list[str]:
+    """Open the command palette, type `query`, and read the commands it lists (then close it)."""
+    from textual.command import CommandList, CommandPalette
+
+    await pilot.press("ctrl+p")
+    await pilot.pause()
+    assert isinstance(pilot.app.screen, CommandPalette)
+    await pilot.press(*query)
+    await pilot.pause(0.4)
+    options = pilot.app.screen.query_one(CommandList)
+    shown = [options.get_option_at_index(i).prompt for i in range(options.option_count)]
+    await pilot.press("escape")
+    await pilot.pause()
+    return [str(getattr(prompt, "plain", prompt)).split("\n")[0] for prompt in shown]
+
+
 async def wait_until(pilot, predicate: Callable[[], bool], timeout: float = 10.0, step: float = 0.05) -> None:
     """Let the app run until `predicate()` holds; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -18,6 +18,7 @@ from aup_tui_backends.events import (
     PassiveResultWanted,
 )
 from scenes import CLOCK, T0, dashboard_app, demo_state
+from screens_support import shown_in_palette
 
 from aup_tui.app import AupApp
 from aup_tui.screens.dashboard import DashboardScreen
@@ -307,22 +308,6 @@ def palette_titles(app) -> list[str]:
     return names
 
 
-async def shown_in_palette(pilot, query: str) -> list[str]:
-    """Open the palette, type `query`, and read the commands it lists (then close it)."""
-    from textual.command import CommandList, CommandPalette
-
-    await pilot.press("ctrl+p")
-    await pilot.pause()
-    assert isinstance(pilot.app.screen, CommandPalette)
-    await pilot.press(*query)
-    await pilot.pause(0.4)
-    options = pilot.app.screen.query_one(CommandList)
-    shown = [str(options.get_option_at_index(i).prompt).split("\n")[0] for i in range(options.option_count)]
-    await pilot.press("escape")
-    await pilot.pause()
-    return [getattr(name, "plain", name) for name in shown]
-
-
 async def test_palette_commands_cover_the_bindings():
     app = dashboard_app(waiting=True)
     async with app.run_test(size=SIZE) as pilot:
@@ -371,6 +356,28 @@ async def test_the_pickers_palette_offers_its_own_actions():
         assert "Quit" in names and "Next theme" in names  # the app's commands everywhere
         assert "Filter jobs" not in names and "Stop experiment" not in names  # not the dashboard's
         assert "Reload experiments" not in names  # rows given: no store to reload from
+
+
+async def test_the_node_details_palette_probes_that_node():
+    from panel_scenes import node_detail_app
+
+    from aup_tui.screens.node_detail import NodeDetailScreen
+
+    app = node_detail_app("node 3")
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(40):
+            if isinstance(app.screen, NodeDetailScreen):
+                break
+            await pilot.pause(0.05)
+        assert isinstance(app.screen, NodeDetailScreen)
+        shown = await shown_in_palette(pilot, "probe")
+        assert shown[0] == "Probe node 3 now", shown
+        assert "Probe nodes now" not in shown  # the dashboard's, underneath: not offered here
+        await pilot.press("ctrl+p", *"probe node 3")
+        await pilot.pause(0.4)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.monitoring.retried == ["node 3"]
 
 
 @pytest.mark.parametrize("how", ["key", "palette", "textual theme picker"])

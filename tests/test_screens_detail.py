@@ -10,6 +10,7 @@ from screens_support import (
     Host,
     RunningExperiment,
     seed_finished_job,
+    shown_in_palette,
     wait_until,
     write_script,
 )
@@ -246,6 +247,24 @@ def test_braille_curve_spans_the_canvas() -> None:
 
 def test_format_duration() -> None:
     assert [format_duration(s) for s in (None, 3.21, 65, 7322)] == ["", "3.2s", "1m05s", "2h02m"]
+
+
+async def test_the_palette_offers_the_job_details_own_commands(tmp_path) -> None:
+    conn, eid, jid = seed_finished_job(tmp_path)
+    try:
+        app = Host(lambda: JobDetailScreen(conn, eid, jid, poll_interval=0.05))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_until(pilot, lambda: isinstance(app.screen, JobDetailScreen) and app.screen.ended)
+            shown = await shown_in_palette(pilot, "log")
+            assert {"Log: top", "Log: bottom"} <= set(shown)
+            assert any(name in ("Log: follow", "Log: stop following") for name in shown), shown
+            await pilot.press("ctrl+p", *"back")
+            await pilot.pause(0.4)
+            await pilot.press("enter")
+            await wait_until(pilot, lambda: not isinstance(app.screen, JobDetailScreen))
+            assert app.dismissed == [None]
+    finally:
+        conn.close()
 
 
 def test_bindings_have_descriptions() -> None:

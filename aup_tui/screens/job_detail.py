@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aup_tui_backends.jobs import log_relpath
@@ -31,6 +31,7 @@ from ..widgets.colors import on_theme_change, status_color, theme_colors
 from ..widgets.log_view import FileTail, LogView
 from ..widgets.result_curve import ResultCurve
 from ..widgets.vim import vim_bindings
+from .palette import PaletteCommand, ScreenCommands
 
 ATTEMPT_COLUMNS = ("#", "resource", "start", "duration", "status", "error")
 
@@ -59,10 +60,27 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+class JobDetailCommands(ScreenCommands):
+    """The job detail's actions by name."""
+
+    def commands(self) -> Iterator[PaletteCommand]:
+        screen: JobDetailScreen = self.screen  # type: ignore[assignment]
+        following = screen.query_one("#detail-log", LogView).auto_scroll
+        yield PaletteCommand(
+            "Log: stop following" if following else "Log: follow",
+            "keep the end of the log in view as it grows, or not (f)",
+            screen.action_toggle_follow,
+        )
+        yield PaletteCommand("Log: top", "the first lines of the log (g)", screen.action_log_start)
+        yield PaletteCommand("Log: bottom", "the last lines of the log (G)", screen.action_log_end)
+        yield PaletteCommand("Back", "to the screen underneath (escape)", screen.action_back)
+
+
 class JobDetailScreen(Screen[None]):
     """The detail of job `jid` of experiment `eid`, read from `connector` (a TinyDBConnector)."""
 
     CSS_PATH = "job_detail.tcss"
+    COMMANDS = {JobDetailCommands}
     BINDINGS = [
         Binding("escape", "back", "Back", id="detail.back"),
         Binding("f", "toggle_follow", "Follow log", id="detail.follow"),

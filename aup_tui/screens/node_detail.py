@@ -9,7 +9,7 @@ status it was given and can be updated with `update_status`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aup_tui_backends.monitors.nodes import NodeState, NodeStatus
@@ -25,16 +25,30 @@ from ..widgets.colors import fmt_since, on_theme_change, state_color, theme_colo
 from ..widgets.gpu_panel import GPUPanel
 from ..widgets.nodes_panel import GIB
 from ..widgets.vim import vim_bindings
+from .palette import PaletteCommand, ScreenCommands
 
 
 def fmt_time(stamp: float | None) -> str:
     return time.strftime("%H:%M:%S", time.localtime(stamp)) if stamp else "—"
 
 
+class NodeDetailCommands(ScreenCommands):
+    """The node detail's actions by name."""
+
+    def commands(self) -> Iterator[PaletteCommand]:
+        screen: NodeDetailScreen = self.screen  # type: ignore[assignment]
+        if getattr(screen.monitor, "retry", None) is not None:
+            yield PaletteCommand(
+                f"Probe {screen.node} now", "probe this node now, ignoring backoff (r)", screen.action_retry
+            )
+        yield PaletteCommand("Back", "to the dashboard (escape)", screen.action_back)
+
+
 class NodeDetailScreen(Screen):
     """A node's details; `escape` goes back to the dashboard."""
 
     CSS_PATH = "node_detail.tcss"
+    COMMANDS = {NodeDetailCommands}
     BINDINGS = [
         Binding("escape", "back", "Back", id="node_detail.back"),
         Binding("r", "retry", "Probe now", id="node_detail.retry"),
