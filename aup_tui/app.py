@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any, TextIO
 
+from aup_tui_backends.status import ExperimentStatus
 from aup_tui_themes import DEFAULT_THEME, THEMES
 from textual import work
 from textual.app import App, SystemCommand
@@ -155,7 +156,7 @@ class AupApp(App[int]):
             exps = self.initial_experiments
             if not exps:
                 self.push_screen(EmptyScreen(False, self.auppath or ""))
-            elif len(exps) == 1 or exps[-1]["status"] == "RUNNING":
+            elif len(exps) == 1 or exps[-1]["status"] == ExperimentStatus.RUNNING:
                 self.open_experiment(exps[-1]["eid"], base=True)
             else:
                 self.push_screen(PickerScreen(self.connector, clock=self.clock))
@@ -290,7 +291,7 @@ class AupApp(App[int]):
             if "error" in self.exp_outcome:
                 return EXIT_ERROR
             status = self.experiment.status  # set before ExperimentFinished is published
-            return for_status(status) if status not in ("PENDING", "RUNNING") else EXIT_OK
+            return EXIT_OK if ExperimentStatus(status).is_live else for_status(status)
         if self.watch_eid is not None:
             from .screens.dashboard import DashboardScreen
 
@@ -415,7 +416,12 @@ def _finish_experiment(app: AupApp) -> int:
     result = app.exp_outcome.get("result") or summarize(exp.connector, exp.eid)
     print_summary(result, app.experiment_config, out)
     exp.connector.close()
-    if result.status == "STOPPED" or app.quit_choice == "stop" or signalled or stop_signals.received:
+    if (
+        result.status == ExperimentStatus.STOPPED
+        or app.quit_choice == "stop"
+        or signalled
+        or stop_signals.received
+    ):
         return EXIT_STOPPED
     return for_status(result.status)
 

@@ -316,14 +316,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 def cmd_stop(args: argparse.Namespace) -> int:
     from aup_tui_backends.errors import AupError
+    from aup_tui_backends.status import ExperimentStatus, JobStatus
 
     _, connector = _connector(args)
     if args.job is not None:
         job = connector.get_job(args.job)
         if job is None:
             raise AupError(f"no job {args.job} in this .aup — `aup-tui status` lists the jobs")
-        from aup_tui_backends.status import JobStatus
-
         if not JobStatus(job["status"]).is_live:
             raise AupError(f"job {args.job} is not running (it is {job['status']})")
         connector.request_stop(job["eid"], args.job)
@@ -331,7 +330,7 @@ def cmd_stop(args: argparse.Namespace) -> int:
     else:
         exp = _experiment(connector, args.experiment)
         eid = exp["eid"]
-        if exp["status"] != "RUNNING":
+        if exp["status"] != ExperimentStatus.RUNNING:
             raise AupError(f"experiment {eid} is not running (it is {exp['status']})")
         connector.request_stop(eid)
         print(f"asked experiment {eid} to stop")

@@ -30,6 +30,7 @@ from typing import Any
 from aup_tui_backends.monitors.gpu import GPUMonitor, GPUSnapshot, JobProcessInfo
 from aup_tui_backends.monitors.nodes import NodeMonitor, NodeStatus
 from aup_tui_backends.ssh import NodePool, node_key
+from aup_tui_backends.status import ExperimentStatus, JobStatus
 from textual.message import Message
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ def jobs_from_experiment(experiment: Any) -> Callable[[], JobsInfo]:
         pids: dict[int, int] = pids_of() if pids_of is not None else {}
         mapping: dict[int, str] = getattr(rm, "mapping", None) or {}
         with rm._lock:
-            jobs = [j for j in rm.jobs.values() if j.status == "RUNNING"]
+            jobs = [j for j in rm.jobs.values() if j.status == JobStatus.RUNNING]
         kind = getattr(rm, "rtype", "")
         if kind in ("node", "aws"):
             kind = "aws" if getattr(rm, "key", "") == "aws_mapping" else "node"
@@ -162,7 +163,7 @@ class StateJobs:
         local = self.state.host in ("", self.this_host)
         running = []
         for row in list(self.state.jobs.values()):  # one C-level copy: safe against the UI thread
-            if row.status == "RUNNING" and row.rid is not None:
+            if row.status == JobStatus.RUNNING and row.rid is not None:
                 kind = row.resource.partition(":")[0]
                 running.append(
                     (
@@ -300,7 +301,7 @@ class Monitoring:
             return None
         deadline = time.monotonic() + MANAGER_WAIT
         while not exp.started.wait(0.1):  # the manager is built when the experiment starts
-            if self._stopped or exp.status not in ("PENDING", "RUNNING") or time.monotonic() > deadline:
+            if self._stopped or not ExperimentStatus(exp.status).is_live or time.monotonic() > deadline:
                 return None
         pool = getattr(exp.resource_manager, "pool", None)
         return pool if isinstance(pool, NodePool) else None
@@ -336,7 +337,10 @@ class Monitoring:
             self._own_pool.close()
         # a shared pool is the manager's to close (an experiment kept running after the app quits
         # still uses it), except for connections our probes reopened after the experiment ended
-        if self._shared_pool is not None and getattr(self.experiment, "status", "") != "RUNNING":
+        if (
+            self._shared_pool is not None
+            and getattr(self.experiment, "status", "") != ExperimentStatus.RUNNING
+        ):
             self._shared_pool.close()
 
     def retry(self, name: str | None = None) -> None:

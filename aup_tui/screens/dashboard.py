@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aup_tui_backends.status import JobStatus
+from aup_tui_backends.status import ExperimentStatus, JobStatus
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -210,10 +210,12 @@ class DashboardScreen(Screen):
         """How the experiment ended; for a FAILED one why, shown long enough to read."""
         st = self.state
         message, timeout = f"experiment {st.eid} {st.status.lower()}", 6
-        if st.status == "FAILED" and st.reason:
+        if st.status == ExperimentStatus.FAILED and st.reason:
             message, timeout = f"{message}: {st.reason}", 30
         self.notify(
-            message, timeout=timeout, severity="information" if st.status == "FINISHED" else "warning"
+            message,
+            timeout=timeout,
+            severity="information" if st.status == ExperimentStatus.FINISHED else "warning",
         )
 
     def action_plot_axis(self) -> None:
@@ -226,7 +228,7 @@ class DashboardScreen(Screen):
 
     def experiment_failed(self, error: str) -> None:
         """The experiment's thread raised: show it as FAILED (the error is in a notification)."""
-        self.state.status = "FAILED"
+        self.state.status = ExperimentStatus.FAILED
         self.state.end = self.clock()
         self.query_one(ExperimentHeader).update_state()
         self._ticker.pause()
@@ -257,7 +259,7 @@ class DashboardScreen(Screen):
             first = not self._loaded
             self.apply_changes(self.state.merge_store(message.exp, message.jobs))
             self._loaded = True
-            if first and self.state.status == "FAILED":
+            if first and self.state.status == ExperimentStatus.FAILED:
                 self._tell_end()  # opened after it failed: why, once
         # an experiment that has ended does not change any more: stop polling once it is shown
         if self.poll and self.is_attached and (self.state.is_live or not self._loaded):

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from functools import partial
 from typing import Any
 
+from aup_tui_backends.status import JobStatus
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -140,8 +141,8 @@ class PickerScreen(Screen):
         now = self.clock()
         for exp in sorted(rows, key=lambda e: e["eid"], reverse=True):
             counts = exp.get("counts", {})
-            done = counts.get("FINISHED", 0)
-            failed = counts.get("FAILED", 0) + counts.get("INTERRUPTED", 0)
+            done = counts.get(JobStatus.FINISHED, 0)
+            failed = sum(n for status, n in counts.items() if JobStatus(status).is_failed)
             total = max(int(exp.get("n_samples") or 0), sum(counts.values()))
             best = (
                 f"{fmt_score(exp['best_score'])} ({exp['best_jid']})"

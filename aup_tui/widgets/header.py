@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from aup_tui_backends.status import JobStatus
 from rich.text import Text
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from ..state import ExperimentState
+from ..state import CONNECTING, ExperimentState
 from .colors import fmt_duration, fmt_score, on_theme_change, status_color, theme_colors
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
@@ -50,16 +51,16 @@ class ExperimentHeader(Widget):
     def _line1(self, c: dict[str, str], now: float, compact: bool) -> Text:
         st = self.state
         line = Text(no_wrap=True, overflow="ellipsis")
-        if st.status == "CONNECTING":
+        if st.status == CONNECTING:
             line.append(SPINNER[self._ticks % len(SPINNER)] + " ", style=c["status-running"])
         line.append(st.name or "experiment", style="bold")
         if st.eid is not None:
             line.append(f" #{st.eid}", style=c.get("plot-axis", ""))
-        status = "connecting…" if st.status == "CONNECTING" else st.status
+        status = "connecting…" if st.status == CONNECTING else st.status
         line.append(" " if compact else "  ")
         line.append(
             f" {status} ",
-            style=f"bold reverse {status_color(c, 'RUNNING' if st.status == 'CONNECTING' else st.status)}",
+            style=f"bold reverse {status_color(c, JobStatus.RUNNING if st.status == CONNECTING else st.status)}",
         )
         sep = " " if compact else "  "
         line.append(f"{sep}{fmt_duration(st.elapsed(now))}{'' if compact else ' elapsed'}")
