@@ -22,7 +22,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from aup_tui_backends.store import TinyDBConnector
+from aup_tui_backends.store import TinyDBConnector  # noqa: E402  (after the path set-up)
 
 #: as installed: byte-compiled modules (cached outside the tree), not recompiled on every call
 _ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}

@@ -90,7 +90,7 @@ class NVMLError(Exception):
         super().__init__()
 
     def __str__(self):
-        return _MESSAGES.get(self.value, "NVML Error with code %s" % self.value)
+        return _MESSAGES.get(self.value, f"NVML Error with code {self.value}")
 
     def __eq__(self, other):
         return isinstance(other, NVMLError) and self.value == other.value

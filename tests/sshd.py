@@ -212,10 +212,10 @@ class SshdServer:
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.5):
                     return
-            except OSError:
+            except OSError as err:
                 if time.monotonic() > deadline:
                     self.kill()
-                    raise RuntimeError(f"sshd on port {self.port} did not listen within {timeout} s")
+                    raise RuntimeError(f"sshd on port {self.port} did not listen within {timeout} s") from err
                 time.sleep(0.01)
 
     def kill(self) -> None:

@@ -60,7 +60,7 @@ def _aup(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         out, err = proc.communicate()
         raise AssertionError(
             f"`aup-tui {' '.join(args)}` did not end in {RUN_TIMEOUT}s:\n{err.decode(errors='replace')}"
-        )
+        ) from None
     return subprocess.CompletedProcess(
         proc.args, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
     )

@@ -128,7 +128,7 @@ def stop_with(proc: subprocess.Popen, sig: int) -> int:
         return proc.wait(40)
     except subprocess.TimeoutExpired:
         proc.kill()
-        raise AssertionError("aup-tui did not exit after the signal")
+        raise AssertionError("aup-tui did not exit after the signal") from None
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
