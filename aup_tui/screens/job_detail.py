@@ -331,7 +331,7 @@ class JobDetailScreen(Screen[None]):
         log = self.query_one("#detail-log", LogView)
         log.border_title = f"Log {message.relpath}"
         if message.first:
-            waiting = self.job is not None and self.job.get("status") == "WAITING"
+            waiting = self.job is not None and self.job.get("status") == JobStatus.WAITING
             log.show_placeholder("waiting for the person running this job…" if waiting else "no output yet")
         else:
             log.separator(f"attempt {message.attempt} on {message.resource}")

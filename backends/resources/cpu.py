@@ -14,6 +14,7 @@ from ..errors import AupError
 from ..events import Notice
 from ..jobs import Job, env_strings
 from ..remote import LOCAL_WRAPPER
+from ..status import ExperimentStatus
 from .abstract import AbstractResourceManager, Callback
 from .local import (
     KILL_GRACE,
@@ -156,7 +157,7 @@ class CPUResourceManager(AbstractResourceManager):
         best job then runs once more to save its models (`save_best_model`), unless the experiment is stopping (`stop_all`)."""
         self._wait_for_jobs()
         best = self.best_result(bool(maximize))
-        if self.save_model and best is not None and status == "FINISHED" and not self.stopping:
+        if self.save_model and best is not None and status == ExperimentStatus.FINISHED and not self.stopping:
             self.save_best_model(best)
         return best
 

@@ -9,6 +9,7 @@ import socket
 import time
 from typing import Any
 
+from ..status import ExperimentStatus, JobStatus
 from .database import log
 from .files import StoreCorruptError, StoreWriteError, table
 from .process import ProcessId, is_alive
@@ -42,9 +43,10 @@ class ExperimentRecords(ResultRecords, ResourceRecords, RequestRecords):
             experiments = [
                 d["eid"]
                 for d in self._raw(self.META, "experiments").values()
-                if d["status"] == "RUNNING" and not _owner_alive(d.get("owner"))
+                if d["status"] == ExperimentStatus.RUNNING and not _owner_alive(d.get("owner"))
             ]
-            self._patch(self.META, "experiments", experiments, {"status": "INTERRUPTED", "end": now})
+            interrupted = {"status": ExperimentStatus.INTERRUPTED, "end": now}
+            self._patch(self.META, "experiments", experiments, interrupted)
             jobs: list[int] = []
             for eid in experiments:
                 for relpath in self._job_files(eid):
@@ -57,14 +59,14 @@ class ExperimentRecords(ResultRecords, ResourceRecords, RequestRecords):
                             continue
                         attempts = [dict(a) for a in doc.get("attempts", [])]
                         if attempts and attempts[-1].get("status") in LIVE_STATES:
-                            attempts[-1].update(status="INTERRUPTED", end=now)
+                            attempts[-1].update(status=JobStatus.INTERRUPTED, end=now)
                         self._put(
                             relpath,
                             "jobs",
                             doc.doc_id,
                             {
                                 **doc,
-                                "status": "INTERRUPTED",
+                                "status": JobStatus.INTERRUPTED,
                                 "end": now,
                                 "attempts": attempts,
                                 "error": "interrupted: the process running this job died",
@@ -82,7 +84,7 @@ class ExperimentRecords(ResultRecords, ResourceRecords, RequestRecords):
                 "eid": eid,
                 "user": user or getpass.getuser(),
                 "name": name,
-                "status": "RUNNING",
+                "status": ExperimentStatus.RUNNING,
                 "start": time.time(),
                 "end": None,
                 "owner": list(self.me),

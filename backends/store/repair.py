@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from ..status import ExperimentStatus
 from .files import StoreCorruptError, StoreWriteError, storage_of
 from .resources import ResourceRecords
 
@@ -47,7 +48,9 @@ class MetaRepair(ResourceRecords):
         for eid in sorted(self._eids_on_disk()):
             mirror = self._read_or_none(self._exp_file(eid), "experiment").get("1")
             if str(eid) in known and not (
-                mirror and known[str(eid)].get("status") == "RUNNING" and mirror.get("status") != "RUNNING"
+                mirror
+                and known[str(eid)].get("status") == ExperimentStatus.RUNNING
+                and mirror.get("status") != ExperimentStatus.RUNNING
             ):
                 continue
             if mirror is None:
@@ -58,7 +61,7 @@ class MetaRepair(ResourceRecords):
                     "eid": eid,
                     "user": None,
                     "name": str(config.get("name", f"experiment {eid}")),
-                    "status": "INTERRUPTED",
+                    "status": ExperimentStatus.INTERRUPTED,
                     "start": None,
                     "end": None,
                     "owner": None,
