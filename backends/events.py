@@ -53,7 +53,7 @@ class JobEvent(Event):
 
 @dataclass(frozen=True)
 class JobQueued(JobEvent):
-    config: dict
+    config: dict[str, Any]
     status: JobStatus = field(default=JobStatus.QUEUED, kw_only=True)
 
 

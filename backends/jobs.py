@@ -97,13 +97,13 @@ def parse_pasted_output(text: str) -> list[tuple[float, ...]]:
     return results
 
 
-def log_relpath(jid: int | str, attempt: int | str) -> str:
+def log_relpath(jid: int | str | None, attempt: int | str) -> str:
     """Where attempt `attempt` of job `jid` writes its combined output, relative to the working
     folder: `jobs/<jid>.<attempt>.out` (the one place this name is made)."""
     return os.path.join("jobs", f"{jid}.{attempt}.out")
 
 
-def passive_command(workingdir: str, script: str, jid: int) -> str:
+def passive_command(workingdir: str, script: str, jid: int | None) -> str:
     """The command a person runs by hand for passive job `jid`: from the working folder, the
     script (relative to it unless absolute) with the job's config as its argument."""
     script = os.path.expanduser(script)
@@ -182,7 +182,7 @@ class Job:
     """
 
     script: str
-    config: dict
+    config: dict[str, Any]
     path: str = "."
     retries: int = 3
     jid: int | None = None

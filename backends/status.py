@@ -147,7 +147,7 @@ Status = TypeVar("Status", JobStatus, ExperimentStatus)
 
 def advance(current: Status, new: Status) -> Status:
     """`new`, once checked: IllegalTransition for a move the model does not allow."""
-    if type(new) is not type(current) or not current.can_become(new):  # type: ignore[arg-type]
-        what = "job" if isinstance(current, JobStatus) else "experiment"
-        raise IllegalTransition(f"a {what} can't go from {current} to {new}")
+    if type(new) is not type(current) or not current.can_become(new):
+        what = "a job" if isinstance(current, JobStatus) else "an experiment"
+        raise IllegalTransition(f"{what} can't go from {current} to {new}")
     return new
