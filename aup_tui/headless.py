@@ -13,8 +13,9 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO, cast
 
+from aup_tui_backends.errors import JobError
 from aup_tui_backends.events import (
     Event,
     ExperimentStarted,
@@ -26,11 +27,14 @@ from aup_tui_backends.events import (
     PassiveResultWanted,
 )
 from aup_tui_backends.experiment import Experiment, ExperimentResult, summarize
-from aup_tui_backends.jobs import JobError, ResultParseError, log_relpath
+from aup_tui_backends.jobs import ResultParseError, log_relpath
 
 from .exit_codes import for_status
 from .signals import STOP_WAIT, quiet_on_hangup, signal_name, stop_signals
 from .state import FOLDED_EVENTS, ExperimentState
+
+if TYPE_CHECKING:
+    from aup_tui_backends.resources import PassiveResourceManager
 
 
 class Progress:
@@ -186,7 +190,10 @@ class PassivePrompt:
             self._answer(line)
 
     def _answer(self, text: str) -> None:
-        jid, rm = self.jid, self.exp.resource_manager
+        jid = self.jid
+        if jid is None:  # no job waits here any more
+            return
+        rm = cast("PassiveResourceManager", self.exp.resource_manager)  # the one that makes jobs wait
         self.lines = []
         try:
             if _is_fail(text):
@@ -257,15 +264,16 @@ class HeadlessFollower:
     def catch_up(self) -> None:
         """Count the jobs that ended before we subscribed, and re-ask for waiting passive jobs."""
         exp, progress = self.exp, self.progress
-        doc = exp.connector.get_experiment(exp.eid) or {}
+        eid = exp.recorded_eid
+        doc = exp.connector.get_experiment(eid) or {}
         if doc.get("start"):
             progress.start = time.monotonic() - max(0.0, time.time() - doc["start"])
-        progress.catch_up(doc or None, exp.connector.jobs(exp.eid))
-        rm = exp.resource_manager
-        for job in rm.waiting() if hasattr(rm, "waiting") else []:
+        progress.catch_up(doc or None, exp.connector.jobs(eid))
+        waiting = getattr(exp.resource_manager, "waiting", None)  # the passive manager's
+        for job in waiting() if waiting is not None else []:
             self.events.put(
                 PassiveResultWanted(
-                    eid=exp.eid,
+                    eid=eid,
                     jid=job.jid,
                     command=job.shell_command,
                     workingdir=job.path,
@@ -380,7 +388,7 @@ def run_headless(
     follower.follow(thread)
     if "error" in outcome:
         raise outcome["error"]  # type: ignore[misc]
-    result: ExperimentResult = outcome.get("result") or summarize(connector, exp.eid)  # type: ignore[assignment]
+    result: ExperimentResult = outcome.get("result") or summarize(connector, exp.recorded_eid)  # type: ignore[assignment]
     print_summary(result, config, follower.out)  # dropped if the terminal hung up
     if not thread.is_alive():  # else it gave up waiting after a signal: the thread still writes
         connector.close()

@@ -15,10 +15,11 @@ from typing import Any
 
 from .config import ExperimentConfig, validate_experiment
 from .early_stop import make_policy
+from .errors import JobError
 from .events import EventBus, ExperimentFinished, ExperimentStarted, JobQueued, Notice, StoreProblem
-from .jobs import Job, JobError
-from .proposers import get_proposer
-from .resources import get_resource_manager
+from .jobs import Job
+from .proposers import Proposer, get_proposer
+from .resources import AbstractResourceManager, get_resource_manager
 from .status import ExperimentStatus, JobStatus, advance
 from .store import TinyDBConnector
 from .store.files import StoreWriteError
@@ -32,7 +33,7 @@ class ExperimentResult:
     status: str  # an ExperimentStatus; "UNKNOWN" for an experiment the store does not have
     best_jid: int | None
     best_score: float | None
-    best_config: dict | None
+    best_config: dict[str, Any] | None
     counts: dict[str, int] = field(default_factory=dict)
     logs: str = ""
     reason: str = ""  # why it FAILED, as recorded with the experiment
@@ -43,7 +44,7 @@ class Experiment:
 
     def __init__(
         self,
-        config: ExperimentConfig | dict,
+        config: ExperimentConfig | dict[str, Any],
         auppath: str = ".aup",
         connector: TinyDBConnector | None = None,
         bus: EventBus | None = None,
@@ -63,7 +64,7 @@ class Experiment:
         self.bus = bus or EventBus()
         self.username = username or getpass.getuser()
         self.eid: int | None = None
-        self.resource_manager = None
+        self.resource_manager: AbstractResourceManager | None = None
         self.status = ExperimentStatus.PENDING  # changed only through `_become`
         self._idle = threading.Event()  # set when no job runs and none will be started
         self._mutex = threading.RLock()  # guards the dispatch state below
@@ -74,6 +75,7 @@ class Experiment:
         self._stop_status = ExperimentStatus.STOPPED
         self.started = threading.Event()
         self._store_down = False  # told the person that the store can't be written
+        self._fail_reason = ""  # why the experiment is FAILED (set by a job failing hard), recorded with it
 
     # -- control (any thread) -------------------------------------------------------------
 
@@ -98,6 +100,13 @@ class Experiment:
         """A stop was asked for. False while save_model's re-run of the best job runs after a
         finished search: the experiment still runs then, and `stop()` ends it."""
         return self._stop.is_set()
+
+    @property
+    def recorded_eid(self) -> int:
+        """The experiment's id in the store; RuntimeError before `run` recorded it."""
+        if self.eid is None:
+            raise RuntimeError("the experiment has not started: call run() first")
+        return self.eid
 
     def stop_job(self, jid: int) -> bool:
         rm = self.resource_manager
@@ -208,7 +217,7 @@ class Experiment:
         finally:
             with self._mutex:
                 self._over.set()  # the watcher ends; stop() has nothing left to kill
-        best_jid, best_score = best if best else (None, None)
+        best_jid, best_score = (int(best[0]), float(best[1])) if best else (None, None)
         why = {"reason": self._fail_reason} if status == ExperimentStatus.FAILED else {}
         try:  # finished jobs' records waiting for room are written first (see _wait_for_store)
             self.connector.end_experiment(eid, status, best_jid=best_jid, best_score=best_score, **why)
@@ -272,7 +281,7 @@ class Experiment:
         if warning:
             self._notice(warning, "warning")
 
-    def _loop(self, proposer, rm) -> ExperimentStatus:
+    def _loop(self, proposer: Proposer, rm: AbstractResourceManager) -> ExperimentStatus:
         """Dispatch until every job is done. Completions dispatch the next job right in the
         worker thread that finished (no hand-off to this thread); this thread only waits, and
         looks again now and then when every resource was busy elsewhere."""
@@ -280,7 +289,7 @@ class Experiment:
         self._retry: list[Job] = []
         self._blacklist: dict[int, set[int]] = {}
         self._all_rids = {r["rid"] for r in self.connector.resources(self.config.resource)}
-        self._fail_reason = ""  # why the experiment is FAILED (set by a job failing hard), recorded with it
+        self._fail_reason = ""
         self._finished = 0
         self._exhausted = False
         with self._mutex:
@@ -343,18 +352,19 @@ class Experiment:
                     job = self._new_job(params)
             if job is None:
                 break
-            banned = self._blacklist.get(job.jid, set())
+            jid = rm.ensure_jid(job)  # given by _new_job: this only names it as an int
+            banned = self._blacklist.get(jid, set())
             rid = rm.get_available(
                 self.username, cfg.resource, rid_blacklist=banned if banned < self._all_rids else None
             )
             if rid is None:
                 self._retry.insert(0, job)
                 break
-            self._in_flight[job.jid] = job
+            self._in_flight[jid] = job
             try:
                 rm.run_job(job, rid, cfg, self._job_done)
             except (RuntimeError, StoreWriteError):  # taken by another process meanwhile, or the
-                self._in_flight.pop(job.jid)  # disk filled up (run_job undid its part): wait, retry
+                self._in_flight.pop(jid)  # disk filled up (run_job undid its part): wait, retry
                 self._retry.insert(0, job)
                 break
         if not self._in_flight and (self._stop.is_set() or (self._exhausted and not self._retry)):
@@ -371,7 +381,8 @@ class Experiment:
     def _account(self, job: Job) -> None:
         cfg = self.config
         if job.status == JobStatus.RETRY:
-            self._blacklist.setdefault(job.jid, set()).add(job.rid)
+            if job.jid is not None and job.rid is not None:  # its next attempt runs elsewhere if it can
+                self._blacklist.setdefault(job.jid, set()).add(job.rid)
             self._retry.append(job)
         elif job.status == JobStatus.FINISHED:
             self._finished += 1
@@ -396,29 +407,30 @@ class Experiment:
         if self._rm.early_stop is not None and job.status != JobStatus.RETRY:
             self._rm.early_stop.forget(job.jid)
 
-    def _new_job(self, params: dict) -> Job:
+    def _new_job(self, params: dict[str, Any]) -> Job:
         cfg = self.config
         job = Job(cfg.script, params, path=cfg.workingdir, retries=int(cfg.job_failure.get("job_retries", 0)))
-        job.jid = self.connector.new_jid()
-        job.eid = self.eid
-        self.bus.publish(JobQueued(eid=self.eid, jid=job.jid, config=params))
+        job.jid = jid = self.connector.new_jid()
+        job.eid = eid = self.recorded_eid
+        self.bus.publish(JobQueued(eid=eid, jid=jid, config=params))
         return job
 
     def _notice(self, message: str, level: str = "info") -> None:
         if level != "info":
             try:
-                self.connector.log_error(self.eid, message)
+                self.connector.log_error(self.recorded_eid, message)
             except Exception:  # noqa: BLE001 — a store that can't be written: the person still sees it
                 pass
         self.bus.publish(Notice(message=message, eid=self.eid, level=level))
 
     def _watch_store(self) -> None:
         """Honour stop requests and passive answers written by other processes."""
-        seen: set[tuple] = set()
+        seen: set[tuple[Any, Any]] = set()
+        eid = self.recorded_eid
         while not self._over.wait(WATCH_INTERVAL):
             self._watch_writes()
             try:
-                for req in self.connector.stop_requests(self.eid):
+                for req in self.connector.stop_requests(eid):
                     key = (req["jid"], req["time"])
                     if key in seen:
                         continue
@@ -429,7 +441,7 @@ class Experiment:
                         self.stop_job(req["jid"])
                 rm = self.resource_manager
                 if hasattr(rm, "submit_result"):
-                    for answer in self.connector.take_passive_answers(self.eid):
+                    for answer in self.connector.take_passive_answers(eid):
                         self._answer_passive(rm, answer)
             except Exception as exc:  # a broken store read must not kill the watcher
                 self.bus.publish(Notice(message=f"store watcher: {exc}", eid=self.eid, level="warning"))
@@ -464,7 +476,9 @@ class Experiment:
                 with self._mutex:
                     self._dispatch()
 
-    def _answer_passive(self, rm, answer: dict) -> None:
+    def _answer_passive(self, rm: Any, answer: dict[str, Any]) -> None:
+        """Hand a passive answer another process left in the store to `rm` (a manager that takes
+        passive answers)."""
         try:
             if answer.get("failed"):
                 rm.mark_failed(answer["jid"], answer["text"])
@@ -476,7 +490,7 @@ class Experiment:
     # -- reporting ------------------------------------------------------------------------
 
     def result(self) -> ExperimentResult:
-        return summarize(self.connector, self.eid)
+        return summarize(self.connector, self.recorded_eid)
 
 
 def summarize(connector: TinyDBConnector, eid: int) -> ExperimentResult:
