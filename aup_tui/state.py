@@ -63,10 +63,11 @@ FOLDED_EVENTS: tuple[type[Event], ...] = (
 
 @dataclass
 class JobRow:
-    """One job as the dashboard shows it."""
+    """One job as the views show it."""
 
     jid: int
-    status: str = JobStatus.QUEUED  # a JobStatus; str: a record may hold a value this version does not know
+    #: a JobStatus, as the job's last event or record carries it
+    status: str = JobStatus.QUEUED
     config: dict = field(default_factory=dict)
     resource: str = ""
     score: float | None = None
@@ -111,7 +112,8 @@ class Changes:
 
 
 class ExperimentState:
-    """The experiment as the dashboard sees it; updated incrementally, O(changes) per update."""
+    """The experiment as the dashboard and the headless line see it; updated incrementally,
+    O(changes) per update."""
 
     def __init__(
         self,
