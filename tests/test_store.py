@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from pathlib import Path
 
 from aup_tui_backends.store import TinyDBConnector
 from aup_tui_backends.store.connector import JOBS_PER_SHARD, RESULTS_PER_PART
@@ -325,4 +326,83 @@ def test_end_job_returns_the_end_time_it_recorded(tmp_path):
     end = c.end_job(eid, jid, 1.0, "FINISHED", values=[1.0])
     assert isinstance(end, float) and c.get_job(jid, eid)["end"] == end
     assert c.end_job(eid, 999, 1.0, "FINISHED") is None
+    c.close()
+
+
+def test_a_finished_job_is_journaled_as_its_change_not_its_whole_record(tmp_path):
+    """end_job appends the fields it sets (a job's config can be large); another process reads the
+    whole record from the journal, and once folded stock TinyDB reads it too."""
+    c = TinyDBConnector(str(tmp_path / ".aup"))
+    eid = c.start_experiment("me", "exp", {})
+    jid = c.new_jid()
+    config = {f"p{i}": i * 0.5 for i in range(50)}
+    c.start_job(eid, jid, config, None, "cpu:0", 1)
+    c.end_job(eid, jid, 0.5, "FINISHED", values=[0.5, 2.0])
+    journal = tmp_path / ".aup" / "store" / f"e{eid}" / f"jobs-{jid // JOBS_PER_SHARD}.json.log"
+    last = json.loads(journal.read_bytes().splitlines()[-1])
+    assert last["u"]["status"] == "FINISHED" and "config" not in last["u"]
+    other = TinyDBConnector(str(tmp_path / ".aup"))  # as another process sees it
+    record = other.get_job(jid, eid)
+    assert record["config"] == config and record["status"] == "FINISHED" and record["values"] == [0.5, 2.0]
+    assert record["attempts"][-1]["status"] == "FINISHED" and record["attempts"][-1]["end"] == record["end"]
+    other.close()
+    c.close()
+    db = TinyDB(str(journal).removesuffix(".log"))
+    doc = db.table("jobs").get(doc_id=jid)
+    db.close()
+    assert doc["config"] == config and doc["score"] == 0.5
+
+
+def test_a_damaged_update_in_a_journal_is_reported_naming_the_file(tmp_path):
+    from aup_tui_backends.store import StoreCorruptError
+    from aup_tui_backends.store.files import JournaledStorage
+    from aup_tui_backends.store.schema import validate_document
+
+    path = str(tmp_path / "jobs-0.json")
+    doc = {
+        "jid": 1,
+        "eid": 1,
+        "status": "RUNNING",
+        "config": {},
+        "attempts": [],
+        "score": None,
+        "resource": None,
+    }
+    JournaledStorage(path, validate=validate_document).append([{"t": "jobs", "id": "1", "d": doc}])
+    with open(path + ".log", "ab") as f:
+        f.write(b'{"t":"jobs","id":"1","u":{"status":7}}\n')
+    try:
+        JournaledStorage(path, validate=validate_document).read()
+    except StoreCorruptError as exc:
+        assert exc.path == path + ".log" and "status" in str(exc)
+    else:
+        raise AssertionError("a damaged update was read as a record")
+
+
+def test_a_shard_whose_jobs_are_over_is_folded_while_the_run_goes_on(tmp_path):
+    """The flusher folds a job file no job of ours writes to any more, so close has little left."""
+    import time
+
+    c = TinyDBConnector(str(tmp_path / ".aup"))
+    eid = c.start_experiment("me", "exp", {})
+    jids = [c.new_jid() for _ in range(JOBS_PER_SHARD + 1)]
+    over = [j for j in jids if j // JOBS_PER_SHARD == jids[0] // JOBS_PER_SHARD]
+    running = jids[-1]  # in the next shard, still running
+    assert running // JOBS_PER_SHARD != over[0] // JOBS_PER_SHARD
+    for jid in over:
+        c.start_job(eid, jid, {}, None, "cpu:0", 1)
+        c.end_job(eid, jid, 1.0, "FINISHED", values=[1.0])
+    c.start_job(eid, running, {}, None, "cpu:0", 1)
+    store = tmp_path / ".aup" / "store" / f"e{eid}"
+    done = store / f"jobs-{over[0] // JOBS_PER_SHARD}.json"
+    live = store / f"jobs-{running // JOBS_PER_SHARD}.json.log"
+    deadline = time.monotonic() + 10
+    while Path(str(done) + ".log").stat().st_size and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert Path(str(done) + ".log").stat().st_size == 0, "the finished shard was not folded"
+    assert live.stat().st_size > 0, "a shard with a running job was folded"
+    db = TinyDB(str(done))
+    assert len(db.table("jobs")) == len(over)
+    db.close()
+    c.end_job(eid, running, 1.0, "FINISHED", values=[1.0])
     c.close()

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import threading
 import time
 
@@ -43,10 +44,12 @@ from .database import (
     log,
 )
 from .experiments import ExperimentRecords
-from .files import StoreWriteError, is_write_error, storage_of, write_all
+from .files import StoreWriteError, compact_many, is_write_error, storage_of, write_all
 from .repair import MetaRepair
 from .schema import LIVE_STATES, better
 from .summary import JobSummary
+
+_SHARD_FILE = re.compile(r"e([0-9]+)/(?:jobs|results)-([0-9]+)(?:-[0-9]+)?\.json")
 
 __all__ = [
     "COMPACT_IDLE",
@@ -114,18 +117,34 @@ class TinyDBConnector(ExperimentRecords, JobSummary, MetaRepair):
         return True
 
     def _compact_idle(self) -> None:
-        """Fold the journals nobody wrote for `COMPACT_IDLE` seconds (finished jobs' shards) in
-        the background, so that the end of a long run has only the last few left to fold."""
+        """Fold, in the background, the journals nobody wrote for `COMPACT_IDLE` seconds and
+        those of shards whose jobs are over (no job of ours runs there and new job ids land
+        beyond them), so that the end of a run has only the last few left to fold."""
         now = time.monotonic()
         with self._lock:
-            idle = [p for p, t in self._written.items() if now - t >= COMPACT_IDLE]
+            idle = [p for p, t in self._written.items() if now - t >= COMPACT_IDLE or self._shard_done(p)]
         if not idle:
             return
         with self._locked():
+            storages = []
             for relpath in idle:
-                if now - self._written.get(relpath, now) >= COMPACT_IDLE:
-                    storage_of(self._db(relpath)).compact()
+                if relpath in self._written and (
+                    now - self._written[relpath] >= COMPACT_IDLE or self._shard_done(relpath)
+                ):
+                    storages.append(storage_of(self._db(relpath)))
                     del self._written[relpath]
+            compact_many(storages)
+
+    def _shard_done(self, relpath: str) -> bool:
+        """True for a job or results file (`e<eid>/jobs-<n>.json`, `e<eid>/results-<n>-<p>.json`)
+        that no job of ours writes to any more (caller holds `_lock`)."""
+        m = _SHARD_FILE.fullmatch(relpath)
+        if m is None:
+            return False
+        eid, shard = int(m.group(1)), int(m.group(2))
+        if self._jid_pool and self._jid_pool[-1] < (shard + 1) * JOBS_PER_SHARD:
+            return False  # the next job ids still land in it
+        return not any(e == eid and j // JOBS_PER_SHARD == shard for e, j in self._live)
 
     def _flush_loop(self) -> None:
         """Until close: write what waits. Never dies: a run waits on it (`write_error`)."""
@@ -182,14 +201,8 @@ class TinyDBConnector(ExperimentRecords, JobSummary, MetaRepair):
                     storages = [
                         storage_of(self._db(relpath)) for relpath in relpaths[start : start + OPEN_DBS]
                     ]
-                    if len(storages) > 8:  # mostly waiting on the file system: fold a few at a time
-                        from concurrent.futures import ThreadPoolExecutor
-
-                        with ThreadPoolExecutor(4, thread_name_prefix="aup-store-compact") as pool:
-                            list(pool.map(lambda st: st.compact(), storages))
-                    else:
-                        for storage in storages:
-                            storage.compact()
+                    # mostly waiting on the file system: many are folded a few at a time
+                    compact_many(storages, threads=4 if len(storages) > 8 else 1)
                 self._written.clear()
                 for eid in sorted(self._summaries_due):
                     self._write_summary(eid)

@@ -15,11 +15,11 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .files import StoreCorruptError, StoreWriteError, is_write_error, open_db, storage_of, table
+from .files import StoreCorruptError, StoreWriteError, WriteLock, is_write_error, open_db, storage_of, table
 from .process import ProcessId, current_process
 from .schema import validate_document
 
@@ -63,6 +63,8 @@ class StoreDatabase:
             os.path.join(self.auppath, "store.lock"), os.O_RDWR | os.O_CREAT, 0o666
         )  # umask
         self._flock_depth = 0
+        self._write_lock = WriteLock()  # which hold of the flock is current (files.py)
+        self._holds = 0
         self._released: set[int] = set()  # rids freed by us but still marked taken on disk
         self._to_sync: list[int] = []  # journal fds (dups) to fdatasync when the lock is released
         self._dbs: dict[str, Any] = {}
@@ -71,6 +73,7 @@ class StoreDatabase:
         self._jid_pool: list[int] = []
         self._result_parts: dict[tuple[int, int], tuple[int, int]] = {}
         self._pending: list[tuple[int, int, dict]] = []  # (eid, shard, doc)
+        self._live: set[tuple[int, int]] = set()  # (eid, jid) of our jobs started and not over
         self._pids: dict[tuple[int, int], tuple[int, int]] = {}  # (eid, jid) → (attempt, pid) to record
         self._pending_lock = threading.Lock()
         self._flusher: threading.Thread | None = None
@@ -100,6 +103,7 @@ class StoreDatabase:
             db = self._dbs.pop(relpath, None)
             if db is None:
                 db = open_db(os.path.join(self.root, relpath), validate=validate_document)
+                storage_of(db).write_lock = self._write_lock
                 if "/results-" in relpath:
                     self._n_results += 1
                     if self._n_results > OPEN_DBS:
@@ -126,12 +130,15 @@ class StoreDatabase:
         try:
             if self._flock_depth == 0:
                 fcntl.flock(self._lockfd, fcntl.LOCK_EX)
+                self._holds += 1
+                self._write_lock.hold = self._holds
             self._flock_depth += 1
             try:
                 yield
             finally:
                 self._flock_depth -= 1
                 if self._flock_depth == 0:
+                    self._write_lock.hold = 0
                     fcntl.flock(self._lockfd, fcntl.LOCK_UN)
                     to_sync, self._to_sync = self._to_sync, []
         finally:
@@ -151,8 +158,12 @@ class StoreDatabase:
         """
         path = os.path.join(self.root, relpath)
         try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd = storage_of(self._db(relpath)).append(ops)
+            storage = storage_of(self._db(relpath))
+            try:
+                fd = storage.append(ops)
+            except FileNotFoundError:  # the experiment's first write: its folder is made then
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                fd = storage.append(ops)
         except StoreWriteError as exc:
             self.write_error = exc
             self._start_flusher()  # whatever write failed first (even a sync one), the flusher retries
@@ -195,13 +206,22 @@ class StoreDatabase:
     def _put(self, relpath: str, tbl: str, doc_id: int, doc: dict, sync: bool = False) -> None:
         self._write(relpath, [{"t": tbl, "id": str(doc_id), "d": doc}], sync)
 
+    def _update(
+        self, relpath: str, tbl: str, doc_id: int, fields: dict, drop: Iterable[str] = (), sync: bool = False
+    ) -> None:
+        """Set `fields` of a document (and remove the keys `drop`): a journal line of the change only."""
+        op: dict[str, Any] = {"t": tbl, "id": str(doc_id), "u": fields}
+        if drop:
+            op["r"] = list(drop)
+        self._write(relpath, [op], sync)
+
     def _patch(self, relpath: str, tbl: str, doc_ids: list[int], fields: dict, sync: bool = False) -> None:
         docs = self._raw(relpath, tbl)
         ops = []
         for doc_id in doc_ids:
             doc = docs.get(str(doc_id))
             if doc is not None:
-                ops.append({"t": tbl, "id": str(doc_id), "d": {**doc, **fields}})
+                ops.append({"t": tbl, "id": str(doc_id), "u": fields})
         if ops:
             self._write(relpath, ops, sync)
 

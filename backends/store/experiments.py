@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import socket
 import time
 from typing import Any
 
@@ -88,7 +87,7 @@ class ExperimentRecords(ResultRecords, ResourceRecords, RequestRecords):
                 "start": time.time(),
                 "end": None,
                 "owner": list(self.me),
-                "host": socket.gethostname(),
+                "host": os.uname().nodename,  # as socket.gethostname(), without importing socket
                 "best_jid": None,
                 "best_score": None,
                 **info,

@@ -6,8 +6,10 @@ JSON operation a line, appended). Readers replay the journal over the snapshot, 
 the bytes appended since their last read, so another process's writes show up cheaply. When the
 journal outgrows the snapshot it is folded into a new snapshot (compaction).
 
-Journal operations set a document's final value (put / delete / clear a table), so replaying a
-journal that a crash left behind after its compaction is harmless. A torn last line (power loss
+Journal operations set final values: put a document (`d`), update some of its fields (`u`, and
+`r` for keys it loses: a finished job's record is a few fields, not the whole document), delete
+one (`x`), clear a table; so replaying a journal that a crash left behind after its compaction is
+harmless. Stores written before updates existed read the same. A torn last line (power loss
 in the middle of an append) is ignored by readers and cut off by the next writer.
 
 A write that the file system refuses (disk full, I/O error, quota) raises `StoreWriteError` and
@@ -82,6 +84,8 @@ def _check_op(op: Any) -> dict[str, Any]:
         and isinstance(op.get("id", ""), str)
         and ("id" in op or op.get("clear"))
         and ("d" not in op or isinstance(op["d"], dict))
+        and ("u" not in op or isinstance(op["u"], dict))
+        and ("r" not in op or (isinstance(op["r"], list) and all(isinstance(k, str) for k in op["r"])))
     ):
         raise ValueError("a journal line is not an operation")
     return op
@@ -103,15 +107,35 @@ def _sig(path: str) -> tuple[int, int, int] | None:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def apply_op(data: dict[str, dict[str, Any]], op: dict[str, Any]) -> None:
-    """Apply one journal operation to TinyDB's in-memory layout {table: {id: doc}}."""
+def apply_op(data: dict[str, dict[str, Any]], op: dict[str, Any]) -> dict[str, Any] | None:
+    """Apply one journal operation to TinyDB's in-memory layout {table: {id: doc}}; returns the
+    document an update made (None for any other operation, or an update of a missing one)."""
     table = data.setdefault(op["t"], {})
     if "d" in op:
         table[op["id"]] = op["d"]
+    elif "u" in op:
+        doc = table.get(op["id"])
+        if doc is not None:  # a new document (never changed in place: readers may hold the old)
+            new = {**doc, **op["u"]}
+            for key in op.get("r", ()):
+                new.pop(key, None)
+            table[op["id"]] = new
+            return new
     elif op.get("x"):
         table.pop(op["id"], None)
     elif op.get("clear"):
         table.clear()
+
+
+class WriteLock:
+    """Which hold of the store's cross-process write lock is current (0: this process does not
+    hold it). While it is held nobody else can write, so a database checked on disk once during
+    a hold is not stat'ed again until the next one."""
+
+    __slots__ = ("hold",)
+
+    def __init__(self) -> None:
+        self.hold = 0
 
 
 class JournaledStorage(Storage):
@@ -129,11 +153,21 @@ class JournaledStorage(Storage):
         self._log_ino: int | None = None
         self._log_off = 0
         self._fd: int | None = None
+        #: the store's write lock (set by the connector), and the hold during which this file
+        #: was last checked on disk; `_torn`: the journal then ended in an incomplete line
+        self.write_lock: WriteLock | None = None
+        self._checked_hold = 0
+        self._torn = False
 
     # -- reading --------------------------------------------------------------------------
 
     def read(self) -> dict[str, Any] | None:
         with self._mutex:
+            lock = self.write_lock
+            if lock is not None and lock.hold and lock.hold == self._checked_hold and self._data is not None:
+                # checked during this hold of the write lock: only we can have written since
+                exists = self._data or self._snap is not None or self._log_ino is not None
+                return self._data if exists else None
             snap = _sig(self.path)
             try:
                 st = os.stat(self.log_path)
@@ -150,6 +184,9 @@ class JournaledStorage(Storage):
                 self._snap, self._log_ino, self._log_off = snap, log_ino, 0
             if log_size > self._log_off:
                 self._replay(log_size)
+            self._torn = log_size > self._log_off
+            if lock is not None and lock.hold:
+                self._checked_hold = lock.hold
             if snap is None and log_ino is None and not self._data:
                 return None
             return self._data
@@ -190,8 +227,14 @@ class JournaledStorage(Storage):
         except ValueError as exc:
             self._data = None  # re-read from the start next time: never half a replay
             raise StoreCorruptError(self.log_path, _what(exc)) from None
-        for op in ops:
-            apply_op(self._data, op)
+        try:
+            for op in ops:
+                new = apply_op(self._data, op)
+                if new is not None and self.validate is not None:
+                    self.validate(op["t"], op["id"], new)
+        except ValueError as exc:
+            self._data = None  # never half a replay
+            raise StoreCorruptError(self.log_path, _what(exc)) from None
         self._log_off += end
 
     # -- writing --------------------------------------------------------------------------
@@ -207,9 +250,14 @@ class JournaledStorage(Storage):
             payload = "".join(json.dumps(op, separators=(",", ":")) + "\n" for op in ops).encode()
             try:
                 fd = self._journal_fd()
-                size = os.fstat(fd).st_size
-                if size != self._log_off:  # a torn tail from a crashed writer: drop it
+                lock = self.write_lock
+                if lock is not None and lock.hold and lock.hold == self._checked_hold:
+                    torn = self._torn  # as `read` found it during this hold
+                else:
+                    torn = os.fstat(fd).st_size != self._log_off
+                if torn:  # a torn tail from a crashed writer: drop it
                     os.ftruncate(fd, self._log_off)
+                    self._torn = False
                 write_all(fd, payload)
             except OSError as exc:
                 if self._fd is not None:
@@ -243,13 +291,20 @@ class JournaledStorage(Storage):
         hold records that were fdatasync'ed already (finished jobs), and a truncate reaching the
         disk before the snapshot's data would lose them on power loss. This runs off the hot
         path (idle journals, close), so the fsyncs cost nobody a wait."""
-        with self._mutex:
-            self.read()
-            if self._log_off:
-                self._compact(sync=True)
+        compact_many([self])
 
     def _compact(self, sync: bool) -> None:
-        payload = json.dumps(self._data, separators=(",", ":")).encode()
+        tmp = self._write_snapshot(sync)
+        self._install_snapshot(tmp)
+        if sync:  # the rename itself on disk before the journal is cut
+            _fsync_dir(os.path.dirname(self.path))
+        self._cut_journal()
+
+    def _write_snapshot(self, sync: bool) -> str:
+        """The data as read so far, in a temporary file beside the snapshot (fsync'ed if `sync`)."""
+        with self._mutex:
+            data = self._data if self._data is not None else (self.read() or {})
+            payload = json.dumps(data, separators=(",", ":")).encode()
         tmp = f"{self.path}.{os.getpid()}.{threading.get_ident()}.tmp"
         try:
             with open(tmp, "wb") as f:
@@ -257,24 +312,39 @@ class JournaledStorage(Storage):
                 f.flush()
                 if sync:
                     os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-            if sync:  # the rename itself on disk before the journal is cut
-                _fsync_dir(os.path.dirname(self.path))
         except BaseException as exc:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            self._data = None
+            self._discard(tmp)
             if is_write_error(exc):
                 raise StoreWriteError(self.path, exc) from None  # type: ignore[arg-type]
             raise
-        fd = self._journal_fd()
-        os.ftruncate(fd, 0)
-        if sync:
-            os.fsync(fd)
-        self._snap = _sig(self.path)
-        self._log_ino, self._log_off = os.fstat(fd).st_ino, 0
+        return tmp
+
+    def _install_snapshot(self, tmp: str) -> None:
+        try:
+            os.replace(tmp, self.path)
+        except BaseException as exc:
+            self._discard(tmp)
+            if is_write_error(exc):
+                raise StoreWriteError(self.path, exc) from None  # type: ignore[arg-type]
+            raise
+
+    def _discard(self, tmp: str) -> None:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        with self._mutex:
+            self._data = None
+
+    def _cut_journal(self) -> None:
+        """Empty the journal now that the snapshot holds it. Not fsync'ed: should the cut not
+        reach the disk, the journal's operations (which set final values) replay harmlessly
+        over the snapshot; and the next fdatasync of an append carries the cut with it."""
+        with self._mutex:
+            fd = self._journal_fd()
+            os.ftruncate(fd, 0)
+            self._snap = _sig(self.path)
+            self._log_ino, self._log_off, self._torn = os.fstat(fd).st_ino, 0, False
 
     def _journal_fd(self) -> int:
         if self._fd is None:
@@ -316,6 +386,46 @@ class JournaledStorage(Storage):
                 os.close(self._fd)
                 self._fd = None
             self._data = None
+
+
+def compact_many(storages: list[JournaledStorage], threads: int = 1) -> None:
+    """Fold the journals of `storages` (those that hold data) into their snapshots, durably, with
+    one fsync a snapshot and one a folder: every snapshot is written and fsync'ed (in `threads`
+    threads: mostly waiting on the disk), then renamed, then each folder fsync'ed once, and
+    only then is any journal cut (caller holds the store's write lock)."""
+    due = []
+    for storage in storages:
+        with storage._mutex:
+            storage.read()
+            if storage._log_off:
+                due.append(storage)
+    if not due:
+        return
+    if threads > 1 and len(due) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(threads, thread_name_prefix="aup-store-compact") as pool:
+            futures = [pool.submit(st._write_snapshot, True) for st in due]
+        tmps = [f.result() if f.exception() is None else f.exception() for f in futures]
+    else:
+        tmps = []
+        for st in due:
+            try:
+                tmps.append(st._write_snapshot(True))
+            except BaseException as exc:  # noqa: BLE001 -- raised below, after the others are cleaned
+                tmps.append(exc)
+    failure = next((t for t in tmps if isinstance(t, BaseException)), None)
+    if failure is not None:
+        for st, tmp in zip(due, tmps):
+            if isinstance(tmp, str):
+                st._discard(tmp)
+        raise failure
+    for st, tmp in zip(due, tmps):
+        st._install_snapshot(tmp)  # type: ignore[arg-type]
+    for folder in sorted({os.path.dirname(st.path) for st in due}):
+        _fsync_dir(folder)
+    for st in due:
+        st._cut_journal()
 
 
 def _fsync_dir(path: str) -> None:

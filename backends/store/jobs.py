@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from ..status import JobStatus
 from .database import JID_BLOCK, JOBS_PER_SHARD, StoreDatabase
 from .files import StoreWriteError, storage_of
 from .schema import better
@@ -37,7 +38,7 @@ class JobRecords(StoreDatabase):
         rid: int | None,
         resource: str,
         attempt: int,
-        status: str = "RUNNING",
+        status: str = JobStatus.RUNNING,
     ) -> None:
         """Record that attempt `attempt` of job `jid` started on resource `rid`; refused
         (StoreWriteError) while earlier records wait for room."""
@@ -77,6 +78,7 @@ class JobRecords(StoreDatabase):
                     "attempts": attempts,
                 },
             )
+            self._live.add((eid, jid))
 
     def set_job_pid(self, eid: int, jid: int, attempt: int, pid: int) -> None:
         """Note the process-group leader of a local job's running attempt, so that a monitor in
@@ -111,12 +113,12 @@ class JobRecords(StoreDatabase):
         current = (doc or {}).get("attempts") or [{}]
         if (
             doc
-            and doc.get("status") == "RUNNING"
+            and doc.get("status") == JobStatus.RUNNING
             and current[-1].get("attempt") == attempt
             and current[-1].get("end") is None
             and any(doc.get(k) != v for k, v in fields.items())
         ):
-            self._write(relpath, [{"t": "jobs", "id": str(jid), "d": {**doc, **fields}}])
+            self._update(relpath, "jobs", jid, fields)
 
     def update_job(self, eid: int, jid: int, **fields: Any) -> None:
         with self._locked():
@@ -127,7 +129,7 @@ class JobRecords(StoreDatabase):
                 attempts = [dict(a) for a in doc["attempts"]]
                 attempts[-1]["status"] = fields["status"]
                 fields["attempts"] = attempts
-            self._put(self._jobs_file(eid, jid), "jobs", jid, {**doc, **fields})
+            self._update(self._jobs_file(eid, jid), "jobs", jid, fields)
 
     def end_job(
         self,
@@ -155,18 +157,21 @@ class JobRecords(StoreDatabase):
             doc = waiting[1] if waiting else self._raw(relpath, "jobs").get(str(jid))
             if doc is None:
                 return None
-            attempts = [dict(a) for a in doc.get("attempts", [])]
+            attempts = list(doc.get("attempts", []))
             if attempts:
-                attempts[-1].update(end=now, status=status, error=error, score=score)
-            new = {**doc, "attempts": attempts, "error": error}
-            new.pop("pid", None)  # the attempt's process is gone
+                attempts[-1] = {**attempts[-1], "end": now, "status": status, "error": error, "score": score}
+            fields: dict[str, Any] = {"attempts": attempts, "error": error}
             if final:
-                new.update(status=status, score=score, values=values, end=now)
+                fields.update(status=status, score=score, values=values, end=now)
+                self._live.discard((eid, jid))
+            new = {**doc, **fields}
+            new.pop("pid", None)  # the attempt's process is gone
             if self._unwritten:  # earlier records wait: this one queues behind them
                 self._unwritten[(eid, jid)] = (relpath, new)
                 return now
             try:
-                self._put(relpath, "jobs", jid, new, sync=True)
+                # the change only: the config and earlier attempts are on record already
+                self._update(relpath, "jobs", jid, fields, ("pid",) if "pid" in doc else (), sync=True)
             except StoreWriteError:
                 self._unwritten[(eid, jid)] = (relpath, new)
                 self._start_flusher()
@@ -238,7 +243,7 @@ class JobRecords(StoreDatabase):
         best: tuple[float, float | None, int] | None = None
         for j in self.jobs(eid) if jobs is None else jobs:
             if (
-                j["status"] == "FINISHED"
+                j["status"] == JobStatus.FINISHED
                 and j["score"] is not None
                 and better(j["score"], j.get("end"), j["jid"], best, maximize)
             ):

@@ -7,6 +7,7 @@ import os
 import re
 import time
 
+from ..status import JobStatus
 from .files import StoreWriteError
 from .jobs import JobRecords
 
@@ -64,7 +65,7 @@ class RequestRecords(JobRecords):
             if req["jid"] == jid or (req["jid"] is None and eid is not None and req["eid"] == eid):
                 return True
         doc = self.get_job(jid, eid)
-        return bool(doc and doc["status"] in ("STOPPED", "EARLY_STOPPED"))
+        return bool(doc and JobStatus(doc["status"]).is_stopped)
 
     def submit_passive(self, eid: int, jid: int, text: str, failed: bool = False) -> None:
         """Hand a passive job's pasted output (or a failure reason) to the process running it."""

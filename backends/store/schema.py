@@ -6,9 +6,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ..status import JobStatus
+
 #: Job states that are not over yet; the others (FINISHED, FAILED, STOPPED, EARLY_STOPPED,
 #: INTERRUPTED) are final.
-LIVE_STATES = ("RUNNING", "WAITING")
+LIVE_STATES = tuple(s for s in JobStatus if s.is_live)
 
 
 def better(
