@@ -262,12 +262,16 @@ class Job:
     def write_config(self) -> str:
         """Write the parameters to `jobs/<jid>.json` (the job's only argument); returns its path."""
         path = self.config_path
-        payload = json.dumps({**self.config, "job_id": self.jid})
+        payload = memoryview(json.dumps({**self.config, "job_id": self.jid}).encode())
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC  # no file object: on every job's path
         try:
-            f = open(path, "w")
+            fd = os.open(path, flags, 0o666)
         except FileNotFoundError:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            f = open(path, "w")
-        with f:
-            f.write(payload)
+            fd = os.open(path, flags, 0o666)
+        try:
+            while payload:
+                payload = payload[os.write(fd, payload) :]
+        finally:
+            os.close(fd)
         return path

@@ -18,12 +18,14 @@ from ..status import ExperimentStatus
 from .abstract import AbstractResourceManager, Callback
 from .local import (
     KILL_GRACE,
+    SpawnedProcess,
     _describe_exit,
     _os_error_text,
     _output_until_exit,
     _signal_group,
     _start_error,
     _wait_exited,
+    start_process,
 )
 
 logger = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ class CPUResourceManager(AbstractResourceManager):
 
     def __init__(self, connector, n_parallel: int, *args: Any, **kwargs: Any) -> None:
         super().__init__(connector, n_parallel, *args, **kwargs)
-        self._procs: dict[int, subprocess.Popen] = {}
+        self._procs: dict[int, subprocess.Popen | SpawnedProcess] = {}
         self._rerun: Job | None = None  # save_model's re-run of the best job, while it runs
         #: our environment, encoded once: copying and encoding os.environ for every job cost
         #: more than a third of the dispatch overhead
@@ -79,16 +81,7 @@ class CPUResourceManager(AbstractResourceManager):
         argv = self._argv(job, runtime)
         with log:
             try:
-                proc = subprocess.Popen(
-                    argv,
-                    cwd=job.path,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    close_fds=True,
-                )
+                proc = start_process(argv, job.path, env)
             except OSError as exc:
                 job.error = _start_error(job, argv, exc)
                 call_back_func(None, job.jid)
@@ -145,7 +138,7 @@ class CPUResourceManager(AbstractResourceManager):
         timer.daemon = True
         timer.start()
 
-    def _kill_now(self, jid: int, proc: subprocess.Popen) -> None:
+    def _kill_now(self, jid: int, proc: subprocess.Popen | SpawnedProcess) -> None:
         with self._lock:
             if self._procs.get(jid) is proc:  # not reaped yet: its group id is still its own
                 _signal_group(proc.pid, signal.SIGKILL)
