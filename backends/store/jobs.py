@@ -9,7 +9,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..status import JobStatus
-from ..status import JobStatus
 from .database import JID_BLOCK, JOBS_PER_SHARD, StoreDatabase
 from .files import StoreWriteError, storage_of
 from .schema import better
