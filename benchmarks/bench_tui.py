@@ -26,10 +26,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from aup_tui.bridge import ExperimentState, JobRow  # noqa: E402
 from aup_tui_backends.events import JobFinished, JobIntermediate, JobStarted  # noqa: E402
 
 from aup_tui.app import AupApp  # noqa: E402
+from aup_tui.state import ExperimentState, JobRow  # noqa: E402
 
 T0 = 1767258000.0
 
