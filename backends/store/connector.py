@@ -44,7 +44,7 @@ from .database import (
     log,
 )
 from .experiments import ExperimentRecords
-from .files import StoreWriteError, compact_many, is_write_error, storage_of, write_all
+from .files import StoreWriteError, compact_aside, compact_many, is_write_error, storage_of, write_all
 from .repair import MetaRepair
 from .schema import LIVE_STATES, better
 from .summary import JobSummary
@@ -125,15 +125,26 @@ class TinyDBConnector(ExperimentRecords, JobSummary, MetaRepair):
             idle = [p for p, t in self._written.items() if now - t >= COMPACT_IDLE or self._shard_done(p)]
         if not idle:
             return
-        with self._locked():
-            storages = []
-            for relpath in idle:
-                if relpath in self._written and (
+        for relpath in idle:
+            with self._lock:
+                due = relpath in self._written and (
                     now - self._written[relpath] >= COMPACT_IDLE or self._shard_done(relpath)
-                ):
-                    storages.append(storage_of(self._db(relpath)))
-                    del self._written[relpath]
-            compact_many(storages)
+                )
+                storage = storage_of(self._db(relpath)) if due else None
+            # the write lock only while copying, renaming, cutting: no job waits on the fsyncs
+            if storage is None:
+                continue
+            try:
+                folded = compact_aside(storage, self._locked)
+            finally:
+                with self._lock:
+                    held = self._dbs.get(relpath)
+                    if held is None or storage_of(held) is not storage:
+                        storage.close()  # evicted meanwhile (results): no journal fd left open
+            if folded:
+                with self._lock:
+                    if self._written.get(relpath, now) <= now:  # not written again since
+                        self._written.pop(relpath, None)
 
     def _shard_done(self, relpath: str) -> bool:
         """True for a job or results file (`e<eid>/jobs-<n>.json`, `e<eid>/results-<n>-<p>.json`)

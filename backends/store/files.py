@@ -24,6 +24,7 @@ import json
 import os
 import threading
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from tinydb import TinyDB
@@ -426,6 +427,50 @@ def compact_many(storages: list[JournaledStorage], threads: int = 1) -> None:
         _fsync_dir(folder)
     for st in due:
         st._cut_journal()
+
+
+def compact_aside(storage: JournaledStorage, locked: Callable[[], AbstractContextManager[Any]]) -> bool:
+    """Fold one journal in the background holding the store's write lock (`locked()`) only to
+    copy the data, to rename and to cut: the fsyncs run outside it, so no job's start or end
+    waits on the disk for a compaction. Returns False when the journal grew meanwhile: it is
+    kept (its operations replay harmlessly over the new snapshot) and folded later."""
+    with locked(), storage._mutex:
+        storage.read()
+        if not storage._log_off:
+            return True
+        covered = (storage._log_ino, storage._log_off)
+        tmp = storage._write_snapshot(False)
+    try:
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if is_write_error(exc):
+            raise StoreWriteError(storage.path, exc) from None
+        raise
+    with locked(), storage._mutex:
+        storage.read()
+        if (storage._log_ino, storage._log_off) != covered:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            return False
+        storage._install_snapshot(tmp)
+        storage._snap = _sig(storage.path)  # what we hold is what it holds: no reload
+    _fsync_dir(os.path.dirname(storage.path))  # the rename on disk before the journal is cut
+    with locked(), storage._mutex:
+        storage.read()
+        if (storage._log_ino, storage._log_off) != covered:
+            return False
+        storage._cut_journal()
+    return True
 
 
 def _fsync_dir(path: str) -> None:
