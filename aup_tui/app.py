@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from aup_tui_backends.status import ExperimentStatus
 from aup_tui_themes import DEFAULT_THEME, THEMES
@@ -30,6 +30,14 @@ from .signals import STOP_WAIT, quiet_on_hangup, signal_name, stop_signals
 from .sources import EngineBridge, LiveSource, StoreSource
 from .state import ExperimentState
 
+if TYPE_CHECKING:  # the engine's heavy modules load once an experiment is opened
+    from aup_tui_backends.config import ExperimentConfig
+    from aup_tui_backends.experiment import Experiment
+    from aup_tui_backends.store import TinyDBConnector
+
+    from .monitoring import Monitoring
+    from .screens.dashboard import ExperimentEnded
+
 PREFS_FILE = "tui.json"
 THEME_NAMES = tuple(t.name for t in THEMES)
 
@@ -37,7 +45,7 @@ THEME_NAMES = tuple(t.name for t in THEMES)
 # -- preferences in .aup/tui.json ---------------------------------------------------------
 
 
-def load_prefs(auppath: str | None) -> dict:
+def load_prefs(auppath: str | None) -> dict[str, Any]:
     if not auppath:
         return {}
     try:
@@ -48,7 +56,7 @@ def load_prefs(auppath: str | None) -> dict:
         return {}
 
 
-def save_prefs(auppath: str | None, prefs: dict) -> None:
+def save_prefs(auppath: str | None, prefs: dict[str, Any]) -> None:
     if not auppath or not os.path.isdir(auppath):
         return
     path = os.path.join(auppath, PREFS_FILE)
@@ -76,11 +84,11 @@ class AupApp(App[int]):
         self,
         auppath: str | None = None,
         *,
-        connector: Any = None,
-        experiment: Any = None,
+        connector: TinyDBConnector | None = None,
+        experiment: ExperimentConfig | None = None,
         watch: int | None = None,
         state: ExperimentState | None = None,
-        picker_rows: list[dict] | None = None,
+        picker_rows: list[dict[str, Any]] | None = None,
         clock: Callable[[], float] | None = None,
         theme: str | None = None,
         find: bool = True,
@@ -96,7 +104,7 @@ class AupApp(App[int]):
         self.picker_rows = picker_rows
         self.clock = clock or time.time
         self.find = find
-        self.experiment = None  # the Experiment this process runs
+        self.experiment: Experiment | None = None  # the one this process runs
         self.bridge: EngineBridge | None = None
         self.exp_thread: threading.Thread | None = None
         self.exp_outcome: dict[str, Any] = {}
@@ -104,10 +112,9 @@ class AupApp(App[int]):
         self.signalled: int | None = None  # SIGTERM/SIGHUP that closed the app
         self.watched_status: str | None = None
         self.empty_reason: tuple[bool, str, str] | None = None
-        self.initial_experiments: list[dict] = []
-        self.monitoring: Any = (
-            None  # aup_tui.monitoring.Monitoring: started by the first dashboard; tests inject one
-        )
+        self.initial_experiments: list[dict[str, Any]] = []
+        #: the GPU and node monitors: started by the first dashboard; tests inject one
+        self.monitoring: Monitoring | None = None
         for t in THEMES:
             self.register_theme(t)
         self._resolve()
@@ -173,7 +180,7 @@ class AupApp(App[int]):
         if self.signalled is not None:
             return
         self.signalled = signum
-        if self.running_experiment:
+        if self.running_experiment and self.experiment is not None:
             self.quit_choice = "stop"
             self.experiment.stop()
         self.exit(EXIT_STOPPED)
@@ -195,6 +202,7 @@ class AupApp(App[int]):
         from .screens.dashboard import DashboardScreen
 
         config = self.experiment_config
+        assert config is not None  # on_mount starts one only when given its config
         bus = EventBus()
         self.bridge = EngineBridge(bus)
         self.experiment = exp = Experiment(
@@ -249,13 +257,14 @@ class AupApp(App[int]):
         if self.monitoring is not None:
             self.monitoring.stop()  # the GPU and node monitors' threads, NVML, SSH connections
 
-    def on_experiment_ended(self, message) -> None:
+    def on_experiment_ended(self, message: ExperimentEnded) -> None:
         self.watched_status = message.status
 
     # -- app-wide actions -----------------------------------------------------------------
 
     async def action_quit(self) -> None:
-        if not self.running_experiment:
+        exp, config = self.experiment, self.experiment_config  # one runs here only from a config
+        if exp is None or config is None or not self.running_experiment:
             self.exit(self._exit_code())
             return
         from .screens.dashboard import DashboardScreen
@@ -269,14 +278,14 @@ class AupApp(App[int]):
             if choice is None:
                 return
             self.quit_choice = choice
-            if choice == "stop" and self.experiment is not None:
-                self.experiment.stop()
+            if choice == "stop":
+                exp.stop()
             self.exit(EXIT_STOPPED if choice == "stop" else EXIT_OK)
 
         from .screens.confirm import ConfirmScreen
 
         question = (
-            f"Experiment '{self.experiment_config.name}' is still running ({running} job(s) now).\n\n"
+            f"Experiment '{config.name}' is still running ({running} job(s) now).\n\n"
             "y  stop it (running jobs are killed, it ends STOPPED) and quit\n"
             "n  quit the dashboard, keep it running in this terminal with a progress line\n"
             "escape  stay here"
@@ -359,7 +368,11 @@ class AupApp(App[int]):
 
 
 def run_app(
-    auppath: str | None = None, *, connector: Any = None, experiment: Any = None, watch: int | None = None
+    auppath: str | None = None,
+    *,
+    connector: TinyDBConnector | None = None,
+    experiment: ExperimentConfig | None = None,
+    watch: int | None = None,
 ) -> int:
     """Run the TUI; returns the exit code (0 finished, 130 stopped, 1 failed)."""
     app = AupApp(auppath, connector=connector, experiment=experiment, watch=watch)
@@ -391,10 +404,11 @@ def _finish_experiment(app: AupApp) -> int:
     from .headless import print_summary
 
     exp, thread, out = app.experiment, app.exp_thread, quiet_on_hangup(sys.stderr)
+    assert exp is not None, "only for an app that ran an experiment"
     signalled = app.signalled or stop_signals.received
     if thread is not None and thread.is_alive():
         if app.quit_choice == "keep" and signalled is None:
-            out = _continue_headless(app)
+            out = _continue_headless(app, exp, thread)
         else:
             if not exp.stopping:
                 exp.stop()
@@ -426,18 +440,17 @@ def _finish_experiment(app: AupApp) -> int:
     return for_status(result.status)
 
 
-def _continue_headless(app: AupApp) -> TextIO:
-    """The person quit the dashboard but kept the experiment: a progress line until it ends.
-    Returns where the summary goes (the terminal, quiet once it hung up)."""
+def _continue_headless(app: AupApp, exp: Experiment, thread: threading.Thread) -> TextIO:
+    """The person quit the dashboard but kept the experiment (run by `thread`): a progress line
+    until it ends. Returns where the summary goes (the terminal, quiet once it hung up)."""
     from .headless import HeadlessFollower
 
-    exp = app.experiment
     follower = HeadlessFollower(exp, sys.stderr)
     follower.catch_up()
     follower.progress.message(
         f"experiment {exp.eid} '{exp.config.name}' keeps running here — Ctrl-C stops it"
     )
-    follower.follow(app.exp_thread)
+    follower.follow(thread)
     if follower.interrupted:
         app.quit_choice = "stop"
     return follower.out

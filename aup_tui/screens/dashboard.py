@@ -22,10 +22,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input
 
 from ..messages import EngineEvents, StoreSnapshot
-from ..monitoring import GPUSampled, NodesProbed, monitoring_for
+from ..monitoring import GPUSampled, Monitoring, NodesProbed, monitoring_for
 from ..sources import EngineBridge, LiveSource, StoreSource
 from ..state import Changes, ExperimentState, PassiveWant
 from ..widgets.gpu_panel import GPUPanel
@@ -80,12 +81,13 @@ class DashboardScreen(Screen):
         self.poll = poll
         self._stamp: tuple | None = None
         self._last_batch = 0.0
-        self._batch_timer = None
+        self._batch_timer: Timer | None = None
         self._dismissed_passive: set[int] = set()
         self._passive_open: int | None = None
-        self._filter_timer = None
+        self._filter_timer: Timer | None = None
         self._loaded = False
         self._keys_shown: tuple[bool, bool] | None = None
+        self.monitoring: Monitoring | None = None  # set on mount (None in demos)
 
     # -- layout ---------------------------------------------------------------------------
 
@@ -326,11 +328,14 @@ class DashboardScreen(Screen):
 
     @work(thread=True, group="requests")
     def _request_stop(self, jid: int | None) -> None:
+        source = self.source
+        if source is None:  # the keys are hidden then (check_action)
+            return
         try:
             if jid is None:
-                self.source.stop_experiment()
+                source.stop_experiment()
             else:
-                self.source.stop_job(jid)
+                source.stop_job(jid)
         except Exception as exc:
             self.app.call_from_thread(self.notify, f"could not stop: {exc}", severity="error")
 
@@ -435,6 +440,8 @@ class DashboardScreen(Screen):
                 self.query_one(ExperimentHeader).update_state()
 
         source = self.source
+        if source is None:  # _offer_passive and the key ask for one first
+            return
         self.app.push_screen(
             PassiveForm(PassiveRequest.from_event(want), source.submit, source.mark_failed), closed
         )
@@ -468,12 +475,10 @@ class DashboardScreen(Screen):
         if status is not None:
             from .node_detail import NodeDetailScreen
 
-            self.app.push_screen(
-                NodeDetailScreen(status, getattr(self, "monitoring", None), clock=self.clock)
-            )
+            self.app.push_screen(NodeDetailScreen(status, self.monitoring, clock=self.clock))
 
     def probe_nodes(self, name: str | None = None) -> None:
-        monitoring = getattr(self, "monitoring", None)
+        monitoring = self.monitoring
         if monitoring is None:
             self.notify("no node monitor is running", severity="warning")
             return
@@ -484,7 +489,7 @@ class DashboardScreen(Screen):
         self.probe_nodes(None)
 
     def on_unmount(self) -> None:
-        if getattr(self, "monitoring", None) is not None:
+        if self.monitoring is not None:
             self.monitoring.unsubscribe(self)
 
     def on_screen_resume(self) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from aup_tui_backends.status import JobStatus
 from rich.text import Text
 from textual.reactive import reactive
+from textual.timer import Timer
 from textual.widget import Widget
 
 from ..state import CONNECTING, ExperimentState
@@ -29,7 +30,7 @@ class ExperimentHeader(Widget):
         self.state = state
         self.clock = clock
         self._ticks = 0
-        self._timer = None
+        self._timer: Timer | None = None
 
     def on_mount(self) -> None:
         self._timer = self.set_interval(1.0, self._tick, pause=not self.state.is_live)

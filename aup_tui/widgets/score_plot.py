@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from rich.text import Text
 from textual.reactive import reactive
+from textual.timer import Timer
 from textual.widget import Widget
 
 from .colors import fmt_score, fmt_since, on_theme_change, theme_colors
@@ -80,7 +81,7 @@ class ScorePlot(Widget):
         self.start: float | None = None
         self.maximize = True
         self._last_draw = 0.0
-        self._pending = None
+        self._pending: Timer | None = None
 
     def on_mount(self) -> None:
         on_theme_change(self, self.refresh)
@@ -117,7 +118,9 @@ class ScorePlot(Widget):
             return list(self.scores), list(self.best), None
         start = self.start if self.start is not None else min(self.times)
         pairs = sorted(zip(self.times, self.scores))  # store reads come in job order, not end order
-        xs, scores, best = [], [], []
+        xs: list[float] = []
+        scores: list[float] = []
+        best: list[float] = []
         for t, v in pairs:
             if math.isfinite(v) and (
                 not best or not math.isfinite(best[-1]) or (v > best[-1] if self.maximize else v < best[-1])
