@@ -25,6 +25,7 @@ import posixpath
 import re
 import shlex
 from dataclasses import dataclass
+from typing import Any
 
 from .errors import ConfigError
 
@@ -138,7 +139,7 @@ class RemoteJobPaths:
         return self._file("env")
 
 
-def env_exports(env: dict | None) -> list[str]:
+def env_exports(env: dict[str, Any] | None) -> list[str]:
     """`export NAME='value'` lines; a name that is not a shell identifier, or a value that is not
     a string, number or boolean, is a ConfigError naming the key."""
     from .jobs import env_strings
@@ -154,7 +155,7 @@ def env_exports(env: dict | None) -> list[str]:
     return lines
 
 
-def env_file_text(env: dict | None) -> str:
+def env_file_text(env: dict[str, Any] | None) -> str:
     """What goes into the job's environment file on the node (see `RemoteJobPaths.env`)."""
     lines = env_exports(env)
     return "\n".join(lines) + "\n" if lines else ""
@@ -162,7 +163,7 @@ def env_file_text(env: dict | None) -> str:
 
 def job_body(
     paths: RemoteJobPaths,
-    env: dict | None = None,
+    env: dict[str, Any] | None = None,
     prescript: str | None = None,
     postscript: str | None = None,
     env_file: str | None = None,

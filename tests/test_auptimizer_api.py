@@ -534,3 +534,25 @@ def test_jobs_still_run_after_the_caller_shut_the_executor_down(workdir, store):
         rm.executor.shutdown(wait=True)
     assert scores == [1.0, 2.0]
     assert rm.finish()[1] == 2.0
+
+
+def test_a_manager_without_an_experiment_records_its_jobs_in_one_it_registers(workdir, store):
+    """Auptimizer's managers run without an experiment: their jobs go to one the manager
+    registers on its first job (shown by `aup-tui status`, ended by `finish`), never to `eNone`."""
+    rm = CPUResourceManager(store, 1)
+    done = threading.Event()
+    job = Job("job.sh", {"x": 0.25}, str(workdir))
+    rm.run_job(job, rm.get_available("me", "cpu"), {}, lambda score, jid: done.set())
+    assert done.wait(15)
+    assert rm.finish() == [job.jid, 0.25]
+    store.flush()
+    assert not os.path.exists(os.path.join(store.root, "eNone"))
+    assert rm.eid is not None and job.eid == rm.eid
+    assert store.get_job(job.jid, rm.eid)["status"] == "FINISHED"
+    exp = store.get_experiment(rm.eid)
+    assert (exp["name"], exp["status"], exp["best_jid"], exp["best_score"]) == (
+        "cpu jobs",
+        "FINISHED",
+        job.jid,
+        0.25,
+    )

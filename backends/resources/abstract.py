@@ -40,7 +40,7 @@ from ..jobs import (
     parse_result_line,
 )
 from ..remote import PRESCRIPT_FAILED, parse_prescript_failure
-from ..status import JobStatus, advance
+from ..status import ExperimentStatus, JobStatus, advance
 from ..store import TinyDBConnector
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,10 @@ class AbstractResourceManager(ABC):
 
         self.connector = connector
         self.n_parallel = max(1, int(n_parallel if n_parallel is not None else 1))
+        #: the experiment whose jobs this manager records; None until `run_job` registers one
+        #: for a manager made without it (`recorded_eid`)
         self.eid: int | None = kwargs.pop("eid", None)
+        self._own_experiment = False  # registered by this manager: `finish` records its end
         self.bus: EventBus = kwargs.pop("bus", None) or EventBus()
         self.maximize: bool = bool(kwargs.pop("maximize", True))
         early_stop = kwargs.pop("early_stop", None)
@@ -125,9 +128,10 @@ class AbstractResourceManager(ABC):
         once the job's outcome is recorded and `rid` is free again."""
         jid = self.ensure_jid(job)
         advance(JobStatus(job.status), JobStatus.RUNNING)  # a running job is refused before anything is taken
-        if self.result_labels and self.eid is not None and self._labels_saved != self.eid:
-            self.connector.save_labels(self.eid, self.result_labels)
-            self._labels_saved = self.eid
+        eid = self.recorded_eid(job)
+        if self.result_labels and self._labels_saved != eid:
+            self.connector.save_labels(eid, self.result_labels)
+            self._labels_saved = eid
         if not self.connector.take_available_resource(rid, jid):  # raising, nothing to undo
             raise RuntimeError(f"resource {rid} is no longer free")
         before = (job.rid, job.attempt, job.status, job.error, job.results, job.prescript_status)
@@ -144,7 +148,7 @@ class AbstractResourceManager(ABC):
             self._ended.discard(jid)
         try:
             name = self.resource_name(rid)
-            self.connector.start_job(self.eid, jid, job.config, rid, name, job.attempt)
+            self.connector.start_job(eid, jid, job.config, rid, name, job.attempt)
         except BaseException:  # not started (disk full): undo exactly what this call did, then say so
             job.rid, job.attempt, job.status, job.error, job.results, job.prescript_status = before
             with self._lock:
@@ -165,9 +169,31 @@ class AbstractResourceManager(ABC):
             self.interm_job_res.setdefault(jid, [])
         self.bus.publish(ResourceTaken(rid=rid, jid=jid))
         self.bus.publish(
-            JobStarted(eid=self.eid, jid=jid, rid=rid, resource=name, attempt=job.attempt, status=job.status)
+            JobStarted(eid=eid, jid=jid, rid=rid, resource=name, attempt=job.attempt, status=job.status)
         )
         self._executor().submit(self._run_and_finish, job, rid, exp_config, call_back_func, kwargs)
+
+    def recorded_eid(self, job: Job) -> int:
+        """The store experiment this manager records its jobs in: the `eid` it was made with, else
+        one it registers now, on its first job (Auptimizer's managers run without an experiment),
+        so that its jobs show in `aup-tui status` as any other experiment's; `finish` ends it."""
+        with self._lock:
+            if self.eid is None:
+                self.eid = self.connector.start_experiment(
+                    None,
+                    f"{self.rtype} jobs",
+                    {},
+                    n_samples=None,
+                    target="max" if self.maximize else "min",
+                    resource=self.rtype,
+                    workingdir=self.workingdir or job.path,
+                    script=self.script or job.script,
+                    n_parallel=self.n_parallel,
+                )
+                self._own_experiment = True
+            if job.eid is None:
+                job.eid = self.eid
+            return self.eid
 
     @abstractmethod
     def run(self, job: Job, rid: int, exp_config: Any, call_back_func: Callback, **kwargs: Any) -> None:
@@ -189,6 +215,7 @@ class AbstractResourceManager(ABC):
                     log.warning("finish_job(%s): no such job in this manager", jid)
                 return
             self._ended.add(jid)
+        eid = self.recorded_eid(job)  # registered by run_job already
         status = JobStatus(status) if status else JobStatus.FAILED if job.error else JobStatus.FINISHED
         retry = (
             status is JobStatus.FAILED and job.retryable and not self.stopping and job.attempt <= job.retries
@@ -197,7 +224,7 @@ class AbstractResourceManager(ABC):
         values = list(job.results[-1]) if job.results else None
         try:  # a record that can't be written (damaged shard, EMFILE) must not keep the resource
             end = self.connector.end_job(
-                self.eid, jid, score, status, values=values, error=job.error, final=not retry
+                eid, jid, score, status, values=values, error=job.error, final=not retry
             )
         finally:
             if job.rid is not None:
@@ -206,7 +233,7 @@ class AbstractResourceManager(ABC):
         if status is JobStatus.FINISHED:
             self.bus.publish(
                 JobFinished(
-                    eid=self.eid,
+                    eid=eid,
                     jid=jid,
                     score=score,
                     values=tuple(values or ()),
@@ -215,14 +242,12 @@ class AbstractResourceManager(ABC):
             )
         elif status.is_stopped:
             self.bus.publish(
-                JobStopped(
-                    eid=self.eid, jid=jid, reason=job.error or status.lower(), score=score, status=status
-                )
+                JobStopped(eid=eid, jid=jid, reason=job.error or status.lower(), score=score, status=status)
             )
         else:  # a job to be retried stays RUNNING on record
             self.bus.publish(
                 JobFailed(
-                    eid=self.eid,
+                    eid=eid,
                     jid=jid,
                     error=job.error or "failed",
                     score=score,
@@ -282,7 +307,23 @@ class AbstractResourceManager(ABC):
         As in Auptimizer, running jobs are waited for, not killed: to stop them first, stop
         them (`stop_job`, `suspend`, or the experiment's `stop`)."""
         self._wait_for_jobs()
-        return self.best_result(maximize)
+        best = self.best_result(maximize)
+        self.end_own_experiment(status, best)
+        return best
+
+    def end_own_experiment(self, status: str, best: list[int | float] | None) -> None:
+        """Record the end (`status`, `best` as `finish` returns it) of the experiment this manager
+        registered for itself (`recorded_eid`); nothing for an experiment it was given."""
+        with self._lock:
+            eid, own = self.eid, self._own_experiment
+            self._own_experiment = False
+        if own and eid is not None:
+            self.connector.end_experiment(
+                eid,
+                ExperimentStatus(status),
+                best_jid=int(best[0]) if best else None,
+                best_score=float(best[1]) if best else None,
+            )
 
     def _wait_for_jobs(self) -> None:
         if self._pool is not None:
@@ -325,10 +366,11 @@ class AbstractResourceManager(ABC):
             return
         if self.interm_job_res is not None:
             self.interm_job_res.setdefault(jid, []).append(values[0])
-        if self.eid is not None:  # a job run outside an experiment has no record to add to
-            self.connector.save_intermediate_result(self.eid, jid, index, list(values), job.attempt)
-        if self.bus.wants(JobIntermediate):
-            self.bus.publish(JobIntermediate(eid=self.eid, jid=jid, index=index, values=values))
+        eid = self.eid
+        if eid is not None:  # a job run outside an experiment (`run` called directly) has no record
+            self.connector.save_intermediate_result(eid, jid, index, list(values), job.attempt)
+            if self.bus.wants(JobIntermediate):
+                self.bus.publish(JobIntermediate(eid=eid, jid=jid, index=index, values=values))
         if self.early_stop is not None and self.early_stop.report(jid, values[0], job.attempt):
             why = self.early_stop.reason(jid)
             self.stop_job(
@@ -348,7 +390,8 @@ class AbstractResourceManager(ABC):
         own protocol from the log.
         """
         jid = self.ensure_jid(job)
-        publish = self.bus.wants(JobOutput) and not job.save_model_flag
+        eid = self.eid  # None: `run` called directly, outside an experiment: nothing to tell
+        publish = eid is not None and self.bus.wants(JobOutput) and not job.save_model_flag
         last = ""
         partial = False  # inside a line longer than MAX_LINE
         for chunk in chunks:
@@ -364,8 +407,8 @@ class AbstractResourceManager(ABC):
             log.flush()
             if line:
                 last = line if len(line) <= 200 else line[:200] + "…"
-            if publish:
-                self.bus.publish(JobOutput(eid=self.eid, jid=jid, line=line[:2000]))
+            if publish and eid is not None:
+                self.bus.publish(JobOutput(eid=eid, jid=jid, line=line[:2000]))
             if RESULT_PREFIX in line:
                 try:
                     values = parse_result_line(line)

@@ -26,12 +26,16 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..config import HostSpec, parse_host
 from ..errors import AupError, ConfigError
 from ..ssh import NodeError, NodeUnreachableError, is_instance_id
 from .ssh import SSHResourceManager
+
+#: a boto3 EC2 client (boto3 ships no type information)
+EC2Client = Any
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +86,7 @@ class AWSResourceManager(SSHResourceManager):
         self.address_override = kwargs.pop("address_override", None)
         self.started_instances: list[str] = []  # started by this run (stopped at finish if shutdown)
         self.instances: dict[int, str] = {}  # rid → instance id
-        self._ec2_client = None
+        self._ec2_client: EC2Client | None = None
         try:
             super().__init__(*args, **kwargs)
             if self.instances:
@@ -98,7 +102,7 @@ class AWSResourceManager(SSHResourceManager):
     # -- EC2 ------------------------------------------------------------------------------
 
     @property
-    def ec2(self):
+    def ec2(self) -> EC2Client:
         """The boto3 EC2 client (made on first use)."""
         if self._ec2_client is None:
             import boto3
@@ -121,7 +125,7 @@ class AWSResourceManager(SSHResourceManager):
             self._ec2_client = session.client("ec2", endpoint_url=self.endpoint_url, config=config)
         return self._ec2_client
 
-    def _call(self, what: str, fn, instance_id: str | None = None, **params: Any) -> Any:
+    def _call(self, what: str, fn: Callable[..., Any], instance_id: str | None = None, **params: Any) -> Any:
         """One EC2 call with its errors turned into one clear sentence each."""
         import botocore.exceptions
 
@@ -170,20 +174,20 @@ class AWSResourceManager(SSHResourceManager):
         except botocore.exceptions.BotoCoreError as exc:
             raise AWSError(f"EC2 could not {what}: {exc}") from None
 
-    def describe(self, instance_id: str) -> dict:
+    def describe(self, instance_id: str) -> dict[str, Any]:
         answer = self._call(
             "describe instance", self.ec2.describe_instances, instance_id, InstanceIds=[instance_id]
         )
         for reservation in answer.get("Reservations", []):
             for instance in reservation.get("Instances", []):
                 if instance.get("InstanceId") == instance_id:
-                    return instance
+                    return dict(instance)
         raise InstanceNotFoundError(
             f"EC2 instance {instance_id} not found in region {self.ec2.meta.region_name}: "
             "fix its id in aws_mapping of env.ini, or set resource_args.region"
         )
 
-    def _dry_run(self, what: str, fn, instance_id: str) -> None:
+    def _dry_run(self, what: str, fn: Callable[..., Any], instance_id: str) -> None:
         """Check permission for `fn` on the instance: EC2 answers DryRunOperation when allowed."""
         import botocore.exceptions
 
@@ -199,7 +203,7 @@ class AWSResourceManager(SSHResourceManager):
                 f"denied): allow ec2:{_action(what)} for these credentials in IAM"
             ) from exc
 
-    def _wait(self, waiter_name: str, instance_id: str, goal: str) -> dict:
+    def _wait(self, waiter_name: str, instance_id: str, goal: str) -> dict[str, Any]:
         import botocore.exceptions
 
         waiter = self.ec2.get_waiter(waiter_name)
@@ -229,7 +233,7 @@ class AWSResourceManager(SSHResourceManager):
             ) from None
         return self.describe(instance_id)
 
-    def ensure_running(self, instance_id: str) -> dict:
+    def ensure_running(self, instance_id: str) -> dict[str, Any]:
         """Start the instance if needed and wait until it runs; returns its description."""
         instance = self.describe(instance_id)
         state = instance.get("State", {}).get("Name")
@@ -252,7 +256,7 @@ class AWSResourceManager(SSHResourceManager):
             log.info("started EC2 instance %s", instance_id)
         return self._wait("instance_running", instance_id, "running")
 
-    def instance_address(self, instance_id: str, instance: dict) -> tuple[str, int | None]:
+    def instance_address(self, instance_id: str, instance: dict[str, Any]) -> tuple[str, int | None]:
         """(host, port or None for the mapping's port) to reach the instance over SSH."""
         override = self._override_for(instance_id)
         if override:
@@ -343,7 +347,9 @@ class AWSResourceManager(SSHResourceManager):
         for message in messages:
             self._notice(message, "warning")
 
-    def finish(self, maximize: bool = True, status: str = "FINISHED") -> list | None:
+    def finish(  # type: ignore[override]  # the CPU managers' order (maximize first), as CPUResourceManager
+        self, maximize: bool = True, status: str = "FINISHED"
+    ) -> list[int | float] | None:
         try:
             return super().finish(maximize=maximize, status=status)
         finally:

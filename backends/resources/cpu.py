@@ -152,6 +152,7 @@ class CPUResourceManager(AbstractResourceManager):
         best = self.best_result(bool(maximize))
         if self.save_model and best is not None and status == ExperimentStatus.FINISHED and not self.stopping:
             self.save_best_model(best)
+        self.end_own_experiment(status, best)
         return best
 
     def stop_all(self, reason: str = "experiment stopped") -> None:

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .. import remote
-from ..jobs import Job, JobError
+from ..errors import JobError
+from ..jobs import Job
 from ..ssh import (
     CommandTimeoutError,
     ConnectionLost,
@@ -34,9 +35,19 @@ from ..ssh import (
 from ..ssh.sftp import SFTPSessions, replace
 from .abstract import MAX_LINE
 
-__all__ = ["ASYNC_FIRST_POLL", "LAUNCH_TIMEOUT", "NodeJobRunner", "NodeJobState", "log_line"]
+__all__ = [
+    "ASYNC_FIRST_POLL",
+    "LAUNCH_TIMEOUT",
+    "JobWrapping",
+    "NodeJobRunner",
+    "NodeJobState",
+    "SFTPClient",
+    "log_line",
+]
 
 log = logging.getLogger(__name__)
+#: a paramiko SFTPClient (paramiko ships no type information)
+SFTPClient = Any
 LAUNCH_TIMEOUT = 30.0  # seconds for an async job to start
 ASYNC_FIRST_POLL = 0.05  # async polls start this soon and double up to async_reconnect
 
@@ -66,6 +77,28 @@ class NodeJobState:
     released: bool = False  # `finish` stopped waiting for it (stopped, and still not over)
 
 
+@dataclass(frozen=True)
+class JobWrapping:
+    """What wraps the job's command on the node (`remote.job_body`): variables set on its command
+    line (`AUP_JOB_ID`), the text of its environment file (`runtime_args.env`, sent over SFTP;
+    empty: no file), the prescript and the postscript."""
+
+    env: dict[str, Any]
+    env_text: str = ""
+    prescript: str | None = None
+    postscript: str | None = None
+
+    def body(self, paths: remote.RemoteJobPaths) -> str:
+        """The shell body that runs the job on the node."""
+        return remote.job_body(
+            paths,
+            env=self.env,
+            prescript=self.prescript,
+            postscript=self.postscript,
+            env_file=paths.env if self.env_text else None,
+        )
+
+
 class NodeJobRunner:
     """Running one job on a node (a base of SSHResourceManager)."""
 
@@ -84,6 +117,7 @@ class NodeJobRunner:
 
     if TYPE_CHECKING:  # the manager's methods this part calls
 
+        def ensure_jid(self, job: Job) -> int: ...
         def kill(self, job: Job) -> None: ...
         def pump_output(
             self, job: Job, chunks: Iterable[bytes], log: BinaryIO, keep: Callable[[str], bool] | None = None
@@ -96,7 +130,9 @@ class NodeJobRunner:
 
     # -- files on the node ----------------------------------------------------------------
 
-    def _sftp_client(self, pool: NodePool, name: str, state: NodeJobState | None = None) -> tuple[Any, Any]:
+    def _sftp_client(
+        self, pool: NodePool, name: str, state: NodeJobState | None = None
+    ) -> tuple[SFTPClient, threading.Lock]:
         """The node's shared SFTP client and the lock to hold while using it (noted on `state`,
         so that an error from a client another job closed meanwhile is known as such)."""
         sftp, lock = self._sftp.get(pool, name)
@@ -104,13 +140,13 @@ class NodeJobRunner:
             state.sftp = sftp
         return sftp, lock
 
-    def _remote_home(self, sftp, name: str) -> str:
+    def _remote_home(self, sftp: SFTPClient, name: str) -> str:
         home = self._homes.get(name)
         if home is None:
             home = self._homes[name] = sftp.normalize(".")
         return home
 
-    def _remote_paths(self, job: Job, state: NodeJobState, sftp) -> remote.RemoteJobPaths:
+    def _remote_paths(self, job: Job, state: NodeJobState, sftp: SFTPClient) -> remote.RemoteJobPaths:
         """Where the job's files go on the node: `workingdir` there (`~` and a relative path
         from the node's home), the script as `workingdir/<its name>` (as Auptimizer copies it)."""
         wd = state.workingdir or os.path.abspath(job.path).replace(os.sep, "/")
@@ -122,11 +158,11 @@ class NodeJobRunner:
         script = posixpath.join(wd, os.path.basename(job.script_path))
         stem = f"best_job_{job.eid}" if job.save_model_flag and job.eid is not None else None
         return remote.RemoteJobPaths(
-            workingdir=wd, script=script, jid=job.jid, attempt=job.attempt, stem=stem
+            workingdir=wd, script=script, jid=self.ensure_jid(job), attempt=job.attempt, stem=stem
         )
 
     def _prepare(
-        self, job: Job, state: NodeJobState, runtime: dict, env_text: str = ""
+        self, job: Job, state: NodeJobState, runtime: dict[str, Any], env_text: str = ""
     ) -> remote.RemoteJobPaths:
         """Folders, script, config and environment file on the node; returns where the job's files are."""
         pool, name = state.pool, state.name
@@ -153,9 +189,11 @@ class NodeJobRunner:
         state.paths = paths
         return paths
 
-    def _drop_env_file(self, state: NodeJobState, paths: remote.RemoteJobPaths, body_args: dict) -> None:
+    def _drop_env_file(
+        self, state: NodeJobState, paths: remote.RemoteJobPaths, wrapping: JobWrapping
+    ) -> None:
         """A job stopped before it started leaves no copy of its environment on the node."""
-        if not body_args.get("env_text"):
+        if not wrapping.env_text:
             return
         try:
             sftp, lock = self._sftp_client(state.pool, state.name, state)
@@ -165,7 +203,7 @@ class NodeJobRunner:
             log.debug("could not remove %s on %s", paths.env, state.name, exc_info=True)
 
     def _ensure_script(
-        self, job: Job, sftp, paths: remote.RemoteJobPaths, label: str, overwrite: bool
+        self, job: Job, sftp: SFTPClient, paths: remote.RemoteJobPaths, label: str, overwrite: bool
     ) -> None:
         local = job.script_path
         try:
@@ -205,14 +243,16 @@ class NodeJobRunner:
 
     # -- synchronous ------------------------------------------------------------------------
 
-    def _run_sync(self, job: Job, state: NodeJobState, runtime: dict, body_args: dict, logf) -> None:
+    def _run_sync(
+        self, job: Job, state: NodeJobState, runtime: dict[str, Any], wrapping: JobWrapping, logf: BinaryIO
+    ) -> None:
         pool, name = state.pool, state.name
         label = pool.label(name)
-        paths = self._prepare(job, state, runtime, body_args["env_text"])
+        paths = self._prepare(job, state, runtime, wrapping.env_text)
         if self._stopped(job):
-            self._drop_env_file(state, paths, body_args)
+            self._drop_env_file(state, paths, wrapping)
             return
-        body = _job_body(paths, body_args)
+        body = wrapping.body(paths)
         chan = state.chan = pool.open_channel(name, timeout=self.start_timeout)
         try:
             chan.set_combine_stderr(True)
@@ -286,21 +326,23 @@ class NodeJobRunner:
 
     # -- asynchronous -------------------------------------------------------------------------
 
-    def _run_async(self, job: Job, state: NodeJobState, runtime: dict, body_args: dict, logf) -> None:
+    def _run_async(
+        self, job: Job, state: NodeJobState, runtime: dict[str, Any], wrapping: JobWrapping, logf: BinaryIO
+    ) -> None:
         pool, name = state.pool, state.name
         label = pool.label(name)
         if state.pgid is None and state.paths is not None:  # a launch whose answer was lost
-            pgid = self._read_remote_int(state, state.paths.pid)
-            if pgid:  # it did start: follow it rather than run it twice
-                state.pgid, state.started = pgid, time.monotonic()
+            launched = self._read_remote_int(state, state.paths.pid)
+            if launched:  # it did start: follow it rather than run it twice
+                state.pgid, state.started = launched, time.monotonic()
         if state.pgid is None:  # not launched yet (a retry after a failed launch launches again)
-            paths = self._prepare(job, state, runtime, body_args["env_text"])
+            prepared = self._prepare(job, state, runtime, wrapping.env_text)
             if self._stopped(job):
-                self._drop_env_file(state, paths, body_args)
+                self._drop_env_file(state, prepared, wrapping)
                 return
-            body = _job_body(paths, body_args)
+            body = wrapping.body(prepared)
             try:
-                code, out, err = pool.run(name, remote.async_command(paths, body), timeout=LAUNCH_TIMEOUT)
+                _, out, err = pool.run(name, remote.async_command(prepared, body), timeout=LAUNCH_TIMEOUT)
             except CommandTimeoutError as exc:
                 raise ConnectionLost(str(exc)) from None
             pgid = next((p for p in map(remote.parse_pgid, out.splitlines()) if p is not None), None)
@@ -367,10 +409,12 @@ class NodeJobRunner:
                 self._kill_remote(job, state)
                 return
 
-    def _poll_async(self, job: Job, state: NodeJobState, logf) -> int | None:
+    def _poll_async(self, job: Job, state: NodeJobState, logf: BinaryIO) -> int | None:
         """New output since the last poll, and the exit status once the job has ended."""
         sftp, lock = self._sftp_client(state.pool, state.name, state)
         paths = state.paths
+        if paths is None:  # set by `_prepare` before the job was launched
+            raise RuntimeError(f"job {job.jid} is polled before its files were prepared on {state.name}")
         with lock:
             try:
                 with sftp.open(paths.rc, "rb") as f:
@@ -398,13 +442,7 @@ class NodeJobRunner:
         return code
 
 
-def _job_body(paths: remote.RemoteJobPaths, body_args: dict) -> str:
-    args = dict(body_args)
-    env_text = args.pop("env_text", "")
-    return remote.job_body(paths, **args, env_file=paths.env if env_text else None)
-
-
-def log_line(logf: Any, text: str) -> None:
+def log_line(logf: BinaryIO, text: str) -> None:
     """One `[aup]` line in the job's local log (a closed or full log is not the job's failure)."""
     try:
         logf.write((text + "\n").encode("utf-8"))
@@ -413,7 +451,7 @@ def log_line(logf: Any, text: str) -> None:
         pass
 
 
-def _makedirs(sftp, path: str, label: str) -> None:
+def _makedirs(sftp: SFTPClient, path: str, label: str) -> None:
     """`mkdir -p` over SFTP."""
     parts = [p for p in path.split("/") if p]
     current = "/" if path.startswith("/") else ""

@@ -39,6 +39,7 @@ class NodeModelDownload:
     if TYPE_CHECKING:  # the manager's methods this part calls
 
         def display_name(self, rid: int) -> str: ...
+        def ensure_jid(self, job: Job) -> int: ...
         def models_dir(self, job: Job) -> str: ...
         def _sftp_client(
             self, pool: NodePool, name: str, state: NodeJobState | None = None
@@ -51,7 +52,7 @@ class NodeModelDownload:
         there (every file, folders included), into `models_dir(job)` here, as Auptimizer does.
         Every SFTP request answers within start_timeout; a lost connection is retried
         `max_retries` times. Sets `job.error` (one sentence) when the models are not brought here."""
-        paths = self._model_paths.pop(job.jid, None)
+        paths = self._model_paths.pop(self.ensure_jid(job), None)
         name, label = self.names[rid], self.display_name(rid)
         local_dir = self.models_dir(job)
         if paths is None:

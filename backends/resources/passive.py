@@ -50,14 +50,15 @@ class PassiveResourceManager(AbstractResourceManager):
             job.error = str(exc)
             call_back_func(None, jid)
             return
+        eid = self.recorded_eid(job)  # the person answering needs the experiment the job is in
         answered = threading.Event()
         with self._lock:
             self._answered[jid] = answered
             job.move_to(JobStatus.WAITING)
-        self.connector.update_job(self.eid, jid, status=JobStatus.WAITING)
+        self.connector.update_job(eid, jid, status=JobStatus.WAITING)
         self.bus.publish(
             PassiveResultWanted(
-                eid=self.eid,
+                eid=eid,
                 jid=jid,
                 command=job.shell_command,
                 workingdir=job.path,
@@ -82,7 +83,7 @@ class PassiveResourceManager(AbstractResourceManager):
         for values in results:
             self.record_result(job, values)
         self._answer(job)
-        self.bus.publish(PassiveResultAccepted(eid=self.eid, jid=jid, status=JobStatus.RUNNING))
+        self.bus.publish(PassiveResultAccepted(eid=self.recorded_eid(job), jid=jid, status=JobStatus.RUNNING))
         return results[-1][0]
 
     def mark_failed(self, jid: int, reason: str = "marked failed by the user") -> None:

@@ -39,7 +39,8 @@ import os
 import random
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 from .. import remote
 from ..config import HostSpec, load_env, parse_host
@@ -57,9 +58,10 @@ from ..ssh import (
     node_key,
 )
 from ..ssh.sftp import SFTPSessions
+from ..store import TinyDBConnector
 from .abstract import Callback
 from .cpu import CPUResourceManager
-from .node_jobs import NodeJobRunner, NodeJobState, log_line
+from .node_jobs import JobWrapping, NodeJobRunner, NodeJobState, log_line
 from .node_models import NodeModelDownload
 
 log = logging.getLogger(__name__)
@@ -89,7 +91,7 @@ class SSHResourceManager(NodeJobRunner, NodeModelDownload, CPUResourceManager): 
 
     def __init__(
         self,
-        connector,
+        connector: TinyDBConnector,
         n_parallel: int,
         key: str = "node_mapping",
         auppath: str = ".aup",
@@ -124,14 +126,11 @@ class SSHResourceManager(NodeJobRunner, NodeModelDownload, CPUResourceManager): 
         self.pool: NodePool = pool or NodePool(
             known_hosts=known_hosts, accept_new_hosts=accept_new_hosts, connect_timeout=connect_timeout
         )
-        self._pool_options = dict(
-            known_hosts=self.pool.known_hosts,
-            accept_new_hosts=self.pool.accept_new_hosts,
-            connect_timeout=self.pool.connect_timeout,
-        )
         self._states: dict[int, NodeJobState] = {}
         self._sftp = SFTPSessions(self.start_timeout)  # one shared SFTP client per node
-        self._ready: set[tuple] = set()  # (name, what, path) done on this node: folders made, script checked
+        self._ready: set[tuple[str, str, str]] = (
+            set()
+        )  # (name, what, path) done on this node: folders made, script checked
         self._homes: dict[str, str] = {}
         self._rechecks: dict[str, float] = {}  # node → when it was last tried again (no monitor)
         self._rechecking: set[str] = set()
@@ -310,14 +309,22 @@ class SSHResourceManager(NodeJobRunner, NodeModelDownload, CPUResourceManager): 
 
     # -- running a job --------------------------------------------------------------------
 
+    def _job_pool(self, name: str, rid: int) -> NodePool:
+        """A pool of its own for one job (`reuse_connections` False), with the shared pool's options."""
+        return NodePool(
+            {name: self.specs[rid]},
+            known_hosts=self.pool.known_hosts,
+            accept_new_hosts=self.pool.accept_new_hosts,
+            connect_timeout=self.pool.connect_timeout,
+        )
+
     def run(self, job: Job, rid: int, exp_config: Any, call_back_func: Callback, **kwargs: Any) -> None:
+        jid = self.ensure_jid(job)
         runtime = dict(getattr(exp_config, "runtime_args", None) or {})
         runtime.update(kwargs)
         name = self.names[rid]
         label = self.display_name(rid)
-        pool = (
-            self.pool if self.reuse_connections else NodePool({name: self.specs[rid]}, **self._pool_options)
-        )
+        pool = self.pool if self.reuse_connections else self._job_pool(name, rid)
         wd = getattr(exp_config, "remote_workingdir", None)
         if wd and not self.remote_workingdir:
             self.remote_workingdir = str(wd)
@@ -325,7 +332,7 @@ class SSHResourceManager(NodeJobRunner, NodeModelDownload, CPUResourceManager): 
             wd = self.remote_workingdir
         state = NodeJobState(name=name, pool=pool, workingdir=str(wd) if wd else None)
         with self._lock:
-            self._states[job.jid] = state
+            self._states[jid] = state
         self._update_job_counts()
         local_jobs = os.path.join(job.path, "jobs")  # beside the local script (not the node's workingdir)
         try:
@@ -353,28 +360,28 @@ class SSHResourceManager(NodeJobRunner, NodeModelDownload, CPUResourceManager): 
             job.error = job.error or f"cannot write the log {job.log_path()}: {exc.strerror or exc}"
         finally:
             if job.save_model_flag and state.paths is not None:
-                self._model_paths[job.jid] = state.paths  # where collect_models finds its models
+                self._model_paths[jid] = state.paths  # where collect_models finds its models
             with self._lock:
-                self._states.pop(job.jid, None)
+                self._states.pop(jid, None)
             state.killed.set()  # nothing of it runs any more: whoever waits for its end may go on
             state.done.set()
             self._update_job_counts()
             if pool is not self.pool:
                 self._sftp.drop(pool, name)
                 pool.close()
-        call_back_func(job.results[-1][0] if job.results else None, job.jid)
+        call_back_func(job.results[-1][0] if job.results else None, jid)
 
     def _stopped(self, job: Job) -> bool:
         return job.jid in self._stop_reasons or self._closing.is_set()
 
     def _run_with_retries(
-        self, job: Job, rid: int, label: str, state: NodeJobState, runtime: dict, logf
+        self, job: Job, rid: int, label: str, state: NodeJobState, runtime: dict[str, Any], logf: BinaryIO
     ) -> None:
         try:
             job.write_config()  # the local record of the parameters
             # runtime_args.env goes to the node in a 0600 file, never on a command line (`ps`)
             env_text = remote.env_file_text(runtime.get("env"))  # a bad name or value fails here, once
-            body_args = dict(
+            wrapping = JobWrapping(
                 env={"AUP_JOB_ID": job.jid},
                 env_text=env_text,
                 prescript=runtime.get("prescript"),
@@ -387,9 +394,9 @@ class SSHResourceManager(NodeJobRunner, NodeModelDownload, CPUResourceManager): 
         while not self._stopped(job):
             try:
                 if self.async_run:
-                    self._run_async(job, state, runtime, body_args, logf)
+                    self._run_async(job, state, runtime, wrapping, logf)
                 else:
-                    self._run_sync(job, state, runtime, body_args, logf)
+                    self._run_sync(job, state, runtime, wrapping, logf)
                 return
             except ConnectionLost as exc:
                 message = str(exc)
@@ -460,7 +467,7 @@ class SSHResourceManager(NodeJobRunner, NodeModelDownload, CPUResourceManager): 
     def kill(self, job: Job) -> None:
         """Kill the job's process group on the node (TERM, then KILL), in the background."""
         with self._lock:
-            state = self._states.get(job.jid)
+            state = self._states.get(job.jid) if job.jid is not None else None
             if state is None:
                 return
             state.stop_requested.set()  # wakes a job waiting to reconnect
@@ -472,9 +479,12 @@ class SSHResourceManager(NodeJobRunner, NodeModelDownload, CPUResourceManager): 
         ).start()
 
     def _kill_remote(self, job: Job, state: NodeJobState) -> None:
+        pgid = state.pgid
         try:
-            code, out, err = state.pool.run(
-                state.name, remote.kill_command(state.pgid, self.kill_grace), timeout=self.kill_grace + 15
+            if pgid is None:  # `kill` starts this only once the job's process group is known
+                raise RuntimeError("its process group on the node is not known")
+            _, out, _ = state.pool.run(
+                state.name, remote.kill_command(pgid, self.kill_grace), timeout=self.kill_grace + 15
             )
             state.kill_result = "alive" if "alive" in out else "gone"
             if state.kill_result == "alive":
@@ -514,7 +524,9 @@ class SSHResourceManager(NodeJobRunner, NodeModelDownload, CPUResourceManager): 
                 pass
         state.pgid = None
 
-    def finish(self, maximize: bool = True, status: str = "FINISHED") -> list | None:  # type: ignore[override]
+    def finish(  # type: ignore[override]  # the CPU managers' order (maximize first), as CPUResourceManager
+        self, maximize: bool = True, status: str = "FINISHED"
+    ) -> list[int | float] | None:
         """Wait for the jobs running on nodes (as Auptimizer's SSH manager does; `stop_job`,
         `stop_all` or the experiment's `stop` end them sooner), then, with `save_model`, re-run
         the best job on a node and download its models (`collect_models`); then close the
@@ -570,7 +582,7 @@ def _node_error_text(exc: BaseException) -> str:
     return str(exc)
 
 
-def _quiet(fn) -> None:
+def _quiet(fn: Callable[[], object]) -> None:
     try:
         fn()
     except Exception:

@@ -215,7 +215,7 @@ class NodePool:
     def __enter__(self) -> NodePool:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     @staticmethod
