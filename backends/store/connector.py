@@ -127,10 +127,13 @@ class TinyDBConnector(ExperimentRecords, JobSummary, MetaRepair):
             return
         for relpath in idle:
             with self._lock:
-                due = relpath in self._written and (
-                    now - self._written[relpath] >= COMPACT_IDLE or self._shard_done(relpath)
-                )
-                storage = storage_of(self._db(relpath)) if due else None
+                idle_long = now - self._written.get(relpath, now) >= COMPACT_IDLE
+                if relpath in self._written and idle_long:
+                    storage = storage_of(self._db(relpath))
+                elif relpath in self._written and relpath in self._dbs and self._shard_done(relpath):
+                    storage = storage_of(self._dbs[relpath])  # an evicted one is not re-read for it
+                else:
+                    storage = None
             # the write lock only while copying, renaming, cutting: no job waits on the fsyncs
             if storage is None:
                 continue
