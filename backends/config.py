@@ -1,32 +1,64 @@
-"""experiment.json and .aup/env.ini: load, validate and write them in Auptimizer 2.0's formats.
+"""experiment.json: load and validate it in Auptimizer 2.0's format.
 
-Every mistake a person can make in these files becomes one :class:`ConfigError` whose message
-names the file and key and says what to do, so the CLI can print it as its only line.
+Every mistake a person can make in it becomes one :class:`ConfigError` whose message names the
+file and key and says what to do, so the CLI can print it as its only line. env.ini is
+:mod:`aup_tui_backends.env_ini`'s (its names are importable from here too, as they always were).
 """
 
 from __future__ import annotations
 
-import configparser
 import copy
 import json
-import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
-from typing import Any, TypedDict, TypeGuard
+from typing import Any, TypedDict
 
 from .early_stop import make_policy
+from .env_ini import (
+    COUNT_KEYS,
+    ENV_SECTION,
+    INIT_HINT,
+    MAPPING_KEYS,
+    EnvConfig,
+    HostSpec,
+    current_umask,
+    find_env,
+    load_env,
+    parse_host,
+    write_env,
+)
 from .errors import ConfigError
 from .proposer_catalog import RESERVED_PARAMETER_NAMES, proposer_spec
+from .values import is_int, is_number, value_kind, value_text
+
+__all__ = [
+    "COUNT_KEYS",
+    "ENV_SECTION",
+    "INIT_HINT",
+    "MAPPING_KEYS",
+    "PARAM_TYPES",
+    "REQUIRED_KEYS",
+    "AUPTIMIZER_ARGS",
+    "RESOURCE_ARG_KEYS",
+    "RESOURCE_TYPES",
+    "EnvConfig",
+    "ExperimentConfig",
+    "HostSpec",
+    "JSONObject",
+    "JobFailure",
+    "current_umask",
+    "find_env",
+    "load_env",
+    "load_experiment",
+    "parse_host",
+    "validate_experiment",
+    "write_env",
+]
 
 REQUIRED_KEYS = ("script", "resource", "name", "target", "proposer")
 RESOURCE_TYPES = ("cpu", "gpu", "node", "aws", "passive")
 PARAM_TYPES = ("float", "int", "choice")
-ENV_SECTION = "Auptimizer"
-MAPPING_KEYS = ("gpu_mapping", "node_mapping", "aws_mapping")
-COUNT_KEYS = ("n_cpu", "n_passive")  # our extra keys: how many cpu and passive resources
-INIT_HINT = "run `aup-tui init --cpu 2` first"
 
 
 #: a JSON object as experiment.json holds it (keys are strings, values any JSON)
@@ -134,7 +166,9 @@ def validate_experiment(
     ``base_dir`` anchors a relative ``workingdir`` (the current directory when None).
     """
     if not isinstance(data, dict):
-        raise ConfigError(f"{source} must hold a JSON object with the experiment's keys, not {_kind(data)}")
+        raise ConfigError(
+            f"{source} must hold a JSON object with the experiment's keys, not {value_kind(data)}"
+        )
     if _depth(data) > MAX_DEPTH:
         raise ConfigError(
             f"{source} nests values more than {MAX_DEPTH} levels deep — "
@@ -148,17 +182,17 @@ def validate_experiment(
         )
     for key in ("name", "script"):
         if not isinstance(data[key], str) or not data[key].strip() or "\0" in data[key]:
-            raise ConfigError(f"{key} in {source} must be a non-empty string, got {_show(data[key])}")
+            raise ConfigError(f"{key} in {source} must be a non-empty string, got {value_text(data[key])}")
     if data["resource"] not in RESOURCE_TYPES:
         raise ConfigError(
-            f"resource {_show(data['resource'])} in {source} is not supported "
+            f"resource {value_text(data['resource'])} in {source} is not supported "
             f"— use one of {', '.join(RESOURCE_TYPES)}"
         )
     if data["target"] not in ("min", "max"):
-        raise ConfigError(f'target {_show(data["target"])} in {source} must be "min" or "max"')
+        raise ConfigError(f'target {value_text(data["target"])} in {source} must be "min" or "max"')
     if isinstance(data["proposer"], str) and not data["proposer"].isprintable():
         raise ConfigError(
-            f"proposer {_show(data['proposer'])} in {source} is not a proposer's name "
+            f"proposer {value_text(data['proposer'])} in {source} is not a proposer's name "
             "— use one such as random or sequence"
         )
     proposer = proposer_spec(data["proposer"], source)
@@ -197,17 +231,17 @@ def validate_experiment(
 
 def _whole(data: JSONObject, key: str, source: str, minimum: int, default: int) -> int:
     value = data.get(key, default)
-    if not _is_int(value) or value < minimum:
+    if not is_int(value) or value < minimum:
         raise ConfigError(
-            f"{key} in {source} must be a whole number of at least {minimum}, got {_show(value)}"
+            f"{key} in {source} must be a whole number of at least {minimum}, got {value_text(value)}"
         )
     return value
 
 
 def _seed(data: JSONObject, source: str) -> int | None:
     seed = data.get("random_seed")
-    if seed is not None and not _is_int(seed):
-        raise ConfigError(f"random_seed in {source} must be a whole number, got {_show(seed)}")
+    if seed is not None and not is_int(seed):
+        raise ConfigError(f"random_seed in {source} must be a whole number, got {value_text(seed)}")
     return seed
 
 
@@ -216,7 +250,7 @@ def _workingdir(data: JSONObject, source: str, base_dir: str | None, local: bool
     when the first job tries to write its config there)."""
     folder = data.get("workingdir", os.getcwd())
     if not isinstance(folder, str) or not folder or "\0" in folder:
-        raise ConfigError(f"workingdir in {source} must be a folder path, got {_show(folder)}")
+        raise ConfigError(f"workingdir in {source} must be a folder path, got {value_text(folder)}")
     folder = os.path.abspath(os.path.join(base_dir or os.getcwd(), os.path.expanduser(folder)))
     if local and os.path.exists(folder) and not os.path.isdir(folder):
         raise ConfigError(
@@ -237,7 +271,9 @@ def _remote_layout(data: JSONObject, source: str, base_dir: str | None) -> tuple
     if folder is None:
         remote = os.getcwd()  # Auptimizer's default: the same path on the node as here
     elif not isinstance(folder, str) or not folder or "\0" in folder:
-        raise ConfigError(f"workingdir in {source} must be a folder path on the node, got {_show(folder)}")
+        raise ConfigError(
+            f"workingdir in {source} must be a folder path on the node, got {value_text(folder)}"
+        )
     elif folder == "~" or folder.startswith("~/"):
         remote = folder.rstrip("/") or "~"
     elif folder.startswith("~"):
@@ -284,8 +320,8 @@ _ARG_ENGINE = (
     "pool",
     "username",
 )
-# Auptimizer's own manager arguments (its Experiment passes the last four to every manager)
-_ARG_AUPTIMIZER = (
+#: Auptimizer's own manager arguments (its Experiment passes the last four to every manager)
+AUPTIMIZER_ARGS = (
     "early_stop",
     "track_intermediate_results",
     "multi_res_labels",
@@ -303,7 +339,7 @@ RESOURCE_ARG_KEYS = frozenset(
     + _ARG_WHOLE
     + _ARG_FLAGS
     + _ARG_TEXT
-    + _ARG_AUPTIMIZER
+    + AUPTIMIZER_ARGS
     + ("address_override", "remote_workingdir")
 )
 
@@ -328,15 +364,15 @@ def _resource_args(data: JSONObject, source: str) -> JSONObject:
         if (
             key in _ARG_NUMBERS
             and not (value is None and key == "async_timeout")
-            and not (_is_number(value) and value >= 0)
+            and not (is_number(value) and value >= 0)
         ):
-            raise ConfigError(f"{where} must be a number of seconds (0 or more), got {_show(value)}")
-        if key in _ARG_WHOLE and not (_is_int(value) and value >= 0):
-            raise ConfigError(f"{where} must be a whole number of at least 0, got {_show(value)}")
+            raise ConfigError(f"{where} must be a number of seconds (0 or more), got {value_text(value)}")
+        if key in _ARG_WHOLE and not (is_int(value) and value >= 0):
+            raise ConfigError(f"{where} must be a whole number of at least 0, got {value_text(value)}")
         if key in _ARG_FLAGS and not isinstance(value, bool) and value not in (0, 1):
-            raise ConfigError(f"{where} must be true or false, got {_show(value)}")
+            raise ConfigError(f"{where} must be true or false, got {value_text(value)}")
         if key in _ARG_TEXT and value is not None and (not isinstance(value, str) or "\0" in value):
-            raise ConfigError(f"{where} must be a string, got {_show(value)}")
+            raise ConfigError(f"{where} must be a string, got {value_text(value)}")
         if (
             key == "address_override"
             and value is not None
@@ -346,7 +382,7 @@ def _resource_args(data: JSONObject, source: str) -> JSONObject:
             )
         ):
             raise ConfigError(
-                f'{where} must be "host[:port]" or {{"i-…": "host[:port]"}}, got {_show(value)}'
+                f'{where} must be "host[:port]" or {{"i-…": "host[:port]"}}, got {value_text(value)}'
             )
     return args
 
@@ -362,27 +398,27 @@ def _runtime_args(data: JSONObject, source: str) -> JSONObject:
         if not isinstance(env, dict):
             raise ConfigError(
                 f"runtime_args.env in {source} must be a JSON object of variable names "
-                f'to values, like {{"OMP_NUM_THREADS": "1"}}, not {_kind(env)}'
+                f'to values, like {{"OMP_NUM_THREADS": "1"}}, not {value_kind(env)}'
             )
         for name, value in env.items():
             if not _ENV_NAME.fullmatch(name):
                 raise ConfigError(
-                    f"runtime_args.env in {source} has the variable name {_show(name)}, "
+                    f"runtime_args.env in {source} has the variable name {value_text(name)}, "
                     "which is not a valid environment variable name: use letters, digits and '_'"
                 )
             if not isinstance(value, (str, int, float)) or isinstance(value, bool) or "\0" in str(value):
                 raise ConfigError(
-                    f"runtime_args.env.{name} in {source} must be a string or a number, got {_show(value)}"
+                    f"runtime_args.env.{name} in {source} must be a string or a number, got {value_text(value)}"
                 )
     for key in ("prescript", "postscript"):
         value = args.get(key)
         if value is not None and (not isinstance(value, str) or "\0" in value):
             raise ConfigError(
-                f"runtime_args.{key} in {source} must be shell commands as a string, got {_show(value)}"
+                f"runtime_args.{key} in {source} must be shell commands as a string, got {value_text(value)}"
             )
     if not isinstance(args.get("overwrite", False), bool):
         raise ConfigError(
-            f"runtime_args.overwrite in {source} must be true or false, got {_show(args['overwrite'])}"
+            f"runtime_args.overwrite in {source} must be true or false, got {value_text(args['overwrite'])}"
         )
     return args
 
@@ -390,7 +426,7 @@ def _runtime_args(data: JSONObject, source: str) -> JSONObject:
 def _object(data: JSONObject, key: str, source: str) -> JSONObject:
     value = data.get(key, {})
     if not isinstance(value, dict):
-        raise ConfigError(f"{key} in {source} must be a JSON object {{...}}, not {_kind(value)}")
+        raise ConfigError(f"{key} in {source} must be a JSON object {{...}}, not {value_kind(value)}")
     return copy.deepcopy(value)
 
 
@@ -402,7 +438,7 @@ def _job_failure(data: JSONObject, source: str) -> JobFailure:
     ignore_fail = given.get("ignore_fail", False)
     if not isinstance(ignore_fail, bool):
         raise ConfigError(
-            f"job_failure.ignore_fail in {source} must be true or false, got {_show(ignore_fail)}"
+            f"job_failure.ignore_fail in {source} must be true or false, got {value_text(ignore_fail)}"
         )
     return {
         "ignore_fail": ignore_fail,
@@ -413,7 +449,7 @@ def _job_failure(data: JSONObject, source: str) -> JobFailure:
 def _labels(data: JSONObject, source: str) -> list[str]:
     labels = data.get("multi_res_labels", [])
     if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
-        raise ConfigError(f"multi_res_labels in {source} must be a list of names, got {_show(labels)}")
+        raise ConfigError(f"multi_res_labels in {source} must be a list of names, got {value_text(labels)}")
     return list(labels)
 
 
@@ -441,7 +477,7 @@ def _parameter(param: Any, index: int, source: str) -> JSONObject:
         raise ConfigError(f'parameter_config[{index}] in {source} needs a "name" — the key your script reads')
     if not param["name"].isprintable():
         raise ConfigError(
-            f"parameter_config[{index}] in {source} has the name {_show(param['name'])} "
+            f"parameter_config[{index}] in {source} has the name {value_text(param['name'])} "
             "— use a name without line breaks or control characters"
         )
     where = f"parameter '{param['name']}' in {source}"
@@ -452,7 +488,7 @@ def _parameter(param: Any, index: int, source: str) -> JSONObject:
         )
     kind = param.get("type", "int")
     if not isinstance(kind, str) or kind.lower() not in PARAM_TYPES:
-        raise ConfigError(f"{where} has type {_show(kind)} — use float, int or choice")
+        raise ConfigError(f"{where} has type {value_text(kind)} — use float, int or choice")
     out = copy.deepcopy(param)
     out["type"] = kind = kind.lower()
     span = out.setdefault("range", [0, 1])
@@ -460,269 +496,25 @@ def _parameter(param: Any, index: int, source: str) -> JSONObject:
         if not isinstance(span, list) or not span:
             raise ConfigError(f"{where} needs a non-empty list of values as its range")
         return out
-    if not (isinstance(span, list) and len(span) == 2 and all(_is_number(v) for v in span)):
-        raise ConfigError(f"{where} needs a range of two numbers [low, high], got {_show(span)}")
+    if not (isinstance(span, list) and len(span) == 2 and all(is_number(v) for v in span)):
+        raise ConfigError(f"{where} needs a range of two numbers [low, high], got {value_text(span)}")
     if span[0] > span[1]:
-        raise ConfigError(f"{where} has range {_show(span)} with low above high — swap them")
+        raise ConfigError(f"{where} has range {value_text(span)} with low above high — swap them")
     if kind == "int":
         if not all(float(v).is_integer() for v in span):
             raise ConfigError(
-                f"{where} is an int parameter but its range {_show(span)} "
+                f"{where} is an int parameter but its range {value_text(span)} "
                 "holds fractions — use whole numbers or type float"
             )
         out["range"] = [int(v) for v in span]
     if "interval" in out:
         step = out["interval"]
-        whole = kind != "int" or (_is_number(step) and float(step).is_integer())
-        if not _is_number(step) or step <= 0 or not whole:
+        whole = kind != "int" or (is_number(step) and float(step).is_integer())
+        if not is_number(step) or step <= 0 or not whole:
             raise ConfigError(
                 f"interval of {where} must be a positive "
-                f"{'whole number' if kind == 'int' else 'number'}, got {_show(step)}"
+                f"{'whole number' if kind == 'int' else 'number'}, got {value_text(step)}"
             )
-    if "n" in out and (not _is_int(out["n"]) or out["n"] < 2):
-        raise ConfigError(f"n of {where} must be a whole number of at least 2, got {_show(out['n'])}")
+    if "n" in out and (not is_int(out["n"]) or out["n"] < 2):
+        raise ConfigError(f"n of {where} must be a whole number of at least 2, got {value_text(out['n'])}")
     return out
-
-
-@dataclass
-class EnvConfig:
-    """The ``[Auptimizer]`` section of ``.aup/env.ini``; unknown keys ride along in ``extra``."""
-
-    path: str
-    auppath: str
-    Auptimizer_PATH: str = ""
-    SQL_ENGINE: str = "tinydb"
-    TMP_FOLDER: str = ""
-    gpu_mapping: dict[str, str] = field(default_factory=dict)
-    node_mapping: dict[str, str] = field(default_factory=dict)
-    aws_mapping: dict[str, str] = field(default_factory=dict)
-    extra: dict[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.Auptimizer_PATH = self.Auptimizer_PATH or self.auppath
-        self.TMP_FOLDER = self.TMP_FOLDER or os.path.join(tempfile.gettempdir(), "auptmp")
-
-
-def find_env(auppath: str | None = None) -> str:
-    """The .aup folder to use: the given one, else ./.aup, else ~/.aup (Auptimizer's search)."""
-    if auppath is not None:
-        folder = os.path.abspath(os.path.expanduser(auppath))
-        if not os.path.isfile(os.path.join(folder, "env.ini")):
-            raise ConfigError(f"no env.ini in {folder} — {INIT_HINT} or pass the right --aup folder")
-        return folder
-    for folder in (os.path.abspath(".aup"), os.path.join(os.path.expanduser("~"), ".aup")):
-        if os.path.isfile(os.path.join(folder, "env.ini")):
-            return folder
-    raise ConfigError(f"no .aup/env.ini found in ./.aup or ~/.aup — {INIT_HINT}")
-
-
-def load_env(auppath: str = ".aup") -> EnvConfig:
-    """Read ``<auppath>/env.ini`` as Auptimizer writes it (keys case-sensitive, mappings as JSON)."""
-    folder = os.path.abspath(os.path.expanduser(auppath))
-    path = os.path.join(folder, "env.ini")
-    parser = _parser()
-    try:
-        with open(path, encoding="utf-8") as f:
-            parser.read_file(f)
-    except FileNotFoundError:
-        raise ConfigError(f"no env.ini in {folder} — {INIT_HINT}") from None
-    except (configparser.Error, UnicodeDecodeError) as e:
-        reason = " ".join(str(e).split())
-        raise ConfigError(
-            f"{path} is not a valid env.ini ({reason}) "
-            "— fix it or recreate it with `aup-tui init --overwrite`"
-        ) from None
-    except OSError as e:
-        raise ConfigError(f"cannot read {path} ({e.strerror}) — check its permissions") from None
-    if not parser.has_section(ENV_SECTION):
-        raise ConfigError(
-            f"{path} has no [{ENV_SECTION}] section — recreate it with `aup-tui init --overwrite`"
-        )
-    values = dict(parser.items(ENV_SECTION))
-    mappings = {key: _mapping(values.pop(key, ""), key, path) for key in MAPPING_KEYS}
-    seen: dict[str, str] = {}
-    for key, mapping in mappings.items():
-        for rid in mapping:
-            if rid in seen:
-                raise ConfigError(
-                    f"resource id {rid} is in both {seen[rid]} and {key} of {path} "
-                    "— give each resource its own id"
-                )
-            seen[rid] = key
-    for key in COUNT_KEYS:
-        if key in values and not re.fullmatch(r"\s*\d+\s*", values[key]):
-            raise ConfigError(
-                f"{key} in {path} must be a whole number of at least 0, got {values[key]!r} "
-                "— fix it or set it with `aup-tui init`"
-            )
-    return EnvConfig(
-        path=path,
-        auppath=folder,
-        Auptimizer_PATH=values.pop("Auptimizer_PATH", ""),
-        SQL_ENGINE=values.pop("SQL_ENGINE", "tinydb"),
-        TMP_FOLDER=values.pop("TMP_FOLDER", ""),
-        extra=values,
-        **mappings,
-    )
-
-
-def write_env(env: EnvConfig) -> None:
-    """Write env.ini in Auptimizer's format, atomically so a crash never leaves half a file."""
-    section = {
-        "Auptimizer_PATH": env.Auptimizer_PATH,
-        "SQL_ENGINE": env.SQL_ENGINE,
-        "TMP_FOLDER": env.TMP_FOLDER,
-    }
-    for key in MAPPING_KEYS:
-        if getattr(env, key):
-            section[key] = json.dumps(getattr(env, key))
-    section.update({k: v for k, v in env.extra.items() if k not in section})
-    parser = _parser()
-    parser[ENV_SECTION] = section
-    folder = os.path.dirname(os.path.abspath(env.path))
-    os.makedirs(folder, exist_ok=True)
-    mode = os.stat(env.path).st_mode & 0o777 if os.path.exists(env.path) else 0o666 & ~current_umask()
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".env.ini.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            parser.write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, env.path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def current_umask() -> int:
-    """The process's umask, read without changing it where Linux tells it (/proc), since
-    setting it even for a moment would race with files other threads create."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-class _CaseSensitiveParser(configparser.ConfigParser):
-    """env.ini's parser: Auptimizer's keys are case-sensitive (Auptimizer_PATH)."""
-
-    def optionxform(self, optionstr: str) -> str:
-        return optionstr
-
-
-def _parser() -> configparser.ConfigParser:
-    return _CaseSensitiveParser(interpolation=None)
-
-
-# a gpu_mapping value: card indices or GPU/MIG UUIDs, comma-separated (CUDA_VISIBLE_DEVICES' forms)
-_CARD = r"(?:\d+|(?:GPU|MIG)-[A-Za-z0-9/_-]+)"
-_CARDS = re.compile(rf"{_CARD}(?:,{_CARD})*")
-_EXAMPLES = {
-    "gpu_mapping": '{"1": "0", "2": "0"}',
-    "node_mapping": '{"3": "user@host:22 ~/.ssh/id_rsa"}',
-    "aws_mapping": '{"4": "ubuntu@i-0123456789abcdef0"}',
-}
-
-
-def _mapping(text: str, key: str, path: str) -> dict[str, str]:
-    """One JSON mapping of env.ini: resource ids (whole numbers) to a GPU card or a host."""
-    if not text.strip():
-        return {}
-    example = _EXAMPLES[key]
-    try:
-        value = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as e:
-        why = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else "nested too deep"
-        raise ConfigError(f"{key} in {path} is not valid JSON ({why}) — write it like {example}") from None
-    if not isinstance(value, dict):
-        raise ConfigError(
-            f"{key} in {path} must be a JSON object mapping resource ids to resources, "
-            f"like {example}, not {_kind(value)}"
-        )
-    out: dict[str, str] = {}
-    for rid, item in value.items():
-        if not re.fullmatch(r"[0-9]{1,9}", rid) or int(rid) < 1:
-            raise ConfigError(
-                f"{key} in {path} has the resource id {rid!r} — ids are whole numbers from 1, like {example}"
-            )
-        if isinstance(item, int) and not isinstance(item, bool) and key == "gpu_mapping" and item >= 0:
-            item = str(item)
-        if not isinstance(item, str):
-            raise ConfigError(
-                f"{key} in {path} maps resource {rid} to {_show(item)} — write it like {example}"
-            )
-        if key == "gpu_mapping" and not _CARDS.fullmatch(item.strip()):
-            raise ConfigError(
-                f"gpu_mapping in {path} maps resource {rid} to {item!r}, which is not a GPU "
-                f"card number (or GPU UUID) — write it like {example}"
-            )
-        if key != "gpu_mapping":
-            try:
-                parse_host(item)
-            except ConfigError as e:
-                raise ConfigError(f"{key} in {path}, resource {rid}: {e}") from None
-        out[str(int(rid))] = item.strip() if key == "gpu_mapping" else item
-    return out
-
-
-@dataclass(frozen=True)
-class HostSpec:
-    """A machine to run jobs on: ``user@host:port`` plus an optional private-key file."""
-
-    user: str | None
-    host: str
-    port: int = 22
-    key: str | None = None
-
-    def __str__(self) -> str:
-        return f"{self.user}@{self.host}:{self.port}" if self.user else f"{self.host}:{self.port}"
-
-
-_HOST = re.compile(r"(?:(?P<user>[^@\s:]+)@)?(?P<host>[A-Za-z0-9._-]+)(?::(?P<port>\d{1,5}))?")
-
-
-def parse_host(spec: str) -> HostSpec:
-    """Parse ``user@host``, ``user@host:port`` or ``host`` (an AWS instance id counts as a host),
-    optionally followed by whitespace and a private-key path."""
-    parts = spec.split() if isinstance(spec, str) and "\0" not in spec else []
-    match = _HOST.fullmatch(parts[0]) if 1 <= len(parts) <= 2 else None
-    port = int(match["port"] or 22) if match else 0
-    if not match or not 1 <= port <= 65535:
-        raise ConfigError(
-            f"bad host {spec!r} — write it as user@host, user@host:port or host, "
-            "optionally followed by a space and a private-key file"
-        )
-    key = os.path.expanduser(parts[1]) if len(parts) == 2 else None
-    return HostSpec(user=match["user"], host=match["host"], port=port, key=key)
-
-
-def _is_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _kind(value: Any) -> str:
-    names = {
-        dict: "an object",
-        list: "a list",
-        str: "a string",
-        bool: "true/false",
-        type(None): "null",
-        int: "a number",
-        float: "a number",
-    }
-    return names.get(type(value), type(value).__name__)
-
-
-def _show(value: Any) -> str:
-    return json.dumps(value, default=str)

@@ -16,7 +16,6 @@ the bar does not rise just because weak jobs were removed.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import queue
@@ -29,6 +28,7 @@ from typing import Any, ClassVar
 
 from .errors import ConfigError
 from .optional import installed
+from .values import value_text
 
 log = logging.getLogger(__name__)
 
@@ -425,7 +425,7 @@ def make_policy(
     policy = cfg.get("aup_policy")
     if policy not in POLICY_NAMES:
         raise ConfigError(
-            f"unknown aup_policy {_show(policy)} in {where} — use median, bandit, truncation or curve_fitting"
+            f"unknown aup_policy {value_text(policy)} in {where} — use median, bandit, truncation or curve_fitting"
         )
     steps = _whole(cfg, "aup_policy_steps", where, minimum=1)
     warmup = _whole(cfg, "warmup", where, minimum=0, default=0)
@@ -459,7 +459,7 @@ def _curve_fitting(
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf:
         raise ConfigError(
             f"curve_fitting_timeout in {where} must be a number of seconds above 0 "
-            f"such as 60, got {_show(timeout)}"
+            f"such as 60, got {value_text(timeout)}"
         )
     return CurveFittingPolicy(steps, warmup, maximize, threshold, max_iters, float(timeout))
 
@@ -470,7 +470,7 @@ def _whole(cfg: dict[str, Any], key: str, where: str, minimum: int, default: int
         raise ConfigError(f"{where} needs {key} — how many results a job reports between checks")
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(
-            f"{key} in {where} must be a whole number of at least {minimum}, got {_show(value)}"
+            f"{key} in {where} must be a whole number of at least {minimum}, got {value_text(value)}"
         )
     return value
 
@@ -481,7 +481,7 @@ def _fraction(cfg: dict[str, Any], key: str, where: str, default: float, closed:
     inside = number and (0 <= value <= 1 if closed else 0 < value < 1)
     if not inside:
         raise ConfigError(
-            f"{key} in {where} must be a fraction between 0 and 1 such as {default}, got {_show(value)}"
+            f"{key} in {where} must be a fraction between 0 and 1 such as {default}, got {value_text(value)}"
         )
     return float(value)
 
@@ -492,7 +492,3 @@ def _plural(n: int, what: str) -> str:
 
 def _results(n: int) -> str:
     return _plural(n, "result")
-
-
-def _show(value: Any) -> str:
-    return json.dumps(value, default=str)

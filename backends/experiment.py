@@ -265,7 +265,7 @@ class Experiment:
         if not self.connector.resources(cfg.resource) and os.path.isfile(
             os.path.join(self.auppath, "env.ini")
         ):
-            from .config import load_env
+            from .env_ini import load_env
 
             sync_resources(load_env(self.auppath), self.connector)  # an env.ini written by hand, never synced
         require_resources(cfg.resource, self.auppath, self.connector)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .config import _CARDS, EnvConfig, parse_host, write_env
+from .env_ini import GPU_CARDS, EnvConfig, parse_host, write_env
 from .errors import ConfigError
 from .store import TinyDBConnector
 
@@ -64,7 +64,7 @@ def init_aup(
         for spec in specs or []:
             check_host_entry(spec, flag)
     for card in gpu or []:
-        if not _CARDS.fullmatch(card):
+        if not GPU_CARDS.fullmatch(card):
             raise ConfigError(
                 f"--gpu {card!r} is not a GPU card number (or GPU UUID) "
                 "— give card indices such as --gpu 0,0,1"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aup_tui_backends.config import load_env
+from aup_tui_backends.env_ini import load_env
 from aup_tui_backends.monitors.gpu import GPUMonitor, GPUSnapshot, GPUStatus
 from aup_tui_backends.monitors.nodes import NodeMonitor, NodeState, NodeStatus
 from aup_tui_backends.ssh import NodePool, env_host_specs, env_hosts, host_label

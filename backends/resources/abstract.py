@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO
 
-from ..config import _ARG_AUPTIMIZER, RESOURCE_ARG_KEYS
+from ..config import AUPTIMIZER_ARGS, RESOURCE_ARG_KEYS
 from ..errors import UnknownArgumentError
 from ..events import (
     EventBus,
@@ -53,7 +53,7 @@ ENGINE_KWARGS = frozenset(
     {"eid", "bus", "maximize", "early_stop_policy", "monitor", "pool", "username", "auppath", "key"}
 )
 #: Auptimizer's own keyword arguments (its Experiment passes the last four to every manager)
-AUPTIMIZER_KWARGS = frozenset(_ARG_AUPTIMIZER)
+AUPTIMIZER_KWARGS = frozenset(AUPTIMIZER_ARGS)
 
 
 class AbstractResourceManager(ABC):

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..config import HostSpec, parse_host
+from ..env_ini import HostSpec, parse_host
 from ..errors import AupError, ConfigError
 from ..ssh import NodeError, NodeUnreachableError, is_instance_id
 from .ssh import SSHResourceManager

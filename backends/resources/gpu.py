@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import load_env
+from ..env_ini import load_env
 from ..errors import ConfigError
 from ..store import TinyDBConnector
 from .cpu import CPUResourceManager

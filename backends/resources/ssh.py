@@ -43,7 +43,7 @@ from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from .. import remote
-from ..config import HostSpec, load_env, parse_host
+from ..env_ini import HostSpec, load_env, parse_host
 from ..errors import AupError, ConfigError
 from ..events import Notice
 from ..jobs import Job

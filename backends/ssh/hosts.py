@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from aup_tui_backends.config import EnvConfig, HostSpec, parse_host
+from aup_tui_backends.env_ini import EnvConfig, HostSpec, parse_host
 
 __all__ = [
     "INSTANCE_ID",
