@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # the engine's heavy modules load once an experiment is opene
 
     from .monitoring import Monitoring
     from .screens.dashboard import ExperimentEnded
+    from .screens.picker import PickerScreen
 
 PREFS_FILE = "tui.json"
 THEME_NAMES = tuple(t.name for t in THEMES)
@@ -194,6 +195,9 @@ class AupApp(App[int]):
             state, self.clock, source=StoreSource(self.connector, eid), connector=self.connector, poll=True
         )
         self.push_screen(screen)
+
+    def on_picker_screen_chosen(self, message: PickerScreen.Chosen) -> None:
+        self.open_experiment(message.eid)
 
     def _start_experiment(self) -> None:
         from aup_tui_backends.events import EventBus

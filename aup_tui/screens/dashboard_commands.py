@@ -18,11 +18,11 @@ if TYPE_CHECKING:
     from .dashboard import DashboardScreen
 
 
-class DashboardCommands(ScreenCommands):
+class DashboardCommands(ScreenCommands["DashboardScreen"]):
     """The dashboard's actions by name, for the experiment it shows."""
 
     def commands(self) -> Iterator[PaletteCommand]:
-        screen: DashboardScreen = self.screen  # type: ignore[assignment]
+        screen: DashboardScreen = self.owner
         if self.allows("stop_job"):
             yield PaletteCommand(
                 "Stop selected job", "ask the selected job to stop (s)", screen.action_stop_job

@@ -60,11 +60,11 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-class JobDetailCommands(ScreenCommands):
+class JobDetailCommands(ScreenCommands["JobDetailScreen"]):
     """The job detail's actions by name."""
 
     def commands(self) -> Iterator[PaletteCommand]:
-        screen: JobDetailScreen = self.screen  # type: ignore[assignment]
+        screen = self.owner
         following = screen.query_one("#detail-log", LogView).auto_scroll
         yield PaletteCommand(
             "Log: stop following" if following else "Log: follow",

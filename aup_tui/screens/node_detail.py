@@ -32,11 +32,11 @@ def fmt_time(stamp: float | None) -> str:
     return time.strftime("%H:%M:%S", time.localtime(stamp)) if stamp else "—"
 
 
-class NodeDetailCommands(ScreenCommands):
+class NodeDetailCommands(ScreenCommands["NodeDetailScreen"]):
     """The node detail's actions by name."""
 
     def commands(self) -> Iterator[PaletteCommand]:
-        screen: NodeDetailScreen = self.screen  # type: ignore[assignment]
+        screen = self.owner
         if getattr(screen.monitor, "retry", None) is not None:
             yield PaletteCommand(
                 f"Probe {screen.node} now", "probe this node now, ignoring backoff (r)", screen.action_retry

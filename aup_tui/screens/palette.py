@@ -8,9 +8,12 @@ palette was opened on, so the palette offers what applies there and then. App-wi
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar, cast
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.screen import Screen
+
+ScreenT = TypeVar("ScreenT", bound="Screen[Any]")
 
 
 class PaletteCommand(NamedTuple):
@@ -21,8 +24,17 @@ class PaletteCommand(NamedTuple):
     run: Callable[[], object]
 
 
-class ScreenCommands(Provider):
-    """Base of a screen's palette provider: `commands()` lists the commands that apply now."""
+class ScreenCommands(Provider, Generic[ScreenT]):
+    """Base of a screen's palette provider: `commands()` lists the commands that apply now.
+
+    `ScreenCommands[PickerScreen]` is the provider in `PickerScreen.COMMANDS`; `owner` is that
+    screen, typed as such (Textual types a provider's `screen` as any screen).
+    """
+
+    @property
+    def owner(self) -> ScreenT:
+        """The screen whose `COMMANDS` list this provider: the only one Textual asks it for."""
+        return cast(ScreenT, self.screen)
 
     def commands(self) -> Iterable[PaletteCommand]:
         raise NotImplementedError

@@ -15,6 +15,7 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
+from textual.widgets.data_table import ColumnKey
 
 from ..widgets.colors import fmt_score, on_theme_change, status_color, theme_colors
 from ..widgets.vim import TABLE_MOVES, vim_bindings
@@ -48,11 +49,11 @@ class ExperimentTable(DataTable):
     BINDINGS = vim_bindings(TABLE_MOVES)
 
 
-class PickerCommands(ScreenCommands):
+class PickerCommands(ScreenCommands["PickerScreen"]):
     """The picker's actions, and each experiment it lists by name."""
 
     def commands(self) -> Iterator[PaletteCommand]:
-        screen: PickerScreen = self.screen  # type: ignore[assignment]
+        screen = self.owner
         if screen.rows:
             yield PaletteCommand("Open selected experiment", "its dashboard (enter)", screen.action_open)
         if screen.connector is not None:
@@ -64,7 +65,7 @@ class PickerCommands(ScreenCommands):
             yield PaletteCommand(
                 f"Experiment {eid}: {exp.get('name', '')}",
                 f"open experiment {eid} ({exp['status'].lower()})",
-                partial(screen.app.open_experiment, eid),  # type: ignore[attr-defined]
+                partial(screen.open, eid),
             )
 
 
@@ -79,12 +80,22 @@ class PickerScreen(Screen):
     ]
 
     class Loaded(Message):
-        def __init__(self, rows: list[dict]) -> None:
+        def __init__(self, rows: list[dict[str, Any]]) -> None:
             super().__init__()
             self.rows = rows
 
+    class Chosen(Message):
+        """The person chose experiment `eid` (the app opens its dashboard)."""
+
+        def __init__(self, eid: int) -> None:
+            super().__init__()
+            self.eid = eid
+
     def __init__(
-        self, connector: Any = None, rows: list[dict] | None = None, clock: Callable[[], float] = time.time
+        self,
+        connector: Any = None,
+        rows: list[dict[str, Any]] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__()
         self.connector = connector
@@ -112,7 +123,7 @@ class PickerScreen(Screen):
     def on_resize(self) -> None:
         table = self.query_one(DataTable)
         fixed = sum(w + 2 for k, _, w in COLUMNS if k != "name")
-        col = table.columns.get("name")  # type: ignore[call-overload]
+        col = table.columns.get(ColumnKey("name"))
         width = max(8, table.scrollable_content_region.width - fixed - 3)
         if col is not None and col.width != width:
             col.width = width
@@ -134,7 +145,7 @@ class PickerScreen(Screen):
         self.query_one(DataTable).loading = False
         self._show(message.rows)
 
-    def _show(self, rows: list[dict]) -> None:
+    def _show(self, rows: list[dict[str, Any]]) -> None:
         table = self.query_one(DataTable)
         table.clear()
         c = theme_colors(self.app)
@@ -164,12 +175,17 @@ class PickerScreen(Screen):
         if self.rows is not None:
             self._show(self.rows)
 
+    def open(self, eid: int) -> None:
+        """Open experiment `eid`: the app, which owns the screens, shows its dashboard."""
+        self.post_message(self.Chosen(eid))
+
     def action_open(self) -> None:
         table = self.query_one(DataTable)
         if not table.row_count:
             return
         key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
-        self.app.open_experiment(int(key.value))
+        if key.value is not None:  # every row is keyed by its eid
+            self.open(int(key.value))
 
     @on(DataTable.RowSelected)
     def _selected(self, event: DataTable.RowSelected) -> None:

@@ -168,7 +168,7 @@ def gpu_row(gpu: GPUStatus, cols: Mapping[str, int], colors: Mapping[str, str], 
             text.append(sparkline(gpu.history, w), style=colors.get("primary", "cyan"))
         elif key == "temp":
             t = gpu.temperature
-            color = (
+            hot: str | None = (
                 muted
                 if t is None
                 else colors.get("status-failed")
@@ -177,7 +177,7 @@ def gpu_row(gpu: GPUStatus, cols: Mapping[str, int], colors: Mapping[str, str], 
                 if t >= 75
                 else None
             )
-            text.append(f"{'?' if t is None else f'{t:.0f}':>{w - 2}}°C", style=color or "")
+            text.append(f"{'?' if t is None else f'{t:.0f}':>{w - 2}}°C", style=hot or "")
         elif key == "power":
             d, lim = gpu.power_draw, gpu.power_limit
             label = "?" if d is None else f"{d:.0f}/{lim:.0f}W" if lim else f"{d:.0f}W"

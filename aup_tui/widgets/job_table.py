@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
+from typing import Any, Literal
 
 from aup_tui_backends.ssh.hosts import short_node_name
 from aup_tui_backends.status import JobStatus
 from rich.text import Text
 from textual.binding import Binding
+from textual.coordinate import Coordinate
 from textual.message import Message
 from textual.widgets import DataTable
+from textual.widgets.data_table import ColumnKey, RowKey
 
 from ..state import ExperimentState, JobRow
 from .colors import fmt_duration, fmt_score, on_theme_change, status_color, theme_colors
@@ -35,7 +38,7 @@ COLUMNS = (
 )
 SORTABLE = tuple(key for key, _, _ in COLUMNS)
 
-STATUS_LABELS = {JobStatus.EARLY_STOPPED: "early stop", JobStatus.INTERRUPTED: "interrupted"}
+STATUS_LABELS: dict[str, str] = {JobStatus.EARLY_STOPPED: "early stop", JobStatus.INTERRUPTED: "interrupted"}
 
 #: Status filter values, in the order `f` cycles through them.
 STATUS_FILTERS = (
@@ -48,7 +51,7 @@ STATUS_FILTERS = (
 )
 
 
-def format_params(config: dict) -> str:
+def format_params(config: dict[str, Any]) -> str:
     parts = []
     for k, v in config.items():
         if k == "job_id":
@@ -95,7 +98,7 @@ class JobTable(DataTable):
         self.sort_reverse = False
         self.filter_text = ""
         self.filter_status: str | None = None
-        self._shown: dict[int, tuple] = {}  # jid -> the cell values the table shows
+        self._shown: dict[int, tuple[str, ...]] = {}  # jid -> the cell values the table shows
         self._colors: dict[str, str] = {}
 
     # -- set-up ---------------------------------------------------------------------------
@@ -111,7 +114,7 @@ class JobTable(DataTable):
         # the params column takes the width the other columns leave
         fixed = sum(w + 2 for k, _, w in COLUMNS if k != "params")
         width = max(12, self.scrollable_content_region.width - fixed - 3)
-        col = self.columns.get("params")  # type: ignore[call-overload]
+        col = self.columns.get(ColumnKey("params"))
         if col is not None and col.width != width:
             col.width = width
             self._require_update_dimensions = True
@@ -119,7 +122,7 @@ class JobTable(DataTable):
 
     # -- rendering rows -------------------------------------------------------------------
 
-    def _cells(self, row: JobRow, now: float) -> tuple:
+    def _cells(self, row: JobRow, now: float) -> tuple[Text | str, ...]:
         c = self._colors
         status = Text(STATUS_LABELS.get(row.status, row.status.lower()), style=status_color(c, row.status))
         score = Text(
@@ -216,15 +219,13 @@ class JobTable(DataTable):
     # line a row), so we write the cell and evict only the changed rows from the render caches
     # (which hold just rows drawn so far): a batch costs O(changed cells + cache size) at 100
     # rows and at 10,000 alike. Falls back to update_cell if DataTable's internals change.
-    _dirty_rows: set | None = None
+    _dirty_rows: set[RowKey] | None = None
 
-    def _set_cell(self, row_key: str, column_key: str, value) -> None:
+    def _set_cell(self, row_key: str, column_key: str, value: Text | str) -> None:
         data = getattr(self, "_data", None)
         if data is None or any(getattr(self, name, None) is None for name in _RENDER_CACHES):
             self.update_cell(row_key, column_key, value)
             return
-        from textual.widgets._data_table import ColumnKey, RowKey
-
         key = RowKey(row_key)
         data[key][ColumnKey(column_key)] = value
         if self._dirty_rows is None:
@@ -237,13 +238,17 @@ class JobTable(DataTable):
             return
         self._dirty_rows = None
         try:
-            for cache in (self._row_render_cache, self._cell_render_cache):  # keys start with the row key
-                for key in [k for k in cache.keys() if k[0] in dirty]:
-                    cache.discard(key)
+            # the row and cell caches' keys start with the row key
+            rows = self._row_render_cache
+            for row_key in [k for k in rows.keys() if k[0] in dirty]:
+                rows.discard(row_key)
+            cells = self._cell_render_cache
+            for cell_key in [k for k in cells.keys() if k[0] in dirty]:
+                cells.discard(cell_key)
             indices = {self._row_locations.get(k) for k in dirty}
-            cache = self._row_renderable_cache  # keys: (update count, row index)
-            for key in [k for k in cache.keys() if k[1] in indices]:
-                cache.discard(key)
+            renderables = self._row_renderable_cache  # keys: (update count, row index)
+            for index_key in [k for k in renderables.keys() if k[1] in indices]:
+                renderables.discard(index_key)
             self._line_cache.clear()
         except Exception:  # DataTable changed under us: the safe, slower way
             self._update_count += 1
@@ -277,7 +282,7 @@ class JobTable(DataTable):
             return None
         return int(key.value) if key.value is not None else None
 
-    def _sort_key(self, jid_cell: Text) -> tuple:
+    def _sort_key(self, jid_cell: Text) -> tuple[Any, ...]:
         jid = int(jid_cell.plain)
         row = self.state.jobs[jid]
         col = self.sort_column
@@ -318,7 +323,7 @@ class JobTable(DataTable):
 
     def _update_labels(self) -> None:
         for key, label, _ in COLUMNS:
-            col = self.columns.get(key)  # type: ignore[call-overload]
+            col = self.columns.get(ColumnKey(key))
             if col is None:
                 continue
             arrow = (
@@ -341,22 +346,23 @@ class JobTable(DataTable):
         i = STATUS_FILTERS.index(self.filter_status) if self.filter_status in STATUS_FILTERS else 0
         self.set_filter(self.filter_text, STATUS_FILTERS[(i + 1) % len(STATUS_FILTERS)])
 
-    def set_filter(self, text: str | None = None, status: str | None | bool = False) -> None:
+    def set_filter(self, text: str | None = None, status: str | None | Literal[False] = False) -> None:
         """Filter by free text (words all present) and/or status; `status=False` keeps it."""
         if text is not None:
             self.filter_text = text.strip()
         if status is not False:
-            self.filter_status = status  # type: ignore[assignment]
+            self.filter_status = status
         self.rebuild()
 
     @property
     def shown_jids(self) -> list[int]:
         """Job ids in display order (tests, scripts)."""
-        return [int(self.coordinate_to_cell_key((i, 0))[0].value) for i in range(self.row_count)]
+        keys = (self.coordinate_to_cell_key(Coordinate(i, 0))[0].value for i in range(self.row_count))
+        return [int(key) for key in keys if key is not None]  # every row is keyed by its job id
 
 
 _RENDER_CACHES = ("_row_render_cache", "_cell_render_cache", "_row_renderable_cache", "_line_cache")
 
 
-def _plain(value) -> str:
+def _plain(value: Text | str) -> str:
     return value.plain if isinstance(value, Text) else str(value)

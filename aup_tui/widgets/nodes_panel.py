@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 
 from aup_tui_backends.monitors.nodes import NodeState, NodeStatus
 from aup_tui_backends.ssh.hosts import short_node_name
+from rich.console import JustifyMethod
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -200,7 +201,7 @@ class NodesPanel(Widget):
         self.clock = clock
         self.set_reactive(NodesPanel.statuses, dict(statuses) if statuses is not None else None)
         self._columns: dict[str, int] = {}
-        self._cells: dict[str, dict[str, object]] = {}
+        self._cells: dict[str, dict[str, Text | str]] = {}
 
     def compose(self) -> ComposeResult:
         table: DataTable = DataTable(
@@ -286,7 +287,7 @@ class NodesPanel(Widget):
         self._columns = columns
         for key, width in columns.items():
             label = COLUMNS[key][0]
-            justify = "right" if key in ("rtt", "load", "mem", "jobs", "since") else "left"
+            justify: JustifyMethod = "right" if key in ("rtt", "load", "mem", "jobs", "since") else "left"
             table.add_column(Text(label, justify=justify), width=width, key=key)
         now = self.clock()
         colors = theme_colors(self.app)

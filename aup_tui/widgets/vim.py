@@ -6,7 +6,7 @@ its own actions for the moves it supports. They stay out of the footer (the help
 
 from __future__ import annotations
 
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 
 #: (key, move, description) of each vim key.
 VIM_KEYS = (("j", "down", "Down"), ("k", "up", "Up"), ("g", "top", "Top"), ("G", "bottom", "Bottom"))
@@ -15,7 +15,7 @@ VIM_KEYS = (("j", "down", "Down"), ("k", "up", "Up"), ("g", "top", "Top"), ("G",
 TABLE_MOVES = {"down": "cursor_down", "up": "cursor_up", "top": "scroll_top", "bottom": "scroll_bottom"}
 
 
-def vim_bindings(moves: dict[str, str], what: str = "") -> list[Binding]:
+def vim_bindings(moves: dict[str, str], what: str = "") -> list[BindingType]:
     """Hidden bindings of the vim keys to `moves` (move → action; moves left out stay unbound).
 
     `what` names what moves, for the help screen: "Log" gives "Log top", "Log bottom".
