@@ -126,6 +126,7 @@ def apply_op(data: dict[str, dict[str, Any]], op: dict[str, Any]) -> dict[str, A
         table.pop(op["id"], None)
     elif op.get("clear"):
         table.clear()
+    return None
 
 
 class WriteLock:
