@@ -432,7 +432,7 @@ def _finish_experiment(app: AupApp) -> int:
     if exp.eid is None:
         return EXIT_ERROR
     result = app.exp_outcome.get("result") or summarize(exp.connector, exp.eid)
-    print_summary(result, app.experiment_config, out)
+    print_summary(result, exp.config, out)
     exp.connector.close()
     if (
         result.status == ExperimentStatus.STOPPED

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TextIO, cast
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from aup_tui_backends.errors import JobError
 from aup_tui_backends.events import (
@@ -34,7 +34,9 @@ from .signals import STOP_WAIT, quiet_on_hangup, signal_name, stop_signals
 from .state import FOLDED_EVENTS, ExperimentState
 
 if TYPE_CHECKING:
+    from aup_tui_backends.config import ExperimentConfig
     from aup_tui_backends.resources import PassiveResourceManager
+    from aup_tui_backends.store import TinyDBConnector
 
 
 class Progress:
@@ -73,7 +75,7 @@ class Progress:
             retrying = ", retrying" if event.will_retry else ""
             self.message(f"job {event.jid} failed{retrying}: {event.error}")
 
-    def catch_up(self, exp: dict | None, jobs: list[dict]) -> None:
+    def catch_up(self, exp: dict[str, Any] | None, jobs: list[dict[str, Any]]) -> None:
         """Fold what the store says (an experiment that ran a while before we followed it)."""
         with self._lock:
             self.state.merge_store(exp, jobs)
@@ -131,7 +133,16 @@ class _Signalled:
     signum: int
 
 
-def _read_stdin(events: queue.SimpleQueue, stream: TextIO) -> None:
+@dataclass(frozen=True)
+class _Wake:
+    """A no-op that wakes the follower's queue: the experiment's thread is ending."""
+
+
+#: what the follower's main thread acts on, from the engine, stdin, signals and the run's thread
+_Item = Event | _Line | _Signalled | _Wake
+
+
+def _read_stdin(events: queue.SimpleQueue[_Item], stream: TextIO) -> None:
     try:
         for line in stream:
             events.put(_Line(line.rstrip("\n")))
@@ -241,7 +252,7 @@ class HeadlessFollower:
         self.stdin = stdin
         self.progress = Progress(0, exp.config.maximize, self.out)
         self.prompt = PassivePrompt(exp, self.progress)
-        self.events: queue.SimpleQueue = queue.SimpleQueue()  # what the main thread must act on
+        self.events: queue.SimpleQueue[_Item] = queue.SimpleQueue()  # what the main thread must act on
         self.interrupted = False
         self.signalled: int | None = None  # SIGTERM/SIGHUP that stopped the experiment
         self._deadline: float | None = None  # after a signal: stop waiting for the jobs then
@@ -303,7 +314,7 @@ class HeadlessFollower:
                 except KeyboardInterrupt:
                     self.stop()
                     continue
-                if event is _WAKE:
+                if isinstance(event, _Wake):
                     thread.join()
                     continue
                 if isinstance(event, _Signalled):
@@ -324,7 +335,7 @@ class HeadlessFollower:
 
     def wake(self) -> None:
         """Make `follow` notice at once that the experiment's thread is ending (call from it)."""
-        self.events.put(_WAKE)
+        self.events.put(_Wake())
 
     def stop(self, why: str = "stopping: killing running jobs…") -> None:
         self.interrupted = True
@@ -338,7 +349,7 @@ class HeadlessFollower:
         self._deadline = time.monotonic() + STOP_WAIT
         self.stop(f"{signal_name(signum)}: stopping the experiment, killing running jobs…")
 
-    def _handle(self, event) -> None:
+    def _handle(self, event: Event | _Line) -> None:
         prompt, progress, config = self.prompt, self.progress, self.exp.config
         if isinstance(event, ExperimentStarted):
             progress.total = event.n_samples
@@ -367,41 +378,46 @@ class HeadlessFollower:
 
 
 def run_headless(
-    config, auppath: str, connector, out: TextIO | None = None, stdin: TextIO | None = None
+    config: ExperimentConfig,
+    auppath: str,
+    connector: TinyDBConnector,
+    out: TextIO | None = None,
+    stdin: TextIO | None = None,
 ) -> int:
     """Run `config` to the end on the terminal; returns the exit status."""
     out = out or sys.stderr
     exp = Experiment(config, auppath=auppath, connector=connector)
     follower = HeadlessFollower(exp, out, stdin)
-    outcome: dict[str, object] = {}
+    ran: list[ExperimentResult] = []
+    raised: list[BaseException] = []  # re-raised in the main thread
 
     def work() -> None:
         try:
-            outcome["result"] = exp.run()
-        except BaseException as exc:  # re-raised in the main thread
-            outcome["error"] = exc
+            ran.append(exp.run())
+        except BaseException as exc:
+            raised.append(exc)
         finally:
             follower.wake()
 
     thread = threading.Thread(target=work, name="aup-experiment", daemon=True)
     thread.start()
     follower.follow(thread)
-    if "error" in outcome:
-        raise outcome["error"]  # type: ignore[misc]
-    result: ExperimentResult = outcome.get("result") or summarize(connector, exp.recorded_eid)  # type: ignore[assignment]
+    if raised:
+        raise raised[0]
+    # no result: it gave up waiting after a signal; the store has what the run recorded
+    result = ran[0] if ran else summarize(connector, exp.recorded_eid)
     print_summary(result, config, follower.out)  # dropped if the terminal hung up
     if not thread.is_alive():  # else it gave up waiting after a signal: the thread still writes
         connector.close()
     return for_status(result.status, follower.interrupted)
 
 
-_WAKE = object()  # a no-op item that wakes the follower's queue
 #: what the progress line folds: the dashboard's events but intermediate results, which the
 #: line does not show (unsubscribed, the engine skips building them)
 _FOLDED = tuple(kind for kind in FOLDED_EVENTS if kind is not JobIntermediate)
 
 
-def print_summary(result: ExperimentResult, config, out: TextIO) -> None:
+def print_summary(result: ExperimentResult, config: ExperimentConfig, out: TextIO) -> None:
     import json
 
     counts = ", ".join(f"{n} {s.lower()}" for s, n in sorted(result.counts.items())) or "no jobs"

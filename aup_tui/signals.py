@@ -17,9 +17,12 @@ from __future__ import annotations
 import signal
 import threading
 from collections.abc import Callable
-from typing import TextIO, cast
+from types import FrameType
+from typing import Any, TextIO, cast
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+#: what `signal.signal` returns: a Python handler, SIG_DFL/SIG_IGN, or None for one not set from Python
+SignalHandler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 STOP_WAIT = 20.0  # seconds a signalled run waits for its jobs to be killed and recorded (inside
 #                   the usual 30 s a scheduler or `docker stop` gives before SIGKILL)
 
@@ -31,7 +34,7 @@ class StopSignals:
     def __init__(self) -> None:
         self.received: int | None = None  # the first stop signal, once one came
         self._target: Callable[[int], None] | None = None
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, SignalHandler] = {}
 
     @property
     def installed(self) -> bool:
@@ -48,7 +51,8 @@ class StopSignals:
     def restore(self) -> None:
         """Give the signals back to whatever handled them before `install`."""
         for sig, previous in self._previous.items():
-            signal.signal(sig, previous)  # type: ignore[arg-type]
+            # a handler not set from Python can't be put back: the default is the nearest
+            signal.signal(sig, signal.SIG_DFL if previous is None else previous)
         self._previous.clear()
         self._target = None
 
