@@ -12,9 +12,6 @@ from __future__ import annotations
 
 from textual.theme import Theme
 
-#: Job and experiment states, in the order the UI lists them.
-STATES = ("RUNNING", "WAITING", "FINISHED", "FAILED", "STOPPED", "EARLY_STOPPED", "INTERRUPTED", "QUEUED")
-
 
 def _status(
     running: str,
@@ -156,6 +153,5 @@ __all__ = [
     "THEMES",
     "DEFAULT_THEME",
     "FALLBACK",
-    "STATES",
     "status_variable",
 ]
