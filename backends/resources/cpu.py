@@ -18,7 +18,6 @@ from ..status import ExperimentStatus
 from .abstract import AbstractResourceManager, Callback
 from .local import (
     KILL_GRACE,
-    SpawnedProcess,
     _describe_exit,
     _os_error_text,
     _output_until_exit,
@@ -40,7 +39,7 @@ class CPUResourceManager(AbstractResourceManager):
 
     def __init__(self, connector, n_parallel: int, *args: Any, **kwargs: Any) -> None:
         super().__init__(connector, n_parallel, *args, **kwargs)
-        self._procs: dict[int, subprocess.Popen | SpawnedProcess] = {}
+        self._procs: dict[int, subprocess.Popen] = {}
         self._rerun: Job | None = None  # save_model's re-run of the best job, while it runs
         #: our environment, encoded once: copying and encoding os.environ for every job cost
         #: more than a third of the dispatch overhead
@@ -138,7 +137,7 @@ class CPUResourceManager(AbstractResourceManager):
         timer.daemon = True
         timer.start()
 
-    def _kill_now(self, jid: int, proc: subprocess.Popen | SpawnedProcess) -> None:
+    def _kill_now(self, jid: int, proc: subprocess.Popen) -> None:
         with self._lock:
             if self._procs.get(jid) is proc:  # not reaped yet: its group id is still its own
                 _signal_group(proc.pid, signal.SIGKILL)

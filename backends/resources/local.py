@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import Any
 
 from ..jobs import Job
 from .abstract import MAX_LINE
@@ -27,78 +27,12 @@ KILL_GRACE = 0.5  # seconds between SIGTERM and SIGKILL to the job's process gro
 DRAIN_LIMIT = 2.0  # seconds to read what a job's leftover children keep writing after it exited
 
 
-class SpawnedProcess:
-    """The part of `subprocess.Popen` the CPU manager uses (pid, stdout, wait), for a job started
-    with `posix_spawn`: a third of Popen's cost in the parent, on every job's critical path."""
+def start_process(argv: list[str], cwd: str, env: dict[bytes, bytes]) -> subprocess.Popen:
+    """Start a job's process in a session of its own, stdin from /dev/null, stdout and stderr into
+    one pipe; OSError when it cannot start.
 
-    def __init__(self, pid: int, stdout: BinaryIO) -> None:
-        self.pid = pid
-        self.stdout: BinaryIO | None = stdout
-        self.returncode: int | None = None
-        self._reap = threading.Lock()
-
-    def wait(self) -> int:
-        """Reap the process (once); its exit code as Popen gives it (-N: killed by signal N)."""
-        with self._reap:
-            if self.returncode is None:
-                try:
-                    _, status = os.waitpid(self.pid, 0)
-                    self.returncode = os.waitstatus_to_exitcode(status)
-                except ChildProcessError:  # reaped elsewhere: its status is lost, as Popen says
-                    self.returncode = 0
-            return self.returncode
-
-
-#: signals a job starts with their default action (Python ignores SIGPIPE and SIGXFSZ; ignored
-#: signals survive exec), as Popen's restore_signals does
-_DEFAULT_SIGNALS = tuple(getattr(signal, n) for n in ("SIGPIPE", "SIGXFZ", "SIGXFSZ") if hasattr(signal, n))
-
-
-def _close_inherited_on_exec() -> None:
-    """Mark close-on-exec every descriptor above stderr that a job would inherit (ones our own
-    parent left open, or a C library opened): what Popen's close_fds does for a job."""
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd > 2:
-            try:
-                if os.get_inheritable(fd):
-                    os.set_inheritable(fd, False)
-            except OSError:  # closed since it was listed (the listing's own descriptor)
-                pass
-
-
-def start_process(argv: list[str], cwd: str, env: dict[bytes, bytes]) -> subprocess.Popen | SpawnedProcess:
-    """Start a job's process in a session of its own, stdin from /dev/null, stdout and stderr
-    into one pipe. With `posix_spawn` where it can (`argv[0]` a path and `cwd` our own folder:
-    it cannot change folders), else with Popen. OSError when it cannot start."""
-    spawn = getattr(os, "posix_spawn", None)
-    if spawn is not None and os.path.isabs(argv[0]) and os.path.isdir("/proc/self/fd"):
-        try:
-            here = os.getcwd()
-        except OSError:
-            here = None
-        if here == cwd:
-            _close_inherited_on_exec()
-            r, w = os.pipe()  # both ends close-on-exec; dup2 gives the job its own inheritable copies
-            try:
-                pid = spawn(
-                    argv[0],
-                    argv,
-                    env,
-                    file_actions=[
-                        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                        (os.POSIX_SPAWN_DUP2, w, 1),
-                        (os.POSIX_SPAWN_DUP2, w, 2),
-                    ],
-                    setsid=True,
-                    setsigdef=_DEFAULT_SIGNALS,
-                )
-            except BaseException:
-                os.close(r)
-                raise
-            finally:
-                os.close(w)
-            return SpawnedProcess(pid, open(r, "rb", buffering=0))  # noqa: SIM115 -- closed by the caller
+    Popen (vfork), not `os.posix_spawn`: spawn costs the parent less CPU but holds the GIL while
+    the child execs, which stalls the other slots' threads (measured: slower dispatch)."""
     return subprocess.Popen(
         argv,
         cwd=cwd,
@@ -143,7 +77,7 @@ def _os_error_text(exc: OSError, path: str) -> str:
     return f"cannot write {where}: {exc.strerror or exc} — check that folder's permissions and free space"
 
 
-def _exit_fd(proc: subprocess.Popen | SpawnedProcess) -> tuple[int, Any]:
+def _exit_fd(proc: subprocess.Popen) -> tuple[int, Any]:
     """A file descriptor that becomes readable when `proc` exits (it is not reaped), and what to
     close afterwards. A pidfd where the kernel has them; else a pipe a waiter thread writes to."""
     try:
@@ -170,7 +104,7 @@ def _exit_fd(proc: subprocess.Popen | SpawnedProcess) -> tuple[int, Any]:
     return r, thread
 
 
-def _output_until_exit(proc: subprocess.Popen | SpawnedProcess) -> Iterator[bytes]:
+def _output_until_exit(proc: subprocess.Popen) -> Iterator[bytes]:
     """The job's output as lines (as `readline(MAX_LINE)` gives them) until the job's script
     exits — not until every process that holds its stdout has closed it: a background child
     left holding the pipe must not keep the job alive. Once the script has exited, what is
@@ -221,7 +155,7 @@ def _output_until_exit(proc: subprocess.Popen | SpawnedProcess) -> Iterator[byte
         os.close(exit_fd)
 
 
-def _wait_exited(proc: subprocess.Popen | SpawnedProcess) -> None:
+def _wait_exited(proc: subprocess.Popen) -> None:
     """Wait until the job's script has exited, without reaping it."""
     try:
         os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
