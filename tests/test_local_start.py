@@ -70,3 +70,24 @@ def test_a_script_that_cannot_start_raises(tmp_path, first_line):
     script.chmod(0o755)
     with pytest.raises(OSError):
         start_process([str(script)], str(tmp_path), ENV)
+
+
+def test_running_local_jobs_lowers_the_thread_switch_interval_only(tmp_path):
+    """A job's thread gets the interpreter back within SWITCH_INTERVAL of its output or exit."""
+    import sys
+
+    from aup_tui_backends.resources.cpu import SWITCH_INTERVAL, CPUResourceManager
+    from aup_tui_backends.store import TinyDBConnector
+
+    before = sys.getswitchinterval()
+    store = TinyDBConnector(str(tmp_path / ".aup"))
+    try:
+        sys.setswitchinterval(0.005)
+        CPUResourceManager(store, 2)
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL)
+        sys.setswitchinterval(SWITCH_INTERVAL / 2)
+        CPUResourceManager(store, 2)
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL / 2)
+    finally:
+        sys.setswitchinterval(before)
+        store.close()
