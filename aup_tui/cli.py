@@ -117,6 +117,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
+    export = sub.add_parser(
+        "export",
+        parents=[common],
+        help="write an experiment's jobs as CSV or JSON: one row per job",
+        description="One row per job: jid, status, score, each parameter and multi-result label as "
+        "a column, resource, attempt, start and end (ISO 8601, local time), duration (seconds).",
+    )
+    export.add_argument(
+        "eid", nargs="?", type=int, metavar="EID", help="the experiment (default: the latest)"
+    )
+    export.add_argument(
+        "--format",
+        choices=("csv", "json"),
+        help="csv (a header row) or json (a list of objects); default: from -o's extension, else csv",
+    )
+    export.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="where to write (- for stdout); default: <experiment name>-e<EID>.<format> here",
+    )
+
     res = sub.add_parser("resources", parents=[common], help="list resources and their status")
     res.add_argument("--free", action="store_true", help="free resources left taken by dead processes")
     res.add_argument("--probe", action="store_true", help="check each node over SSH and the local GPUs once")
@@ -149,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "stop": cmd_stop,
             "status": cmd_status,
             "resources": cmd_resources,
+            "export": cmd_export,
         }[args.command]
         return handler(args)
     except AupError as exc:
@@ -383,6 +406,24 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"best: job {result.best_jid} score {result.best_score:g} {json.dumps(result.best_config)}")
         print(f"logs: {result.logs}")
     connector.close()
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from aup_tui_backends.export import default_filename, export_format, export_table, render, write_export
+
+    _, connector = _connector(args)
+    try:
+        exp = _experiment(connector, args.eid)
+        fmt = export_format(args.format, args.output)
+        if args.output == "-":
+            sys.stdout.write(render(export_table(connector, exp["eid"]), fmt))
+            return EXIT_OK
+        path = args.output or default_filename(exp["eid"], exp["name"], fmt)
+        count = write_export(connector, exp["eid"], path, fmt)
+        print(f"exported {count} jobs of experiment {exp['eid']} to {path}")
+    finally:
+        connector.close()
     return EXIT_OK
 
 

@@ -429,7 +429,7 @@ async def test_picker_lists_experiments_newest_first_and_opens_one(tmp_path):
         assert isinstance(app.screen, PickerScreen)
 
 
-async def test_e_on_a_store_dashboard_opens_the_experiments(tmp_path):
+async def test_shift_e_on_a_store_dashboard_opens_the_experiments(tmp_path):
     auppath = two_experiments(tmp_path)
     conn = TinyDBConnector(auppath)
     app = AupApp(auppath, connector=conn, watch=2)
@@ -438,7 +438,7 @@ async def test_e_on_a_store_dashboard_opens_the_experiments(tmp_path):
             pilot, lambda: isinstance(app.screen, DashboardScreen) and app.screen.state.name == "second"
         )
         assert app.screen.query_one(JobTable).row_count == 1
-        await pilot.press("e")
+        await pilot.press("E")  # `e` exports (tests/test_export.py)
         await wait_for(pilot, lambda: isinstance(app.screen, PickerScreen))
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen))

@@ -11,6 +11,7 @@ It owns one `ExperimentState` and hands it to its widgets. The state changes fro
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -57,7 +58,8 @@ class DashboardScreen(Screen):
         Binding("slash", "filter", "Filter", id="dashboard.filter"),
         Binding("escape", "back", "Back", show=False, id="dashboard.back"),
         Binding("p", "answer_passive", "Answer job", id="dashboard.passive"),
-        Binding("e", "experiments", "Experiments", show=False, id="dashboard.experiments"),
+        Binding("E", "experiments", "Experiments", show=False, id="dashboard.experiments"),
+        Binding("e", "export", "Export jobs (CSV)", show=False, id="dashboard.export"),
         Binding("x", "plot_axis", "Plot x axis", show=False, id="dashboard.plot_axis"),
     ]
 
@@ -281,6 +283,8 @@ class DashboardScreen(Screen):
             return bool(self.state.waiting) and self.source is not None
         if action == "experiments":
             return self.connector is not None and not isinstance(self.source, LiveSource)
+        if action == "export":
+            return self.connector is not None and self.state.eid is not None
         return True
 
     def action_stop_job(self) -> None:
@@ -400,6 +404,27 @@ class DashboardScreen(Screen):
         from .picker import PickerScreen
 
         self.app.switch_screen(PickerScreen(self.connector, clock=self.clock))
+
+    def action_export(self) -> None:
+        """Write the jobs as `aup-tui export` does (its default file, in the current folder)."""
+        if self.connector is None or self.state.eid is None:
+            self.notify("no store to export the jobs from", severity="warning")
+            return
+        self._export(self.state.eid, self.state.name)
+
+    @work(thread=True, group="export")
+    def _export(self, eid: int, name: str) -> None:
+        from aup_tui_backends.errors import AupError
+        from aup_tui_backends.export import default_filename, write_export
+
+        path = os.path.abspath(default_filename(eid, name, "csv"))
+        try:
+            count = write_export(self.connector, eid, path, "csv")
+        except Exception as exc:  # noqa: BLE001 — a failed export must not end a running experiment's view
+            why = str(exc) if isinstance(exc, AupError) else f"{type(exc).__name__}: {exc}"
+            self.app.call_from_thread(self.notify, f"export failed: {why}", severity="error", timeout=10)
+            return
+        self.app.call_from_thread(self.notify, f"exported {count} jobs to {path}", timeout=10)
 
     # -- passive jobs ---------------------------------------------------------------------
 

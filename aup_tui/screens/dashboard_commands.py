@@ -46,7 +46,13 @@ class DashboardCommands(ScreenCommands["DashboardScreen"]):
             )
         if self.allows("experiments"):
             yield PaletteCommand(
-                "Experiments", "pick another experiment of this .aup (e)", screen.action_experiments
+                "Experiments", "pick another experiment of this .aup (E)", screen.action_experiments
+            )
+        if self.allows("export"):
+            yield PaletteCommand(
+                "Export jobs",
+                "write every job as CSV to <name>-e<eid>.csv in the current folder (e)",
+                screen.action_export,
             )
         yield PaletteCommand(
             "Score plot: order / time",
