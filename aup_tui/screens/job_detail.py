@@ -24,7 +24,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Footer, Input, Static
 from textual.worker import get_current_worker
 
 from ..widgets.colors import on_theme_change, status_color, theme_colors
@@ -72,7 +72,10 @@ class JobDetailCommands(ScreenCommands["JobDetailScreen"]):
             screen.action_toggle_follow,
         )
         yield PaletteCommand("Log: top", "the first lines of the log (g)", screen.action_log_start)
-        yield PaletteCommand("Log: bottom", "the last lines of the log (G)", screen.action_log_end)
+        yield PaletteCommand("Log: bottom", "the last lines of the log, following (G)", screen.action_log_end)
+        yield PaletteCommand(
+            "Log: search", "find text in the log; n / N: next / previous (/)", screen.action_search
+        )
         yield PaletteCommand("Back", "to the screen underneath (escape)", screen.action_back)
 
 
@@ -84,7 +87,10 @@ class JobDetailScreen(Screen[None]):
     BINDINGS = [
         Binding("escape", "back", "Back", id="detail.back"),
         Binding("f", "toggle_follow", "Follow log", id="detail.follow"),
-        *vim_bindings({"top": "log_start", "bottom": "log_end"}, "Log"),
+        Binding("slash", "search", "Search log", id="detail.search"),
+        Binding("n", "search_next", "Next match", show=False, id="detail.search_next"),
+        Binding("N", "search_previous", "Previous match", show=False, id="detail.search_previous"),
+        *vim_bindings({"top": "log_start", "bottom": "log_end", "down": "log_down", "up": "log_up"}, "Log"),
     ]
 
     class Snapshot(Message):
@@ -102,11 +108,11 @@ class JobDetailScreen(Screen[None]):
             self.attempt, self.resource, self.relpath, self.first = attempt, resource, relpath, first
 
     class LogText(Message):
-        """New text at the end of the followed log."""
+        """New text at the end of the followed log, after `skipped_lines` lines too many to show."""
 
-        def __init__(self, text: str) -> None:
+        def __init__(self, text: str, skipped_lines: int = 0) -> None:
             super().__init__()
-            self.text = text
+            self.text, self.skipped_lines = text, skipped_lines
 
     class Ended(Message):
         """The job is final and its log complete: nothing more will be read."""
@@ -157,6 +163,9 @@ class JobDetailScreen(Screen[None]):
         log = LogView(id="detail-log", placeholder="no output yet")
         log.border_title = "Log"
         yield log
+        with Horizontal(id="detail-search"):
+            yield Input(placeholder="search the log (enter: find, esc: close)", id="detail-search-input")
+            yield Static("", id="detail-search-status", markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -222,9 +231,10 @@ class JobDetailScreen(Screen[None]):
                 )
                 attempt = current.get("attempt")
             if tail is not None:
+                skipped = tail.skipped_lines
                 text = tail.read() or ""
                 if text:
-                    self.post_message(self.LogText(text))
+                    self.post_message(self.LogText(text, max(0, tail.skipped_lines - skipped)))
             if final:
                 quiet = quiet + 1 if (not text and key == last_key) else 0
                 if quiet >= 2:  # final, and nothing moved for two reads: the log is complete
@@ -338,7 +348,8 @@ class JobDetailScreen(Screen[None]):
 
     @on(LogText)
     def _show_text(self, message: LogText) -> None:
-        self.query_one("#detail-log", LogView).append(message.text)
+        self.query_one("#detail-log", LogView).append(message.text, message.skipped_lines)
+        self._update_log_subtitle()
 
     @on(Ended)
     def _show_ended(self) -> None:
@@ -352,13 +363,23 @@ class JobDetailScreen(Screen[None]):
     def _update_log_subtitle(self) -> None:
         log = self.query_one("#detail-log", LogView)
         if self.ended or (self.job and JobStatus(self.job["status"]).is_final):
-            log.border_subtitle = "ended"
+            state = "ended"
         else:
-            log.border_subtitle = "following" if log.auto_scroll else "paused (f follows)"
+            state = "following" if log.auto_scroll else "paused (f follows)"
+        if log.dropped_lines:
+            state = f"showing the last {log.line_count:,} of {log.total_lines:,} lines · {state}"
+        if log.border_subtitle != state:
+            log.border_subtitle = state
 
     # -- actions ------------------------------------------------------------------------
 
     def action_back(self) -> None:
+        """Close the search bar if open, else leave."""
+        bar = self.query_one("#detail-search")
+        if bar.has_class("-visible"):
+            bar.remove_class("-visible")
+            self.query_one("#detail-log", LogView).focus()
+            return
         self.dismiss(None)
 
     def action_toggle_follow(self) -> None:
@@ -369,7 +390,69 @@ class JobDetailScreen(Screen[None]):
         self._update_log_subtitle()
 
     def action_log_end(self) -> None:
-        self.query_one("#detail-log", LogView).scroll_end(animate=False)
+        """The end of the log, following it again."""
+        log = self.query_one("#detail-log", LogView)
+        log.auto_scroll = True
+        log.scroll_end(animate=False, immediate=True, x_axis=False)
+        self._update_log_subtitle()
 
     def action_log_start(self) -> None:
-        self.query_one("#detail-log", LogView).scroll_home(animate=False)
+        """The first lines held; following stops so new lines do not pull the view back down."""
+        log = self.query_one("#detail-log", LogView)
+        log.auto_scroll = False
+        log.scroll_home(animate=False, immediate=True)
+        self._update_log_subtitle()
+
+    def action_log_down(self) -> None:
+        self.query_one("#detail-log", LogView).scroll_down(animate=False)
+
+    def action_log_up(self) -> None:
+        self.query_one("#detail-log", LogView).scroll_up(animate=False)
+
+    # -- search -------------------------------------------------------------------------
+
+    def action_search(self) -> None:
+        """Open the search bar with the last query selected."""
+        self.query_one("#detail-search").add_class("-visible")
+        field = self.query_one("#detail-search-input", Input)
+        field.focus()
+        field.select_all()
+
+    @on(Input.Changed, "#detail-search-input")
+    def _highlight_query(self, event: Input.Changed) -> None:
+        self.query_one("#detail-log", LogView).set_query(event.value)
+        self._say_search("")
+
+    @on(Input.Submitted, "#detail-search-input")
+    def _find_query(self, event: Input.Submitted) -> None:
+        self._find(forward=True, from_view=True)
+        self.query_one("#detail-log", LogView).focus()
+
+    def action_search_next(self) -> None:
+        self._find(forward=True)
+
+    def action_search_previous(self) -> None:
+        self._find(forward=False)
+
+    def _find(self, forward: bool, from_view: bool = False) -> None:
+        log = self.query_one("#detail-log", LogView)
+        if not log.query:
+            self.action_search()
+            return
+        index = log.find(forward=forward, from_view=from_view)
+        self._update_log_subtitle()
+        if index is None:
+            self._say_search(f"no match for {log.query!r}", problem=True)
+            return
+        found = log.matches()
+        self._say_search(
+            f"match {found.index(index) + 1} of {len(found)} · line {log.dropped_lines + index + 1:,}"
+        )
+
+    def _say_search(self, message: str, problem: bool = False) -> None:
+        """The search result beside the search field, or as a toast when the bar is closed."""
+        status = self.query_one("#detail-search-status", Static)
+        status.update(message)
+        status.set_class(problem, "-problem")
+        if message and not self.query_one("#detail-search").has_class("-visible"):
+            self.notify(message, severity="warning" if problem else "information", timeout=3)
