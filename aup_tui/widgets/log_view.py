@@ -93,8 +93,8 @@ class FileTail:
         if skip_to_line:
             newline = data.find(b"\n")
             data = data[newline + 1 :] if newline >= 0 else b""
-            skipped_lines += newline >= 0  # the line cut at the skip point
             self.skipped_lines += skipped_lines
+            # the marker stands in for the line cut at the skip point, so lines add up
             prefix += f"… {skipped_lines:,} lines ({_size(skipped)}) of earlier output not shown …\n"
         return prefix + self._decoder.decode(data)
 
@@ -241,7 +241,7 @@ class LogView(ScrollView, can_focus=True):
         lines[-1] = _capped(lines[-1] + parts[0])
         lines.extend(_capped(part) for part in parts[1:])
         self._width = max(self._width, max(cell_len(_shown(line)) for line in lines[first:]))
-        excess = len(lines) - self.max_lines
+        excess = self.line_count - self.max_lines
         if excess > 0:
             del lines[:excess]
             self.dropped_lines += excess
