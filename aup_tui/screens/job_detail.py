@@ -436,13 +436,13 @@ class JobDetailScreen(Screen[None]):
 
     def _find(self, forward: bool, from_view: bool = False) -> None:
         log = self.query_one("#detail-log", LogView)
-        if not log.query:
+        if not log.search_text:
             self.action_search()
             return
         index = log.find(forward=forward, from_view=from_view)
         self._update_log_subtitle()
         if index is None:
-            self._say_search(f"no match for {log.query!r}", problem=True)
+            self._say_search(f"no match for {log.search_text!r}", problem=True)
             return
         found = log.matches()
         self._say_search(

@@ -258,7 +258,7 @@ class LogView(ScrollView, can_focus=True):
     # -- search ----------------------------------------------------------------------------
 
     @property
-    def query(self) -> str:
+    def search_text(self) -> str:
         return self._query
 
     @property
