@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import sys
 import threading
 import time
@@ -39,6 +40,44 @@ if TYPE_CHECKING:
     from aup_tui_backends.store import TinyDBConnector
 
 
+BAR_WIDTH = 24
+MIN_BAR_WIDTH = 8  # a shorter bar says too little to be worth its room
+PLAIN_EVERY = 5.0  # seconds between plain lines (no terminal) while jobs end
+PLAIN_IDLE = 60.0  # seconds between plain lines when nothing changed
+#: what the terminal line gives up first when it does not fit (the bar goes before all)
+_DROP_ORDER = ("stopped", "elapsed", "running", "failed", "best_jid", "best")
+
+
+def terminal_columns() -> int:
+    """The terminal's width now: $COLUMNS, else stdout's terminal, else stderr's (where the
+    progress goes), else 80."""
+    columns = shutil.get_terminal_size((0, 0)).columns
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stderr__.fileno()).columns if sys.__stderr__ else 0
+        except (OSError, ValueError):
+            columns = 0
+    return columns if columns > 0 else 80
+
+
+_COUNTS = ("running", "failed", "stopped")
+
+
+def _joined(parts: list[tuple[str, str]]) -> str:
+    """The parts' texts, two spaces apart; the job counts (running, failed, stopped) one."""
+    out = ""
+    for i, (kind, text) in enumerate(parts):
+        if i:
+            out += " " if kind in _COUNTS and parts[i - 1][0] in _COUNTS else "  "
+        out += text
+    return out
+
+
+def _bar(ended: int, total: int, width: int) -> str:
+    filled = int(width * ended / total) if total else width
+    return "█" * filled + "░" * (width - filled)
+
+
 class Progress:
     """Jobs done / total, best score so far and elapsed time, as one redrawn line.
 
@@ -50,7 +89,8 @@ class Progress:
         self.out = out
         self.start = time.monotonic()
         self.tty = out.isatty()
-        self._last_line = 0.0
+        self._last_line = -PLAIN_IDLE  # the first draw prints
+        self._last_seen: tuple[int | None, ...] = ()
         self._lock = threading.RLock()
 
     @property
@@ -80,36 +120,69 @@ class Progress:
         with self._lock:
             self.state.merge_store(exp, jobs)
 
-    def line(self) -> str:
+    def _parts(self) -> list[tuple[str, str]]:
+        """(kind, text) of what the line shows, in display order (the bar is added when drawn)."""
         with self._lock:
             st = self.state
             ended, total, running, failed, stopped = st.ended, st.total, st.running, st.failed, st.stopped
             best = self.best
-        width = 24
-        filled = int(width * ended / total) if total else width
-        bar = "█" * filled + "░" * (width - filled)
-        best_text = f"best {best[0]:.6g} (job {best[1]})" if best else "best —"
         elapsed = int(time.monotonic() - self.start)
-        extra = f" failed {failed}" if failed else ""
-        extra += f" stopped {stopped}" if stopped else ""
-        return (
-            f"{bar} {ended}/{total}  running {running}{extra}  {best_text}  "
-            f"{elapsed // 60:02d}:{elapsed % 60:02d}"
-        )
+        parts = [("count", f"{ended}/{total}"), ("running", f"running {running}")]
+        if failed:
+            parts.append(("failed", f"failed {failed}"))
+        if stopped:
+            parts.append(("stopped", f"stopped {stopped}"))
+        parts.append(("best", f"best {best[0]:.6g} (job {best[1]})" if best else "best —"))
+        parts.append(("elapsed", f"{elapsed // 60:02d}:{elapsed % 60:02d}"))
+        return parts
+
+    def line(self, width: int | None = None) -> str:
+        """The progress line, cut to `width` cells (None: as long as it is). What goes first when
+        space is short: the bar shrinks, then goes, then stopped, elapsed, running, failed, the best job's id,
+        the best score; the count of ended jobs stays (cut itself only below its own length)."""
+        shown = self._parts()
+        if width is None:
+            return _bar(self.state.ended, self.total, BAR_WIDTH) + " " + _joined(shown)
+        for drop in (None, *_DROP_ORDER):
+            if drop == "best_jid":
+                shown = [(k, t.split(" (job ")[0] if k == "best" else t) for k, t in shown]
+            elif drop is not None:
+                shown = [(k, t) for k, t in shown if k != drop]
+            text = _joined(shown)
+            if len(text) <= width:
+                break
+        room = min(BAR_WIDTH, width - len(text) - 1)
+        if drop is None and room >= MIN_BAR_WIDTH:  # the bar only when all the rest fits
+            text = _bar(self.state.ended, self.total, room) + " " + text
+        return text[:width]
+
+    def plain_line(self) -> str:
+        """The progress as a log line: no bar, no escapes (stdout is a file or a CI log)."""
+        parts = dict(self._parts())
+        return f"[{parts.pop('elapsed')}] " + _joined(list(parts.items()))
 
     def draw(self, force: bool = False) -> None:
+        """Redraw the line in place on a terminal (fit to its width, asked each time: a resize is
+        followed, the line never wraps); elsewhere print a plain line when something changed,
+        at most every PLAIN_EVERY seconds, and every PLAIN_IDLE seconds to show it still runs."""
         if not self.total:
             return
         now = time.monotonic()
         if self.tty:
             if force or now - self._last_line > 0.1:
-                self.out.write("\r\x1b[2K" + self.line())
+                # one cell spare: a line that fills the last column leaves some terminals wrapping
+                self.out.write("\r\x1b[2K" + self.line(terminal_columns() - 1))
                 self.out.flush()
                 self._last_line = now
-        elif force or now - self._last_line > 5:
-            self.out.write(self.line() + "\n")
+            return
+        with self._lock:
+            st = self.state
+            seen = (st.ended, st.running, st.failed, st.stopped, st.best_jid, st.total)
+        changed = seen != self._last_seen
+        if force or (changed and now - self._last_line >= PLAIN_EVERY) or now - self._last_line >= PLAIN_IDLE:
+            self.out.write(self.plain_line() + "\n")
             self.out.flush()
-            self._last_line = now
+            self._last_line, self._last_seen = now, seen
 
     def message(self, text: str) -> None:
         with self._lock:
@@ -331,7 +404,8 @@ class HeadlessFollower:
             for unsubscribe in self._unsubscribe:
                 unsubscribe()
         self.progress.draw(force=True)
-        self.out.write("\n")
+        if self.progress.tty:  # end the redrawn line (a plain one already ended)
+            self.out.write("\n")
 
     def wake(self) -> None:
         """Make `follow` notice at once that the experiment's thread is ending (call from it)."""
