@@ -421,7 +421,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             return EXIT_OK
         path = args.output or default_filename(exp["eid"], exp["name"], fmt)
         count = write_export(connector, exp["eid"], path, fmt)
-        print(f"exported {count} jobs of experiment {exp['eid']} to {path}")
+        print(f"exported {count} job{'' if count == 1 else 's'} of experiment {exp['eid']} to {path}")
     finally:
         connector.close()
     return EXIT_OK

@@ -91,10 +91,11 @@ def _result_columns(labels: list[str], jobs: list[dict[str, Any]]) -> list[tuple
     """(position in a job's reported values, column name) of the multi-result columns.
 
     Auptimizer's `multi_res_labels` name the values after the score (`#Auptimizer:0.9,12,3` with
-    labels `["time", "flops"]`); when jobs report as many values as there are labels, the labels
-    name all of them. A reported value no label names is `value N` (N: its place in the line)."""
+    labels `["time", "flops"]`); when no job reports more values than there are labels, the
+    labels name all of them (as the job detail's curve reads them). A reported value no label
+    names is `value N` (N: its place in the line)."""
     widest = max((len(j.get("values") or []) for j in jobs), default=0)
-    first = 1 if labels and widest == len(labels) + 1 else 0
+    first = 1 if labels and widest > len(labels) else 0
     named = {first + i: str(label) for i, label in enumerate(labels)}
     score_only = first == 1 or not labels  # the first value is the score column already
     extra = [i for i in range(widest) if i not in named and not (i == 0 and score_only)]

@@ -73,6 +73,19 @@ def recorded(tmp_path_factory) -> Path:
     (folder / "exp.json").write_text(json.dumps(experiment))
     run = cli("run", "--headless", "exp.json", cwd=folder, timeout=120)
     assert run.returncode == 0, run.stderr
+    # experiment 2 (the latest): a parameter named `score`, more results than labels
+    write_script(folder, "three.sh", 'echo "#Auptimizer:0.25,3,4"')
+    collide = {
+        **experiment,
+        "name": "collide",
+        "script": "./three.sh",
+        "n_samples": 1,
+        "parameter_config": [{"name": "score", "range": [0.5], "type": "choice"}],
+        "resource_args": {"multi_res_labels": ["time"]},
+    }
+    (folder / "collide.json").write_text(json.dumps(collide))
+    run = cli("run", "--headless", "collide.json", cwd=folder, timeout=120)
+    assert run.returncode == 0, run.stderr
     return folder
 
 
@@ -80,8 +93,19 @@ def export(recorded: Path, cwd: Path, *args: str):
     return cli("export", "--aup", str(recorded / ".aup"), *args, cwd=cwd)
 
 
-def test_default_export_is_a_csv_here_with_a_column_per_parameter_and_result(recorded, tmp_path):
+def test_default_export_is_the_latest_experiment_as_csv_here(recorded, tmp_path):
     out = export(recorded, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "exported 1 job of experiment 2 to collide-e2.csv"
+    (row,) = csv.DictReader(io.StringIO((tmp_path / "collide-e2.csv").read_text()))
+    # the parameter `score` does not hide the score; Auptimizer's labels name the values after
+    # the score, and a value no label names is `value N`
+    assert list(row)[:6] == ["jid", "status", "score", "param.score", "time", "value 3"]
+    assert (row["score"], row["param.score"], row["time"], row["value 3"]) == ("0.25", "0.5", "3.0", "4.0")
+
+
+def test_csv_has_a_column_per_parameter_and_result(recorded, tmp_path):
+    out = export(recorded, tmp_path, "1")
     assert out.returncode == 0, out.stderr
     path = tmp_path / "two_params-e1.csv"  # <experiment name>-e<eid>.csv in the current folder
     assert out.stdout.strip() == "exported 4 jobs of experiment 1 to two_params-e1.csv"
@@ -123,10 +147,10 @@ def test_json_to_stdout_is_a_list_of_objects_with_numbers_and_nulls(recorded, tm
 
 
 def test_format_follows_the_output_files_extension(recorded, tmp_path):
-    out = export(recorded, tmp_path, "-o", "jobs.json")
+    out = export(recorded, tmp_path, "1", "-o", "jobs.json")
     assert out.returncode == 0, out.stderr
     assert len(json.loads((tmp_path / "jobs.json").read_text())) == 4
-    out = export(recorded, tmp_path, "--format", "csv", "-o", "jobs.txt")
+    out = export(recorded, tmp_path, "1", "--format", "csv", "-o", "jobs.txt")
     assert (tmp_path / "jobs.txt").read_text().startswith("jid,status,score,x,mode,")
 
 

@@ -424,7 +424,8 @@ class DashboardScreen(Screen):
             why = str(exc) if isinstance(exc, AupError) else f"{type(exc).__name__}: {exc}"
             self.app.call_from_thread(self.notify, f"export failed: {why}", severity="error", timeout=10)
             return
-        self.app.call_from_thread(self.notify, f"exported {count} jobs to {path}", timeout=10)
+        jobs = f"{count} job{'' if count == 1 else 's'}"
+        self.app.call_from_thread(self.notify, f"exported {jobs} to {path}", timeout=10)
 
     # -- passive jobs ---------------------------------------------------------------------
 
