@@ -186,4 +186,7 @@ async def test_e_in_the_dashboard_writes_the_csv_here_and_says_where(recorded, t
         assert any(f"exported 4 jobs to {path}" in t for t in toasts), toasts
         assert next(csv.reader(io.StringIO(path.read_text()))) == COLUMNS
         assert len(path.read_text().splitlines()) == 5
+        await pilot.press("question_mark")  # help lists it
+        assert any(key == "e" and "Export" in what for _, key, what in app.screen.rows)
+        await pilot.press("escape")
         await pilot.press("q")
