@@ -168,6 +168,23 @@ async def test_memory_is_bounded_by_lines_held_not_by_the_log() -> None:
         assert len(log.lines[-1]) == MAX_LINE_CHARS and log.lines[-1].endswith("…")
 
 
+async def test_text_can_be_selected_with_the_mouse() -> None:
+    class One(App[None]):
+        def compose(self) -> ComposeResult:
+            yield LogView()
+
+    app = One()
+    async with app.run_test(size=(40, 10)) as pilot:
+        log = app.query_one(LogView)
+        log.append("alpha\nbeta\ngamma\n")
+        await pilot.pause()
+        await pilot.mouse_down(log, offset=(0, 0))
+        await pilot.hover(log, offset=(3, 1))
+        await pilot.mouse_up(log, offset=(3, 1))
+        await pilot.pause()
+        assert app.screen.get_selected_text() == "alpha\nbeta"
+
+
 def test_file_tail_counts_the_lines_it_skips(tmp_path) -> None:
     path = tmp_path / "big.out"
     path.write_text(numbered(200_000))

@@ -18,6 +18,7 @@ from rich.cells import cell_len
 from rich.text import Text
 from textual.geometry import Size
 from textual.scroll_view import ScrollView
+from textual.selection import Selection
 from textual.strip import Strip
 
 #: How much of an existing log is shown on open; older output is skipped with a marker.
@@ -133,6 +134,7 @@ class LogView(ScrollView, can_focus=True):
     or skipped by the reader), so `total_lines` is what the log has written.
     """
 
+    ALLOW_SELECT = True
     COMPONENT_CLASSES = {"log-view--match", "log-view--current-match"}
     DEFAULT_CSS = """
     LogView {
@@ -326,6 +328,17 @@ class LogView(ScrollView, can_focus=True):
 
     # -- drawing ---------------------------------------------------------------------------
 
+    @property
+    def allow_select(self) -> bool:
+        return True
+
+    def get_selection(self, selection: Selection) -> tuple[str, str] | None:
+        """The text under a mouse selection (copied with ctrl+c)."""
+        return selection.extract("\n".join(self._lines)), "\n"
+
+    def selection_updated(self, selection: Selection | None) -> None:
+        self.refresh()
+
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self.refresh()
@@ -350,6 +363,14 @@ class LogView(ScrollView, can_focus=True):
             while start >= 0:
                 text.stylize(style, start, start + len(needle))
                 start = haystack.find(needle, start + len(needle))
+        selection = self.text_selection
+        if selection is not None and (span := selection.get_span(index)) is not None:
+            start, end = span
+            text.stylize(
+                self.screen.get_component_rich_style("screen--selection"),
+                start,
+                len(line) if end == -1 else end,
+            )
         strip = Strip(text.render(self.app.console), cell_len(line))
         return strip.crop_extend(scroll_x, scroll_x + width, rich_style).apply_offsets(scroll_x, index)
 
