@@ -58,7 +58,7 @@ import sys, time
 sys.stdout.write("".join(f"line {{i:06d}}\\n" for i in range({LINES})))
 sys.stdout.flush()
 for i in range(3):
-    time.sleep(0.4)
+    time.sleep(0.6)
     print(f"later {{i}}", flush=True)
 print("#Auptimizer:1.0", flush=True)
 """,
@@ -90,6 +90,15 @@ print("#Auptimizer:1.0", flush=True)
             await wait_until(pilot, lambda: f"line {LINES - 1:06d}" in visible(log), timeout=15)
             assert log.line_count <= log.max_lines
             await wait_until(pilot, lambda: "later 0" in visible(log), timeout=15)
+            assert log.border_subtitle.endswith("· following")
+            await pilot.press("pageup")  # scrolling up stops following: the view stays put
+            top = visible(log)[0]
+            assert log.border_subtitle.endswith("· paused (f follows)")
+            await wait_until(pilot, lambda: "later 1" in log.lines, timeout=15)
+            await pilot.pause()
+            assert visible(log)[0] == top and "later 1" not in visible(log)
+            await pilot.press("end")  # and the end follows again
+            assert log.border_subtitle.endswith("· following") and "later 1" in visible(log)
             await wait_until(pilot, lambda: app.screen.ended, timeout=15)
             await pilot.pause()
             assert visible(log)[-1] == "#Auptimizer:1.0" and "later 2" in visible(log)

@@ -384,22 +384,18 @@ class JobDetailScreen(Screen[None]):
 
     def action_toggle_follow(self) -> None:
         log = self.query_one("#detail-log", LogView)
-        log.auto_scroll = not log.auto_scroll
-        if log.auto_scroll:
-            log.scroll_end(animate=False)
+        log.set_following(not log.auto_scroll)
         self._update_log_subtitle()
 
     def action_log_end(self) -> None:
         """The end of the log, following it again."""
-        log = self.query_one("#detail-log", LogView)
-        log.auto_scroll = True
-        log.scroll_end(animate=False, immediate=True, x_axis=False)
+        self.query_one("#detail-log", LogView).set_following(True)
         self._update_log_subtitle()
 
     def action_log_start(self) -> None:
         """The first lines held; following stops so new lines do not pull the view back down."""
         log = self.query_one("#detail-log", LogView)
-        log.auto_scroll = False
+        log.set_following(False)
         log.scroll_home(animate=False, immediate=True)
         self._update_log_subtitle()
 
@@ -407,7 +403,13 @@ class JobDetailScreen(Screen[None]):
         self.query_one("#detail-log", LogView).scroll_down(animate=False)
 
     def action_log_up(self) -> None:
-        self.query_one("#detail-log", LogView).scroll_up(animate=False)
+        log = self.query_one("#detail-log", LogView)
+        log.set_following(False)
+        log.scroll_up(animate=False)
+
+    @on(LogView.FollowChanged)
+    def _show_following(self) -> None:
+        self._update_log_subtitle()
 
     # -- search -------------------------------------------------------------------------
 

@@ -16,7 +16,9 @@ from typing import BinaryIO
 
 from rich.cells import cell_len
 from rich.text import Text
+from textual import events
 from textual.geometry import Size
+from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.selection import Selection
 from textual.strip import Strip
@@ -131,8 +133,17 @@ class LogView(ScrollView, can_focus=True):
 
     Lines are drawn with the Line API (only the visible ones), so the cost of a frame does not
     depend on how many lines are held. `dropped_lines` counts lines no longer held (dropped here
-    or skipped by the reader), so `total_lines` is what the log has written.
+    or skipped by the reader), so `total_lines` is what the log has written. Scrolling up stops
+    following the end (new lines would pull the view away from what is being read); scrolling to
+    the end follows again.
     """
+
+    class FollowChanged(Message):
+        """The view started or stopped following the end."""
+
+        def __init__(self, following: bool) -> None:
+            super().__init__()
+            self.following = following
 
     ALLOW_SELECT = True
     COMPONENT_CLASSES = {"log-view--match", "log-view--current-match"}
@@ -257,6 +268,35 @@ class LogView(ScrollView, can_focus=True):
     def _update_size(self) -> None:
         self.virtual_size = Size(self._width, self.line_count)
 
+    # -- following -------------------------------------------------------------------------
+
+    def set_following(self, following: bool) -> None:
+        """Follow the end (scrolling there now) or stay where the view is as lines arrive."""
+        if following != self.auto_scroll:
+            self.auto_scroll = following
+            self.post_message(self.FollowChanged(following))
+        if following:
+            self.scroll_end(animate=False, immediate=True, x_axis=False)
+
+    def action_scroll_up(self) -> None:
+        self.set_following(False)
+        super().action_scroll_up()
+
+    def action_page_up(self) -> None:
+        self.set_following(False)
+        super().action_page_up()
+
+    def action_scroll_home(self) -> None:
+        self.set_following(False)
+        super().action_scroll_home()
+
+    def action_scroll_end(self) -> None:
+        self.set_following(True)
+
+    def on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
+        if self.max_scroll_y:
+            self.set_following(False)
+
     # -- search ----------------------------------------------------------------------------
 
     @property
@@ -306,7 +346,7 @@ class LogView(ScrollView, can_focus=True):
         else:
             index = after[-1] if after else found[-1]
         self._current_match = index + self.dropped_lines
-        self.auto_scroll = False
+        self.set_following(False)
         self._scroll_to_line(index)
         self.refresh()
         return index
