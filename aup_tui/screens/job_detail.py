@@ -215,9 +215,10 @@ class JobDetailScreen(Screen[None]):
             text = ""
             if attempts and attempts[-1].get("attempt") != attempt:
                 if tail is not None:  # the previous attempt's last words
+                    skipped = tail.skipped_lines
                     rest = (tail.read() or "") + tail.flush()
                     if rest:
-                        self.post_message(self.LogText(rest))
+                        self.post_message(self.LogText(rest, max(0, tail.skipped_lines - skipped)))
                 current = attempts[-1]
                 relpath = log_relpath(jid, current.get("attempt"))
                 tail = FileTail(os.path.join(workingdir, relpath))
