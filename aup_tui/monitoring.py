@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from aup_tui_backends.monitors.gpu import GPUMonitor, GPUSnapshot, JobProcessInfo
+from aup_tui_backends.monitors.job_evidence import JobEvidence, node_of_resource
 from aup_tui_backends.monitors.nodes import NodeMonitor, NodeStatus
 from aup_tui_backends.ssh import NodePool, node_key
 from aup_tui_backends.status import ExperimentStatus, JobStatus
@@ -145,6 +146,24 @@ class StateJobs:
         self.auppath = auppath
         self.this_host = socket.gethostname()
         self._cards: dict[int, str] | None = None
+        self._progress: dict[int, tuple[str, int, float | None]] = {}  # jid → (status, results, end)
+
+    def progressed_nodes(self) -> list[str]:
+        """The nodes where a job reported a result or finished since the last call: evidence
+        that they work (:meth:`~aup_tui_backends.monitors.NodeMonitor.note_alive`)."""
+        nodes = []
+        for row in list(self.state.jobs.values()):
+            name = node_of_resource(row.resource, row.rid)
+            if name is None:
+                continue
+            now = (str(row.status), row.results, row.end)
+            before = self._progress.get(row.jid)
+            self._progress[row.jid] = now
+            if before is None or now == before:
+                continue
+            if now[1] > before[1] or now[0] == JobStatus.FINISHED:
+                nodes.append(name)
+        return nodes
 
     def _gpu_cards(self) -> dict[int, str]:
         if self._cards is None:
@@ -220,6 +239,7 @@ class Monitoring:
         self._own_pool: NodePool | None = None
         self._shared_pool: NodePool | None = None  # the experiment's manager's
         self._start_thread: threading.Thread | None = None
+        self._stop_evidence: Callable[[], None] | None = None
 
     # -- subscribers (widgets or screens; called on the UI thread) ---------------------------
 
@@ -284,6 +304,9 @@ class Monitoring:
         if self._stopped:  # the app closed while this waited for the manager
             return
         self._refresh_jobs()
+        bus = getattr(self.experiment, "bus", None)
+        if self.nodes is not None and bus is not None:  # our jobs' progress shows which nodes work
+            self._stop_evidence = JobEvidence(self.nodes).attach(bus)
         if self.nodes is not None:
             self._on_nodes(self.nodes.statuses())  # UNKNOWN rows at once, before the first probe
             self.nodes.start(self._on_nodes)
@@ -331,6 +354,8 @@ class Monitoring:
                 self.gpu.close() if self._started else self.gpu.stop()
             except Exception:
                 log.debug("GPU monitor stop failed", exc_info=True)
+        if self._stop_evidence is not None:
+            self._stop_evidence()
         if self.nodes is not None:
             self.nodes.stop(timeout=2.0)
         if self._own_pool is not None:
@@ -362,6 +387,9 @@ class Monitoring:
             self.gpu.set_jobs(list(jobs))
         if self.nodes is not None:
             self.nodes.set_job_counts(counts)
+            progressed = getattr(self.jobs_source, "progressed_nodes", None)
+            for name in progressed() if progressed is not None else ():
+                self.nodes.note_alive(name)
 
     def _on_gpu(self, snapshot: GPUSnapshot) -> None:
         self.last_snapshot = snapshot

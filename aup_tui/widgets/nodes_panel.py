@@ -1,6 +1,7 @@
 """The nodes panel: one row per SSH node — state (UP/SLOW/DOWN, in the theme's colours), round
 trip, load, memory, our jobs there, since when it is in that state and, where there is room, why
-it is down.
+it is down (or "jobs running" when it is UP because its jobs make progress although no probe
+answered: the monitor's evidence, :meth:`~aup_tui_backends.monitors.NodeMonitor.note_alive`).
 
 It renders the statuses it is given (`panel.statuses = {...}` or `update_statuses`), keyed by node
 name: a new round only touches the cells that changed. `enter` on a row posts
@@ -83,8 +84,8 @@ def node_cells(status: NodeStatus, now: float, colors: Mapping[str, str]) -> dic
         "jobs": Text(str(status.jobs) if status.jobs else "·", justify="right"),
         "since": Text(since, justify="right", style=muted),
         "error": Text(
-            brief_error(status.error),
-            style=state_color(colors, NodeState.DOWN),
+            status.evidence or brief_error(status.error),  # UP on the jobs' word: say so
+            style=muted if status.evidence else state_color(colors, NodeState.DOWN),
             no_wrap=True,
             overflow="ellipsis",
         ),

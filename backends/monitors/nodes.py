@@ -76,6 +76,8 @@ class NodeStatus:
     history: tuple[StateChange, ...] = ()
     output: str = ""
     display_name: str = ""
+    #: why the node counts as UP although no probe says so ("jobs running": :meth:`NodeMonitor.note_alive`)
+    evidence: str = ""
 
     def __post_init__(self) -> None:
         if not self.display_name:
@@ -108,6 +110,8 @@ class _Node:
         "token",
         "status",
         "started",
+        "alive",
+        "alive_since",
     )
 
     def __init__(self, name: str, now: float, history: int):
@@ -125,6 +129,8 @@ class _Node:
         self.token = 0
         self.status: NodeStatus | None = None
         self.started: float | None = None  # time.monotonic() when the running probe began
+        self.alive: float | None = None  # the last time a job showed the node works (monitor clock)
+        self.alive_since: float | None = None  # when that run of evidence began
 
 
 class NodeMonitor:
@@ -199,6 +205,40 @@ class NodeMonitor:
             self._dirty = True
             self._wake.set()
 
+    def note_alive(self, name: str, when: float | None = None) -> None:
+        """A job on node ``name`` started, reported or finished at ``when`` (the monitor's clock,
+        now by default): evidence that the node works, whatever the last probe said.
+
+        Until a probe newer than the evidence fails, or for one ``interval`` after it, the node
+        shows UP with ``evidence="jobs running"``; a DOWN node is probed again within an interval
+        instead of after its backoff, so the probes catch up with what the jobs show."""
+        now = self.clock()
+        at = now if when is None else float(when)
+        with self._lock:
+            node = self._nodes.get(str(name))
+            if node is None:
+                return
+            if not self._has_evidence(node, now):
+                node.alive_since = at
+            node.alive = at if node.alive is None else max(node.alive, at)
+            if node.state in (NodeState.DOWN, NodeState.UNKNOWN) and not node.in_flight:
+                node.next_due = min(node.next_due, (node.checked or now) + self.interval)
+            self._dirty = True
+        self._wake.set()
+
+    def _has_evidence(self, node: _Node, now: float) -> bool:
+        """Whether a job showed the node alive in the last interval or since its last probe."""
+        if node.alive is None:
+            return False
+        return now - node.alive <= self.interval or node.checked is None or node.alive >= node.checked
+
+    def _with_evidence(self, node: _Node, status: NodeStatus, now: float) -> NodeStatus:
+        """``status``, UP with its evidence when jobs contradict a DOWN or unknown probe."""
+        if status.state not in (NodeState.DOWN, NodeState.UNKNOWN) or not self._has_evidence(node, now):
+            return status
+        since = node.alive_since if node.alive_since is not None else now
+        return replace(status, state=NodeState.UP, since=since, error="", evidence="jobs running")
+
     def is_down(self, name: str) -> bool:
         node = self._nodes.get(str(name))
         if node is not None and node.state is NodeState.DOWN:
@@ -212,6 +252,7 @@ class NodeMonitor:
         """The latest status of every node (name → NodeStatus)."""
         self._sync_nodes()
         counts = self._job_counts
+        now = self.clock()
         with self._lock:
             result = {}
             for name, node in self._nodes.items():
@@ -219,7 +260,7 @@ class NodeMonitor:
                 jobs = counts.get(name, 0)
                 if status.jobs != jobs:
                     status = replace(status, jobs=jobs)
-                result[name] = status
+                result[name] = self._with_evidence(node, status, now)
             return result
 
     # -- probing ------------------------------------------------------------------
