@@ -77,7 +77,7 @@ class AupApp(App[int]):
     TITLE = "aup-tui"
     BINDINGS = [
         Binding("q", "quit", "Quit", id="app.quit"),
-        Binding("question_mark", "help", "Help", id="app.help"),
+        Binding("question_mark,f1", "help", "Help", id="app.help"),
         Binding("t", "next_theme", "Theme", id="app.theme"),
     ]
 
@@ -324,7 +324,7 @@ class AupApp(App[int]):
             if command.title == "Quit":  # our action_quit: it asks while an experiment runs here
                 command = command._replace(help="leave aup-tui; asks first while an experiment runs here (q)")
             yield command
-        yield SystemCommand("Help: keys", "show or hide the keys of this screen (?)", self.action_help)
+        yield SystemCommand("Help: keys", "show or hide the keys of this screen (? or f1)", self.action_help)
         yield SystemCommand("Next theme", "switch to the next theme (t)", self.action_next_theme)
         for name in THEME_NAMES:
             yield SystemCommand(

@@ -24,7 +24,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import DataTable, Footer, Input
+from textual.widgets import DataTable, Footer, Input, Static
 
 from ..messages import EngineEvents, StoreSnapshot
 from ..monitoring import GPUSampled, Monitoring, NodesProbed, monitoring_for
@@ -44,6 +44,13 @@ NARROW = 140  # below this width the plot and panels go under the job table
 
 #: the engine's StoreProblem notices (aup_tui_backends.experiment): shown as a banner until resolved
 STORE_DOWN, STORE_UP = "store can't be written", "store can be written again"
+
+
+def no_match_text(text: str, status: str | None) -> str:
+    """What an empty filter result says: what matched nothing, and how to get the jobs back."""
+    jobs = f"{status.lower()} jobs" if status else "jobs"
+    match = f" match '{text}'" if text else ""
+    return f"no {jobs}{match} — esc clears the filter" + ("" if text else ", f shows the next status")
 
 
 class DashboardScreen(Screen):
@@ -98,6 +105,7 @@ class DashboardScreen(Screen):
         with Horizontal(id="main"):
             with Vertical(id="left"):
                 yield JobTable(self.state, self.clock, id="jobs")
+                yield Static(id="no-match")
                 yield Input(
                     placeholder="/ filter: words, e.g. 'failed cpu1' — enter keeps, escape clears",
                     id="filter",
@@ -139,6 +147,10 @@ class DashboardScreen(Screen):
         if parts:
             title += f" {message.shown} of {message.total} · " + " · ".join(parts)
         self.query_one(JobTable).border_title = title
+        no_match = self.query_one("#no-match", Static)
+        no_match.display = bool(parts) and not message.shown
+        if no_match.display:
+            no_match.update(no_match_text(message.text, message.status))
 
     def on_job_table_sorted(self, message: JobTable.Sorted) -> None:
         default = message.column == "id" and not message.reverse
@@ -176,7 +188,7 @@ class DashboardScreen(Screen):
             self.query_one(JobTable).update_jobs(sorted(ch.jids))
         if ch.header or ch.jids:
             self.query_one(ExperimentHeader).update_state()
-        if ch.plot:
+        if ch.plot or self.query_one(ScorePlot).early_stopped != self.state.counts[JobStatus.EARLY_STOPPED]:
             self._update_plot()
         for level, message in ch.notices:
             timeout = 8
@@ -207,7 +219,12 @@ class DashboardScreen(Screen):
     def _update_plot(self) -> None:
         st = self.state
         self.query_one(ScorePlot).set_data(
-            st.score_values, st.best_trace, st.maximize, times=st.score_times, start=st.start
+            st.score_values,
+            st.best_trace,
+            st.maximize,
+            times=st.score_times,
+            start=st.start,
+            early_stopped=st.counts[JobStatus.EARLY_STOPPED],
         )
 
     def _tell_end(self) -> None:

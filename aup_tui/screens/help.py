@@ -16,7 +16,7 @@ class HelpScreen(ModalScreen[None]):
     CSS_PATH = "help.tcss"
     BINDINGS = [
         Binding("escape", "close", "Close", id="help.close"),
-        Binding("question_mark", "close", "Close", show=False),
+        Binding("question_mark,f1", "close", "Close", show=False),
         Binding("q", "close", "Close", show=False),
     ]
 
@@ -38,7 +38,7 @@ class HelpScreen(ModalScreen[None]):
             table.add_row(key, description)
         with Vertical(id="help-dialog"):
             yield Static(table, id="help-keys")
-            yield Static("escape or ? closes · ctrl+p finds any action by name", id="help-hint")
+            yield Static("escape, ? or f1 closes · ctrl+p finds any action by name", id="help-hint")
 
     def action_close(self) -> None:
         self.dismiss(None)
@@ -60,11 +60,13 @@ def help_rows(app: App, screen: Screen) -> list[tuple[str, str, str]]:
                     continue
                 if cls.__module__.startswith("textual.") and cls is not type(node):
                     continue  # Textual's own generic keys (arrows, page up…) are not worth listing
-                key = app.get_key_display(binding)
+                key, *others = [app.get_key_display(b) for b in Binding.make_bindings([binding])]
                 if key in seen:
                     continue
-                seen.add(key)
-                rows.append((group, key, binding.description))
+                seen.update((key, *others))
+                rows.append(
+                    (group, key, binding.description + (f" (or {', '.join(others)})" if others else ""))
+                )
     rows += [
         ("Everywhere", "ctrl+p", "Command palette: every action by name"),
         ("Dialogs", "y / n", "Answer a confirm dialog (escape: no)"),

@@ -312,6 +312,19 @@ class GPUPanel(Widget):
         self.set_reactive(GPUPanel.snapshot, snapshot)
         self.set_reactive(GPUPanel.nodes, dict(nodes) if nodes is not None else None)
 
+    @property
+    def no_gpu(self) -> bool:
+        """NVML said there is no GPU here and no node reports one: the panel is one line saying
+        why (the `-no-gpu` class), not a box taking room from the plot and the nodes."""
+        snap = self.snapshot
+        return self.local and snap is not None and not snap.available and not _remote_groups(self.nodes)
+
+    def watch_snapshot(self) -> None:
+        self.set_class(self.no_gpu, "-no-gpu")
+
+    def watch_nodes(self) -> None:
+        self.set_class(self.no_gpu, "-no-gpu")
+
     def update_snapshot(self, snapshot: GPUSnapshot | None) -> None:
         self.snapshot = snapshot
 
@@ -341,4 +354,5 @@ class GPUPanel(Widget):
         return Text("\n").join(self.lines(width))
 
     def on_mount(self) -> None:
+        self.set_class(self.no_gpu, "-no-gpu")
         on_theme_change(self, self.refresh)

@@ -176,7 +176,7 @@ class JobTable(DataTable):
         """Apply a batch of changed jobs: new rows added, changed cells updated, one sort at most."""
         now = self.clock()
         resort = False
-        added = False
+        shown_count_changed = False  # a row added or filtered out: the title's count
         column_keys = [key for key, _, _ in COLUMNS]
         for jid in jids:
             row = self.state.jobs.get(jid)
@@ -187,13 +187,14 @@ class JobTable(DataTable):
                 if shown is not None:
                     self.remove_row(str(jid))
                     del self._shown[jid]
+                    shown_count_changed = True
                 continue
             cells = self._cells(row, now)
             plain = tuple(_plain(v) for v in cells)
             if shown is None:
                 self.add_row(*cells, key=str(jid))
                 self._shown[jid] = plain
-                added = True
+                shown_count_changed = True
                 resort |= self.sort_column != "id" or self.sort_reverse
                 continue
             if plain == shown:
@@ -206,7 +207,7 @@ class JobTable(DataTable):
         self._cells_changed()
         if resort:
             self._apply_sort()
-        if added:
+        if shown_count_changed:
             self.post_message(
                 self.FilterChanged(
                     self.filter_text, self.filter_status, len(self._shown), len(self.state.jobs)

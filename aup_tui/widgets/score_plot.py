@@ -3,14 +3,16 @@ order in which jobs finished or over time since the experiment started (`x_axis`
 braille characters (2×4 dots a cell).
 
 The y axis turns logarithmic when every score is positive and they span more than two decades
-(as loss-like scores do), so the best-so-far line does not lie flat on the floor.
+(as loss-like scores do), so the best-so-far line does not lie flat on the floor. It is labelled
+(`score`, `log`), marks the highest and lowest score and round values between them (`y_ticks`),
+and the legend counts the early-stopped jobs, which have no final score to plot.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from rich.text import Text
 from textual.reactive import reactive
@@ -60,6 +62,55 @@ class BrailleCanvas:
         return out
 
 
+Y_LABEL = "score"
+
+
+def _round_steps(lo: float, hi: float, count: int) -> tuple[float, int]:
+    """A round step (1, 2, 2.5 or 5 × 10^k) that cuts [lo, hi] into about `count` parts, and the
+    decimals its multiples need."""
+    raw = (hi - lo) / max(1, count)
+    exp = math.floor(math.log10(raw))
+    for mantissa, extra in ((1, 0), (2, 0), (2.5, 1), (5, 0), (10, 0)):
+        step = mantissa * 10.0**exp
+        if step >= raw:
+            return step, max(0, -exp + extra - (1 if mantissa == 10 else 0))
+    return 10.0 ** (exp + 1), max(0, -exp - 1)  # not reached: 10 × 10^exp ≥ raw
+
+
+def _tick_label(value: float) -> str:
+    """A score as the axis shows it: as the table does when that is short, else 3 digits."""
+    text = fmt_score(value)
+    return text if len(text) <= 8 else f"{value:.3g}"
+
+
+def y_ticks(lo: float, hi: float, rows: int, log: bool, row_of: Callable[[float], int]) -> dict[int, str]:
+    """Row → label of the y axis's ticks: the highest and lowest score on the top and bottom rows,
+    round values (decades on a log axis) between them, at least two rows apart."""
+    if hi <= lo:  # one value: one tick, where it is drawn
+        return {row_of(lo): _tick_label(lo)}
+    ticks = {0: _tick_label(hi), rows - 1: _tick_label(lo)} if rows > 1 else {0: _tick_label(hi)}
+    if rows < 5:
+        return ticks
+    count = max(1, (rows - 1) // 2)
+    values: list[tuple[float, str]] = []
+    if log:
+        first, last = math.ceil(math.log10(lo)), math.floor(math.log10(hi))
+        values = [(10.0**k, f"{10.0**k:g}") for k in range(first, last + 1)]
+    else:
+        step, decimals = _round_steps(lo, hi, count)
+        k = math.ceil(lo / step)
+        while k * step <= hi:
+            v = k * step
+            v = 0.0 if abs(v) < step / 2 else v
+            values.append((v, f"{v:.{decimals}f}" if abs(v) < 1e5 and decimals < 6 else f"{v:.3g}"))
+            k += 1
+    for value, label in values:
+        row = row_of(value)
+        if all(abs(row - taken) >= 2 for taken in ticks):
+            ticks[row] = label
+    return ticks
+
+
 class ScorePlot(Widget):
     """Plots `scores` (finishing order) and `best` (best so far after each); set with `set_data`.
 
@@ -80,6 +131,7 @@ class ScorePlot(Widget):
         self.times: Sequence[float] = []
         self.start: float | None = None
         self.maximize = True
+        self.early_stopped = 0  # jobs stopped early: counted in the legend, no final score to plot
         self._last_draw = 0.0
         self._pending: Timer | None = None
 
@@ -93,10 +145,11 @@ class ScorePlot(Widget):
         maximize: bool,
         times: Sequence[float] = (),
         start: float | None = None,
+        early_stopped: int = 0,
     ) -> None:
         """Show these scores; the sequences are read at the next redraw, not copied."""
         self.scores, self.best, self.maximize = scores, best, maximize
-        self.times, self.start = times, start
+        self.times, self.start, self.early_stopped = times, start, early_stopped
         wait = self.MIN_REDRAW - (time.monotonic() - self._last_draw)
         if wait <= 0 or not self.is_mounted:
             self.refresh()
@@ -148,23 +201,27 @@ class ScorePlot(Widget):
         flo, fhi = f(lo), f(hi)
         if fhi == flo:
             flo, fhi = flo - 1, fhi + 1
-        labels = [fmt_score(hi), fmt_score(lo)]
-        lab_w = min(10, max(len(s) for s in labels))
-        plot_w = max(4, width - lab_w - 1)
         plot_h = max(1, height - 1)
+        dots_h = plot_h * 4
+
+        def ypos(v: float) -> int:
+            frac = (f(v) - flo) / (fhi - flo)
+            return round((1 - frac) * (dots_h - 1))
+
+        ticks = y_ticks(lo, hi, plot_h, log, lambda v: ypos(v) // 4)
+        free = sorted((r for r in range(plot_h) if r not in ticks), key=lambda r: abs(r - (plot_h - 1) / 2))
+        names = dict(zip(sorted(free[: 2 if log else 1]), [Y_LABEL, "log"] if log else [Y_LABEL]))
+        lab_w = min(10, max(len(label) for label in [*ticks.values(), *names.values()]))
+        plot_w = max(4, width - lab_w - 1)
         canvas = BrailleCanvas(plot_w, plot_h)
         n = len(scores)
-        dots_w, dots_h = plot_w * 2, plot_h * 4
+        dots_w = plot_w * 2
         span = max(xs[-1], 1e-9) if xs else 0.0
 
         def xpos(i: int) -> int:
             if xs is not None:
                 return round(xs[i] / span * (dots_w - 1))
             return 0 if n <= 1 else round(i * (dots_w - 1) / (n - 1))
-
-        def ypos(v: float) -> int:
-            frac = (f(v) - flo) / (fhi - flo)
-            return round((1 - frac) * (dots_h - 1))
 
         prev_y = None
         for i, (s, b) in enumerate(zip(scores, bests)):
@@ -184,25 +241,45 @@ class ScorePlot(Widget):
         rows = canvas.rows(c.get("plot-point", "cyan"), f"bold {c.get('plot-best', 'yellow')}")
         out = []
         for r, row in enumerate(rows):
-            if r == 0:
-                label = labels[0]
-            elif r == plot_h - 1:
-                label = labels[1]
-            elif log and r == plot_h // 2 and plot_h >= 5:
-                label = "log"
+            if r in ticks:
+                line = Text(ticks[r][:lab_w].rjust(lab_w) + "┤", style=axis_style)
             else:
-                label = ""
-            line = Text(label[:lab_w].rjust(lab_w) + "┤" if label else " " * lab_w + "│", style=axis_style)
+                line = Text(names.get(r, "").rjust(lab_w) + "│", style=axis_style)
             line.append_text(row)
             out.append(line)
+        out.append(self._legend(lab_w, width, bests, n, xs, span, log and "log" not in names.values()))
+        return Text("\n").join(out)
+
+    def _legend(
+        self,
+        lab_w: int,
+        width: int,
+        bests: list[float],
+        n: int,
+        xs: list[float] | None,
+        span: float,
+        log: bool,
+    ) -> Text:
+        """The x axis's corner and what the marks mean; the best score goes first when short."""
+        c = theme_colors(self.app)
+        axis_style = c.get("plot-axis", "grey50")
         goal = "max" if self.maximize else "min"
-        best_txt = f" best {fmt_score(bests[-1])}" if bests else ""
         axis = f"time → {fmt_since(span)}" if xs is not None else f"{n} jobs →"
+        if self.early_stopped:
+            axis += f" (+{self.early_stopped} stopped early)"
+        best = f" best {fmt_score(bests[-1])}" if bests else ""
+        log_y = "  log y" if log else ""
+        for tail in (  # shorter ones while it does not fit: the header shows the best too
+            f" best-so-far ({goal}){best}  {axis}{log_y}",
+            f" best-so-far ({goal})  {axis}{log_y}",
+            f" best ({goal})  {axis}{log_y}",
+        ):
+            if lab_w + 10 + len(tail) <= width:  # "└• score ━" before it
+                break
         legend = Text(" " * lab_w + "└", style=axis_style)
         legend.append("•", style=c.get("plot-point", "cyan"))
         legend.append(" score ", style=axis_style)
         legend.append("━", style=f"bold {c.get('plot-best', 'yellow')}")
-        legend.append(f" best-so-far ({goal}){best_txt}  {axis}{'  log y' if log else ''}", style=axis_style)
+        legend.append(tail, style=axis_style)
         legend.truncate(width, overflow="ellipsis")
-        out.append(legend)
-        return Text("\n").join(out)
+        return legend
