@@ -139,7 +139,7 @@ class Progress:
     def line(self, width: int | None = None) -> str:
         """The progress line, cut to `width` cells (None: as long as it is). What goes first when
         space is short: the bar shrinks, then goes, then stopped, elapsed, running, failed, the best job's id,
-        the best score; the count of ended jobs stays (cut itself only below its own length)."""
+        the best score; the count of ended jobs stays (cut, with an ellipsis, only below its length)."""
         shown = self._parts()
         if width is None:
             return _bar(self.state.ended, self.total, BAR_WIDTH) + " " + _joined(shown)
@@ -154,7 +154,7 @@ class Progress:
         room = min(BAR_WIDTH, width - len(text) - 1)
         if drop is None and room >= MIN_BAR_WIDTH:  # the bar only when all the rest fits
             text = _bar(self.state.ended, self.total, room) + " " + text
-        return text[:width]
+        return text if len(text) <= width else text[: width - 1] + "…" if width > 0 else ""
 
     def plain_line(self) -> str:
         """The progress as a log line: no bar, no escapes (stdout is a file or a CI log)."""

@@ -151,6 +151,7 @@ def _progress() -> Progress:
         (39, ["9015/10000", "best 0.123457 (job 1234)"], ["running", "failed"]),
         (30, ["9015/10000  best 0.123457"], ["job 1234"]),
         (12, ["9015/10000"], ["best"]),
+        (8, ["9015/10…"], []),
     ],
 )
 def test_what_the_line_gives_up_first_when_narrow(width, shown, gone):
