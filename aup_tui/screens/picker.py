@@ -1,13 +1,18 @@
-"""The experiments of a `.aup` folder, newest first: status, best score, job counts; enter opens one."""
+"""The experiments of a `.aup` folder, newest first: whole name, status, best score, jobs, start time.
+
+enter opens one; space marks experiments and `c` compares the marked ones (two or more).
+The name column takes the room its longest name needs and is cut with … only when the terminal is
+too narrow for it."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
 from aup_tui_backends.status import JobStatus
+from rich.console import JustifyMethod
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -23,6 +28,7 @@ from .palette import PaletteCommand, ScreenCommands
 
 
 def ago(seconds: float) -> str:
+    """How long ago an experiment started (no time zone: the same on every machine)."""
     s = int(max(0, seconds))
     if s < 60:
         return f"{s}s ago"
@@ -33,14 +39,24 @@ def ago(seconds: float) -> str:
     return f"{s // 86400}d ago"
 
 
-COLUMNS = (
+MARK = "●"
+#: key, label, width (None: the name, as wide as the room left and its longest name allow)
+COLUMNS: tuple[tuple[str, str, int | None], ...] = (
+    ("mark", "", 1),
     ("eid", "id", 3),
-    ("name", "name", 18),
-    ("status", "status", 10),
-    ("best", "best (job)", 16),
-    ("jobs", "ok/fail/all", 11),
+    ("name", "name", None),
+    ("status", "status", 9),
+    ("best", "best (job)", 14),
+    ("jobs", "jobs", 9),
     ("started", "started", 8),
 )
+MIN_NAME = 8
+
+
+def name_width(names: Sequence[str], room: int) -> int:
+    """The name column's width: its longest name (its label at least), at most the room left."""
+    need = max((len(n) for n in names), default=0)
+    return max(MIN_NAME, min(max(need, len("name")), room))
 
 
 class ExperimentTable(DataTable):
@@ -56,6 +72,17 @@ class PickerCommands(ScreenCommands["PickerScreen"]):
         screen = self.owner
         if screen.rows:
             yield PaletteCommand("Open selected experiment", "its dashboard (enter)", screen.action_open)
+            yield PaletteCommand(
+                "Mark selected experiment",
+                "mark or unmark it for comparison (space)",
+                screen.action_toggle_mark,
+            )
+        if self.allows("compare"):
+            yield PaletteCommand(
+                "Compare marked experiments",
+                "their best-so-far curves on one plot, best configs side by side (c)",
+                screen.action_compare,
+            )
         if screen.connector is not None:
             yield PaletteCommand(
                 "Reload experiments", "read the list again from the store (r)", screen.action_reload
@@ -76,6 +103,8 @@ class PickerScreen(Screen):
     COMMANDS = {PickerCommands}
     BINDINGS = [
         Binding("enter", "open", "Open", id="picker.open"),
+        Binding("space", "toggle_mark", "Mark", id="picker.mark"),
+        Binding("c", "compare", "Compare marked", id="picker.compare"),
         Binding("r", "reload", "Reload", id="picker.reload"),
     ]
 
@@ -101,9 +130,13 @@ class PickerScreen(Screen):
         self.connector = connector
         self.rows = rows
         self.clock = clock
+        self.marked: set[int] = set()  # the eids marked for comparison, in no order
 
     def compose(self) -> ComposeResult:
-        yield Static("Experiments — newest first; enter opens one", id="picker-title")
+        yield Static(
+            "Experiments, newest first · enter opens · space marks · c compares the marked",
+            id="picker-title",
+        )
         yield ExperimentTable(id="experiments", cursor_type="row")
         yield Footer()
 
@@ -111,7 +144,8 @@ class PickerScreen(Screen):
         table = self.query_one(DataTable)
         table.border_title = "Experiments"
         for key, label, width in COLUMNS:
-            table.add_column(label, key=key, width=width)
+            justify: JustifyMethod = "right" if key in ("eid", "jobs") else "left"
+            table.add_column(Text(label, justify=justify), key=key, width=width or MIN_NAME)
         table.focus()
         on_theme_change(self, self.restyle)
         if self.rows is not None:
@@ -121,11 +155,19 @@ class PickerScreen(Screen):
             self._load()
 
     def on_resize(self) -> None:
+        self._fit_name()
+
+    def _fit_name(self) -> None:
+        """Give the name column the room its longest name needs, as far as the table has it."""
         table = self.query_one(DataTable)
-        fixed = sum(w + 2 for k, _, w in COLUMNS if k != "name")
         col = table.columns.get(ColumnKey("name"))
-        width = max(8, table.scrollable_content_region.width - fixed - 3)
-        if col is not None and col.width != width:
+        if col is None:
+            return
+        pad = 2 * table.cell_padding
+        fixed = sum((w or 0) + pad for k, _, w in COLUMNS if k != "name")
+        room = table.scrollable_content_region.width - fixed - pad - 1  # one for a scrollbar
+        width = name_width([str(e.get("name", "")) for e in self.rows or ()], room)
+        if col.width != width:
             col.width = width
             table.refresh()
 
@@ -147,29 +189,32 @@ class PickerScreen(Screen):
 
     def _show(self, rows: list[dict[str, Any]]) -> None:
         table = self.query_one(DataTable)
+        row = table.cursor_row
         table.clear()
+        self._fit_name()
         c = theme_colors(self.app)
         now = self.clock()
         for exp in sorted(rows, key=lambda e: e["eid"], reverse=True):
             counts = exp.get("counts", {})
             done = counts.get(JobStatus.FINISHED, 0)
-            failed = sum(n for status, n in counts.items() if JobStatus(status).is_failed)
             total = max(int(exp.get("n_samples") or 0), sum(counts.values()))
             best = (
                 f"{fmt_score(exp['best_score'])} ({exp['best_jid']})"
                 if exp.get("best_jid") is not None
                 else "—"
             )
-            start = exp.get("start")
             table.add_row(
+                Text(MARK if exp["eid"] in self.marked else " ", style="bold"),
                 Text(str(exp["eid"]), justify="right"),
-                exp.get("name", ""),
+                Text(str(exp.get("name", "")), no_wrap=True, overflow="ellipsis"),
                 Text(exp["status"].lower(), style=status_color(c, exp["status"])),
                 best,
-                f"{done}/{failed}/{total}",
-                ago(now - start) if start else "",
+                Text(f"{done}/{total}", justify="right"),
+                ago(now - exp["start"]) if exp.get("start") else "",
                 key=str(exp["eid"]),
             )
+        if table.row_count:
+            table.move_cursor(row=min(row, table.row_count - 1))
 
     def restyle(self) -> None:
         if self.rows is not None:
@@ -179,13 +224,42 @@ class PickerScreen(Screen):
         """Open experiment `eid`: the app, which owns the screens, shows its dashboard."""
         self.post_message(self.Chosen(eid))
 
-    def action_open(self) -> None:
+    @property
+    def selected_eid(self) -> int | None:
         table = self.query_one(DataTable)
         if not table.row_count:
-            return
+            return None
         key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
-        if key.value is not None:  # every row is keyed by its eid
-            self.open(int(key.value))
+        return int(key.value) if key.value is not None else None  # every row is keyed by its eid
+
+    def action_open(self) -> None:
+        eid = self.selected_eid
+        if eid is not None:
+            self.open(eid)
+
+    def action_toggle_mark(self) -> None:
+        """Mark the experiment under the cursor for comparison (or unmark it), then move down."""
+        eid = self.selected_eid
+        if eid is None:
+            return
+        self.marked.symmetric_difference_update({eid})
+        table = self.query_one(DataTable)
+        table.update_cell(str(eid), "mark", Text(MARK if eid in self.marked else " ", style="bold"))
+        table.action_cursor_down()
+
+    def action_compare(self) -> None:
+        if len(self.marked) < 2:
+            self.notify("mark two or more experiments with space, then press c", timeout=4)
+            return
+        from .compare import CompareScreen
+
+        self.app.push_screen(CompareScreen(sorted(self.marked), connector=self.connector, rows=self.rows))
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        """Comparing needs two experiments to pick from."""
+        if action == "compare":
+            return len(self.rows or ()) >= 2
+        return True
 
     @on(DataTable.RowSelected)
     def _selected(self, event: DataTable.RowSelected) -> None:
