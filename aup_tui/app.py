@@ -94,8 +94,11 @@ class AupApp(App[int]):
         theme: str | None = None,
         find: bool = True,
         demo_source: Any = None,
+        readonly: bool = False,
     ) -> None:
         super().__init__()
+        #: `watch --readonly`: every key that stops or answers a job is hidden and disabled
+        self.readonly = readonly
         self.auppath = auppath
         self.connector = connector
         self.experiment_config = experiment
@@ -268,7 +271,7 @@ class AupApp(App[int]):
 
     async def action_quit(self) -> None:
         exp, config = self.experiment, self.experiment_config  # one runs here only from a config
-        if exp is None or config is None or not self.running_experiment:
+        if exp is None or config is None or not self.running_experiment or self.readonly:
             self.exit(self._exit_code())
             return
         from .screens.dashboard import DashboardScreen
@@ -377,9 +380,10 @@ def run_app(
     connector: TinyDBConnector | None = None,
     experiment: ExperimentConfig | None = None,
     watch: int | None = None,
+    readonly: bool = False,
 ) -> int:
     """Run the TUI; returns the exit code (0 finished, 130 stopped, 1 failed)."""
-    app = AupApp(auppath, connector=connector, experiment=experiment, watch=watch)
+    app = AupApp(auppath, connector=connector, experiment=experiment, watch=watch, readonly=readonly)
     try:
         code = app.run()
     except BaseException as exc:

@@ -101,6 +101,11 @@ def _parser() -> argparse.ArgumentParser:
         "watch", parents=[common], help="the dashboard of an experiment run by another process"
     )
     watch.add_argument("eid", nargs="?", type=int, metavar="EID", help="the experiment (default: the latest)")
+    watch.add_argument(
+        "--readonly",
+        action="store_true",
+        help="look only: no key stops a job or the experiment or answers a passive job",
+    )
 
     stop = sub.add_parser("stop", parents=[common], help="ask a running job or experiment to stop")
     group = stop.add_mutually_exclusive_group(required=True)
@@ -334,7 +339,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     eid = _experiment(connector, args.eid)["eid"]
     _require_terminal("`aup-tui watch`")
     stop_signals.install()  # SIGTERM/SIGHUP close the app cleanly; the watched run goes on, exit 130
-    return run_app(auppath, connector=connector, watch=eid)
+    return run_app(auppath, connector=connector, watch=eid, readonly=args.readonly)
 
 
 def cmd_stop(args: argparse.Namespace) -> int:

@@ -42,6 +42,9 @@ MIN_BATCH_INTERVAL = 0.05  # at most ~20 state updates a second
 NARROW = 140  # below this width the plot and panels go under the job table
 
 
+#: what `aup-tui watch --readonly` hides and disables: every key that stops or answers a job
+READONLY_HIDDEN = frozenset({"stop_job", "stop_experiment", "answer_passive"})
+
 #: the engine's StoreProblem notices (aup_tui_backends.experiment): shown as a banner until resolved
 STORE_DOWN, STORE_UP = "store can't be written", "store can be written again"
 
@@ -294,6 +297,8 @@ class DashboardScreen(Screen):
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         """Hide keys that do nothing now (False hides them from the footer and disables them)."""
+        if action in READONLY_HIDDEN and getattr(self.app, "readonly", False):
+            return False  # `watch --readonly`: looking only
         if action in ("stop_job", "stop_experiment"):
             return self.source is not None and self.state.is_live
         if action == "answer_passive":
@@ -449,6 +454,8 @@ class DashboardScreen(Screen):
     def _offer_passive(self) -> None:
         """Open the form for the next waiting job unless one is open or the person closed it."""
         if self.source is None or self._passive_open is not None or not self.state.waiting:
+            return
+        if getattr(self.app, "readonly", False):  # the person only watches: no form pops up
             return
         pending = [j for j in sorted(self.state.waiting) if j not in self._dismissed_passive]
         if pending and self.app.screen is self:

@@ -60,6 +60,9 @@ def help_rows(app: App, screen: Screen) -> list[tuple[str, str, str]]:
                     continue
                 if cls.__module__.startswith("textual.") and cls is not type(node):
                     continue  # Textual's own generic keys (arrows, page up…) are not worth listing
+                check = getattr(node, "check_action", None)
+                if check is not None and check(binding.action.partition("(")[0], ()) is False:
+                    continue  # a key that does nothing here now (as the footer hides it)
                 key, *others = [app.get_key_display(b) for b in Binding.make_bindings([binding])]
                 if key in seen:
                     continue
