@@ -96,6 +96,21 @@ class PassiveWant:
     config_path: str
 
 
+@dataclass(frozen=True)
+class Problem:
+    """Something that went wrong, kept so it can be read after its toast is gone: a failed job
+    (`jid` set), the experiment's failure or an engine notice at warning level or above."""
+
+    time: float
+    level: str  # "warning" or "error"
+    message: str
+    jid: int | None = None
+
+
+#: the notice levels kept as problems
+PROBLEM_LEVELS = ("warning", "error")
+
+
 @dataclass
 class Changes:
     """What an update touched: job rows, the header, the score plot."""
@@ -150,6 +165,9 @@ class ExperimentState:
         self.waiting: dict[int, PassiveWant] = {}
         self.last_notice: tuple[str, str] | None = None
         self.reason = ""  # why the experiment FAILED
+        #: what went wrong, in the order it was heard of (`recent_problems` sorts it)
+        self.problems: list[Problem] = []
+        self._problem_keys: set[tuple[int | None, int]] = set()  # (jid, attempts) recorded
 
     # -- derived --------------------------------------------------------------------------
 
@@ -193,6 +211,10 @@ class ExperimentState:
         if self.start is None:
             return 0.0
         return max(0.0, (self.end if self.end is not None else now) - self.start)
+
+    def recent_problems(self) -> list[Problem]:
+        """The problems, newest first."""
+        return sorted(self.problems, key=lambda p: p.time, reverse=True)
 
     def best_so_far(self) -> list[float]:
         """The best score after each finished job, in finishing order."""
@@ -238,6 +260,27 @@ class ExperimentState:
             return True
         return False
 
+    def _job_failed(self, row: JobRow, when: float | None) -> bool:
+        """Keep a failed job (once per attempt) among the problems; True when it was new."""
+        key = (row.jid, row.attempts)
+        if key in self._problem_keys:
+            return False
+        self._problem_keys.add(key)
+        why = row.error or "no reason given"
+        status = row.status.lower()
+        self.problems.append(Problem(when or 0.0, "error", f"job {row.jid} {status}: {why}", row.jid))
+        return True
+
+    def _experiment_failed(self, when: float | None) -> bool:
+        """Keep the experiment's failure (once) among the problems; True when it was new."""
+        key = (None, 0)
+        if self.status != ExperimentStatus.FAILED or key in self._problem_keys:
+            return False
+        self._problem_keys.add(key)
+        why = f": {self.reason}" if self.reason else ""
+        self.problems.append(Problem(when or 0.0, "error", f"experiment {self.eid} failed{why}"))
+        return True
+
     def _set_best(self, jid: int, score: float | None) -> None:
         """The best job as the store names it (its end kept for the tie rule)."""
         row = self.jobs.get(jid)
@@ -260,6 +303,7 @@ class ExperimentState:
             return
         if isinstance(ev, ExperimentFinished):
             self.status, self.end, self.reason = ev.status, ev.time, ev.reason
+            self._experiment_failed(ev.time)
             if ev.best_jid is not None:
                 self._set_best(ev.best_jid, ev.best_score)
             self.waiting.clear()
@@ -268,6 +312,9 @@ class ExperimentState:
         if isinstance(ev, Notice):
             self.last_notice = (ev.level, ev.message)
             ch.notices.append((ev.level, ev.message))
+            if ev.level in PROBLEM_LEVELS:
+                self.problems.append(Problem(ev.time, ev.level, ev.message))
+                ch.header = True  # its count
             return
         if not isinstance(ev, JobEvent) or isinstance(ev, JobOutput):
             return
@@ -300,6 +347,8 @@ class ExperimentState:
             row.error, row.score = ev.error, ev.score
             if JobStatus(ev.status).is_final:
                 row.end = ev.time
+            if JobStatus(ev.status).is_failed:
+                self._job_failed(row, ev.time)
         elif isinstance(ev, JobStopped):
             row.score, row.end, row.error = ev.score, ev.time, ev.reason
         elif isinstance(ev, PassiveResultWanted):
@@ -331,6 +380,7 @@ class ExperimentState:
             if was_running and not self.is_live:
                 ch.ended = True
             self.reason = exp.get("reason") or ""
+            ch.header |= self._experiment_failed(self.end)
         workingdir = (exp or {}).get("workingdir") or "."
         script = (exp or {}).get("script") or ""
         new_scores = False
@@ -365,6 +415,8 @@ class ExperimentState:
             row.rid, row.pid = doc.get("rid"), doc.get("pid")
             (row.resource, row.score, row.start, row.end, row.attempts, row.error) = fields[1:]
             ch.jids.add(jid)
+            if JobStatus(row.status).is_failed:
+                self._job_failed(row, row.end or row.start)
             if row.status == JobStatus.FINISHED:
                 new_scores |= jid not in self._scored
                 self._scored_job(jid, row.score)

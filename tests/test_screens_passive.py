@@ -7,6 +7,7 @@ from screens_support import Host, passive_experiment, wait_until
 from textual import events
 from textual.widgets import Input, TextArea
 
+from aup_tui.screens.confirm import ConfirmScreen
 from aup_tui.screens.passive_form import PassiveForm, PassiveRequest
 
 
@@ -113,6 +114,11 @@ async def test_mark_failed_with_a_reason(run) -> None:
         assert reason.region.height > 0 and form.focused is reason
         await pilot.press(*"out of memory")
         await pilot.press("enter")
+        await wait_until(
+            pilot, lambda: isinstance(app.screen, ConfirmScreen)
+        )  # it ends the experiment: asked
+        assert "ends the experiment" in str(app.screen.question)
+        await pilot.press("y")
         await wait_until(pilot, lambda: app.dismissed)
         assert app.dismissed == ["failed"]
     job = run.wait_job(request.jid, ("FAILED",))

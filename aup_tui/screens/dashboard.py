@@ -25,6 +25,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets.data_table import RowDoesNotExist
 
 from ..messages import EngineEvents, StoreSnapshot
 from ..monitoring import GPUSampled, Monitoring, NodesProbed, monitoring_for
@@ -71,6 +72,7 @@ class DashboardScreen(Screen):
         Binding("E", "experiments", "Experiments", show=False, id="dashboard.experiments"),
         Binding("e", "export", "Export jobs (CSV)", show=False, id="dashboard.export"),
         Binding("x", "plot_axis", "Plot x axis", show=False, id="dashboard.plot_axis"),
+        Binding("exclamation_mark", "problems", "Problems", show=False, id="dashboard.problems"),
     ]
 
     def __init__(
@@ -98,7 +100,7 @@ class DashboardScreen(Screen):
         self._passive_open: int | None = None
         self._filter_timer: Timer | None = None
         self._loaded = False
-        self._keys_shown: tuple[bool, bool] | None = None
+        self._keys_shown: tuple[bool, ...] | None = None
         self.monitoring: Monitoring | None = None  # set on mount (None in demos)
 
     # -- layout ---------------------------------------------------------------------------
@@ -208,8 +210,8 @@ class DashboardScreen(Screen):
             self._ticker.resume()
         else:
             self._ticker.pause()
-        keys = (self.state.is_live, bool(self.state.waiting))
-        if keys != self._keys_shown:  # s/S only while it runs, p only while a job waits
+        keys = (self.state.is_live, bool(self.state.waiting), bool(self.state.problems))
+        if keys != self._keys_shown:  # s/S while it runs, p while a job waits, ! once one went wrong
             self._keys_shown = keys
             self.refresh_bindings()  # (the footer recomposes: not on every batch)
         if ch.ended:
@@ -307,6 +309,8 @@ class DashboardScreen(Screen):
             return self.connector is not None and not isinstance(self.source, LiveSource)
         if action == "export":
             return self.connector is not None and self.state.eid is not None
+        if action == "problems":
+            return bool(self.state.problems)
         return True
 
     def action_stop_job(self) -> None:
@@ -314,7 +318,19 @@ class DashboardScreen(Screen):
         if jid is None or self.source is None:
             self.notify("no job selected", severity="warning")
             return
-        row = self.state.jobs[jid]
+        self.ask_stop_job(jid)
+
+    def can_stop_job(self, jid: int) -> bool:
+        """Whether job `jid` runs and this view can stop it (the job detail's `s`)."""
+        row = self.state.jobs.get(jid)
+        return self.check_action("stop_job", ()) is True and row is not None and JobStatus(row.status).is_live
+
+    def ask_stop_job(self, jid: int) -> None:
+        """Ask, then stop job `jid` (the dashboard's `s` and the job detail's)."""
+        row = self.state.jobs.get(jid)
+        if row is None:
+            self.notify(f"job {jid} is not in this experiment", severity="warning")
+            return
         if not JobStatus(row.status).is_live:
             self.notify(f"job {jid} is not running (it is {row.status.lower()})", severity="warning")
             return
@@ -367,8 +383,11 @@ class DashboardScreen(Screen):
 
     def action_open_job(self) -> None:
         jid = self.selected_jid
-        if jid is None:
-            return
+        if jid is not None:
+            self.open_job_detail(jid)
+
+    def open_job_detail(self, jid: int, *, replace: bool = False) -> None:
+        """Open job `jid`'s detail (over the current screen, or in place of it with `replace`)."""
         conn = self.connector
         if conn is None and isinstance(self.source, LiveSource):
             conn = self.source.experiment.connector
@@ -380,7 +399,30 @@ class DashboardScreen(Screen):
         except ImportError:
             self.notify("the job detail screen is not available", severity="warning")
             return
-        self.app.push_screen(JobDetailScreen(conn, self.state.eid, jid))
+        detail = JobDetailScreen(conn, self.state.eid, jid, host=self)
+        if replace:
+            self.app.switch_screen(detail)
+        else:
+            self.app.push_screen(detail)
+
+    def neighbour_jid(self, jid: int, step: int) -> int | None:
+        """The job `step` rows below (above, negative) `jid` in the job table as shown now; the
+        table's cursor moves there so the dashboard shows it selected on return."""
+        table = self.query_one(JobTable)
+        try:
+            index = table.get_row_index(str(jid)) + step
+        except RowDoesNotExist:  # not shown (filtered out): start from the selected row
+            index = table.cursor_row
+        if not 0 <= index < table.row_count:
+            return None
+        table.move_cursor(row=index, animate=False)
+        return table.selected_jid
+
+    def action_problems(self) -> None:
+        """What went wrong so far, newest first (the header counts them)."""
+        from .problems import ProblemsScreen
+
+        self.app.push_screen(ProblemsScreen(self.state, self.open_job_detail))
 
     @on(DataTable.RowSelected, "#jobs")
     def _row_selected(self, event: DataTable.RowSelected) -> None:

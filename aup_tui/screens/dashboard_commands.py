@@ -54,6 +54,12 @@ class DashboardCommands(ScreenCommands["DashboardScreen"]):
                 "write every job as CSV to <name>-e<eid>.csv in the current folder (e)",
                 screen.action_export,
             )
+        if self.allows("problems"):
+            yield PaletteCommand(
+                f"Problems ({len(screen.state.problems)})",
+                "what went wrong so far: failed jobs and their reasons, warnings (!)",
+                screen.action_problems,
+            )
         yield PaletteCommand(
             "Score plot: order / time",
             "plot the scores over job order or time since the start (x)",

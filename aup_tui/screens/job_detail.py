@@ -1,5 +1,9 @@
 """One job up close: parameters, attempts, its intermediate results as a curve and its live log.
 
+And what a person does with it there: stop it, step to the next or previous job of the dashboard's
+table, copy its config or command line, read its log full screen. Stopping and stepping go through
+the screen that opened it (`JobDetailHost`, the dashboard), so they follow the dashboard's rules.
+
 All reading (store and log file) happens in one thread worker that reads, posts what changed
 as messages, then waits `poll_interval` before the next read — so a slow disk never piles reads
 up behind each other and the event loop only ever renders.
@@ -7,13 +11,14 @@ up behind each other and the event loop only ever renders.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
-from aup_tui_backends.jobs import log_relpath
+from aup_tui_backends.jobs import log_relpath, passive_command
 from aup_tui_backends.status import JobStatus
 from rich.cells import cell_len
 from rich.style import Style
@@ -60,11 +65,57 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+class JobDetailHost(Protocol):
+    """What the screen that opens a job detail (the dashboard) does for it."""
+
+    def can_stop_job(self, jid: int) -> bool:
+        """Whether job `jid` runs and can be stopped from here."""
+        ...
+
+    def ask_stop_job(self, jid: int) -> None:
+        """Ask, then stop job `jid`, as the dashboard's own stop key does."""
+        ...
+
+    def neighbour_jid(self, jid: int, step: int) -> int | None:
+        """The job `step` rows from `jid` in the dashboard's table (None past either end)."""
+        ...
+
+    def open_job_detail(self, jid: int, *, replace: bool = False) -> None:
+        """Open job `jid`'s detail, in place of this one with `replace`."""
+        ...
+
+
 class JobDetailCommands(ScreenCommands["JobDetailScreen"]):
     """The job detail's actions by name."""
 
     def commands(self) -> Iterator[PaletteCommand]:
         screen = self.owner
+        if self.allows("stop_job"):
+            yield PaletteCommand("Stop this job", "ask this job to stop (s)", screen.action_stop_job)
+        if self.allows("next_job"):
+            yield PaletteCommand(
+                "Next job", "the job below in the dashboard's table (])", screen.action_next_job
+            )
+            yield PaletteCommand(
+                "Previous job", "the job above in the dashboard's table ([)", screen.action_previous_job
+            )
+        if self.allows("copy_config"):
+            yield PaletteCommand(
+                "Copy config",
+                "this job's parameters as JSON, to the clipboard (c)",
+                screen.action_copy_config,
+            )
+        if self.allows("copy_command"):
+            yield PaletteCommand(
+                "Copy command line",
+                "the command that runs this job, to the clipboard (C)",
+                screen.action_copy_command,
+            )
+        yield PaletteCommand(
+            "Log: full screen" if not screen.log_full_screen else "Log: with the job's details",
+            "the log alone on the screen, or back beside the details (l)",
+            screen.action_toggle_log,
+        )
         following = screen.query_one("#detail-log", LogView).auto_scroll
         yield PaletteCommand(
             "Log: stop following" if following else "Log: follow",
@@ -86,6 +137,12 @@ class JobDetailScreen(Screen[None]):
     COMMANDS = {JobDetailCommands}
     BINDINGS = [
         Binding("escape", "back", "Back", id="detail.back"),
+        Binding("s", "stop_job", "Stop job", id="detail.stop_job"),
+        Binding("left_square_bracket", "previous_job", "Prev job", id="detail.previous_job"),
+        Binding("right_square_bracket", "next_job", "Next job", id="detail.next_job"),
+        Binding("c", "copy_config", "Copy config", id="detail.copy_config"),
+        Binding("C", "copy_command", "Copy command", show=False, id="detail.copy_command"),
+        Binding("l", "toggle_log", "Full log", id="detail.toggle_log"),
         Binding("f", "toggle_follow", "Follow log", id="detail.follow"),
         Binding("slash", "search", "Search log", id="detail.search"),
         Binding("n", "search_next", "Next match", show=False, id="detail.search_next"),
@@ -96,9 +153,12 @@ class JobDetailScreen(Screen[None]):
     class Snapshot(Message):
         """The job as the store has it now."""
 
-        def __init__(self, job: dict, results: list[dict], labels: list[str], now: float) -> None:
+        def __init__(
+            self, job: dict, results: list[dict], labels: list[str], now: float, command: str = ""
+        ) -> None:
             super().__init__()
             self.job, self.results, self.labels, self.now = job, results, labels, now
+            self.command = command  # the command line that runs the job ("" when unknown)
 
     class LogAttempt(Message):
         """The log now followed is attempt `attempt`'s (`relpath` under the working folder)."""
@@ -132,6 +192,7 @@ class JobDetailScreen(Screen[None]):
         *,
         poll_interval: float = 0.5,
         clock: Callable[[], float] = time.time,
+        host: JobDetailHost | None = None,
         name: str | None = None,
         id: str | None = None,
     ) -> None:
@@ -139,6 +200,8 @@ class JobDetailScreen(Screen[None]):
         self.connector = connector
         self.eid = eid
         self.jid = jid
+        self.host = host
+        self.command = ""
         self.poll_interval = poll_interval
         self.clock = clock
         self.job: dict | None = None
@@ -186,6 +249,7 @@ class JobDetailScreen(Screen[None]):
         stop_reading = self._stop_reading
         workingdir: str | None = None
         labels: list[str] = []
+        command = ""
         tail: FileTail | None = None
         attempt: int | None = None
         last_key: Any = None
@@ -194,8 +258,11 @@ class JobDetailScreen(Screen[None]):
         while not (worker.is_cancelled or stop_reading.is_set()):
             try:
                 if workingdir is None:
-                    workingdir = (conn.get_experiment(eid) or {}).get("workingdir") or "."
+                    exp = conn.get_experiment(eid) or {}
+                    workingdir = exp.get("workingdir") or "."
                     labels = list(conn.get_labels(eid) or [])
+                    script = exp.get("script") or ""
+                    command = passive_command(workingdir, script, jid) if script else ""
                 job = conn.get_job(jid, eid)
                 results = conn.intermediate_results(eid, jid) if job is not None else []
             except Exception as exc:  # a store mid-write or gone: say so and try again
@@ -209,7 +276,7 @@ class JobDetailScreen(Screen[None]):
             final = JobStatus(job["status"]).is_final
             key = (repr(job), len(results))
             if key != last_key or (not final and now - last_post >= 1.0):
-                self.post_message(self.Snapshot(job, results, labels, now))
+                self.post_message(self.Snapshot(job, results, labels, now, command))
                 last_post = now
             attempts = job.get("attempts") or []
             text = ""
@@ -260,6 +327,9 @@ class JobDetailScreen(Screen[None]):
 
     def _show_snapshot(self, message: Snapshot, force: bool = False) -> None:
         job = message.job
+        if self.job is None or self.job.get("status") != job.get("status") or not self.command:
+            self.command = message.command
+            self.refresh_bindings()  # `s` only while it runs, the copy keys once there is something to copy
         self.job = job
         self._last_snapshot = message
         colors = theme_colors(self.app)
@@ -374,12 +444,69 @@ class JobDetailScreen(Screen[None]):
 
     # -- actions ------------------------------------------------------------------------
 
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        """Offer only what applies now (False hides the key from the footer and disables it)."""
+        if action == "stop_job":
+            return self.host is not None and self.host.can_stop_job(self.jid)
+        if action in ("next_job", "previous_job"):
+            return self.host is not None
+        if action == "copy_config":
+            return self.job is not None
+        if action == "copy_command":
+            return bool(self.command)
+        return True
+
+    def action_stop_job(self) -> None:
+        if self.host is not None:
+            self.host.ask_stop_job(self.jid)
+
+    def action_next_job(self) -> None:
+        self._step(1)
+
+    def action_previous_job(self) -> None:
+        self._step(-1)
+
+    def _step(self, step: int) -> None:
+        """Show the next (previous) job of the dashboard's table in place of this one."""
+        if self.host is None:
+            return
+        jid = self.host.neighbour_jid(self.jid, step)
+        if jid is None:
+            self.notify(f"job {self.jid} is the {'last' if step > 0 else 'first'} in the table", timeout=2)
+            return
+        self.host.open_job_detail(jid, replace=True)
+
+    def action_copy_config(self) -> None:
+        """This job's parameters as JSON, to the clipboard (OSC 52: works over SSH too)."""
+        if self.job is None:
+            return
+        self.app.copy_to_clipboard(json.dumps(self.job.get("config") or {}, indent=2, default=str))
+        self.notify(f"copied job {self.jid}'s config (JSON) to the clipboard", timeout=3)
+
+    def action_copy_command(self) -> None:
+        if not self.command:
+            return
+        self.app.copy_to_clipboard(self.command)
+        self.notify(f"copied job {self.jid}'s command line to the clipboard: {self.command}", timeout=4)
+
+    @property
+    def log_full_screen(self) -> bool:
+        return self.has_class("-log-full")
+
+    def action_toggle_log(self) -> None:
+        """The log alone on the screen (focused), or back under the job's details."""
+        self.set_class(not self.log_full_screen, "-log-full")
+        self.query_one("#detail-log", LogView).focus()
+
     def action_back(self) -> None:
-        """Close the search bar if open, else leave."""
+        """Close the search bar if open, else leave the full-screen log, else leave."""
         bar = self.query_one("#detail-search")
         if bar.has_class("-visible"):
             bar.remove_class("-visible")
             self.query_one("#detail-log", LogView).focus()
+            return
+        if self.log_full_screen:
+            self.action_toggle_log()
             return
         self.dismiss(None)
 

@@ -201,7 +201,7 @@ class PassiveForm(ModalScreen[str | None]):
         self.notify("Command copied to the clipboard", timeout=2)
 
     def action_mark_failed(self) -> None:
-        """First press asks for a reason; enter (or this key again) marks the job failed."""
+        """First press asks for a reason; enter (or this key again) asks to confirm, then marks the job failed."""
         if self._busy:
             return
         if self._asking_reason:
@@ -216,10 +216,28 @@ class PassiveForm(ModalScreen[str | None]):
         self._send_failed(event.value)
 
     def _send_failed(self, reason: str) -> None:
+        """Ask first: a failed job ends the experiment (FAILED) unless its config sets
+        job_failure.ignore_fail, which this form cannot see, and a passive experiment often has
+        the one job; so the question is asked for every passive job."""
         if self._busy:
             return
-        self._set_busy(True)
-        self._run_mark_failed(reason.strip() or "marked failed by the user")
+        from .confirm import ConfirmScreen
+
+        reason = reason.strip() or "marked failed by the user"
+        question = (
+            f"Mark job {self.request.jid} failed ({reason})?\n\nA failed job ends the experiment "
+            f"{self.request.eid} as FAILED unless its config sets job_failure.ignore_fail."
+        )
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._run_mark_failed(reason)  # still busy: until the job is marked
+                return
+            self._set_busy(False)  # back to the reason, as typed
+            self.query_one("#passive-reason", Input).focus()
+
+        self._set_busy(True)  # no second question while this one is open
+        self.app.push_screen(ConfirmScreen(question, yes_label="Mark failed", no_label="Go back"), answered)
 
     @work(thread=True, exclusive=True, group="passive-answer")
     def _run_mark_failed(self, reason: str) -> None:

@@ -21,7 +21,8 @@ SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
 
 class ExperimentHeader(Widget):
-    """Two lines: who/what/how long/best, then the progress bar with the job counts."""
+    """Two lines: who/what/how long/best (and, on the right, how many problems were kept and the
+    passive job waiting), then the progress bar with the job counts."""
 
     waiting = reactive(0)
 
@@ -88,6 +89,10 @@ class ExperimentHeader(Widget):
                 f" ⚑ {'job ' + str(jid) if n == 1 else str(n) + ' jobs'} waiting for you · p ",
                 style=f"bold reverse {c['status-waiting']}",
             )
+        problems = len(st.problems)
+        if problems:  # never at zero: a clean run's header stays as it was
+            count = Text(f" ⚠ {problems} · ! ", style=f"bold {c['status-failed']}")
+            badge = count if badge is None else count + badge
         room = width - (badge.cell_len + 1 if badge is not None else 0)
         line1 = self._line1(c, now, compact=False)
         if line1.cell_len > room:
