@@ -72,6 +72,7 @@ class DashboardScreen(Screen):
         Binding("E", "experiments", "Experiments", show=False, id="dashboard.experiments"),
         Binding("e", "export", "Export jobs (CSV)", show=False, id="dashboard.export"),
         Binding("x", "plot_axis", "Plot x axis", show=False, id="dashboard.plot_axis"),
+        Binding("a", "analysis", "Parameter analysis", show=False, id="dashboard.analysis"),
         Binding("exclamation_mark", "problems", "Problems", show=False, id="dashboard.problems"),
     ]
 
@@ -243,6 +244,17 @@ class DashboardScreen(Screen):
             timeout=timeout,
             severity="information" if st.status == ExperimentStatus.FINISHED else "warning",
         )
+
+    def action_analysis(self) -> None:
+        """Open the parameter analysis on the jobs scored so far (importance and score vs each)."""
+        from .analysis import AnalysisScreen
+
+        st = self.state
+        points = [(r.jid, r.config, r.score) for r in st.jobs.values() if r.score is not None]
+        experiment = getattr(self.source, "experiment", None)
+        space = getattr(getattr(experiment, "config", None), "parameter_config", None)
+        title = f"Parameter analysis — {st.name} #{st.eid}" if st.eid is not None else "Parameter analysis"
+        self.app.push_screen(AnalysisScreen(title, points, st.maximize, st.best_jid, space))
 
     def action_plot_axis(self) -> None:
         """The score plot over job order or over time since the start (remembered in .aup)."""

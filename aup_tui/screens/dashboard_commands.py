@@ -61,6 +61,11 @@ class DashboardCommands(ScreenCommands["DashboardScreen"]):
                 screen.action_problems,
             )
         yield PaletteCommand(
+            "Parameter analysis",
+            "which parameters matter, and the score against each (a)",
+            screen.action_analysis,
+        )
+        yield PaletteCommand(
             "Score plot: order / time",
             "plot the scores over job order or time since the start (x)",
             screen.action_plot_axis,
