@@ -413,8 +413,9 @@ async def test_picker_lists_experiments_newest_first_and_opens_one(tmp_path):
 
         table = app.screen.query_one(DataTable)
         await wait_for(pilot, lambda: table.row_count == 2)
-        assert str(table.get_row_at(0)[1]) == "second"
-        assert str(table.get_row_at(0)[2]) == "finished" and str(table.get_row_at(0)[3]) == "0.5 (2)"
+        assert str(table.get_cell_at((0, table.get_column_index("name")))) == "second"
+        assert str(table.get_cell_at((0, table.get_column_index("status")))) == "finished"
+        assert str(table.get_cell_at((0, table.get_column_index("best")))) == "0.5 (2)"
         await pilot.press("G")
         assert table.cursor_row == 1
         await pilot.press("g")
