@@ -81,3 +81,21 @@ def test_watch_readonly_reaches_the_app(monkeypatch, tmp_path, flag):
     argv = ["watch", "--aup", auppath] + (["--readonly"] if flag else [])
     assert cli.main(argv) == 0
     assert seen["readonly"] is flag and seen["watch"] == 1
+
+
+async def test_watch_readonly_job_detail_offers_no_stop(tmp_path):
+    """A real watched store: the job detail's `s` goes through the dashboard's rules, so it is off too."""
+    from test_job_detail_actions import open_dashboard, open_detail, running_store
+
+    conn, eid = running_store(tmp_path)
+    app = AupApp(str(tmp_path / ".aup"), connector=conn, watch=eid, readonly=True)
+    async with app.run_test(size=(120, 30)) as pilot:
+        dashboard = await open_dashboard(pilot, app)
+        assert dashboard.check_action("stop_job", ()) is False
+        detail = await open_detail(pilot, app, 3)  # a running job
+        assert detail.check_action("stop_job", ()) is False
+        assert "Stop job" not in footer_text(app)
+        await pilot.press("s")
+        await pilot.pause(0.2)
+        assert app.screen is detail  # no question asked
+        assert conn.get_job(3, eid)["status"] == "RUNNING"
