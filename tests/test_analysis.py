@@ -8,7 +8,7 @@ import random
 import subprocess
 import sys
 
-from aup_tui_backends.analysis import MIN_JOBS, inferred_config, parameter_importance
+from aup_tui_backends.analysis import MAX_JOBS, MIN_JOBS, inferred_config, parameter_importance
 
 SPACE = [
     {"name": "lr", "type": "float", "range": [0.0, 1.0]},
@@ -70,3 +70,9 @@ def test_importing_the_engine_module_does_not_load_optuna() -> None:
     code = "import sys, aup_tui_backends.analysis; print('optuna' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_many_jobs_are_sampled_and_still_rank_the_deciding_parameter_first() -> None:
+    result = parameter_importance(synthetic_jobs(MAX_JOBS + 500, seed=3), True, SPACE)
+    assert result.jobs == MAX_JOBS and result.sampled_from == MAX_JOBS + 500
+    assert list(result.values)[0] == "lr"

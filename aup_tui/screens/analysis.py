@@ -74,7 +74,8 @@ class AnalysisScreen(Screen[None]):
                 yield OptionList(*self._options(), id="parameters")
                 yield Static("computing importance…", id="importance-note")
             yield ParameterScatter(
-                score_label=f"score ({'higher' if self.higher_is_better else 'lower'} is better)", id="scatter"
+                score_label=f"score ({'higher' if self.higher_is_better else 'lower'} is better)",
+                id="scatter",
             )
         yield Footer(compact=True)
 
@@ -124,7 +125,8 @@ class AnalysisScreen(Screen[None]):
         if result.reason:
             note.update(f"no importance: {result.reason}")
         else:
-            note.update(f"importance: {result.method} over {result.jobs} finished jobs")
+            of = f" of {result.sampled_from:,} (a sample)" if result.sampled_from else ""
+            note.update(f"importance: {result.method} over {result.jobs:,}{of} finished jobs")
 
     @property
     def selected_parameter(self) -> str | None:
