@@ -126,3 +126,14 @@ async def test_node_panel_agrees_with_a_job_reporting_from_its_node(tmp_path):
         bus.publish(JobOutput(eid=1, jid=3, line="epoch 1"))
         assert await until(lambda: "UP" in node_row(app)), node_row(app)
         assert "jobs running" in node_row(app)
+
+
+def test_a_chatty_job_does_not_wake_the_monitor_for_every_line(tmp_path):
+    monitor = dead_monitor(tmp_path)
+    monitor.probe_once()
+    monitor.note_alive(NODE)
+    monitor._dirty = False  # the monitor's loop reported the change
+    for _ in range(1000):
+        monitor.note_alive(NODE)
+    assert not monitor._dirty  # nothing shown changed: no new report
+    assert monitor.statuses()[NODE].evidence == "jobs running"

@@ -218,11 +218,15 @@ class NodeMonitor:
             node = self._nodes.get(str(name))
             if node is None:
                 return
-            if not self._has_evidence(node, now):
+            had = self._has_evidence(node, now)
+            if not had:
                 node.alive_since = at
             node.alive = at if node.alive is None else max(node.alive, at)
-            if node.state in (NodeState.DOWN, NodeState.UNKNOWN) and not node.in_flight:
+            contradicts = node.state in (NodeState.DOWN, NodeState.UNKNOWN)
+            if contradicts and not node.in_flight:
                 node.next_due = min(node.next_due, (node.checked or now) + self.interval)
+            if not contradicts or had:  # nothing shown changes: a chatty job wakes no one
+                return
             self._dirty = True
         self._wake.set()
 
