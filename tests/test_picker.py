@@ -78,3 +78,8 @@ async def test_start_shows_how_long_ago():
     async with app.run_test(size=(100, 24)) as pilot:
         await pilot.pause()
         assert "3d ago" in shown(app)["1"]
+
+
+def test_picker_with_a_long_name_and_two_marked_snapshot(snap_compare):
+    app = AupApp(picker_rows=rows_with_a_long_name(), clock=CLOCK, find=False)
+    assert snap_compare(app, press=["space", "space"], terminal_size=(80, 16))
