@@ -6,7 +6,8 @@ choice). Measured in the same run:
 - floor: reading those jobs from the store (a fresh connector's `jobs(eid)`), what any view of
   them pays first;
 - open: from pushing the analysis screen to its first frame with the scatter drawn;
-- importance: from pushing it to the importance bars shown (PED-ANOVA in a thread worker).
+- importance: from pushing it to the importance bars shown (PED-ANOVA in a thread worker);
+- next parameter: from `down` in the parameter list to the scatter of the next one drawn.
 
 Prints each in seconds and open / floor as a ratio. Runs the app headless (`App.run_test`).
 """
@@ -62,14 +63,15 @@ def write_store(auppath: str, n: int) -> int:
     return eid
 
 
-async def time_screen(points: list, best: int) -> tuple[float, float]:
-    """Seconds to the first frame with the scatter drawn, and to the importance bars."""
+async def time_screen(points: list, best: int) -> tuple[float, float, float]:
+    """Seconds to the first frame with the scatter drawn, to the importance bars, and to the
+    scatter of the next parameter after `down`."""
     drawn: list[float] = []
     render = ParameterScatter.render
 
     def timed_render(self: ParameterScatter):  # type: ignore[no-untyped-def]
         out = render(self)
-        if self.series is not None and not drawn:
+        if self.series is not None:
             drawn.append(time.perf_counter())
         return out
 
@@ -85,10 +87,18 @@ async def time_screen(points: list, best: int) -> tuple[float, float]:
         while screen.importance is None:
             await asyncio.sleep(0.01)
         done = time.perf_counter()
+        drawn_first = drawn[0]
         assert screen.importance.values, screen.importance.reason
         assert next(iter(screen.importance.values)) == "lr", screen.importance.values
+        await pilot.pause(0.2)
+        drawn.clear()
+        start_switch = time.perf_counter()
+        await pilot.press("down")
+        while not drawn:
+            await asyncio.sleep(0.005)
+        switched = drawn[0] - start_switch
     ParameterScatter.render = render  # type: ignore[method-assign]
-    return drawn[0] - start, done - start
+    return drawn_first - start, done - start, switched
 
 
 def main() -> None:
@@ -107,12 +117,13 @@ def main() -> None:
         c.close()
     points = [(j["jid"], j["config"], j["score"]) for j in jobs if j.get("score") is not None]
     best = max(points, key=lambda p: p[2])[0]
-    opened, importance = asyncio.run(time_screen(points, best))
+    opened, importance, switched = asyncio.run(time_screen(points, best))
     print(f"floor (read {len(jobs)} jobs from the store): {floor:.3f} s")
     print(f"analysis screen open (scatter drawn):     {opened:.3f} s  = {opened / floor:.1f}× the floor")
     print(
         f"importance shown (PED-ANOVA, a thread):   {importance:.3f} s  = {importance / floor:.1f}× the floor"
     )
+    print(f"next parameter drawn (down):              {switched:.3f} s")
 
 
 if __name__ == "__main__":
