@@ -99,7 +99,10 @@ async def test_without_gpus_the_panel_is_one_line_saying_why(size):
         await pilot.pause(0.2)
         panel = gpu_panel(app)
         assert panel.has_class("-no-gpu") and panel.region.height == 1
-        assert panel.render().plain == "no GPUs: NVML Shared Library Not Found"
+        text = "no GPUs: NVML Shared Library Not Found"
+        assert panel.render().plain == text
+        if size != WIDE:  # beside the nodes: as wide as it says, the nodes get the rest
+            assert panel.region.width == len(text) + 2
 
 
 async def test_a_node_with_gpus_keeps_the_panel_boxed():

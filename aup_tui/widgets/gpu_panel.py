@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from aup_tui_backends.monitors.gpu import GPUSnapshot, GPUStatus
 from aup_tui_backends.monitors.nodes import NodeStatus
 from rich.text import Text
+from textual.geometry import Size
 from textual.reactive import reactive
 from textual.widget import Widget
 
@@ -345,6 +346,12 @@ class GPUPanel(Widget):
             return [text]
         lines = gpu_rows(self.snapshot, self.nodes, colors, width, local=self.local)
         return lines or [Text("no GPUs reported", style=colors.get("status-queued", "grey50"))]
+
+    def get_content_width(self, container: Size, viewport: Size) -> int:
+        snap = self.snapshot
+        if self.no_gpu and snap is not None:  # its one line, whatever width it had before
+            return len(snap.summary)
+        return super().get_content_width(container, viewport)
 
     def get_content_height(self, container, viewport, width: int) -> int:
         return max(1, len(self.lines(width)))
