@@ -88,6 +88,16 @@ def resource_label(resource: str, attempts: int) -> str:
     return f"{label} #{attempts}" if attempts > 1 else label
 
 
+def _param_cell(value: Any, width: int) -> str:
+    """A parameter's value, numbers right-aligned in the column's `width` (one format step)."""
+    kind = type(value)
+    if kind is float:
+        return f"{value:>{width}.4g}"
+    if kind is int:
+        return f"{value:>{width}}"
+    return "" if value is None else escape(format_value(value))
+
+
 def _status_group(status: str) -> str:
     """The filter a status falls under: stopped early counts as stopped, interrupted as failed."""
     st = JobStatus(status)
@@ -127,6 +137,7 @@ class JobTable(FastDataTable):
         #: scroll so the running jobs stay in view (`F`; a manual move turns it off)
         self.follow = True
         self.params: list[str] = []  # the parameters that have a column, in column order
+        self._param_widths: list[int] = []  # their columns' widths
         self._shown: dict[int, tuple[str, ...]] = {}  # jid -> the cell values the table shows
         self._colors: dict[str, str] = {}
         self._status_cells: dict[str, Text] = {}
@@ -159,6 +170,7 @@ class JobTable(FastDataTable):
         for name, value_width in new.items():
             width = min(PARAM_WIDTH[1], max(PARAM_WIDTH[0], value_width, len(name) + 2))
             self.params.append(name)
+            self._param_widths.append(width)
             self.add_column(name, key=PARAM_PREFIX + name, width=width, default="")
         if new:
             self._update_labels()
@@ -196,17 +208,8 @@ class JobTable(FastDataTable):
             self._resource_name(row),
             score,
             f"{fmt_duration(row.duration(now)):>8}",
-            *(self._param_cell(config.get(name)) for name in self.params),
+            *(_param_cell(config.get(name), w) for name, w in zip(self.params, self._param_widths)),
         )
-
-    @staticmethod
-    def _param_cell(value: Any) -> str:
-        kind = type(value)
-        if kind is float:
-            return f"{value:>6.4g}"  # right-aligned in the narrowest column (PARAM_WIDTH)
-        if kind is int:
-            return f"{value:>6}"
-        return "" if value is None else escape(format_value(value))
 
     def _resource_name(self, row: JobRow) -> str:
         """The node's name, the GPU card or the CPU slot, and the attempt; cut to RESOURCE_MAX
