@@ -158,12 +158,6 @@ class DashboardScreen(Screen):
         if no_match.display:
             no_match.update(no_match_text(message.text, message.status))
 
-    def on_job_table_sorted(self, message: JobTable.Sorted) -> None:
-        default = message.column == "id" and not message.reverse
-        self.query_one(JobTable).border_subtitle = (
-            "" if default else f"sorted by {message.column} {'▼' if message.reverse else '▲'}"
-        )
-
     def on_resize(self) -> None:
         self.set_class(self.size.width < NARROW, "-narrow")
         self.set_class(self.size.height >= 40, "-tall")
