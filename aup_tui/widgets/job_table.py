@@ -492,7 +492,7 @@ class JobTable(FastDataTable):
         if self.sort_column != "id" or self.sort_reverse:
             name = self.sort_column.removeprefix(PARAM_PREFIX)
             parts.append(f"sorted by {name} {'▼' if self.sort_reverse else '▲'}")
-        if self.state.running:
+        if self._running_jobs:  # running jobs among the rows shown: something to follow
             parts.append("following running jobs (F)" if self.follow else "F follows running jobs")
         self.border_subtitle = " · ".join(parts)
 
