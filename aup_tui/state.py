@@ -167,7 +167,7 @@ class ExperimentState:
         self.reason = ""  # why the experiment FAILED
         #: what went wrong, in the order it was heard of (`recent_problems` sorts it)
         self.problems: list[Problem] = []
-        self._problem_keys: set[tuple[int | None, int]] = set()  # (jid, attempts) recorded
+        self._problem_keys: set[tuple[object, object]] = set()  # (jid, attempts), (node, since) kept
 
     # -- derived --------------------------------------------------------------------------
 
@@ -279,6 +279,16 @@ class ExperimentState:
         self._problem_keys.add(key)
         why = f": {self.reason}" if self.reason else ""
         self.problems.append(Problem(when or 0.0, "error", f"experiment {self.eid} failed{why}"))
+        return True
+
+    def node_down(self, node: str, error: str, since: float) -> bool:
+        """Keep a node found DOWN among the problems, once each time it goes down; True when new.
+        (The node monitor is no engine event: the view that hears of it tells the state.)"""
+        key = (node, since)
+        if key in self._problem_keys:
+            return False
+        self._problem_keys.add(key)
+        self.problems.append(Problem(since, "warning", f"node {node} down: {error or 'no answer'}"))
         return True
 
     def _set_best(self, jid: int, score: float | None) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from aup_tui_backends import TinyDBConnector
 from aup_tui_backends.events import ExperimentFinished, JobFailed, JobQueued, JobStarted, Notice
+from aup_tui_backends.monitors.nodes import NodeState, NodeStatus
 from aup_tui_backends.setup import init_aup
 from aup_tui_themes import DEFAULT_THEME, THEMES
 from scenes import CLOCK, T0, RecordingSource, demo_state
@@ -14,6 +15,7 @@ from textual.app import App, ComposeResult
 from textual.widgets import DataTable, Input
 
 from aup_tui.app import AupApp
+from aup_tui.monitoring import NodesProbed
 from aup_tui.screens.confirm import ConfirmScreen
 from aup_tui.screens.dashboard import DashboardScreen
 from aup_tui.screens.job_detail import JobDetailScreen
@@ -74,6 +76,17 @@ def test_a_failed_job_read_from_the_store_is_kept_once_per_attempt():
     again = dict(doc, attempts=[{}, {}], error="bad again", end=T0 + 9)  # a re-run failed too
     st.merge_store(exp, [again])
     assert [p.message for p in st.recent_problems()] == ["job 4 failed: bad again", "job 4 failed: bad"]
+
+
+def test_a_node_going_down_is_kept_once_each_time():
+    st = ExperimentState(eid=1)
+    assert st.node_down("gpu-box", "ssh: connect timed out", T0)
+    assert not st.node_down("gpu-box", "ssh: connect timed out", T0)  # the next probe, still down
+    assert st.node_down("gpu-box", "", T0 + 60)  # down again after coming back
+    assert [p.message for p in st.recent_problems()] == [
+        "node gpu-box down: no answer",
+        "node gpu-box down: ssh: connect timed out",
+    ]
 
 
 # -- the header counts them, `!` lists them ----------------------------------------------------
@@ -148,6 +161,30 @@ async def test_the_list_grows_while_it_is_open():
         table = app.screen.query_one(DataTable)
         await wait_until(pilot, lambda: table.row_count == 4, timeout=3)
         assert str(table.get_row_at(0)[3]) == "disk nearly full"
+
+
+async def test_a_node_found_down_is_counted_and_listed():
+    app = AupApp(state=demo_state(), clock=CLOCK, find=False, demo_source=RecordingSource())
+    async with app.run_test(size=WIDE) as pilot:
+        dashboard = app.screen
+        down = NodeStatus(
+            "node 1",
+            "me@gpu-box:22",
+            NodeState.DOWN,
+            since=T0 + 100,
+            error="ssh: connect timed out",
+            display_name="gpu-box",
+        )
+        for _ in range(2):  # probed twice, down both times: one problem
+            dashboard.post_message(NodesProbed({"node 1": down}))
+            await pilot.pause()
+        assert "⚠ 1 · !" in str(dashboard.query_one(ExperimentHeader).render())
+        await pilot.press("exclamation_mark")
+        await wait_until(pilot, lambda: isinstance(app.screen, ProblemsScreen))
+        assert (
+            str(app.screen.query_one(DataTable).get_row_at(0)[3])
+            == "node gpu-box down: ssh: connect timed out"
+        )
 
 
 async def test_enter_on_a_failed_job_opens_its_detail(tmp_path):

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from aup_tui_backends.monitors.nodes import NodeState
 from aup_tui_backends.status import ExperimentStatus, JobStatus
 from textual import on, work
 from textual.app import ComposeResult
@@ -554,6 +555,9 @@ class DashboardScreen(Screen):
         message.stop()
         self.query_one(NodesPanel).update_statuses(message.statuses)
         self.query_one(GPUPanel).update_nodes(message.statuses)
+        down = [s for s in message.statuses.values() if s.state == NodeState.DOWN]
+        if [s for s in down if self.state.node_down(s.display_name, s.error, s.since)]:
+            self.apply_changes(Changes(header=True))  # the header's count, the `!` key
 
     def on_nodes_panel_node_selected(self, message: NodesPanel.NodeSelected) -> None:
         message.stop()
