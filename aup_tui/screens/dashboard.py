@@ -114,7 +114,7 @@ class DashboardScreen(Screen):
                 yield JobTable(self.state, self.clock, id="jobs")
                 yield Static(id="no-match")
                 yield Input(
-                    placeholder="/ filter: words, e.g. 'failed cpu1' — enter keeps, escape clears",
+                    placeholder="/ filter: words or column<op>value, e.g. 'failed cpu1 x>0.5' — enter keeps, escape clears",
                     id="filter",
                 )
             with Vertical(id="right"):

@@ -31,7 +31,7 @@ from textual.widgets.data_table import ColumnKey, RowKey
 from ..state import ExperimentState, JobRow
 from .colors import fmt_duration, fmt_score, on_theme_change, status_color, theme_colors
 from .fast_table import FastDataTable
-from .job_filter import matches, parse_filter
+from .job_filter import Term, matches, parse_filter
 from .vim import TABLE_MOVES, vim_bindings
 
 #: (key, label, width) of the columns every experiment has; a column per parameter follows.
@@ -231,7 +231,7 @@ class JobTable(FastDataTable):
         }
         return {**base, **values}
 
-    def _matches(self, row: JobRow, terms: list | None = None) -> bool:
+    def _matches(self, row: JobRow, terms: list[Term] | None = None) -> bool:
         if self.filter_status and _status_group(row.status) != self.filter_status:
             return False
         if self.filter_text:
@@ -242,7 +242,7 @@ class JobTable(FastDataTable):
             return matches(terms, self._values(row, self.clock()), hay)
         return True
 
-    def _terms(self) -> list:
+    def _terms(self) -> list[Term]:
         names = {"id", "status", "resource", "score", "time", "try", *(p.lower() for p in self.params)}
         return parse_filter(self.filter_text, names)
 
