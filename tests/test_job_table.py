@@ -105,3 +105,16 @@ async def test_follow_mode_keeps_running_jobs_in_view():
         t.update_jobs([199])
         await pilot.pause()
         assert running_in_view()
+
+
+def test_filter_terms_compare_one_column_or_match_anywhere():
+    from aup_tui.widgets.job_filter import matches, parse_filter
+
+    terms = parse_filter("opt=Adam lr<0.01 cpu", {"opt", "lr"})
+    row = {"opt": "adam", "lr": 0.001}
+    assert matches(terms, row, "3 finished cpu0")
+    assert not matches(terms, {**row, "lr": 0.1}, "3 finished cpu0")
+    assert not matches(terms, row, "3 finished gpu0")  # the plain word
+    assert not matches(parse_filter("lr>0", {"lr"}), {"lr": "n/a"}, "")  # text is not a number
+    # a name that is no column is a plain word: `a=b` is looked for in the row's text
+    assert matches(parse_filter("a=b", {"lr"}), {}, "x a=b")
