@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from aup_tui_backends.resources.local import start_process
+from aup_tui_backends.resources.processes import start_process
 from helpers import write_script
 
 ENV = {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()}

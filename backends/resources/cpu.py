@@ -16,8 +16,9 @@ from ..events import Notice
 from ..jobs import Job, env_strings
 from ..remote import LOCAL_WRAPPER
 from ..status import ExperimentStatus
+from ..store import TinyDBConnector
 from .abstract import AbstractResourceManager, Callback
-from .local import (
+from .processes import (
     KILL_GRACE,
     _describe_exit,
     _os_error_text,
@@ -42,9 +43,9 @@ class CPUResourceManager(AbstractResourceManager):
 
     rtype = "cpu"
 
-    def __init__(self, connector, n_parallel: int, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, connector: TinyDBConnector, n_parallel: int, *args: Any, **kwargs: Any) -> None:
         super().__init__(connector, n_parallel, *args, **kwargs)
-        self._procs: dict[int, subprocess.Popen] = {}
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self._rerun: Job | None = None  # save_model's re-run of the best job, while it runs
         #: our environment, encoded once: copying and encoding os.environ for every job cost
         #: more than a third of the dispatch overhead
@@ -67,22 +68,22 @@ class CPUResourceManager(AbstractResourceManager):
         """Run `job` to its end (blocking), then `call_back_func(score, jid)`; the score is None
         when it failed (`job.error` says why). Called directly (not through `run_job`) it runs
         the job all the same, without taking `rid` or recording the job."""
-        self.ensure_jid(job)
+        jid = self.ensure_jid(job)
         job.error, job.results, job.prescript_status = None, [], None
         runtime = dict(getattr(exp_config, "runtime_args", None) or {})
         runtime.update(kwargs)
         try:
-            extra = {**env_strings(runtime.get("env")), **self.job_env(rid), "AUP_JOB_ID": str(job.jid)}
+            extra = {**env_strings(runtime.get("env")), **self.job_env(rid), "AUP_JOB_ID": str(jid)}
             job.verify_local()
             job.write_config()
             log = open(job.log_path(), "wb", buffering=0)  # noqa: SIM115 -- unbuffered: followed live
         except AupError as exc:  # before OSError: a JobError is an EnvironmentError too
             job.error = str(exc)
-            call_back_func(None, job.jid)
+            call_back_func(None, jid)
             return
         except OSError as exc:
             job.error = _os_error_text(exc, job.log_path())
-            call_back_func(None, job.jid)
+            call_back_func(None, jid)
             return
         env = dict(self._base_env)
         env.update((os.fsencode(k), os.fsencode(v)) for k, v in extra.items())
@@ -92,16 +93,16 @@ class CPUResourceManager(AbstractResourceManager):
                 proc = start_process(argv, job.path, env)
             except OSError as exc:
                 job.error = _start_error(job, argv, exc)
-                call_back_func(None, job.jid)
+                call_back_func(None, jid)
                 return
             with self._lock:
-                self._procs[job.jid] = proc
+                self._procs[jid] = proc
             try:
-                if self.eid is not None and job.jid in self.jobs and not job.save_model_flag:
-                    self.connector.set_job_pid(self.eid, job.jid, job.attempt, proc.pid)
+                if self.eid is not None and jid in self.jobs and not job.save_model_flag:
+                    self.connector.set_job_pid(self.eid, jid, job.attempt, proc.pid)
             except Exception:  # only monitors in other processes need it: never fail the job for it
-                logger.warning("could not record the pid of job %s", job.jid, exc_info=True)
-            if job.jid in self._stop_reasons:  # stopped between dispatch and start
+                logger.warning("could not record the pid of job %s", jid, exc_info=True)
+            if jid in self._stop_reasons:  # stopped between dispatch and start
                 self.kill(job)
             try:
                 last_line = self.pump_output(job, _output_until_exit(proc), log)
@@ -113,10 +114,10 @@ class CPUResourceManager(AbstractResourceManager):
                 with self._lock:
                     _signal_group(proc.pid, signal.SIGKILL)
                     code = proc.wait()
-                    self._procs.pop(job.jid, None)
+                    self._procs.pop(jid, None)
                 assert proc.stdout is not None
                 proc.stdout.close()
-        if job.jid not in self._stop_reasons and not job.error:
+        if jid not in self._stop_reasons and not job.error:
             if job.prescript_status is not None:
                 job.error = (
                     f"prescript exited with status {job.prescript_status}; "
@@ -127,9 +128,9 @@ class CPUResourceManager(AbstractResourceManager):
                 job.error = (
                     f"{os.path.basename(job.script_path)} {_describe_exit(code)}{tail}; see {job.log_path()}"
                 )
-        call_back_func(job.results[-1][0] if job.results else None, job.jid)
+        call_back_func(job.results[-1][0] if job.results else None, jid)
 
-    def _argv(self, job: Job, runtime: dict) -> list[str]:
+    def _argv(self, job: Job, runtime: dict[str, Any]) -> list[str]:
         pre, post = runtime.get("prescript"), runtime.get("postscript")
         if not pre and not post:
             return job.command
@@ -137,21 +138,24 @@ class CPUResourceManager(AbstractResourceManager):
 
     def kill(self, job: Job) -> None:
         """SIGTERM the job's whole process group, SIGKILL it after a short grace."""
+        jid = job.jid
         with self._lock:
-            proc = self._procs.get(job.jid)
+            proc = self._procs.get(jid) if jid is not None else None
         if proc is None:
             return
         _signal_group(proc.pid, signal.SIGTERM)
-        timer = threading.Timer(KILL_GRACE, self._kill_now, (job.jid, proc))
+        timer = threading.Timer(KILL_GRACE, self._kill_now, (jid, proc))
         timer.daemon = True
         timer.start()
 
-    def _kill_now(self, jid: int, proc: subprocess.Popen) -> None:
+    def _kill_now(self, jid: int, proc: subprocess.Popen[bytes]) -> None:
         with self._lock:
             if self._procs.get(jid) is proc:  # not reaped yet: its group id is still its own
                 _signal_group(proc.pid, signal.SIGKILL)
 
-    def finish(self, maximize: bool = True, status: str = "FINISHED") -> list | None:  # type: ignore[override]
+    def finish(  # type: ignore[override]  # Auptimizer's callers pass both by name; maximize first here
+        self, maximize: bool = True, status: str = "FINISHED"
+    ) -> list[int | float] | None:
         """Wait for the running jobs (as Auptimizer does; stop them first to end them sooner);
         returns `[jid, best score]` or None — the highest score when `maximize`, else the
         lowest (the engine passes its experiment's target). With `save_model`, a FINISHED experiment's
@@ -168,21 +172,23 @@ class CPUResourceManager(AbstractResourceManager):
         super().stop_all(reason)
         with self._lock:
             rerun = self._rerun
-            if rerun is not None:
+            if rerun is not None and rerun.jid is not None:
                 self._stop_reasons.setdefault(rerun.jid, reason)
         if rerun is not None:
             self.kill(rerun)
 
     # -- save_model ------------------------------------------------------------------------
 
-    def save_best_model(self, best: list) -> Job | None:
+    def save_best_model(self, best: list[int | float]) -> Job | None:
         """Auptimizer's `save_model`: run the best job's config once more with `save_model: true`
         and `folder_name: models_<eid>` added, so that the script (Auptimizer's `aup_save_model`)
         writes its models to `aup_models/models_<eid>` in its working folder; its config and log
         are `jobs/best_job_<eid>.json` and `.out`. Then `collect_models` brings the models here.
 
         Returns the job run (its `error` set when it failed), or None when it could not run."""
-        eid, jid = self.eid, best[0]
+        eid, jid = self.eid, int(best[0])
+        if eid is None:  # no experiment, no best job on record (`best_result` is None then)
+            return None
         record = self.connector.get_job(jid, eid) or {}
         exp = self.connector.get_experiment(eid) or {}
         script = self.script or exp.get("script")

@@ -1,8 +1,7 @@
 """Running a job as a local subprocess: its own process group, its own environment, its log.
 
-The helpers the CPU manager (and so the GPU manager) runs jobs with. `LocalProcessManager` is
-the CPU manager's former name: the seed's tree makes `CPUResourceManager` the local-process
-manager, and `GPUResourceManager` one of them.
+The helpers the CPU manager (and so the GPU manager) runs jobs with; they import no manager
+(`local` keeps the CPU manager's former name importable without an import cycle).
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 from ..jobs import Job
 from .abstract import MAX_LINE
@@ -27,7 +25,7 @@ KILL_GRACE = 0.5  # seconds between SIGTERM and SIGKILL to the job's process gro
 DRAIN_LIMIT = 2.0  # seconds to read what a job's leftover children keep writing after it exited
 
 
-def start_process(argv: list[str], cwd: str, env: dict[bytes, bytes]) -> subprocess.Popen:
+def start_process(argv: list[str], cwd: str, env: dict[bytes, bytes]) -> subprocess.Popen[bytes]:
     """Start a job's process in a session of its own, stdin from /dev/null, stdout and stderr into
     one pipe; OSError when it cannot start.
 
@@ -77,9 +75,9 @@ def _os_error_text(exc: OSError, path: str) -> str:
     return f"cannot write {where}: {exc.strerror or exc} — check that folder's permissions and free space"
 
 
-def _exit_fd(proc: subprocess.Popen) -> tuple[int, Any]:
+def _exit_fd(proc: subprocess.Popen[bytes]) -> tuple[int, threading.Thread | None]:
     """A file descriptor that becomes readable when `proc` exits (it is not reaped), and what to
-    close afterwards. A pidfd where the kernel has them; else a pipe a waiter thread writes to."""
+    keep until then. A pidfd where the kernel has them; else a pipe a waiter thread writes to."""
     try:
         fd = os.pidfd_open(proc.pid)
         return fd, None
@@ -104,7 +102,7 @@ def _exit_fd(proc: subprocess.Popen) -> tuple[int, Any]:
     return r, thread
 
 
-def _output_until_exit(proc: subprocess.Popen) -> Iterator[bytes]:
+def _output_until_exit(proc: subprocess.Popen[bytes]) -> Iterator[bytes]:
     """The job's output as lines (as `readline(MAX_LINE)` gives them) until the job's script
     exits — not until every process that holds its stdout has closed it: a background child
     left holding the pipe must not keep the job alive. Once the script has exited, what is
@@ -155,7 +153,7 @@ def _output_until_exit(proc: subprocess.Popen) -> Iterator[bytes]:
         os.close(exit_fd)
 
 
-def _wait_exited(proc: subprocess.Popen) -> None:
+def _wait_exited(proc: subprocess.Popen[bytes]) -> None:
     """Wait until the job's script has exited, without reaping it."""
     try:
         os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
@@ -170,12 +168,3 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
         pass
-
-
-def __getattr__(name: str) -> Any:
-    """`LocalProcessManager`: the CPU manager under its former name."""
-    if name == "LocalProcessManager":
-        from .cpu import CPUResourceManager
-
-        return CPUResourceManager
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
