@@ -182,9 +182,11 @@ class TinyDBConnector(ExperimentRecords, JobSummary, MetaRepair):
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def changed_since(self, stamp: tuple | None) -> tuple[bool, tuple]:
+    def changed_since(
+        self, stamp: tuple[tuple[str, int, int], ...] | None
+    ) -> tuple[bool, tuple[tuple[str, int, int], ...]]:
         """Cheap change detection for watchers: (changed?, new stamp) over the store's files."""
-        sig = []
+        sig: list[tuple[str, int, int]] = []
         for path in sorted(glob.glob(os.path.join(self.root, "**", "*.json*"), recursive=True)):
             try:
                 st = os.stat(path)

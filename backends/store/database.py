@@ -19,7 +19,19 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .files import StoreCorruptError, StoreWriteError, WriteLock, is_write_error, open_db, storage_of, table
+from tinydb import TinyDB
+from tinydb.table import Table
+
+from .files import (
+    Signature,
+    StoreCorruptError,
+    StoreWriteError,
+    WriteLock,
+    is_write_error,
+    open_db,
+    storage_of,
+    table,
+)
 from .process import ProcessId, current_process
 from .schema import validate_document
 
@@ -67,19 +79,19 @@ class StoreDatabase:
         self._holds = 0
         self._released: set[int] = set()  # rids freed by us but still marked taken on disk
         self._to_sync: list[int] = []  # journal fds (dups) to fdatasync when the lock is released
-        self._dbs: dict[str, Any] = {}
+        self._dbs: dict[str, TinyDB] = {}
         self._n_results = 0  # results databases in `_dbs`
         self.me: ProcessId = current_process()
         self._jid_pool: list[int] = []
         self._result_parts: dict[tuple[int, int], tuple[int, int]] = {}
-        self._pending: list[tuple[int, int, dict]] = []  # (eid, shard, doc)
+        self._pending: list[tuple[int, int, dict[str, Any]]] = []  # (eid, shard, doc)
         self._live: set[tuple[int, int]] = set()  # (eid, jid) of our jobs started and not over
         self._pids: dict[tuple[int, int], tuple[int, int]] = {}  # (eid, jid) → (attempt, pid) to record
         self._pending_lock = threading.Lock()
         self._flusher: threading.Thread | None = None
         self._closed = threading.Event()
         #: finished jobs' records the file system refused, in order: (eid, jid) → (file, record)
-        self._unwritten: dict[tuple[int, int], tuple[str, dict]] = {}
+        self._unwritten: dict[tuple[int, int], tuple[str, dict[str, Any]]] = {}
         #: why the store can't be written now (None: it can); cleared by the flusher's retry
         self.write_error: StoreWriteError | None = None
         #: the flusher's last failure other than a full disk (a damaged file, EACCES), None once
@@ -88,13 +100,15 @@ class StoreDatabase:
         #: databases this connector appended to and not yet compacted → when last written
         self._written: dict[str, float] = {}
         self._jid_floor: int | None = None
-        self._jobs_memo: dict[int, tuple[list, list[dict]]] = {}
-        self._rows_memo: dict[int, tuple[list | None, list[dict]]] = {}
+        #: eid → (its job files' signatures, its job documents sorted by jid)
+        self._jobs_memo: dict[int, tuple[list[tuple[str, Signature]], list[dict[str, Any]]]] = {}
+        #: eid → (its job files' stamps, `status`' rows)
+        self._rows_memo: dict[int, tuple[list[list[str | int]] | None, list[dict[str, Any]]]] = {}
         self._summaries_due: set[int] = set()  # experiments whose summary.json close() rewrites
 
     # -- files, locks, journal writes --------------------------------------------------------
 
-    def _db(self, relpath: str):
+    def _db(self, relpath: str) -> TinyDB:
         """The database for `relpath`. Job and experiment files stay cached once read (a re-read
         costs two stats: `status` at 10,000 jobs reads each once); of the intermediate results,
         which grow without bound, only the `OPEN_DBS` most recently used stay in memory. At most
@@ -151,7 +165,7 @@ class StoreDatabase:
                 finally:
                     os.close(fd)
 
-    def _write(self, relpath: str, ops: list[dict], sync: bool = False) -> None:
+    def _write(self, relpath: str, ops: list[dict[str, Any]], sync: bool = False) -> None:
         """Append journal operations to one database file (caller holds `_locked`).
 
         `sync`: on disk before the outermost `_locked` block returns.
@@ -197,17 +211,24 @@ class StoreDatabase:
             finally:
                 os.close(fd)
 
-    def _raw(self, relpath: str, tbl: str) -> dict[str, dict]:
+    def _raw(self, relpath: str, tbl: str) -> dict[str, dict[str, Any]]:
         """The table's documents as stored ({str(id): doc}); a hot-path read without TinyDB's
         per-document wrapping. Treat as read-only, under `self._lock`."""
         data = storage_of(self._db(relpath)).read()
-        return (data or {}).get(tbl, {})
+        docs: dict[str, dict[str, Any]] = (data or {}).get(tbl, {})
+        return docs
 
-    def _put(self, relpath: str, tbl: str, doc_id: int, doc: dict, sync: bool = False) -> None:
+    def _put(self, relpath: str, tbl: str, doc_id: int, doc: dict[str, Any], sync: bool = False) -> None:
         self._write(relpath, [{"t": tbl, "id": str(doc_id), "d": doc}], sync)
 
     def _update(
-        self, relpath: str, tbl: str, doc_id: int, fields: dict, drop: Iterable[str] = (), sync: bool = False
+        self,
+        relpath: str,
+        tbl: str,
+        doc_id: int,
+        fields: dict[str, Any],
+        drop: Iterable[str] = (),
+        sync: bool = False,
     ) -> None:
         """Set `fields` of a document (and remove the keys `drop`): a journal line of the change only."""
         op: dict[str, Any] = {"t": tbl, "id": str(doc_id), "u": fields}
@@ -215,7 +236,9 @@ class StoreDatabase:
             op["r"] = list(drop)
         self._write(relpath, [op], sync)
 
-    def _patch(self, relpath: str, tbl: str, doc_ids: list[int], fields: dict, sync: bool = False) -> None:
+    def _patch(
+        self, relpath: str, tbl: str, doc_ids: list[int], fields: dict[str, Any], sync: bool = False
+    ) -> None:
         docs = self._raw(relpath, tbl)
         ops = []
         for doc_id in doc_ids:
@@ -231,7 +254,7 @@ class StoreDatabase:
 
     META = "meta.json"
 
-    def _meta(self, name: str):
+    def _meta(self, name: str) -> Table:
         return table(self._db(self.META), name)
 
     @staticmethod
@@ -242,10 +265,10 @@ class StoreDatabase:
     def _jobs_file(eid: int, jid: int) -> str:
         return f"e{eid}/jobs-{jid // JOBS_PER_SHARD}.json"
 
-    def _exp(self, eid: int, name: str):
+    def _exp(self, eid: int, name: str) -> Table:
         return table(self._db(self._exp_file(eid)), name)
 
-    def _jobs(self, eid: int, jid: int):
+    def _jobs(self, eid: int, jid: int) -> Table:
         return table(self._db(self._jobs_file(eid, jid)), "jobs")
 
     def _files(self, pattern: str) -> list[str]:
@@ -327,7 +350,7 @@ class StoreDatabase:
 
     RESOURCES = "resources.json"
 
-    def _defs(self) -> dict[str, dict]:
+    def _defs(self) -> dict[str, dict[str, Any]]:
         """The resource definitions ({str(rid): {rid, name, type}}; caller holds `_lock`). A
         damaged resources.json is moved aside: it is rebuilt from env.ini by the next sync."""
         try:

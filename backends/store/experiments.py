@@ -18,8 +18,8 @@ from .results import ResultRecords
 from .schema import LIVE_STATES
 
 
-def _owner_alive(owner: list | None) -> bool:
-    return bool(owner) and is_alive(ProcessId(*owner))
+def _owner_alive(owner: list[Any] | None) -> bool:
+    return owner is not None and bool(owner) and is_alive(ProcessId(*owner))
 
 
 class ExperimentRecords(ResultRecords, ResourceRecords, RequestRecords):
@@ -76,7 +76,7 @@ class ExperimentRecords(ResultRecords, ResourceRecords, RequestRecords):
 
     # -- experiments ----------------------------------------------------------------------
 
-    def start_experiment(self, user: str | None, name: str, config: dict, **info: Any) -> int:
+    def start_experiment(self, user: str | None, name: str, config: dict[str, Any], **info: Any) -> int:
         with self._locked():
             eid = self._next_id("eid")
             doc = {
@@ -122,17 +122,17 @@ class ExperimentRecords(ResultRecords, ResourceRecords, RequestRecords):
             except OSError:
                 pass
 
-    def experiments(self) -> list[dict]:
+    def experiments(self) -> list[dict[str, Any]]:
         with self._lock:
             docs = self._meta("experiments").all()
         return sorted((dict(d) for d in docs), key=lambda d: d["eid"])
 
-    def get_experiment(self, eid: int) -> dict | None:
+    def get_experiment(self, eid: int) -> dict[str, Any] | None:
         with self._lock:
             doc = self._meta("experiments").get(doc_id=eid)
         return dict(doc) if doc else None
 
-    def latest_experiment(self) -> dict | None:
+    def latest_experiment(self) -> dict[str, Any] | None:
         exps = self.experiments()
         return exps[-1] if exps else None
 
@@ -152,6 +152,6 @@ class ExperimentRecords(ResultRecords, ResourceRecords, RequestRecords):
                 self._exp_file(eid), "errors", n + 1, {"jid": jid, "time": time.time(), "message": message}
             )
 
-    def errors(self, eid: int) -> list[dict]:
+    def errors(self, eid: int) -> list[dict[str, Any]]:
         with self._lock:
             return [dict(d) for d in self._exp(eid, "errors").all()]

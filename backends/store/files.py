@@ -29,6 +29,7 @@ from typing import Any
 
 from tinydb import TinyDB
 from tinydb.storages import Storage
+from tinydb.table import Table
 
 from ..errors import AupError
 
@@ -229,9 +230,11 @@ class JournaledStorage(Storage):
         except ValueError as exc:
             self._data = None  # re-read from the start next time: never half a replay
             raise StoreCorruptError(self.log_path, _what(exc)) from None
+        data = self._data
+        assert data is not None  # `read` loaded the snapshot before replaying the journal
         try:
             for op in ops:
-                new = apply_op(self._data, op)
+                new = apply_op(data, op)
                 if new is not None and self.validate is not None:
                     self.validate(op["t"], op["id"], new)
         except ValueError as exc:
@@ -270,8 +273,10 @@ class JournaledStorage(Storage):
                 if is_write_error(exc):
                     raise StoreWriteError(self.log_path, exc) from None
                 raise
+            data = self._data
+            assert data is not None  # `read` above loaded it
             for op in ops:
-                apply_op(self._data, op)
+                apply_op(data, op)
             self._log_off += len(payload)
             if self._log_off > max(COMPACT_MIN_BYTES, 2 * (self._snap[2] if self._snap else 0)):
                 try:
@@ -369,7 +374,7 @@ class JournaledStorage(Storage):
                 self._fd = None
 
     @property
-    def signature(self) -> tuple:
+    def signature(self) -> Signature:
         """Changes whenever what `read()` returns may have changed (call `read()` first)."""
         return (self._snap, self._log_ino, self._log_off, id(self._data))
 
@@ -487,12 +492,16 @@ def _what(exc: ValueError) -> str:
     return text[:120]
 
 
+#: a journaled file's state as `JournaledStorage.signature` gives it
+Signature = tuple[tuple[int, int, int] | None, int | None, int, int]
+
+
 def open_db(path: str, validate: Callable[[str, str, dict[str, Any]], None] | None = None) -> TinyDB:
     """A TinyDB on `path` through the journaled storage."""
     return TinyDB(path, storage=JournaledStorage, validate=validate)
 
 
-def table(db: TinyDB, name: str):
+def table(db: TinyDB, name: str) -> Table:
     """A table without TinyDB's query cache (another process may have changed the file)."""
     return db.table(name, cache_size=0)
 

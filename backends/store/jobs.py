@@ -34,7 +34,7 @@ class JobRecords(StoreDatabase):
         self,
         eid: int,
         jid: int,
-        config: dict,
+        config: dict[str, Any],
         rid: int | None,
         resource: str,
         attempt: int,
@@ -105,7 +105,7 @@ class JobRecords(StoreDatabase):
                 self._pids = {**pids, **self._pids}
             raise
 
-    def _patch_running_attempt(self, eid: int, jid: int, attempt: int, fields: dict) -> None:
+    def _patch_running_attempt(self, eid: int, jid: int, attempt: int, fields: dict[str, Any]) -> None:
         """Put `fields` on job `jid`'s record while its attempt `attempt` still runs (caller holds
         `_locked`); nothing for an attempt that has ended, nor when they are there already."""
         relpath = self._jobs_file(eid, jid)
@@ -190,7 +190,7 @@ class JobRecords(StoreDatabase):
                 self._put(relpath, "jobs", jid, doc, sync=True)
                 del self._unwritten[(eid, jid)]
 
-    def get_job(self, jid: int, eid: int | None = None) -> dict | None:
+    def get_job(self, jid: int, eid: int | None = None) -> dict[str, Any] | None:
         with self._lock:
             for (e, j), (_, doc) in self._unwritten.items():
                 if j == jid and eid in (None, e):
@@ -206,7 +206,7 @@ class JobRecords(StoreDatabase):
                 return dict(found)
         return None
 
-    def jobs(self, eid: int) -> list[dict]:
+    def jobs(self, eid: int) -> list[dict[str, Any]]:
         """Every job of experiment `eid` by jid, records still waiting to be written included.
 
         The sorted list is kept until one of the experiment's job files changes, so the second
@@ -228,7 +228,7 @@ class JobRecords(StoreDatabase):
                 self._jobs_memo[eid] = (stamp, docs)
             if not self._unwritten:
                 return [dict(d) for d in docs]
-        out: dict[int, dict] = {d["jid"]: dict(d) for d in docs}
+        out: dict[int, dict[str, Any]] = {d["jid"]: dict(d) for d in docs}
         with self._lock:
             for (e, j), (_, doc) in self._unwritten.items():
                 if e == eid:
@@ -236,7 +236,7 @@ class JobRecords(StoreDatabase):
         return [out[j] for j in sorted(out)]
 
     def get_best_result(
-        self, eid: int, maximize: bool, jobs: Iterable[dict] | None = None
+        self, eid: int, maximize: bool, jobs: Iterable[dict[str, Any]] | None = None
     ) -> tuple[int, float] | None:
         """`(jid, score)` of the best FINISHED job; on a tie the one that finished first wins
         (see `better`). `jobs`: the experiment's jobs when the caller has read them already."""

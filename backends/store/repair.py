@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..status import ExperimentStatus
 from .files import StoreCorruptError, StoreWriteError, storage_of
 from .resources import ResourceRecords
@@ -78,7 +80,7 @@ class MetaRepair(ResourceRecords):
         if any(floors[c] != counters.get(c) for c in floors):
             self._put(self.META, "counters", 1, {**counters, **floors})
 
-    def _read_or_none(self, relpath: str, tbl: str) -> dict[str, dict]:
+    def _read_or_none(self, relpath: str, tbl: str) -> dict[str, dict[str, Any]]:
         """A table of a file that may be missing or damaged ({} then)."""
         try:
             return self._raw(relpath, tbl)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from typing import Any
 
 from ..status import JobStatus
 from .files import StoreWriteError
@@ -39,7 +40,7 @@ class RequestRecords(JobRecords):
         prefix = "stop." if eid is None else f"stop.e{eid}."
         return [os.path.join(self.root, n) for n in self._listdir(self.root) if n.startswith(prefix)]
 
-    def _marker_requests(self, eid: int | None = None) -> list[dict]:
+    def _marker_requests(self, eid: int | None = None) -> list[dict[str, Any]]:
         out = []
         for path in self._stop_markers(eid):
             m = re.fullmatch(r"stop\.e([0-9]+)\.(all|[0-9]+)\.([0-9]+)", os.path.basename(path))
@@ -53,7 +54,7 @@ class RequestRecords(JobRecords):
                 )
         return out
 
-    def stop_requests(self, eid: int) -> list[dict]:
+    def stop_requests(self, eid: int) -> list[dict[str, Any]]:
         with self._lock:
             stored = [dict(d) for d in self._raw(self.META, "stops").values() if d["eid"] == eid]
         return stored + self._marker_requests(eid)
@@ -78,7 +79,7 @@ class RequestRecords(JobRecords):
                 sync=True,
             )
 
-    def take_passive_answers(self, eid: int) -> list[dict]:
+    def take_passive_answers(self, eid: int) -> list[dict[str, Any]]:
         """Remove and return the answers other processes left for experiment `eid`."""
         with self._lock:
             if not any(d["eid"] == eid for d in self._meta("passive").all()):

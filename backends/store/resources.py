@@ -17,10 +17,10 @@ from .files import StoreWriteError, storage_of
 class ResourceRecords(StoreDatabase):
     """Which resources exist and who holds each one."""
 
-    def _taken(self) -> dict[str, dict]:
+    def _taken(self) -> dict[str, dict[str, Any]]:
         return self._raw(self.META, "taken")
 
-    def _merged(self, doc: dict, taken: dict[str, dict]) -> dict:
+    def _merged(self, doc: dict[str, Any], taken: dict[str, dict[str, Any]]) -> dict[str, Any]:
         held = taken.get(str(doc["rid"]))
         if held is None:
             return {**doc, "status": "free", "owner": None, "jid": None}
@@ -69,7 +69,7 @@ class ResourceRecords(StoreDatabase):
         if self._raw(self.META, "sync"):
             self._write(self.META, [{"t": "sync", "clear": 1}])
 
-    def _resources_sig(self) -> list | None:
+    def _resources_sig(self) -> list[int] | None:
         """resources.json's snapshot (inode, mtime, size); None while its journal holds data."""
         path = os.path.join(self.root, self.RESOURCES)
         try:
@@ -100,7 +100,7 @@ class ResourceRecords(StoreDatabase):
         except StoreWriteError:
             pass  # a full disk: the next command syncs again
 
-    def resources(self, rtype: str | None = None) -> list[dict]:
+    def resources(self, rtype: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
             taken = self._taken()
             docs = [
@@ -109,7 +109,7 @@ class ResourceRecords(StoreDatabase):
         docs.sort(key=lambda d: d["rid"])
         return docs
 
-    def get_resource(self, rid: int) -> dict | None:
+    def get_resource(self, rid: int) -> dict[str, Any] | None:
         with self._lock:
             doc = self._defs().get(str(rid))
             return self._merged(doc, self._taken()) if doc else None

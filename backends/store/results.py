@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from tinydb import Query
 
@@ -41,12 +42,12 @@ class ResultRecords(JobRecords):
                 with self._pending_lock:
                     self._pending[:0] = [item for item in batch if id(item[2]) not in written]
 
-    def _write_results(self, batch: list[tuple[int, int, dict]], written: set[int]) -> None:
+    def _write_results(self, batch: list[tuple[int, int, dict[str, Any]]], written: set[int]) -> None:
         """Append `batch`'s results to their parts; `written` gets the id() of each document as
         soon as its chunk is in a journal (and `_result_parts` counts it), so a failure later in
         the batch never makes a retry append it twice."""
-        groups: dict[tuple[int, int], list[dict]] = {}
-        latest: dict[tuple[int, int], dict] = {}
+        groups: dict[tuple[int, int], list[dict[str, Any]]] = {}
+        latest: dict[tuple[int, int], dict[str, Any]] = {}
         for eid, jid, doc in batch:
             groups.setdefault((eid, jid // JOBS_PER_SHARD), []).append(doc)
             latest[(eid, jid)] = doc
@@ -67,7 +68,7 @@ class ResultRecords(JobRecords):
                     )
                     written.update(id(d) for d in chunk)
 
-    def _write_latest(self, latest: dict[tuple[int, int], dict]) -> None:
+    def _write_latest(self, latest: dict[tuple[int, int], dict[str, Any]]) -> None:
         """A running job's record carries its latest intermediate result (`values`), so another
         process (`aup-tui watch`) shows it without reading the result files; one write per job
         and flush, none for an attempt that has ended since."""
@@ -84,9 +85,9 @@ class ResultRecords(JobRecords):
             self._result_parts[(eid, shard)] = known
         return known
 
-    def intermediate_results(self, eid: int, jid: int, attempt: int | None = None) -> list[dict]:
+    def intermediate_results(self, eid: int, jid: int, attempt: int | None = None) -> list[dict[str, Any]]:
         """The job's intermediate results in order (of one attempt, or all), including unflushed ones."""
-        out: list[dict] = []
+        out: list[dict[str, Any]] = []
         for relpath in self._result_files(eid, jid // JOBS_PER_SHARD):
             with self._lock:
                 out.extend(dict(d) for d in table(self._db(relpath), "results").search(Query().jid == jid))

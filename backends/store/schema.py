@@ -32,13 +32,16 @@ def better(
 
 # -- what a document of each table must look like (a damaged one is reported, not trusted) -----
 
-_INT, _STR, _NONE = frozenset({int}), frozenset({str}), type(None)
-_NUM = frozenset({int, float})
-_OWNER = frozenset({list, _NONE})
+_NONE: type = type(None)
+_INT: frozenset[type] = frozenset({int})
+_STR: frozenset[type] = frozenset({str})
+_NUM: frozenset[type] = frozenset({int, float})
+_LIST: frozenset[type] = frozenset({list})
+_OWNER: frozenset[type] = frozenset({list, _NONE})
 #: table → ((key, the exact types its value may have), …); checked on every document read
-_SPEC: dict[str, dict[str, frozenset]] = {
+_SPEC: dict[str, dict[str, frozenset[type]]] = {
     "resources": {"rid": _INT, "name": _STR, "type": _STR},
-    "taken": {"rid": _INT, "owner": frozenset({list})},
+    "taken": {"rid": _INT, "owner": _LIST},
     "experiments": {"eid": _INT, "name": _STR, "status": _STR, "owner": _OWNER},
     "experiment": {"eid": _INT, "name": _STR, "status": _STR, "owner": _OWNER},
     "stops": {"eid": _INT, "time": _NUM},
@@ -57,7 +60,7 @@ _SPEC: dict[str, dict[str, frozenset]] = {
     "labels": {"labels": frozenset({list})},
     "errors": {"message": _STR},
 }
-_SCHEMA: dict[str, tuple[tuple[str, frozenset], ...]] = {
+_SCHEMA: dict[str, tuple[tuple[str, frozenset[type]], ...]] = {
     tbl: tuple(spec.items()) for tbl, spec in _SPEC.items()
 }
 _ID_KEYS = {"resources": "rid", "taken": "rid", "experiments": "eid", "jobs": "jid"}

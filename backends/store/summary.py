@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import zlib
+from typing import Any
 
 from .jobs import JobRecords
 
@@ -15,10 +16,10 @@ class JobSummary(JobRecords):
 
     # -- what `status` shows, without reading every record in full ---------------------------
 
-    def _shard_stamp(self, eid: int) -> list | None:
+    def _shard_stamp(self, eid: int) -> list[list[str | int]] | None:
         """Each job file's snapshot (name, inode, mtime, size); None while a journal holds data."""
         folder = os.path.join(self.root, f"e{eid}")
-        stamp = []
+        stamp: list[list[str | int]] = []
         for name in sorted(self._listdir(folder)):
             if not name.startswith("jobs-"):
                 continue
@@ -57,7 +58,7 @@ class JobSummary(JobRecords):
             except OSError:
                 pass
 
-    def job_rows(self, eid: int) -> list[dict]:
+    def job_rows(self, eid: int) -> list[dict[str, Any]]:
         """jid, status, score, config, resource and end of every job (what `status` shows):
         from `e<eid>/summary.json` when it matches the job files, else from the job files.
         Treat the rows as read-only (a second call in one command may share them)."""
