@@ -465,7 +465,8 @@ class JobTable(FastDataTable):
 
     def scroll_to_running(self) -> None:
         """Scroll (the cursor stays) so the running jobs are in view: all of them when they fit,
-        else the first; nothing when none runs or they are in view already."""
+        else one (the nearest, so the view does not jump about); nothing when none runs or
+        they are in view already."""
         if not self.follow or not self._running_jobs:
             return
         if self._require_update_dimensions:  # rows added: their virtual size first
@@ -483,7 +484,13 @@ class JobTable(FastDataTable):
         top = int(self.scroll_y)
         if first >= top and last < top + height:
             return
-        target = first if last - first + 1 > height or first < top else last - height + 1
+        if last - first + 1 > height:  # too far apart to show at once: one in view is enough
+            if any(top <= i < top + height for i in rows):
+                return
+            nearest = min(rows, key=lambda i: abs(i - top))
+            target = nearest if nearest < top else nearest - height + 1
+        else:
+            target = first if first < top else last - height + 1
         self.scroll_to(y=target, animate=False, immediate=True)
 
     def _update_subtitle(self) -> None:
