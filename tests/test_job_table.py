@@ -118,3 +118,21 @@ def test_filter_terms_compare_one_column_or_match_anywhere():
     assert not matches(parse_filter("lr>0", {"lr"}), {"lr": "n/a"}, "")  # text is not a number
     # a name that is no column is a plain word: `a=b` is looked for in the row's text
     assert matches(parse_filter("a=b", {"lr"}), {}, "x a=b")
+
+
+async def test_rows_never_drawn_show_their_latest_values_when_read():
+    from aup_tui_backends.events import JobFinished
+
+    state = demo_state(n_jobs=500, n_samples=600, running=2)
+    app = AupApp(state=state, clock=CLOCK, find=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        t = table(app)
+        app.screen.apply_changes(state.apply([JobFinished(eid=3, jid=250, score=0.001)]))
+        await pilot.pause()
+        assert cell(t, 250, "score") == "0.001" and cell(t, 250, "status") == "finished"
+        t.sort_by("score", reverse=False)
+        await pilot.pause()
+        assert t.shown_jids[0] == 250 and len(t.shown_jids) == 500
+        t.set_filter("score<0.01")
+        assert t.shown_jids == [250]

@@ -252,23 +252,20 @@ class JobTable(FastDataTable):
         selected = self.selected_jid
         self.clear()
         self._shown.clear()
-        now = self.clock()
         self._add_param_columns(self.state.jobs.values())
         terms = self._terms()
         jobs = self.state.jobs
         rows = [jobs[jid] for jid in sorted(jobs) if self._matches(jobs[jid], terms)]
         if self.sort_column != "id" or self.sort_reverse:
             rows.sort(key=self._row_sort_key, reverse=self.sort_reverse)
-        # ~20 objects a row, none of them garbage: collection passes over 10,000 rows would cost
-        # more than building them
+        # a few objects a row, none of them garbage: collection passes over 10,000 rows would cost
+        # more than making them
         collecting = gc.isenabled()
         gc.disable()
         try:
-            built = [(row.jid, self._cells(row, now)) for row in rows]
-            self._fit_resource_column(_plain(cells[2]) for _, cells in built)
-            self.add_rows_at_once([(str(jid), cells) for jid, cells in built])
-            for jid, cells in built:
-                self._shown[jid] = tuple(v if type(v) is str else _plain(v) for v in cells)
+            self._fit_resource_column({self._resource_name(row) for row in rows})
+            self._shown.update((row.jid, ()) for row in rows)  # () until its cells are made
+            self.add_rows_at_once([str(row.jid) for row in rows], self._build_row)
         finally:
             if collecting:
                 gc.enable()
@@ -279,6 +276,13 @@ class JobTable(FastDataTable):
             self.FilterChanged(self.filter_text, self.filter_status, len(self._shown), len(self.state.jobs))
         )
         self._follow_later()
+
+    def _build_row(self, key: str) -> tuple[Text | str, ...]:
+        """The cells of a row the table reads for the first time, noted as shown."""
+        jid = int(key)
+        cells = self._cells(self.state.jobs[jid], self.clock())
+        self._shown[jid] = tuple(v if type(v) is str else _plain(v) for v in cells)
+        return cells
 
     def update_jobs(self, jids: Iterable[int]) -> None:
         """Apply a batch of changed jobs: new rows added, changed cells updated, one sort at most."""
@@ -317,6 +321,10 @@ class JobTable(FastDataTable):
                 resort |= self.sort_column != "id" or self.sort_reverse
                 continue
             if plain == shown:
+                continue
+            if not shown:  # its cells not made yet: made when read, from the row as it is now
+                self.replace_row_lazily(str(jid), self._build_row)
+                resort |= self.sort_column != "id"
                 continue
             for i, key in enumerate(column_keys):
                 if plain[i] != shown[i]:
@@ -391,12 +399,10 @@ class JobTable(FastDataTable):
         )
 
     def _apply_sort(self) -> None:
-        if self.row_count:
-            self.sort(
-                "id",
-                key=lambda cell: self._row_sort_key(self.state.jobs[int(_plain(cell))]),
-                reverse=self.sort_reverse,
-            )
+        """Order the rows from the jobs themselves (no cell is made or read for it)."""
+        jobs = self.state.jobs
+        order = sorted(self._shown, key=lambda jid: self._row_sort_key(jobs[jid]), reverse=self.sort_reverse)
+        self.reorder([str(jid) for jid in order])
 
     @property
     def sort_columns(self) -> list[str]:
