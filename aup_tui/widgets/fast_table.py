@@ -10,22 +10,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 from rich.text import Text
 from textual._two_way_dict import TwoWayDict
 from textual.widgets import DataTable
-from textual.widgets.data_table import CellType, ColumnKey, Row, RowKey
+from textual.widgets.data_table import ColumnKey, Row, RowKey
+
+
+Cell = Any  # what DataTable takes as a cell (str, Text, any renderable)
 
 
 class LazyCells(dict):  # type: ignore[type-arg]
     """A row's cells (column key → cell), made by `build` when one is first read."""
 
-    def __init__(self, build: Callable[[], tuple[CellType, ...]], keys: list[ColumnKey]) -> None:
+    def __init__(self, build: Callable[[], tuple[Cell, ...]], keys: list[ColumnKey]) -> None:
         super().__init__()
-        self._build: Callable[[], tuple[CellType, ...]] | None = build
+        self._build: Callable[[], tuple[Cell, ...]] | None = build
         self._keys = keys
 
-    def __missing__(self, key: ColumnKey) -> CellType:
+    def __missing__(self, key: ColumnKey) -> Cell:
         build, self._build = self._build, None
         if build is None:
             raise KeyError(key)
@@ -40,7 +44,7 @@ _RENDER_CACHES = ("_row_render_cache", "_cell_render_cache", "_row_renderable_ca
 class FastDataTable(DataTable):
     """A DataTable with `add_rows_at_once` and batched cell writes (`_set_cell`, `_cells_changed`)."""
 
-    def add_rows_at_once(self, keys: list[str], build: Callable[[str], tuple[CellType, ...]]) -> None:
+    def add_rows_at_once(self, keys: list[str], build: Callable[[str], tuple[Cell, ...]]) -> None:
         """Add a row for each key whose cells `build(key)` makes when first read (drawn, sorted
         on, asked for): a table of 10,000 rows shows its first screen after building ~40.
 
@@ -82,7 +86,7 @@ class FastDataTable(DataTable):
         self._update_count += 1
         self.refresh()
 
-    def replace_row_lazily(self, key: str, build: Callable[[str], tuple[CellType, ...]]) -> None:
+    def replace_row_lazily(self, key: str, build: Callable[[str], tuple[Cell, ...]]) -> None:
         """A row's cells made again when next read (a row changed before it was ever read)."""
         data = getattr(self, "_data", None)
         if data is None or RowKey(key) not in data:
