@@ -17,7 +17,6 @@ from textual._two_way_dict import TwoWayDict
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey, Row, RowKey
 
-
 Cell = Any  # what DataTable takes as a cell (str, Text, any renderable)
 
 
