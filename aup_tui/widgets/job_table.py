@@ -98,6 +98,13 @@ def _param_cell(value: Any, width: int) -> str:
     return "" if value is None else escape(format_value(value))
 
 
+def _resource_cell(resource: str, attempts: int) -> str:
+    """The node's name, the GPU card or the CPU slot, and the attempt; cut to RESOURCE_MAX
+    keeping the end (a node's port: two nodes on one host stay apart)."""
+    suffix = f" #{attempts}" if attempts > 1 else ""
+    return short_node_name(resource_label(resource, 0), RESOURCE_MAX - len(suffix)) + suffix
+
+
 def _status_group(status: str) -> str:
     """The filter a status falls under: stopped early counts as stopped, interrupted as failed."""
     st = JobStatus(status)
@@ -212,11 +219,7 @@ class JobTable(FastDataTable):
         )
 
     def _resource_name(self, row: JobRow) -> str:
-        """The node's name, the GPU card or the CPU slot, and the attempt; cut to RESOURCE_MAX
-        keeping the end (a node's port: two nodes on one host stay apart)."""
-        label = resource_label(row.resource, 0)
-        suffix = f" #{row.attempts}" if row.attempts > 1 else ""
-        return short_node_name(label, RESOURCE_MAX - len(suffix)) + suffix
+        return _resource_cell(row.resource, row.attempts)
 
     def _values(self, row: JobRow, now: float) -> dict[str, Any]:
         """The row's raw value per filterable column name (lower-case)."""
@@ -263,7 +266,7 @@ class JobTable(FastDataTable):
         collecting = gc.isenabled()
         gc.disable()
         try:
-            self._fit_resource_column({self._resource_name(row) for row in rows})
+            self._fit_resource_column(_resource_cell(*p) for p in {(r.resource, r.attempts) for r in rows})
             self._shown.update((row.jid, ()) for row in rows)  # () until its cells are made
             self.add_rows_at_once([str(row.jid) for row in rows], self._build_row)
         finally:
