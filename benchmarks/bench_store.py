@@ -25,7 +25,7 @@ def results_benchmark(folder: str) -> tuple[float, float]:
     c = TinyDBConnector(os.path.join(folder, "r", ".aup"))
     eid = c.start_experiment("bench", "results", {})
     blocks = []
-    for block in range(100):
+    for _block in range(100):
         jid = c.new_jid()
         start = time.perf_counter()
         for i in range(1000):
