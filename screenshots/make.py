@@ -16,8 +16,53 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import panel_scenes  # noqa: E402  (the GPU and nodes panels, the node detail)
 import scenes  # noqa: E402
+import test_compare  # noqa: E402  (the compare screen's fixed data)
+import test_problems  # noqa: E402  (the demo experiment after failures)
 
-#: file name → (app factory, terminal size, keys to press first)
+from aup_tui.app import AupApp  # noqa: E402
+
+
+async def _show_compare(pilot) -> None:
+    await pilot.app.push_screen(test_compare.scene())
+    await pilot.pause()
+
+
+def _analysis_app():
+    """The analysis screen of the run recorded in tests/fixtures/analysis_run (a real run)."""
+    import shutil
+    import tempfile
+
+    from aup_tui_backends.store import TinyDBConnector
+    from screens_support import Host
+
+    from aup_tui.screens.analysis import AnalysisScreen
+
+    folder = Path(tempfile.mkdtemp(prefix="aup-shot-"))
+    shutil.copytree(ROOT / "tests" / "fixtures" / "analysis_run" / "aup", folder / ".aup")
+    conn = TinyDBConnector(str(folder / ".aup"))
+    exp = conn.get_experiment(1)
+    points = [(j["jid"], j["config"], j["score"]) for j in conn.jobs(1) if j.get("score") is not None]
+    conn.close()
+    best = max(points, key=lambda p: p[2])[0]
+    space = [
+        {"name": "lr", "range": [0.0, 1.0], "type": "float"},
+        {"name": "layers", "range": [1, 6], "type": "int"},
+        {"name": "optimizer", "range": ["adam", "sgd", "rmsprop"], "type": "choice"},
+    ]
+    return Host(lambda: AnalysisScreen(f"Parameter analysis — {exp['name']} #1", points, True, best, space))
+
+
+async def _analysis_computed(pilot) -> None:
+    from screens_support import wait_until
+
+    from aup_tui.screens.analysis import AnalysisScreen
+
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, AnalysisScreen))
+    await wait_until(pilot, lambda: pilot.app.screen.importance is not None, timeout=30)
+    await pilot.pause()
+
+
+#: file name → (app factory, terminal size, keys to press first or a coroutine to run first)
 SCENES = {
     "dashboard-dark": (lambda: scenes.dashboard_app("aup-dark"), (120, 34), []),
     "dashboard-light": (lambda: scenes.dashboard_app("aup-light"), (120, 34), []),
@@ -39,6 +84,14 @@ SCENES = {
     "panels-no-nvml": (lambda: panel_scenes.panels_app("aup-dark", gpus=False), (200, 50), []),
     "node-detail-down": (lambda: panel_scenes.node_detail_app("node 3"), (80, 24), []),
     "node-detail-gpus": (lambda: panel_scenes.node_detail_app("node 1"), (200, 50), []),
+    "analysis": (_analysis_app, (110, 30), _analysis_computed),
+    "compare": (
+        lambda: AupApp(picker_rows=scenes.picker_rows(), clock=scenes.CLOCK, find=False),
+        (100, 32),
+        _show_compare,
+    ),
+    "problems": (test_problems.troubled_app, (100, 30), ["exclamation_mark"]),
+    "job-detail": (lambda: scenes.dashboard_app("aup-dark"), (100, 30), ["G", "enter"]),
 }
 
 
@@ -46,7 +99,9 @@ async def render(name: str, factory, size, keys) -> Path:
     app = factory()
     async with app.run_test(size=size) as pilot:
         await pilot.pause(0.2)
-        if keys:
+        if callable(keys):
+            await keys(pilot)
+        elif keys:
             await pilot.press(*keys)
             await pilot.pause(0.4)
         path = HERE / f"{name}.svg"
