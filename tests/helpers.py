@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import stat
+import struct
 import subprocess
 import sys
+import termios
 import textwrap
 from pathlib import Path
 
@@ -61,6 +64,31 @@ def cli(
 def cli_popen(*args: str, cwd: Path, **kw) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     return subprocess.Popen([sys.executable, "-m", "aup_tui.cli", *args], cwd=cwd, env=env, text=True, **kw)
+
+
+def set_window_size(fd: int, rows: int, columns: int) -> None:
+    """Give the terminal behind `fd` this size (the process on it gets SIGWINCH)."""
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+
+
+def cli_on_pty(
+    *args: str, cwd: Path, env: dict[str, str], rows: int = 24, columns: int = 80
+) -> tuple[subprocess.Popen, int]:
+    """Start `aup-tui ARGS` on a new pty of `rows` x `columns`, in a session of its own, with
+    exactly `env` (plus PYTHONPATH); returns the process and the pty's master end to read."""
+    master, slave = os.openpty()
+    set_window_size(slave, rows, columns)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aup_tui.cli", *args],
+        cwd=cwd,
+        env=dict(env, PYTHONPATH=str(ROOT)),
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
+    os.close(slave)
+    return proc, master
 
 
 def pid_alive(pid: int) -> bool:

@@ -4,20 +4,15 @@ help on every argument, the global options before or after the command, `NO_COLO
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import select
-import struct
-import subprocess
-import sys
-import termios
 import time
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, cli, write_experiment
+from helpers import ROOT, cli, cli_on_pty, write_experiment
 
 # SGR (colour and style) sequences and the other escape sequences Textual writes
 SGR = re.compile(rb"\x1b\[([0-9;:]*)m")
@@ -110,20 +105,9 @@ def test_the_dashboard_without_a_terminal_is_one_line_not_escape_codes(tmp_path,
 
 def _tui_output(argv: list[str], cwd: Path, env: dict[str, str], until: bytes, timeout: float = 60) -> bytes:
     """Run the TUI on a 100x24 pty until its screen shows `until`, then quit it with `q`."""
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
     environ = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR", "TEXTUAL")}
-    environ.update(PYTHONPATH=str(ROOT), TERM="xterm-256color", COLORTERM="truecolor", **env)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "aup_tui.cli", *argv],
-        cwd=cwd,
-        env=environ,
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        start_new_session=True,
-    )
-    os.close(slave)
+    environ.update(TERM="xterm-256color", COLORTERM="truecolor", **env)
+    proc, master = cli_on_pty(*argv, cwd=cwd, env=environ, columns=100)
     output = bytearray()
     quit_at = None
     deadline = time.monotonic() + timeout

@@ -4,21 +4,17 @@ scrollback; into a pipe (a CI log) it prints plain lines, no carriage returns, n
 
 from __future__ import annotations
 
-import fcntl
 import io
 import os
 import re
 import select
-import struct
-import subprocess
 import sys
-import termios
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, cli, write_experiment, write_script
+from helpers import cli, cli_on_pty, set_window_size, write_experiment, write_script
 
 from aup_tui.headless import Progress
 
@@ -53,20 +49,9 @@ def _experiment(folder: Path, n_samples: int = 10) -> None:
 def _run_on_pty(folder: Path, columns: int, resize_to: int | None = None) -> tuple[bytes, int]:
     """The run's output on a pty `columns` wide (resized to `resize_to` once the line was drawn a
     few times); returns the output and the offset where the resize happened (0: none)."""
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    env.update(PYTHONPATH=str(ROOT), TERM="xterm-256color")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "aup_tui.cli", "run", "--headless", "experiment.json"],
-        cwd=folder,
-        env=env,
-        stdin=slave,
-        stdout=slave,
-        stderr=slave,
-        start_new_session=True,
-    )
-    os.close(slave)
+    env.update(TERM="xterm-256color")
+    proc, master = cli_on_pty("run", "--headless", "experiment.json", cwd=folder, env=env, columns=columns)
     output = bytearray()
     resized_at = 0
     deadline = time.monotonic() + 120
@@ -79,7 +64,7 @@ def _run_on_pty(folder: Path, columns: int, resize_to: int | None = None) -> tup
                 except OSError:  # EIO: the process ended and closed the terminal
                     break
             if resize_to and not resized_at and output.count(REDRAW) >= 5:
-                fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 24, resize_to, 0, 0))
+                set_window_size(master, 24, resize_to)
                 resized_at = len(output)
             if proc.poll() is not None and not ready:
                 break
