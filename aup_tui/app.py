@@ -36,7 +36,6 @@ if TYPE_CHECKING:  # the engine's heavy modules load once an experiment is opene
     from aup_tui_backends.store import TinyDBConnector
 
     from .monitoring import Monitoring
-    from .screens.dashboard import ExperimentEnded
     from .screens.picker import PickerScreen
 
 PREFS_FILE = "tui.json"
@@ -114,7 +113,6 @@ class AupApp(App[int]):
         self.exp_outcome: dict[str, Any] = {}
         self.quit_choice: str | None = None
         self.signalled: int | None = None  # SIGTERM/SIGHUP that closed the app
-        self.watched_status: str | None = None
         self.empty_reason: tuple[bool, str, str] | None = None
         self.initial_experiments: list[dict[str, Any]] = []
         #: the GPU and node monitors: started by the first dashboard; tests inject one
@@ -263,9 +261,6 @@ class AupApp(App[int]):
         stop_signals.route(None)  # the loop is closing: a later signal is kept for what follows
         if self.monitoring is not None:
             self.monitoring.stop()  # the GPU and node monitors' threads, NVML, SSH connections
-
-    def on_experiment_ended(self, message: ExperimentEnded) -> None:
-        self.watched_status = message.status
 
     # -- app-wide actions -----------------------------------------------------------------
 

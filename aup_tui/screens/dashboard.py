@@ -22,7 +22,6 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Static
@@ -213,7 +212,6 @@ class DashboardScreen(Screen):
         if ch.ended:
             self._passive_open = None
             self._tell_end()
-            self.app.post_message(ExperimentEnded(self.state.status))
         if ch.passive:
             self._offer_passive()
 
@@ -596,11 +594,3 @@ class DashboardScreen(Screen):
 
     def on_screen_resume(self) -> None:
         self.call_after_refresh(self._offer_passive)
-
-
-class ExperimentEnded(Message):
-    """The dashboard's experiment ended (posted to the app)."""
-
-    def __init__(self, status: str) -> None:
-        super().__init__()
-        self.status = status
