@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from .errors import AupError
+from .jobs import json_safe
 
 if TYPE_CHECKING:
     from .store import TinyDBConnector
@@ -63,7 +64,7 @@ def export_table(connector: TinyDBConnector, eid: int) -> ExportTable:
             resource = resource[len(prefix) :]  # `cpu:cpu0` → `cpu0`, as the jobs table shows it
         attempts = job.get("attempts") or []
         row: dict[str, Any] = {"jid": job["jid"], "status": job["status"], "score": _number(job.get("score"))}
-        row.update((col, _finite(config.get(p))) for p, col in zip(params, param_cols))
+        row.update((col, json_safe(config.get(p))) for p, col in zip(params, param_cols))
         row.update((col, _number(values[i]) if i < len(values) else None) for i, col in result_cols)
         row.update(
             resource=resource,
@@ -116,17 +117,6 @@ def _number(value: Any) -> float | int | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     return value if math.isfinite(value) else None
-
-
-def _finite(value: Any) -> Any:
-    """A parameter's value with every non-finite float in it replaced by None."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 def _local_time(stamp: float | int | None) -> str | None:
