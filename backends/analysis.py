@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .values import is_number
+
 #: fewer finished jobs than this and importance is noise: the screen says so instead
 MIN_JOBS = 5
 #: more than this and a fixed sample of them is used: Optuna copies every trial it is given
@@ -51,10 +53,6 @@ def scored(jobs: Sequence[tuple[dict[str, Any], float | None]]) -> list[tuple[di
     ]
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _key(value: Any) -> str:
     """A categorical value as a hashable, comparable choice (lists and dicts are JSON values too)."""
     return json.dumps(value, sort_keys=True)
@@ -71,7 +69,7 @@ def inferred_config(configs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         values = [c[name] for c in configs if name in c]
         if len(values) < len(configs):
             continue  # not in every job: not a parameter of this space
-        if all(_number(v) for v in values):
+        if all(is_number(v) for v in values):
             low, high = min(values), max(values)
             if low == high:
                 continue
@@ -105,7 +103,7 @@ def _optuna_params(parameter_config: list[dict[str, Any]], config: dict[str, Any
             out[p["name"]] = keys.index(_key(value))
         else:
             low, high = p["range"]
-            if not _number(value) or not low <= value <= high:
+            if not is_number(value) or not low <= value <= high:
                 return None
             out[p["name"]] = int(value) if p["type"] == "int" else float(value)
     return out

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 from .errors import ConfigError
 from .optional import installed
-from .values import value_text
+from .values import is_number, value_text
 
 log = logging.getLogger(__name__)
 
@@ -477,8 +477,7 @@ def _whole(cfg: dict[str, Any], key: str, where: str, minimum: int, default: int
 
 def _fraction(cfg: dict[str, Any], key: str, where: str, default: float, closed: bool) -> float:
     value = cfg.get(key, default)
-    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    inside = number and (0 <= value <= 1 if closed else 0 < value < 1)
+    inside = is_number(value) and (0 <= value <= 1 if closed else 0 < value < 1)
     if not inside:
         raise ConfigError(
             f"{key} in {where} must be a fraction between 0 and 1 such as {default}, got {value_text(value)}"

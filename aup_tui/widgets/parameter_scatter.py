@@ -9,19 +9,15 @@ best job is drawn over the others in its own marker and colour.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from aup_tui_backends.values import is_number
 from textual_plotext import PlotextPlot
 
 #: longest category label on the x axis (plotext would overlap longer ones)
 MAX_LABEL = 12
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _label(value: Any) -> str:
@@ -50,7 +46,7 @@ def parameter_series(
     a number and no `choices` (the parameter_config's range of a choice parameter) are given;
     categories in the order of `choices`, else sorted."""
     rows = [(jid, config[name], score) for jid, config, score in points if name in config]
-    categorical = choices is not None or not all(_number(v) for _, v, _ in rows)
+    categorical = choices is not None or not all(is_number(v) for _, v, _ in rows)
     categories: list[str] = []
     if categorical:
         seen = [json.dumps(v, sort_keys=True) for _, v, _ in rows]

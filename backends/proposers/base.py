@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 from ..config import ExperimentConfig, validate_experiment
 from ..errors import ConfigError
 from ..proposer_catalog import PROPOSER_SPECS
+from ..values import is_number
 
 #: a job's parameters (and the keys its proposer adds), JSON values as its config file holds them
 Params = dict[str, Any]
@@ -177,8 +178,7 @@ def key_number(
     low_open: bool = True,
 ) -> float:
     value: Any = config.raw.get(key, default)
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or not (value > low if low_open else value >= low) or value > high:
+    if not is_number(value) or not (value > low if low_open else value >= low) or value > high:
         bound = f"above {low:g}" if low_open else f"at least {low:g}"
         bound += f" and at most {high:g}" if math.isfinite(high) else ""
         hint = f" (default {default:g})" if default is not None else ""
