@@ -369,17 +369,7 @@ class GPUMonitor:
         statuses = []
         for dev in self._devices:  # type: ignore[union-attr]
             if dev.handle is None and not self._open_device(dev):
-                statuses.append(
-                    GPUStatus(
-                        index=dev.index,
-                        uuid=dev.uuid,
-                        name=dev.name,
-                        jobs=_card_jobs(cards, dev),
-                        history=tuple(dev.history),
-                        lost=True,
-                        reason=dev.error,
-                    )
-                )
+                statuses.append(_lost_status(dev, cards, dev.error))
                 continue
             h = dev.handle
             try:
@@ -390,17 +380,7 @@ class GPUMonitor:
                 limit = _field(error, get_limit, h)
                 procs = self._processes(h)
             except Exception as exc:  # NVMLError_GpuIsLost & co.: this GPU only
-                statuses.append(
-                    GPUStatus(
-                        index=dev.index,
-                        uuid=dev.uuid,
-                        name=dev.name,
-                        jobs=_card_jobs(cards, dev),
-                        history=tuple(dev.history),
-                        lost=True,
-                        reason=nvml_reason(exc),
-                    )
-                )
+                statuses.append(_lost_status(dev, cards, nvml_reason(exc)))
                 continue
             utilization = None if util is None else float(util.gpu)
             if utilization is not None:
@@ -538,6 +518,19 @@ def _field(error: type[BaseException], fn: Callable[..., Any], *args: Any) -> An
         if getattr(exc, "value", None) in _NOT_AVAILABLE_CODES:
             return None
         raise
+
+
+def _lost_status(dev: _Device, cards: dict[str, list[int]], reason: str) -> GPUStatus:
+    """A GPU that can't be read now (not opened, or lost mid-sample): its history and jobs, and why."""
+    return GPUStatus(
+        index=dev.index,
+        uuid=dev.uuid,
+        name=dev.name,
+        jobs=_card_jobs(cards, dev),
+        history=tuple(dev.history),
+        lost=True,
+        reason=reason,
+    )
 
 
 def _card_jobs(cards: dict[str, list[int]], dev: _Device) -> tuple[int, ...]:
