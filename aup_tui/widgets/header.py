@@ -19,6 +19,34 @@ from .colors import fmt_duration, fmt_score, on_theme_change, status_color, them
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
+#: The progress bar's cells: ended jobs solid in their status colour, running ones a lighter shade
+#: (they are not done yet), the rest of the budget an empty track.
+ENDED_CELL = "█"
+RUNNING_CELL = "▒"
+EMPTY_CELL = "░"
+
+
+def progress_bar(st: ExperimentState, width: int, c: dict[str, str]) -> Text:
+    """`width` cells: finished, failed, stopped (solid), then running (shaded), then what is left."""
+    segments = [
+        (st.done, ENDED_CELL, "status-finished"),
+        (st.failed, ENDED_CELL, "status-failed"),
+        (st.stopped, ENDED_CELL, "status-stopped"),
+        (st.running, RUNNING_CELL, "status-running"),
+    ]
+    bar = Text(no_wrap=True)
+    used = 0
+    if st.total:
+        acc = 0
+        for n, glyph, var in segments:
+            acc += n
+            cells = max(0, min(round(width * acc / st.total) - used, width - used))
+            if cells:
+                bar.append(glyph * cells, style=c[var])
+                used += cells
+    bar.append(EMPTY_CELL * (width - used), style=c.get("plot-axis", "grey50"))
+    return bar
+
 
 class ExperimentHeader(Widget):
     """Two lines: who/what/how long/best (and, on the right, how many problems were kept and the
@@ -109,33 +137,14 @@ class ExperimentHeader(Widget):
         line1.truncate(width, overflow="ellipsis")
         # line 2: the progress bar done/running/failed/stopped of total, then the counts
         total = st.total
-        ended = st.done + st.failed + st.stopped
         counts = Text(no_wrap=True)
-        counts.append(f" {ended}/{total}" if total else " 0/0")
+        counts.append(f" {st.ended}/{total}" if total else " 0/0")
         counts.append(f"  ✓{st.done}", style=c["status-finished"])
         counts.append(f" ▶{st.running}", style=c["status-running"])
         counts.append(f" ✗{st.failed}", style=c["status-failed"])
         if st.stopped:
             counts.append(f" ■{st.stopped}", style=c["status-stopped"])
         bar_width = max(10, width - counts.cell_len)
-        bar = Text(no_wrap=True)
-        segments = [
-            (st.done, "status-finished"),
-            (st.failed, "status-failed"),
-            (st.stopped, "status-stopped"),
-            (st.running, "status-running"),
-        ]
-        used = 0
-        if total:
-            acc = 0
-            for n, var in segments:
-                acc += n
-                cells = round(bar_width * acc / total) - used
-                cells = max(0, min(cells, bar_width - used))
-                if cells:
-                    bar.append("█" * cells, style=c[var])
-                    used += cells
-        bar.append("░" * (bar_width - used), style=c.get("plot-axis", "grey50"))
-        line2 = bar + counts
+        line2 = progress_bar(st, bar_width, c) + counts
         line2.truncate(width)
         return Text("\n").join([line1, line2])
