@@ -33,6 +33,7 @@ from .state import ExperimentState
 if TYPE_CHECKING:  # the engine's heavy modules load once an experiment is opened
     from aup_tui_backends.config import ExperimentConfig
     from aup_tui_backends.experiment import Experiment
+    from aup_tui_backends.resume import ResumePlan
     from aup_tui_backends.store import TinyDBConnector
 
     from .monitoring import Monitoring
@@ -94,8 +95,12 @@ class AupApp(App[int]):
         find: bool = True,
         demo_source: Any = None,
         readonly: bool = False,
+        plan: ResumePlan | None = None,
     ) -> None:
         super().__init__()
+        #: `aup-tui resume`/`rerun`: the ended experiment to continue here (see `continue_experiment`)
+        self.resume_plan = plan
+        self._resume_snapshot: tuple[dict[str, Any] | None, list[dict[str, Any]]] = (None, [])
         #: `watch --readonly`: every key that stops or answers a job is hidden and disabled
         self.readonly = readonly
         self.auppath = auppath
@@ -143,7 +148,9 @@ class AupApp(App[int]):
             from aup_tui_backends.store import TinyDBConnector
 
             self.connector = TinyDBConnector(self.auppath)
-        if self.connector is not None and self.experiment_config is None and self.watch_eid is None:
+        if self.connector is not None and self.resume_plan is not None:
+            self._resume_snapshot = _snapshot(self.connector, self.resume_plan.eid)
+        elif self.connector is not None and self.experiment_config is None and self.watch_eid is None:
             self.initial_experiments = self.connector.experiments()  # before the event loop runs
 
     def on_mount(self) -> None:
@@ -159,6 +166,8 @@ class AupApp(App[int]):
             self.push_screen(EmptyScreen(*self.empty_reason))
         elif self.experiment_config is not None:
             self._start_experiment()
+        elif self.resume_plan is not None:
+            self._start_experiment(self.resume_plan, self._resume_snapshot)
         elif self.watch_eid is not None:
             self.open_experiment(self.watch_eid, base=True)
         else:
@@ -200,34 +209,108 @@ class AupApp(App[int]):
     def on_picker_screen_chosen(self, message: PickerScreen.Chosen) -> None:
         self.open_experiment(message.eid)
 
-    def _start_experiment(self) -> None:
+    def continue_experiment(self, eid: int, kind: str, jids: list[int] | None = None) -> None:
+        """Resume experiment `eid` (`kind` "resume"), or run its failed jobs (or the jobs `jids`)
+        again ("rerun"), here: planned in a worker (the store is read, the proposer rebuilt),
+        then shown live as `aup-tui run` shows one. One experiment runs in an app at a time."""
+        if self.exp_thread is not None and self.exp_thread.is_alive():
+            self.notify(
+                f"experiment {self.experiment.eid if self.experiment else ''} runs here already: "
+                "one at a time in this window",
+                severity="warning",
+            )
+            return
+        if self.connector is None:
+            self.notify("no store to continue an experiment from", severity="warning")
+            return
+        from .screens.confirm import ConfirmScreen
+
+        if kind == "resume":
+            question = (
+                f"Resume experiment {eid}? Its failed, stopped and interrupted jobs run again, "
+                "then the rest of its budget, here."
+            )
+        elif jids:
+            question = (
+                f"Run job(s) {', '.join(map(str, jids))} of experiment {eid} again (a new attempt), here?"
+            )
+        else:
+            question = f"Run the failed jobs of experiment {eid} again (each a new attempt), here?"
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.notify(f"starting experiment {eid} again…", timeout=3)
+                self._plan_continuation(eid, kind, jids)
+
+        label = "Resume" if kind == "resume" else "Run again"
+        self.push_screen(ConfirmScreen(question, yes_label=label, no_label="Cancel"), answered)
+
+    @work(thread=True, exclusive=True, group="continue")
+    def _plan_continuation(self, eid: int, kind: str, jids: list[int] | None) -> None:
+        from aup_tui_backends.errors import AupError
+        from aup_tui_backends.resume import plan_rerun, plan_resume
+        from aup_tui_backends.setup import require_resources
+
+        connector = self.connector
+        assert connector is not None  # continue_experiment checked
+        try:
+            plan = plan_resume(connector, eid) if kind == "resume" else plan_rerun(connector, eid, jids)
+            require_resources(plan.config.resource, self.auppath or ".aup", connector)
+            snapshot = _snapshot(connector, eid)
+        except Exception as exc:  # noqa: BLE001 — said in the app, which goes on
+            why = str(exc) if isinstance(exc, AupError) else f"{type(exc).__name__}: {exc}"
+            self.call_from_thread(self.notify, why, severity="error", timeout=10)
+            return
+        self.call_from_thread(self._start_experiment, plan, snapshot)
+
+    def _start_experiment(
+        self,
+        plan: ResumePlan | None = None,
+        snapshot: tuple[dict[str, Any] | None, list[dict[str, Any]]] = (None, []),
+    ) -> None:
+        """Run the app's experiment (or continue `plan`'s, its store records `snapshot` shown
+        first) in a thread, and show it live."""
         from aup_tui_backends.events import EventBus
         from aup_tui_backends.experiment import Experiment
 
         from .screens.dashboard import DashboardScreen
 
-        config = self.experiment_config
-        assert config is not None  # on_mount starts one only when given its config
+        config = self.experiment_config if plan is None else plan.config
+        assert config is not None  # on_mount starts one only when given its config or a plan
         bus = EventBus()
+        if self.bridge is not None:  # an earlier experiment's, over
+            self.bridge.close()
         self.bridge = EngineBridge(bus)
         self.experiment = exp = Experiment(
             config, auppath=self.auppath or ".aup", connector=self.connector, bus=bus
         )
+        self.exp_outcome = {}
         state = ExperimentState(name=config.name, target=config.target)
         state.start = self.clock()
-        self.push_screen(
-            DashboardScreen(
-                state,
-                self.clock,
-                source=LiveSource(exp, self.bridge),
-                bridge=self.bridge,
-                connector=self.connector,
-            )
+        if plan is not None:
+            state.merge_store(*snapshot)
+        screen = DashboardScreen(
+            state,
+            self.clock,
+            source=LiveSource(exp, self.bridge),
+            bridge=self.bridge,
+            connector=self.connector,
         )
+        same = [
+            s
+            for s in self.screen_stack
+            if plan is not None and isinstance(s, DashboardScreen) and s.state.eid == plan.eid
+        ]
+        if same:  # its dashboard (under a job's detail, say) becomes the live one
+            while self.screen is not same[-1]:
+                self.pop_screen()
+            self.switch_screen(screen)
+        else:
+            self.push_screen(screen)
 
         def work() -> None:
             try:
-                self.exp_outcome["result"] = exp.run()
+                self.exp_outcome["result"] = exp.run() if plan is None else exp.resume(plan)
             except BaseException as exc:  # shown in the app; re-raised by run_app
                 self.exp_outcome["error"] = exc
                 self.call_later_threadsafe(self._experiment_crashed, exc)
@@ -265,8 +348,8 @@ class AupApp(App[int]):
     # -- app-wide actions -----------------------------------------------------------------
 
     async def action_quit(self) -> None:
-        exp, config = self.experiment, self.experiment_config  # one runs here only from a config
-        if exp is None or config is None or not self.running_experiment or self.readonly:
+        exp = self.experiment
+        if exp is None or not self.running_experiment or self.readonly:
             self.exit(self._exit_code())
             return
         from .screens.dashboard import DashboardScreen
@@ -287,7 +370,7 @@ class AupApp(App[int]):
         from .screens.confirm import ConfirmScreen
 
         question = (
-            f"Experiment '{config.name}' is still running ({running} job(s) now).\n\n"
+            f"Experiment '{exp.config.name}' is still running ({running} job(s) now).\n\n"
             "y  stop it (running jobs are killed, it ends STOPPED) and quit\n"
             "n  quit the dashboard, keep it running in this terminal with a progress line\n"
             "escape  stay here"
@@ -376,9 +459,13 @@ def run_app(
     experiment: ExperimentConfig | None = None,
     watch: int | None = None,
     readonly: bool = False,
+    plan: ResumePlan | None = None,
 ) -> int:
-    """Run the TUI; returns the exit code (0 finished, 130 stopped, 1 failed)."""
-    app = AupApp(auppath, connector=connector, experiment=experiment, watch=watch, readonly=readonly)
+    """Run the TUI; returns the exit code (0 finished, 130 stopped, 1 failed). `plan`: an ended
+    experiment to continue (`aup-tui resume`/`rerun`)."""
+    app = AupApp(
+        auppath, connector=connector, experiment=experiment, watch=watch, readonly=readonly, plan=plan
+    )
     try:
         code = app.run()
     except BaseException as exc:
@@ -398,6 +485,11 @@ def run_app(
             return EXIT_STOPPED
         return EXIT_OK if code is None else int(code)
     return _finish_experiment(app)
+
+
+def _snapshot(connector: TinyDBConnector, eid: int) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """Experiment `eid`'s record and jobs: what a continued experiment's dashboard shows first."""
+    return connector.get_experiment(eid), connector.jobs(eid)
 
 
 def _finish_experiment(app: AupApp) -> int:

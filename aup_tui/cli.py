@@ -84,6 +84,14 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--aws", metavar="F|LIST", help="EC2 hosts: user@<instance-id|host>[:port] [key]")
     init.add_argument("--passive", action="store_true", help="a passive resource: you run each job by hand")
     init.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="jobs as Ray tasks: on the cluster at ADDRESS (auto: the one this machine is in), "
+        "or without ADDRESS on a local Ray started for each run",
+    )
+    init.add_argument(
         "--overwrite", action="store_true", help="replace an existing env.ini and resource list"
     )
 
@@ -92,6 +100,50 @@ def _parser() -> argparse.ArgumentParser:
         "experiment", metavar="EXPERIMENT.json", help="the experiment file (Auptimizer's format)"
     )
     run.add_argument(
+        "--headless",
+        action="store_true",
+        help="no TUI: a progress bar and a summary (also what a run without a terminal does)",
+    )
+
+    resume = sub.add_parser(
+        "resume",
+        parents=[common],
+        help="continue a stopped, failed or interrupted experiment: the rest of its budget",
+        description="Continues the experiment under its own id: jobs that ran to their end are "
+        "kept and its proposer is rebuilt from them; failed, stopped and interrupted jobs run "
+        "again (as their next attempt), then the rest of n_samples.",
+    )
+    resume.add_argument(
+        "eid",
+        nargs="?",
+        type=int,
+        metavar="EID",
+        help="the experiment (default: the latest that can be resumed)",
+    )
+    resume.add_argument(
+        "--headless",
+        action="store_true",
+        help="no TUI: a progress bar and a summary (also what a run without a terminal does)",
+    )
+
+    rerun = sub.add_parser(
+        "rerun",
+        parents=[common],
+        help="run a finished experiment's failed jobs again, in the same experiment",
+        description="Each failed or interrupted job's config runs again as that job's next "
+        "attempt (its row, attempts and logs stay together); the experiment ends again as they do.",
+    )
+    rerun.add_argument(
+        "eid",
+        nargs="?",
+        type=int,
+        metavar="EID",
+        help="the experiment (default: the latest with failed jobs to run again)",
+    )
+    rerun.add_argument(
+        "--failed", action="store_true", required=True, help="run the failed jobs again (required)"
+    )
+    rerun.add_argument(
         "--headless",
         action="store_true",
         help="no TUI: a progress bar and a summary (also what a run without a terminal does)",
@@ -172,6 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             None: cmd_dashboard,
             "init": cmd_init,
             "run": cmd_run,
+            "resume": cmd_resume,
+            "rerun": cmd_rerun,
             "watch": cmd_watch,
             "stop": cmd_stop,
             "status": cmd_status,
@@ -268,6 +322,7 @@ def cmd_init(args: argparse.Namespace) -> int:
         aws=read_list(args.aws, "aws") if args.aws else None,
         passive=args.passive,
         overwrite=args.overwrite,
+        ray=args.ray,
     )
     from aup_tui_backends.store import TinyDBConnector
 
@@ -310,6 +365,65 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .headless import run_headless
 
     return run_headless(config, auppath, connector)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from aup_tui_backends.resume import plan_resume, why_not_resumable
+
+    return _continue(args, plan_resume, why_not_resumable, "to resume")
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    from aup_tui_backends.resume import plan_rerun, why_no_rerun
+
+    return _continue(args, plan_rerun, why_no_rerun, "with failed jobs to run again")
+
+
+def _continue(args: argparse.Namespace, plan: Any, why_not: Any, what: str) -> int:
+    """`resume` and `rerun`: plan the run of experiment EID (or the latest one `why_not` allows),
+    then run it as `run` does (the dashboard, or headless)."""
+    from aup_tui_backends.errors import AupError
+    from aup_tui_backends.resume import latest
+    from aup_tui_backends.setup import require_resources
+
+    auppath, connector = _connector(args)
+    try:
+        if args.eid is None:
+            found = latest(connector, why_not)
+            if found is None:
+                newest = connector.latest_experiment()
+                raise AupError(why_not(connector, newest) if newest else f"no experiment {what} in this .aup")
+            args.eid = found["eid"]
+        ready = plan(connector, args.eid)
+        require_resources(ready.config.resource, auppath, connector)
+    except Exception:
+        connector.close()
+        raise
+    print(_plan_line(ready), file=sys.stderr)
+    from .signals import stop_signals
+
+    stop_signals.install()
+    if not args.headless and not _has_terminal():
+        print("aup-tui: no terminal for the dashboard: running headless", file=sys.stderr)
+    elif not args.headless:
+        from .app import run_app
+
+        return run_app(auppath, connector=connector, plan=ready)
+    from .headless import run_headless
+
+    return run_headless(ready.config, auppath, connector, plan=ready)
+
+
+def _plan_line(plan: Any) -> str:
+    """What `resume`/`rerun` is about to do, in one line."""
+    jids = plan.rerun_jids
+    again = f"; job(s) {', '.join(map(str, jids))} run again as their next attempt" if jids else ""
+    if plan.kind == "rerun":
+        return f"re-running {plan.to_run} failed job(s) of experiment {plan.eid} '{plan.config.name}'{again}"
+    return (
+        f"resuming experiment {plan.eid} '{plan.config.name}' ({plan.status.lower()}): "
+        f"{plan.finished} of {plan.n_samples} finished, {plan.to_run} to run{again}"
+    )
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:

@@ -37,6 +37,7 @@ from .state import FOLDED_EVENTS, ExperimentState
 if TYPE_CHECKING:
     from aup_tui_backends.config import ExperimentConfig
     from aup_tui_backends.resources import PassiveResourceManager
+    from aup_tui_backends.resume import ResumePlan
     from aup_tui_backends.store import TinyDBConnector
 
 
@@ -457,17 +458,21 @@ def run_headless(
     connector: TinyDBConnector,
     out: TextIO | None = None,
     stdin: TextIO | None = None,
+    plan: ResumePlan | None = None,
 ) -> int:
-    """Run `config` to the end on the terminal; returns the exit status."""
+    """Run `config` to the end on the terminal (or continue an ended experiment: `plan`, from
+    `aup-tui resume`/`rerun`, its earlier jobs counted in the progress); returns the exit status."""
     out = out or sys.stderr
     exp = Experiment(config, auppath=auppath, connector=connector)
     follower = HeadlessFollower(exp, out, stdin)
+    if plan is not None:
+        follower.progress.catch_up(connector.get_experiment(plan.eid), connector.jobs(plan.eid))
     ran: list[ExperimentResult] = []
     raised: list[BaseException] = []  # re-raised in the main thread
 
     def work() -> None:
         try:
-            ran.append(exp.run())
+            ran.append(exp.run() if plan is None else exp.resume(plan))
         except BaseException as exc:
             raised.append(exc)
         finally:

@@ -20,6 +20,7 @@ from .events import EventBus, ExperimentFinished, ExperimentStarted, JobQueued, 
 from .jobs import Job
 from .proposers import Proposer, get_proposer
 from .resources import AbstractResourceManager, get_resource_manager
+from .resume import NotResumable, ResumePlan
 from .status import ExperimentStatus, JobStatus, advance
 from .store import TinyDBConnector
 from .store.files import StoreWriteError
@@ -76,6 +77,7 @@ class Experiment:
         self.started = threading.Event()
         self._store_down = False  # told the person that the store can't be written
         self._fail_reason = ""  # why the experiment is FAILED (set by a job failing hard), recorded with it
+        self._plan: ResumePlan | None = None  # set by `resume`: continue an ended experiment
 
     # -- control (any thread) -------------------------------------------------------------
 
@@ -118,24 +120,37 @@ class Experiment:
 
     # -- the loop -------------------------------------------------------------------------
 
+    def resume(self, plan: ResumePlan) -> ExperimentResult:
+        """Continue experiment `plan.eid` under its own id (see `aup_tui_backends.resume`): the
+        plan's proposer hands out the rest, and a proposal with the parameters of one of the
+        plan's jobs runs as that job's next attempt. NotResumable when another process took it."""
+        advance(plan.status, ExperimentStatus.RUNNING)
+        self._plan = plan
+        return self.run()
+
     def run(self) -> ExperimentResult:
-        cfg = self.config
+        cfg, plan = self.config, self._plan
         self._check_can_run()
-        proposer = get_proposer(cfg)
+        proposer = get_proposer(cfg) if plan is None else plan.proposer
         self.connector.recover()
-        self.eid = eid = self.connector.start_experiment(
-            self.username,
-            cfg.name,
-            cfg.raw,
-            n_samples=proposer.n_samples,
-            target=cfg.target,
-            resource=cfg.resource,
-            workingdir=cfg.workingdir,
-            script=cfg.script,
-            path=cfg.path,
-            n_parallel=cfg.n_parallel,
-        )
-        if cfg.multi_res_labels:
+        if plan is None:
+            self.eid = eid = self.connector.start_experiment(
+                self.username,
+                cfg.name,
+                cfg.raw,
+                n_samples=proposer.n_samples,
+                target=cfg.target,
+                resource=cfg.resource,
+                workingdir=cfg.workingdir,
+                script=cfg.script,
+                path=cfg.path,
+                n_parallel=cfg.n_parallel,
+            )
+        elif self.connector.start_experiment_by_eid(plan.eid) is None:
+            raise NotResumable(f"experiment {plan.eid} is running in another process now")
+        else:
+            self.eid = eid = plan.eid
+        if cfg.multi_res_labels and plan is None:
             self.connector.save_labels(eid, cfg.multi_res_labels)
         try:
             # as Auptimizer's Experiment: the script, working folder and runtime_args too (save_model)
@@ -167,7 +182,11 @@ class Experiment:
         n_free = len(self.connector.get_available_resource(cfg.resource))
         self.bus.publish(
             ExperimentStarted(
-                eid=eid, name=cfg.name, n_samples=proposer.n_samples, target=cfg.target, resource=cfg.resource
+                eid=eid,
+                name=cfg.name,
+                n_samples=proposer.n_samples if plan is None else plan.n_samples,
+                target=cfg.target,
+                resource=cfg.resource,
             )
         )
         if n_free == 0:
@@ -290,7 +309,7 @@ class Experiment:
         self._blacklist: dict[int, set[int]] = {}
         self._all_rids = {r["rid"] for r in self.connector.resources(self.config.resource)}
         self._fail_reason = ""
-        self._finished = 0
+        self._finished = 0 if self._plan is None else self._plan.finished  # a resumed run's count on
         self._exhausted = False
         with self._mutex:
             self._dispatch()
@@ -408,9 +427,25 @@ class Experiment:
             self._rm.early_stop.forget(job.jid)
 
     def _new_job(self, params: dict[str, Any]) -> Job:
+        """A job for `params`: the next attempt of a resumed experiment's job with these
+        parameters (one that failed, was stopped or interrupted), else a new job."""
         cfg = self.config
-        job = Job(cfg.script, params, path=cfg.workingdir, retries=int(cfg.job_failure.get("job_retries", 0)))
-        job.jid = jid = self.connector.new_jid()
+        retries = int(cfg.job_failure.get("job_retries", 0))
+        earlier = self._plan.take_job(params) if self._plan is not None else None
+        if earlier is not None:
+            attempts = len(earlier.get("attempts") or ())
+            job = Job(
+                cfg.script,
+                params,
+                path=cfg.workingdir,
+                retries=attempts + retries,
+                attempt=attempts,
+                status=JobStatus(earlier["status"]),  # as it ended: run_job moves it to its next attempt
+            )
+            job.jid = jid = int(earlier["jid"])
+        else:
+            job = Job(cfg.script, params, path=cfg.workingdir, retries=retries)
+            job.jid = jid = self.connector.new_jid()
         job.eid = eid = self.recorded_eid
         self.bus.publish(JobQueued(eid=eid, jid=jid, config=params))
         return job

@@ -115,6 +115,11 @@ class ExperimentStatus(StrEnum):
     def is_final(self) -> bool:
         return not self.is_live
 
+    @property
+    def is_resumable(self) -> bool:
+        """Ended before its budget was spent (stopped, failed, interrupted): `resume` continues it."""
+        return self in (ExperimentStatus.STOPPED, ExperimentStatus.FAILED, ExperimentStatus.INTERRUPTED)
+
     def can_become(self, new: ExperimentStatus) -> bool:
         return new in _EXPERIMENT_MOVES[self]
 

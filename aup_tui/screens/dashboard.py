@@ -43,11 +43,19 @@ MIN_BATCH_INTERVAL = 0.05  # at most ~20 state updates a second
 NARROW = 140  # below this width the plot and panels go under the job table
 
 
-#: what `aup-tui watch --readonly` hides and disables: every key that stops or answers a job
-READONLY_HIDDEN = frozenset({"stop_job", "stop_experiment", "answer_passive"})
+#: what `aup-tui watch --readonly` hides and disables: every key that stops, answers or starts a job
+READONLY_HIDDEN = frozenset({"stop_job", "stop_experiment", "answer_passive", "resume", "rerun_failed"})
 
 #: the engine's StoreProblem notices (aup_tui_backends.experiment): shown as a banner until resolved
 STORE_DOWN, STORE_UP = "store can't be written", "store can be written again"
+
+
+def _status(text: str) -> ExperimentStatus:
+    """The experiment status `text` names (a view's CONNECTING reads as PENDING)."""
+    try:
+        return ExperimentStatus(text)
+    except ValueError:
+        return ExperimentStatus.PENDING
 
 
 def no_match_text(text: str, status: str | None) -> str:
@@ -74,6 +82,8 @@ class DashboardScreen(Screen):
         Binding("x", "plot_axis", "Plot x axis", show=False, id="dashboard.plot_axis"),
         Binding("a", "analysis", "Parameter analysis", show=False, id="dashboard.analysis"),
         Binding("exclamation_mark", "problems", "Problems", show=False, id="dashboard.problems"),
+        Binding("R", "resume", "Resume", id="dashboard.resume"),
+        Binding("ctrl+r", "rerun_failed", "Re-run failed", id="dashboard.rerun_failed"),
     ]
 
     def __init__(
@@ -205,8 +215,10 @@ class DashboardScreen(Screen):
             self._ticker.resume()
         else:
             self._ticker.pause()
-        keys = (self.state.is_live, bool(self.state.waiting), bool(self.state.problems))
-        if keys != self._keys_shown:  # s/S while it runs, p while a job waits, ! once one went wrong
+        keys = (self.state.is_live, bool(self.state.waiting), bool(self.state.problems), self.state.status)
+        if (
+            keys != self._keys_shown
+        ):  # s/S while it runs, p while a job waits, ! once one went wrong, R/F once over
             self._keys_shown = keys
             self.refresh_bindings()  # (the footer recomposes: not on every batch)
         if ch.ended:
@@ -316,7 +328,46 @@ class DashboardScreen(Screen):
             return self.connector is not None and self.state.eid is not None
         if action == "problems":
             return bool(self.state.problems)
+        if action == "resume":
+            return self._can_continue() and _status(self.state.status).is_resumable
+        if action == "rerun_failed":
+            return (
+                self._can_continue()
+                and self.state.status == ExperimentStatus.FINISHED
+                and self.state.failed > 0
+            )
         return True
+
+    def _can_continue(self) -> bool:
+        """Whether this experiment is over, in the store, and this app may start it again."""
+        return (
+            self.state.eid is not None
+            and not self.state.is_live
+            and hasattr(self.app, "continue_experiment")
+            and (self.connector is not None or isinstance(self.source, LiveSource))
+        )
+
+    def action_resume(self) -> None:
+        """Continue this stopped, failed or interrupted experiment here (asks first)."""
+        if self.state.eid is not None:
+            self.app.continue_experiment(self.state.eid, "resume")  # type: ignore[attr-defined]
+
+    def action_rerun_failed(self) -> None:
+        """Run this finished experiment's failed jobs again, as their next attempts (asks first)."""
+        if self.state.eid is not None:
+            self.app.continue_experiment(self.state.eid, "rerun")  # type: ignore[attr-defined]
+
+    def can_rerun_job(self, jid: int) -> bool:
+        """Whether job `jid` has ended in an experiment that is over, so it can run again here."""
+        row = self.state.jobs.get(jid)
+        if getattr(self.app, "readonly", False) or row is None or not self._can_continue():
+            return False
+        return JobStatus(row.status).is_final
+
+    def rerun_job(self, jid: int) -> None:
+        """Run job `jid`'s config again as its next attempt (the job detail's `R`; asks first)."""
+        if self.state.eid is not None and self.can_rerun_job(jid):
+            self.app.continue_experiment(self.state.eid, "rerun", [jid])  # type: ignore[attr-defined]
 
     def action_stop_job(self) -> None:
         jid = self.selected_jid

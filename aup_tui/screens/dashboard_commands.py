@@ -1,6 +1,7 @@
 """The dashboard's command palette: only what applies to this experiment now.
 
-Stopping is offered while the experiment runs and this process can stop it, answering a passive
+Stopping is offered while the experiment runs and this process can stop it, resuming once it
+stopped, failed or was interrupted, re-running failed jobs once it finished, answering a passive
 job while one waits, another experiment while there is a store to pick from, probing while there
 are nodes: the same rules (`DashboardScreen.check_action`) that show or hide the keys in the footer.
 """
@@ -43,6 +44,18 @@ class DashboardCommands(ScreenCommands["DashboardScreen"]):
                 "Answer waiting passive job",
                 "open the form of a job waiting for you (p)",
                 screen.action_answer_passive,
+            )
+        if self.allows("resume"):
+            yield PaletteCommand(
+                "Resume experiment",
+                "run its failed, stopped and interrupted jobs again, then the rest of its budget (R)",
+                screen.action_resume,
+            )
+        if self.allows("rerun_failed"):
+            yield PaletteCommand(
+                "Re-run failed jobs",
+                "run each failed job's config again as its next attempt (ctrl+r)",
+                screen.action_rerun_failed,
             )
         if self.allows("experiments"):
             yield PaletteCommand(

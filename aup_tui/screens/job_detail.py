@@ -1,7 +1,8 @@
 """One job up close: parameters, attempts, its intermediate results as a curve and its live log.
 
 And what a person does with it there: stop it, step to the next or previous job of the dashboard's
-table, copy its config or command line, read its log full screen. Stopping and stepping go through
+table, copy its config or command line, run its config again (once its experiment is over), read
+its log full screen. Stopping and stepping go through
 the screen that opened it (`JobDetailHost`, the dashboard), so they follow the dashboard's rules.
 
 All reading (store and log file) happens in one thread worker that reads, posts what changed
@@ -84,6 +85,14 @@ class JobDetailHost(Protocol):
         """Open job `jid`'s detail, in place of this one with `replace`."""
         ...
 
+    def can_rerun_job(self, jid: int) -> bool:
+        """Whether job `jid` has ended in an experiment that is over, so it can run again."""
+        ...
+
+    def rerun_job(self, jid: int) -> None:
+        """Ask, then run job `jid`'s config again as its next attempt."""
+        ...
+
 
 class JobDetailCommands(ScreenCommands["JobDetailScreen"]):
     """The job detail's actions by name."""
@@ -98,6 +107,12 @@ class JobDetailCommands(ScreenCommands["JobDetailScreen"]):
             )
             yield PaletteCommand(
                 "Previous job", "the job above in the dashboard's table ([)", screen.action_previous_job
+            )
+        if self.allows("rerun_job"):
+            yield PaletteCommand(
+                "Re-run this job's config",
+                "run it again as this job's next attempt, in its experiment (R)",
+                screen.action_rerun_job,
             )
         if self.allows("copy_config"):
             yield PaletteCommand(
@@ -142,6 +157,7 @@ class JobDetailScreen(Screen[None]):
         Binding("right_square_bracket", "next_job", "Next job", id="detail.next_job"),
         Binding("c", "copy_config", "Copy config", id="detail.copy_config"),
         Binding("C", "copy_command", "Copy command", show=False, id="detail.copy_command"),
+        Binding("R", "rerun_job", "Re-run job", id="detail.rerun_job"),
         Binding("l", "toggle_log", "Full log", id="detail.toggle_log"),
         Binding("f", "toggle_follow", "Follow log", id="detail.follow"),
         Binding("slash", "search", "Search log", id="detail.search"),
@@ -450,6 +466,8 @@ class JobDetailScreen(Screen[None]):
             return self.host is not None and self.host.can_stop_job(self.jid)
         if action in ("next_job", "previous_job"):
             return self.host is not None
+        if action == "rerun_job":
+            return self.host is not None and self.host.can_rerun_job(self.jid)
         if action == "copy_config":
             return self.job is not None
         if action == "copy_command":
@@ -459,6 +477,10 @@ class JobDetailScreen(Screen[None]):
     def action_stop_job(self) -> None:
         if self.host is not None:
             self.host.ask_stop_job(self.jid)
+
+    def action_rerun_job(self) -> None:
+        if self.host is not None:
+            self.host.rerun_job(self.jid)
 
     def action_next_job(self) -> None:
         self._step(1)

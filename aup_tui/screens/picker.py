@@ -1,6 +1,7 @@
 """The experiments of a `.aup` folder, newest first: whole name, status, best score, jobs, start time.
 
-enter opens one; space marks experiments and `c` compares the marked ones (two or more).
+enter opens one; space marks experiments and `c` compares the marked ones (two or more); `R`
+resumes a stopped, failed or interrupted one and `ctrl+r` runs a finished one's failed jobs again.
 The name column takes the room its longest name needs and is cut with … only when the terminal is
 too narrow for it."""
 
@@ -11,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
-from aup_tui_backends.status import JobStatus
+from aup_tui_backends.status import ExperimentStatus, JobStatus
 from rich.console import JustifyMethod
 from rich.text import Text
 from textual import on, work
@@ -77,6 +78,18 @@ class PickerCommands(ScreenCommands["PickerScreen"]):
                 "mark or unmark it for comparison (space)",
                 screen.action_toggle_mark,
             )
+        if self.allows("resume"):
+            yield PaletteCommand(
+                "Resume selected experiment",
+                "its failed, stopped and interrupted jobs again, then the rest of its budget (R)",
+                screen.action_resume,
+            )
+        if self.allows("rerun_failed"):
+            yield PaletteCommand(
+                "Re-run failed jobs of selected experiment",
+                "each failed job's config again, as its next attempt (ctrl+r)",
+                screen.action_rerun_failed,
+            )
         if self.allows("compare"):
             yield PaletteCommand(
                 "Compare marked experiments",
@@ -106,6 +119,8 @@ class PickerScreen(Screen):
         Binding("space", "toggle_mark", "Mark", id="picker.mark"),
         Binding("c", "compare", "Compare marked", id="picker.compare"),
         Binding("r", "reload", "Reload", id="picker.reload"),
+        Binding("R", "resume", "Resume", id="picker.resume"),
+        Binding("ctrl+r", "rerun_failed", "Re-run failed", id="picker.rerun_failed"),
     ]
 
     class Loaded(Message):
@@ -256,10 +271,42 @@ class PickerScreen(Screen):
         self.app.push_screen(CompareScreen(sorted(self.marked), connector=self.connector, rows=self.rows))
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
-        """Comparing needs two experiments to pick from."""
+        """Comparing needs two experiments to pick from; resuming, a selected one that stopped,
+        failed or was interrupted; re-running failed jobs, a finished one with failed jobs."""
         if action == "compare":
             return len(self.rows or ()) >= 2
+        if action in ("resume", "rerun_failed"):
+            exp = self.selected_row
+            if exp is None or self.connector is None or getattr(self.app, "readonly", False):
+                return False
+            if action == "resume":
+                return ExperimentStatus(exp["status"]).is_resumable
+            counts = exp.get("counts", {})
+            failed = counts.get(JobStatus.FAILED, 0) + counts.get(JobStatus.INTERRUPTED, 0)
+            return exp["status"] == ExperimentStatus.FINISHED and failed > 0
         return True
+
+    @property
+    def selected_row(self) -> dict[str, Any] | None:
+        """The record of the experiment under the cursor."""
+        eid = self.selected_eid if self.is_mounted else None
+        return next((e for e in self.rows or () if e["eid"] == eid), None)
+
+    def action_resume(self) -> None:
+        """Continue the selected experiment here (asks first); its dashboard shows it live."""
+        eid = self.selected_eid
+        if eid is not None and self.check_action("resume", ()):
+            self.app.continue_experiment(eid, "resume")  # type: ignore[attr-defined]
+
+    def action_rerun_failed(self) -> None:
+        """Run the selected finished experiment's failed jobs again (asks first)."""
+        eid = self.selected_eid
+        if eid is not None and self.check_action("rerun_failed", ()):
+            self.app.continue_experiment(eid, "rerun")  # type: ignore[attr-defined]
+
+    @on(DataTable.RowHighlighted)
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.refresh_bindings()  # R and F follow the selected experiment
 
     @on(DataTable.RowSelected)
     def _selected(self, event: DataTable.RowSelected) -> None:

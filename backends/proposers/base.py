@@ -123,6 +123,14 @@ class Proposer:
             for config, score in history:
                 self._past.setdefault(config_key(config), []).append(score)
 
+    def enqueue(self, configs: Iterable[Params]) -> None:
+        """Propose ``configs`` (an earlier run's jobs that never ended) before any new
+        configuration, as part of the remaining budget, so that they run again.
+
+        This default does nothing: after ``replay`` a seeded proposer (random, sequence, hyperband)
+        runs its own sequence again, which proposes them anyway, in their place. Learning
+        proposers queue them (Optuna's ``enqueue_trial``; the GP's own queue)."""
+
     @property
     def finished(self) -> bool:
         """True once every job was given out: a None from ``get`` is then final."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterable
 from typing import Any
 
 from ..config import ExperimentConfig
@@ -62,6 +63,7 @@ class GPProposer(Proposer):
         self._pending: dict[str, list[Any]] = {}  # config key → encoded points still running
         self._kernel: Any = None  # the last tuned kernel
         self._fitted_at = 0
+        self._queued: list[Params] = []  # an earlier run's jobs to propose again first (`enqueue`)
 
     # -- encoding ------------------------------------------------------------------------
 
@@ -121,7 +123,9 @@ class GPProposer(Proposer):
             return self._propose_one()
 
     def _propose_one(self) -> Params:
-        if len(self._y) < self.n_startup:
+        if self._queued:
+            params = self._queued.pop(0)
+        elif len(self._y) < self.n_startup:
             params = self._decode(self._grid[self._rs.integers(len(self._grid))])
         else:
             idx = self._rs.choice(
@@ -214,6 +218,15 @@ class GPProposer(Proposer):
             for config, score in history:
                 self._given += 1
                 self._tell(config, score if score is None or math.isfinite(float(score)) else None)
+
+    def enqueue(self, configs: Iterable[Params]) -> None:
+        """Propose these configurations (inside the space) before any new grid point."""
+        with self._lock:
+            self._queued.extend(
+                {p["name"]: c[p["name"]] for p in self._params}
+                for c in configs
+                if to_optuna(self._params, c) is not None
+            )
 
 
 class SpearmintProposer(GPProposer):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterable
 from typing import Any
 
 from ..config import ExperimentConfig
@@ -142,6 +143,14 @@ class OptunaProposer(Proposer):
                         params=params, distributions=self._dists, value=self._loss(value)
                     )
                 self.study.add_trial(trial)
+
+    def enqueue(self, configs: Iterable[Params]) -> None:
+        """Each configuration becomes the study's next trial (Optuna's ``enqueue_trial``)."""
+        with self._lock:
+            for config in configs:
+                params = to_optuna(self._params, config)
+                if params is not None:
+                    self.study.enqueue_trial(params, skip_if_exists=False)
 
 
 def _hyperopt_gamma(n: int) -> int:

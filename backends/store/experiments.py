@@ -97,6 +97,32 @@ class ExperimentRecords(ResultRecords, ResourceRecords, RequestRecords):
             self._put(self.META, "experiments", eid, doc, sync=True)
             return eid
 
+    def start_experiment_by_eid(self, eid: int) -> dict[str, Any] | None:
+        """Make ended experiment `eid` RUNNING again, owned by this process (Auptimizer's name:
+        `resume` and `rerun` continue it under its own id). Its start, best job and jobs are kept;
+        returns the record, or None when there is no such experiment or a live process runs it."""
+        with self._locked():
+            doc = self._raw(self.META, "experiments").get(str(eid))
+            if doc is None or (doc["status"] == ExperimentStatus.RUNNING and _owner_alive(doc.get("owner"))):
+                return None
+            new = {
+                **doc,
+                "status": ExperimentStatus.RUNNING,
+                "end": None,
+                "owner": list(self.me),
+                "host": os.uname().nodename,
+            }
+            new.pop("reason", None)
+            self._put(self._exp_file(eid), "experiment", 1, new)
+            self._put(self.META, "experiments", eid, new, sync=True)
+            return dict(new)
+
+    def experiment_config(self, eid: int) -> dict[str, Any]:
+        """The experiment file's content as experiment `eid` was started with it ({} when unknown)."""
+        with self._lock:
+            doc = self._exp(eid, "config").get(doc_id=1)
+        return dict(doc["config"]) if doc else {}
+
     def end_experiment(self, eid: int, status: str, **fields: Any) -> None:
         """Record how experiment `eid` ended (after its waiting records): raises StoreWriteError
         while the store can't be written."""
