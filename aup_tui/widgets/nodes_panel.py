@@ -84,8 +84,9 @@ def node_cells(status: NodeStatus, now: float, colors: Mapping[str, str]) -> dic
         "jobs": Text(str(status.jobs) if status.jobs else "·", justify="right"),
         "since": Text(since, justify="right", style=muted),
         "error": Text(
-            status.evidence or brief_error(status.error),  # UP on the jobs' word: say so
-            style=muted if status.evidence else state_color(colors, NodeState.DOWN),
+            # UP on the jobs' word: say so; a Ray node: its CPUs and GPUs in use
+            status.evidence or status.usage or brief_error(status.error),
+            style=muted if status.evidence or status.usage else state_color(colors, NodeState.DOWN),
             no_wrap=True,
             overflow="ellipsis",
         ),
@@ -140,6 +141,15 @@ class NodeSummary(Static, can_focus=True):
 
     BINDINGS = [Binding("enter", "open", "Open node", id="nodes.open_summary")]
 
+    _shown: Text | None = None
+
+    def show(self, text: Text) -> None:
+        """Show `text`, if it differs from what is shown: an update relayouts the screen, and the
+        panel re-renders its summary every second while nothing changes."""
+        if text != self._shown:
+            self._shown = text
+            self.update(text)
+
     def action_open(self) -> None:
         panel = self.parent
         if isinstance(panel, NodesPanel):
@@ -163,6 +173,8 @@ class NodesPanel(Widget):
         & > NodeSummary {
             height: auto;
             background: transparent;
+            text-wrap: nowrap;
+            text-overflow: ellipsis;
         }
     }
     """
@@ -210,7 +222,10 @@ class NodesPanel(Widget):
         )
         table.display = False
         yield table
-        yield NodeSummary(EMPTY_TEXT, id="nodes-summary", markup=False)
+        # one line from the first frame (a wrapped placeholder would shift the layout once sized)
+        yield NodeSummary(
+            nodes_summary(self.statuses, theme_colors(self.app)), id="nodes-summary", markup=False
+        )
 
     def on_mount(self) -> None:
         on_theme_change(self, self._rebuild)
@@ -261,7 +276,7 @@ class NodesPanel(Widget):
             table.display = False
             summary.display = True
             width = summary.content_size.width or self.content_size.width or 40
-            summary.update(nodes_summary(statuses, theme_colors(self.app), width))
+            summary.show(nodes_summary(statuses, theme_colors(self.app), width))
             return
         summary.display = False
         table.display = True

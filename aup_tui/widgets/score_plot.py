@@ -223,21 +223,32 @@ class ScorePlot(Widget):
                 return round(xs[i] / span * (dots_w - 1))
             return 0 if n <= 1 else round(i * (dots_w - 1) / (n - 1))
 
-        prev_y = None
+        xp = [xpos(i) for i in range(n)]
+        # 10,000 scores fall on a few thousand dots: mark each dot once, and the best-so-far
+        # (which changes rarely) is placed once per change, not once per job
+        marks: set[tuple[int, int]] = set()
+        points, trace = canvas.points, canvas.line
+        prev_y: int | None = None
+        last_b, by = math.nan, 0
         for i, (s, b) in enumerate(zip(scores, bests)):
             if not (math.isfinite(s) and math.isfinite(b)):
                 continue
-            px, py = xpos(i), ypos(s)
-            for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):  # a 2×2 dot mark: visible, still fine
-                canvas.dot(min(px + dx, dots_w - 1), min(py + dy, dots_h - 1), "points")
-            by = ypos(b)
-            x0 = xpos(i)
-            x1 = xpos(i + 1) if i + 1 < n else x0
+            x0 = xp[i]
+            marks.add((x0, ypos(s)))
+            if b != last_b:
+                last_b, by = b, ypos(b)
+            x1 = xp[i + 1] if i + 1 < n else x0
             if prev_y is not None and prev_y != by:
                 canvas.vline(x0, prev_y, by)
+            trace_row, bit = trace[by >> 2], by & 3
             for x in range(x0, max(x0, x1) + 1):
-                canvas.dot(x, by, "line")
+                trace_row[x >> 1] |= _BITS[x & 1][bit]
             prev_y = by
+        for px, py in marks:  # a 2×2 dot mark: visible, still fine
+            for x in (px, min(px + 1, dots_w - 1)):
+                col, bits = x >> 1, _BITS[x & 1]
+                for y in (py, min(py + 1, dots_h - 1)):
+                    points[y >> 2][col] |= bits[y & 3]
         rows = canvas.rows(c.get("plot-point", "cyan"), f"bold {c.get('plot-best', 'yellow')}")
         out = []
         for r, row in enumerate(rows):
