@@ -1,4 +1,5 @@
-"""The live monitors for the app: local GPUs (NVML) and SSH nodes, without blocking the UI.
+"""The live monitors for the app: local GPUs (NVML), SSH nodes and a Ray experiment's cluster
+(:class:`~aup_tui_backends.monitors.ray_cluster.RayClusterMonitor`), without blocking the UI.
 
 :class:`Monitoring` owns a :class:`~aup_tui_backends.monitors.GPUMonitor` and, when env.ini lists nodes
 (``node_mapping``, ``aws_mapping``), a :class:`~aup_tui_backends.monitors.NodePool` and
@@ -30,6 +31,7 @@ from typing import Any
 from aup_tui_backends.monitors.gpu import GPUMonitor, GPUSnapshot, JobProcessInfo
 from aup_tui_backends.monitors.job_evidence import JobEvidence, node_of_resource
 from aup_tui_backends.monitors.nodes import NodeMonitor, NodeStatus
+from aup_tui_backends.monitors.ray_cluster import RayClusterMonitor
 from aup_tui_backends.ssh import NodePool, node_key
 from aup_tui_backends.status import ExperimentStatus, JobStatus
 from textual.message import Message
@@ -240,6 +242,7 @@ class Monitoring:
         self._shared_pool: NodePool | None = None  # the experiment's manager's
         self._start_thread: threading.Thread | None = None
         self._stop_evidence: Callable[[], None] | None = None
+        self.ray: RayClusterMonitor | None = None  # a Ray experiment this process runs: its cluster
 
     # -- subscribers (widgets or screens; called on the UI thread) ---------------------------
 
@@ -301,6 +304,8 @@ class Monitoring:
                 for name, spec in specs.items():
                     pool.add_node(name, spec)  # the same name and spec as the manager's: a no-op there
                 self.nodes = NodeMonitor(pool, interval=self.node_interval, clock=self.clock)
+        if self.nodes is None:
+            self.ray = self._ray_monitor()
         if self._stopped:  # the app closed while this waited for the manager
             return
         self._refresh_jobs()
@@ -310,6 +315,8 @@ class Monitoring:
         if self.nodes is not None:
             self._on_nodes(self.nodes.statuses())  # UNKNOWN rows at once, before the first probe
             self.nodes.start(self._on_nodes)
+        elif self.ray is not None:
+            self.ray.start(self._on_nodes)
         else:
             self._on_nodes({})
 
@@ -328,6 +335,19 @@ class Monitoring:
                 return None
         pool = getattr(exp.resource_manager, "pool", None)
         return pool if isinstance(pool, NodePool) else None
+
+    def _ray_monitor(self) -> RayClusterMonitor | None:
+        """For a Ray experiment this process runs: its cluster's nodes, sampled from Ray's state
+        once its manager has connected (Ray is imported only then, on the monitor's thread)."""
+        exp = self.experiment
+        if exp is None or getattr(getattr(exp, "config", None), "resource", None) != "ray":
+            return None
+        deadline = time.monotonic() + MANAGER_WAIT
+        while not exp.started.wait(0.1):  # the manager connects to Ray when the experiment starts
+            if self._stopped or not ExperimentStatus(exp.status).is_live or time.monotonic() > deadline:
+                return None
+        jobs = getattr(exp.resource_manager, "jobs_per_node", None)
+        return RayClusterMonitor(interval=self.node_interval, jobs_source=jobs, clock=self.clock)
 
     def start_async(self) -> threading.Thread:
         """:meth:`start` on a daemon thread (never blocks the caller)."""
@@ -358,6 +378,8 @@ class Monitoring:
             self._stop_evidence()
         if self.nodes is not None:
             self.nodes.stop(timeout=2.0)
+        if self.ray is not None:
+            self.ray.stop(timeout=2.0)
         if self._own_pool is not None:
             self._own_pool.close()
         # a shared pool is the manager's to close (an experiment kept running after the app quits
@@ -372,6 +394,8 @@ class Monitoring:
         """Probe a node (all by default) now, ignoring its backoff."""
         if self.nodes is not None:
             self.nodes.retry(name)
+        if self.ray is not None:
+            self.ray.retry(name)
 
     # -- monitor callbacks (monitor threads) -------------------------------------------------
 

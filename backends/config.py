@@ -29,6 +29,7 @@ from .env_ini import (
     write_env,
 )
 from .errors import ConfigError
+from .optional import require_ray
 from .proposer_catalog import RESERVED_PARAMETER_NAMES, proposer_spec
 from .values import is_int, is_number, value_kind, value_text
 
@@ -57,7 +58,7 @@ __all__ = [
 ]
 
 REQUIRED_KEYS = ("script", "resource", "name", "target", "proposer")
-RESOURCE_TYPES = ("cpu", "gpu", "node", "aws", "passive")
+RESOURCE_TYPES = ("cpu", "gpu", "node", "aws", "passive", "ray")
 PARAM_TYPES = ("float", "int", "choice")
 
 
@@ -188,6 +189,8 @@ def validate_experiment(
             f"resource {value_text(data['resource'])} in {source} is not supported "
             f"— use one of {', '.join(RESOURCE_TYPES)}"
         )
+    if data["resource"] == "ray":
+        require_ray(source)  # one message saying how to install it, before anything is recorded
     if data["target"] not in ("min", "max"):
         raise ConfigError(f'target {value_text(data["target"])} in {source} must be "min" or "max"')
     if isinstance(data["proposer"], str) and not data["proposer"].isprintable():
@@ -305,6 +308,8 @@ _ARG_NUMBERS = (
 )
 _ARG_WHOLE = ("max_retries", "connection_retry", "waiter_max_attempts")
 _ARG_FLAGS = ("async_run", "shutdown", "accept_new_hosts", "reuse_connections", "use_private_ip")
+#: the Ray manager's: the task's resource request and Ray's runtime_env (an object)
+_ARG_RAY = ("num_cpus", "num_gpus", "resources", "runtime_env")
 _ARG_TEXT = ("region", "region_name", "profile", "profile_name", "endpoint_url", "known_hosts")
 # what the engine itself passes to a manager: the same key in resource_args would collide
 _ARG_ENGINE = (
@@ -340,6 +345,7 @@ RESOURCE_ARG_KEYS = frozenset(
     + _ARG_FLAGS
     + _ARG_TEXT
     + AUPTIMIZER_ARGS
+    + _ARG_RAY
     + ("address_override", "remote_workingdir")
 )
 
@@ -373,6 +379,18 @@ def _resource_args(data: JSONObject, source: str) -> JSONObject:
             raise ConfigError(f"{where} must be true or false, got {value_text(value)}")
         if key in _ARG_TEXT and value is not None and (not isinstance(value, str) or "\0" in value):
             raise ConfigError(f"{where} must be a string, got {value_text(value)}")
+        if key in ("num_cpus", "num_gpus") and not (is_number(value) and value >= 0):
+            raise ConfigError(f"{where} must be a number of at least 0, got {value_text(value)}")
+        if key == "resources" and not (
+            isinstance(value, dict) and all(is_number(v) and v >= 0 for v in value.values())
+        ):
+            raise ConfigError(
+                f'{where} must map Ray resource names to amounts, like {{"accelerator": 1}}, got {value_text(value)}'
+            )
+        if key == "runtime_env" and not isinstance(value, dict):
+            raise ConfigError(
+                f'{where} must be a Ray runtime_env object, like {{"pip": ["numpy"]}}, got {value_text(value)}'
+            )
         if (
             key == "address_override"
             and value is not None

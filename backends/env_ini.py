@@ -20,7 +20,7 @@ from .values import value_kind, value_text
 
 ENV_SECTION = "Auptimizer"
 MAPPING_KEYS = ("gpu_mapping", "node_mapping", "aws_mapping")
-COUNT_KEYS = ("n_cpu", "n_passive")  # our extra keys: how many cpu and passive resources
+COUNT_KEYS = ("n_cpu", "n_passive", "n_ray")  # our extra keys: how many cpu, passive and ray slots
 INIT_HINT = "run `aup-tui init --cpu 2` first"
 
 

@@ -16,3 +16,14 @@ def installed(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
+
+
+def require_ray(source: str | None = None) -> None:
+    """Refuse a Ray experiment when Ray is not installed: one ConfigError saying how to install
+    it (`source`: the experiment file, named in the message)."""
+    if installed("ray"):
+        return
+    from .errors import ConfigError
+
+    where = f" in {source}" if source else ""
+    raise ConfigError(f'resource "ray"{where} needs Ray, which is not installed — pip install "aup-tui[ray]"')

@@ -1,8 +1,9 @@
 """`aup-tui init`: the `.aup` folder (env.ini + store) and its resources, as `python -m aup.setup`.
 
 CPU and passive counts are not in Auptimizer's env.ini; we keep them as extra keys (`n_cpu`,
-`n_passive`), which Auptimizer ignores. GPU, node and AWS resources keep the ids of their
-mappings, so an Auptimizer env.ini registers the same resource ids here.
+`n_passive`), which Auptimizer ignores, as Ray's address and job slots (`ray_address`, `n_ray`).
+GPU, node and AWS resources keep the ids of their mappings, so an Auptimizer env.ini registers
+the same resource ids here.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from typing import Any
 from .env_ini import GPU_CARDS, EnvConfig, parse_host, write_env
 from .errors import ConfigError
 from .store import TinyDBConnector
+
+#: how many Ray jobs may be in Ray at once (`n_ray`; each experiment's n_parallel caps it)
+RAY_SLOTS = 32
 
 
 def read_list(value: str, what: str) -> list[str]:
@@ -51,11 +55,15 @@ def init_aup(
     aws: list[str] | None = None,
     passive: bool = False,
     overwrite: bool = False,
+    ray: str | None = None,
 ) -> EnvConfig:
     """Create `auppath` with env.ini and the store, registering the resources asked for.
 
     An existing env.ini is replaced (with its resource list) only with `overwrite`, as
-    Auptimizer's setup refuses: adding to it silently made `init` twice a different thing."""
+    Auptimizer's setup refuses: adding to it silently made `init` twice a different thing.
+
+    `ray`: Ray's address (`auto`: the cluster this machine is in; "": a local Ray started for
+    each run), with RAY_SLOTS job slots (`n_ray`, which env.ini may change)."""
     auppath = os.path.abspath(auppath)
     path = os.path.join(auppath, "env.ini")
     if cpu < 0:
@@ -88,6 +96,9 @@ def init_aup(
             env.extra["n_cpu"] = str(cpu)
         if passive:
             env.extra["n_passive"] = "1"
+        if ray is not None:
+            env.extra["ray_address"] = ray.strip()
+            env.extra["n_ray"] = str(RAY_SLOTS)
         write_env(env)
         sync_resources(env, connector)
     finally:
@@ -147,6 +158,7 @@ def sync_resources(env: EnvConfig, connector: TinyDBConnector) -> None:
             env.aws_mapping,
             env.extra.get("n_cpu"),
             env.extra.get("n_passive"),
+            env.extra.get("n_ray"),
         ],
         sort_keys=True,
     )
@@ -156,24 +168,28 @@ def sync_resources(env: EnvConfig, connector: TinyDBConnector) -> None:
     connector.mark_synced(stamp)
 
 
+def _slot_name(rtype: str, i: int) -> str:
+    return "person" if rtype == "passive" else f"{rtype}{i}"
+
+
 def _sync_resources(env: EnvConfig, connector: TinyDBConnector) -> None:
     have = {r["rid"]: r for r in connector.resources()}
     wanted: dict[int, tuple[str, str]] = {}
     for rtype, mapping in (("gpu", env.gpu_mapping), ("node", env.node_mapping), ("aws", env.aws_mapping)):
         for rid, name in mapping.items():
             wanted[int(rid)] = (name, rtype)
-    for rtype, key in (("cpu", "n_cpu"), ("passive", "n_passive")):
+    for rtype, key in (("cpu", "n_cpu"), ("passive", "n_passive"), ("ray", "n_ray")):
         try:
             count = int(env.extra.get(key, 0))
         except ValueError:
             raise ConfigError(f"{key} in {env.path} must be a whole number, got {env.extra[key]!r}") from None
         existing = sorted(rid for rid, r in have.items() if r["type"] == rtype)
         for i, rid in enumerate(existing[:count]):
-            wanted[rid] = (f"{rtype}{i}" if rtype == "cpu" else "person", rtype)
+            wanted[rid] = (_slot_name(rtype, i), rtype)
         top = max([*have, *wanted, 0])  # once, not per new resource: `--cpu 16000` was quadratic
         for i in range(len(existing), count):
             top += 1
-            wanted[top] = (f"{rtype}{i}" if rtype == "cpu" else "person", rtype)
+            wanted[top] = (_slot_name(rtype, i), rtype)
     changed = [
         (rid, name, rtype)
         for rid, (name, rtype) in sorted(wanted.items())
@@ -192,6 +208,7 @@ INIT_FLAGS = {
     "node": "--node user@host",
     "aws": "--aws user@i-…",
     "passive": "--passive",
+    "ray": "--ray",
 }
 
 
@@ -238,6 +255,8 @@ def _init_flags(resources: list[dict[str, Any]]) -> str | None:
             out += f" --{rtype} {shlex.quote(','.join(names[rtype]))}"
     if names.get("passive"):
         out += " --passive"
+    if names.get("ray"):
+        out += " --ray"  # its address is env.ini's: give it again after --ray when not local
     return out
 
 

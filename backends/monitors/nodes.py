@@ -78,6 +78,8 @@ class NodeStatus:
     display_name: str = ""
     #: why the node counts as UP although no probe says so ("jobs running": :meth:`NodeMonitor.note_alive`)
     evidence: str = ""
+    #: what is in use of the node's resources where its monitor knows (a Ray node: `CPU 1/2 GPU 0/0`)
+    usage: str = ""
 
     def __post_init__(self) -> None:
         if not self.display_name:

@@ -1,8 +1,9 @@
 """The one-shot report of ``aup-tui resources --probe``: every resource probed once.
 
 Probes every node of env.ini's ``node_mapping`` and ``aws_mapping`` once,
-concurrently, with bounded timeouts (it never hangs on a dead host), and the
-local GPUs through NVML; returns the lines to print.
+concurrently, with bounded timeouts (it never hangs on a dead host), the Ray
+cluster of ``ray_address`` (its nodes from Ray's state), and the local GPUs
+through NVML; returns the lines to print.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ def probe_resources(
         else:
             lines.append(f"{host.key}  {host_label(host.spec)}  not resolved (EC2 instance id)")
 
+    if "ray_address" in env.extra:  # `aup-tui init --ray [ADDRESS]`
+        lines.extend(_ray_lines(env.extra["ray_address"].strip()))
+
     gpus = GPUMonitor(nvml=nvml)
     try:
         snapshot = gpus.sample()
@@ -68,6 +72,17 @@ def probe_resources(
         gpus.close()
     lines.extend(format_gpu_lines(snapshot))
     return lines
+
+
+def _ray_lines(address: str) -> list[str]:
+    """The Ray cluster env.ini names, probed once (Ray is imported only here)."""
+    from aup_tui_backends.optional import installed
+
+    if not installed("ray"):
+        return ['Ray: not installed — pip install "aup-tui[ray]"']
+    from aup_tui_backends.monitors.ray_cluster import probe_ray
+
+    return probe_ray(address)
 
 
 def _gib(value: int | None) -> str:

@@ -11,13 +11,13 @@ from .cpu import CPUResourceManager
 from .gpu import GPUResourceManager
 from .passive import PassiveResourceManager
 
-RESOURCE_TYPES = ("cpu", "gpu", "node", "aws", "passive")
+RESOURCE_TYPES = ("cpu", "gpu", "node", "aws", "passive", "ray")
 
 
 def get_resource_manager(
     resource: str, connector: TinyDBConnector, n_parallel: int, auppath: str = ".aup", **kwargs: Any
 ) -> AbstractResourceManager:
-    """The manager for `resource` (cpu, gpu, node, aws, passive), as Auptimizer's factory; an
+    """The manager for `resource` (cpu, gpu, node, aws, passive, ray), as Auptimizer's factory; an
     unknown type is an UnknownResourceError (a ConfigError, and the KeyError Auptimizer raises)."""
     if resource == "cpu":
         return CPUResourceManager(connector, n_parallel, **kwargs)
@@ -33,11 +33,18 @@ def get_resource_manager(
         from .aws import AWSResourceManager  # boto3 loads when an instance is used
 
         return AWSResourceManager(connector, n_parallel, auppath=auppath, **kwargs)
+    if resource == "ray":
+        from ..optional import require_ray
+
+        require_ray()
+        from .ray import RayResourceManager  # Ray loads only for a Ray experiment
+
+        return RayResourceManager(connector, n_parallel, auppath=auppath, **kwargs)
     raise UnknownResourceError(f"unknown resource type {resource!r}: use one of {', '.join(RESOURCE_TYPES)}")
 
 
 def __getattr__(name: str) -> Any:
-    """`SSHResourceManager` and `AWSResourceManager`, imported on first use."""
+    """`SSHResourceManager`, `AWSResourceManager` and `RayResourceManager`, imported on first use."""
     if name == "SSHResourceManager":
         from .ssh import SSHResourceManager
 
@@ -46,6 +53,10 @@ def __getattr__(name: str) -> Any:
         from .aws import AWSResourceManager
 
         return AWSResourceManager
+    if name == "RayResourceManager":
+        from .ray import RayResourceManager
+
+        return RayResourceManager
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -56,6 +67,7 @@ __all__ = [
     "GPUResourceManager",
     "PassiveResourceManager",
     "RESOURCE_TYPES",
+    "RayResourceManager",
     "SSHResourceManager",
     "get_resource_manager",
 ]

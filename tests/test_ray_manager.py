@@ -1,0 +1,199 @@
+"""`resource: "ray"` end to end, as a user runs it: `aup-tui init --ray ADDRESS` and `aup-tui run`
+against a real Ray cluster (a head and a worker node started by `ray start`) on loopback inside
+a network namespace (tests/ray_cluster.py). One cluster serves the module; the lost-node test
+adds a node of its own and kills its raylet, so it runs last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from helpers import ROOT, pid_alive, write_experiment, write_script
+from ray_cluster import NetNamespace, RayCluster, parent, start_cluster, stop_cluster
+
+pytestmark = pytest.mark.slow
+
+ROSENBROCK = ROOT / "examples" / "rosenbrock" / "rosenbrock.py"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    cluster = start_cluster(workers=1, cpus=2)
+    yield cluster
+    stop_cluster(cluster)
+
+
+def wait_for(predicate, timeout: float = 60, what: str = "the condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+def ray_folder(cluster: RayCluster, tmp_path: Path) -> Path:
+    done = cluster.ns.cli("init", "--ray", cluster.address, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    return tmp_path
+
+
+def status(cluster: RayCluster, folder: Path) -> dict:
+    done = cluster.ns.cli("status", "--json", cwd=folder)
+    assert done.returncode in (0, 1), done.stderr
+    return json.loads(done.stdout)
+
+
+def test_twenty_rosenbrock_jobs_run_on_the_cluster_with_live_results(cluster, tmp_path):
+    folder = ray_folder(cluster, tmp_path)
+    shutil.copy(ROSENBROCK, folder / "rosenbrock.py")
+    exp = write_experiment(
+        folder,
+        script="./rosenbrock.py",
+        resource="ray",
+        n_samples=20,
+        n_parallel=4,
+        target="min",
+        parameter_config=[
+            {"name": "x", "range": [-2, 2], "type": "float"},
+            {"name": "y", "range": [-1, 3], "type": "float"},
+            {"name": "delay", "range": [0.02], "type": "choice"},
+        ],
+    )
+    done = cluster.ns.cli("run", "--headless", str(exp), cwd=folder, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = status(cluster, folder)
+    assert report["status"] == "FINISHED"
+    assert [j["status"] for j in report["jobs"]] == ["FINISHED"] * 20
+    assert {j["resource"].split(":")[0] for j in report["jobs"]} == {"ray"}
+    # each job's log is here, with every intermediate result the script printed on the node
+    for job in report["jobs"]:
+        log = (folder / "jobs" / f"{job['jid']}.1.out").read_text()
+        assert log.startswith(f"[aup] job {job['jid']} runs on Ray node 127.0.0.1")
+        assert log.count("#Auptimizer:") == 5
+        assert f"#Auptimizer:{job['score']:.6f}" in log
+
+
+def test_output_streams_back_live_and_a_stop_kills_the_jobs_processes(cluster, tmp_path):
+    folder = ray_folder(cluster, tmp_path)
+    write_script(
+        folder,
+        "job.sh",
+        f"""
+        sleep 300 &
+        echo $! > {folder}/grandchild.pid
+        echo $$ > {folder}/script.pid
+        echo "#Auptimizer:0.5"
+        while [ ! -e {folder}/never ]; do sleep 0.1; done
+        """,
+    )
+    exp = write_experiment(folder, resource="ray", n_samples=1, n_parallel=1)
+    run = cluster.ns.cli_popen("run", "--headless", str(exp), cwd=folder)
+    try:
+        log = wait_for(lambda: list((folder / "jobs").glob("*.1.out")), what="the job's log")[0]
+        # the result line is here while the job still runs on its node: streamed, not copied at the end
+        wait_for(lambda: "#Auptimizer:0.5" in log.read_text(), what="the job's first result, live")
+        pids = [int((folder / name).read_text()) for name in ("script.pid", "grandchild.pid")]
+        assert all(pid_alive(p) for p in pids)
+        jid = log.name.split(".")[0]
+        stop = cluster.ns.cli("stop", "--job", jid, cwd=folder)
+        assert stop.returncode == 0, stop.stderr
+        run.wait(90)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    report = status(cluster, folder)
+    assert [j["status"] for j in report["jobs"]] == ["STOPPED"]
+    assert report["jobs"][0]["score"] == 0.5  # its last result is kept
+    # the script and the child it left in the background are gone from the node
+    wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=10, what="the job's processes to end")
+
+
+def test_a_failing_job_fails_the_experiment_with_its_exit_status(cluster, tmp_path):
+    folder = ray_folder(cluster, tmp_path)
+    write_script(folder, "job.sh", 'echo "no luck"; exit 3')
+    exp = write_experiment(folder, resource="ray", n_samples=1, n_parallel=1)
+    done = cluster.ns.cli("run", "--headless", str(exp), cwd=folder, timeout=120)
+    assert done.returncode == 1
+    assert (
+        "job.sh exited with status 3 on Ray node 127.0.0.1 (last output: 'no luck')"
+        in done.stdout + done.stderr
+    )
+    assert [j["status"] for j in status(cluster, folder)["jobs"]] == ["FAILED"]
+
+
+def test_probe_shows_the_clusters_nodes(cluster, tmp_path):
+    folder = ray_folder(cluster, tmp_path)
+    done = cluster.ns.cli("resources", "--probe", cwd=folder, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Ray: 2 nodes alive, 0 dead; CPUs 0/2 in use; GPUs 0/0 in use" in done.stdout
+    assert "127.0.0.1 (head)  UP  CPU 0/0 GPU 0/0" in done.stdout
+
+
+def test_a_job_whose_node_is_lost_runs_again_elsewhere(cluster, tmp_path):
+    """Runs last: it leaves a dead node in the cluster."""
+    victim = cluster.add_worker(num_cpus=2)
+    folder = ray_folder(cluster, tmp_path)
+    write_script(
+        folder,
+        "job.sh",
+        f"""
+        echo $$ > {folder}/$AUP_JOB_ID.$$.pid
+        sleep 4
+        echo "#Auptimizer:1"
+        """,
+    )
+    exp = write_experiment(
+        folder, resource="ray", n_samples=4, n_parallel=4, resource_args={"max_retries": 2}
+    )
+    run = cluster.ns.cli_popen("run", "--headless", str(exp), cwd=folder)
+
+    def on_victim() -> bool:
+        for pid_file in folder.glob("*.pid"):
+            pid = int(pid_file.name.split(".")[1])
+            if parent(parent(pid)) == victim:  # script → Ray worker → the node's raylet
+                return True
+        return False
+
+    try:
+        wait_for(on_victim, timeout=60, what="a job on the node to lose")
+        os.kill(victim, signal.SIGKILL)
+        assert run.wait(120) == 0
+    finally:
+        if run.poll() is None:
+            run.kill()
+    report = status(cluster, folder)
+    assert [j["status"] for j in report["jobs"]] == ["FINISHED"] * 4  # none lost
+    logs = [p.read_text() for p in (folder / "jobs").glob("*.1.out")]
+    retried = [log for log in logs if "[aup] lost Ray node 127.0.0.1" in log]
+    assert retried and all("running it again (1 of 2)" in log for log in retried)
+    assert all(log.rstrip().endswith("#Auptimizer:1") for log in logs)
+
+
+def test_without_an_address_a_local_ray_runs_the_jobs_and_ends_with_the_run(tmp_path):
+    """`aup-tui init --ray`: a Ray started for the run and shut down at its end (in a namespace of
+    its own, so that what is left of it afterwards can be counted)."""
+    if shutil.which("unshare") is None or shutil.which("nsenter") is None:
+        pytest.skip("needs unshare and nsenter for a loopback-only namespace")
+    try:
+        ns = NetNamespace()
+    except OSError as exc:
+        pytest.skip(str(exc))
+    try:
+        assert ns.cli("init", "--ray", cwd=tmp_path).returncode == 0
+        write_script(tmp_path, "job.sh", 'echo "#Auptimizer:$AUP_JOB_ID"')
+        exp = write_experiment(tmp_path, resource="ray", n_samples=3)
+        done = ns.cli("run", "--headless", str(exp), cwd=tmp_path, timeout=180)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "3 finished" in done.stdout + done.stderr
+        # ray.shutdown() ended the local Ray: nothing but the namespace's holder is left in it
+        wait_for(lambda: ns.pids() == [ns.holder.pid], timeout=20, what="the local Ray to end")
+    finally:
+        ns.close()

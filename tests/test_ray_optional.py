@@ -1,0 +1,93 @@
+"""Ray is an optional extra: `aup-tui init --ray [ADDRESS]` writes env.ini, a Ray experiment
+without Ray installed gets one message saying how to install it, and nothing else loads Ray."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+from helpers import ROOT, cli, write_experiment
+
+HIDE_RAY = "import sys; sys.modules['ray'] = None\n"  # as if Ray were not installed
+
+
+def run_python(code: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(cwd)},
+    )
+
+
+def env_ini(folder) -> str:
+    return (folder / ".aup" / "env.ini").read_text()
+
+
+def test_init_ray_writes_the_address_and_job_slots(tmp_path):
+    done = cli("init", "--ray", "auto", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "32 ray" in done.stdout
+    assert "ray_address = auto" in env_ini(tmp_path)
+    assert "n_ray = 32" in env_ini(tmp_path)
+    listing = cli("resources", cwd=tmp_path).stdout
+    assert "ray      ray0" in listing and "ray      ray31" in listing
+
+
+def test_init_ray_without_an_address_means_a_local_ray(tmp_path):
+    assert cli("init", "--cpu", "1", "--ray", cwd=tmp_path).returncode == 0
+    text = env_ini(tmp_path)
+    assert "ray_address = \n" in text or "ray_address =\n" in text
+    assert "n_cpu = 1" in text
+
+
+def test_a_ray_experiment_without_ray_gets_one_message_saying_how_to_install_it(tmp_path):
+    assert cli("init", "--ray", cwd=tmp_path).returncode == 0
+    write_experiment(tmp_path, resource="ray")
+    done = run_python(
+        HIDE_RAY + "from aup_tui.cli import main; sys.exit(main(['run', '--headless', 'experiment.json']))",
+        tmp_path,
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert 'needs Ray, which is not installed — pip install "aup-tui[ray]"' in lines[0]
+    assert "experiment.json" in lines[0]
+
+
+def test_the_ray_manager_from_the_library_without_ray_says_the_same(tmp_path):
+    done = run_python(
+        HIDE_RAY
+        + f"""
+from aup_tui_backends import get_default_connector
+from aup_tui_backends.errors import ConfigError
+from aup_tui_backends.resources import get_resource_manager
+try:
+    get_resource_manager("ray", get_default_connector({str(tmp_path / ".aup")!r}), 1)
+except ConfigError as exc:
+    print(exc)
+""",
+        tmp_path,
+    )
+    assert 'pip install "aup-tui[ray]"' in done.stdout, done.stderr
+
+
+def test_a_cpu_experiment_and_the_cli_never_import_ray(tmp_path):
+    assert cli("init", "--cpu", "2", cwd=tmp_path).returncode == 0
+    (tmp_path / "job.sh").write_text('#!/bin/sh\necho "#Auptimizer:1"\n')
+    (tmp_path / "job.sh").chmod(0o755)
+    write_experiment(tmp_path, n_samples=2)
+    done = run_python(
+        """
+        import sys
+        from aup_tui.cli import main
+        code = main(['run', '--headless', 'experiment.json'])
+        main(['resources', '--probe'])
+        print('ray' in sys.modules, code)
+        """,
+        tmp_path,
+    )
+    assert done.stdout.strip().splitlines()[-1] == "False 0", done.stdout + done.stderr
