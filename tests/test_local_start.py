@@ -4,6 +4,7 @@ no descriptor but its output, its exit status as is."""
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 from aup_tui_backends.resources.processes import start_process
@@ -72,22 +73,46 @@ def test_a_script_that_cannot_start_raises(tmp_path, first_line):
         start_process([str(script)], str(tmp_path), ENV)
 
 
-def test_running_local_jobs_lowers_the_thread_switch_interval_only(tmp_path):
-    """A job's thread gets the interpreter back within SWITCH_INTERVAL of its output or exit."""
+def test_local_jobs_run_without_a_thread_each_and_leave_the_interpreter_settings_alone(tmp_path):
+    """Many jobs, several at a time, are followed by one thread (not one each), every one ends
+    with its score, and the embedding program's thread switch interval is left as it was."""
     import sys
 
-    from aup_tui_backends.resources.cpu import SWITCH_INTERVAL, CPUResourceManager
+    from aup_tui_backends.jobs import Job
+    from aup_tui_backends.resources.cpu import CPUResourceManager
+    from aup_tui_backends.setup import init_aup
     from aup_tui_backends.store import TinyDBConnector
 
+    auppath = str(tmp_path / ".aup")
+    init_aup(auppath, cpu=4, overwrite=True)
+    (tmp_path / "job.sh").write_text('#!/bin/sh\necho "#Auptimizer:$AUP_JOB_ID"\n')
+    (tmp_path / "job.sh").chmod(0o755)
+    store = TinyDBConnector(auppath)
     before = sys.getswitchinterval()
-    store = TinyDBConnector(str(tmp_path / ".aup"))
+    threads: set[str] = set()
+    scores: dict[int, float] = {}
+    started = [0]
+    lock = threading.Lock()
+    rm = CPUResourceManager(store, 4)
+
+    def start_one() -> None:
+        with lock:  # a free cpu is picked and taken by one caller at a time
+            if started[0] < 40:
+                started[0] += 1
+                rm.run_job(Job("job.sh", {}, str(tmp_path)), rm.get_available("me", "cpu"), {}, ended)
+
+    def ended(score, jid) -> None:
+        scores[jid] = score
+        threads.add(threading.current_thread().name)
+        start_one()
+
     try:
-        sys.setswitchinterval(0.005)
-        CPUResourceManager(store, 2)
-        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL)
-        sys.setswitchinterval(SWITCH_INTERVAL / 2)
-        CPUResourceManager(store, 2)
-        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL / 2)
+        for _ in range(4):
+            start_one()
+        rm.finish()
+        assert len(scores) == 40
+        assert all(score == jid for jid, score in scores.items())
+        assert len(threads) == 1, threads
+        assert sys.getswitchinterval() == before
     finally:
-        sys.setswitchinterval(before)
         store.close()

@@ -17,7 +17,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from ..config import AUPTIMIZER_ARGS, RESOURCE_ARG_KEYS
 from ..errors import UnknownArgumentError
@@ -26,27 +26,19 @@ from ..events import (
     JobFailed,
     JobFinished,
     JobIntermediate,
-    JobOutput,
     JobStarted,
     JobStopped,
     ResourceFreed,
     ResourceTaken,
 )
-from ..jobs import (
-    RESULT_PREFIX,
-    Job,
-    NonFiniteResultError,
-    ResultParseError,
-    parse_result_line,
-)
-from ..remote import PRESCRIPT_FAILED, parse_prescript_failure
+from ..jobs import Job
 from ..status import ExperimentStatus, JobStatus, advance
 from ..store import TinyDBConnector
+from .output import OutputPump
 
 log = logging.getLogger(__name__)
 
 Callback = Callable[[Any, int], Any]
-MAX_LINE = 1 << 20  # longer output lines are logged but not parsed
 
 #: keyword arguments the engine passes to every manager (one manager may ignore some of them)
 ENGINE_KWARGS = frozenset(
@@ -54,6 +46,25 @@ ENGINE_KWARGS = frozenset(
 )
 #: Auptimizer's own keyword arguments (its Experiment passes the last four to every manager)
 AUPTIMIZER_KWARGS = frozenset(AUPTIMIZER_ARGS)
+
+
+class WaitsForJobs(Protocol):
+    """A manager's `executor` as Auptimizer's callers use it: `shutdown(wait=True)` waits for the jobs."""
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None: ...
+
+
+class JobsWaiter:
+    """`executor` of a manager that runs its jobs without a pool: `shutdown(wait=True)` waits
+    until its jobs have ended (and their callbacks have returned); jobs started after that run
+    as before."""
+
+    def __init__(self, wait: Callable[[], None]) -> None:
+        self._wait = wait
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        if wait:
+            self._wait()
 
 
 class AbstractResourceManager(ABC):
@@ -171,7 +182,7 @@ class AbstractResourceManager(ABC):
         self.bus.publish(
             JobStarted(eid=eid, jid=jid, rid=rid, resource=name, attempt=job.attempt, status=job.status)
         )
-        self._executor().submit(self._run_and_finish, job, rid, exp_config, call_back_func, kwargs)
+        self._launch(job, rid, exp_config, call_back_func, kwargs)
 
     def recorded_eid(self, job: Job) -> int:
         """The store experiment this manager records its jobs in: the `eid` it was made with, else
@@ -296,7 +307,7 @@ class AbstractResourceManager(ABC):
             self.connector.log_error(self.eid, str(message))
 
     @property
-    def executor(self) -> ThreadPoolExecutor:
+    def executor(self) -> WaitsForJobs:
         """The worker threads running jobs (Auptimizer's `executor`: `shutdown(wait=True)` waits for them)."""
         return self._executor()
 
@@ -383,46 +394,11 @@ class AbstractResourceManager(ABC):
         self, job: Job, chunks: Iterable[bytes], log: BinaryIO, keep: Callable[[str], bool] | None = None
     ) -> str:
         """Copy a job's output to its log, line by line, publishing lines and recording
-        `#Auptimizer:` results; returns the last line seen (for error messages).
-
-        `chunks` are lines as read (newline-terminated but the last; at most MAX_LINE bytes);
-        a longer line is logged, not parsed. `keep(line)` False drops a line of the manager's
-        own protocol from the log.
-        """
-        jid = self.ensure_jid(job)
-        eid = self.eid  # None: `run` called directly, outside an experiment: nothing to tell
-        publish = eid is not None and self.bus.wants(JobOutput) and not job.save_model_flag
-        last = ""
-        partial = False  # inside a line longer than MAX_LINE
+        `#Auptimizer:` results (an `OutputPump`); returns the last line seen (for error messages)."""
+        pump = OutputPump(self, job, log, keep)
         for chunk in chunks:
-            complete = chunk.endswith(b"\n")
-            if partial or (not complete and len(chunk) >= MAX_LINE):
-                log.write(chunk)
-                partial = not complete
-                continue
-            line = chunk.decode("utf-8", "replace").rstrip("\r\n")
-            if keep is not None and not keep(line):
-                continue
-            log.write(chunk)
-            log.flush()
-            if line:
-                last = line if len(line) <= 200 else line[:200] + "…"
-            if publish and eid is not None:
-                self.bus.publish(JobOutput(eid=eid, jid=jid, line=line[:2000]))
-            if RESULT_PREFIX in line:
-                try:
-                    values = parse_result_line(line)
-                except NonFiniteResultError as exc:
-                    job.error = job.error or exc.for_job(jid)
-                    continue
-                except ResultParseError as exc:
-                    job.error = job.error or str(exc)
-                    continue
-                if values is not None:
-                    self.record_result(job, values)
-            elif line.startswith(PRESCRIPT_FAILED):
-                job.prescript_status = parse_prescript_failure(line)
-        return last
+            pump.feed(chunk)
+        return pump.last
 
     def _executor(self) -> ThreadPoolExecutor:
         # a pool shut down by a caller (`executor.shutdown(wait=True)`, as Auptimizer's tests do) is replaced
@@ -432,10 +408,16 @@ class AbstractResourceManager(ABC):
             )
         return self._pool
 
+    def _launch(
+        self, job: Job, rid: int, exp_config: Any, call_back_func: Callback, kwargs: dict[str, Any]
+    ) -> None:
+        """Have a started job run (`run_job` recorded it): by default `run` in a worker thread,
+        then `_conclude`. A manager that follows its jobs without a thread each overrides this."""
+        self._executor().submit(self._run_and_finish, job, rid, exp_config, call_back_func, kwargs)
+
     def _run_and_finish(
         self, job: Job, rid: int, exp_config: Any, call_back_func: Callback, kwargs: dict[str, Any]
     ) -> None:
-        jid = self.ensure_jid(job)  # given by run_job
         reported: list[Any] = []
 
         def callback(score: Any, _jid: int) -> None:
@@ -444,9 +426,14 @@ class AbstractResourceManager(ABC):
         try:
             self.run(job, rid, exp_config, callback, **kwargs)
         except Exception as exc:  # a manager bug must fail the job, not hang the experiment
-            log.exception("job %s crashed in %s", jid, type(self).__name__)
+            log.exception("job %s crashed in %s", job.jid, type(self).__name__)
             job.error = job.error or f"{type(exc).__name__}: {exc}"
-        score = reported[-1] if reported else None
+        self._conclude(job, reported[-1] if reported else None, call_back_func)
+
+    def _conclude(self, job: Job, score: Any, call_back_func: Callback) -> None:
+        """The job's run is over (`score` as `run` reported it): decide its status, record it,
+        free its resource (`finish_job`), then call back."""
+        jid = self.ensure_jid(job)  # given by run_job
         reason = self._stop_reasons.get(jid)
         if reason is not None:
             status = self._stop_statuses.get(jid, JobStatus.STOPPED)

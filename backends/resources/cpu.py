@@ -7,9 +7,9 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
 from ..errors import AupError
 from ..events import Notice
@@ -17,23 +17,19 @@ from ..jobs import Job, env_strings
 from ..remote import LOCAL_WRAPPER
 from ..status import ExperimentStatus
 from ..store import TinyDBConnector
-from .abstract import AbstractResourceManager, Callback
+from .abstract import AbstractResourceManager, Callback, JobsWaiter
+from .output import OutputPump
 from .processes import (
     KILL_GRACE,
     _describe_exit,
     _os_error_text,
-    _output_until_exit,
     _signal_group,
     _start_error,
-    _wait_exited,
     start_process,
 )
+from .reactor import ProcessReactor
 
 logger = logging.getLogger(__name__)
-
-#: the interpreter's thread switch interval while local jobs run (seconds; only ever lowered):
-#: measured against `xargs -P 2` (benchmarks/bench_dispatch.py), 0.5 ms dispatches faster than 5 ms
-SWITCH_INTERVAL = 0.0005
 
 
 class CPUResourceManager(AbstractResourceManager):
@@ -46,14 +42,11 @@ class CPUResourceManager(AbstractResourceManager):
     def __init__(self, connector: TinyDBConnector, n_parallel: int, *args: Any, **kwargs: Any) -> None:
         super().__init__(connector, n_parallel, *args, **kwargs)
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._reactor = ProcessReactor(self.rtype)  # follows every running job from one thread
         self._rerun: Job | None = None  # save_model's re-run of the best job, while it runs
         #: our environment, encoded once: copying and encoding os.environ for every job cost
         #: more than a third of the dispatch overhead
         self._base_env = {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items()}
-        # a job's thread wakes on its output or exit and should get the interpreter back at once,
-        # not after another thread's 5 ms slice (the default): a dispatch latency on every job
-        if sys.getswitchinterval() > SWITCH_INTERVAL:
-            sys.setswitchinterval(SWITCH_INTERVAL)
 
     def job_env(self, rid: int) -> dict[str, str]:
         """Variables this resource sets for its job (never written into our own os.environ)."""
@@ -68,6 +61,49 @@ class CPUResourceManager(AbstractResourceManager):
         """Run `job` to its end (blocking), then `call_back_func(score, jid)`; the score is None
         when it failed (`job.error` says why). Called directly (not through `run_job`) it runs
         the job all the same, without taking `rid` or recording the job."""
+        if threading.current_thread() is self._reactor.thread:
+            raise RuntimeError("run() blocks until the job ends: call run_job() from a job's callback")
+        ended = threading.Event()
+        scores: list[float | None] = []
+
+        def done(score: float | None) -> None:
+            scores.append(score)
+            ended.set()
+
+        self._start(job, rid, exp_config, kwargs, done)
+        ended.wait()
+        call_back_func(scores[0], self.ensure_jid(job))
+
+    def _launch(
+        self, job: Job, rid: int, exp_config: Any, call_back_func: Callback, kwargs: dict[str, Any]
+    ) -> None:
+        """Start the job here and now (no worker thread); the reactor's thread ends it and
+        calls back, and the callback starts the next job on that same thread. A subclass that
+        overrides `run` (as Auptimizer's users do) has it called in a worker thread as before."""
+        if type(self).run is not CPUResourceManager.run:
+            super()._launch(job, rid, exp_config, call_back_func, kwargs)
+            return
+
+        def done(score: float | None) -> None:
+            self._conclude(job, score, call_back_func)
+
+        try:
+            self._start(job, rid, exp_config, kwargs, done)
+        except Exception as exc:  # a manager bug must fail the job, not hang the experiment
+            logger.exception("job %s crashed in %s", job.jid, type(self).__name__)
+            job.error = job.error or f"{type(exc).__name__}: {exc}"
+            self._reactor.defer(lambda: done(None))
+
+    def _start(
+        self,
+        job: Job,
+        rid: int,
+        exp_config: Any,
+        kwargs: dict[str, Any],
+        done: Callable[[float | None], None],
+    ) -> None:
+        """Start the job's process and have the reactor follow it; `done(score)` on the
+        reactor's thread once it has ended (also when it could not start: `job.error` says why)."""
         jid = self.ensure_jid(job)
         job.error, job.results, job.prescript_status = None, [], None
         runtime = dict(getattr(exp_config, "runtime_args", None) or {})
@@ -79,56 +115,85 @@ class CPUResourceManager(AbstractResourceManager):
             log = open(job.log_path(), "wb", buffering=0)  # noqa: SIM115 -- unbuffered: followed live
         except AupError as exc:  # before OSError: a JobError is an EnvironmentError too
             job.error = str(exc)
-            call_back_func(None, jid)
+            self._reactor.defer(lambda: done(None))
             return
         except OSError as exc:
             job.error = _os_error_text(exc, job.log_path())
-            call_back_func(None, jid)
+            self._reactor.defer(lambda: done(None))
             return
         env = dict(self._base_env)
         env.update((os.fsencode(k), os.fsencode(v)) for k, v in extra.items())
         argv = self._argv(job, runtime)
-        with log:
-            try:
-                proc = start_process(argv, job.path, env)
-            except OSError as exc:
-                job.error = _start_error(job, argv, exc)
-                call_back_func(None, jid)
-                return
+        try:
+            proc = start_process(argv, job.path, env)
+        except OSError as exc:
+            log.close()
+            job.error = _start_error(job, argv, exc)
+            self._reactor.defer(lambda: done(None))
+            return
+        with self._lock:
+            self._procs[jid] = proc
+        try:
+            if self.eid is not None and jid in self.jobs and not job.save_model_flag:
+                self.connector.set_job_pid(self.eid, jid, job.attempt, proc.pid)
+        except Exception:  # only monitors in other processes need it: never fail the job for it
+            logger.warning("could not record the pid of job %s", jid, exc_info=True)
+        pump = OutputPump(self, job, log)
+
+        def ended(crash: BaseException | None) -> None:
+            self._reap(job, proc, log, pump, crash)
+            done(job.results[-1][0] if job.results else None)
+
+        self._reactor.follow(proc, pump.feed, ended)
+        if jid in self._stop_reasons:  # stopped between dispatch and start
+            self.kill(job)
+
+    def _reap(
+        self,
+        job: Job,
+        proc: subprocess.Popen[bytes],
+        log: BinaryIO,
+        pump: OutputPump,
+        crash: BaseException | None,
+    ) -> None:
+        """The job's script has exited (or following it failed: `crash`): kill what it left in
+        its group, reap it, and say in `job.error` why it failed, if it did."""
+        jid = self.ensure_jid(job)
+        try:
+            # what the script left in its group is killed while its zombie still holds the
+            # group id (it cannot be reused yet); then it is reaped — under the lock, so a
+            # late SIGKILL from kill() never reaches a recycled group id
             with self._lock:
-                self._procs[jid] = proc
-            try:
-                if self.eid is not None and jid in self.jobs and not job.save_model_flag:
-                    self.connector.set_job_pid(self.eid, jid, job.attempt, proc.pid)
-            except Exception:  # only monitors in other processes need it: never fail the job for it
-                logger.warning("could not record the pid of job %s", jid, exc_info=True)
-            if jid in self._stop_reasons:  # stopped between dispatch and start
-                self.kill(job)
-            try:
-                last_line = self.pump_output(job, _output_until_exit(proc), log)
-                _wait_exited(proc)
-            finally:
-                # what the script left in its group is killed while its zombie still holds the
-                # group id (it cannot be reused yet); then it is reaped — under the lock, so a
-                # late SIGKILL from kill() never reaches a recycled group id
-                with self._lock:
-                    _signal_group(proc.pid, signal.SIGKILL)
-                    code = proc.wait()
-                    self._procs.pop(jid, None)
-                assert proc.stdout is not None
-                proc.stdout.close()
-        if jid not in self._stop_reasons and not job.error:
+                _signal_group(proc.pid, signal.SIGKILL)
+                code = proc.wait()
+                self._procs.pop(jid, None)
+        finally:
+            assert proc.stdout is not None
+            proc.stdout.close()
+            log.close()
+        if crash is not None:
+            logger.error("following job %s failed", jid, exc_info=crash)
+            job.error = job.error or f"{type(crash).__name__}: {crash}"
+        elif jid not in self._stop_reasons and not job.error:
             if job.prescript_status is not None:
                 job.error = (
                     f"prescript exited with status {job.prescript_status}; "
                     f"{os.path.basename(job.script_path)} did not run; see {job.log_path()}"
                 )
             elif code != 0:
-                tail = f" (last output: {last_line!r})" if last_line else ""
+                tail = f" (last output: {pump.last!r})" if pump.last else ""
                 job.error = (
                     f"{os.path.basename(job.script_path)} {_describe_exit(code)}{tail}; see {job.log_path()}"
                 )
-        call_back_func(job.results[-1][0] if job.results else None, jid)
+
+    @property
+    def executor(self) -> JobsWaiter:
+        """What Auptimizer's callers wait on for the running jobs (`shutdown(wait=True)`)."""
+        return JobsWaiter(self._wait_for_jobs)
+
+    def _wait_for_jobs(self) -> None:
+        super()._wait_for_jobs()  # a subclass's own `run`s, in worker threads
+        self._reactor.wait_idle()
 
     def _argv(self, job: Job, runtime: dict[str, Any]) -> list[str]:
         pre, post = runtime.get("prescript"), runtime.get("postscript")

@@ -33,7 +33,7 @@ from ..ssh import (
     exec_within,
 )
 from ..ssh.sftp import SFTPSessions, replace
-from .abstract import MAX_LINE
+from .output import MAX_LINE
 
 __all__ = [
     "ASYNC_FIRST_POLL",

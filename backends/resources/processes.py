@@ -9,15 +9,11 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import select
 import signal
 import subprocess
 import threading
-import time
-from collections.abc import Iterator
 
 from ..jobs import Job
-from .abstract import MAX_LINE
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +31,23 @@ def start_process(argv: list[str], cwd: str, env: dict[bytes, bytes]) -> subproc
         argv,
         cwd=cwd,
         env=env,
-        stdin=subprocess.DEVNULL,
+        stdin=_devnull(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
         close_fds=True,
     )
+
+
+_devnull_fd: int | None = None
+
+
+def _devnull() -> int:
+    """/dev/null, opened once (close-on-exec) for every job's stdin, not once per job."""
+    global _devnull_fd
+    if _devnull_fd is None:
+        _devnull_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    return _devnull_fd
 
 
 def _describe_exit(code: int) -> str:
@@ -75,7 +82,7 @@ def _os_error_text(exc: OSError, path: str) -> str:
     return f"cannot write {where}: {exc.strerror or exc} — check that folder's permissions and free space"
 
 
-def _exit_fd(proc: subprocess.Popen[bytes]) -> tuple[int, threading.Thread | None]:
+def exit_fd(proc: subprocess.Popen[bytes]) -> tuple[int, threading.Thread | None]:
     """A file descriptor that becomes readable when `proc` exits (it is not reaped), and what to
     keep until then. A pidfd where the kernel has them; else a pipe a waiter thread writes to."""
     try:
@@ -100,67 +107,6 @@ def _exit_fd(proc: subprocess.Popen[bytes]) -> tuple[int, threading.Thread | Non
     thread = threading.Thread(target=waiter, name=f"aup-wait-{proc.pid}", daemon=True)
     thread.start()
     return r, thread
-
-
-def _output_until_exit(proc: subprocess.Popen[bytes]) -> Iterator[bytes]:
-    """The job's output as lines (as `readline(MAX_LINE)` gives them) until the job's script
-    exits — not until every process that holds its stdout has closed it: a background child
-    left holding the pipe must not keep the job alive. Once the script has exited, what is
-    already in the pipe is read (for at most DRAIN_LIMIT s: a child may keep writing)."""
-    assert proc.stdout is not None
-    out = proc.stdout.fileno()
-    exit_fd, _waiter = _exit_fd(proc)
-    poller = select.poll()
-    poller.register(out, select.POLLIN)
-    poller.register(exit_fd, select.POLLIN)
-    buf = b""
-    exited_at: float | None = None
-    try:
-        while True:
-            events = poller.poll(None if exited_at is None else 0)
-            if not events:
-                break  # exited and nothing more is waiting in the pipe
-            data = None
-            for fd, _ in events:
-                if fd == exit_fd:
-                    exited_at = time.monotonic()
-                    poller.unregister(exit_fd)
-                else:
-                    data = os.read(out, 65536)
-                    if not data:
-                        if buf:
-                            yield buf
-                        return
-            if data:
-                buf += data
-                start = 0
-                while True:
-                    nl = buf.find(b"\n", start, start + MAX_LINE)
-                    if nl != -1:
-                        yield buf[start : nl + 1]
-                        start = nl + 1
-                    elif len(buf) - start >= MAX_LINE:
-                        yield buf[start : start + MAX_LINE]
-                        start += MAX_LINE
-                    else:
-                        break
-                buf = buf[start:]
-            if exited_at is not None and time.monotonic() - exited_at > DRAIN_LIMIT:
-                break
-        if buf:
-            yield buf
-    finally:
-        os.close(exit_fd)
-
-
-def _wait_exited(proc: subprocess.Popen[bytes]) -> None:
-    """Wait until the job's script has exited, without reaping it."""
-    try:
-        os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
-    except ChildProcessError:  # already reaped
-        pass
-    except AttributeError:  # no waitid here: reap it (leftovers are then killed just after)
-        proc.wait()
 
 
 def _signal_group(pgid: int, sig: int) -> None:
