@@ -370,7 +370,7 @@ class AupApp(App[int]):
         from .screens.confirm import ConfirmScreen
 
         question = (
-            f"Experiment '{exp.config.name}' is still running ({running} job(s) now).\n\n"
+            f"Experiment '{(self.experiment_config or exp.config).name}' is still running ({running} job(s) now).\n\n"
             "y  stop it (running jobs are killed, it ends STOPPED) and quit\n"
             "n  quit the dashboard, keep it running in this terminal with a progress line\n"
             "escape  stay here"

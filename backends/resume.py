@@ -90,12 +90,15 @@ def why_not_resumable(connector: TinyDBConnector, exp: dict[str, Any]) -> str | 
     return None
 
 
-def why_no_rerun(connector: TinyDBConnector, exp: dict[str, Any]) -> str | None:
-    """Why experiment `exp`'s failed jobs can't be run again; None when they can."""
+def why_no_rerun(connector: TinyDBConnector, exp: dict[str, Any], failed_only: bool = True) -> str | None:
+    """Why experiment `exp`'s failed jobs (any of its jobs: `failed_only` False) can't be run
+    again; None when they can. Only a finished experiment's: one that ended before its budget was
+    spent is resumed instead (which runs its failed jobs again too), else it would end FINISHED
+    with its budget unspent."""
     eid, status = exp["eid"], exp.get("status")
     if running_now(exp):
-        return f"experiment {eid} is running now: its failed jobs can be run again once it ends"
-    if not any(j["status"] in FAILED for j in connector.job_rows(eid)):
+        return f"experiment {eid} is running now: its jobs can be run again once it ends"
+    if failed_only and not any(j["status"] in FAILED for j in connector.job_rows(eid)):
         return f"experiment {eid} has no failed job to run again"
     if status != ExperimentStatus.FINISHED:
         return (
@@ -115,7 +118,7 @@ def latest(
     """The newest experiment `why_not(connector, exp)` has nothing against."""
     for exp in reversed(connector.experiments()):
         if why_not(connector, exp) is None:
-            return exp
+            return dict(exp)
     return None
 
 
@@ -196,8 +199,9 @@ def plan_rerun(connector: TinyDBConnector, eid: int, jids: Iterable[int] | None 
             raise NotResumable(why)
         chosen = [j for j in jobs if j["status"] in FAILED]
     else:
-        if running_now(exp):
-            raise NotResumable(f"experiment {eid} is running now: run the job again once it ends")
+        why = why_no_rerun(connector, exp, failed_only=False)
+        if why:
+            raise NotResumable(why)
         wanted = set(jids)
         chosen = [j for j in jobs if j["jid"] in wanted]
         live = [j["jid"] for j in chosen if not JobStatus(j["status"]).is_final]
@@ -226,6 +230,8 @@ def _ended_status(exp: dict[str, Any]) -> ExperimentStatus:
 
 
 def _record(connector: TinyDBConnector, eid: int) -> dict[str, Any]:
+    """Experiment `eid`'s record, once what dead processes left RUNNING is recorded INTERRUPTED."""
+    connector.recover()
     exp = connector.get_experiment(eid)
     if exp is None:
         raise NotResumable(f"no experiment {eid} in this .aup — `aup-tui status` shows the latest")

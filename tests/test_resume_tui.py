@@ -13,6 +13,7 @@ from screens_support import wait_until
 from aup_tui.app import AupApp
 from aup_tui.screens.confirm import ConfirmScreen
 from aup_tui.screens.dashboard import DashboardScreen
+from aup_tui.screens.help import help_rows
 from aup_tui.screens.job_detail import JobDetailScreen
 from aup_tui.screens.picker import PickerScreen
 from aup_tui.widgets.job_table import JobTable
@@ -128,6 +129,7 @@ async def test_dashboard_ctrl_r_reruns_the_failed_jobs_as_new_attempts(tmp_path)
             assert "Re-run failed jobs" in palette_names(app) and "Resume experiment" not in palette_names(
                 app
             )
+            assert ("This screen", "^r", "Re-run failed") in help_rows(app, app.screen)  # ? lists it
             await pilot.press("ctrl+r")
             await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
             await pilot.press("y")

@@ -111,7 +111,7 @@ class DashboardScreen(Screen):
         self._passive_open: int | None = None
         self._filter_timer: Timer | None = None
         self._loaded = False
-        self._keys_shown: tuple[bool, ...] | None = None
+        self._keys_shown: tuple[object, ...] | None = None
         self.monitoring: Monitoring | None = None  # set on mount (None in demos)
 
     # -- layout ---------------------------------------------------------------------------
@@ -215,10 +215,9 @@ class DashboardScreen(Screen):
             self._ticker.resume()
         else:
             self._ticker.pause()
+        # s/S while it runs, p while a job waits, ! once one went wrong, R / ctrl+r once it is over
         keys = (self.state.is_live, bool(self.state.waiting), bool(self.state.problems), self.state.status)
-        if (
-            keys != self._keys_shown
-        ):  # s/S while it runs, p while a job waits, ! once one went wrong, R/F once over
+        if keys != self._keys_shown:
             self._keys_shown = keys
             self.refresh_bindings()  # (the footer recomposes: not on every batch)
         if ch.ended:
@@ -358,11 +357,12 @@ class DashboardScreen(Screen):
             self.app.continue_experiment(self.state.eid, "rerun")  # type: ignore[attr-defined]
 
     def can_rerun_job(self, jid: int) -> bool:
-        """Whether job `jid` has ended in an experiment that is over, so it can run again here."""
+        """Whether job `jid` has ended in a finished experiment, so it can run again here (one
+        that ended before its budget was spent is resumed instead: `R` on the dashboard)."""
         row = self.state.jobs.get(jid)
         if getattr(self.app, "readonly", False) or row is None or not self._can_continue():
             return False
-        return JobStatus(row.status).is_final
+        return self.state.status == ExperimentStatus.FINISHED and JobStatus(row.status).is_final
 
     def rerun_job(self, jid: int) -> None:
         """Run job `jid`'s config again as its next attempt (the job detail's `R`; asks first)."""
