@@ -227,23 +227,21 @@ class RayResourceManager(AbstractResourceManager):
         last = ""
         try:
             for ref in state.gen:
-                item = ray.get(ref)
-                kind = item[0]
-                if kind == "out":
-                    last = self.pump_output(job, item[1], logf) or last
-                elif kind == "started":
-                    state.node_id, state.node_ip, state.pgid = item[1], item[2], item[3]
-                    gpus = ",".join(item[4]) or "none"
+                header, lines, exit_code, error = ray.get(ref)
+                if header is not None:
+                    state.node_id, state.node_ip, state.pgid = header[0], header[1], header[2]
+                    gpus = ",".join(header[3]) or "none"
                     _log_line(
-                        logf, f"[aup] job {jid} runs on Ray node {item[2]} ({item[1][:8]}), GPUs: {gpus}"
+                        logf, f"[aup] job {jid} runs on Ray node {header[1]} ({header[0][:8]}), GPUs: {gpus}"
                     )
                     if jid in self._stop_reasons:
                         self.kill(job)
-                elif kind == "exit":
-                    last = self.pump_output(job, item[2], logf) or last
-                    code = int(item[1])
-                elif kind == "error":
-                    job.error = str(item[1])
+                if lines:
+                    last = self.pump_output(job, lines, logf) or last
+                if exit_code is not None:
+                    code = int(exit_code)
+                if error is not None:
+                    job.error = str(error)
         except rex.TaskCancelledError:
             if jid not in self._stop_reasons:
                 job.error = f"job {jid}'s Ray task was cancelled outside aup-tui"

@@ -2,17 +2,19 @@
 
 The standard library only: :mod:`.ray` ships these functions by value (cloudpickle), so a
 cluster's nodes need Ray and Python, not aup-tui. The job's script and config come as bytes
-with the task and are written to a private folder on the node; the script runs in a session
+with the task and are written to the worker's private folder on the node (the script once per
+worker, by content; the config per job, removed after it); the script runs in a session
 (process group) of its own, its output comes back in batches of lines as it is written, and
 the last item is the exit status. Whatever is left in its group is killed before the task ends.
 
-Items the generator yields (plain tuples, cheap to pickle):
-``("started", node_id, node_ip, pgid, gpu_ids)``, ``("out", [line, …])``,
-``("exit", status, [line, …])``, or ``("error", text)`` when the script could not be started.
+The generator yields :data:`Item` tuples (cheap to pickle): where the job runs comes with its
+first batch of output, the exit status with its last; a trivial job is one item, one round trip.
 """
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import os
 import select
 import shutil
@@ -20,13 +22,19 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Generator, Iterator
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 MAX_LINE = 1 << 20  # as the managers' pump: a longer line comes in pieces of this size
 DRAIN_LIMIT = 2.0  # seconds to read what leftover children still write after the script exited
+HEADER_DELAY = 0.05  # s: where the job runs is told with its first output, or after this long
+DRAIN_WAIT = 0.002  # s to wait for more output (or the end) before sending a batch
 
-Item = tuple[Any, ...]
+#: where the job runs: (Ray node id, node address, process group id, GPU ids)
+Header = tuple[str, str, int, list[str]]
+#: one batch: (Header on the first one, else None; lines; exit status on the last one; error)
+Item = tuple[Header | None, list[bytes], int | None, str | None]
 
 
 def run_job(
@@ -50,17 +58,15 @@ def run_job(
     node_ip_address: Any = ray.util.get_node_ip_address  # untyped in Ray
     node_ip = str(node_ip_address())
     gpu_ids = [str(g) for g in ray.get_gpu_ids()]
-    folder = tempfile.mkdtemp(prefix="aup-ray-job-")
     proc: subprocess.Popen[bytes] | None = None
     reaped = False
+    config_path = ""
     try:
-        script_path = os.path.join(folder, os.path.basename(script_name) or "job")
-        with open(os.open(script_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700), "wb") as f:
-            f.write(script)
-        os.makedirs(os.path.join(folder, "jobs"))
-        config_path = os.path.join(folder, "jobs", config_name)
+        script_path = _script_file(script, script_name)
+        config_path = os.path.join(_folder(), f"{os.getpid()}.{uuid.uuid4().hex}.{config_name}")
         with open(config_path, "wb") as f:
             f.write(config)
+        folder = os.path.dirname(script_path)
         cwd = os.getcwd() if use_task_cwd else workingdir if os.path.isdir(workingdir) else folder
         child_env = dict(os.environ)
         child_env.update(env)
@@ -76,14 +82,17 @@ def run_job(
                 close_fds=True,
             )
         except OSError as exc:
-            yield ("error", f"could not start {script_name} on {node_ip}: {exc.strerror or exc}")
+            yield (None, [], None, f"could not start {script_name} on {node_ip}: {exc.strerror or exc}")
             return
-        yield ("started", node_id, node_ip, proc.pid, gpu_ids)
-        assert proc.stdout is not None
-        lines, tail = yield from _follow(proc)
-        code = proc.wait()
-        reaped = True
-        yield ("exit", code, lines + ([tail] if tail else []))
+        header: Header | None = (node_id, node_ip, proc.pid, gpu_ids)
+        for lines, final in _follow(proc):
+            if final:
+                code = proc.wait()
+                reaped = True
+                yield (header, lines, code, None)
+                return
+            yield (header, lines, None, None)
+            header = None
     finally:
         if proc is not None:
             if not reaped:  # the task was interrupted: nothing of the job outlives it
@@ -91,28 +100,35 @@ def run_job(
                 proc.wait()
             if proc.stdout is not None:
                 proc.stdout.close()
-        shutil.rmtree(folder, ignore_errors=True)
+        if config_path:
+            try:
+                os.unlink(config_path)
+            except OSError:
+                pass
 
 
-def _follow(proc: subprocess.Popen[bytes]) -> Generator[Item, None, tuple[list[bytes], bytes]]:
-    """Yield the job's output in batches of whole lines until it is over; returns the lines of
-    the last read and an unfinished last line. Leftover processes in the job's group are killed
-    once the script has exited (while its zombie still holds the group id)."""
+def _follow(proc: subprocess.Popen[bytes]) -> Iterator[tuple[list[bytes], bool]]:
+    """The job's output in batches of whole lines (and an unfinished last line in the final
+    batch), as `(lines, final)`; an empty first batch after HEADER_DELAY s without output (the
+    driver learns where the job runs). Leftover processes in the job's group are killed once the
+    script has exited (while its zombie still holds the group id)."""
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     buf = b""
+    started = time.monotonic()
+    quiet = True  # nothing yielded yet
     exited_at: float | None = None
     while True:
-        ready, _, _ = select.select([fd], [], [], 0.2)
+        ready, _, _ = select.select([fd], [], [], HEADER_DELAY if quiet else 0.2)
         lines: list[bytes] = []
         eof = False
-        while ready:  # everything there now, in one batch
+        while ready:  # everything there now (and what follows at once: often the end), in one batch
             data = os.read(fd, 65536)
             if not data:
                 eof = True
                 break
             buf += data
-            ready, _, _ = select.select([fd], [], [], 0)
+            ready, _, _ = select.select([fd], [], [], DRAIN_WAIT)
         if buf:
             *complete, buf = buf.split(b"\n")
             lines = [line + b"\n" for line in complete]
@@ -123,9 +139,40 @@ def _follow(proc: subprocess.Popen[bytes]) -> Generator[Item, None, tuple[list[b
             exited_at = time.monotonic()
         if eof or (exited_at is not None and time.monotonic() - exited_at > DRAIN_LIMIT):
             _kill(proc.pid, signal.SIGKILL)  # what the script left in its group
-            return lines, buf
-        if lines:
-            yield ("out", lines)
+            yield lines + ([buf] if buf else []), True
+            return
+        if lines or (quiet and time.monotonic() - started >= HEADER_DELAY):
+            yield lines, False
+            quiet = False
+
+
+_FOLDER: list[str] = []  # this worker's folder for scripts and configs, made on its first job
+_SCRIPTS: dict[tuple[str, str], str] = {}  # (content hash, name) → the script's file here
+
+
+def _folder() -> str:
+    """A private folder for this worker process (removed when it exits normally)."""
+    if not _FOLDER:
+        folder = tempfile.mkdtemp(prefix="aup-ray-")
+        atexit.register(shutil.rmtree, folder, True)
+        _FOLDER.append(folder)
+    return _FOLDER[0]
+
+
+def _script_file(script: bytes, name: str) -> str:
+    """The script written once per worker (by content): the next jobs of the experiment reuse it."""
+    key = (hashlib.sha256(script).hexdigest(), os.path.basename(name) or "job")
+    path = _SCRIPTS.get(key)
+    if path is None:
+        folder = os.path.join(_folder(), key[0][:16])
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, key[1])
+        tmp = f"{path}.{uuid.uuid4().hex}"
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700), "wb") as f:
+            f.write(script)
+        os.replace(tmp, path)
+        _SCRIPTS[key] = path
+    return path
 
 
 def _exited(pid: int) -> bool:
