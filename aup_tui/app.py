@@ -227,8 +227,8 @@ class AupApp(App[int]):
 
         if kind == "resume":
             question = (
-                f"Resume experiment {eid}? Its failed, stopped and interrupted jobs run again, "
-                "then the rest of its budget, here."
+                f"Resume experiment {eid}? Its failed and interrupted jobs (and those stopped with "
+                "it) run again, then the rest of its budget, here."
             )
         elif jids:
             question = (

@@ -110,8 +110,8 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="continue a stopped, failed or interrupted experiment: the rest of its budget",
         description="Continues the experiment under its own id: jobs that ran to their end are "
-        "kept and its proposer is rebuilt from them; failed, stopped and interrupted jobs run "
-        "again (as their next attempt), then the rest of n_samples.",
+        "kept and its proposer is rebuilt from them; failed and interrupted jobs, and those "
+        "stopped with it, run again (as their next attempt), then the rest of n_samples.",
     )
     resume.add_argument(
         "eid",

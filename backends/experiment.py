@@ -20,7 +20,7 @@ from .events import EventBus, ExperimentFinished, ExperimentStarted, JobQueued, 
 from .jobs import Job
 from .proposers import Proposer, get_proposer
 from .resources import AbstractResourceManager, get_resource_manager
-from .resume import NotResumable, ResumePlan
+from .resume import STOPPED_WITH_EXPERIMENT, NotResumable, ResumePlan
 from .status import ExperimentStatus, JobStatus, advance
 from .store import TinyDBConnector
 from .store.files import StoreWriteError
@@ -93,7 +93,7 @@ class Experiment:
             self._stop.set()
             rm = self.resource_manager
             if rm is not None and not self._over.is_set():
-                rm.stop_all(reason="experiment stopped")
+                rm.stop_all(reason=STOPPED_WITH_EXPERIMENT[0])
             if not self._in_flight:
                 self._idle.set()
 

@@ -1,12 +1,13 @@
 """Continue an ended experiment under its own id: `resume` runs the rest of its budget, `rerun`
 runs its failed jobs' configurations again.
 
-Both read the store only and return a `ResumePlan`; `Experiment.resume(plan)` runs it. A plan
-holds the proposer rebuilt from the jobs that ended on their own (FINISHED, EARLY_STOPPED: told
-their scores through `Proposer.replay`, as if it had proposed them in this process), and the jobs
-to run again (failed, stopped, interrupted). A job run again is a new attempt of the same job id,
-as a retry is: its row, its attempts and its logs (`jobs/<jid>.<attempt>.out`) stay together, and
-the totals count it once, with its latest outcome.
+Both read the store (once what dead processes left RUNNING is recorded INTERRUPTED) and return a
+`ResumePlan`; `Experiment.resume(plan)` runs it. A plan holds the proposer rebuilt from the jobs
+that ran to their end (FINISHED, EARLY_STOPPED, or STOPPED alone by a person: told their scores
+through `Proposer.replay`, as if it had proposed them in this process), and the jobs to run again
+(failed, interrupted, stopped with the experiment). A job run again is a new attempt of the same
+job id, as a retry is: its row, its attempts and its logs (`jobs/<jid>.<attempt>.out`) stay
+together, and the totals count it once, with its latest outcome.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from .store.process import ProcessId, is_alive
 
 #: what a job ended with that `resume` keeps: it ran to its end (a score, or the policy's stop)
 KEPT = frozenset({JobStatus.FINISHED, JobStatus.EARLY_STOPPED})
+#: why a job stopped with its whole experiment (`Experiment.stop`, Auptimizer's `suspend`): it
+#: runs again on resume, while one a person stopped alone is kept, as the run counted it
+STOPPED_WITH_EXPERIMENT = ("experiment stopped", "experiment suspended")
 #: what `rerun --failed` runs again
 FAILED = frozenset({JobStatus.FAILED, JobStatus.INTERRUPTED})
 
@@ -141,6 +145,12 @@ def recorded_config(connector: TinyDBConnector, exp: dict[str, Any]) -> Experime
     )
 
 
+def _ran_to_its_end(job: dict[str, Any]) -> bool:
+    """Finished, stopped by the early-stopping policy, or stopped alone by a person."""
+    status = job["status"]
+    return status in KEPT or (status == JobStatus.STOPPED and job.get("error") not in STOPPED_WITH_EXPERIMENT)
+
+
 def _group(docs: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for doc in sorted(docs, key=lambda d: d["jid"]):
@@ -150,15 +160,16 @@ def _group(docs: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 def plan_resume(connector: TinyDBConnector, eid: int) -> ResumePlan:
     """The rest of experiment `eid`'s budget: the proposer replayed with the jobs that ran to
-    their end; failed, stopped and interrupted jobs are proposed again (as their next attempt)."""
+    their end; failed and interrupted jobs, and those stopped with the experiment, are proposed
+    again (as their next attempt)."""
     exp = _record(connector, eid)
     why = why_not_resumable(connector, exp)
     if why:
         raise NotResumable(why)
     config = recorded_config(connector, exp)
     jobs = connector.jobs(eid)
-    kept = [j for j in jobs if j["status"] in KEPT]
-    again = [j for j in jobs if j["status"] not in KEPT]
+    kept = [j for j in jobs if _ran_to_its_end(j)]
+    again = [j for j in jobs if not _ran_to_its_end(j)]
     proposer = get_proposer(config)
     proposer.replay((j["config"], j["score"] if j["status"] == JobStatus.FINISHED else None) for j in kept)
     proposer.enqueue(j["config"] for j in again)

@@ -140,11 +140,16 @@ def test_kill_9_then_resume_keeps_finished_jobs_and_runs_the_rest_once(workdir):
     }
 
 
-def test_stop_then_resume_runs_the_stopped_jobs_again(workdir):
+def test_stop_then_resume_runs_the_jobs_stopped_with_it_again_not_one_stopped_alone(workdir):
     gated(workdir, fast=2)
     grid(workdir, n=6)
     proc = start_gated_run(workdir, finished=2)
     try:
+        alone = min(j["jid"] for j in status(workdir)["jobs"] if j["status"] == "RUNNING")
+        assert cli("stop", "--job", str(alone), cwd=workdir).returncode == 0  # a person's choice
+        wait_for(
+            lambda: counts(status(workdir)) == {"FINISHED": 2, "STOPPED": 1, "RUNNING": 2}, what="next job"
+        )
         assert cli("stop", "--experiment", "1", cwd=workdir).returncode == 0
         proc.wait(30)
     finally:
@@ -152,15 +157,16 @@ def test_stop_then_resume_runs_the_stopped_jobs_again(workdir):
             proc.kill()
     assert proc.returncode == 130
     stopped = status(workdir)
-    assert stopped["status"] == "STOPPED" and counts(stopped) == {"FINISHED": 2, "STOPPED": 2}
+    assert stopped["status"] == "STOPPED" and counts(stopped) == {"FINISHED": 2, "STOPPED": 3}
 
     (workdir / "go").touch()
     out = cli("resume", "1", "--headless", cwd=workdir)
     assert out.returncode == 0, out.stderr
-    assert "(stopped): 2 of 6 finished, 4 to run" in out.stderr
+    assert "(stopped): 2 of 6 finished, 3 to run" in out.stderr
     done = status(workdir)
-    assert done["status"] == "FINISHED" and counts(done) == {"FINISHED": 6}
+    assert done["status"] == "FINISHED" and counts(done) == {"FINISHED": 5, "STOPPED": 1}
     assert sorted(j["config"]["x"] for j in done["jobs"]) == list(range(1, 7))
+    assert [a["status"] for a in attempts(workdir, alone)] == ["STOPPED"]  # stays as the person left it
 
 
 def test_a_finished_experiment_is_not_resumed_and_says_what_to_do(workdir):

@@ -48,7 +48,7 @@ class DashboardCommands(ScreenCommands["DashboardScreen"]):
         if self.allows("resume"):
             yield PaletteCommand(
                 "Resume experiment",
-                "run its failed, stopped and interrupted jobs again, then the rest of its budget (R)",
+                "run its failed, interrupted and stopped jobs again, then the rest of its budget (R)",
                 screen.action_resume,
             )
         if self.allows("rerun_failed"):
