@@ -243,3 +243,27 @@ def test_the_tpe_proposer_is_rebuilt_from_the_finished_jobs(workdir):
     assert out.returncode == 0, out.stderr
     done = status(workdir)
     assert counts(done) == {"FINISHED": 5} and len(done["jobs"]) == 5
+
+
+@pytest.mark.parametrize("name", ["tpe", "hyperopt", "cmaes", "qmc", "gp", "spearmint"])
+def test_a_learning_proposer_proposes_the_unfinished_jobs_again_first_within_the_budget(name):
+    from aup_tui_backends.config import validate_experiment
+    from aup_tui_backends.proposers import config_key, get_proposer
+
+    space = [
+        {"name": "lr", "range": [0.001, 0.1], "type": "float"},
+        {"name": "layers", "range": [1, 4], "type": "int"},
+        {"name": "opt", "range": ["sgd", "adam"], "type": "choice"},
+    ]
+    data = {"name": "t", "script": "t.py", "resource": "cpu", "target": "max", "proposer": name}
+    proposer = get_proposer(validate_experiment({**data, "parameter_config": space, "n_samples": 6}))
+    done = [({"lr": 0.01, "layers": 2, "opt": "adam"}, 0.5), ({"lr": 0.05, "layers": 1, "opt": "sgd"}, None)]
+    unfinished = [{"lr": 0.02, "layers": 3, "opt": "sgd"}, {"lr": 0.09, "layers": 4, "opt": "adam"}]
+    proposer.replay(done)
+    proposer.enqueue(unfinished)
+    jobs = []
+    while (job := proposer.get()) is not None:
+        jobs.append(job)
+        proposer.update(1.0, job)
+    assert [config_key(j) for j in jobs[:2]] == [config_key(c) for c in unfinished]
+    assert len(jobs) == 4  # 6 less the 2 replayed: the unfinished ones are part of what is left
