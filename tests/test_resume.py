@@ -206,8 +206,9 @@ def test_resume_of_a_failed_experiment_runs_the_failed_job_again_once_fixed(work
     failed = status(workdir)
     assert failed["status"] == "FAILED" and counts(failed) == {"FINISHED": 1, "FAILED": 1}
     (workdir / "fixed").touch()
-    out = cli("resume", "--headless", cwd=workdir)
+    out = cli("resume", cwd=workdir)  # no terminal here: as `run`, it goes on headless
     assert out.returncode == 0, out.stderr
+    assert "no terminal for the dashboard: running headless" in out.stderr
     done = status(workdir)
     assert done["status"] == "FINISHED" and counts(done) == {"FINISHED": 4}
     assert [a["status"] for a in attempts(workdir, failed["jobs"][1]["jid"])] == ["FAILED", "FINISHED"]

@@ -186,3 +186,22 @@ async def test_readonly_watch_offers_neither_resume_nor_rerun(tmp_path):
         await pilot.press("R")
         await pilot.pause()
         assert not isinstance(app.screen, ConfirmScreen)
+
+
+async def test_aup_tui_resume_opens_the_dashboard_live_with_the_earlier_jobs_shown(tmp_path):
+    from aup_tui_backends.resume import plan_resume
+
+    auppath = two_experiments(tmp_path)
+    connector = TinyDBConnector(auppath)
+    app = AupApp(auppath, connector=connector, plan=plan_resume(connector, 1))  # as `aup-tui resume 1`
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: live_dashboard(app) is not None)
+            state = app.screen.state
+            assert state.eid == 1 and 1 in {
+                r.config.get("x") for r in state.jobs.values()
+            }  # shown from the start
+            await wait_until(pilot, lambda: state.status == "FINISHED", timeout=30)
+            assert state.done == 4 and len(state.jobs) == 4
+    finally:
+        finish(app)
