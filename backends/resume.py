@@ -24,7 +24,7 @@ from .proposers import Proposer, config_key, get_proposer
 from .proposers.base import Params
 from .status import ExperimentStatus, JobStatus
 from .store import TinyDBConnector
-from .store.process import ProcessId, is_alive
+from .store.process import owner_alive
 
 #: what a job ended with that `resume` keeps: it ran to its end (a score, or the policy's stop)
 KEPT = frozenset({JobStatus.FINISHED, JobStatus.EARLY_STOPPED})
@@ -66,14 +66,9 @@ class ResumePlan:
         return docs.pop(0) if docs else None
 
 
-def _owner_alive(exp: dict[str, Any]) -> bool:
-    owner = exp.get("owner")
-    return isinstance(owner, list) and len(owner) == 2 and is_alive(ProcessId(int(owner[0]), int(owner[1])))
-
-
 def running_now(exp: dict[str, Any]) -> bool:
     """A live process runs experiment `exp` (its record says RUNNING and its owner lives)."""
-    return exp.get("status") == ExperimentStatus.RUNNING and _owner_alive(exp)
+    return exp.get("status") == ExperimentStatus.RUNNING and owner_alive(exp.get("owner"))
 
 
 def why_not_resumable(connector: TinyDBConnector, exp: dict[str, Any]) -> str | None:

@@ -11,15 +11,11 @@ from typing import Any
 from ..status import ExperimentStatus, JobStatus
 from .database import log
 from .files import StoreCorruptError, StoreWriteError, table
-from .process import ProcessId, is_alive
+from .process import owner_alive
 from .requests import RequestRecords
 from .resources import ResourceRecords
 from .results import ResultRecords
 from .schema import LIVE_STATES
-
-
-def _owner_alive(owner: list[Any] | None) -> bool:
-    return owner is not None and bool(owner) and is_alive(ProcessId(*owner))
 
 
 class ExperimentRecords(ResultRecords, ResourceRecords, RequestRecords):
@@ -37,12 +33,12 @@ class ExperimentRecords(ResultRecords, ResourceRecords, RequestRecords):
     def _recover(self) -> dict[str, list[int]]:
         now = time.time()
         with self._locked():
-            freed = [d["rid"] for d in self._taken().values() if not _owner_alive(d.get("owner"))]
+            freed = [d["rid"] for d in self._taken().values() if not owner_alive(d.get("owner"))]
             self._delete(self.META, "taken", freed)
             experiments = [
                 d["eid"]
                 for d in self._raw(self.META, "experiments").values()
-                if d["status"] == ExperimentStatus.RUNNING and not _owner_alive(d.get("owner"))
+                if d["status"] == ExperimentStatus.RUNNING and not owner_alive(d.get("owner"))
             ]
             interrupted = {"status": ExperimentStatus.INTERRUPTED, "end": now}
             self._patch(self.META, "experiments", experiments, interrupted)
@@ -103,7 +99,7 @@ class ExperimentRecords(ResultRecords, ResourceRecords, RequestRecords):
         returns the record, or None when there is no such experiment or a live process runs it."""
         with self._locked():
             doc = self._raw(self.META, "experiments").get(str(eid))
-            if doc is None or (doc["status"] == ExperimentStatus.RUNNING and _owner_alive(doc.get("owner"))):
+            if doc is None or (doc["status"] == ExperimentStatus.RUNNING and owner_alive(doc.get("owner"))):
                 return None
             new = {
                 **doc,

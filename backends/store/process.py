@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class ProcessId(NamedTuple):
@@ -42,3 +42,12 @@ def is_alive(proc: ProcessId) -> bool:
     if fields[0] == b"Z":
         return False
     return not proc.start or int(fields[19]) == proc.start
+
+
+def owner_alive(owner: Any) -> bool:
+    """Whether the process a record names as its `owner` (`[pid, start]`, as stored) still runs."""
+    return (
+        isinstance(owner, (list, tuple))
+        and len(owner) == 2
+        and is_alive(ProcessId(int(owner[0]), int(owner[1])))
+    )
