@@ -268,3 +268,21 @@ def test_a_learning_proposer_proposes_the_unfinished_jobs_again_first_within_the
         proposer.update(1.0, job)
     assert [config_key(j) for j in jobs[:2]] == [config_key(c) for c in unfinished]
     assert len(jobs) == 4  # 6 less the 2 replayed: the unfinished ones are part of what is left
+
+
+def test_the_store_restarts_an_ended_experiment_once_and_never_one_a_live_process_runs(tmp_path):
+    from aup_tui_backends.store import TinyDBConnector
+
+    connector = TinyDBConnector(str(tmp_path / ".aup"))
+    try:
+        eid = connector.start_experiment("me", "e", {"name": "e"}, n_samples=3)
+        assert connector.start_experiment_by_eid(eid) is None  # this (live) process runs it
+        connector.end_experiment(eid, "FAILED", reason="job 1 failed")
+        started = connector.get_experiment(eid)["start"]
+        doc = connector.start_experiment_by_eid(eid)
+        assert doc is not None and doc["status"] == "RUNNING" and doc["end"] is None and "reason" not in doc
+        assert connector.get_experiment(eid)["start"] == started  # the same experiment goes on
+        assert connector.start_experiment_by_eid(eid) is None  # a second resume is refused
+        assert connector.start_experiment_by_eid(eid + 1) is None
+    finally:
+        connector.close()
