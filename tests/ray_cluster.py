@@ -147,10 +147,11 @@ class RayCluster:
             f"--temp-dir={self.temp}",
         )
 
-    def add_worker(self, num_cpus: int) -> int:
-        """Start a worker node; returns its raylet's pid."""
+    def add_worker(self, num_cpus: int, num_gpus: int = 0) -> int:
+        """Start a worker node (`num_gpus`: GPUs Ray hands out by id, none needed); returns its
+        raylet's pid."""
         before = self.raylets()
-        self._ray_start(f"--address={self.address}", f"--num-cpus={num_cpus}")
+        self._ray_start(f"--address={self.address}", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}")
         new = self.raylets() - before
         assert len(new) == 1, new
         return new.pop()
@@ -163,7 +164,7 @@ class RayCluster:
             raise RuntimeError(f"ray start {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
 
 
-def start_cluster(workers: int = 1, cpus: int = 2) -> RayCluster:
+def start_cluster(workers: int = 1, cpus: int = 2, gpus: int = 0) -> RayCluster:
     """A namespace with a Ray head and `workers` worker nodes; pytest.skip with the reason when
     Ray is missing or a namespace cannot be made."""
     if ray_cli() is None:
@@ -179,7 +180,7 @@ def start_cluster(workers: int = 1, cpus: int = 2) -> RayCluster:
     try:
         cluster.start_head()
         for _ in range(workers):
-            cluster.add_worker(cpus)
+            cluster.add_worker(cpus, gpus)
     except BaseException:
         stop_cluster(cluster)
         raise

@@ -24,7 +24,7 @@ ROSENBROCK = ROOT / "examples" / "rosenbrock" / "rosenbrock.py"
 
 @pytest.fixture(scope="module")
 def cluster():
-    cluster = start_cluster(workers=1, cpus=2)
+    cluster = start_cluster(workers=1, cpus=2, gpus=2)
     yield cluster
     stop_cluster(cluster)
 
@@ -129,12 +129,53 @@ def test_a_failing_job_fails_the_experiment_with_its_exit_status(cluster, tmp_pa
     assert [j["status"] for j in status(cluster, folder)["jobs"]] == ["FAILED"]
 
 
-def test_probe_shows_the_clusters_nodes(cluster, tmp_path):
+def test_num_gpus_gives_the_job_its_cards_and_other_jobs_none(cluster, tmp_path):
+    """Ray hands out the worker's two GPUs by id (no card needed) and sets CUDA_VISIBLE_DEVICES in
+    the job's environment; a job that asks for none sees none, as on the CPU manager."""
+    folder = ray_folder(cluster, tmp_path)
+    write_script(folder, "job.sh", 'echo "cards=[$CUDA_VISIBLE_DEVICES]"; echo "#Auptimizer:1"')
+    for n, want in ((1, ("cards=[0]", "cards=[1]")), (0, ("cards=[]",))):
+        exp = write_experiment(
+            folder, f"gpu{n}.json", resource="ray", n_samples=2, resource_args={"num_gpus": n}
+        )
+        done = cluster.ns.cli("run", "--headless", str(exp), cwd=folder, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        report = status(cluster, folder)
+        for job in report["jobs"]:
+            log = (folder / "jobs" / f"{job['jid']}.1.out").read_text()
+            assert any(w in log for w in want), log
+            assert ("GPUs: none" in log) == (n == 0), log
+
+
+def monitor_rows(cluster: RayCluster) -> dict:
+    """What the nodes panel is given: RayClusterMonitor's rows, sampled in a driver in the namespace."""
+    code = f"""
+import json, ray
+from aup_tui_backends.monitors.ray_cluster import RayClusterMonitor
+ray.init(address={cluster.address!r}, log_to_driver=False, logging_level="ERROR")
+rows = RayClusterMonitor().sample()
+print(json.dumps({{k: [str(s.state), s.host, s.usage, s.error] for k, s in rows.items()}}))
+ray.shutdown()
+"""
+    import sys
+
+    done = cluster.ns.run([sys.executable, "-c", code])
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_probe_and_the_nodes_panels_monitor_show_the_clusters_nodes(cluster, tmp_path):
     folder = ray_folder(cluster, tmp_path)
     done = cluster.ns.cli("resources", "--probe", cwd=folder, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "Ray: 2 nodes alive, 0 dead; CPUs 0/2 in use; GPUs 0/0 in use" in done.stdout
+    assert "Ray: 2 nodes alive, 0 dead; CPUs 0/2 in use; GPUs 0/2 in use" in done.stdout
     assert "127.0.0.1 (head)  UP  CPU 0/0 GPU 0/0" in done.stdout
+    rows = monitor_rows(cluster)
+    assert sorted(r[:3] for r in rows.values()) == [
+        ["UP", "127.0.0.1", "CPU 0/2 GPU 0/2"],
+        ["UP", "127.0.0.1 (head)", "CPU 0/0 GPU 0/0"],
+    ]
+    assert all(name.startswith("ray ") for name in rows)
 
 
 def test_a_job_whose_node_is_lost_runs_again_elsewhere(cluster, tmp_path):
@@ -175,6 +216,11 @@ def test_a_job_whose_node_is_lost_runs_again_elsewhere(cluster, tmp_path):
     retried = [log for log in logs if "[aup] lost Ray node 127.0.0.1" in log]
     assert retried and all("running it again (1 of 2)" in log for log in retried)
     assert all(log.rstrip().endswith("#Auptimizer:1") for log in logs)
+    # the lost node shows as dead, with Ray's reason
+    rows = monitor_rows(cluster)
+    assert sorted(r[0] for r in rows.values()) == ["DOWN", "UP", "UP"]
+    probe = cluster.ns.cli("resources", "--probe", cwd=folder, timeout=120).stdout
+    assert "Ray: 2 nodes alive, 1 dead" in probe and "  DEAD  " in probe
 
 
 def test_without_an_address_a_local_ray_runs_the_jobs_and_ends_with_the_run(tmp_path):

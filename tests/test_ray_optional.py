@@ -91,3 +91,32 @@ def test_a_cpu_experiment_and_the_cli_never_import_ray(tmp_path):
         tmp_path,
     )
     assert done.stdout.strip().splitlines()[-1] == "False 0", done.stdout + done.stderr
+
+
+async def test_the_nodes_panel_shows_ray_nodes_alive_and_dead_with_cpus_and_gpus_in_use(utc):
+    """The rows RayClusterMonitor hands the dashboard: UP with CPUs and GPUs in use of total, and
+    a dead node DOWN with Ray's reason (built here from fixed nodes; Ray itself is not needed)."""
+    from aup_tui_backends.monitors.ray_cluster import RayNode, node_statuses
+    from panel_scenes import gpu_snapshot
+    from scenes import CLOCK, demo_state
+    from test_panels import WIDE, node_rows
+
+    from aup_tui.app import AupApp
+    from aup_tui.monitoring import StaticMonitoring
+
+    nodes = [
+        RayNode("a1" * 28, "10.0.0.1", True, head=True, cpus_used=0, gpus_used=0, memory=8 << 30),
+        RayNode("b2" * 28, "10.0.0.2", True, cpus=8, cpus_used=3, gpus=2, gpus_used=1),
+        RayNode("c3" * 28, "10.0.0.3", False, cpus=8, reason="The node was killed: raylet died"),
+    ]
+    statuses = node_statuses(nodes, jobs={"b2" * 28: 3}, now=CLOCK())
+    app = AupApp(state=demo_state(), clock=CLOCK, find=False)
+    app.monitoring = StaticMonitoring(gpu_snapshot(), statuses)
+    async with app.run_test(size=WIDE) as pilot:
+        await pilot.pause(0.2)
+        rows = node_rows(app)
+        assert rows["ray b2b2b2b2"][1] == "UP" and rows["ray b2b2b2b2"][5] == "3"
+        assert rows["ray b2b2b2b2"][-1] == "CPU 3/8 GPU 1/2"
+        assert rows["ray a1a1a1a1"][-1] == "CPU 0/0 GPU 0/0"
+        assert rows["ray c3c3c3c3"][1] == "DOWN"
+        assert rows["ray c3c3c3c3"][-1] == "The node was killed: raylet died"
