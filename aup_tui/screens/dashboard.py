@@ -37,6 +37,7 @@ from ..widgets.job_table import JobTable, format_params
 from ..widgets.nodes_panel import NodesPanel
 from ..widgets.score_plot import ScorePlot
 from .dashboard_commands import DashboardCommands
+from .dashboard_continue import ContinueActions
 
 POLL_INTERVAL = 0.5  # seconds between store reads in watch mode (after the previous one ended)
 MIN_BATCH_INTERVAL = 0.05  # at most ~20 state updates a second
@@ -50,14 +51,6 @@ READONLY_HIDDEN = frozenset({"stop_job", "stop_experiment", "answer_passive", "r
 STORE_DOWN, STORE_UP = "store can't be written", "store can be written again"
 
 
-def _status(text: str) -> ExperimentStatus:
-    """The experiment status `text` names (a view's CONNECTING reads as PENDING)."""
-    try:
-        return ExperimentStatus(text)
-    except ValueError:
-        return ExperimentStatus.PENDING
-
-
 def no_match_text(text: str, status: str | None) -> str:
     """What an empty filter result says: what matched nothing, and how to get the jobs back."""
     jobs = f"{status.lower()} jobs" if status else "jobs"
@@ -65,7 +58,7 @@ def no_match_text(text: str, status: str | None) -> str:
     return f"no {jobs}{match} — esc clears the filter" + ("" if text else ", f shows the next status")
 
 
-class DashboardScreen(Screen):
+class DashboardScreen(ContinueActions, Screen):
     """One experiment, live. `source` carries stop requests and passive answers (None: read-only)."""
 
     CSS_PATH = "dashboard.tcss"
@@ -328,46 +321,10 @@ class DashboardScreen(Screen):
         if action == "problems":
             return bool(self.state.problems)
         if action == "resume":
-            return self._can_continue() and _status(self.state.status).is_resumable
+            return self.resume_applies()
         if action == "rerun_failed":
-            return (
-                self._can_continue()
-                and self.state.status == ExperimentStatus.FINISHED
-                and self.state.failed > 0
-            )
+            return self.rerun_failed_applies()
         return True
-
-    def _can_continue(self) -> bool:
-        """Whether this experiment is over, in the store, and this app may start it again."""
-        return (
-            self.state.eid is not None
-            and not self.state.is_live
-            and hasattr(self.app, "continue_experiment")
-            and (self.connector is not None or isinstance(self.source, LiveSource))
-        )
-
-    def action_resume(self) -> None:
-        """Continue this stopped, failed or interrupted experiment here (asks first)."""
-        if self.state.eid is not None:
-            self.app.continue_experiment(self.state.eid, "resume")  # type: ignore[attr-defined]
-
-    def action_rerun_failed(self) -> None:
-        """Run this finished experiment's failed jobs again, as their next attempts (asks first)."""
-        if self.state.eid is not None:
-            self.app.continue_experiment(self.state.eid, "rerun")  # type: ignore[attr-defined]
-
-    def can_rerun_job(self, jid: int) -> bool:
-        """Whether job `jid` has ended in a finished experiment, so it can run again here (one
-        that ended before its budget was spent is resumed instead: `R` on the dashboard)."""
-        row = self.state.jobs.get(jid)
-        if getattr(self.app, "readonly", False) or row is None or not self._can_continue():
-            return False
-        return self.state.status == ExperimentStatus.FINISHED and JobStatus(row.status).is_final
-
-    def rerun_job(self, jid: int) -> None:
-        """Run job `jid`'s config again as its next attempt (the job detail's `R`; asks first)."""
-        if self.state.eid is not None and self.can_rerun_job(jid):
-            self.app.continue_experiment(self.state.eid, "rerun", [jid])  # type: ignore[attr-defined]
 
     def action_stop_job(self) -> None:
         jid = self.selected_jid
