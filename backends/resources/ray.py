@@ -21,6 +21,7 @@ Ray is the optional extra `aup-tui[ray]`; this module is imported only for a Ray
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -135,6 +136,7 @@ class RayResourceManager(AbstractResourceManager):
         self.max_retries = max(0, int(max_retries))
         self.kill_grace = max(0.0, float(kill_grace))
         self._running: dict[int, RayJob] = {}
+        self._scripts: dict[str, tuple[tuple[str, int, int], bytes]] = {}
         self._own_ray = connect(self.address)
         options: dict[str, Any] = {
             "num_returns": "streaming",
@@ -173,10 +175,9 @@ class RayResourceManager(AbstractResourceManager):
             if not self.num_gpus:  # as a CPU job: no card (Ray sets it for a job that asks for some)
                 env["CUDA_VISIBLE_DEVICES"] = ""
             job.verify_local()
-            with open(job.script_path, "rb") as f:
-                script = f.read()
-            with open(job.write_config(), "rb") as f:
-                config = f.read()
+            script = self._script(job.script_path)
+            job.write_config()  # the local copy, in jobs/ as for every resource
+            config = json.dumps({**job.config, "job_id": jid}).encode()
             logf = open(job.log_path(), "wb", buffering=0)  # noqa: SIM115 -- unbuffered: followed live
         except AupError as exc:  # before OSError: a JobError is an EnvironmentError too
             job.error = str(exc)
@@ -238,8 +239,9 @@ class RayResourceManager(AbstractResourceManager):
                         self.kill(job)
                 if lines:
                     last = self.pump_output(job, lines, logf) or last
-                if exit_code is not None:
+                if exit_code is not None:  # the last item: the task's own end is not waited for
                     code = int(exit_code)
+                    break
                 if error is not None:
                     job.error = str(error)
         except rex.TaskCancelledError:
@@ -269,6 +271,16 @@ class RayResourceManager(AbstractResourceManager):
                 f"{os.path.basename(job.script_path)} {_exit_text(code)} on Ray node "
                 f"{state.node_ip}{tail}; see {job.log_path()}"
             )
+
+    def _script(self, path: str) -> bytes:
+        """The script's bytes, read again only when the file changed (every job ships them)."""
+        st = os.stat(path)
+        key = (path, st.st_mtime_ns, st.st_size)
+        cached = self._scripts.get(path)
+        if cached is None or cached[0] != key:
+            with open(path, "rb") as f:
+                cached = self._scripts[path] = (key, f.read())
+        return cached[1]
 
     # -- stopping ---------------------------------------------------------------------------------
 
