@@ -116,3 +116,50 @@ def test_local_jobs_run_without_a_thread_each_and_leave_the_interpreter_settings
         assert sys.getswitchinterval() == before
     finally:
         store.close()
+
+
+def test_a_job_that_cannot_be_followed_fails_with_why_and_is_not_left_running(tmp_path, monkeypatch):
+    """Out of file descriptors after the job started (its exit can't be watched): the job
+    fails saying so, and its process is killed rather than left running unseen."""
+    import errno
+
+    from aup_tui_backends.jobs import Job
+    from aup_tui_backends.resources import reactor
+    from aup_tui_backends.resources.cpu import CPUResourceManager
+    from aup_tui_backends.setup import init_aup
+    from aup_tui_backends.store import TinyDBConnector
+
+    def no_descriptors(proc):
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    auppath = str(tmp_path / ".aup")
+    init_aup(auppath, cpu=1, overwrite=True)
+    write_script(tmp_path, "job.sh", 'sleep 30; echo "#Auptimizer:1"')
+    store = TinyDBConnector(auppath)
+    monkeypatch.setattr(reactor, "exit_fd", no_descriptors)
+    try:
+        rm = CPUResourceManager(store, 1)
+        got: list = []
+        job = Job("job.sh", {}, str(tmp_path), retries=0)
+        rm.run_job(job, rm.get_available("me", "cpu"), {}, lambda score, jid: got.append(score))
+        rm.finish()
+        assert got == [None]
+        assert job.status == "FAILED" and "Too many open files" in job.error
+        assert store.get_job(job.jid, rm.eid)["status"] == "FAILED"
+        assert not _processes_running(str(tmp_path / "job.sh"))
+    finally:
+        store.close()
+
+
+def _processes_running(arg: str) -> list[int]:
+    """Pids of the processes with `arg` in their command line."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if arg.encode() in f.read().split(b"\0"):
+                        pids.append(int(entry))
+            except OSError:
+                pass
+    return pids

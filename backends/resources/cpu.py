@@ -144,7 +144,17 @@ class CPUResourceManager(AbstractResourceManager):
             self._reap(job, proc, log, pump, crash)
             done(job.results[-1][0] if job.results else None)
 
-        self._reactor.follow(proc, pump.feed, ended)
+        try:
+            self._reactor.follow(proc, pump.feed, ended)
+        except BaseException:  # not followed (out of descriptors): no job left running unseen
+            with self._lock:
+                _signal_group(proc.pid, signal.SIGKILL)
+                proc.wait()
+                self._procs.pop(jid, None)
+            assert proc.stdout is not None
+            proc.stdout.close()
+            log.close()
+            raise
         if jid in self._stop_reasons:  # stopped between dispatch and start
             self.kill(job)
 

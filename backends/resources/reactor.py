@@ -81,21 +81,35 @@ class ProcessReactor:
 
     def follow(self, proc: subprocess.Popen[bytes], on_chunk: OnChunk, on_end: OnEnd) -> None:
         """Follow a started process with `stdout` a pipe: its output in lines (at most MAX_LINE
-        bytes each, as `readline(MAX_LINE)` gives them) to `on_chunk`, then `on_end`."""
+        bytes each, as `readline(MAX_LINE)` gives them) to `on_chunk`, then `on_end`. OSError
+        (e.g. out of descriptors) when it can't be followed: then nothing of it is kept here."""
         followed = _Followed(proc, on_chunk, on_end)
         os.set_blocking(followed.out, False)
-        with self._lock:
+        with self._lock:  # the thread can't end before this job counts, nor see half of it
             epoll = self._start_thread()
+            try:
+                epoll.register(followed.out, select.EPOLLIN)
+                try:
+                    epoll.register(followed.exit, select.EPOLLIN)
+                except BaseException:
+                    epoll.unregister(followed.out)
+                    raise
+            except BaseException:
+                os.close(followed.exit)
+                raise
             self._active += 1
             self._by_fd[followed.out] = followed
             self._by_fd[followed.exit] = followed
-            epoll.register(followed.out, select.EPOLLIN)
-            epoll.register(followed.exit, select.EPOLLIN)
 
     def defer(self, call: Callable[[], None]) -> None:
         """Run `call` on the reactor's thread, after what it is doing now."""
         with self._lock:  # the thread can't end (and close the pipe) before the call has run
-            self._start_thread()
+            try:
+                self._start_thread()
+            except OSError:  # no descriptor left for the thread's epoll: a thread of its own
+                self._active += 1
+                threading.Thread(target=self._run_alone, args=(call,), daemon=True).start()
+                return
             self._active += 1
             self._deferred.append(call)
             try:
@@ -114,8 +128,13 @@ class ProcessReactor:
     def _start_thread(self) -> select.epoll:
         """The running thread's epoll, starting the thread first if none runs (under the lock)."""
         if self._epoll is None:
-            self._epoll = select.epoll()
-            self._wake_r, self._wake_w = os.pipe()
+            epoll = select.epoll()
+            try:
+                self._wake_r, self._wake_w = os.pipe()
+            except OSError:
+                epoll.close()
+                raise
+            self._epoll = epoll
             os.set_blocking(self._wake_r, False)
             os.set_blocking(self._wake_w, False)
             self._epoll.register(self._wake_r, select.EPOLLIN)
@@ -177,12 +196,16 @@ class ProcessReactor:
                 if not self._deferred:
                     return
                 call = self._deferred.popleft()
-            try:
-                call()
-            except Exception:
-                logger.exception("a deferred call of %s failed", self._name)
-            finally:
-                self._done_one()
+            self._run_alone(call)
+
+    def _run_alone(self, call: Callable[[], None]) -> None:
+        """Run a deferred call; it counts as over once it has returned."""
+        try:
+            call()
+        except Exception:
+            logger.exception("a deferred call of %s failed", self._name)
+        finally:
+            self._done_one()
 
     def _read(self, followed: _Followed, reads: int) -> bool:
         """Read up to `reads` times what the pipe holds; True when it is empty or at its end."""
