@@ -416,8 +416,10 @@ class Monitoring:
                 self.nodes.note_alive(name)
 
     def _on_gpu(self, snapshot: GPUSnapshot) -> None:
-        self.last_snapshot = snapshot
-        self._post(lambda: GPUSampled(snapshot))
+        last, self.last_snapshot = self.last_snapshot, snapshot
+        # still no GPUs, for the same reason: nothing new to show (an idle app stays idle)
+        if last is None or last.available or snapshot.available or last.reason != snapshot.reason:
+            self._post(lambda: GPUSampled(snapshot))
         self._refresh_jobs()  # for the next sample
 
     def _on_nodes(self, statuses: dict[str, NodeStatus]) -> None:

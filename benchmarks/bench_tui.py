@@ -169,7 +169,10 @@ async def idle_cpu(seconds: float, watch: bool) -> float:
         if watch:
             import subprocess
 
-            env = dict(os.environ, PYTHONPATH=str(ROOT))
+            env = dict(
+                os.environ,
+                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            )
             runner = subprocess.Popen(
                 [sys.executable, "-m", "aup_tui.cli", "run", "--headless", str(folder / "experiment.json")],
                 cwd=folder,
@@ -209,6 +212,7 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer events and a shorter idle window")
     parser.add_argument("--render-only", action="store_true", help="only the first-render figure")
+    parser.add_argument("--idle-only", action="store_true", help="only the idle CPU figures")
     args = parser.parse_args()
     n_events = 300 if args.quick else 1000
     idle_window = 3.0 if args.quick else 10.0
@@ -217,6 +221,8 @@ async def main() -> int:
         render = await first_render(10_000)
         print(f"first render, 10,000 finished jobs: {render:6.2f} s   (target ≤ 0.5 s)")
         return 0 if render <= 0.5 else 1
+    if args.idle_only:
+        return 0 if await idle_figures(idle_window) else 1
 
     small = await time_events(100, n_events)
     large = await time_events(10_000, n_events)
@@ -234,13 +240,20 @@ async def main() -> int:
     print(f"first render, 10,000 finished jobs: {render:6.2f} s   (target ≤ 0.5 s) {verdict}")
     ok &= render <= 0.5
 
+    ok &= await idle_figures(idle_window)
+    return 0 if ok else 1
+
+
+async def idle_figures(window: float) -> bool:
+    """Print the idle CPU of `run` and of `watch`; whether both are under 3 % of a core."""
+    ok = True
     for watch in (False, True):
-        pct = await idle_cpu(idle_window, watch)
+        pct = await idle_cpu(window, watch)
         what = "watch (store polling)" if watch else "run (engine in process)"
         verdict = "ok" if pct < 3.0 else "TOO BUSY"
         print(f"idle CPU, {what:24s} {pct:6.2f}% of one core   (target < 3%) {verdict}")
         ok &= pct < 3.0
-    return 0 if ok else 1
+    return ok
 
 
 if __name__ == "__main__":

@@ -149,6 +149,7 @@ class JobTable(FastDataTable):
         self._colors: dict[str, str] = {}
         self._status_cells: dict[str, Text] = {}
         self._running_jobs: set[int] = set()  # shown jobs that run now
+        self._subtitle = ""
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -361,7 +362,6 @@ class JobTable(FastDataTable):
         for jid in self._shown:
             row = self.state.jobs[jid]
             self._set_cell(str(jid), "status", self._cells(row, now)[1])
-        self._dirty_cells = True
         self._cells_changed()
 
     # -- selection, sorting, filtering ----------------------------------------------------
@@ -510,7 +510,9 @@ class JobTable(FastDataTable):
             parts.append(f"sorted by {name} {'▼' if self.sort_reverse else '▲'}")
         if self._running_jobs:  # running jobs among the rows shown: something to follow
             parts.append("following running jobs (F)" if self.follow else "F follows running jobs")
-        self.border_subtitle = " · ".join(parts)
+        subtitle = " · ".join(parts)
+        if subtitle != self._subtitle:  # setting it redraws the whole table, even to the same text
+            self._subtitle = self.border_subtitle = subtitle
 
     def _stop_following(self) -> None:
         if self.follow:
