@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import time
@@ -178,6 +179,52 @@ def test_probe_and_the_nodes_panels_monitor_show_the_clusters_nodes(cluster, tmp
     assert all(name.startswith("ray ") for name in rows)
 
 
+def screen_text(data: bytes) -> str:
+    """What a terminal was sent, without its escape sequences (enough to find words on screen)."""
+    return re.sub(r"\x1b\[[0-9;?<>=]*[A-Za-z$~]", "", data.decode("utf-8", "replace"))
+
+
+def test_the_tui_runs_a_ray_experiment_and_shows_the_clusters_nodes(cluster, tmp_path):
+    """`aup-tui run` on a terminal (a pty): Ray starts its driver under the TUI's captured output,
+    the jobs run, and the nodes panel shows the cluster's nodes, sampled off the UI thread."""
+    import select
+    import sys
+
+    from helpers import set_window_size
+
+    folder = ray_folder(cluster, tmp_path)
+    write_script(folder, "job.sh", 'sleep 1; echo "#Auptimizer:1"')
+    exp = write_experiment(folder, resource="ray", n_samples=4, n_parallel=2)
+    master, slave = os.openpty()
+    set_window_size(slave, 50, 200)
+    proc = cluster.ns.popen(
+        [sys.executable, "-m", "aup_tui.cli", "run", str(exp)],
+        cwd=folder,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
+    os.close(slave)
+    data = b""
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and "FINISHED" not in screen_text(data):
+            if select.select([master], [], [], 0.2)[0]:
+                data += os.read(master, 65536)
+        text = screen_text(data)
+        assert "FINISHED" in text, text[-2000:]
+        assert "cannot start" not in text
+        # both nodes (the head and the worker) in the nodes panel, UP
+        rows = re.findall(r"ray [0-9a-f]{6}\s+UP", text)
+        assert len({row.split()[1] for row in rows}) == 2, text[-3000:]
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(master)
+    assert [j["status"] for j in status(cluster, folder)["jobs"]] == ["FINISHED"] * 4
+
+
 def test_a_job_whose_node_is_lost_runs_again_elsewhere(cluster, tmp_path):
     """Runs last: it leaves a dead node in the cluster."""
     victim = cluster.add_worker(num_cpus=2)
@@ -216,8 +263,13 @@ def test_a_job_whose_node_is_lost_runs_again_elsewhere(cluster, tmp_path):
     retried = [log for log in logs if "[aup] lost Ray node 127.0.0.1" in log]
     assert retried and all("running it again (1 of 2)" in log for log in retried)
     assert all(log.rstrip().endswith("#Auptimizer:1") for log in logs)
-    # the lost node shows as dead, with Ray's reason
-    rows = monitor_rows(cluster)
+
+    # the lost node shows as dead (once Ray's health checks have given up on it), with Ray's reason
+    def with_a_dead_node() -> dict | None:
+        rows = monitor_rows(cluster)
+        return rows if any(v[0] == "DOWN" for v in rows.values()) else None
+
+    rows = wait_for(with_a_dead_node, timeout=60, what="Ray to report the node dead")
     assert sorted(r[0] for r in rows.values()) == ["DOWN", "UP", "UP"]
     probe = cluster.ns.cli("resources", "--probe", cwd=folder, timeout=120).stdout
     assert "Ray: 2 nodes alive, 1 dead" in probe and "  DEAD  " in probe

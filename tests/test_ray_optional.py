@@ -115,8 +115,22 @@ async def test_the_nodes_panel_shows_ray_nodes_alive_and_dead_with_cpus_and_gpus
     async with app.run_test(size=WIDE) as pilot:
         await pilot.pause(0.2)
         rows = node_rows(app)
-        assert rows["ray b2b2b2b2"][1] == "UP" and rows["ray b2b2b2b2"][5] == "3"
-        assert rows["ray b2b2b2b2"][-1] == "CPU 3/8 GPU 1/2"
-        assert rows["ray a1a1a1a1"][-1] == "CPU 0/0 GPU 0/0"
-        assert rows["ray c3c3c3c3"][1] == "DOWN"
-        assert rows["ray c3c3c3c3"][-1] == "The node was killed: raylet died"
+        assert rows["ray b2b2b2"][1] == "UP" and rows["ray b2b2b2"][5] == "3"
+        assert rows["ray b2b2b2"][-1] == "CPU 3/8 GPU 1/2"
+        assert rows["ray a1a1a1"][-1] == "CPU 0/0 GPU 0/0"
+        assert rows["ray c3c3c3"][1] == "DOWN"
+        assert rows["ray c3c3c3"][-1] == "The node was killed: raylet died"
+        # its detail says the same, wherever the table's columns were cut
+        from textual.widgets import DataTable
+
+        from aup_tui.screens.node_detail import NodeDetailScreen
+        from aup_tui.widgets.nodes_panel import NodesPanel
+
+        table = app.screen.query_one(NodesPanel).query_one(DataTable)
+        table.focus()
+        table.move_cursor(row=table.get_row_index("ray b2b2b2"))
+        await pilot.press("enter")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, NodeDetailScreen)
+        title = str(app.screen.query_one("#node-title").render())
+        assert "10.0.0.2" in title and "jobs 3" in title and "CPU 3/8 GPU 1/2" in title

@@ -134,6 +134,8 @@ class NodeDetailScreen(Screen):
         if st.mem_total:
             figures.append(f"mem {(st.mem_used or 0) / GIB:.1f}/{st.mem_total / GIB:.1f} GiB")
         figures.append(f"jobs {st.jobs}")
+        if st.usage:  # a Ray node: its CPUs and GPUs in use
+            figures.append(st.usage)
         title.append("  ·  " + "  ·  ".join(figures))
         self.query_one("#node-title", Static).update(title)
 

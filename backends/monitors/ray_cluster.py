@@ -49,8 +49,8 @@ class RayNode:
 
 
 def ray_node_key(node_id: str) -> str:
-    """The node's name in the nodes panel: `ray <first 8 hex digits of its id>`."""
-    return f"ray {node_id[:8]}"
+    """The node's name in the nodes panel: `ray <first 6 hex digits of its id>` (fits its column)."""
+    return f"ray {node_id[:6]}"
 
 
 def sample_cluster() -> list[RayNode]:

@@ -21,13 +21,16 @@ Ray is the optional extra `aup-tui[ray]`; this module is imported only for a Ray
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
+import sys
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TextIO
 
 import ray
 import ray.exceptions as rex
@@ -89,10 +92,11 @@ def connect(address: str | None) -> bool:
         by_value(ray_task)  # the nodes need no aup-tui
         options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
         try:
-            if address:
-                ray.init(address=address, **options)
-            else:
-                ray.init(include_dashboard=False, **options)
+            with _real_std_streams():
+                if address:
+                    ray.init(address=address, **options)
+                else:
+                    ray.init(include_dashboard=False, **options)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = f"the Ray cluster at {address}" if address else "a local Ray"
             hint = (
@@ -102,6 +106,32 @@ def connect(address: str | None) -> bool:
             )
             raise ConfigError(f"cannot start {where}: {' '.join(str(exc).split())[:300]} — {hint}") from None
         return True
+
+
+_devnull: list[TextIO] = []
+
+
+@contextlib.contextmanager
+def _real_std_streams() -> Iterator[None]:
+    """`ray.init` hands sys.stderr to faulthandler, which needs a real file: under the TUI (whose
+    capture has no file descriptor) the streams are a null device while it runs."""
+    swapped = {}
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        try:
+            ok = stream.fileno() >= 0
+        except (AttributeError, OSError, ValueError):
+            ok = False
+        if not ok:
+            if not _devnull:  # kept open: faulthandler keeps writing to it
+                _devnull.append(open(os.devnull, "w"))  # noqa: SIM115
+            swapped[name] = stream
+            setattr(sys, name, _devnull[0])
+    try:
+        yield
+    finally:
+        for name, stream in swapped.items():
+            setattr(sys, name, stream)
 
 
 class RayResourceManager(AbstractResourceManager):
@@ -233,7 +263,7 @@ class RayResourceManager(AbstractResourceManager):
                     state.node_id, state.node_ip, state.pgid = header[0], header[1], header[2]
                     gpus = ",".join(header[3]) or "none"
                     _log_line(
-                        logf, f"[aup] job {jid} runs on Ray node {header[1]} ({header[0][:8]}), GPUs: {gpus}"
+                        logf, f"[aup] job {jid} runs on Ray node {header[1]} ({header[0][:6]}), GPUs: {gpus}"
                     )
                     if jid in self._stop_reasons:
                         self.kill(job)
