@@ -107,3 +107,12 @@ def test_failed_job_of_the_recorded_run(snap_compare, recorded: TinyDBConnector)
         await pilot.pause(0.2)
 
     assert snap_compare(app, run_before=ended, terminal_size=SIZE)
+
+
+async def test_the_label_names_the_value_after_the_score(recorded: TinyDBConnector) -> None:
+    # the run reports `#Auptimizer:<loss>,<accuracy>` with multi_res_labels ["accuracy"]
+    app = Host(lambda: JobDetailScreen(recorded, 1, 7, poll_interval=0.05, clock=frozen_clock(recorded)))
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, JobDetailScreen) and app.screen.ended)
+        legend = str(app.screen.query_one("#detail-curve").render()).splitlines()[0]
+    assert legend.startswith("score 0.5605") and "accuracy 0.813" in legend, legend

@@ -94,11 +94,14 @@ class ResultCurve(Widget):
         self.refresh()
 
     def _label(self, i: int) -> str:
-        return (
-            self._labels[i]
-            if i < len(self._labels) and self._labels[i]
-            else ("score" if i == 0 else f"value {i + 1}")
-        )
+        """Value `i`'s name. Auptimizer's `multi_res_labels` name the values after the score
+        (`#Auptimizer:0.9,0.7` with labels `["accuracy"]`); when no result has more values than
+        there are labels, they name all of them (the export's columns follow the same rule)."""
+        widest = max((len(r) for r in self._results), default=0)
+        at = i - (1 if self._labels and widest > len(self._labels) else 0)
+        if 0 <= at < len(self._labels) and self._labels[at]:
+            return self._labels[at]
+        return "score" if i == 0 else f"value {i + 1}"
 
     def render(self) -> RenderableType:
         width, height = self.content_size
