@@ -96,7 +96,7 @@ def test_an_unknown_resource_type_is_the_key_error_auptimizer_raises():
     with pytest.raises(KeyError) as caught:
         get_resource_manager("none", None, 1)
     assert isinstance(caught.value, ConfigError)
-    assert str(caught.value) == "unknown resource type 'none': use one of cpu, gpu, node, aws, passive"
+    assert str(caught.value) == "unknown resource type 'none': use one of cpu, gpu, node, aws, passive, ray"
 
 
 def test_a_subclass_of_the_cpu_manager_runs_jobs_its_way(workdir, store):

@@ -128,6 +128,16 @@ def test_a_failing_job_fails_the_experiment_with_its_exit_status(cluster, tmp_pa
         in done.stdout + done.stderr
     )
     assert [j["status"] for j in status(cluster, folder)["jobs"]] == ["FAILED"]
+    # a prescript that fails: the script does not run, and the message says so
+    exp = write_experiment(
+        folder, "pre.json", resource="ray", n_samples=1, runtime_args={"prescript": "exit 4"}
+    )
+    done = cluster.ns.cli("run", "--headless", str(exp), cwd=folder, timeout=120)
+    assert done.returncode == 1
+    assert (
+        "prescript exited with status 4 on Ray node 127.0.0.1; job.sh did not run"
+        in done.stdout + done.stderr
+    )
 
 
 def test_num_gpus_gives_the_job_its_cards_and_other_jobs_none(cluster, tmp_path):
@@ -146,6 +156,29 @@ def test_num_gpus_gives_the_job_its_cards_and_other_jobs_none(cluster, tmp_path)
             log = (folder / "jobs" / f"{job['jid']}.1.out").read_text()
             assert any(w in log for w in want), log
             assert ("GPUs: none" in log) == (n == 0), log
+
+
+def test_runtime_env_runtime_args_and_workingdir_reach_the_job(cluster, tmp_path):
+    """Ray's runtime_env (env_vars), the experiment's runtime_args (env, prescript) and its
+    working folder (it exists on the node: the same machine) are the job's."""
+    folder = ray_folder(cluster, tmp_path)
+    (folder / "data.txt").write_text("42\n")
+    write_script(
+        folder,
+        "job.sh",
+        'echo "ray=$FROM_RAY args=$FROM_ARGS pre=$(cat pre.txt) data=$(cat data.txt)"; echo "#Auptimizer:1"',
+    )
+    exp = write_experiment(
+        folder,
+        resource="ray",
+        n_samples=1,
+        resource_args={"runtime_env": {"env_vars": {"FROM_RAY": "yes"}}},
+        runtime_args={"env": {"FROM_ARGS": 7}, "prescript": "echo pre > pre.txt"},
+    )
+    done = cluster.ns.cli("run", "--headless", str(exp), cwd=folder, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    jid = status(cluster, folder)["jobs"][0]["jid"]
+    assert "ray=yes args=7 pre=pre data=42" in (folder / "jobs" / f"{jid}.1.out").read_text()
 
 
 def monitor_rows(cluster: RayCluster) -> dict:

@@ -295,7 +295,12 @@ class RayResourceManager(AbstractResourceManager):
             if code is None and not job.error and jid not in self._stop_reasons:
                 job.error = f"job {jid}'s Ray task ended without an exit status"
             return
-        if code != 0:
+        if job.prescript_status is not None:
+            job.error = (
+                f"prescript exited with status {job.prescript_status} on Ray node {state.node_ip}; "
+                f"{os.path.basename(job.script_path)} did not run; see {job.log_path()}"
+            )
+        elif code != 0:
             tail = f" (last output: {last!r})" if last else ""
             job.error = (
                 f"{os.path.basename(job.script_path)} {_exit_text(code)} on Ray node "
