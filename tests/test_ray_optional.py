@@ -134,3 +134,28 @@ async def test_the_nodes_panel_shows_ray_nodes_alive_and_dead_with_cpus_and_gpus
         assert isinstance(app.screen, NodeDetailScreen)
         title = str(app.screen.query_one("#node-title").render())
         assert "10.0.0.2" in title and "jobs 3" in title and "CPU 3/8 GPU 1/2" in title
+
+
+def test_an_address_nobody_listens_on_is_one_message_at_once(tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as sock:  # a port just freed: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    assert cli("init", "--ray", f"127.0.0.1:{port}", cwd=tmp_path).returncode == 0
+    write_experiment(tmp_path, resource="ray")
+    start = time.monotonic()
+    done = cli("run", "--headless", "experiment.json", cwd=tmp_path)
+    assert time.monotonic() - start < 30  # not Ray's minutes of retries
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        f"aup-tui: cannot reach the Ray cluster at 127.0.0.1:{port} (Connection refused): start it "
+        "(`ray start --head`) or fix ray_address in env.ini (`aup-tui init --overwrite --ray ADDRESS`)"
+    ]
+
+
+def test_probe_says_a_local_ray_has_nothing_to_probe(tmp_path):
+    assert cli("init", "--ray", cwd=tmp_path).returncode == 0
+    done = cli("resources", "--probe", cwd=tmp_path)
+    assert "Ray: local — a Ray instance starts with each run" in done.stdout

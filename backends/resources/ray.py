@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -91,6 +92,8 @@ def connect(address: str | None) -> bool:
         by_value: Any = ray.cloudpickle.register_pickle_by_value  # untyped in Ray
         by_value(ray_task)  # the nodes need no aup-tui
         options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.ERROR}
+        if address:
+            _check_reachable(address)
         try:
             with _real_std_streams():
                 if address:
@@ -98,14 +101,36 @@ def connect(address: str | None) -> bool:
                 else:
                     ray.init(include_dashboard=False, **options)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            where = f"the Ray cluster at {address}" if address else "a local Ray"
+            where = f"connect to the Ray cluster at {address}" if address else "start a local Ray"
             hint = (
                 "start it (`ray start --head`) or fix ray_address in env.ini (`aup-tui init --overwrite --ray ADDRESS`)"
                 if address
                 else "see Ray's logs in /tmp/ray"
             )
-            raise ConfigError(f"cannot start {where}: {' '.join(str(exc).split())[:300]} — {hint}") from None
+            raise ConfigError(f"cannot {where}: {' '.join(str(exc).split())[:300]} — {hint}") from None
         return True
+
+
+CONNECT_TIMEOUT = 5.0  # s for the cluster's head to accept a connection
+
+
+def _check_reachable(address: str) -> None:
+    """Refuse at once a `host:port` nobody listens on (`ray.init` would retry it for minutes)."""
+    if address == "auto" or "://" in address:
+        return  # Ray finds the local cluster itself; Ray Client has its own timeout
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(
+            f"ray_address {address!r} in env.ini is not host:port, auto or ray://host:port — "
+            "fix it with `aup-tui init --overwrite --ray ADDRESS`"
+        )
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc}): start it "
+            "(`ray start --head`) or fix ray_address in env.ini (`aup-tui init --overwrite --ray ADDRESS`)"
+        ) from None
 
 
 _devnull: list[TextIO] = []
