@@ -40,6 +40,9 @@ from aup_tui_backends.jobs import passive_command
 from aup_tui_backends.status import ExperimentStatus, JobStatus
 from aup_tui_backends.store.connector import better
 
+#: statuses that count as failed (a set: a store snapshot checks 10,000 jobs against it)
+FAILED = frozenset(s for s in JobStatus if s.is_failed)
+
 #: the experiment's status before a view has heard from it (a view's, not the engine's)
 CONNECTING = "CONNECTING"
 
@@ -425,7 +428,7 @@ class ExperimentState:
             row.rid, row.pid = doc.get("rid"), doc.get("pid")
             (row.resource, row.score, row.start, row.end, row.attempts, row.error) = fields[1:]
             ch.jids.add(jid)
-            if JobStatus(row.status).is_failed:
+            if row.status in FAILED:
                 self._job_failed(row, row.end or row.start)
             if row.status == JobStatus.FINISHED:
                 new_scores |= jid not in self._scored

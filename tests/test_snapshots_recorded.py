@@ -116,3 +116,15 @@ async def test_the_label_names_the_value_after_the_score(recorded: TinyDBConnect
         await wait_until(pilot, lambda: isinstance(app.screen, JobDetailScreen) and app.screen.ended)
         legend = str(app.screen.query_one("#detail-curve").render()).splitlines()[0]
     assert legend.startswith("score 0.5605") and "accuracy 0.813" in legend, legend
+
+
+async def test_the_scores_of_a_finished_run_are_plotted_as_it_loads(recorded: TinyDBConnector) -> None:
+    app = watched(recorded)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(
+            pilot, lambda: isinstance(app.screen, DashboardScreen) and len(app.screen.state.jobs) == 7
+        )
+        plot = app.screen.query_one(ScorePlot)
+        assert plot._pending is None  # not held back by the redraw limit, which is for a stream of scores
+        await pilot.pause()
+        assert "5&#160;jobs" in app.export_screenshot()  # the legend under the plotted scores

@@ -133,6 +133,7 @@ class ScorePlot(Widget):
         self.maximize = True
         self.early_stopped = 0  # jobs stopped early: counted in the legend, no final score to plot
         self._last_draw = 0.0
+        self._drew_scores = False  # whether the last redraw had a score to plot
         self._pending: Timer | None = None
 
     def on_mount(self) -> None:
@@ -151,7 +152,7 @@ class ScorePlot(Widget):
         self.scores, self.best, self.maximize = scores, best, maximize
         self.times, self.start, self.early_stopped = times, start, early_stopped
         wait = self.MIN_REDRAW - (time.monotonic() - self._last_draw)
-        if wait <= 0 or not self.is_mounted:
+        if wait <= 0 or not self.is_mounted or not self._drew_scores:  # the first scores: at once
             self.refresh()
         elif self._pending is None:
             self._pending = self.set_timer(wait, self._redraw)
@@ -192,6 +193,7 @@ class ScorePlot(Widget):
         axis_style = c.get("plot-axis", "grey50")
         scores, bests, xs = self._series()
         values = [v for v in scores if math.isfinite(v)]
+        self._drew_scores = bool(values)
         if not values or width < 16 or height < 3:
             msg = "no finished job yet — scores appear here" if width >= 42 else "no scores yet"
             return Text(msg, style=axis_style, justify="center")
