@@ -41,7 +41,8 @@ class NetNamespace:
     """A network namespace with only `lo` up, held by a sleeping process; commands run in it
     through `nsenter` (as root), or in a user namespace of their own (`unshare -rn`) otherwise."""
 
-    def __init__(self) -> None:
+    def __init__(self, **env: str) -> None:
+        self.extra_env = env  # for every command run in it
         self.user_ns = os.geteuid() != 0
         flags = "-rn" if self.user_ns else "-n"
         self.holder = subprocess.Popen(
@@ -65,7 +66,7 @@ class NetNamespace:
         return ["nsenter", "-t", str(self.holder.pid), "-n", *extra, "--"]
 
     def env(self, **more: str) -> dict[str, str]:
-        return dict(os.environ, **RAY_ENV, **more)
+        return dict(os.environ, **RAY_ENV, **self.extra_env, **more)
 
     def run(
         self, argv: list[str], cwd: Path | str | None = None, timeout: float = 120

@@ -313,9 +313,13 @@ def test_without_an_address_a_local_ray_runs_the_jobs_and_ends_with_the_run(tmp_
     its own, so that what is left of it afterwards can be counted)."""
     if shutil.which("unshare") is None or shutil.which("nsenter") is None:
         pytest.skip("needs unshare and nsenter for a loopback-only namespace")
+    import tempfile
+
+    ray_tmp = tempfile.mkdtemp(prefix="aupray", dir="/tmp")  # the local Ray's session files; short
     try:
-        ns = NetNamespace()
+        ns = NetNamespace(RAY_TMPDIR=ray_tmp)
     except OSError as exc:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
         pytest.skip(str(exc))
     try:
         assert ns.cli("init", "--ray", cwd=tmp_path).returncode == 0
@@ -326,5 +330,7 @@ def test_without_an_address_a_local_ray_runs_the_jobs_and_ends_with_the_run(tmp_
         assert "3 finished" in done.stdout + done.stderr
         # ray.shutdown() ended the local Ray: nothing but the namespace's holder is left in it
         wait_for(lambda: ns.pids() == [ns.holder.pid], timeout=20, what="the local Ray to end")
+        assert os.listdir(ray_tmp)  # it ran there, not in /tmp/ray
     finally:
         ns.close()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
