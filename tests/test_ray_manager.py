@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -115,6 +116,27 @@ def test_output_streams_back_live_and_a_stop_kills_the_jobs_processes(cluster, t
     assert report["jobs"][0]["score"] == 0.5  # its last result is kept
     # the script and the child it left in the background are gone from the node
     wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=10, what="the job's processes to end")
+
+
+def test_a_job_no_node_can_take_is_said_and_stops_while_it_waits_in_ray(cluster, tmp_path):
+    folder = ray_folder(cluster, tmp_path)
+    write_script(folder, "job.sh", 'echo "#Auptimizer:1"')
+    exp = write_experiment(folder, resource="ray", n_samples=1, resource_args={"num_cpus": 3})
+    run = cluster.ns.cli_popen("run", "--headless", str(exp), cwd=folder, stderr=subprocess.PIPE)
+    try:
+
+        def running() -> list:
+            done = cluster.ns.cli("status", "--json", cwd=folder)
+            return json.loads(done.stdout)["jobs"] if done.stdout.strip() else []
+
+        jid = wait_for(running, timeout=60, what="the job to start")[0]["jid"]
+        assert cluster.ns.cli("stop", "--job", str(jid), cwd=folder).returncode == 0
+        _, err = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert "no node of the Ray cluster has CPU 3 for a job" in err
+    assert [j["status"] for j in status(cluster, folder)["jobs"]] == ["STOPPED"]
 
 
 def test_a_failing_job_fails_the_experiment_with_its_exit_status(cluster, tmp_path):

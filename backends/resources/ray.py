@@ -39,6 +39,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from ..env_ini import load_env
 from ..errors import AupError, ConfigError
+from ..events import Notice
 from ..jobs import Job, env_strings
 from ..remote import LOCAL_WRAPPER
 from ..store import TinyDBConnector
@@ -205,6 +206,28 @@ class RayResourceManager(AbstractResourceManager):
             options["runtime_env"] = self.runtime_env
         self._task = ray.remote(**options)(ray_task.run_job)
         self._killer = ray.remote(num_cpus=0, max_retries=0)(ray_task.kill_group)
+        self._warn_if_no_node_fits()
+
+    def _warn_if_no_node_fits(self) -> None:
+        """A job no node of the cluster can take waits in Ray without a word: say so once, at
+        the start (an autoscaling cluster may still add such a node)."""
+        need = {"CPU": self.num_cpus, "GPU": self.num_gpus, **self.resources}
+        need = {k: v for k, v in need.items() if v > 0}
+        try:
+            list_nodes: Any = ray.nodes  # untyped in Ray
+            nodes = [n.get("Resources") or {} for n in list_nodes() if n.get("Alive")]
+        except Exception:  # noqa: BLE001 — only a warning
+            log.debug("could not list Ray's nodes", exc_info=True)
+            return
+        if not need or any(all(r.get(k, 0) >= v for k, v in need.items()) for r in nodes):
+            return
+        wanted = ", ".join(f"{k} {v:g}" for k, v in need.items())
+        message = (
+            f"no node of the Ray cluster has {wanted} for a job (num_cpus, num_gpus, resources in "
+            "resource_args): its jobs wait in Ray until such a node joins"
+        )
+        log.warning("%s", message)
+        self.bus.publish(Notice(message=message, eid=self.eid, level="warning"))
 
     # -- what the monitors read -------------------------------------------------------------
 
