@@ -1,4 +1,5 @@
-"""The nodes panel: one row per SSH node — state (UP/SLOW/DOWN, in the theme's colours), round
+"""The nodes panel: one row per SSH node (or Ray node: then CPUs and GPUs in use instead of
+round trip and load) — state (UP/SLOW/DOWN, in the theme's colours), round
 trip, load, memory, our jobs there, since when it is in that state and, where there is room, why
 it is down (or "jobs running" when it is UP because its jobs make progress although no probe
 answered: the monitor's evidence, :meth:`~aup_tui_backends.monitors.NodeMonitor.note_alive`).
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 from aup_tui_backends.monitors.nodes import NodeState, NodeStatus
 from aup_tui_backends.ssh.hosts import short_node_name
@@ -121,12 +122,14 @@ def nodes_summary(
     return text
 
 
-def choose_columns(width: int, cell_padding: int = 1) -> dict[str, int]:
-    """The columns that fit in `width` (key → width, display order), most important first; the
-    problem column takes whatever is left."""
+def choose_columns(width: int, cell_padding: int = 1, skip: Collection[str] = ()) -> dict[str, int]:
+    """The columns that fit in `width` (key → width, display order), most important first, but
+    those in `skip`; the problem column takes whatever is left."""
     chosen: dict[str, int] = {}
     used = 0
     for key in PRIORITY:
+        if key in skip:
+            continue
         need = COLUMNS[key][1] + 2 * cell_padding
         if used + need <= width:
             chosen[key] = COLUMNS[key][1]
@@ -134,6 +137,15 @@ def choose_columns(width: int, cell_padding: int = 1) -> dict[str, int]:
     if "error" in chosen:  # the space no other column wanted
         chosen["error"] = width - used + COLUMNS["error"][1]
     return {k: chosen[k] for k in COLUMNS if k in chosen}
+
+
+#: columns a Ray cluster's nodes have nothing in (Ray's state has no round trip or load)
+RAY_SKIPPED = ("rtt", "load")
+
+
+def _ray_only(statuses: Mapping[str, NodeStatus]) -> bool:
+    """Every row is a Ray node (it says what is in use): its CPUs and GPUs get the room."""
+    return bool(statuses) and all(s.usage or s.name.startswith("ray ") for s in statuses.values())
 
 
 class NodeSummary(Static, can_focus=True):
@@ -281,7 +293,7 @@ class NodesPanel(Widget):
         summary.display = False
         table.display = True
         width = self.content_size.width or self.size.width or 80
-        columns = choose_columns(width)
+        columns = choose_columns(width, skip=RAY_SKIPPED if _ray_only(statuses) else ())
         if columns != self._columns or set(statuses) != set(self._cells):
             self._rebuild_table(table, columns, statuses)
             return
@@ -302,7 +314,7 @@ class NodesPanel(Widget):
         table.clear(columns=True)
         self._columns = columns
         for key, width in columns.items():
-            label = COLUMNS[key][0]
+            label = "In use" if key == "error" and _ray_only(statuses) else COLUMNS[key][0]
             justify: JustifyMethod = "right" if key in ("rtt", "load", "mem", "jobs", "since") else "left"
             table.add_column(Text(label, justify=justify), width=width, key=key)
         now = self.clock()

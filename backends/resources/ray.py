@@ -194,6 +194,14 @@ class RayResourceManager(AbstractResourceManager):
         self._running: dict[int, RayJob] = {}
         self._scripts: dict[str, tuple[tuple[str, int, int], bytes]] = {}
         self._own_ray = connect(self.address)
+        try:
+            self._prepare_tasks()
+        except BaseException:  # a local Ray started for nothing ends here
+            self.shutdown()
+            raise
+        self._warn_if_no_node_fits()
+
+    def _prepare_tasks(self) -> None:
         options: dict[str, Any] = {
             "num_returns": "streaming",
             "max_retries": 0,  # a lost node is retried here, where it is logged and counted
@@ -206,7 +214,6 @@ class RayResourceManager(AbstractResourceManager):
             options["runtime_env"] = self.runtime_env
         self._task = ray.remote(**options)(ray_task.run_job)
         self._killer = ray.remote(num_cpus=0, max_retries=0)(ray_task.kill_group)
-        self._warn_if_no_node_fits()
 
     def _warn_if_no_node_fits(self) -> None:
         """A job no node of the cluster can take waits in Ray without a word: say so once, at
