@@ -270,9 +270,10 @@ def test_the_tui_runs_a_ray_experiment_and_shows_the_clusters_nodes(cluster, tmp
         text = screen_text(data)
         assert "FINISHED" in text, text[-2000:]
         assert "cannot start" not in text
-        # both nodes (the head and the worker) in the nodes panel, UP
+        # both nodes (the head and the worker) in the nodes panel, UP, with what is in use there
         rows = re.findall(r"ray [0-9a-f]{6}\s+UP", text)
         assert len({row.split()[1] for row in rows}) == 2, text[-3000:]
+        assert "In use" in text and re.search(r"CPU [0-2]/2 GPU 0/2", text), text[-3000:]
     finally:
         proc.kill()
         proc.wait()
