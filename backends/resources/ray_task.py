@@ -53,10 +53,7 @@ def run_job(
     folder."""
     import ray  # on the worker: Ray is there
 
-    context = ray.get_runtime_context()
-    node_id = context.get_node_id()
-    node_ip_address: Any = ray.util.get_node_ip_address  # untyped in Ray
-    node_ip = str(node_ip_address())
+    node_id, node_ip, base_env = _worker()
     gpu_ids = [str(g) for g in ray.get_gpu_ids()]
     proc: subprocess.Popen[bytes] | None = None
     reaped = False
@@ -68,8 +65,8 @@ def run_job(
             f.write(config)
         folder = os.path.dirname(script_path)
         cwd = os.getcwd() if use_task_cwd else workingdir if os.path.isdir(workingdir) else folder
-        child_env = dict(os.environ)
-        child_env.update(env)
+        child_env = dict(base_env)
+        child_env.update((os.fsencode(k), os.fsencode(v)) for k, v in env.items())
         try:
             proc = subprocess.Popen(
                 [*wrapper, script_path, config_path],
@@ -144,6 +141,26 @@ def _follow(proc: subprocess.Popen[bytes]) -> Iterator[tuple[list[bytes], bool]]
         if lines or (quiet and time.monotonic() - started >= HEADER_DELAY):
             yield lines, False
             quiet = False
+
+
+_WORKER: list[tuple[str, str, dict[bytes, bytes]]] = []
+
+
+def _worker() -> tuple[str, str, dict[bytes, bytes]]:
+    """This worker's node id and address and its environment, encoded (once per worker: the
+    same for every job it runs; Ray sets CUDA_VISIBLE_DEVICES per task, read fresh)."""
+    import ray
+
+    if not _WORKER:
+        node_ip_address: Any = ray.util.get_node_ip_address  # untyped in Ray
+        node = (ray.get_runtime_context().get_node_id(), str(node_ip_address()))
+        env = {os.fsencode(k): os.fsencode(v) for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+        _WORKER.append((*node, env))
+    node_id, node_ip, env = _WORKER[0]
+    cuda = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if cuda is not None:
+        env = {**env, b"CUDA_VISIBLE_DEVICES": os.fsencode(cuda)}
+    return node_id, node_ip, env
 
 
 _FOLDER: list[str] = []  # this worker's folder for scripts and configs, made on its first job
