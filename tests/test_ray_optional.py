@@ -83,6 +83,7 @@ def test_a_cpu_experiment_and_the_cli_never_import_ray(tmp_path):
     done = run_python(
         """
         import sys
+        import aup_tui.app, aup_tui.monitoring  # the TUI, its monitors and nodes panel too
         from aup_tui.cli import main
         code = main(['run', '--headless', 'experiment.json'])
         main(['resources', '--probe'])
