@@ -340,6 +340,8 @@ class Monitoring:
         """For a Ray experiment this process runs: its cluster's nodes, sampled from Ray's state
         once its manager has connected (Ray is imported only then, on the monitor's thread)."""
         exp = self.experiment
+        if exp is None and self.auppath:  # watching: the cluster env.ini names, if Ray is here
+            return _watched_ray_cluster(self.auppath, self.node_interval, self.clock)
         if exp is None or getattr(getattr(exp, "config", None), "resource", None) != "ray":
             return None
         deadline = time.monotonic() + MANAGER_WAIT
@@ -425,6 +427,30 @@ class Monitoring:
     def _on_nodes(self, statuses: dict[str, NodeStatus]) -> None:
         self.last_statuses = statuses
         self._post(lambda: NodesProbed(statuses))
+
+
+def _watched_ray_cluster(
+    auppath: str, interval: float, clock: Callable[[], float]
+) -> RayClusterMonitor | None:
+    """For a dashboard of another process's run: a monitor of the Ray cluster env.ini's
+    `ray_address` names (none for a local Ray, which lives and ends with its run), connecting on
+    its own thread; None without Ray installed or without a cluster."""
+    from aup_tui_backends.config import load_env
+    from aup_tui_backends.optional import installed
+
+    try:
+        address = load_env(auppath).extra.get("ray_address", "").strip()
+    except Exception:  # a bad env.ini: the panel says so elsewhere
+        return None
+    if not address or not installed("ray"):
+        return None
+
+    def connect() -> None:
+        from aup_tui_backends.resources.ray import connect as connect_ray
+
+        connect_ray(address)
+
+    return RayClusterMonitor(interval=interval, clock=clock, connect=connect)
 
 
 class StaticMonitoring(Monitoring):

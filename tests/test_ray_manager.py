@@ -238,21 +238,18 @@ def screen_text(data: bytes) -> str:
     return re.sub(r"\x1b\[[0-9;?<>=]*[A-Za-z$~]", "", data.decode("utf-8", "replace"))
 
 
-def test_the_tui_runs_a_ray_experiment_and_shows_the_clusters_nodes(cluster, tmp_path):
-    """`aup-tui run` on a terminal (a pty): Ray starts its driver under the TUI's captured output,
-    the jobs run, and the nodes panel shows the cluster's nodes, sampled off the UI thread."""
+def on_a_terminal(cluster: RayCluster, folder: Path, *args: str, until: str, timeout: float = 90) -> str:
+    """`aup-tui ARGS` on a 200×50 pty in the namespace until `until` is on screen (or `timeout`);
+    what was on screen, as text."""
     import select
     import sys
 
     from helpers import set_window_size
 
-    folder = ray_folder(cluster, tmp_path)
-    write_script(folder, "job.sh", 'sleep 1; echo "#Auptimizer:1"')
-    exp = write_experiment(folder, resource="ray", n_samples=4, n_parallel=2)
     master, slave = os.openpty()
     set_window_size(slave, 50, 200)
     proc = cluster.ns.popen(
-        [sys.executable, "-m", "aup_tui.cli", "run", str(exp)],
+        [sys.executable, "-m", "aup_tui.cli", *args],
         cwd=folder,
         stdin=slave,
         stdout=slave,
@@ -262,22 +259,36 @@ def test_the_tui_runs_a_ray_experiment_and_shows_the_clusters_nodes(cluster, tmp
     os.close(slave)
     data = b""
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and "FINISHED" not in screen_text(data):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not re.search(until, screen_text(data)):
             if select.select([master], [], [], 0.2)[0]:
                 data += os.read(master, 65536)
-        text = screen_text(data)
-        assert "FINISHED" in text, text[-2000:]
-        assert "cannot start" not in text
-        # both nodes (the head and the worker) in the nodes panel, UP, with what is in use there
-        rows = re.findall(r"ray [0-9a-f]{6}\s+UP", text)
-        assert len({row.split()[1] for row in rows}) == 2, text[-3000:]
-        assert "In use" in text and re.search(r"CPU [0-2]/2 GPU 0/2", text), text[-3000:]
     finally:
         proc.kill()
         proc.wait()
         os.close(master)
+    return screen_text(data)
+
+
+def test_the_tui_runs_a_ray_experiment_and_shows_the_clusters_nodes(cluster, tmp_path):
+    """`aup-tui run` on a terminal: Ray starts its driver under the TUI's captured output, the
+    jobs run, and the nodes panel shows the cluster's nodes, sampled off the UI thread; a
+    dashboard watching the finished run (another process) connects to the cluster itself."""
+    folder = ray_folder(cluster, tmp_path)
+    write_script(folder, "job.sh", 'sleep 1; echo "#Auptimizer:1"')
+    exp = write_experiment(folder, resource="ray", n_samples=4, n_parallel=2)
+    text = on_a_terminal(cluster, folder, "run", str(exp), until="FINISHED")
+    assert "FINISHED" in text, text[-2000:]
+    assert "cannot start" not in text
+    # both nodes (the head and the worker) in the nodes panel, UP, with what is in use there
+    rows = re.findall(r"ray [0-9a-f]{6}\s+UP", text)
+    assert len({row.split()[1] for row in rows}) == 2, text[-3000:]
+    assert "In use" in text and re.search(r"CPU [0-2]/2 GPU 0/2", text), text[-3000:]
     assert [j["status"] for j in status(cluster, folder)["jobs"]] == ["FINISHED"] * 4
+
+    watched = on_a_terminal(cluster, folder, "watch", until=r"CPU [0-2]/2 GPU 0/2", timeout=60)
+    assert len(set(re.findall(r"ray [0-9a-f]{6}\s+UP", watched))) >= 2, watched[-3000:]
+    assert re.search(r"CPU [0-2]/2 GPU 0/2", watched)
 
 
 def test_a_job_whose_node_is_lost_runs_again_elsewhere(cluster, tmp_path):

@@ -185,7 +185,9 @@ class RayClusterMonitor:
     """Samples the cluster every `interval` s on its own thread while this process is connected
     to Ray, and calls `callback(statuses)` (the nodes panel's rows) after each sample.
 
-    `jobs_source` (optional) gives Ray node id → how many of our jobs run there."""
+    `jobs_source` (optional) gives Ray node id → how many of our jobs run there; `connect`
+    (optional) connects this process to the cluster, on the monitor's thread, when it is not
+    (a dashboard watching another process's run); then `stop` disconnects."""
 
     def __init__(
         self,
@@ -193,11 +195,15 @@ class RayClusterMonitor:
         jobs_source: Callable[[], Mapping[str, int]] | None = None,
         clock: Callable[[], float] = time.time,
         sample: Callable[[], list[RayNode]] = sample_cluster,
+        connect: Callable[[], Any] | None = None,
     ) -> None:
         self.interval = interval
         self.jobs_source = jobs_source
         self.clock = clock
         self._sample = sample
+        self._connect = connect
+        self._connected = False
+        self.error = ""  # why the cluster could not be reached
         self._since: dict[str, tuple[bool, float]] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -208,8 +214,15 @@ class RayClusterMonitor:
         """One sample now (blocking): the rows (the last ones while this process is not connected)."""
         import ray
 
-        if not ray.is_initialized():  # the run ended (or not connected yet): the last rows stay
-            return self.last
+        if not ray.is_initialized():
+            if self._connect is None or self._stop.is_set():  # the run ended: the last rows stay
+                return self.last
+            try:
+                self._connect()
+            except Exception as exc:  # noqa: BLE001 — said in `error`; tried again next time
+                self.error = str(exc)
+                return self.last
+            self._connected, self.error = True, ""
         jobs: Mapping[str, int] = {}
         if self.jobs_source is not None:
             try:
@@ -241,3 +254,8 @@ class RayClusterMonitor:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._connected:
+            import ray
+
+            self._connected = False
+            ray.shutdown()
