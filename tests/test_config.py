@@ -120,7 +120,9 @@ def test_missing_required_keys_are_listed_in_one_message(tmp_path):
         ({"target": "maximum"}, 'target "maximum" in experiment.json must be "min" or "max"'),
         (
             {"resource": "tpu"},
-            ('resource "tpu" in experiment.json is not supported — use one of cpu, gpu, node, aws, passive, ray'),
+            (
+                'resource "tpu" in experiment.json is not supported — use one of cpu, gpu, node, aws, passive, ray'
+            ),
         ),
         (
             {"proposer": "foo"},
