@@ -151,6 +151,35 @@ def test_a_job_that_cannot_be_followed_fails_with_why_and_is_not_left_running(tm
         store.close()
 
 
+def test_waiting_for_the_jobs_from_a_jobs_callback_says_why_instead_of_hanging(tmp_path):
+    """`finish()` (which waits for the running jobs) called from a job's callback would wait
+    for itself: it raises, saying so, and the experiment's own wait still works after."""
+    from aup_tui_backends.jobs import Job
+    from aup_tui_backends.resources.cpu import CPUResourceManager
+    from aup_tui_backends.setup import init_aup
+    from aup_tui_backends.store import TinyDBConnector
+
+    auppath = str(tmp_path / ".aup")
+    init_aup(auppath, cpu=1, overwrite=True)
+    write_script(tmp_path, "job.sh", 'echo "#Auptimizer:1"')
+    store = TinyDBConnector(auppath)
+    try:
+        rm = CPUResourceManager(store, 1)
+        errors: list[str] = []
+
+        def finish_too_early(score, jid) -> None:
+            try:
+                rm.finish()
+            except RuntimeError as exc:
+                errors.append(str(exc))
+
+        rm.run_job(Job("job.sh", {}, str(tmp_path)), rm.get_available("me", "cpu"), {}, finish_too_early)
+        assert rm.finish() is not None
+        assert errors == ["waiting for the jobs from a job's callback would wait for ever"]
+    finally:
+        store.close()
+
+
 def _processes_running(arg: str) -> list[int]:
     """Pids of the processes with `arg` in their command line."""
     pids = []

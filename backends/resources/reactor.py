@@ -119,7 +119,10 @@ class ProcessReactor:
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until every followed process has ended and its `on_end` has returned (and every
-        deferred call has run); False when `timeout` passed first."""
+        deferred call has run); False when `timeout` passed first. Not from a job's callback
+        (the reactor's own thread): that would wait for itself."""
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("waiting for the jobs from a job's callback would wait for ever")
         with self._lock:
             return self._idle.wait_for(lambda: self._active == 0, timeout)
 
