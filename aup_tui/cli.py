@@ -95,19 +95,21 @@ def _parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace an existing env.ini and resource list"
     )
 
-    run = sub.add_parser("run", parents=[common], help="run an experiment")
-    run.add_argument(
-        "experiment", metavar="EXPERIMENT.json", help="the experiment file (Auptimizer's format)"
-    )
-    run.add_argument(
+    # what `run`, `resume` and `rerun` share: how the experiment is shown while it runs
+    headless = argparse.ArgumentParser(add_help=False)
+    headless.add_argument(
         "--headless",
         action="store_true",
         help="no TUI: a progress bar and a summary (also what a run without a terminal does)",
     )
+    run = sub.add_parser("run", parents=[common, headless], help="run an experiment")
+    run.add_argument(
+        "experiment", metavar="EXPERIMENT.json", help="the experiment file (Auptimizer's format)"
+    )
 
     resume = sub.add_parser(
         "resume",
-        parents=[common],
+        parents=[common, headless],
         help="continue a stopped, failed or interrupted experiment: the rest of its budget",
         description="Continues the experiment under its own id: jobs that ran to their end are "
         "kept and its proposer is rebuilt from them; failed and interrupted jobs, and those "
@@ -120,15 +122,10 @@ def _parser() -> argparse.ArgumentParser:
         metavar="EID",
         help="the experiment (default: the latest that can be resumed)",
     )
-    resume.add_argument(
-        "--headless",
-        action="store_true",
-        help="no TUI: a progress bar and a summary (also what a run without a terminal does)",
-    )
 
     rerun = sub.add_parser(
         "rerun",
-        parents=[common],
+        parents=[common, headless],
         help="run a finished experiment's failed jobs again, in the same experiment",
         description="Each failed or interrupted job's config runs again as that job's next "
         "attempt (its row, attempts and logs stay together); the experiment ends again as they do.",
@@ -142,11 +139,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     rerun.add_argument(
         "--failed", action="store_true", required=True, help="run the failed jobs again (required)"
-    )
-    rerun.add_argument(
-        "--headless",
-        action="store_true",
-        help="no TUI: a progress bar and a summary (also what a run without a terminal does)",
     )
 
     watch = sub.add_parser(
@@ -353,18 +345,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except Exception:
         connector.close()
         raise
-    from .signals import stop_signals
-
-    stop_signals.install()  # SIGTERM/SIGHUP stop the experiment like Ctrl-C: jobs killed, exit 130
-    if not args.headless and not _has_terminal():
-        print("aup-tui: no terminal for the dashboard: running headless", file=sys.stderr)
-    elif not args.headless:
-        from .app import run_app
-
-        return run_app(auppath, connector=connector, experiment=config)
-    from .headless import run_headless
-
-    return run_headless(config, auppath, connector)
+    return _run_shown(args.headless, auppath, connector, config)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -400,18 +381,26 @@ def _continue(args: argparse.Namespace, plan: Any, why_not: Any, what: str) -> i
         connector.close()
         raise
     print(_plan_line(ready), file=sys.stderr)
+    return _run_shown(args.headless, auppath, connector, ready.config, plan=ready)
+
+
+def _run_shown(headless: bool, auppath: str, connector: Any, config: Any, plan: Any = None) -> int:
+    """Run the experiment (or the `resume`/`rerun` plan) in the dashboard, or headless when
+    asked or when there is no terminal; SIGTERM/SIGHUP stop it like Ctrl-C (exit 130)."""
     from .signals import stop_signals
 
     stop_signals.install()
-    if not args.headless and not _has_terminal():
+    if not headless and not _has_terminal():
         print("aup-tui: no terminal for the dashboard: running headless", file=sys.stderr)
-    elif not args.headless:
+    elif not headless:
         from .app import run_app
 
-        return run_app(auppath, connector=connector, plan=ready)
+        if plan is not None:
+            return run_app(auppath, connector=connector, plan=plan)
+        return run_app(auppath, connector=connector, experiment=config)
     from .headless import run_headless
 
-    return run_headless(ready.config, auppath, connector, plan=ready)
+    return run_headless(config, auppath, connector, plan=plan)
 
 
 def _plan_line(plan: Any) -> str:
