@@ -147,13 +147,7 @@ class CPUResourceManager(AbstractResourceManager):
         try:
             self._reactor.follow(proc, pump.feed, ended)
         except BaseException:  # not followed (out of descriptors): no job left running unseen
-            with self._lock:
-                _signal_group(proc.pid, signal.SIGKILL)
-                proc.wait()
-                self._procs.pop(jid, None)
-            assert proc.stdout is not None
-            proc.stdout.close()
-            log.close()
+            self._kill_and_reap(jid, proc, log)
             raise
         if jid in self._stop_reasons:  # stopped between dispatch and start
             self.kill(job)
@@ -169,18 +163,7 @@ class CPUResourceManager(AbstractResourceManager):
         """The job's script has exited (or following it failed: `crash`): kill what it left in
         its group, reap it, and say in `job.error` why it failed, if it did."""
         jid = self.ensure_jid(job)
-        try:
-            # what the script left in its group is killed while its zombie still holds the
-            # group id (it cannot be reused yet); then it is reaped — under the lock, so a
-            # late SIGKILL from kill() never reaches a recycled group id
-            with self._lock:
-                _signal_group(proc.pid, signal.SIGKILL)
-                code = proc.wait()
-                self._procs.pop(jid, None)
-        finally:
-            assert proc.stdout is not None
-            proc.stdout.close()
-            log.close()
+        code = self._kill_and_reap(jid, proc, log)
         if crash is not None:
             logger.error("following job %s failed", jid, exc_info=crash)
             job.error = job.error or f"{type(crash).__name__}: {crash}"
@@ -195,6 +178,22 @@ class CPUResourceManager(AbstractResourceManager):
                 job.error = (
                     f"{os.path.basename(job.script_path)} {_describe_exit(code)}{tail}; see {job.log_path()}"
                 )
+
+    def _kill_and_reap(self, jid: int, proc: subprocess.Popen[bytes], log: BinaryIO) -> int:
+        """Kill what is left in the job's group, reap the job's process (its exit status) and
+        close its pipe and log. The group is killed while the zombie still holds the group id
+        (it cannot be reused yet), and under the lock, so that a late SIGKILL from kill() never
+        reaches a recycled group id."""
+        try:
+            with self._lock:
+                _signal_group(proc.pid, signal.SIGKILL)
+                code = proc.wait()
+                self._procs.pop(jid, None)
+        finally:
+            assert proc.stdout is not None
+            proc.stdout.close()
+            log.close()
+        return code
 
     @property
     def executor(self) -> JobsWaiter:
