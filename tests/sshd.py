@@ -26,6 +26,7 @@ import ctypes.util
 import getpass
 import os
 import queue
+import random
 import shutil
 import signal
 import socket
@@ -48,10 +49,43 @@ def find_sshd() -> str:
     pytest.fail(_INSTALL_HINT, pytrace=False)
 
 
+def _ephemeral_ports() -> range:
+    """The range the kernel draws clients' local ports (and ``bind(0)``) from."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
+_given_ports: set[int] = set()
+_ports_lock = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port nothing listens on, that nothing else in this process is handed.
+
+    Taken from outside the kernel's ephemeral range: a port from ``bind(0)`` is
+    free only until the socket closes, and every outgoing connection (ssh, HTTP,
+    the probes) draws its local port from that same range, so by the time sshd
+    or moto binds it, a client may hold it ("Address already in use").
+    """
+    ephemeral = _ephemeral_ports()
+    pool = [p for p in range(10000, 65536) if p not in ephemeral]
+    rng = random.Random()
+    with _ports_lock:
+        for _ in range(1000):
+            port = rng.choice(pool)
+            if port in _given_ports:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _given_ports.add(port)
+            return port
+    raise RuntimeError("no free loopback port outside the ephemeral range after 1000 tries")
 
 
 def keygen(path: Path, kind: str = "ed25519") -> Path:
