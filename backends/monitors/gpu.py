@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from aup_tui_backends.monitors.sampler import SamplerThread
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -248,8 +250,7 @@ class GPUMonitor:
         self._driver_version = ""
         self._procs_fn: Callable[[Any], Any] | None = None  # handle → its compute processes
         self._last: GPUSnapshot | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._sampler = SamplerThread("aup-gpu-monitor")
 
     # -- jobs ---------------------------------------------------------------
     def set_jobs(self, jobs: Mapping[int, JobProcessInfo] | Iterable[JobProcessInfo]) -> None:
@@ -444,35 +445,24 @@ class GPUMonitor:
     # -- background thread ----------------------------------------------------
     def start(self, callback: Callable[[GPUSnapshot], Any]) -> None:
         """Sample every ``interval`` s on a daemon thread, calling ``callback``."""
-        if self._thread is not None and self._thread.is_alive():
-            raise RuntimeError("GPUMonitor is already running")
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._run, args=(callback,), name="aup-gpu-monitor", daemon=True
-        )
-        self._thread.start()
 
-    def _run(self, callback: Callable[[GPUSnapshot], Any]) -> None:
-        while not self._stop.is_set():
+        def sample_round() -> float:
             snap = self.sample()
             try:
                 callback(snap)
             except Exception:
                 log.exception("GPU monitor callback failed")
-            # the next sample is scheduled after this one finished: no pile-up
-            self._stop.wait(self.interval)
+            return self.interval
+
+        self._sampler.start(sample_round)
 
     def stop(self, timeout: float | None = 5.0) -> None:
         """Stop the background thread (waits for the current sample)."""
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-        self._thread = None
+        self._sampler.stop(timeout)
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._sampler.running
 
     def close(self) -> None:
         """Stop, and shut NVML down if this monitor initialised it."""

@@ -22,6 +22,7 @@ from typing import Any
 
 from aup_tui_backends.monitors.gpu import GPUStatus
 from aup_tui_backends.monitors.probe import ProbeResult, parse_probe_output, probe_script
+from aup_tui_backends.monitors.sampler import SamplerThread
 from aup_tui_backends.ssh import NodeError, NodePool, NodeUnreachableError, describe_error
 
 log = logging.getLogger(__name__)
@@ -173,10 +174,8 @@ class NodeMonitor:
         self._lock = threading.Lock()
         self._nodes: dict[str, _Node] = {}
         self._job_counts: dict[str, int] = {}
-        self._stop = threading.Event()
-        self._wake = threading.Event()
+        self._sampler = SamplerThread("aup-node-monitor")
         self._dirty = False
-        self._thread: threading.Thread | None = None
         self._sync_nodes()
 
     @property
@@ -205,7 +204,7 @@ class NodeMonitor:
         if new != self._job_counts:
             self._job_counts = new
             self._dirty = True
-            self._wake.set()
+            self._sampler.wake()
 
     def note_alive(self, name: str, when: float | None = None) -> None:
         """A job on node ``name`` started, reported or finished at ``when`` (the monitor's clock,
@@ -230,7 +229,7 @@ class NodeMonitor:
             if not contradicts or had:  # nothing shown changes: a chatty job wakes no one
                 return
             self._dirty = True
-        self._wake.set()
+        self._sampler.wake()
 
     def _has_evidence(self, node: _Node, now: float) -> bool:
         """Whether a job showed the node alive in the last interval or since its last probe."""
@@ -335,7 +334,7 @@ class NodeMonitor:
                     node.in_flight = False
                     node.started = None
                 self._dirty = True
-            self._wake.set()
+            self._sampler.wake()
 
     def _probe(self, name: str) -> tuple[float, str]:
         pool = self.pool
@@ -458,54 +457,48 @@ class NodeMonitor:
     # -- background thread ----------------------------------------------------------
     def start(self, callback: Callable[[dict[str, NodeStatus]], Any] | None = None) -> None:
         """Probe on a daemon thread; ``callback(statuses)`` after each round."""
-        if self._thread is not None and self._thread.is_alive():
-            raise RuntimeError("NodeMonitor is already running")
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._run, args=(callback,), name="aup-node-monitor", daemon=True
-        )
-        self._thread.start()
+        self._sampler.start(lambda: self._round(callback))
 
-    def _run(self, callback: Callable[[dict[str, NodeStatus]], Any] | None) -> None:
+    def _round(self, callback: Callable[[dict[str, NodeStatus]], Any] | None) -> float:
+        """Launch the probes that are due; returns how long until the next one is (at most
+        ``interval``; a probe that ends wakes the sampler sooner)."""
         # Each node is probed on its own schedule: a slow or dead node never
         # delays the others.  Probe threads wake this loop when they finish.
-        while not self._stop.is_set():
-            self._wake.clear()
-            self._sync_nodes()
-            now = self.clock()
-            mono = time.monotonic()
-            limit = self.probe_timeout
-            with self._lock:
-                due = [n.name for n in self._nodes.values() if not n.in_flight and n.next_due <= now]
-                hung = [
-                    (n.name, n.token)
-                    for n in self._nodes.values()
-                    if n.in_flight and n.started is not None and mono - n.started > limit
-                ]
-                for n in self._nodes.values():
-                    if n.in_flight and (n.name, n.token) in hung:
-                        n.started = None  # reported once
-            for name, token in hung:
-                self._give_up(name, token)
-            self._launch(due)
-            if self._dirty or hung:
-                self._dirty = False
-                if callback is not None:
-                    try:
-                        callback(self.statuses())
-                    except Exception:
-                        log.exception("node monitor callback failed")
-            now = self.clock()
-            mono = time.monotonic()
-            with self._lock:
-                waits = [n.next_due - now for n in self._nodes.values() if not n.in_flight]
-                waits += [
-                    n.started + limit - mono
-                    for n in self._nodes.values()
-                    if n.in_flight and n.started is not None
-                ]
-            wait = min(waits) if waits else self.interval
-            self._wake.wait(min(max(wait, 0.01), self.interval))
+        self._sync_nodes()
+        now = self.clock()
+        mono = time.monotonic()
+        limit = self.probe_timeout
+        with self._lock:
+            due = [n.name for n in self._nodes.values() if not n.in_flight and n.next_due <= now]
+            hung = [
+                (n.name, n.token)
+                for n in self._nodes.values()
+                if n.in_flight and n.started is not None and mono - n.started > limit
+            ]
+            for n in self._nodes.values():
+                if n.in_flight and (n.name, n.token) in hung:
+                    n.started = None  # reported once
+        for name, token in hung:
+            self._give_up(name, token)
+        self._launch(due)
+        if self._dirty or hung:
+            self._dirty = False
+            if callback is not None:
+                try:
+                    callback(self.statuses())
+                except Exception:
+                    log.exception("node monitor callback failed")
+        now = self.clock()
+        mono = time.monotonic()
+        with self._lock:
+            waits = [n.next_due - now for n in self._nodes.values() if not n.in_flight]
+            waits += [
+                n.started + limit - mono
+                for n in self._nodes.values()
+                if n.in_flight and n.started is not None
+            ]
+        wait = min(waits) if waits else self.interval
+        return min(max(wait, 0.01), self.interval)
 
     def retry(self, name: str | None = None) -> None:
         """Probe a node (every node by default) at the next round, ignoring backoff."""
@@ -514,16 +507,11 @@ class NodeMonitor:
             for node in self._nodes.values():
                 if name is None or node.name == str(name):
                     node.next_due = now
-        self._wake.set()
+        self._sampler.wake()
 
     def stop(self, timeout: float | None = 5.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-        self._thread = None
+        self._sampler.stop(timeout)
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._sampler.running

@@ -10,13 +10,13 @@ this process is connected to Ray (the Ray manager connects it), and hands the no
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aup_tui_backends.monitors.nodes import NodeState, NodeStatus
+from aup_tui_backends.monitors.sampler import SamplerThread
 
 log = logging.getLogger(__name__)
 
@@ -205,9 +205,7 @@ class RayClusterMonitor:
         self._connected = False
         self.error = ""  # why the cluster could not be reached
         self._since: dict[str, tuple[bool, float]] = {}
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._sampler = SamplerThread("aup-ray-monitor")
         self.last: dict[str, NodeStatus] = {}
 
     def sample(self) -> dict[str, NodeStatus]:
@@ -215,7 +213,7 @@ class RayClusterMonitor:
         import ray
 
         if not ray.is_initialized():
-            if self._connect is None or self._stop.is_set():  # the run ended: the last rows stay
+            if self._connect is None or self._sampler.stopping:  # the run ended: the last rows stay
                 return self.last
             try:
                 self._connect()
@@ -233,27 +231,21 @@ class RayClusterMonitor:
         return self.last
 
     def start(self, callback: Callable[[dict[str, NodeStatus]], Any]) -> None:
-        def loop() -> None:
-            while not self._stop.is_set():
-                try:
-                    callback(self.sample())
-                except Exception:  # noqa: BLE001 — Ray went away (the run ended): try again later
-                    log.debug("sampling the Ray cluster failed", exc_info=True)
-                self._wake.wait(self.interval)
-                self._wake.clear()
+        def sample_round() -> float:
+            try:
+                callback(self.sample())
+            except Exception:  # noqa: BLE001 — Ray went away (the run ended): try again later
+                log.debug("sampling the Ray cluster failed", exc_info=True)
+            return self.interval
 
-        self._thread = threading.Thread(target=loop, name="aup-ray-monitor", daemon=True)
-        self._thread.start()
+        self._sampler.start(sample_round)
 
     def retry(self, name: str | None = None) -> None:
         """Sample now."""
-        self._wake.set()
+        self._sampler.wake()
 
     def stop(self, timeout: float = 2.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._sampler.stop(timeout)
         if self._connected:
             import ray
 
