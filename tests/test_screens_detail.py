@@ -15,7 +15,8 @@ from screens_support import (
     write_script,
 )
 
-from aup_tui.screens.job_detail import JobDetailScreen, format_duration
+from aup_tui.screens.job_detail import JobDetailScreen
+from aup_tui.widgets.attempts_table import format_duration
 from aup_tui.widgets.log_view import FileTail, LogView
 from aup_tui.widgets.result_curve import ResultCurve, braille_rows
 

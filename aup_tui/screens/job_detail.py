@@ -21,7 +21,6 @@ from typing import Any, Protocol
 
 from aup_tui_backends.jobs import log_relpath, passive_command
 from aup_tui_backends.status import JobStatus
-from rich.cells import cell_len
 from rich.style import Style
 from rich.text import Text
 from textual import on, work
@@ -30,34 +29,15 @@ from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import Footer, Input, Static
 from textual.worker import get_current_worker
 
+from ..widgets.attempts_table import AttemptsTable
 from ..widgets.colors import on_theme_change, status_color, theme_colors
 from ..widgets.log_view import FileTail, LogView
 from ..widgets.result_curve import ResultCurve
 from ..widgets.vim import vim_bindings
 from .palette import PaletteCommand, ScreenCommands
-
-ATTEMPT_COLUMNS = ("#", "resource", "start", "duration", "status", "error")
-
-
-def format_duration(seconds: float | None) -> str:
-    """`12.3s`, `4m05s`, `2h07m`: short enough for a table cell."""
-    if seconds is None:
-        return ""
-    seconds = max(0.0, seconds)
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
-
-
-def format_time(stamp: float | None) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(stamp)) if stamp else ""
 
 
 def format_value(value: Any) -> str:
@@ -223,7 +203,6 @@ class JobDetailScreen(Screen[None]):
         self.job: dict | None = None
         self.ended = False
         self._stop_reading = threading.Event()
-        self._attempt_rows: list[tuple[str, ...]] = []
         self._last_snapshot: JobDetailScreen.Snapshot | None = None
 
     def compose(self) -> ComposeResult:
@@ -235,7 +214,7 @@ class JobDetailScreen(Screen[None]):
             curve = ResultCurve(id="detail-curve")
             curve.border_title = "Intermediate results"
             yield curve
-        table: DataTable = DataTable(id="detail-attempts", cursor_type="none", zebra_stripes=True)
+        table = AttemptsTable(id="detail-attempts")
         table.border_title = "Attempts"
         yield table
         yield Static("", id="detail-error", markup=False)
@@ -248,7 +227,6 @@ class JobDetailScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self._set_attempt_columns([])
         self.query_one("#detail-log", LogView).focus()
         on_theme_change(self, self._repaint_status)
         self._follow()
@@ -377,14 +355,7 @@ class JobDetailScreen(Screen[None]):
             [r.get("values") or () for r in message.results], message.labels
         )
 
-        rows = [self._attempt_row(a, message.now) for a in job.get("attempts") or []]
-        if rows != self._attempt_rows or force:
-            table = self._set_attempt_columns(rows)
-            for row, attempt in zip(rows, job.get("attempts") or []):
-                cells: list[str | Text] = list(row)
-                cells[4] = Text(row[4], style=Style(bold=True, color=status_color(colors, row[4])))
-                table.add_row(*cells, key=str(attempt.get("attempt")))
-            self._attempt_rows = rows
+        self.query_one(AttemptsTable).show(job.get("attempts") or [], message.now, colors, force=force)
 
         error = self.query_one("#detail-error", Static)
         stopped = JobStatus(job["status"]).is_stopped  # a decision, not a failure
@@ -395,33 +366,6 @@ class JobDetailScreen(Screen[None]):
             error.remove_class("-visible")
         error.set_class(stopped, "-stopped")
         self._update_log_subtitle()
-
-    def _set_attempt_columns(self, rows: list[tuple[str, ...]]) -> DataTable:
-        """Empty the attempts table and size its columns to fit `rows`.
-
-        Widths are set here rather than measured by the DataTable on idle: a header drawn before
-        that measurement stays cached at the old widths and no longer lines up with the cells.
-        """
-        table = self.query_one("#detail-attempts", DataTable)
-        table.clear(columns=True)
-        for i, label in enumerate(ATTEMPT_COLUMNS):
-            table.add_column(
-                label, key=label, width=max([cell_len(label), *(cell_len(row[i]) for row in rows)])
-            )
-        return table
-
-    @staticmethod
-    def _attempt_row(attempt: dict, now: float) -> tuple[str, ...]:
-        start, end = attempt.get("start"), attempt.get("end")
-        duration = (end if end else now) - start if start else None
-        return (
-            str(attempt.get("attempt", "")),
-            str(attempt.get("resource") or ""),
-            format_time(start),
-            format_duration(duration),
-            str(attempt.get("status") or ""),
-            str(attempt.get("error") or ""),
-        )
 
     @on(LogAttempt)
     def _show_attempt(self, message: LogAttempt) -> None:

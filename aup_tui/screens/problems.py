@@ -17,8 +17,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from ..state import ExperimentState, Problem
+from ..widgets.attempts_table import format_time
 from ..widgets.colors import on_theme_change, theme_colors
-from .job_detail import format_time
 from .palette import PaletteCommand, ScreenCommands
 
 PROBLEM_COLUMNS = ("time", "level", "job", "what went wrong")
