@@ -480,10 +480,24 @@ def run_app(
         if hung_up:
             return EXIT_STOPPED
         raise
+    return exit_code_after(app, code)
+
+
+def exit_code_after(app: AupApp, code: int | None) -> int:
+    """The exit status once the app closed (`code`: what it exited with), after letting its
+    experiment end. An exception that ended the app (Textual printed it; `return_code` 1) is a
+    failure, exit 1, never 0: the experiment's jobs are stopped, not left running unrecorded."""
+    crashed = bool(app.return_code)
     if app.experiment is None:
+        if crashed:
+            return EXIT_ERROR
         if app.signalled is not None or stop_signals.received is not None:
             return EXIT_STOPPED
         return EXIT_OK if code is None else int(code)
+    if crashed:
+        app.quit_choice = "stop"
+        _finish_experiment(app)
+        return EXIT_ERROR
     return _finish_experiment(app)
 
 

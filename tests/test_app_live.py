@@ -8,12 +8,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from aup_tui_backends.config import load_experiment
 from aup_tui_backends.setup import init_aup
 from aup_tui_backends.store import TinyDBConnector
 from helpers import ROOT, cli, cli_popen, pid_alive, write_experiment, write_script
 
-from aup_tui.app import AupApp, _finish_experiment
+from aup_tui.app import AupApp, _finish_experiment, exit_code_after
 from aup_tui.screens.confirm import ConfirmScreen
 from aup_tui.screens.dashboard import DashboardScreen
 from aup_tui.screens.empty import EmptyScreen
@@ -177,6 +178,32 @@ async def test_q_asks_then_y_stops_the_experiment_cleanly(tmp_path, capsys):
         exp = TinyDBConnector(auppath).get_experiment(app.experiment.eid)
         assert exp["status"] == "STOPPED" and exp["end"] is not None  # the store is complete
         assert "STOPPED" in capsys.readouterr().err
+    finally:
+        stop_app_experiment(app)
+
+
+async def test_an_exception_that_ends_the_tui_exits_1_and_stops_the_jobs(tmp_path, monkeypatch, capsys):
+    # A bug in the UI must not look like success to a script (exit 0) nor leave jobs running.
+    auppath, config = slow_setup(tmp_path)
+    conn = TinyDBConnector(auppath)
+    app = AupApp(auppath, connector=conn, experiment=config)
+
+    def broken_export(self) -> None:
+        raise RuntimeError("a bug in the UI")
+
+    monkeypatch.setattr(DashboardScreen, "action_export", broken_export)
+    try:
+        with pytest.raises(RuntimeError, match="a bug in the UI"):
+            async with app.run_test(size=SIZE) as pilot:
+                await wait_for(pilot, lambda: len(job_pids(tmp_path, 1) + job_pids(tmp_path, 2)) == 4)
+                pids = job_pids(tmp_path, 1) + job_pids(tmp_path, 2)
+                await pilot.press("e")
+        assert exit_code_after(app, None) == 1
+        assert not app.exp_thread.is_alive()
+        assert pids and gone(pids), "the running jobs' processes must be killed"
+        exp = TinyDBConnector(auppath).get_experiment(app.experiment.eid)
+        assert exp["status"] == "STOPPED" and exp["end"] is not None
+        assert "stopping the experiment" in capsys.readouterr().err
     finally:
         stop_app_experiment(app)
 
