@@ -14,7 +14,6 @@ for it). No Textual: the analysis screen runs `parameter_importance` in a thread
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import warnings
@@ -22,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .values import is_number
+from .values import is_number, json_key
 
 #: fewer finished jobs than this and importance is noise: the screen says so instead
 MIN_JOBS = 5
@@ -53,11 +52,6 @@ def scored(jobs: Sequence[tuple[dict[str, Any], float | None]]) -> list[tuple[di
     ]
 
 
-def _key(value: Any) -> str:
-    """A categorical value as a hashable, comparable choice (lists and dicts are JSON values too)."""
-    return json.dumps(value, sort_keys=True)
-
-
 def inferred_config(configs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """A ``parameter_config`` read off the values: all-number parameters as float or int ranges,
     others as choices over the values seen; a parameter with one value only is left out."""
@@ -76,7 +70,7 @@ def inferred_config(configs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
             kind = "int" if all(isinstance(v, int) for v in values) else "float"
             out.append({"name": name, "type": kind, "range": [low, high]})
         else:
-            choices = list({_key(v): v for v in values}.values())
+            choices = list({json_key(v): v for v in values}.values())
             if len(choices) > 1:
                 out.append({"name": name, "type": "choice", "range": choices})
     return out
@@ -87,26 +81,6 @@ def _varies(p: dict[str, Any]) -> bool:
     if p["type"] == "choice":
         return len(p["range"]) > 1
     return bool(p["range"][0] < p["range"][1])
-
-
-def _optuna_params(parameter_config: list[dict[str, Any]], config: dict[str, Any]) -> dict[str, Any] | None:
-    """A job's config → Optuna's params (a choice is its index), None when outside the space."""
-    out: dict[str, Any] = {}
-    for p in parameter_config:
-        if p["name"] not in config:
-            return None
-        value = config[p["name"]]
-        if p["type"] == "choice":
-            keys = [_key(c) for c in p["range"]]
-            if _key(value) not in keys:
-                return None
-            out[p["name"]] = keys.index(_key(value))
-        else:
-            low, high = p["range"]
-            if not is_number(value) or not low <= value <= high:
-                return None
-            out[p["name"]] = int(value) if p["type"] == "int" else float(value)
-    return out
 
 
 def parameter_importance(
@@ -131,14 +105,12 @@ def parameter_importance(
         from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
     except ImportError:
         return Importance(reason="Optuna is not installed (pip install optuna)", jobs=len(done))
-    from .proposers.optuna import distributions, quiet_optuna
+    from .proposers.optuna import distributions, quiet_optuna, to_optuna
 
     quiet_optuna()
     dists = distributions(space)
     inside = [
-        (params, score)
-        for params, score in ((_optuna_params(space, c), s) for c, s in done)
-        if params is not None
+        (params, score) for params, score in ((to_optuna(space, c), s) for c, s in done) if params is not None
     ]
     if len(inside) < MIN_JOBS:
         return Importance(

@@ -18,6 +18,12 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def json_key(value: Any) -> str:
+    """A JSON value as a comparable, hashable string: a choice matches only the same JSON value
+    (`true` is not `1`, `1.0` is not `1`), and lists and objects compare by content."""
+    return json.dumps(value, sort_keys=True)
+
+
 def value_kind(value: Any) -> str:
     """What kind of JSON value it is, as a person reads it ("an object", "a list", …)."""
     names = {

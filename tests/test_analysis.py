@@ -76,3 +76,31 @@ def test_many_jobs_are_sampled_and_still_rank_the_deciding_parameter_first() -> 
     result = parameter_importance(synthetic_jobs(MAX_JOBS + 500, seed=3), True, SPACE)
     assert result.jobs == MAX_JOBS and result.sampled_from == MAX_JOBS + 500
     assert list(result.values)[0] == "lr"
+
+
+def test_jobs_whose_choice_is_not_one_of_the_json_values_lie_outside_the_space() -> None:
+    # `true` is not the choice `1` (Python says True == 1), an object matches whatever its key
+    # order: the analysis and the proposers' replay (one function) agree on what lies inside.
+    from aup_tui_backends.proposers.optuna import to_optuna
+
+    space = [
+        {"name": "flag", "type": "choice", "range": [0, 1]},
+        {"name": "opt", "type": "choice", "range": [{"name": "adam", "lr": 1}, "sgd"]},
+        {"name": "lr", "type": "float", "range": [0.0, 1.0]},
+    ]
+    assert to_optuna(space, {"flag": 1, "opt": {"lr": 1, "name": "adam"}, "lr": 0.5}) == {
+        "flag": 1,
+        "opt": 0,
+        "lr": 0.5,
+    }
+    assert to_optuna(space, {"flag": True, "opt": "sgd", "lr": 0.5}) is None
+    assert to_optuna(space, {"flag": 0, "opt": "sgd", "lr": True}) is None  # not a number either
+    rng = random.Random(3)
+    jobs = []
+    for i in range(MIN_JOBS + 4):
+        lr = rng.random()
+        jobs.append(({"flag": i % 2, "opt": "sgd", "lr": lr}, lr))
+    edited = [({"flag": bool(c["flag"]), "opt": c["opt"], "lr": c["lr"]}, s) for c, s in jobs]
+    assert parameter_importance(jobs, True, space).reason is None
+    result = parameter_importance(edited, True, space)
+    assert result.reason is not None and "inside the parameter space" in result.reason

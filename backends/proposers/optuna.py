@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..config import ExperimentConfig
+from ..values import is_number, json_key
 from .base import History, Params, Proposer, config_key, key_choice
 
 
@@ -49,21 +50,22 @@ def to_job(parameter_config: list[dict[str, Any]], params: dict[str, Any]) -> Pa
 
 
 def to_optuna(parameter_config: list[dict[str, Any]], config: Params) -> dict[str, Any] | None:
-    """A job's config → Optuna's params; None when it is outside the space (an edited file)."""
+    """A job's config → Optuna's params (a choice is its index); None when it is outside the space
+    (an edited file, a changed experiment.json): a choice must be one of the same JSON values, a
+    number a finite one within the range. The proposers' replay and the analysis both use it."""
     out: dict[str, Any] = {}
     for p in parameter_config:
         if p["name"] not in config:
             return None
         value = config[p["name"]]
         if p["type"] == "choice":
-            if value not in p["range"]:
+            keys = [json_key(c) for c in p["range"]]
+            if json_key(value) not in keys:
                 return None
-            out[p["name"]] = p["range"].index(value)
+            out[p["name"]] = keys.index(json_key(value))
         else:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                return None
             low, high = p["range"]
-            if not low <= value <= high:
+            if not is_number(value) or not low <= value <= high:
                 return None
             out[p["name"]] = int(value) if p["type"] == "int" else float(value)
     return out
