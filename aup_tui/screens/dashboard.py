@@ -407,11 +407,8 @@ class DashboardScreen(ContinueActions, Screen):
         if conn is None or self.state.eid is None:
             self.notify(f"job {jid}: no store to read its details from", severity="warning")
             return
-        try:
-            from .job_detail import JobDetailScreen
-        except ImportError:
-            self.notify("the job detail screen is not available", severity="warning")
-            return
+        from .job_detail import JobDetailScreen
+
         detail = JobDetailScreen(conn, self.state.eid, jid, host=self)
         if replace:
             self.app.switch_screen(detail)
@@ -525,11 +522,8 @@ class DashboardScreen(ContinueActions, Screen):
         self._open_passive(self.state.waiting[min(self.state.waiting)])
 
     def _open_passive(self, want: PassiveWant) -> None:
-        try:
-            from .passive_form import PassiveForm, PassiveRequest
-        except ImportError:
-            self.notify(f"job {want.jid} waits for you: run `{want.command}`", timeout=30)
-            return
+        from .passive_form import PassiveForm, PassiveRequest
+
         self._passive_open = want.jid
 
         def closed(result: str | None) -> None:
