@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 from helpers import ROOT, cli, write_experiment
+from sshd import free_port
 
 HIDE_RAY = "import sys; sys.modules['ray'] = None\n"  # as if Ray were not installed
 
@@ -140,12 +141,9 @@ async def test_the_nodes_panel_shows_ray_nodes_alive_and_dead_with_cpus_and_gpus
 
 
 def test_an_address_nobody_listens_on_is_one_message_at_once(tmp_path):
-    import socket
     import time
 
-    with socket.socket() as sock:  # a port just freed: nothing listens there
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nothing listens there
     assert cli("init", "--ray", f"127.0.0.1:{port}", cwd=tmp_path).returncode == 0
     write_experiment(tmp_path, resource="ray")
     start = time.monotonic()
@@ -156,6 +154,22 @@ def test_an_address_nobody_listens_on_is_one_message_at_once(tmp_path):
         f"aup-tui: cannot reach the Ray cluster at 127.0.0.1:{port} (Connection refused): start it "
         "(`ray start --head`) or fix ray_address in env.ini (`aup-tui init --overwrite --ray ADDRESS`)"
     ]
+
+
+def test_probe_of_an_address_nobody_listens_on_is_one_line_at_once(tmp_path):
+    import time
+
+    port = free_port()  # nothing listens there
+    assert cli("init", "--ray", f"127.0.0.1:{port}", cwd=tmp_path).returncode == 0
+    start = time.monotonic()
+    done = cli("resources", "--probe", cwd=tmp_path)
+    assert time.monotonic() - start < 30  # not Ray's minute of retries
+    assert done.returncode == 0
+    assert (
+        f"Ray: cannot reach the Ray cluster at 127.0.0.1:{port} (Connection refused): start it "
+        "(`ray start --head`) or fix ray_address in env.ini (`aup-tui init --overwrite --ray ADDRESS`)"
+    ) in done.stdout.splitlines()
+    assert "GCS" not in done.stdout + done.stderr  # none of Ray's own retry logging
 
 
 def test_probe_says_a_local_ray_has_nothing_to_probe(tmp_path):

@@ -163,17 +163,21 @@ def node_statuses(
 
 
 def probe_ray(address: str) -> list[str]:
-    """`resources --probe`'s lines for env.ini's `ray_address`: connects to the cluster once
-    (`address` empty: nothing to probe, a local Ray starts with each run)."""
+    """`resources --probe`'s lines for env.ini's `ray_address`: connects to the cluster once, as
+    the Ray manager does (an address nobody listens on is refused at once, not retried for
+    minutes); `address` empty: nothing to probe, a local Ray starts with each run."""
     if not address:
         return ["Ray: local — a Ray instance starts with each run (aup-tui init --ray ADDRESS for a cluster)"]
     import ray
+    from aup_tui_backends.errors import ConfigError
+    from aup_tui_backends.resources.ray import connect
 
-    own = not ray.is_initialized()
+    own = False
     try:
-        if own:
-            ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR)
+        own = connect(address)
         return format_ray_lines(sample_cluster())
+    except ConfigError as exc:
+        return [f"Ray: {exc}"]
     except Exception as exc:  # noqa: BLE001 — a cluster that cannot be reached is a line, not a traceback
         return [f"Ray: cannot reach the cluster at {address}: {' '.join(str(exc).split())[:200]}"]
     finally:
