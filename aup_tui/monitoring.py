@@ -439,7 +439,7 @@ def _watched_ray_cluster(
     from aup_tui_backends.optional import installed
 
     try:
-        address = load_env(auppath).extra.get("ray_address", "").strip()
+        address = load_env(auppath).ray_address
     except Exception:  # a bad env.ini: the panel says so elsewhere
         return None
     if not address or not installed("ray"):

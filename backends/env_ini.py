@@ -42,6 +42,13 @@ class EnvConfig:
         self.Auptimizer_PATH = self.Auptimizer_PATH or self.auppath
         self.TMP_FOLDER = self.TMP_FOLDER or os.path.join(tempfile.gettempdir(), "auptmp")
 
+    @property
+    def ray_address(self) -> str | None:
+        """Which Ray (`aup-tui init --ray [ADDRESS]`): None when Ray is not set up here, "" for a
+        local Ray started with each run, else the cluster's address (or `auto`)."""
+        address = self.extra.get("ray_address")
+        return None if address is None else address.strip()
+
 
 def find_env(auppath: str | None = None) -> str:
     """The .aup folder to use: the given one, else ./.aup, else ~/.aup (Auptimizer's search)."""

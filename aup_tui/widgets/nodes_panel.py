@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 
 from aup_tui_backends.monitors.nodes import NodeState, NodeStatus
+from aup_tui_backends.monitors.ray_cluster import is_ray_node_key
 from aup_tui_backends.ssh.hosts import short_node_name
 from rich.console import JustifyMethod
 from rich.text import Text
@@ -145,7 +146,7 @@ RAY_SKIPPED = ("rtt", "load")
 
 def _ray_only(statuses: Mapping[str, NodeStatus]) -> bool:
     """Every row is a Ray node (it says what is in use): its CPUs and GPUs get the room."""
-    return bool(statuses) and all(s.usage or s.name.startswith("ray ") for s in statuses.values())
+    return bool(statuses) and all(is_ray_node_key(key) for key in statuses)
 
 
 class NodeSummary(Static, can_focus=True):

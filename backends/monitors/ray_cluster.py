@@ -25,6 +25,7 @@ __all__ = [
     "RayNode",
     "cluster_summary",
     "format_ray_lines",
+    "is_ray_node_key",
     "node_statuses",
     "probe_ray",
     "ray_node_key",
@@ -51,6 +52,11 @@ class RayNode:
 def ray_node_key(node_id: str) -> str:
     """The node's name in the nodes panel: `ray <first 6 hex digits of its id>` (fits its column)."""
     return f"ray {node_id[:6]}"
+
+
+def is_ray_node_key(key: str) -> bool:
+    """Whether a nodes-panel row is a Ray node's (`ray_node_key`), not an SSH node's (host[:port])."""
+    return key.startswith("ray ")
 
 
 def sample_cluster() -> list[RayNode]:
@@ -162,15 +168,15 @@ def node_statuses(
     return out
 
 
-def probe_ray(address: str) -> list[str]:
-    """`resources --probe`'s lines for env.ini's `ray_address`: connects to the cluster once, as
-    the Ray manager does (an address nobody listens on is refused at once, not retried for
-    minutes); `address` empty: nothing to probe, a local Ray starts with each run."""
+def probe_ray(address: str, connect: Callable[[str], bool]) -> list[str]:
+    """`resources --probe`'s lines for env.ini's `ray_address`: connects to the cluster once with
+    `connect` (the Ray manager's: an address nobody listens on is refused at once, not retried
+    for minutes; True when this call connected, then it disconnects); `address` empty: nothing
+    to probe, a local Ray starts with each run."""
     if not address:
         return ["Ray: local — a Ray instance starts with each run (aup-tui init --ray ADDRESS for a cluster)"]
     import ray
     from aup_tui_backends.errors import ConfigError
-    from aup_tui_backends.resources.ray import connect
 
     own = False
     try:

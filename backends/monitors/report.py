@@ -62,8 +62,8 @@ def probe_resources(
         else:
             lines.append(f"{host.key}  {host_label(host.spec)}  not resolved (EC2 instance id)")
 
-    if "ray_address" in env.extra:  # `aup-tui init --ray [ADDRESS]`
-        lines.extend(_ray_lines(env.extra["ray_address"].strip()))
+    if env.ray_address is not None:  # `aup-tui init --ray [ADDRESS]`
+        lines.extend(_ray_lines(env.ray_address))
 
     gpus = GPUMonitor(nvml=nvml)
     try:
@@ -81,8 +81,9 @@ def _ray_lines(address: str) -> list[str]:
     if not installed("ray"):
         return ['Ray: not installed — pip install "aup-tui[ray]"']
     from aup_tui_backends.monitors.ray_cluster import probe_ray
+    from aup_tui_backends.resources.ray import connect
 
-    return probe_ray(address)
+    return probe_ray(address, connect)
 
 
 def _gib(value: int | None) -> str:

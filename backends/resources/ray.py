@@ -183,7 +183,7 @@ class RayResourceManager(AbstractResourceManager):
         address = kwargs.pop("ray_address", None)
         super().__init__(connector, n_parallel, *args, **kwargs)
         if address is None:
-            address = load_env(auppath).extra.get("ray_address", "")
+            address = load_env(auppath).ray_address
         self.address: str = str(address or "").strip()
         self.num_cpus = float(num_cpus)
         self.num_gpus = float(num_gpus)
