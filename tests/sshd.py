@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import getpass
 import os
 import queue
@@ -49,13 +50,15 @@ def find_sshd() -> str:
     pytest.fail(_INSTALL_HINT, pytrace=False)
 
 
-def _ephemeral_ports() -> range:
-    """The range the kernel draws clients' local ports (and ``bind(0)``) from."""
+@functools.cache
+def _server_ports() -> tuple[int, ...]:
+    """Ports 10000-65535 outside the range the kernel draws clients' local ports (and
+    ``bind(0)``) from (read once)."""
     try:
         low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
     except (OSError, ValueError):
         low, high = 32768, 60999
-    return range(low, high + 1)
+    return tuple(p for p in range(10000, 65536) if not low <= p <= high)
 
 
 _given_ports: set[int] = set()
@@ -70,8 +73,7 @@ def free_port() -> int:
     the probes) draws its local port from that same range, so by the time sshd
     or moto binds it, a client may hold it ("Address already in use").
     """
-    ephemeral = _ephemeral_ports()
-    pool = [p for p in range(10000, 65536) if p not in ephemeral]
+    pool = _server_ports()
     rng = random.Random()
     with _ports_lock:
         for _ in range(1000):
