@@ -27,6 +27,18 @@ async def _show_compare(pilot) -> None:
     await pilot.pause()
 
 
+async def _node_detail_shown(pilot) -> None:
+    """The scene pushes the node detail after its first refresh: wait for it (a fixed pause
+    sometimes caught the dashboard's empty frame, or the detail without its footer)."""
+    from aup_tui.screens.node_detail import NodeDetailScreen
+
+    for _ in range(100):
+        if isinstance(pilot.app.screen, NodeDetailScreen):
+            break
+        await pilot.pause(0.05)
+    await pilot.pause(0.2)
+
+
 def _analysis_app():
     """The analysis screen of the run recorded in tests/fixtures/analysis_run (a real run)."""
     import shutil
@@ -82,8 +94,8 @@ SCENES = {
     "panels-100x40": (lambda: panel_scenes.panels_app("aup-dark"), (100, 40), []),
     "panels-200x50": (lambda: panel_scenes.panels_app("aup-dark"), (200, 50), []),
     "panels-no-nvml": (lambda: panel_scenes.panels_app("aup-dark", gpus=False), (200, 50), []),
-    "node-detail-down": (lambda: panel_scenes.node_detail_app("node 3"), (80, 24), []),
-    "node-detail-gpus": (lambda: panel_scenes.node_detail_app("node 1"), (200, 50), []),
+    "node-detail-down": (lambda: panel_scenes.node_detail_app("node 3"), (80, 24), _node_detail_shown),
+    "node-detail-gpus": (lambda: panel_scenes.node_detail_app("node 1"), (200, 50), _node_detail_shown),
     "analysis": (_analysis_app, (110, 30), _analysis_computed),
     "compare": (
         lambda: AupApp(picker_rows=scenes.picker_rows(), clock=scenes.CLOCK, find=False),
